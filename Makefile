@@ -1,0 +1,20 @@
+# One entry point for people and CI alike; the scripts hold the logic.
+.PHONY: setup test lint format demo bench bench-smoke
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	bash scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check mk8s tests bench scripts
+	.venv/bin/ruff format --check mk8s tests bench
+	.venv/bin/mypy
+
+format:
+	.venv/bin/ruff format mk8s tests bench
+	.venv/bin/ruff check --fix mk8s tests bench
+
+demo:
+	bash scripts/demo.sh

@@ -1,0 +1,3 @@
+from mk8s.cli import main
+
+main()

@@ -1,0 +1,255 @@
+"""The lockfile and the bundle manifest: one model, canonical JSON bytes, schema-checked.
+
+A manifest is a lock plus ``createdBy``. Both serialise as sorted, indented JSON so a
+person (and ``grep``) can read them and the same model always gives the same bytes.
+Objects that exist are valid: ``from_bytes`` validates against
+``schemas/manifest.schema.json`` and the invariants the schema cannot express.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+from mk8s import __version__
+from mk8s.errors import InputError, LockError
+from mk8s.schemas import json_path, validator
+
+SCHEMA = "manifest.schema.json"
+LOCK_KIND = "mk8s.lock"
+BUNDLE_KIND = "mk8s.bundle"
+MANIFEST_NAME = "mk8s-bundle.json"
+SIGNATURE_NAME = "mk8s-bundle.json.sig"
+ARTIFACT_DIR = "artifacts"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file pinned by a lock: where it came from, where it sits in the bundle."""
+
+    name: str
+    kind: str
+    path: str
+    size: int
+    sha256: str
+    url: str | None = None
+    arch: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "path": self.path,
+            "size": self.size,
+            "sha256": self.sha256,
+        }
+        if self.url is not None:
+            out["url"] = self.url
+        if self.arch is not None:
+            out["arch"] = self.arch
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Artifact:
+        return cls(
+            name=data["name"],
+            kind=data["kind"],
+            path=data["path"],
+            size=data["size"],
+            sha256=data["sha256"],
+            url=data.get("url"),
+            arch=data.get("arch"),
+        )
+
+
+def artifact_path(name: str, kind: str) -> str:
+    """Where an artifact of this kind lives inside the bundle."""
+    if kind == "file":
+        return f"{ARTIFACT_DIR}/files/{name}"
+    return f"{ARTIFACT_DIR}/{name}"
+
+
+@dataclass(frozen=True)
+class Release:
+    """What was asked for and what it resolved to."""
+
+    requested: str
+    tag: str
+    arch: tuple[str, ...]
+    cni: str = "canal"
+    image_groups: tuple[str, ...] = ()
+    allow_prerelease: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "tag": self.tag,
+            "arch": list(self.arch),
+            "cni": self.cni,
+            "imageGroups": list(self.image_groups),
+            "allowPrerelease": self.allow_prerelease,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Release:
+        return cls(
+            requested=data["requested"],
+            tag=data["tag"],
+            arch=tuple(data["arch"]),
+            cni=data["cni"],
+            image_groups=tuple(data["imageGroups"]),
+            allow_prerelease=data["allowPrerelease"],
+        )
+
+    @property
+    def version(self) -> str:
+        """The tag without the ``+rke2rN`` build part."""
+        return self.tag.split("+", 1)[0]
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A pinned release: the contents of ``mk8s.lock``.
+
+    ``artifacts`` are kept sorted by bundle path, which is also the member order.
+    """
+
+    release: Release
+    resolved_at: str
+    artifacts: tuple[Artifact, ...]
+    kind: str = LOCK_KIND
+    created_by: str | None = None
+
+    def __post_init__(self) -> None:
+        ordered = tuple(sorted(self.artifacts, key=lambda a: a.path))
+        object.__setattr__(self, "artifacts", ordered)
+        _check_invariants(self)
+
+    # -- serialisation ---------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schemaVersion": 1,
+            "kind": self.kind,
+            "rke2": self.release.to_json(),
+            "resolvedAt": self.resolved_at,
+            "artifacts": [a.to_json() for a in self.artifacts],
+        }
+        if self.created_by is not None:
+            out["createdBy"] = self.created_by
+        return out
+
+    def to_bytes(self) -> bytes:
+        """Canonical bytes: sorted keys, two-space indent, ASCII, trailing newline."""
+        return (json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n").encode("ascii")
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, source: str = "lockfile") -> Lock:
+        """Parse and validate; raises LockError (exit 2) naming the field on any problem."""
+        try:
+            obj = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise LockError(
+                f"{source} is not valid JSON ({e})",
+                "regenerate it with `mk8s bundle lock`",
+            ) from e
+        errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
+        if errors:
+            first = errors[0]
+            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+            raise LockError(
+                f"{source}: {json_path(first.absolute_path)}: {first.message}{more}",
+                "regenerate it with `mk8s bundle lock`",
+            )
+        try:
+            return cls(
+                release=Release.from_json(obj["rke2"]),
+                resolved_at=obj["resolvedAt"],
+                artifacts=tuple(Artifact.from_json(a) for a in obj["artifacts"]),
+                kind=obj["kind"],
+                created_by=obj.get("createdBy"),
+            )
+        except ValueError as e:
+            raise LockError(f"{source}: {e}", "regenerate it with `mk8s bundle lock`") from e
+
+    # -- derived -----------------------------------------------------------------------
+    @property
+    def mtime(self) -> int:
+        """Seconds since the epoch of ``resolved_at``: the mtime of every member."""
+        return calendar.timegm(time.strptime(self.resolved_at, "%Y-%m-%dT%H:%M:%SZ"))
+
+    @property
+    def total_size(self) -> int:
+        return sum(a.size for a in self.artifacts)
+
+    def as_lock(self) -> Lock:
+        """This pin as a lockfile (drops ``createdBy``)."""
+        return replace(self, kind=LOCK_KIND, created_by=None)
+
+    def as_manifest(self, version: str = __version__) -> Lock:
+        """This pin as a bundle manifest written by mk8s ``version``."""
+        return replace(self, kind=BUNDLE_KIND, created_by=f"mk8s {version}")
+
+    def bundle_name(self) -> str:
+        """The conventional file name, e.g. ``mk8s-rke2-v1.28.15-rke2r1-linux-amd64.tar.zst``."""
+        tag = self.release.tag.replace("+", "-")
+        return f"mk8s-rke2-{tag}-linux-{'-'.join(self.release.arch)}.tar.zst"
+
+    def find(self, *, kind: str, arch: str | None = None) -> list[Artifact]:
+        return [a for a in self.artifacts if a.kind == kind and (arch is None or a.arch == arch)]
+
+
+def bundle_id(manifest_bytes: bytes) -> str:
+    """A short stable id of a bundle: the first 16 hex digits of its manifest's sha256."""
+    return hashlib.sha256(manifest_bytes).hexdigest()[:16]
+
+
+def now_utc() -> str:
+    """The current time in the format of ``resolvedAt``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _check_invariants(lock: Lock) -> None:
+    seen_paths: set[str] = set()
+    for a in lock.artifacts:
+        p = PurePosixPath(a.path)
+        if p.is_absolute() or ".." in p.parts or p.parts[0] != ARTIFACT_DIR:
+            raise ValueError(f"artifact {a.name}: path {a.path!r} must be under {ARTIFACT_DIR}/")
+        if len(a.path.encode()) > 100:
+            raise ValueError(f"artifact {a.name}: path {a.path!r} is longer than 100 bytes")
+        if a.path in seen_paths:
+            raise ValueError(f"artifact path {a.path!r} appears twice")
+        seen_paths.add(a.path)
+        if a.size < 0 or len(a.sha256) != 64:
+            raise ValueError(f"artifact {a.name}: bad size or sha256")
+    if lock.kind == BUNDLE_KIND and lock.created_by is None:
+        raise ValueError("a bundle manifest needs createdBy")
+
+
+def build_lock(release: Release, artifacts: Iterable[Artifact], resolved_at: str) -> Lock:
+    """Make a lock; raises InputError if two artifacts would land on one path."""
+    try:
+        return Lock(release=release, resolved_at=resolved_at, artifacts=tuple(artifacts))
+    except ValueError as e:
+        raise InputError(str(e), "rename the conflicting --file") from e
+
+
+__all__ = [
+    "ARTIFACT_DIR",
+    "BUNDLE_KIND",
+    "LOCK_KIND",
+    "MANIFEST_NAME",
+    "SIGNATURE_NAME",
+    "Artifact",
+    "Lock",
+    "Release",
+    "artifact_path",
+    "build_lock",
+    "bundle_id",
+    "now_utc",
+]

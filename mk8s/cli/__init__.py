@@ -1,0 +1,119 @@
+"""The ``mk8s`` command: thin click commands over the core API.
+
+Errors are mapped to exit codes in exactly one place, :func:`main`: an expected
+:class:`~mk8s.errors.Mk8sError` prints one line (``mk8s: error: ...``) and exits with
+its code; an unexpected exception writes its traceback to the debug log and asks for
+a bug report.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from mk8s import __version__
+from mk8s.errors import Mk8sError
+
+log = logging.getLogger("mk8s")
+
+
+def debug_log_path() -> Path:
+    """Where tracebacks go: ``$XDG_STATE_HOME/mk8s/debug.log`` (or under ~/.local/state)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mk8s" / "debug.log"
+
+
+def _write_debug_log(exc: BaseException) -> Path | None:
+    text = "".join(traceback.format_exception(exc))
+    for path in (debug_log_path(), Path(tempfile.gettempdir()) / "mk8s-debug.log"):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(f"--- mk8s {__version__}: {' '.join(sys.argv)}\n{text}\n")
+            return path
+        except OSError:
+            continue
+    return None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="mk8s", message="%(prog)s %(version)s")
+@click.option("-v", "--verbose", count=True, help="More detail; -vv for debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
+    """Carry RKE2 into an air gap as one signed bundle, and stand up an HA cluster there.
+
+    \b
+    Connected side:    mk8s key generate; mk8s bundle create --rke2 v1.28.x --key mk8s.key
+    Disconnected side: mk8s bundle verify BUNDLE --key mk8s.pub
+                       mk8s deploy -f cluster.yaml --bundle BUNDLE --key mk8s.pub
+
+    Exit codes: 0 success, 1 operational failure, 2 usage or invalid input file,
+    3 the bundle was rejected.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from mk8s.cli import bundle, key
+
+    cli.add_command(key.key)
+    cli.add_command(bundle.bundle)
+    try:
+        deploy = importlib.import_module("mk8s.cli.deploy")
+    except ImportError:  # deploy commands arrive with the deploy package
+        return
+    deploy.register(cli)
+
+
+_register()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"mk8s: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run the CLI and exit with the code SPEC section 2 documents."""
+    verbose = any(a in ("-v", "-vv", "--verbose") for a in (argv or sys.argv[1:]))
+    try:
+        rv = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="mk8s", standalone_mode=False
+        )
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.Abort:
+        _fail("aborted", 130)
+    except Mk8sError as e:
+        if verbose:
+            cause = e.__cause__
+            while cause is not None:
+                click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                cause = cause.__cause__
+        _write_debug_log(e) if verbose else None
+        _fail(str(e), e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was left half-written", 130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as e:
+        path = _write_debug_log(e)
+        where = f"; the traceback is in {path}" if path else ""
+        _fail(f"internal error: {type(e).__name__}: {e}{where}; please report this bug", 1)
+    sys.exit(rv if isinstance(rv, int) else 0)

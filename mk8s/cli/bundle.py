@@ -1,0 +1,202 @@
+"""``mk8s bundle``: create, inspect, verify and extract bundles."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mk8s import ui
+from mk8s.bundle import keys, reader
+from mk8s.bundle.manifest import Lock
+from mk8s.cli.common import print_json
+from mk8s.errors import BundleRejected
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+BUNDLE_ARG = click.argument(
+    "bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path, dir_okay=False)
+)
+
+
+def key_option(required: bool = True) -> Callable[[F], F]:
+    return click.option(
+        "--key",
+        "key_paths",
+        multiple=True,
+        required=required,
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A trusted public key (PEM); repeat to trust several.",
+    )
+
+
+ALLOW_UNSIGNED = click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Accept a bundle made with --unsigned (its origin is then NOT proven).",
+)
+
+
+@click.group()
+def bundle() -> None:
+    """Create, inspect, verify and extract bundles."""
+
+
+def _register_create() -> None:
+    try:
+        create = importlib.import_module("mk8s.cli.create")
+    except ImportError:  # arrives with the upstream client
+        return
+    create.register(bundle)
+
+
+def _trusted(key_paths: tuple[Path, ...], allow_unsigned: bool) -> list[keys.TrustedKey]:
+    if not key_paths and not allow_unsigned:
+        raise click.UsageError("give the signer's public key with --key")
+    return keys.load_trusted_keys(key_paths)
+
+
+def _summary(v: reader.VerifiedBundle) -> dict[str, object]:
+    m = v.manifest
+    return {
+        "ok": True,
+        "bundle": str(v.path),
+        "bundleId": v.bundle_id,
+        "sha256": v.file_sha256,
+        "size": v.file_size,
+        "rke2": m.release.tag,
+        "arch": list(m.release.arch),
+        "artifacts": len(m.artifacts),
+        "artifactBytes": m.total_size,
+        "signer": v.signer.key_id if v.signer else None,
+        "signerKey": str(v.signer.path) if v.signer else None,
+        "createdBy": m.created_by,
+    }
+
+
+def _summary_line(v: reader.VerifiedBundle, verb: str) -> str:
+    m = v.manifest
+    signer = f"signed by key {v.signer.key_id}" if v.signer else "UNSIGNED"
+    return (
+        f"{verb}: RKE2 {m.release.tag} linux/{','.join(m.release.arch)}, "
+        f"{len(m.artifacts)} artifacts ({ui.human_bytes(m.total_size)}), {signer}, "
+        f"bundle sha256 {v.file_sha256}"
+    )
+
+
+def _warn_unsigned(v: reader.VerifiedBundle) -> None:
+    if v.signer is None:
+        ui.warn(
+            "THIS BUNDLE IS UNSIGNED: its contents are intact but nothing proves "
+            "who made them (accepted because of --allow-unsigned)"
+        )
+
+
+@bundle.command("verify")
+@BUNDLE_ARG
+@key_option(required=False)
+@ALLOW_UNSIGNED
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(
+    bundle_path: Path, key_paths: tuple[Path, ...], allow_unsigned: bool, as_json: bool
+) -> None:
+    """Check a bundle offline: signature, then every member, in one streaming pass.
+
+    Exits 0 when every check passes, 3 when the bundle is rejected (the message names
+    the member and the reason), 2 when a key file is unusable.
+    """
+    trusted = _trusted(key_paths, allow_unsigned)
+    try:
+        with ui.Progress("verifying", 0) as bar:
+            v = reader.verify_bundle(
+                bundle_path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
+            )
+    except BundleRejected as e:
+        if as_json:
+            print_json({"ok": False, "bundle": str(bundle_path), "error": str(e)})
+        raise
+    _warn_unsigned(v)
+    if as_json:
+        print_json(_summary(v))
+    else:
+        click.echo(_summary_line(v, "verified"))
+
+
+@bundle.command("extract")
+@BUNDLE_ARG
+@key_option(required=False)
+@ALLOW_UNSIGNED
+@click.option(
+    "-d",
+    "--dir",
+    "dest",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory to extract into (created if missing).",
+)
+def extract(
+    bundle_path: Path, key_paths: tuple[Path, ...], allow_unsigned: bool, dest: Path
+) -> None:
+    """Verify while extracting; nothing is left in DIR unless every check passes."""
+    trusted = _trusted(key_paths, allow_unsigned)
+    v = reader.extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
+    _warn_unsigned(v)
+    click.echo(_summary_line(v, "extracted"))
+    click.echo(f"into {dest}")
+
+
+@bundle.command("inspect")
+@BUNDLE_ARG
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect(bundle_path: Path, as_json: bool) -> None:
+    """Print the manifest. Reads only the head of the file: this is NOT verification."""
+    head = reader.read_head(bundle_path)
+    if head.manifest is None:
+        raise BundleRejected(f"cannot inspect {bundle_path}: {head.problem}")
+    sig = head.signature
+    if as_json:
+        print_json(
+            {
+                "verified": False,
+                "note": "inspect does not verify; run `mk8s bundle verify`",
+                "bundleId": head.bundle_id,
+                "manifest": head.manifest.to_json(),
+                "signature": None
+                if sig is None
+                else {"algorithm": sig.algorithm, "keyId": sig.key_id or None},
+                "problem": head.problem,
+            }
+        )
+        return
+    click.echo(_inspect_text(head.manifest, head.bundle_id, sig, head.problem))
+
+
+def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | None) -> str:
+    if sig is None:
+        signed = f"unreadable signature ({problem})"
+    elif sig.algorithm == keys.UNSIGNED:
+        signed = "UNSIGNED"
+    else:
+        signed = f"key {sig.key_id} ({sig.algorithm}), not checked"
+    lines = [
+        "NOT VERIFIED: inspect only reads the manifest; run `mk8s bundle verify` to check it.",
+        f"bundle id:   {bid}",
+        f"rke2:        {m.release.tag} (requested {m.release.requested})",
+        f"arch:        {', '.join(m.release.arch)}",
+        f"cni:         {m.release.cni}",
+        f"images:      {', '.join(m.release.image_groups) or '(default)'}",
+        f"resolved at: {m.resolved_at}",
+        f"created by:  {m.created_by}",
+        f"signature:   {signed}",
+        f"artifacts:   {len(m.artifacts)} ({ui.human_bytes(m.total_size)})",
+    ]
+    width = max(len(a.path) for a in m.artifacts)
+    for a in m.artifacts:
+        lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
+    return "\n".join(lines)
+
+
+_register_create()

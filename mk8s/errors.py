@@ -1,0 +1,98 @@
+"""Every error mk8s expects, each with a message that tells the user how to fix it.
+
+The CLI catches :class:`Mk8sError` in exactly one place (``mk8s.cli.main``) and maps
+``exit_code`` to the process exit status documented in SPEC section 2:
+
+* 1: an operational failure (network, SSH, a node failed)
+* 2: usage, or an invalid input file (a key, a lockfile, cluster.yaml)
+* 3: the bundle was rejected (signature, checksum, format, tamper)
+
+Always raise these ``from`` the original exception so the debug log keeps the cause.
+"""
+
+from __future__ import annotations
+
+
+class Mk8sError(Exception):
+    """Base of all expected errors: a problem and, where one exists, the fix."""
+
+    exit_code = 1
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        if self.fix:
+            return f"{self.problem}; {self.fix}"
+        return self.problem
+
+
+class InputError(Mk8sError):
+    """A file or value the user gave is unusable (exit 2)."""
+
+    exit_code = 2
+
+
+class KeyFileError(InputError):
+    """A signing or verification key could not be read or is the wrong kind."""
+
+
+class LockError(InputError):
+    """A lockfile is missing, malformed or does not match its schema."""
+
+
+class ClusterFileError(InputError):
+    """cluster.yaml is missing, malformed or fails its schema."""
+
+
+class VersionNotFound(InputError):
+    """A version spec matches no RKE2 release."""
+
+
+class BundleRejected(Mk8sError):
+    """The bundle failed verification: never trust any byte of it (exit 3)."""
+
+    exit_code = 3
+
+
+class UpstreamError(Mk8sError):
+    """The release server (GitHub or a mirror) failed or answered nonsense."""
+
+
+class ChecksumMismatch(Mk8sError):
+    """A downloaded byte differs from what upstream or the lockfile pins (exit 3).
+
+    Upstream drift is a supply-chain alarm, so it is reported like a rejected bundle.
+    """
+
+    exit_code = 3
+
+
+class OutputError(Mk8sError):
+    """Writing a result failed (disk full, permission, exists without --force)."""
+
+
+class ConnectError(Mk8sError):
+    """A node could not be reached or authenticated over SSH."""
+
+
+class HostKeyError(ConnectError):
+    """A node's SSH host key is unknown or changed."""
+
+
+class RemoteCommandError(Mk8sError):
+    """A command on a node exited non-zero or timed out."""
+
+
+class PreflightError(Mk8sError):
+    """A node is not fit for the install; nothing was changed."""
+
+
+class DeployError(Mk8sError):
+    """A deploy step failed on one or more nodes."""
+
+
+class StateLockedError(Mk8sError):
+    """Another mk8s process holds the cluster's state directory."""

@@ -1,0 +1,108 @@
+"""Output for people: progress bars on a terminal, plain lines otherwise.
+
+Results go to stdout; progress, notes and warnings go to stderr so that ``--json``
+output stays machine-readable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+import click
+
+_lock = threading.Lock()
+
+
+def is_terminal(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stderr
+    return stream.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def note(message: str) -> None:
+    """A progress line on stderr."""
+    with _lock:
+        click.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    with _lock:
+        click.echo(f"mk8s: warning: {message}", err=True)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class Progress:
+    """A byte-count progress display: a rich bar on a terminal; otherwise a plain line
+    every ``PLAIN_INTERVAL`` seconds, so quick operations print nothing extra."""
+
+    PLAIN_INTERVAL = 5.0
+
+    def __init__(self, label: str, total: int) -> None:
+        self.label = label
+        self.total = total
+        self._last_print = time.monotonic()
+        self._rich = None
+        self._task = None
+        if is_terminal():
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+            from rich.progress import Progress as RichProgress
+
+            self._rich = RichProgress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._task = self._rich.add_task(label, total=total or None)
+
+    def __enter__(self) -> Progress:
+        if self._rich is not None:
+            self._rich.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+
+    def update(self, done: int, total: int | None = None) -> None:
+        if total is not None:
+            self.total = total
+        if self._rich is not None and self._task is not None:
+            self._rich.update(self._task, completed=done, total=self.total or None)
+            return
+        now = time.monotonic()
+        if now - self._last_print >= self.PLAIN_INTERVAL:
+            self._last_print = now
+            pct = f"{done * 100 // self.total}% " if self.total else ""
+            note(f"{self.label}: {pct}({human_bytes(done)} of {human_bytes(self.total)})")
+
+
+@contextmanager
+def timed() -> Iterator[list[float]]:
+    """Yields a one-element list that holds the elapsed seconds after the block."""
+    box = [0.0]
+    start = time.monotonic()
+    try:
+        yield box
+    finally:
+        box[0] = time.monotonic() - start
