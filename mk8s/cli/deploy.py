@@ -1,0 +1,105 @@
+"""``mk8s deploy``, ``status``, ``kubeconfig`` and ``reset``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mk8s import ui
+from mk8s.bundle import keys
+from mk8s.deploy import ops
+from mk8s.deploy.cluster import load_cluster
+from mk8s.deploy.run import DeploySettings, deploy
+from mk8s.errors import DeployError
+
+CLUSTER_FILE = click.option(
+    "-f", "--file", "cluster_file", required=True,
+    type=click.Path(path_type=Path, dir_okay=False), help="The cluster.yaml file.",
+)
+
+
+@click.command("deploy")
+@CLUSTER_FILE
+@click.option("--bundle", "bundle_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False), help="The bundle file.")
+@click.option("--key", "key_paths", multiple=True,
+              type=click.Path(path_type=Path, dir_okay=False),
+              help="A trusted public key (PEM); repeat to trust several.")
+@click.option("--allow-unsigned", is_flag=True,
+              help="Accept an unsigned bundle (its origin is then NOT proven).")
+@click.option("--dry-run", is_flag=True,
+              help="Verify the bundle and print the plan; contact no node.")
+@click.option("--jobs", type=click.IntRange(1, 256), default=None,
+              help="Nodes worked on at once (default: options.concurrency).")
+@click.option("--wait", "ready_timeout", type=click.FloatRange(1), default=900.0,
+              show_default=True, help="Seconds to wait for each node to be Ready.")
+def deploy_cmd(cluster_file: Path, bundle_path: Path, key_paths: tuple[Path, ...],
+               allow_unsigned: bool, dry_run: bool, jobs: int | None,
+               ready_timeout: float) -> None:
+    """Verify the bundle, then install and join every node of cluster.yaml.
+
+    Order: verify; connect and preflight every node (nothing changes if one fails);
+    upload and install in parallel; the first server; the other servers one at a
+    time; the agents in parallel; then NAME.kubeconfig (0600) in this directory.
+    Safe to re-run: what is already in place is skipped.
+    """
+    if not key_paths and not allow_unsigned:
+        raise click.UsageError("give the bundle signer's public key with --key")
+    cluster = load_cluster(cluster_file)
+    settings = DeploySettings(cluster=cluster, bundle=bundle_path,
+                              trusted=keys.load_trusted_keys(key_paths),
+                              allow_unsigned=allow_unsigned, jobs=jobs, dry_run=dry_run,
+                              ready_timeout=ready_timeout)
+    report = deploy(settings)
+    if dry_run:
+        click.echo(report.plan_text)
+        return
+    click.echo(report.table())
+    if report.kubeconfig:
+        click.echo(f"kubeconfig: {report.kubeconfig}")
+    click.echo(f"uploaded {ui.human_bytes(report.uploaded_bytes)} in {report.seconds:.1f}s")
+    if not report.ok:
+        bad = [o.node.name for o in report.outcomes.values() if o.state != "ready"]
+        raise DeployError(
+            f"{len(bad)} node(s) not Ready: {', '.join(bad)}",
+            "fix what the table says, then run the same deploy again (it resumes)",
+        )
+
+
+@click.command("status")
+@CLUSTER_FILE
+def status_cmd(cluster_file: Path) -> None:
+    """Show what each node runs and whether it is Ready (exit 1 unless all are)."""
+    rows = ops.status(load_cluster(cluster_file))
+    click.echo(ops.status_table(rows))
+    if not all(r.ready for r in rows):
+        raise DeployError(f"{sum(not r.ready for r in rows)} node(s) not Ready")
+
+
+@click.command("kubeconfig")
+@CLUSTER_FILE
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write it (default: NAME.kubeconfig here).")
+def kubeconfig_cmd(cluster_file: Path, output: Path | None) -> None:
+    """Fetch the admin kubeconfig, pointed at the cluster's address (written 0600)."""
+    path = ops.fetch_kubeconfig(load_cluster(cluster_file), output)
+    click.echo(f"kubeconfig: {path}")
+
+
+@click.command("reset")
+@CLUSTER_FILE
+@click.option("--node", "node_name", help="Reset only this node (taken out of the cluster).")
+@click.option("--yes", is_flag=True, help="Confirm: this uninstalls RKE2 and deletes its data.")
+def reset_cmd(cluster_file: Path, node_name: str | None, yes: bool) -> None:
+    """Uninstall RKE2 from one node, or from all (agents first, then servers)."""
+    if not yes:
+        raise click.UsageError("reset deletes RKE2 and its data; pass --yes to confirm")
+    cluster = load_cluster(cluster_file)
+    done = ops.reset(cluster, node_name)
+    click.echo(f"reset: {', '.join(done) or 'nothing to do'}")
+
+
+def register(group: click.Group) -> None:
+    for cmd in (deploy_cmd, status_cmd, kubeconfig_cmd, reset_cmd):
+        group.add_command(cmd)

@@ -1,0 +1,150 @@
+"""Read-only probes of a node: what it is, what it has, what it runs.
+
+Two commands per node: a plain one (arch, OS, user, whether ``sudo -n`` works), then,
+only when the login can act as root, a privileged one (disk, RKE2 state, hashes of
+what mk8s placed before). Both print ``key=value`` lines that :func:`parse` reads;
+nothing here changes the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mk8s.deploy.command import Command
+
+RKE2_BIN = "/usr/local/bin/rke2"
+CONFIG_DIR = "/etc/rancher/rke2"
+CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
+REGISTRIES_PATH = f"{CONFIG_DIR}/registries.yaml"
+KUBECONFIG_PATH = f"{CONFIG_DIR}/rke2.yaml"
+DATA_DIR = "/var/lib/rancher/rke2"
+IMAGES_DIR = f"{DATA_DIR}/agent/images"
+NODE_TOKEN_PATH = f"{DATA_DIR}/server/node-token"
+KUBECTL = f"{DATA_DIR}/bin/kubectl"
+
+UNAME_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+BASIC = Command.script(
+    'echo "uname_m=$(uname -m)"; '
+    '( . /etc/os-release 2>/dev/null; echo "os=${{PRETTY_NAME:-unknown}}" ); '
+    'echo "hostname=$(hostname)"; echo "uid=$(id -u)"; '
+    'if [ "$(id -u)" = 0 ]; then echo sudo=root; '
+    "elif sudo -n true 2>/dev/null; then echo sudo=yes; else echo sudo=no; fi",
+    description="gather basic facts",
+    timeout=30,
+)
+
+
+def privileged(staging: str) -> Command:
+    """The root part of fact gathering, for the bundle's staging directory."""
+    return Command.script(
+        "d={staging}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; "
+        "echo \"disk_free_kb=$(df -Pk \"$d\" | awk 'NR==2{{print $4}}')\"; "
+        "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
+        "then echo rpm=yes; else echo rpm=no; fi; "
+        'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
+        "if [ -x {bin} ]; then echo \"rke2_version=$({bin} --version 2>/dev/null | head -n 1)\"; fi; "
+        'echo "server_active=$(systemctl is-active rke2-server 2>/dev/null)"; '
+        'echo "agent_active=$(systemctl is-active rke2-agent 2>/dev/null)"; '
+        "for f in {config} {registries}; do "
+        '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
+        "if [ -f {token} ]; then echo \"node_token=$(cat {token})\"; fi; "
+        "if [ -d {staging} ]; then cd {staging} && "
+        'for f in * files/*; do [ -f "$f" ] || continue; case "$f" in '
+        '*.part) echo "part $(stat -c %s "$f") {staging}/$f";; '
+        '*) echo "sha256 $(sha256sum "$f" | cut -d" " -f1) {staging}/$f";; esac; done; fi; '
+        "if [ -d {images} ]; then cd {images} && for f in *; do [ -f \"$f\" ] && "
+        'echo "sha256 $(sha256sum "$f" | cut -d" " -f1) {images}/$f"; done; fi; true',
+        {
+            "staging": staging,
+            "bin": RKE2_BIN,
+            "config": CONFIG_PATH,
+            "registries": REGISTRIES_PATH,
+            "token": NODE_TOKEN_PATH,
+            "images": IMAGES_DIR,
+        },
+        sudo=True,
+        description="gather RKE2 and disk facts",
+        timeout=300,
+    )
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    """What a node told us. ``hashes`` maps remote paths to their sha256."""
+
+    arch: str | None
+    uname_m: str
+    os: str
+    hostname: str
+    root: bool
+    sudo: bool
+    disk_free: int | None = None
+    rpm_installed: bool = False
+    nm_cloud_setup_enabled: bool = False
+    rke2_version: str | None = None
+    server_active: bool = False
+    agent_active: bool = False
+    node_token: str | None = field(default=None, repr=False)
+    hashes: dict[str, str] = field(default_factory=dict)
+    partial: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def can_root(self) -> bool:
+        return self.root or self.sudo
+
+    @property
+    def rke2_tag(self) -> str | None:
+        """``v1.28.15+rke2r1`` from ``rke2 version v1.28.15+rke2r1 (...)``."""
+        if not self.rke2_version:
+            return None
+        for word in self.rke2_version.split():
+            if word.startswith("v") and "+rke2r" in word:
+                return word
+        return None
+
+
+def _pairs(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.isidentifier():
+            out[key] = value.strip()
+    return out
+
+
+def parse(basic: str, privileged_out: str | None) -> NodeFacts:
+    """Combine the two commands' outputs into NodeFacts (never raises on odd output)."""
+    b = _pairs(basic)
+    uname_m = b.get("uname_m", "")
+    facts: dict[str, object] = {
+        "arch": UNAME_ARCH.get(uname_m),
+        "uname_m": uname_m,
+        "os": b.get("os", "unknown"),
+        "hostname": b.get("hostname", ""),
+        "root": b.get("sudo") == "root",
+        "sudo": b.get("sudo") in ("root", "yes"),
+    }
+    if privileged_out is not None:
+        p = _pairs(privileged_out)
+        hashes: dict[str, str] = {}
+        partial: dict[str, int] = {}
+        for line in privileged_out.splitlines():
+            parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[0] == "sha256" and len(parts[1]) == 64:
+                hashes[parts[2]] = parts[1]
+            elif len(parts) == 3 and parts[0] == "part" and parts[1].isdigit():
+                partial[parts[2]] = int(parts[1])
+        free = p.get("disk_free_kb", "")
+        facts.update(
+            disk_free=int(free) * 1024 if free.isdigit() else None,
+            rpm_installed=p.get("rpm") == "yes",
+            nm_cloud_setup_enabled=p.get("nm_cloud_setup") == "enabled",
+            rke2_version=p.get("rke2_version") or None,
+            server_active=p.get("server_active") == "active",
+            agent_active=p.get("agent_active") == "active",
+            node_token=p.get("node_token") or None,
+            hashes=hashes,
+            partial=partial,
+        )
+    return NodeFacts(**facts)  # type: ignore[arg-type]

@@ -1,0 +1,541 @@
+"""Execute a deploy: bounded parallelism, gates, journal and audit log.
+
+The order is SPEC section 8: verify the bundle (before any node is touched); connect
+and gather facts on every node in parallel; preflight (fail fast, change nothing);
+upload in parallel; install in parallel; the first server; the other servers one at
+a time, each gated on its readiness; the agents in parallel, each gated on its node
+being Ready; the admin kubeconfig. What each node needs comes from
+:mod:`mk8s.deploy.plan`; this module only runs it and records what happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mk8s import ui
+from mk8s.bundle import keys, reader
+from mk8s.bundle.manifest import Lock
+from mk8s.deploy import facts as facts_mod
+from mk8s.deploy import plan
+from mk8s.deploy.cluster import Cluster, Node
+from mk8s.deploy.command import Command, FileUpload, Secret
+from mk8s.deploy.state import StateDir
+from mk8s.deploy.transport import Result, SSHTransport, Transport
+from mk8s.errors import (
+    DeployError,
+    InputError,
+    Mk8sError,
+    PreflightError,
+    RemoteCommandError,
+)
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    """Everything one ``mk8s deploy`` needs."""
+
+    cluster: Cluster
+    bundle: Path
+    trusted: Sequence[keys.TrustedKey]
+    allow_unsigned: bool = False
+    jobs: int | None = None
+    dry_run: bool = False
+    ready_timeout: float = 900.0
+    poll_interval: float = 1.0
+    state_base: Path | None = None
+    kubeconfig_out: Path | None = None
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, self.jobs or self.cluster.options.concurrency)
+
+
+@dataclass
+class NodeOutcome:
+    node: Node
+    state: str = "pending"  # pending, ready, failed, skipped
+    version: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    uploaded_bytes: int = 0
+
+
+@dataclass
+class DeployReport:
+    outcomes: dict[str, NodeOutcome]
+    kubeconfig: Path | None = None
+    bundle_id: str = ""
+    seconds: float = 0.0
+    plan_text: str = ""
+    uploaded_bytes: int = field(default=0)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.state == "ready" for o in self.outcomes.values())
+
+    def table(self) -> str:
+        rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
+        for o in self.outcomes.values():
+            rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                 for r in rows]
+        for o in self.outcomes.values():
+            if o.error:
+                lines.append(f"{o.node.name}: {o.error}")
+        return "\n".join(lines)
+
+
+class _Runner:
+    """Runs commands and uploads on connected nodes, writing the audit log."""
+
+    def __init__(self, state: StateDir, log: Log) -> None:
+        self.state = state
+        self.log = log
+        self.conns: dict[str, Transport] = {}
+        self.uploaded = 0
+        self._lock = threading.Lock()
+
+    def run(self, node: Node, step: str, cmd: Command) -> Result:
+        t = self.conns[node.name]
+        start = time.monotonic()
+        try:
+            result = t.run(cmd)
+        except RemoteCommandError as e:
+            self.state.audit(node=node.name, step=step, command=cmd.display(), exit=None,
+                             error=cmd.mask(str(e)), seconds=round(time.monotonic() - start, 3))
+            raise
+        self.state.audit(node=node.name, step=step, command=cmd.display(),
+                         exit=result.exit_code, seconds=round(time.monotonic() - start, 3))
+        return result
+
+    def upload(self, node: Node, up: FileUpload, partial: int) -> int:
+        """Send one file as NAME.part (resuming), check its sha256 on the node, rename."""
+        t = self.conns[node.name]
+        part = up.remote_path + ".part"
+        offset = partial if 0 < partial <= up.size else 0
+        for attempt in (1, 2):
+            src = up.source if isinstance(up.source, bytes) else Path(up.source)
+            start = time.monotonic()
+            sent = t.put(src, part, mode=up.mode, offset=offset)
+            with self._lock:
+                self.uploaded += sent
+            check = Command.script(
+                "echo {line} | sha256sum -c --quiet - >/dev/null 2>&1 && mv -f {part} {dest}",
+                {"line": f"{up.sha256}  {part}", "part": part, "dest": up.remote_path},
+                sudo=True, check=False, timeout=600,
+                description=f"check sha256 of {posixname(up.remote_path)} and move it into place",
+            )
+            result = self.run(node, "upload", check)
+            self.state.audit(node=node.name, step="upload", file=up.remote_path, bytes=sent,
+                             offset=offset, sha256=up.sha256, ok=result.exit_code == 0,
+                             seconds=round(time.monotonic() - start, 3))
+            if result.exit_code == 0:
+                return sent
+            # A resumed file that does not hash right is discarded and sent whole again.
+            self.run(node, "upload", Command.argv("rm", "-f", part, sudo=True, timeout=60,
+                                                  description="discard a bad partial upload"))
+            offset = 0
+            if attempt == 2:
+                raise DeployError(
+                    f"{node.name}: {up.remote_path} does not match its sha256 after upload",
+                    "check the node's disk and the network; then deploy again",
+                )
+        return 0
+
+
+def posixname(path: str) -> str:
+    return path.rsplit("/", 1)[-1]
+
+
+# -- helpers -------------------------------------------------------------------------------
+def connect_node(node: Node) -> Transport:
+    """An open SSH connection to ``node``; ConnectError / HostKeyError otherwise."""
+    t = SSHTransport.for_node(node)
+    t.connect()
+    return t
+
+
+def _parallel(items: Iterable[Node], jobs: int, fn: Callable[[Node], None]) -> None:
+    items = list(items)
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=min(jobs, len(items))) as pool:
+        list(pool.map(fn, items))
+
+
+def _verify(settings: DeploySettings, extract_to: Path | None) -> reader.VerifiedBundle:
+    if extract_to is None:
+        return reader.verify_bundle(settings.bundle, settings.trusted,
+                                    allow_unsigned=settings.allow_unsigned)
+    return reader.extract_bundle(settings.bundle, settings.trusted, extract_to,
+                                 allow_unsigned=settings.allow_unsigned)
+
+
+def _check_version(cluster: Cluster, manifest: Lock) -> None:
+    want = cluster.rke2.version
+    if want and want != manifest.release.tag:
+        raise InputError(
+            f"{cluster.path}: spec.rke2.version is {want} but the bundle holds "
+            f"{manifest.release.tag}",
+            "use the bundle for that version, or change spec.rke2.version",
+        )
+
+
+def _node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
+    """(Ready?, kubelet version) of node ``name`` in ``kubectl get nodes -o json``."""
+    try:
+        data = json.loads(nodes_json)
+    except ValueError:
+        return False, ""
+    for item in data.get("items", []):
+        if item.get("metadata", {}).get("name") != name:
+            continue
+        status = item.get("status", {})
+        version = status.get("nodeInfo", {}).get("kubeletVersion", "")
+        for cond in status.get("conditions", []):
+            if cond.get("type") == "Ready":
+                return cond.get("status") == "True", version
+    return False, ""
+
+
+# -- the deploy --------------------------------------------------------------------------
+def deploy(settings: DeploySettings, log: Log = ui.note) -> DeployReport:
+    """Deploy (or converge) the cluster. Raises on a problem found before any change.
+
+    Returns a report; ``report.ok`` is False when a node failed after changes began
+    (the caller exits 1). BundleRejected, InputError, PreflightError and
+    StateLockedError are raised before any node is changed.
+    """
+    cluster = settings.cluster
+    state = StateDir(cluster.name, settings.state_base)
+    started = time.monotonic()
+    if settings.dry_run:
+        return _dry_run(settings, log)
+    with state.locked(), _scratch(state) as scratch:
+        log(f"verifying {settings.bundle}")
+        verified = _verify(settings, scratch)
+        manifest = verified.manifest
+        _check_version(cluster, manifest)
+        local = {a.path: scratch / a.path for a in manifest.artifacts}
+        runner = _Runner(state, log)
+        try:
+            report = _deploy_verified(settings, state, runner, verified, local, log)
+        finally:
+            for t in runner.conns.values():
+                with contextlib.suppress(Exception):
+                    t.close()
+        report.seconds = time.monotonic() - started
+        report.uploaded_bytes = runner.uploaded
+        return report
+
+
+@contextlib.contextmanager
+def _scratch(state: StateDir) -> Iterator[Path]:
+    state.ensure()
+    path = Path(tempfile.mkdtemp(prefix="bundle-", dir=state.path))
+    try:
+        shutil.rmtree(path)  # extract_bundle creates it and removes it on failure
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _connect_all(cluster: Cluster, runner: _Runner, jobs: int) -> None:
+    errors: dict[str, str] = {}
+    lock = threading.Lock()
+
+    def one(node: Node) -> None:
+        try:
+            t = connect_node(node)
+        except Mk8sError as e:
+            with lock:
+                errors[node.name] = str(e)
+            return
+        with lock:
+            runner.conns[node.name] = t
+
+    _parallel(cluster.nodes, jobs, one)
+    if errors:
+        lines = "; ".join(f"{n}: {e}" for n, e in errors.items())
+        raise PreflightError(
+            f"cannot reach {len(errors)} of {len(cluster.nodes)} nodes, nothing was changed: "
+            f"{lines}"
+        )
+
+
+def gather_facts(cluster: Cluster, runner: _Runner, staging: str, jobs: int
+                 ) -> dict[str, facts_mod.NodeFacts]:
+    found: dict[str, facts_mod.NodeFacts] = {}
+    lock = threading.Lock()
+
+    def one(node: Node) -> None:
+        basic = runner.run(node, "facts", facts_mod.BASIC).stdout
+        f = facts_mod.parse(basic, None)
+        if f.can_root:
+            priv = runner.run(node, "facts", facts_mod.privileged(staging)).stdout
+            f = facts_mod.parse(basic, priv)
+        with lock:
+            found[node.name] = f
+
+    _parallel(cluster.nodes, jobs, one)
+    return found
+
+
+def _resolve_token(settings: DeploySettings, state: StateDir,
+                   found: dict[str, facts_mod.NodeFacts]) -> Secret:
+    cluster = settings.cluster
+    if cluster.rke2.token_file is not None:
+        try:
+            value = cluster.rke2.token_file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise InputError(f"cannot read the token file {cluster.rke2.token_file}: "
+                             f"{e.strerror}", "fix spec.rke2.token.file") from e
+        if not value:
+            raise InputError(f"the token file {cluster.rke2.token_file} is empty")
+        token = value
+    else:
+        stored = state.read_token()
+        existing = found[cluster.bootstrap.name].node_token
+        if stored is None and existing:
+            # The cluster exists but this machine has no state for it: join with the
+            # cluster's own token rather than inventing one it would refuse.
+            token = existing
+            state.write_token(token)
+        else:
+            token = stored or StateDir.new_token()
+            if stored is None:
+                state.write_token(token)
+    existing = found[cluster.bootstrap.name].node_token
+    if existing and not _token_matches(existing, token):
+        where = (f"spec.rke2.token.file ({cluster.rke2.token_file})"
+                 if cluster.rke2.token_file else f"{state.token_path}")
+        raise PreflightError(
+            f"the token in {where} is not the token of the running cluster on "
+            f"{cluster.bootstrap.name}; nothing was changed",
+            "use the cluster's original token (it is in /var/lib/rancher/rke2/server/"
+            "node-token on the first server)",
+        )
+    return Secret(token)
+
+
+def _token_matches(node_token: str, token: str) -> bool:
+    """RKE2's node-token is K10<ca hash>::server:<secret>; a plain token is the secret."""
+    if token == node_token:
+        return True
+    secret = node_token.rsplit(":", 1)[-1]
+    return token.rsplit(":", 1)[-1] == secret
+
+
+def _deploy_verified(settings: DeploySettings, state: StateDir, runner: _Runner,
+                     verified: reader.VerifiedBundle, local: dict[str, Path],
+                     log: Log) -> DeployReport:
+    cluster = settings.cluster
+    manifest = verified.manifest
+    jobs = settings.concurrency
+    outcomes = {n.name: NodeOutcome(n) for n in cluster.nodes}
+    report = DeployReport(outcomes, bundle_id=verified.bundle_id)
+    staging = f"{cluster.options.staging_dir.rstrip('/')}/{verified.bundle_id}"
+
+    log(f"connecting to {len(cluster.nodes)} nodes")
+    _connect_all(cluster, runner, jobs)
+    found = gather_facts(cluster, runner, staging, jobs)
+    problems = plan.preflight(cluster, manifest, found)
+    if problems:
+        raise PreflightError(
+            f"preflight failed on {len(problems)} check(s), nothing was changed: "
+            + "; ".join(problems)
+        )
+    token = _resolve_token(settings, state, found)
+    ctx = plan.Context(cluster, manifest, verified.bundle_id, token, local)
+    journal = state.read_journal()
+    clocks = {n.name: time.monotonic() for n in cluster.nodes}
+    installed_now: set[str] = set()
+    lock = threading.Lock()
+
+    def fail(node: Node, e: BaseException) -> None:
+        o = outcomes[node.name]
+        o.state = "failed"
+        o.error = str(e)
+        o.seconds = time.monotonic() - clocks[node.name]
+        log(f"{node.name}: FAILED: {e}")
+        with lock:
+            journal["nodes"][node.name] = {"state": "failed", "error": str(e),
+                                          "bundle": verified.bundle_id}
+            state.write_journal(journal)
+
+    def alive(node: Node) -> bool:
+        return outcomes[node.name].state == "pending"
+
+    def prepare(node: Node) -> None:
+        f = found[node.name]
+        try:
+            step = plan.upload_step(ctx, node, f)
+            if step.uploads:
+                user = node.ssh.user
+                runner.run(node, "upload", Command.script(
+                    "mkdir -p {dir}/files && chown {user} {dir} {dir}/files",
+                    {"dir": staging, "user": user}, sudo=True, timeout=60,
+                    description="create the staging directory"))
+                total = sum(u.size for u in step.uploads)
+                log(f"{node.name}: uploading {len(step.uploads)} files "
+                    f"({ui.human_bytes(total)})")
+                for up in step.uploads:
+                    outcomes[node.name].uploaded_bytes += runner.upload(
+                        node, up, f.partial.get(up.remote_path + ".part", 0))
+            inst = plan.install_step(ctx, node, f)
+            if inst.commands:
+                log(f"{node.name}: installing")
+            for cmd in inst.commands:
+                runner.run(node, "install", cmd)
+            if f.rke2_tag != manifest.release.tag:
+                with lock:
+                    installed_now.add(node.name)
+        except Mk8sError as e:
+            fail(node, e)
+
+    log("staging and installing")
+    _parallel(cluster.nodes, jobs, prepare)
+
+    first, servers, agents = plan.order(cluster)
+
+    def start(node: Node) -> None:
+        if not alive(node):
+            return
+        try:
+            step = plan.start_step(ctx, node, found[node.name],
+                                   installed_now=node.name in installed_now)
+            if step.commands:
+                log(f"{node.name}: starting {plan.service(node)}")
+            for cmd in step.commands:
+                runner.run(node, "start", cmd)
+            version = _wait_ready(settings, runner, first, node, log)
+            o = outcomes[node.name]
+            o.state, o.version = "ready", version
+            o.seconds = time.monotonic() - clocks[node.name]
+            log(f"{node.name}: Ready ({version})")
+            with lock:
+                journal["nodes"][node.name] = {"state": "ready", "version": version,
+                                              "bundle": verified.bundle_id,
+                                              "role": node.role}
+                state.write_journal(journal)
+        except Mk8sError as e:
+            fail(node, e)
+
+    start(first)
+    if outcomes[first.name].state != "ready":
+        _skip_rest(outcomes, "the first server is not ready")
+    else:
+        for node in servers:
+            start(node)
+            if outcomes[node.name].state != "ready":
+                _skip_rest(outcomes, f"server {node.name} failed; servers join one at a time")
+                break
+        _parallel([a for a in agents if alive(a)], jobs, start)
+        report.kubeconfig = _write_kubeconfig(settings, runner, ctx, first)
+    return report
+
+
+def _skip_rest(outcomes: dict[str, NodeOutcome], why: str) -> None:
+    for o in outcomes.values():
+        if o.state == "pending":
+            o.state, o.error = "skipped", why
+
+
+def _wait_ready(settings: DeploySettings, runner: _Runner, first: Node, node: Node,
+                log: Log) -> str:
+    """Block until ``node`` is Ready (servers: also /readyz); DeployError on timeout."""
+    deadline = time.monotonic() + settings.ready_timeout
+    last = ""
+    while True:
+        if node.is_server:
+            r = runner.run(node, "wait-ready", plan.readyz_command())
+            ok = r.exit_code == 0 and r.stdout.strip() == "ok"
+            last = r.stderr.strip() or r.stdout.strip()
+            asker = node if ok else None
+        else:
+            asker = first
+        if asker is not None:
+            r = runner.run(asker, "wait-ready", plan.nodes_command())
+            ready, version = _node_ready(r.stdout, node.name)
+            if ready:
+                return version
+            last = f"node {node.name} is not Ready yet"
+        if time.monotonic() >= deadline:
+            raise DeployError(
+                f"{node.name} was not Ready within {settings.ready_timeout:.0f}s ({last[:200]})",
+                f"look at `journalctl -u {plan.service(node)}` on the node, then deploy again",
+            )
+        time.sleep(settings.poll_interval)
+
+
+def _write_kubeconfig(settings: DeploySettings, runner: _Runner, ctx: plan.Context,
+                      first: Node) -> Path:
+    text = runner.run(first, "kubeconfig", plan.kubeconfig_command()).stdout
+    body = plan.rewrite_kubeconfig(text, ctx.api_host)
+    out = settings.kubeconfig_out or Path.cwd() / f"{settings.cluster.name}.kubeconfig"
+    keys.atomic_write(out, body.encode(), mode=0o600)
+    return out
+
+
+# -- dry run -------------------------------------------------------------------------------
+def _dry_run(settings: DeploySettings, log: Log) -> DeployReport:
+    """Verify the bundle and print the full plan for fresh nodes; touch no node."""
+    cluster = settings.cluster
+    verified = _verify(settings, None)
+    manifest = verified.manifest
+    _check_version(cluster, manifest)
+    token = Secret("dry-run-token-never-shown")
+    ctx = plan.Context(cluster, manifest, verified.bundle_id, token)
+    arch = manifest.release.arch[0]
+    fresh = facts_mod.NodeFacts(arch=arch, uname_m=arch, os="", hostname="", root=True,
+                                sudo=True)
+    lines = [
+        f"# mk8s deploy --dry-run: cluster {cluster.name}, bundle {verified.bundle_id} "
+        f"(RKE2 {manifest.release.tag}), verified; no node is contacted",
+        f"# nodes are assumed fresh and {arch}; a real run skips what is already in place",
+    ]
+    first, servers, agents = plan.order(cluster)
+    phases: list[tuple[str, list[Node], Callable[[Node], list[plan.Step]]]] = [
+        ("1. stage and install (all nodes in parallel, "
+         f"{settings.concurrency} at a time)", list(cluster.nodes),
+         lambda n: [plan.upload_step(ctx, n, fresh), plan.install_step(ctx, n, fresh)]),
+        ("2. bootstrap the first server", [first],
+         lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)]),
+        ("3. join the other servers one at a time", list(servers),
+         lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)]),
+        ("4. join the agents in parallel", list(agents),
+         lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)]),
+    ]
+    for title, nodes, steps in phases:
+        lines.append(f"\n## {title}")
+        for node in nodes:
+            lines.append(f"[{node.name} {node.address} {node.role}]")
+            for step in steps(node):
+                for up in step.uploads:
+                    lines.append(f"  {up.display()}")
+                for cmd in step.commands:
+                    lines.append(f"  $ {cmd.display()}")
+                    if cmd.description.startswith("write config.yaml"):
+                        _, masked = plan.config_bytes(ctx, node)
+                        lines += [f"    | {ln}" for ln in masked.decode().splitlines()]
+            lines.append(f"  wait until {node.name} is Ready (at most {settings.ready_timeout:.0f}s)")
+    lines.append(f"\n## 5. write {cluster.name}.kubeconfig (0600) pointing at "
+                 f"https://{ctx.api_host}:{plan.API_PORT}")
+    text = "\n".join(lines)
+    return DeployReport({n.name: NodeOutcome(n, state="planned") for n in cluster.nodes},
+                        bundle_id=verified.bundle_id, plan_text=text)
+
+
+__all__ = ["DeployReport", "DeploySettings", "deploy"]

@@ -1,0 +1,144 @@
+"""The local state of one cluster: ``.mk8s/<cluster name>/`` in the current directory.
+
+It holds (mode 0700, every file 0600):
+
+* ``lock``: held (flock) by the one mk8s process working on the cluster;
+* ``token``: the join token when cluster.yaml gives none (generated with ``secrets``);
+* ``journal.json``: what each node reached, for summaries and resumed runs;
+* ``audit.jsonl``: one JSON line per remote command (masked), file sent, and exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mk8s.errors import InputError, OutputError, StateLockedError
+
+STATE_ROOT = ".mk8s"
+
+
+def _private_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class StateDir:
+    """Access to ``.mk8s/<name>/``; created 0700 on first use."""
+
+    def __init__(self, name: str, base: Path | None = None) -> None:
+        self.name = name
+        self.path = (base or Path.cwd()) / STATE_ROOT / name
+        self._audit_lock = threading.Lock()
+        self._lock_fd: int | None = None
+
+    def ensure(self) -> Path:
+        """Create the directory (0700) if needed; raises OutputError if it cannot."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.path.parent, 0o700)
+            os.chmod(self.path, 0o700)
+        except OSError as e:
+            raise OutputError(f"cannot create the state directory {self.path}: {e.strerror}") from e
+        return self.path
+
+    # -- lock --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the cluster's lock; StateLockedError if another mk8s holds it."""
+        self.ensure()
+        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as e:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StateLockedError(
+                f"another mk8s ({holder}) is already working on cluster {self.name}",
+                "wait for it to finish; two deploys of one cluster at once would fight",
+            ) from e
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    # -- token -------------------------------------------------------------------------
+    @property
+    def token_path(self) -> Path:
+        return self.path / "token"
+
+    def read_token(self) -> str | None:
+        """The stored token, or None; InputError if the file is unusable."""
+        try:
+            value = self.token_path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise InputError(f"cannot read {self.token_path}: {e.strerror}") from e
+        return value or None
+
+    def write_token(self, token: str) -> None:
+        self.ensure()
+        _private_file(self.token_path, (token + "\n").encode())
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_hex(32)
+
+    # -- journal -----------------------------------------------------------------------
+    @property
+    def journal_path(self) -> Path:
+        return self.path / "journal.json"
+
+    def read_journal(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.journal_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {"nodes": {}}
+        except (OSError, ValueError):
+            return {"nodes": {}}
+        return data if isinstance(data, dict) and "nodes" in data else {"nodes": {}}
+
+    def write_journal(self, journal: dict[str, Any]) -> None:
+        self.ensure()
+        _private_file(
+            self.journal_path, (json.dumps(journal, indent=2, sort_keys=True) + "\n").encode()
+        )
+
+    # -- audit -------------------------------------------------------------------------
+    @property
+    def audit_path(self) -> Path:
+        return self.path / "audit.jsonl"
+
+    def audit(self, **record: Any) -> None:
+        """Append one record; every value must already be masked."""
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
+        line = json.dumps(record, sort_keys=True) + "\n"
+        with self._audit_lock:
+            self.ensure()
+            fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
