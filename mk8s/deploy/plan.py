@@ -282,11 +282,14 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
 
 
 def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
-    """(real bytes, masked bytes) of the node's config.yaml."""
-    text = yaml.safe_dump(node_config(ctx, node), sort_keys=True, default_flow_style=False)
-    real = text.replace("__TOKEN__", ctx.token.reveal()).encode()
-    masked = text.replace("__TOKEN__", "***").encode()
-    return real, masked
+    """(real bytes, masked bytes) of the node's config.yaml; only the token differs."""
+    config = node_config(ctx, node)
+
+    def dump(token: str) -> bytes:
+        return yaml.safe_dump({**config, "token": token}, sort_keys=True,
+                              default_flow_style=False).encode()
+
+    return dump(ctx.token.reveal()), dump("***")
 
 
 def _sha(data: bytes) -> str:

@@ -1,0 +1,210 @@
+"""The deploy plan from given facts: pure, no SSH. Asserts the exact commands."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.deploy import facts, plan
+from mk8s.deploy.cluster import Cluster, load_cluster
+from mk8s.deploy.command import Secret
+
+TAG = "v1.28.15+rke2r1"
+
+
+def _art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
+    return Artifact(name=name, kind=kind, path=f"artifacts/{name}", size=10,
+                    sha256=hashlib.sha256(name.encode()).hexdigest(), arch=arch)
+
+
+MANIFEST = Lock(
+    release=Release(requested="v1.28.x", tag=TAG, arch=("amd64",)),
+    resolved_at="2026-01-01T00:00:00Z",
+    artifacts=(
+        _art("sha256sum-amd64.txt", "checksums"),
+        _art("rke2.linux-amd64.tar.gz", "rke2"),
+        _art("rke2-images.linux-amd64.tar.zst", "images"),
+        _art("install.sh", "install-script", None),
+    ),
+).as_manifest("0.1.0")
+
+
+def cluster(tmp_path: Path, extra: str = "") -> Cluster:
+    text = f"""
+apiVersion: mk8s/v1alpha1
+kind: Cluster
+metadata: {{name: prod}}
+spec:
+  rke2:
+    tlsSan: [k8s.internal]
+    config: {{cni: canal}}
+    serverConfig: {{etcd-snapshot-retention: 3}}
+    agentConfig: {{node-label: [tier=app]}}
+{extra}
+  ssh: {{user: root}}
+  nodes:
+    - {{address: 10.0.0.11, name: cp1, role: server}}
+    - {{address: 10.0.0.12, name: cp2, role: server}}
+    - {{address: 10.0.0.21, name: w1, role: agent, config: {{node-label: [gpu=true]}}}}
+"""
+    p = tmp_path / "cluster.yaml"
+    p.write_text(text)
+    return load_cluster(p, check_files=False)
+
+
+FRESH = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="Debian", hostname="h",
+                        root=True, sudo=True, disk_free=100 << 30)
+
+
+def ctx(c: Cluster) -> plan.Context:
+    return plan.Context(c, MANIFEST, "b1d", Secret("s3cret-token"),
+                        {a.path: Path("/local") / a.path for a in MANIFEST.artifacts})
+
+
+def test_facts_parse() -> None:
+    basic = "uname_m=x86_64\nos=Debian GNU/Linux 12\nhostname=cp1\nuid=1000\nsudo=yes\n"
+    priv = (
+        "disk_free_kb=1024\nrpm=no\nnm_cloud_setup=disabled\n"
+        "rke2_version=rke2 version v1.28.15+rke2r1 (abc)\nserver_active=active\n"
+        "agent_active=inactive\nnode_token=K10abc::server:tok\n"
+        f"sha256 {'a' * 64} /etc/rancher/rke2/config.yaml\n"
+        "part 123 /var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz.part\n"
+    )
+    f = facts.parse(basic, priv)
+    assert (f.arch, f.sudo, f.root, f.disk_free) == ("amd64", True, False, 1 << 20)
+    assert f.rke2_tag == TAG and f.server_active and not f.agent_active
+    assert f.node_token == "K10abc::server:tok"
+    assert f.hashes == {"/etc/rancher/rke2/config.yaml": "a" * 64}
+    assert f.partial == {"/var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz.part": 123}
+    assert "K10abc" not in repr(f)
+
+
+def test_preflight_problems(tmp_path: Path) -> None:
+    c = cluster(tmp_path)
+    found = {
+        "cp1": FRESH,
+        "cp2": facts.NodeFacts(arch="arm64", uname_m="aarch64", os="", hostname="",
+                               root=True, sudo=True, disk_free=1 << 20, rpm_installed=True),
+        "w1": facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="",
+                              root=False, sudo=False),
+    }
+    problems = plan.preflight(c, MANIFEST, found)
+    text = "\n".join(problems)
+    assert "cp2: is arm64 but the bundle holds only amd64" in text
+    assert "cp2: RKE2 RPMs are installed" in text
+    assert "w1: user root cannot run sudo" in text
+    assert not any(p.startswith("cp1") for p in problems)
+
+
+def test_preflight_disk_and_nm_cloud_setup(tmp_path: Path) -> None:
+    c = cluster(tmp_path)
+    small = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True,
+                            sudo=True, disk_free=1 << 20, nm_cloud_setup_enabled=True)
+    problems = plan.preflight(c, MANIFEST, {"cp1": small, "cp2": FRESH, "w1": FRESH})
+    assert any("cp1: /var/lib/mk8s has 1 MiB free" in p for p in problems)
+    assert any("nm-cloud-setup is enabled" in p for p in problems)
+
+
+def test_upload_skips_files_present_with_right_hash(tmp_path: Path) -> None:
+    c = ctx(cluster(tmp_path))
+    step = plan.upload_step(c, c.cluster.nodes[0], FRESH)
+    assert [u.remote_path for u in step.uploads] == [
+        "/var/lib/mk8s/b1d/install.sh",
+        "/var/lib/mk8s/b1d/rke2-images.linux-amd64.tar.zst",
+        "/var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz",
+        "/var/lib/mk8s/b1d/sha256sum-amd64.txt",
+    ]
+    have = {plan.remote_path(c, a): a.sha256 for a in MANIFEST.artifacts}
+    have["/var/lib/mk8s/b1d/install.sh"] = "0" * 64  # wrong hash: sent again
+    f = facts.NodeFacts(**{**FRESH.__dict__, "hashes": have})
+    assert [u.remote_path for u in plan.upload_step(c, c.cluster.nodes[0], f).uploads] == [
+        "/var/lib/mk8s/b1d/install.sh"]
+
+
+def test_install_step_commands(tmp_path: Path) -> None:
+    c = ctx(cluster(tmp_path))
+    step = plan.install_step(c, c.cluster.nodes[0], FRESH)
+    shown = [cmd.display() for cmd in step.commands]
+    assert shown[0] == (
+        "mkdir -p /var/lib/mk8s/b1d/install-amd64 && ln -f "
+        "/var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz /var/lib/mk8s/b1d/install-amd64/ && "
+        "ln -f /var/lib/mk8s/b1d/sha256sum-amd64.txt /var/lib/mk8s/b1d/install-amd64/")
+    assert shown[1] == ("env INSTALL_RKE2_ARTIFACT_PATH=/var/lib/mk8s/b1d/install-amd64 "
+                        "INSTALL_RKE2_METHOD=tar sh /var/lib/mk8s/b1d/install.sh")
+    assert "rke2-images.linux-amd64.tar.zst" in shown[2] and "sha256sum -c" in shown[2]
+    # installed at the right tag with images in place: nothing to do
+    img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
+    done = facts.NodeFacts(**{**FRESH.__dict__,
+                              "rke2_version": f"rke2 version {TAG} (x)",
+                              "hashes": {img: MANIFEST.artifacts[1].sha256}})
+    assert MANIFEST.artifacts[1].name == "rke2-images.linux-amd64.tar.zst"
+    assert plan.install_step(c, c.cluster.nodes[0], done).commands == ()
+
+
+def test_node_config_layers_and_managed_keys(tmp_path: Path) -> None:
+    c = ctx(cluster(tmp_path, "    serverUrl: https://vip.internal:9345"))
+    first, second, agent = c.cluster.nodes
+    cfg1 = plan.node_config(c, first)
+    assert "server" not in cfg1
+    assert cfg1["tls-san"] == ["k8s.internal", "vip.internal"]
+    assert cfg1["etcd-snapshot-retention"] == 3 and cfg1["node-name"] == "cp1"
+    assert plan.node_config(c, second)["server"] == "https://vip.internal:9345"
+    cfg3 = plan.node_config(c, agent)
+    assert cfg3["server"] == "https://vip.internal:9345"
+    assert cfg3["node-label"] == ["gpu=true"] and "tls-san" not in cfg3
+    real, masked = plan.config_bytes(c, agent)
+    assert yaml.safe_load(real)["token"] == "s3cret-token"
+    assert b"s3cret" not in masked and yaml.safe_load(masked)["token"] == "***"
+
+
+def test_default_server_url_is_first_server(tmp_path: Path) -> None:
+    c = ctx(cluster(tmp_path))
+    assert c.server_url == "https://10.0.0.11:9345"
+    assert plan.api_host(c.cluster) == "10.0.0.11"
+
+
+def test_start_step_writes_config_then_starts_and_masks_token(tmp_path: Path) -> None:
+    c = ctx(cluster(tmp_path))
+    step = plan.start_step(c, c.cluster.nodes[2], FRESH, installed_now=True)
+    shown = [cmd.display() for cmd in step.commands]
+    assert shown == [
+        "mkdir -p /etc/rancher/rke2 && umask 077 && cat > /etc/rancher/rke2/config.yaml."
+        "mk8s-tmp && chmod 0600 /etc/rancher/rke2/config.yaml.mk8s-tmp && mv -f "
+        "/etc/rancher/rke2/config.yaml.mk8s-tmp /etc/rancher/rke2/config.yaml",
+        "systemctl enable rke2-agent",
+        "systemctl start rke2-agent",
+    ]
+    assert all("s3cret" not in s for s in shown)
+    assert "s3cret-token" in step.commands[0].stdin_bytes().decode()  # type: ignore[union-attr]
+
+
+def test_converged_node_is_left_alone(tmp_path: Path) -> None:
+    c = ctx(cluster(tmp_path))
+    node = c.cluster.nodes[0]
+    real, _ = plan.config_bytes(c, node)
+    f = facts.NodeFacts(**{**FRESH.__dict__, "server_active": True,
+                           "hashes": {facts.CONFIG_PATH: hashlib.sha256(real).hexdigest()}})
+    assert plan.start_step(c, node, f, installed_now=False).commands == ()
+    # a changed config restarts, an inactive service starts
+    changed = facts.NodeFacts(**{**f.__dict__, "hashes": {}})
+    assert [x.display() for x in plan.start_step(c, node, changed, installed_now=False)
+            .commands][-1] == "systemctl restart rke2-server"
+
+
+def test_rewrite_kubeconfig() -> None:
+    text = "clusters:\n- cluster:\n    certificate-authority-data: X\n    server: https://127.0.0.1:6443\n"
+    out = plan.rewrite_kubeconfig(text, "10.0.0.11")
+    assert "    server: https://10.0.0.11:6443\n" in out and "127.0.0.1" not in out
+    assert "server: https://[fd00::1]:6443" in plan.rewrite_kubeconfig(text, "fd00::1")
+
+
+@pytest.mark.parametrize("user", ["root", "ops"])
+def test_order(tmp_path: Path, user: str) -> None:
+    c = cluster(tmp_path)
+    first, servers, agents = plan.order(c)
+    assert first.name == "cp1" and [s.name for s in servers] == ["cp2"]
+    assert [a.name for a in agents] == ["w1"]
