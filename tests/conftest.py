@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from mk8s.bundle import keys
 from mk8s.cli import main
+from tests.support.hosts import HostSet, hostset_for_tests
 
 
 @dataclass
@@ -45,3 +47,29 @@ def ed_key() -> keys.PrivateKey:
 @pytest.fixture(scope="session")
 def ec_key() -> keys.PrivateKey:
     return keys.generate_private_key("ecdsa-p256")
+
+
+# ---- test hosts (tests/support/hosts.py) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hosts3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSet]:
+    """Three fresh test hosts (node1..node3), shared by one test module."""
+    with hostset_for_tests(3, tmp_path_factory.mktemp("hosts3")) as hs:
+        yield hs
+
+
+@pytest.fixture
+def make_hosts(tmp_path: Path) -> Iterator[object]:
+    """Factory: ``make_hosts(n, **kw)`` -> HostSet, torn down after the test."""
+    started: list[HostSet] = []
+
+    def make(n: int, **kw: object) -> HostSet:
+        cm = hostset_for_tests(n, tmp_path / f"hosts{len(started)}", **kw)
+        hs = cm.__enter__()
+        started.append(hs)
+        return hs
+
+    yield make
+    for hs in started:
+        hs.close()

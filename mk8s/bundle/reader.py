@@ -467,7 +467,7 @@ class _DirectorySink:
             return
         target = self.root / artifact.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(target, "xb")
+        self._file = open(target, "xb")  # noqa: SIM115  (closed in end() or close())
 
     def write(self, data: memoryview) -> None:
         if self._file is not None:

@@ -12,7 +12,7 @@ import click
 
 from mk8s.errors import KeyFileError
 
-PASSPHRASE_ENV = "MK8S_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "MK8S_KEY_PASSPHRASE"  # noqa: S105  (a variable name)
 
 
 def stdin_is_terminal() -> bool:

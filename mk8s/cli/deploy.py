@@ -14,29 +14,62 @@ from mk8s.deploy.run import DeploySettings, deploy
 from mk8s.errors import DeployError
 
 CLUSTER_FILE = click.option(
-    "-f", "--file", "cluster_file", required=True,
-    type=click.Path(path_type=Path, dir_okay=False), help="The cluster.yaml file.",
+    "-f",
+    "--file",
+    "cluster_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The cluster.yaml file.",
 )
 
 
 @click.command("deploy")
 @CLUSTER_FILE
-@click.option("--bundle", "bundle_path", required=True,
-              type=click.Path(path_type=Path, dir_okay=False), help="The bundle file.")
-@click.option("--key", "key_paths", multiple=True,
-              type=click.Path(path_type=Path, dir_okay=False),
-              help="A trusted public key (PEM); repeat to trust several.")
-@click.option("--allow-unsigned", is_flag=True,
-              help="Accept an unsigned bundle (its origin is then NOT proven).")
-@click.option("--dry-run", is_flag=True,
-              help="Verify the bundle and print the plan; contact no node.")
-@click.option("--jobs", type=click.IntRange(1, 256), default=None,
-              help="Nodes worked on at once (default: options.concurrency).")
-@click.option("--wait", "ready_timeout", type=click.FloatRange(1), default=900.0,
-              show_default=True, help="Seconds to wait for each node to be Ready.")
-def deploy_cmd(cluster_file: Path, bundle_path: Path, key_paths: tuple[Path, ...],
-               allow_unsigned: bool, dry_run: bool, jobs: int | None,
-               ready_timeout: float) -> None:
+@click.option(
+    "--bundle",
+    "bundle_path",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The bundle file.",
+)
+@click.option(
+    "--key",
+    "key_paths",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A trusted public key (PEM); repeat to trust several.",
+)
+@click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Accept an unsigned bundle (its origin is then NOT proven).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Verify the bundle and print the plan; contact no node."
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Nodes worked on at once (default: options.concurrency).",
+)
+@click.option(
+    "--wait",
+    "ready_timeout",
+    type=click.FloatRange(1),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for each node to be Ready.",
+)
+def deploy_cmd(
+    cluster_file: Path,
+    bundle_path: Path,
+    key_paths: tuple[Path, ...],
+    allow_unsigned: bool,
+    dry_run: bool,
+    jobs: int | None,
+    ready_timeout: float,
+) -> None:
     """Verify the bundle, then install and join every node of cluster.yaml.
 
     Order: verify; connect and preflight every node (nothing changes if one fails);
@@ -47,10 +80,15 @@ def deploy_cmd(cluster_file: Path, bundle_path: Path, key_paths: tuple[Path, ...
     if not key_paths and not allow_unsigned:
         raise click.UsageError("give the bundle signer's public key with --key")
     cluster = load_cluster(cluster_file)
-    settings = DeploySettings(cluster=cluster, bundle=bundle_path,
-                              trusted=keys.load_trusted_keys(key_paths),
-                              allow_unsigned=allow_unsigned, jobs=jobs, dry_run=dry_run,
-                              ready_timeout=ready_timeout)
+    settings = DeploySettings(
+        cluster=cluster,
+        bundle=bundle_path,
+        trusted=keys.load_trusted_keys(key_paths),
+        allow_unsigned=allow_unsigned,
+        jobs=jobs,
+        dry_run=dry_run,
+        ready_timeout=ready_timeout,
+    )
     report = deploy(settings)
     if dry_run:
         click.echo(report.plan_text)
@@ -79,8 +117,12 @@ def status_cmd(cluster_file: Path) -> None:
 
 @click.command("kubeconfig")
 @CLUSTER_FILE
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False),
-              help="Where to write it (default: NAME.kubeconfig here).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write it (default: NAME.kubeconfig here).",
+)
 def kubeconfig_cmd(cluster_file: Path, output: Path | None) -> None:
     """Fetch the admin kubeconfig, pointed at the cluster's address (written 0600)."""
     path = ops.fetch_kubeconfig(load_cluster(cluster_file), output)

@@ -38,22 +38,23 @@ BASIC = Command.script(
 def privileged(staging: str) -> Command:
     """The root part of fact gathering, for the bundle's staging directory."""
     return Command.script(
-        "d={staging}; while [ ! -d \"$d\" ]; do d=$(dirname \"$d\"); done; "
-        "echo \"disk_free_kb=$(df -Pk \"$d\" | awk 'NR==2{{print $4}}')\"; "
+        'd={staging}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; '
+        'echo "disk_free_kb=$(df -Pk "$d" | awk \'NR==2{{print $4}}\')"; '
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
         'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
-        "if [ -x {bin} ]; then echo \"rke2_version=$({bin} --version 2>/dev/null | head -n 1)\"; fi; "
+        "if [ -x {bin} ]; then "
+        'echo "rke2_version=$({bin} --version 2>/dev/null | head -n 1)"; fi; '
         'echo "server_active=$(systemctl is-active rke2-server 2>/dev/null)"; '
         'echo "agent_active=$(systemctl is-active rke2-agent 2>/dev/null)"; '
         "for f in {config} {registries}; do "
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
-        "if [ -f {token} ]; then echo \"node_token=$(cat {token})\"; fi; "
+        'if [ -f {token} ]; then echo "node_token=$(cat {token})"; fi; '
         "if [ -d {staging} ]; then cd {staging} && "
         'for f in * files/*; do [ -f "$f" ] || continue; case "$f" in '
         '*.part) echo "part $(stat -c %s "$f") {staging}/$f";; '
         '*) echo "sha256 $(sha256sum "$f" | cut -d" " -f1) {staging}/$f";; esac; done; fi; '
-        "if [ -d {images} ]; then cd {images} && for f in *; do [ -f \"$f\" ] && "
+        'if [ -d {images} ]; then cd {images} && for f in *; do [ -f "$f" ] && '
         'echo "sha256 $(sha256sum "$f" | cut -d" " -f1) {images}/$f"; done; fi; true',
         {
             "staging": staging,

@@ -53,8 +53,9 @@ def _close(runner: _Runner) -> None:
         t.close()
 
 
-def status(cluster: Cluster, *, state_base: Path | None = None, log: Log = ui.note
-           ) -> list[NodeStatus]:
+def status(
+    cluster: Cluster, *, state_base: Path | None = None, log: Log = ui.note
+) -> list[NodeStatus]:
     """What each node runs and whether it is Ready. Never changes anything."""
     runner = _Runner(StateDir(cluster.name, state_base), log)
     out = {n.name: NodeStatus(n) for n in cluster.nodes}
@@ -78,8 +79,9 @@ def status(cluster: Cluster, *, state_base: Path | None = None, log: Log = ui.no
             except Mk8sError as e:
                 st.error = str(e)
 
-        _parallel([n for n in cluster.nodes if n.name in runner.conns],
-                  cluster.options.concurrency, probe)
+        _parallel(
+            [n for n in cluster.nodes if n.name in runner.conns], cluster.options.concurrency, probe
+        )
         nodes_json = _ask_any_server(cluster, runner)
         for st in out.values():
             if nodes_json is not None:
@@ -108,17 +110,18 @@ def status_table(rows: list[NodeStatus]) -> str:
     table = [("NODE", "ADDRESS", "ROLE", "SERVICE", "VERSION", "READY")]
     for r in rows:
         ready = "Ready" if r.ready else ("unreachable" if not r.reachable else "NotReady")
-        table.append((r.node.name, r.node.address, r.node.role, r.service, r.version or "-",
-                      ready))
+        table.append((r.node.name, r.node.address, r.node.role, r.service, r.version or "-", ready))
     widths = [max(len(row[i]) for row in table) for i in range(6)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in table]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
+    ]
     lines += [f"{r.node.name}: {r.error}" for r in rows if r.error]
     return "\n".join(lines)
 
 
-def fetch_kubeconfig(cluster: Cluster, out: Path | None = None, *,
-                     state_base: Path | None = None, log: Log = ui.note) -> Path:
+def fetch_kubeconfig(
+    cluster: Cluster, out: Path | None = None, *, state_base: Path | None = None, log: Log = ui.note
+) -> Path:
     """Fetch rke2.yaml from the first reachable server, pointed at the cluster address."""
     runner = _Runner(StateDir(cluster.name, state_base), log)
     errors: list[str] = []
@@ -147,8 +150,13 @@ def fetch_kubeconfig(cluster: Cluster, out: Path | None = None, *,
     )
 
 
-def reset(cluster: Cluster, node_name: str | None = None, *, state_base: Path | None = None,
-          log: Log = ui.note) -> list[str]:
+def reset(
+    cluster: Cluster,
+    node_name: str | None = None,
+    *,
+    state_base: Path | None = None,
+    log: Log = ui.note,
+) -> list[str]:
     """Uninstall RKE2: one node (taken out of the cluster first) or all of them.
 
     The whole cluster goes agents first, then servers (the first server last).
@@ -163,8 +171,9 @@ def reset(cluster: Cluster, node_name: str | None = None, *, state_base: Path | 
             _close(runner)
 
 
-def _reset(cluster: Cluster, node_name: str | None, state: StateDir, runner: _Runner,
-           log: Log) -> list[str]:
+def _reset(
+    cluster: Cluster, node_name: str | None, state: StateDir, runner: _Runner, log: Log
+) -> list[str]:
     failed: dict[str, str] = {}
     done: list[str] = []
     if node_name is not None:

@@ -18,9 +18,9 @@ RKE2 facts this encodes (SPEC section 8):
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -244,10 +244,15 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
     if registries is not None:
         body = yaml.safe_dump(_plain(registries), sort_keys=True).encode()
         if f.hashes.get(REGISTRIES_PATH) != _sha(body):
-            cmds.append(write_file(REGISTRIES_PATH, body, mode=0o600,
-                                   description="write registries.yaml"))
-    return Step(node.name, "install", commands=tuple(cmds),
-                note="" if cmds else "RKE2 and images already in place")
+            cmds.append(
+                write_file(REGISTRIES_PATH, body, mode=0o600, description="write registries.yaml")
+            )
+    return Step(
+        node.name,
+        "install",
+        commands=tuple(cmds),
+        note="" if cmds else "RKE2 and images already in place",
+    )
 
 
 def _one(manifest: Lock, kind: str, arch: str | None) -> Artifact:
@@ -265,7 +270,6 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
     for layer in (rke2.config, role_config, node.config):
         config.update(_plain(layer))
     config.setdefault("node-name", node.name)
-    config["token"] = "__TOKEN__"
     if node.name != ctx.cluster.bootstrap.name:
         config["server"] = ctx.server_url
     if node.is_server:
@@ -286,8 +290,9 @@ def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
     config = node_config(ctx, node)
 
     def dump(token: str) -> bytes:
-        return yaml.safe_dump({**config, "token": token}, sort_keys=True,
-                              default_flow_style=False).encode()
+        return yaml.safe_dump(
+            {**config, "token": token}, sort_keys=True, default_flow_style=False
+        ).encode()
 
     return dump(ctx.token.reveal()), dump("***")
 
@@ -323,37 +328,80 @@ def start_step(ctx: Context, node: Node, f: NodeFacts, *, installed_now: bool) -
     changed = f.hashes.get(CONFIG_PATH) != _sha(real)
     cmds: list[Command] = []
     if changed:
-        cmds.append(write_file(CONFIG_PATH, Secret(real.decode()), mode=0o600,
-                               description="write config.yaml (0600)"))
+        cmds.append(
+            write_file(
+                CONFIG_PATH,
+                Secret(real.decode()),
+                mode=0o600,
+                description="write config.yaml (0600)",
+            )
+        )
     if active and not changed and not installed_now:
         return Step(node.name, "start", note=f"{unit} already active with this config")
     verb = "restart" if active else "start"
-    cmds.append(Command.argv("systemctl", "enable", unit, sudo=True,
-                             description=f"enable {unit}", timeout=60))
-    cmds.append(Command.argv("systemctl", verb, unit, sudo=True,
-                             description=f"{verb} {unit} (blocks until ready)",
-                             timeout=START_TIMEOUT))
+    cmds.append(
+        Command.argv(
+            "systemctl", "enable", unit, sudo=True, description=f"enable {unit}", timeout=60
+        )
+    )
+    cmds.append(
+        Command.argv(
+            "systemctl",
+            verb,
+            unit,
+            sudo=True,
+            description=f"{verb} {unit} (blocks until ready)",
+            timeout=START_TIMEOUT,
+        )
+    )
     return Step(node.name, "start", commands=tuple(cmds))
 
 
 def readyz_command() -> Command:
-    return Command.argv(KUBECTL, "--kubeconfig", KUBECONFIG_PATH, "get", "--raw", "/readyz",
-                        sudo=True, check=False, timeout=30, description="API server /readyz")
+    return Command.argv(
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG_PATH,
+        "get",
+        "--raw",
+        "/readyz",
+        sudo=True,
+        check=False,
+        timeout=30,
+        description="API server /readyz",
+    )
 
 
 def nodes_command() -> Command:
-    return Command.argv(KUBECTL, "--kubeconfig", KUBECONFIG_PATH, "get", "nodes", "-o", "json",
-                        sudo=True, check=False, timeout=30, description="list nodes")
+    return Command.argv(
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG_PATH,
+        "get",
+        "nodes",
+        "-o",
+        "json",
+        sudo=True,
+        check=False,
+        timeout=30,
+        description="list nodes",
+    )
 
 
 def read_token_command() -> Command:
-    return Command.argv("cat", "/var/lib/rancher/rke2/server/node-token", sudo=True,
-                        timeout=30, description="read the join token")
+    return Command.argv(
+        "cat",
+        "/var/lib/rancher/rke2/server/node-token",
+        sudo=True,
+        timeout=30,
+        description="read the join token",
+    )
 
 
 def kubeconfig_command() -> Command:
-    return Command.argv("cat", KUBECONFIG_PATH, sudo=True, timeout=30,
-                        description="read the admin kubeconfig")
+    return Command.argv(
+        "cat", KUBECONFIG_PATH, sudo=True, timeout=30, description="read the admin kubeconfig"
+    )
 
 
 def uninstall_command() -> Command:
@@ -368,9 +416,19 @@ def uninstall_command() -> Command:
 
 
 def delete_node_command(name: str) -> Command:
-    return Command.argv(KUBECTL, "--kubeconfig", KUBECONFIG_PATH, "delete", "node", name,
-                        "--ignore-not-found", sudo=True, check=False, timeout=120,
-                        description=f"remove node {name} from the cluster")
+    return Command.argv(
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG_PATH,
+        "delete",
+        "node",
+        name,
+        "--ignore-not-found",
+        sudo=True,
+        check=False,
+        timeout=120,
+        description=f"remove node {name} from the cluster",
+    )
 
 
 def rewrite_kubeconfig(text: str, host: str) -> str:

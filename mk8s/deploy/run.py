@@ -89,8 +89,9 @@ class DeployReport:
         for o in self.outcomes.values():
             rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                 for r in rows]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
         for o in self.outcomes.values():
             if o.error:
                 lines.append(f"{o.node.name}: {o.error}")
@@ -113,11 +114,22 @@ class _Runner:
         try:
             result = t.run(cmd)
         except RemoteCommandError as e:
-            self.state.audit(node=node.name, step=step, command=cmd.display(), exit=None,
-                             error=cmd.mask(str(e)), seconds=round(time.monotonic() - start, 3))
+            self.state.audit(
+                node=node.name,
+                step=step,
+                command=cmd.display(),
+                exit=None,
+                error=cmd.mask(str(e)),
+                seconds=round(time.monotonic() - start, 3),
+            )
             raise
-        self.state.audit(node=node.name, step=step, command=cmd.display(),
-                         exit=result.exit_code, seconds=round(time.monotonic() - start, 3))
+        self.state.audit(
+            node=node.name,
+            step=step,
+            command=cmd.display(),
+            exit=result.exit_code,
+            seconds=round(time.monotonic() - start, 3),
+        )
         return result
 
     def upload(self, node: Node, up: FileUpload, partial: int) -> int:
@@ -134,18 +146,37 @@ class _Runner:
             check = Command.script(
                 "echo {line} | sha256sum -c --quiet - >/dev/null 2>&1 && mv -f {part} {dest}",
                 {"line": f"{up.sha256}  {part}", "part": part, "dest": up.remote_path},
-                sudo=True, check=False, timeout=600,
+                sudo=True,
+                check=False,
+                timeout=600,
                 description=f"check sha256 of {posixname(up.remote_path)} and move it into place",
             )
             result = self.run(node, "upload", check)
-            self.state.audit(node=node.name, step="upload", file=up.remote_path, bytes=sent,
-                             offset=offset, sha256=up.sha256, ok=result.exit_code == 0,
-                             seconds=round(time.monotonic() - start, 3))
+            self.state.audit(
+                node=node.name,
+                step="upload",
+                file=up.remote_path,
+                bytes=sent,
+                offset=offset,
+                sha256=up.sha256,
+                ok=result.exit_code == 0,
+                seconds=round(time.monotonic() - start, 3),
+            )
             if result.exit_code == 0:
                 return sent
             # A resumed file that does not hash right is discarded and sent whole again.
-            self.run(node, "upload", Command.argv("rm", "-f", part, sudo=True, timeout=60,
-                                                  description="discard a bad partial upload"))
+            self.run(
+                node,
+                "upload",
+                Command.argv(
+                    "rm",
+                    "-f",
+                    part,
+                    sudo=True,
+                    timeout=60,
+                    description="discard a bad partial upload",
+                ),
+            )
             offset = 0
             if attempt == 2:
                 raise DeployError(
@@ -177,10 +208,12 @@ def _parallel(items: Iterable[Node], jobs: int, fn: Callable[[Node], None]) -> N
 
 def _verify(settings: DeploySettings, extract_to: Path | None) -> reader.VerifiedBundle:
     if extract_to is None:
-        return reader.verify_bundle(settings.bundle, settings.trusted,
-                                    allow_unsigned=settings.allow_unsigned)
-    return reader.extract_bundle(settings.bundle, settings.trusted, extract_to,
-                                 allow_unsigned=settings.allow_unsigned)
+        return reader.verify_bundle(
+            settings.bundle, settings.trusted, allow_unsigned=settings.allow_unsigned
+        )
+    return reader.extract_bundle(
+        settings.bundle, settings.trusted, extract_to, allow_unsigned=settings.allow_unsigned
+    )
 
 
 def _check_version(cluster: Cluster, manifest: Lock) -> None:
@@ -275,8 +308,9 @@ def _connect_all(cluster: Cluster, runner: _Runner, jobs: int) -> None:
         )
 
 
-def gather_facts(cluster: Cluster, runner: _Runner, staging: str, jobs: int
-                 ) -> dict[str, facts_mod.NodeFacts]:
+def gather_facts(
+    cluster: Cluster, runner: _Runner, staging: str, jobs: int
+) -> dict[str, facts_mod.NodeFacts]:
     found: dict[str, facts_mod.NodeFacts] = {}
     lock = threading.Lock()
 
@@ -293,15 +327,18 @@ def gather_facts(cluster: Cluster, runner: _Runner, staging: str, jobs: int
     return found
 
 
-def _resolve_token(settings: DeploySettings, state: StateDir,
-                   found: dict[str, facts_mod.NodeFacts]) -> Secret:
+def _resolve_token(
+    settings: DeploySettings, state: StateDir, found: dict[str, facts_mod.NodeFacts]
+) -> Secret:
     cluster = settings.cluster
     if cluster.rke2.token_file is not None:
         try:
             value = cluster.rke2.token_file.read_text(encoding="utf-8").strip()
         except OSError as e:
-            raise InputError(f"cannot read the token file {cluster.rke2.token_file}: "
-                             f"{e.strerror}", "fix spec.rke2.token.file") from e
+            raise InputError(
+                f"cannot read the token file {cluster.rke2.token_file}: {e.strerror}",
+                "fix spec.rke2.token.file",
+            ) from e
         if not value:
             raise InputError(f"the token file {cluster.rke2.token_file} is empty")
         token = value
@@ -319,8 +356,11 @@ def _resolve_token(settings: DeploySettings, state: StateDir,
                 state.write_token(token)
     existing = found[cluster.bootstrap.name].node_token
     if existing and not _token_matches(existing, token):
-        where = (f"spec.rke2.token.file ({cluster.rke2.token_file})"
-                 if cluster.rke2.token_file else f"{state.token_path}")
+        where = (
+            f"spec.rke2.token.file ({cluster.rke2.token_file})"
+            if cluster.rke2.token_file
+            else f"{state.token_path}"
+        )
         raise PreflightError(
             f"the token in {where} is not the token of the running cluster on "
             f"{cluster.bootstrap.name}; nothing was changed",
@@ -338,9 +378,14 @@ def _token_matches(node_token: str, token: str) -> bool:
     return token.rsplit(":", 1)[-1] == secret
 
 
-def _deploy_verified(settings: DeploySettings, state: StateDir, runner: _Runner,
-                     verified: reader.VerifiedBundle, local: dict[str, Path],
-                     log: Log) -> DeployReport:
+def _deploy_verified(
+    settings: DeploySettings,
+    state: StateDir,
+    runner: _Runner,
+    verified: reader.VerifiedBundle,
+    local: dict[str, Path],
+    log: Log,
+) -> DeployReport:
     cluster = settings.cluster
     manifest = verified.manifest
     jobs = settings.concurrency
@@ -371,8 +416,11 @@ def _deploy_verified(settings: DeploySettings, state: StateDir, runner: _Runner,
         o.seconds = time.monotonic() - clocks[node.name]
         log(f"{node.name}: FAILED: {e}")
         with lock:
-            journal["nodes"][node.name] = {"state": "failed", "error": str(e),
-                                          "bundle": verified.bundle_id}
+            journal["nodes"][node.name] = {
+                "state": "failed",
+                "error": str(e),
+                "bundle": verified.bundle_id,
+            }
             state.write_journal(journal)
 
     def alive(node: Node) -> bool:
@@ -384,16 +432,23 @@ def _deploy_verified(settings: DeploySettings, state: StateDir, runner: _Runner,
             step = plan.upload_step(ctx, node, f)
             if step.uploads:
                 user = node.ssh.user
-                runner.run(node, "upload", Command.script(
-                    "mkdir -p {dir}/files && chown {user} {dir} {dir}/files",
-                    {"dir": staging, "user": user}, sudo=True, timeout=60,
-                    description="create the staging directory"))
+                runner.run(
+                    node,
+                    "upload",
+                    Command.script(
+                        "mkdir -p {dir}/files && chown {user} {dir} {dir}/files",
+                        {"dir": staging, "user": user},
+                        sudo=True,
+                        timeout=60,
+                        description="create the staging directory",
+                    ),
+                )
                 total = sum(u.size for u in step.uploads)
-                log(f"{node.name}: uploading {len(step.uploads)} files "
-                    f"({ui.human_bytes(total)})")
+                log(f"{node.name}: uploading {len(step.uploads)} files ({ui.human_bytes(total)})")
                 for up in step.uploads:
                     outcomes[node.name].uploaded_bytes += runner.upload(
-                        node, up, f.partial.get(up.remote_path + ".part", 0))
+                        node, up, f.partial.get(up.remote_path + ".part", 0)
+                    )
             inst = plan.install_step(ctx, node, f)
             if inst.commands:
                 log(f"{node.name}: installing")
@@ -414,8 +469,9 @@ def _deploy_verified(settings: DeploySettings, state: StateDir, runner: _Runner,
         if not alive(node):
             return
         try:
-            step = plan.start_step(ctx, node, found[node.name],
-                                   installed_now=node.name in installed_now)
+            step = plan.start_step(
+                ctx, node, found[node.name], installed_now=node.name in installed_now
+            )
             if step.commands:
                 log(f"{node.name}: starting {plan.service(node)}")
             for cmd in step.commands:
@@ -426,9 +482,12 @@ def _deploy_verified(settings: DeploySettings, state: StateDir, runner: _Runner,
             o.seconds = time.monotonic() - clocks[node.name]
             log(f"{node.name}: Ready ({version})")
             with lock:
-                journal["nodes"][node.name] = {"state": "ready", "version": version,
-                                              "bundle": verified.bundle_id,
-                                              "role": node.role}
+                journal["nodes"][node.name] = {
+                    "state": "ready",
+                    "version": version,
+                    "bundle": verified.bundle_id,
+                    "role": node.role,
+                }
                 state.write_journal(journal)
         except Mk8sError as e:
             fail(node, e)
@@ -453,8 +512,9 @@ def _skip_rest(outcomes: dict[str, NodeOutcome], why: str) -> None:
             o.state, o.error = "skipped", why
 
 
-def _wait_ready(settings: DeploySettings, runner: _Runner, first: Node, node: Node,
-                log: Log) -> str:
+def _wait_ready(
+    settings: DeploySettings, runner: _Runner, first: Node, node: Node, log: Log
+) -> str:
     """Block until ``node`` is Ready (servers: also /readyz); DeployError on timeout."""
     deadline = time.monotonic() + settings.ready_timeout
     last = ""
@@ -480,8 +540,9 @@ def _wait_ready(settings: DeploySettings, runner: _Runner, first: Node, node: No
         time.sleep(settings.poll_interval)
 
 
-def _write_kubeconfig(settings: DeploySettings, runner: _Runner, ctx: plan.Context,
-                      first: Node) -> Path:
+def _write_kubeconfig(
+    settings: DeploySettings, runner: _Runner, ctx: plan.Context, first: Node
+) -> Path:
     text = runner.run(first, "kubeconfig", plan.kubeconfig_command()).stdout
     body = plan.rewrite_kubeconfig(text, ctx.api_host)
     out = settings.kubeconfig_out or Path.cwd() / f"{settings.cluster.name}.kubeconfig"
@@ -499,8 +560,7 @@ def _dry_run(settings: DeploySettings, log: Log) -> DeployReport:
     token = Secret("dry-run-token-never-shown")
     ctx = plan.Context(cluster, manifest, verified.bundle_id, token)
     arch = manifest.release.arch[0]
-    fresh = facts_mod.NodeFacts(arch=arch, uname_m=arch, os="", hostname="", root=True,
-                                sudo=True)
+    fresh = facts_mod.NodeFacts(arch=arch, uname_m=arch, os="", hostname="", root=True, sudo=True)
     lines = [
         f"# mk8s deploy --dry-run: cluster {cluster.name}, bundle {verified.bundle_id} "
         f"(RKE2 {manifest.release.tag}), verified; no node is contacted",
@@ -508,15 +568,26 @@ def _dry_run(settings: DeploySettings, log: Log) -> DeployReport:
     ]
     first, servers, agents = plan.order(cluster)
     phases: list[tuple[str, list[Node], Callable[[Node], list[plan.Step]]]] = [
-        ("1. stage and install (all nodes in parallel, "
-         f"{settings.concurrency} at a time)", list(cluster.nodes),
-         lambda n: [plan.upload_step(ctx, n, fresh), plan.install_step(ctx, n, fresh)]),
-        ("2. bootstrap the first server", [first],
-         lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)]),
-        ("3. join the other servers one at a time", list(servers),
-         lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)]),
-        ("4. join the agents in parallel", list(agents),
-         lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)]),
+        (
+            f"1. stage and install (all nodes in parallel, {settings.concurrency} at a time)",
+            list(cluster.nodes),
+            lambda n: [plan.upload_step(ctx, n, fresh), plan.install_step(ctx, n, fresh)],
+        ),
+        (
+            "2. bootstrap the first server",
+            [first],
+            lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)],
+        ),
+        (
+            "3. join the other servers one at a time",
+            list(servers),
+            lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)],
+        ),
+        (
+            "4. join the agents in parallel",
+            list(agents),
+            lambda n: [plan.start_step(ctx, n, fresh, installed_now=True)],
+        ),
     ]
     for title, nodes, steps in phases:
         lines.append(f"\n## {title}")
@@ -530,12 +601,18 @@ def _dry_run(settings: DeploySettings, log: Log) -> DeployReport:
                     if cmd.description.startswith("write config.yaml"):
                         _, masked = plan.config_bytes(ctx, node)
                         lines += [f"    | {ln}" for ln in masked.decode().splitlines()]
-            lines.append(f"  wait until {node.name} is Ready (at most {settings.ready_timeout:.0f}s)")
-    lines.append(f"\n## 5. write {cluster.name}.kubeconfig (0600) pointing at "
-                 f"https://{ctx.api_host}:{plan.API_PORT}")
+            wait = settings.ready_timeout
+            lines.append(f"  wait until {node.name} is Ready (at most {wait:.0f}s)")
+    lines.append(
+        f"\n## 5. write {cluster.name}.kubeconfig (0600) pointing at "
+        f"https://{ctx.api_host}:{plan.API_PORT}"
+    )
     text = "\n".join(lines)
-    return DeployReport({n.name: NodeOutcome(n, state="planned") for n in cluster.nodes},
-                        bundle_id=verified.bundle_id, plan_text=text)
+    return DeployReport(
+        {n.name: NodeOutcome(n, state="planned") for n in cluster.nodes},
+        bundle_id=verified.bundle_id,
+        plan_text=text,
+    )
 
 
 __all__ = ["DeployReport", "DeploySettings", "deploy"]

@@ -1,0 +1,508 @@
+"""Parallel, resumable downloads into a content cache, hashed while they stream.
+
+Every file lands in ``CACHE/tmp/<random>.part`` while it downloads and its sha256 is
+computed on the fly (no second read). Only a file whose hash matches what upstream's
+``sha256sum-ARCH.txt`` or the lockfile pins is moved (atomically, ``os.replace``) to
+``CACHE/sha256/<hex>``; a file already there is not downloaded again, so a second
+``bundle create`` of the same lock fetches nothing. On any failure, and on Ctrl-C, no
+``.part`` file is left behind.
+
+The library prints nothing: callers pass a progress callback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import requests
+
+from mk8s.bundle.upstream import (
+    RETRY_STATUS,
+    TRANSIENT_ERRORS,
+    UpstreamSettings,
+    new_session,
+    rate_limit_error,
+    short_retry_after,
+)
+from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
+
+CHUNK = 1 << 20
+STALE_PART_SECONDS = 24 * 3600
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SUM_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>\S(?:.*\S)?)$")
+_CONTENT_RANGE = re.compile(r"^bytes (?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)$")
+
+ProgressFn = Callable[[str, int, "int | None"], None]
+"""``progress(name, bytes_done, total)``, called from worker threads; ``total`` may be
+None when neither the item nor the server gives a size. ``bytes_done`` can go back to
+0 when a server ignores a resume request and the download restarts."""
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One file to fetch. ``sha256`` None means "nothing pins it yet" (install.sh on
+    first lock): the file is kept under the hash it has and the caller pins that.
+    ``source`` names where ``sha256`` came from, for error messages."""
+
+    name: str
+    url: str
+    sha256: str | None = None
+    size: int | None = None
+    source: str = "the expected checksum"
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None:
+            if not _HEX64.match(self.sha256):
+                raise InputError(f"{self.name}: {self.sha256!r} is not a sha256 hex digest")
+            object.__setattr__(self, "sha256", self.sha256.lower())
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A file in the cache whose bytes hash to ``sha256``."""
+
+    item: FetchItem
+    path: Path
+    sha256: str
+    size: int
+    downloaded: bool
+
+
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/mk8s``, else ``~/.cache/mk8s`` (``--cache`` overrides it)."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return base / "mk8s"
+
+
+def cache_path(cache_dir: Path, sha256: str) -> Path:
+    """Where the file with this sha256 lives in the content cache."""
+    return Path(cache_dir) / "sha256" / sha256.lower()
+
+
+# -- sha256sum-ARCH.txt ----------------------------------------------------------------
+def parse_sha256sums(text: str | bytes, source: str) -> dict[str, str]:
+    """Parse ``sha256sum`` output: ``<64 hex>  <name>`` (or ``<hex> *<name>``) per line.
+
+    Returns name -> lowercase hex. Blank lines are skipped. Raises UpstreamError naming
+    ``source`` and the line for a malformed line or a name listed twice with two
+    different hashes: a checksum file we cannot read cannot vouch for anything.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UpstreamError(f"{source} is not text", "pick another release") from e
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r")
+        if not line.strip():
+            continue
+        m = _SUM_LINE.match(line)
+        if m is None:
+            raise UpstreamError(
+                f"{source} line {n} is not '<sha256>  <file>': {line[:80]!r}",
+                "the checksum file is damaged; pick another release or report it upstream",
+            )
+        name, digest = m["name"], m["hex"].lower()
+        if out.get(name, digest) != digest:
+            raise UpstreamError(
+                f"{source} lists {name} twice with different hashes",
+                "the checksum file is inconsistent; report it upstream",
+            )
+        out[name] = digest
+    return out
+
+
+def expected_hashes(sums: Mapping[str, str], names: Iterable[str], source: str) -> dict[str, str]:
+    """The pinned hash of each name, in order.
+
+    A selected file missing from the checksum file is an upstream defect, not a user
+    error and not (yet) a tampered byte, so it raises UpstreamError (exit 1) naming the
+    file: mk8s never downloads a release file it cannot check.
+    """
+    out: dict[str, str] = {}
+    for name in names:
+        if name not in sums:
+            raise UpstreamError(
+                f"{source} has no checksum for {name}, so it cannot be verified",
+                "mk8s refuses unchecked release files; pick another release or report it upstream",
+            )
+        out[name] = sums[name]
+    return out
+
+
+# -- fetching --------------------------------------------------------------------------
+class _Cancelled(Exception):
+    """Another download failed or the user pressed Ctrl-C: stop quietly."""
+
+
+def fetch(
+    items: Sequence[FetchItem],
+    settings: UpstreamSettings,
+    cache_dir: Path | str | None = None,
+    jobs: int = 4,
+    progress: ProgressFn | None = None,
+    *,
+    session_factory: Callable[[], requests.Session] = new_session,
+) -> list[Fetched]:
+    """Make every item available in the content cache; return them in item order.
+
+    Items whose pinned hash is cached are not requested at all. The rest download
+    ``jobs`` at a time, with retries and resume (see :func:`download`). The first
+    failure stops the others and is raised once they have cleaned up: ChecksumMismatch
+    (exit 3) for bytes that differ from the pin, UpstreamError for network / server
+    trouble, OutputError when the cache cannot be written. Ctrl-C also stops every
+    download and removes their ``.part`` files before KeyboardInterrupt propagates.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    tmp = cache / "tmp"
+    try:
+        (cache / "sha256").mkdir(parents=True, exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the cache {cache}: {e}", "pass --cache DIR") from e
+    _sweep_stale_parts(tmp)
+
+    results: list[Fetched | None] = [None] * len(items)
+    pending: dict[tuple[str, str | None], list[int]] = {}
+    for i, item in enumerate(items):
+        hit = _cached(cache, item)
+        if hit is not None:
+            results[i] = hit
+            if progress is not None:
+                progress(item.name, hit.size, hit.size)
+        else:
+            pending.setdefault((item.url, item.sha256), []).append(i)
+
+    if pending:
+        stop = threading.Event()
+        first_error: BaseException | None = None
+        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(pending))))
+        futures: dict[Future[Fetched], list[int]] = {}
+        try:
+            for idxs in pending.values():
+                fut = pool.submit(
+                    _download_in_thread,
+                    items[idxs[0]],
+                    settings,
+                    cache,
+                    stop,
+                    progress,
+                    session_factory,
+                )
+                futures[fut] = idxs
+            not_done: set[Future[Fetched]] = set(futures)
+            while not_done:
+                done, not_done = wait(not_done, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    exc = fut.exception()
+                    if exc is None:
+                        for i in futures[fut]:
+                            results[i] = _for_item(fut.result(), items[i])
+                    elif not isinstance(exc, _Cancelled) and first_error is None:
+                        first_error = exc
+                        stop.set()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            # Workers notice ``stop`` between chunks and delete their .part files.
+            pool.shutdown(wait=True, cancel_futures=True)
+        if first_error is not None:
+            raise first_error
+    return [r for r in results if r is not None]
+
+
+def _for_item(got: Fetched, item: FetchItem) -> Fetched:
+    if got.item is item:
+        return got
+    return Fetched(item=item, path=got.path, sha256=got.sha256, size=got.size, downloaded=True)
+
+
+def _cached(cache: Path, item: FetchItem) -> Fetched | None:
+    if item.sha256 is None:
+        return None
+    path = cache_path(cache, item.sha256)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    if item.size is not None and size != item.size:
+        # A cache entry of the wrong size is damage (a crash before the data hit the
+        # disk); a fresh download replaces it.
+        path.unlink(missing_ok=True)
+        return None
+    return Fetched(item=item, path=path, sha256=item.sha256, size=size, downloaded=False)
+
+
+def _sweep_stale_parts(tmp: Path) -> None:
+    # A SIGKILLed mk8s cannot clean up; remove its leftovers, but not the .part files
+    # of another mk8s running right now on the same cache.
+    cutoff = time.time() - STALE_PART_SECONDS
+    for p in tmp.glob("*.part"):
+        try:
+            if p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            pass
+
+
+def _download_in_thread(
+    item: FetchItem,
+    settings: UpstreamSettings,
+    cache: Path,
+    stop: threading.Event,
+    progress: ProgressFn | None,
+    session_factory: Callable[[], requests.Session],
+) -> Fetched:
+    with session_factory() as session:
+        return download(item, settings, cache, session=session, stop=stop, progress=progress)
+
+
+def download(
+    item: FetchItem,
+    settings: UpstreamSettings,
+    cache_dir: Path,
+    *,
+    session: requests.Session,
+    stop: threading.Event | None = None,
+    progress: ProgressFn | None = None,
+) -> Fetched:
+    """Download one item into the cache (no cache lookup; :func:`fetch` does that).
+
+    Follows redirects, retries connection errors, timeouts, 5xx and 429 with backoff,
+    and resumes a cut transfer with ``Range: bytes=N-`` (restarting from zero with a
+    fresh hash if the server answers 200 or a wrong ``Content-Range``). Raises
+    ChecksumMismatch naming the artifact, URL, expected and got hash or size;
+    UpstreamError for a rate limit, a 4xx or exhausted retries; OutputError when the
+    cache cannot be written. The ``.part`` file is deleted on every failure.
+    """
+    stop = stop or threading.Event()
+    tmp_dir = Path(cache_dir) / "tmp"
+    part = tmp_dir / f"{secrets.token_hex(8)}.part"
+    ok = False
+    try:
+        with _open_part(part) as f:
+            state = _Transfer(item, settings, f, progress, stop)
+            state.run(session)
+        got = state.hasher.hexdigest()
+        _check(item, got, state.done)
+        final = cache_path(cache_dir, got)
+        try:
+            os.replace(part, final)
+        except OSError as e:
+            raise OutputError(f"cannot move {item.name} into the cache: {e}") from e
+        ok = True
+        return Fetched(item=item, path=final, sha256=got, size=state.done, downloaded=True)
+    finally:
+        if not ok:
+            part.unlink(missing_ok=True)
+
+
+def _open_part(part: Path) -> BinaryIO:
+    try:
+        return open(part, "xb")  # the caller's with-block closes it
+    except OSError as e:
+        raise OutputError(
+            f"cannot write to the cache {part.parent}: {e}", "pass --cache DIR"
+        ) from e
+
+
+def _check(item: FetchItem, got: str, size: int) -> None:
+    if item.sha256 is not None and got != item.sha256:
+        raise ChecksumMismatch(
+            f"{item.name} from {item.url} does not match {item.source}: "
+            f"expected sha256 {item.sha256}, got {got}",
+            "do not use it: upstream changed the file or it was tampered with in transit; "
+            "if upstream re-published on purpose, run `mk8s bundle lock` again and review",
+        )
+    if item.size is not None and size != item.size:
+        raise ChecksumMismatch(
+            f"{item.name} from {item.url}: expected {item.size} bytes, got {size}",
+            "do not use it; run `mk8s bundle lock` again and review the change",
+        )
+
+
+class _Transfer:
+    """The state of one download across retries: bytes written and the running hash."""
+
+    def __init__(
+        self,
+        item: FetchItem,
+        settings: UpstreamSettings,
+        f: BinaryIO,
+        progress: ProgressFn | None,
+        stop: threading.Event,
+    ) -> None:
+        self.item = item
+        self.settings = settings
+        self.f = f
+        self.progress = progress
+        self.stop = stop
+        self.done = 0
+        self.total: int | None = item.size
+        self.hasher = hashlib.sha256()
+
+    def restart(self) -> None:
+        self.f.seek(0)
+        self.f.truncate()
+        self.done = 0
+        self.hasher = hashlib.sha256()
+
+    def run(self, session: requests.Session) -> None:
+        url = self.item.url
+        failures = 0
+        last = ""
+        while True:
+            if self.stop.is_set():
+                raise _Cancelled
+            before = self.done
+            try:
+                if self._attempt(session):
+                    return
+                last = "the connection closed early"
+            except TRANSIENT_ERRORS as e:
+                last = f"{type(e).__name__}: {e}"
+            except _RetryStatus as e:
+                last = e.reason
+                if e.wait is not None:
+                    failures += 1
+                    if failures > self.settings.retries:
+                        break
+                    if self.stop.wait(max(e.wait, self.settings.backoff_delay(failures - 1))):
+                        raise _Cancelled from None
+                    continue
+            # A try that moved bytes earns a fresh retry budget: a slow, flaky link
+            # should finish, while a dead one still fails after `retries` tries.
+            failures = 0 if self.done > before else failures + 1
+            if failures > self.settings.retries:
+                break
+            if failures and self.stop.wait(self.settings.backoff_delay(failures - 1)):
+                raise _Cancelled
+        raise UpstreamError(
+            f"downloading {self.item.name} from {url} failed after "
+            f"{self.settings.retries + 1} attempts ({last})",
+            "check the network and proxy settings, then run the command again "
+            "(finished files are cached)",
+        )
+
+    def _attempt(self, session: requests.Session) -> bool:
+        """One request. True when the whole body arrived; raises for what to retry."""
+        url = self.item.url
+        headers = {**self.settings.auth_headers(url), "Accept-Encoding": "identity"}
+        if self.done:
+            headers["Range"] = f"bytes={self.done}-"
+        with session.get(url, headers=headers, timeout=self.settings.timeout, stream=True) as r:
+            self._check_status(r)
+            start, total = self._placement(r)
+            if start != self.done:
+                self.restart()
+            if total is not None:
+                self._check_total(total)
+                self.total = total
+            self._report()
+            for chunk in r.iter_content(CHUNK):
+                if self.stop.is_set():
+                    raise _Cancelled
+                try:
+                    self.f.write(chunk)
+                except OSError as e:
+                    raise OutputError(f"cannot write {self.item.name} to the cache: {e}") from e
+                self.hasher.update(chunk)
+                self.done += len(chunk)
+                self._report()
+        return total is None or self.done >= total
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.item.name, self.done, self.total)
+
+    def _check_status(self, r: requests.Response) -> None:
+        url = self.item.url
+        limited = rate_limit_error(r, url)
+        if limited is not None and (
+            r.status_code != 429 or short_retry_after(r, self.settings) is None
+        ):
+            raise limited
+        if r.status_code in RETRY_STATUS:
+            raise _RetryStatus(f"HTTP {r.status_code}", short_retry_after(r, self.settings))
+        if r.status_code == 416 and self.done:
+            # Our offset is past the server's end: the file shrank. Start over.
+            self.restart()
+            raise _RetryStatus("HTTP 416 on resume", 0.0)
+        if r.status_code >= 400:
+            hint = (
+                "check the version and the MK8S_RELEASE_URL / MK8S_RAW_URL settings"
+                if r.status_code == 404
+                else "check the URL and the server"
+            )
+            raise UpstreamError(
+                f"{url} answered HTTP {r.status_code} {r.reason} for {self.item.name}", hint
+            )
+
+    def _placement(self, r: requests.Response) -> tuple[int, int | None]:
+        """Where this body starts and the file's full size, from the headers."""
+        length = r.headers.get("Content-Length", "")
+        if r.status_code == 206:
+            m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
+            if m is None or int(m["start"]) != self.done:
+                # Not the part we asked for: drop what we have and ask for everything.
+                self.restart()
+                raise _RetryStatus("bad Content-Range on resume", 0.0)
+            return self.done, None if m["total"] == "*" else int(m["total"])
+        # 200: the whole file from byte 0, even if we asked for a range.
+        return 0, int(length) if length.isdigit() else None
+
+    def _check_total(self, total: int) -> None:
+        # With a pinned size and hash, a different size is drift: fail before the
+        # download rather than after it.
+        if self.item.sha256 is not None and self.item.size is not None and total != self.item.size:
+            raise ChecksumMismatch(
+                f"{self.item.name} from {self.item.url}: expected {self.item.size} bytes, "
+                f"the server offers {total}",
+                "do not use it; run `mk8s bundle lock` again and review the change",
+            )
+
+
+class _RetryStatus(Exception):
+    """A retryable answer; ``wait`` overrides the backoff when the server asked."""
+
+    def __init__(self, reason: str, wait: float | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+
+
+def fetch_text(
+    item: FetchItem, settings: UpstreamSettings, cache_dir: Path | str | None = None, **kwargs: Any
+) -> tuple[Fetched, bytes]:
+    """Fetch one small item (a checksum file, install.sh) and return it with its bytes."""
+    (got,) = fetch([item], settings, cache_dir, jobs=1, **kwargs)
+    return got, got.path.read_bytes()
+
+
+__all__ = [
+    "CHUNK",
+    "FetchItem",
+    "Fetched",
+    "ProgressFn",
+    "cache_path",
+    "default_cache_dir",
+    "download",
+    "expected_hashes",
+    "fetch",
+    "fetch_text",
+    "parse_sha256sums",
+]

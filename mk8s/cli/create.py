@@ -1,0 +1,331 @@
+"""``mk8s bundle lock`` and ``mk8s bundle create``: the connected side."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mk8s import ui
+from mk8s.bundle import create as create_mod
+from mk8s.bundle import keys, upstream
+from mk8s.bundle.versions import SPEC_HELP
+from mk8s.cli.common import passphrase_reader
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _split(values: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for v in values:
+        out += [p.strip() for p in v.split(",") if p.strip()]
+    return tuple(dict.fromkeys(out))
+
+
+def selection_options(f: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--arch",
+                "arches",
+                multiple=True,
+                default=("amd64",),
+                show_default=True,
+                help="Architecture (amd64, arm64); repeat or comma-separate for both.",
+            ),
+            click.option(
+                "--cni",
+                type=click.Choice(upstream.CNIS),
+                default=upstream.DEFAULT_CNI,
+                show_default=True,
+                help="CNI whose images to carry.",
+            ),
+            click.option(
+                "--images-group",
+                "groups",
+                multiple=True,
+                help="An extra image group (multus, vsphere, harvester, ...); repeat.",
+            ),
+            click.option(
+                "--allow-prerelease",
+                is_flag=True,
+                help="Let -rc tags and prereleases match the spec.",
+            ),
+            click.option(
+                "--file",
+                "files",
+                multiple=True,
+                type=click.Path(path_type=Path, dir_okay=False, exists=True),
+                help="Add one of your own files (an SELinux RPM, a manifest); repeat.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def upstream_options(f: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--github-api-url",
+                envvar="MK8S_GITHUB_API_URL",
+                help="GitHub API base [env MK8S_GITHUB_API_URL; default https://api.github.com].",
+            ),
+            click.option(
+                "--release-url",
+                envvar="MK8S_RELEASE_URL",
+                help="Release downloads base [env MK8S_RELEASE_URL].",
+            ),
+            click.option(
+                "--raw-url",
+                envvar="MK8S_RAW_URL",
+                help="Raw files base, for install.sh at the tag [env MK8S_RAW_URL].",
+            ),
+            click.option(
+                "--cache",
+                "cache_dir",
+                type=click.Path(path_type=Path, file_okay=False),
+                help="Content cache directory [default ~/.cache/mk8s].",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _upstream(api: str | None, release: str | None, raw: str | None) -> upstream.UpstreamSettings:
+    return upstream.UpstreamSettings.from_env(api_url=api, release_url=release, raw_url=raw)
+
+
+class _Downloads:
+    """Progress for many downloads: a bar each plus a total on a terminal, else lines."""
+
+    def __init__(self) -> None:
+        self.rich = None
+        self.tasks: dict[str, Any] = {}
+        self.done: set[str] = set()
+        if ui.is_terminal():
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self.rich = Progress(
+                TextColumn("{task.description:<40}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                transient=True,
+            )
+            self.total = self.rich.add_task("total", total=None)
+            self.sizes: dict[str, tuple[int, int | None]] = {}
+
+    def __enter__(self) -> _Downloads:
+        if self.rich is not None:
+            self.rich.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.rich is not None:
+            self.rich.stop()
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        if self.rich is not None:
+            if name not in self.tasks:
+                self.tasks[name] = self.rich.add_task(name, total=total)
+            self.rich.update(self.tasks[name], completed=done, total=total)
+            self.sizes[name] = (done, total)
+            all_total = sum(t or 0 for _, t in self.sizes.values())
+            self.rich.update(
+                self.total,
+                completed=sum(d for d, _ in self.sizes.values()),
+                total=all_total or None,
+            )
+            return
+        if total is not None and done >= total and name not in self.done:
+            self.done.add(name)
+            ui.note(f"fetched {name} ({ui.human_bytes(total)})")
+
+
+@click.command("lock")
+@click.option("--rke2", "spec", required=True, help=f"RKE2 version: {SPEC_HELP}.")
+@selection_options
+@upstream_options
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(create_mod.LOCK_NAME),
+    show_default=True,
+    help="Lockfile to write.",
+)
+def lock_cmd(
+    spec: str,
+    arches: tuple[str, ...],
+    cni: str,
+    groups: tuple[str, ...],
+    allow_prerelease: bool,
+    files: tuple[Path, ...],
+    github_api_url: str | None,
+    release_url: str | None,
+    raw_url: str | None,
+    cache_dir: Path | None,
+    out: Path,
+) -> None:
+    """Resolve a version and pin every artifact in a lockfile; downloads nothing large."""
+    settings = create_mod.LockSettings(
+        spec=spec,
+        upstream=_upstream(github_api_url, release_url, raw_url),
+        arches=_split(arches),
+        cni=cni,
+        image_groups=_split(groups),
+        allow_prerelease=allow_prerelease,
+        files=files,
+        cache_dir=cache_dir,
+    )
+    lock = create_mod.lock_release(settings)
+    create_mod.write_lock(lock, out)
+    click.echo(
+        f"locked RKE2 {lock.release.tag} ({', '.join(lock.release.arch)}): "
+        f"{len(lock.artifacts)} artifacts, {ui.human_bytes(lock.total_size)} -> {out}"
+    )
+
+
+@click.command("create")
+@click.option("--rke2", "spec", help=f"RKE2 version: {SPEC_HELP}.")
+@click.option(
+    "--lock",
+    "lock_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Build exactly what this lockfile pins (instead of --rke2).",
+)
+@click.option(
+    "--key",
+    "key_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Private signing key (from `mk8s key generate`).",
+)
+@click.option("--unsigned", is_flag=True, help="Write an unsigned bundle (not recommended).")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(path_type=Path),
+    help="Bundle file or directory [default: ./mk8s-rke2-TAG-linux-ARCH.tar.zst].",
+)
+@selection_options
+@upstream_options
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Parallel downloads [default: 2 per CPU, at most 8].",
+)
+@click.option(
+    "--include-self", is_flag=True, help="Carry the mk8s single-file executable in the bundle too."
+)
+def create_cmd(
+    spec: str | None,
+    lock_path: Path | None,
+    key_path: Path | None,
+    unsigned: bool,
+    out: Path | None,
+    arches: tuple[str, ...],
+    cni: str,
+    groups: tuple[str, ...],
+    allow_prerelease: bool,
+    files: tuple[Path, ...],
+    github_api_url: str | None,
+    release_url: str | None,
+    raw_url: str | None,
+    cache_dir: Path | None,
+    jobs: int | None,
+    include_self: bool,
+) -> None:
+    """Resolve, download, check and write one signed bundle plus its lockfile.
+
+    Every byte is checked against upstream's sha256sum-ARCH.txt (or the lockfile);
+    any difference is a supply-chain alarm (exit 3) and nothing is written.
+    """
+    if (spec is None) == (lock_path is None):
+        raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
+    if key_path is None and not unsigned:
+        raise click.UsageError("give --key to sign the bundle (or --unsigned, not recommended)")
+    if key_path is not None and unsigned:
+        raise click.UsageError("--key and --unsigned contradict each other")
+    started = time.monotonic()
+    if key_path is not None:
+        private = keys.load_private_key(key_path, passphrase_reader())
+
+        def signature(data: bytes) -> keys.Signature:
+            return keys.sign(private, data)
+
+        signer = f"signed by key {keys.key_id(private.public_key())}"
+    else:
+        ui.warn("writing an UNSIGNED bundle: nothing will prove where it came from")
+
+        def signature(data: bytes) -> keys.Signature:
+            return keys.unsigned()
+
+        signer = "UNSIGNED"
+    up = _upstream(github_api_url, release_url, raw_url)
+    extra: tuple[Path, ...] = ()
+    if include_self:
+        from mk8s.selfexe import executable_for_bundle
+
+        extra = (executable_for_bundle(),)
+    with _Downloads() as progress:
+        if lock_path is not None:
+            lock = create_mod.read_lock(lock_path)
+            if files:
+                raise click.UsageError("--file cannot be added to a locked bundle; lock again")
+        else:
+            assert spec is not None
+            lock = create_mod.lock_release(
+                create_mod.LockSettings(
+                    spec=spec,
+                    upstream=up,
+                    arches=_split(arches),
+                    cni=cni,
+                    image_groups=_split(groups),
+                    allow_prerelease=allow_prerelease,
+                    files=files,
+                    cache_dir=cache_dir,
+                ),
+                progress,
+            )
+        created = create_mod.create_bundle(
+            lock,
+            create_mod.CreateSettings(
+                upstream=up,
+                signature=signature,
+                out=out,
+                jobs=jobs or create_mod.default_jobs(),
+                cache_dir=cache_dir,
+                extra_files=extra,
+            ),
+            progress,
+        )
+    b = created.bundle
+    click.echo(
+        f"created {b.path}\n"
+        f"  RKE2 {created.lock.release.tag} linux/{','.join(created.lock.release.arch)}, "
+        f"{b.artifacts} files, {ui.human_bytes(b.artifact_bytes)} "
+        f"({ui.human_bytes(b.size)} compressed), {signer}\n"
+        f"  bundle sha256 {b.sha256}\n"
+        f"  lock {created.lock_path}\n"
+        f"  {created.downloaded} downloaded, {time.monotonic() - started:.1f}s"
+    )
+
+
+def register(group: click.Group) -> None:
+    group.add_command(lock_cmd)
+    group.add_command(create_cmd)

@@ -1,0 +1,361 @@
+"""Commands and file uploads as values: quoting and secret masking live in the types.
+
+A deploy step builds :class:`Command` and :class:`FileUpload` values; ``--dry-run``,
+logs and the audit log print ``display()``, which never shows a :class:`Secret`; only
+a transport calls ``render()``. Secrets travel on stdin wherever possible, because a
+command line (even one with an ``env`` prefix) is visible to every user of the node in
+``ps``.
+
+    >>> c = Command.argv("systemctl", "enable", "rke2-server", sudo=True)
+    >>> as_user(c, "ops").display()
+    'sudo -n systemctl enable rke2-server'
+    >>> Command.script("echo {t} > {p}", {"t": Secret("s3cr3t"), "p": "/a b"}).display()
+    "echo *** > '/a b'"
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import shlex
+import string
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+MASK = "***"
+DEFAULT_TIMEOUT = 300.0
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Secret:
+    """A string that prints as ``***`` everywhere (str, repr, format, f-strings).
+
+    Not a ``str`` subclass on purpose: ``"x" + secret`` or ``secret.upper()`` would
+    silently produce plain strings. ``reveal()`` is the one way to the value.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if isinstance(value, Secret):
+            value = value.reveal()
+        if not isinstance(value, str):
+            raise TypeError(f"Secret wraps a str, not {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value itself; pass it only to something that must send it."""
+        return self._value
+
+    def __str__(self) -> str:
+        return MASK
+
+    def __repr__(self) -> str:
+        return f"Secret({MASK!r})"
+
+    def __format__(self, spec: str) -> str:
+        return MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("mk8s.Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Shell text inserted verbatim (operators, redirections): never from user input."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """Other pieces rendered, then quoted as ONE shell word (the body of ``sh -c``)."""
+
+    pieces: tuple[Piece, ...]
+
+
+# A plain str is one shell word: quoted with shlex.quote when rendered.
+Piece = str | Secret | Raw | Quoted
+
+
+def _render(pieces: tuple[Piece, ...], reveal: bool) -> str:
+    out: list[str] = []
+    for p in pieces:
+        if isinstance(p, Raw):
+            out.append(p.text)
+        elif isinstance(p, Secret):
+            out.append(shlex.quote(p.reveal()) if reveal else MASK)
+        elif isinstance(p, Quoted):
+            out.append(shlex.quote(_render(p.pieces, reveal)))
+        else:
+            out.append(shlex.quote(p))
+    return "".join(out)
+
+
+def _secrets_in(pieces: tuple[Piece, ...]) -> Iterator[Secret]:
+    for p in pieces:
+        if isinstance(p, Secret):
+            yield p
+        elif isinstance(p, Quoted):
+            yield from _secrets_in(p.pieces)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One shell command for a node.
+
+    ``sudo`` means "needs root": :func:`as_user` (applied by every transport) prefixes
+    ``sudo -n`` for a non-root login. ``compound`` marks text with shell operators; it
+    is wrapped in ``sh -c`` when ``env`` or ``sudo`` must apply to the whole of it.
+    ``check``: a non-zero exit raises RemoteCommandError in the transport.
+    ``timeout``: seconds before the transport kills the command and raises.
+    """
+
+    pieces: tuple[Piece, ...]
+    description: str = ""
+    sudo: bool = False
+    timeout: float = DEFAULT_TIMEOUT
+    env: Mapping[str, str | Secret] = field(default_factory=lambda: MappingProxyType({}))
+    stdin: bytes | Secret | None = field(default=None, repr=False)
+    check: bool = True
+    compound: bool = False
+
+    def __post_init__(self) -> None:
+        for name in self.env:
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"not an environment variable name: {name!r}")
+        if not self.timeout > 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if not self.pieces:
+            raise ValueError("empty command")
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
+
+    # ---------------------------------------------------------------- constructors
+    @classmethod
+    def argv(cls, *args: str | Secret, **options: Any) -> Command:
+        """A simple command: each argument is one shell word, quoted as needed.
+
+        Raises ValueError for no arguments or a bad option (see the class fields).
+        """
+        pieces: list[Piece] = []
+        for i, a in enumerate(args):
+            if i:
+                pieces.append(Raw(" "))
+            pieces.append(a if isinstance(a, Secret) else str(a))
+        return cls(pieces=tuple(pieces), **options)
+
+    @classmethod
+    def script(
+        cls, template: str, values: Mapping[str, str | int | Secret] | None = None, **options: Any
+    ) -> Command:
+        """Shell text with ``{name}`` fields; each value becomes one quoted word.
+
+        The template's literal text is trusted shell (operators, redirections); values
+        are never interpreted by the shell. ``{{``/``}}`` give literal braces. Raises
+        KeyError for a field missing from ``values``, ValueError for a format spec.
+        """
+        values = values or {}
+        pieces: list[Piece] = []
+        for literal, name, spec, conv in string.Formatter().parse(template):
+            if literal:
+                pieces.append(Raw(literal))
+            if name is None:
+                continue
+            if spec or conv:
+                raise ValueError(f"format specs are not supported: {{{name}}}")
+            v = values[name]
+            pieces.append(v if isinstance(v, Secret) else str(v))
+        options.setdefault("compound", True)
+        return cls(pieces=tuple(pieces), **options)
+
+    # -------------------------------------------------------------------- output
+    def _expanded(self) -> tuple[Piece, ...]:
+        """Pieces with env (and ``sh -c`` for compound text) applied."""
+        if not self.env:
+            return self.pieces
+        out: list[Piece] = [Raw("env ")]
+        for k, v in self.env.items():
+            out += [Raw(f"{k}="), v, Raw(" ")]
+        if self.compound:
+            out += [Raw("sh -c "), Quoted(self.pieces)]
+        else:
+            out += list(self.pieces)
+        return tuple(out)
+
+    def render(self) -> str:
+        """The real shell text, secrets included: for a transport's exec request only."""
+        return _render(self._expanded(), reveal=True)
+
+    def display(self) -> str:
+        """The shell text with every secret as ``***``: for logs, dry-run, audit."""
+        return _render(self._expanded(), reveal=False)
+
+    def __str__(self) -> str:
+        return self.display()
+
+    def stdin_bytes(self) -> bytes | None:
+        """What to write to the command's stdin (secret revealed), or None."""
+        if isinstance(self.stdin, Secret):
+            return self.stdin.reveal().encode()
+        return self.stdin
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value the command carries (for masking its output)."""
+        found = list(_secrets_in(self.pieces))
+        found += [v for v in self.env.values() if isinstance(v, Secret)]
+        if isinstance(self.stdin, Secret):
+            found.append(self.stdin)
+        return tuple(s.reveal() for s in found if s.reveal())
+
+    def mask(self, text: str) -> str:
+        """``text`` with every secret of this command replaced by ``***``."""
+        for s in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(s, MASK)
+        return text
+
+
+def as_user(cmd: Command, user: str) -> Command:
+    """The command as ``user`` runs it: ``sudo -n`` in front when it needs root.
+
+    Returns ``cmd`` itself for root or a command without ``sudo``; the result has
+    ``sudo=False``, so applying it twice changes nothing. ``-n`` makes sudo fail at
+    once instead of prompting when it needs a password.
+    """
+    if not cmd.sudo or user == "root":
+        return cmd
+    if cmd.env:
+        body = cmd._expanded()
+    elif cmd.compound:
+        body = (Raw("sh -c "), Quoted(cmd.pieces))
+    else:
+        body = cmd.pieces
+    return replace(
+        cmd,
+        pieces=(Raw("sudo -n "), *body),
+        env=MappingProxyType({}),
+        sudo=False,
+        compound=False,
+    )
+
+
+def write_file(
+    path: str,
+    content: bytes | str | Secret,
+    *,
+    mode: int = 0o644,
+    sudo: bool = True,
+    description: str = "",
+    timeout: float = 60.0,
+) -> Command:
+    """A command that atomically replaces ``path`` with ``content`` at ``mode``.
+
+    The content goes on stdin (never on the command line); the file is created under
+    ``umask 077`` as ``PATH.mk8s-tmp``, chmod-ed, then renamed over ``path``, so no
+    reader ever sees it partly written or with looser permissions. The parent
+    directory is created (0755) if missing. Raises ValueError for a relative path.
+    """
+    if not posixpath.isabs(path):
+        raise ValueError(f"remote path must be absolute: {path!r}")
+    tmp = f"{path}.mk8s-tmp"
+    stdin: bytes | Secret = content.encode() if isinstance(content, str) else content
+    return Command.script(
+        "mkdir -p {dir} && umask 077 && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {path}",
+        {"dir": posixpath.dirname(path) or "/", "tmp": tmp, "mode": f"{mode:04o}", "path": path},
+        stdin=stdin,
+        sudo=sudo,
+        timeout=timeout,
+        description=description or f"write {path} ({mode:04o})",
+    )
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """A file the plan sends to a node: where from, where to, what it must hash to.
+
+    ``source`` is a local path or the bytes themselves; ``secret`` content is never
+    shown (``display()`` and ``repr()`` only give size and hash). Constructing one
+    raises ValueError for a relative remote path or a malformed sha256.
+    """
+
+    source: Path | bytes = field(repr=False)
+    remote_path: str
+    sha256: str
+    size: int
+    mode: int = 0o644
+    secret: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not posixpath.isabs(self.remote_path):
+            raise ValueError(f"remote path must be absolute: {self.remote_path!r}")
+        if not _SHA256.match(self.sha256):
+            raise ValueError(f"not a lower-case hex sha256: {self.sha256!r}")
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, remote_path: str, *, mode: int = 0o644, secret: bool = False, **kw: Any
+    ) -> FileUpload:
+        """An upload of in-memory content; hash and size are computed here."""
+        return cls(
+            source=bytes(data),
+            remote_path=remote_path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            mode=mode,
+            secret=secret,
+            **kw,
+        )
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        remote_path: str,
+        *,
+        mode: int = 0o644,
+        sha256: str | None = None,
+        **kw: Any,
+    ) -> FileUpload:
+        """An upload of a local file; pass ``sha256`` when known (a manifest pins it)
+        to avoid reading the file here. Raises OSError if the file cannot be read."""
+        p = Path(path)
+        size = p.stat().st_size
+        if sha256 is None:
+            h = hashlib.sha256()
+            with p.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            sha256 = h.hexdigest()
+        return cls(source=p, remote_path=remote_path, sha256=sha256, size=size, mode=mode, **kw)
+
+    def content(self) -> bytes:
+        """The bytes to send (reads a path source; raises OSError if unreadable)."""
+        return self.source if isinstance(self.source, bytes) else self.source.read_bytes()
+
+    def display(self) -> str:
+        """``upload SOURCE -> REMOTE (0644, N bytes, sha256 PREFIX)``; secret-safe."""
+        if isinstance(self.source, bytes):
+            src = f"<{'secret ' if self.secret else ''}{self.size} bytes>"
+        else:
+            src = str(self.source)
+        return (
+            f"upload {src} -> {self.remote_path}"
+            f" ({self.mode:04o}, {self.size} bytes, sha256 {self.sha256[:16]})"
+        )
+
+    def __str__(self) -> str:
+        return self.display()
