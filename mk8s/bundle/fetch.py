@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -38,6 +38,7 @@ from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
 
 CHUNK = 1 << 20
 STALE_PART_SECONDS = 24 * 3600
+DRIFT_SLACK = 64 << 20
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SUM_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>\S(?:.*\S)?)$")
 _CONTENT_RANGE = re.compile(r"^bytes (?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)$")
@@ -187,42 +188,82 @@ def fetch(
             pending.setdefault((item.url, item.sha256), []).append(i)
 
     if pending:
-        stop = threading.Event()
-        first_error: BaseException | None = None
-        pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(pending))))
-        futures: dict[Future[Fetched], list[int]] = {}
-        try:
-            for idxs in pending.values():
-                fut = pool.submit(
-                    _download_in_thread,
-                    items[idxs[0]],
-                    settings,
-                    cache,
-                    stop,
-                    progress,
-                    session_factory,
-                )
-                futures[fut] = idxs
-            not_done: set[Future[Fetched]] = set(futures)
-            while not_done:
-                done, not_done = wait(not_done, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    exc = fut.exception()
-                    if exc is None:
-                        for i in futures[fut]:
-                            results[i] = _for_item(fut.result(), items[i])
-                    elif not isinstance(exc, _Cancelled) and first_error is None:
-                        first_error = exc
-                        stop.set()
-        except BaseException:
-            stop.set()
-            raise
-        finally:
-            # Workers notice ``stop`` between chunks and delete their .part files.
-            pool.shutdown(wait=True, cancel_futures=True)
-        if first_error is not None:
-            raise first_error
+        _fetch_parallel(items, pending, results, settings, cache, jobs, progress, session_factory)
     return [r for r in results if r is not None]
+
+
+def _fetch_parallel(
+    items: Sequence[FetchItem],
+    pending: dict[tuple[str, str | None], list[int]],
+    results: list[Fetched | None],
+    settings: UpstreamSettings,
+    cache: Path,
+    jobs: int,
+    progress: ProgressFn | None,
+    session_factory: Callable[[], requests.Session],
+) -> None:
+    """Run the downloads on daemon threads, ``jobs`` at a time.
+
+    Daemon threads, not an executor: on Ctrl-C a worker may sit in a blocking read
+    until its timeout, and the process must not wait for it. The main thread gives
+    workers a moment to clean up, then removes any ``.part`` file still registered.
+    """
+    stop = threading.Event()
+    work: queue.Queue[list[int]] = queue.Queue()
+    for idxs in pending.values():
+        work.put(idxs)
+    errors: list[BaseException] = []
+    live_parts: set[Path] = set()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while not stop.is_set():
+            try:
+                idxs = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                with session_factory() as session:
+                    got = download(
+                        items[idxs[0]],
+                        settings,
+                        cache,
+                        session=session,
+                        stop=stop,
+                        progress=progress,
+                        live_parts=live_parts,
+                    )
+                with lock:
+                    for i in idxs:
+                        results[i] = _for_item(got, items[i])
+            except _Cancelled:
+                return
+            except BaseException as e:
+                with lock:
+                    errors.append(e)
+                stop.set()
+                return
+
+    threads = [
+        threading.Thread(target=worker, daemon=True, name=f"mk8s-fetch-{n}")
+        for n in range(max(1, min(jobs, len(pending))))
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:
+        stop.set()
+        deadline = time.monotonic() + 2.0
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        for part in list(live_parts):
+            part.unlink(missing_ok=True)
+        raise
+    if errors:
+        raise errors[0]
 
 
 def _for_item(got: Fetched, item: FetchItem) -> Fetched:
@@ -259,18 +300,6 @@ def _sweep_stale_parts(tmp: Path) -> None:
             pass
 
 
-def _download_in_thread(
-    item: FetchItem,
-    settings: UpstreamSettings,
-    cache: Path,
-    stop: threading.Event,
-    progress: ProgressFn | None,
-    session_factory: Callable[[], requests.Session],
-) -> Fetched:
-    with session_factory() as session:
-        return download(item, settings, cache, session=session, stop=stop, progress=progress)
-
-
 def download(
     item: FetchItem,
     settings: UpstreamSettings,
@@ -279,6 +308,7 @@ def download(
     session: requests.Session,
     stop: threading.Event | None = None,
     progress: ProgressFn | None = None,
+    live_parts: set[Path] | None = None,
 ) -> Fetched:
     """Download one item into the cache (no cache lookup; :func:`fetch` does that).
 
@@ -293,6 +323,8 @@ def download(
     tmp_dir = Path(cache_dir) / "tmp"
     part = tmp_dir / f"{secrets.token_hex(8)}.part"
     ok = False
+    if live_parts is not None:
+        live_parts.add(part)
     try:
         with _open_part(part) as f:
             state = _Transfer(item, settings, f, progress, stop)
@@ -309,6 +341,8 @@ def download(
     finally:
         if not ok:
             part.unlink(missing_ok=True)
+        if live_parts is not None:
+            live_parts.discard(part)
 
 
 def _open_part(part: Path) -> BinaryIO:
@@ -466,12 +500,13 @@ class _Transfer:
         return 0, int(length) if length.isdigit() else None
 
     def _check_total(self, total: int) -> None:
-        # With a pinned size and hash, a different size is drift: fail before the
-        # download rather than after it.
-        if self.item.sha256 is not None and self.item.size is not None and total != self.item.size:
+        # A different size is drift. The file is still fetched (it is usually small
+        # enough) so the error can name both hashes; a far bigger one is refused early.
+        pinned = self.item.size
+        if self.item.sha256 is not None and pinned is not None and total > pinned + DRIFT_SLACK:
             raise ChecksumMismatch(
-                f"{self.item.name} from {self.item.url}: expected {self.item.size} bytes, "
-                f"the server offers {total}",
+                f"{self.item.name} from {self.item.url}: expected {pinned} bytes with sha256 "
+                f"{self.item.sha256}, the server offers {total} bytes",
                 "do not use it; run `mk8s bundle lock` again and review the change",
             )
 

@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         e.show()
         sys.exit(e.exit_code)
     except click.Abort:
-        _fail("aborted", 130)
+        _fail("interrupted; nothing was left half-written", 130)
     except Mk8sError as e:
         if verbose:
             cause = e.__cause__
