@@ -212,6 +212,8 @@ def test_full_disk_leaves_nothing(run_cli, env: Path) -> None:  # type: ignore[n
 
 def test_sigint_leaves_no_bundle_or_lock(env: Path, big_upstream: ExampleUpstream) -> None:
     upstream = big_upstream
+    upstream.faults.clear()
+    upstream.clear_requests()
     upstream.faults.stall_after_first_chunk("rke2-images.linux-amd64.tar.zst", 30)
     proc = subprocess.Popen(
         [sys.executable, "-m", "mk8s", "bundle", "create", "--rke2", "v1.28.x",
