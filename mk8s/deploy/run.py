@@ -52,7 +52,7 @@ class DeploySettings:
     jobs: int | None = None
     dry_run: bool = False
     ready_timeout: float = 900.0
-    poll_interval: float = 1.0
+    poll_interval: float = 0.5
     state_base: Path | None = None
     kubeconfig_out: Path | None = None
 
