@@ -54,14 +54,15 @@ def ec_key() -> keys.PrivateKey:
 
 @pytest.fixture(scope="module")
 def hosts3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSet]:
-    """Three fresh test hosts (node1..node3), shared by one test module."""
+    """Three test hosts (node1..node3) shared by one test module.  Skips when not
+    root; fails instead when MK8S_REQUIRE_HOSTS=1."""
     with hostset_for_tests(3, tmp_path_factory.mktemp("hosts3")) as hs:
         yield hs
 
 
 @pytest.fixture
-def make_hosts(tmp_path: Path) -> Iterator[object]:
-    """Factory: ``make_hosts(n, **kw)`` -> HostSet, torn down after the test."""
+def make_hosts(tmp_path: Path) -> Iterator[Callable[..., HostSet]]:
+    """Factory: ``make_hosts(n, names=[...])`` -> a HostSet torn down after the test."""
     started: list[HostSet] = []
 
     def make(n: int, **kw: object) -> HostSet:

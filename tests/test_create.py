@@ -61,8 +61,11 @@ def test_create_then_verify(run_cli, env: Path) -> None:  # type: ignore[no-unty
     lock = Lock.from_bytes((env / "mk8s.lock").read_bytes())
     assert lock.kind == "mk8s.lock" and lock.release.requested == "v1.28.x"
     assert {a.name for a in lock.artifacts} == {
-        "sha256sum-amd64.txt", "rke2.linux-amd64.tar.gz",
-        "rke2-images.linux-amd64.tar.zst", "install.sh"}
+        "sha256sum-amd64.txt",
+        "rke2.linux-amd64.tar.gz",
+        "rke2-images.linux-amd64.tar.zst",
+        "install.sh",
+    }
     script = next(a for a in lock.artifacts if a.name == "install.sh")
     assert script.url and script.url.endswith("/v1.28.15%2Brke2r1/install.sh")
     r = run_cli("bundle", "verify", BUNDLE, "--key", "mk8s.pub")
@@ -70,7 +73,9 @@ def test_create_then_verify(run_cli, env: Path) -> None:  # type: ignore[no-unty
 
 
 def test_same_lock_same_key_gives_identical_bundle_and_no_downloads(
-    run_cli, env: Path, upstream: ExampleUpstream  # type: ignore[no-untyped-def]
+    run_cli,
+    env: Path,
+    upstream: ExampleUpstream,  # type: ignore[no-untyped-def]
 ) -> None:
     assert run_cli("bundle", "lock", "--rke2", "v1.28.15").code == 0
     # bundle lock downloads nothing large
@@ -88,12 +93,21 @@ def test_same_lock_same_key_gives_identical_bundle_and_no_downloads(
 def test_drift_against_a_lock_is_an_alarm(run_cli, env: Path, upstream: ExampleUpstream) -> None:  # type: ignore[no-untyped-def]
     assert run_cli("bundle", "lock", "--rke2", "v1.28.14").code == 0
     lock_before = (env / "mk8s.lock").read_bytes()
-    pinned = next(a for a in Lock.from_bytes(lock_before).artifacts
-                  if a.name == "rke2.linux-amd64.tar.gz")
+    pinned = next(
+        a for a in Lock.from_bytes(lock_before).artifacts if a.name == "rke2.linux-amd64.tar.gz"
+    )
     upstream.drift("v1.28.14+rke2r1", "rke2.linux-amd64.tar.gz")
     new = upstream.asset_sha256("v1.28.14+rke2r1", "rke2.linux-amd64.tar.gz")
-    r = run_cli("bundle", "create", "--lock", "mk8s.lock", "--key", "mk8s.key",
-                "--cache", str(env / "fresh-cache"))
+    r = run_cli(
+        "bundle",
+        "create",
+        "--lock",
+        "mk8s.lock",
+        "--key",
+        "mk8s.key",
+        "--cache",
+        str(env / "fresh-cache"),
+    )
     assert r.code == 3, r.err
     assert "rke2.linux-amd64.tar.gz" in r.err and pinned.sha256[:16] in r.err
     assert new[:16] in r.err or "size" in r.err
@@ -109,8 +123,14 @@ def test_drift_against_a_lock_is_an_alarm(run_cli, env: Path, upstream: ExampleU
         ("not_json", 1, "not JSON|JSON"),
     ],
 )
-def test_upstream_faults_leave_nothing(run_cli, env: Path, upstream: ExampleUpstream,  # type: ignore[no-untyped-def]
-                                       fault: str, code: int, message: str) -> None:
+def test_upstream_faults_leave_nothing(
+    run_cli,
+    env: Path,
+    upstream: ExampleUpstream,  # type: ignore[no-untyped-def]
+    fault: str,
+    code: int,
+    message: str,
+) -> None:
     name = "rke2-images.linux-amd64.tar.zst"
     if fault == "corrupt":
         upstream.faults.corrupt_asset(name)
@@ -130,9 +150,12 @@ def test_upstream_faults_leave_nothing(run_cli, env: Path, upstream: ExampleUpst
     assert parts == []
 
 
-def test_transient_failures_are_retried_and_resumed(run_cli, env: Path,  # type: ignore[no-untyped-def]
-                                                    big_upstream: ExampleUpstream,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_transient_failures_are_retried_and_resumed(
+    run_cli,
+    env: Path,  # type: ignore[no-untyped-def]
+    big_upstream: ExampleUpstream,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     upstream = big_upstream
     for k, v in upstream.env.items():
         monkeypatch.setenv(k, v)
@@ -143,12 +166,20 @@ def test_transient_failures_are_retried_and_resumed(run_cli, env: Path,  # type:
     assert r.code == 0, r.err
     ranges = [q.header("Range") for q in upstream.requests_for(name) if q.header("Range")]
     assert ranges, "the cut download was not resumed with Range"
-    assert run_cli("bundle", "verify", "mk8s-rke2-v1.28.12-rke2r1-linux-amd64.tar.zst",
-                   "--key", "mk8s.pub").code == 0
+    assert (
+        run_cli(
+            "bundle", "verify", "mk8s-rke2-v1.28.12-rke2r1-linux-amd64.tar.zst", "--key", "mk8s.pub"
+        ).code
+        == 0
+    )
 
 
-def test_token_is_sent_as_bearer(run_cli, env: Path, upstream: ExampleUpstream,  # type: ignore[no-untyped-def]
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_is_sent_as_bearer(
+    run_cli,
+    env: Path,
+    upstream: ExampleUpstream,  # type: ignore[no-untyped-def]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("GITHUB_TOKEN", "ghp_example")
     assert run_cli("bundle", "lock", "--rke2", "v1.28.x").code == 0
     api = [q for q in upstream.requests if "/api/" in q.path]
@@ -162,13 +193,26 @@ def test_spec_matching_nothing_exits_2_with_nearest(run_cli, env: Path) -> None:
 
 
 def test_cni_and_groups(run_cli, env: Path) -> None:  # type: ignore[no-untyped-def]
-    r = run_cli("bundle", "lock", "--rke2", "v1.28.x", "--cni", "cilium",
-                "--images-group", "multus", "--arch", "amd64,arm64")
+    r = run_cli(
+        "bundle",
+        "lock",
+        "--rke2",
+        "v1.28.x",
+        "--cni",
+        "cilium",
+        "--images-group",
+        "multus",
+        "--arch",
+        "amd64,arm64",
+    )
     assert r.code == 0, r.err
     names = {a.name for a in Lock.from_bytes((env / "mk8s.lock").read_bytes()).artifacts}
     for arch in ("amd64", "arm64"):
-        assert {f"rke2-images-core.linux-{arch}.tar.zst", f"rke2-images-cilium.linux-{arch}.tar.zst",
-                f"rke2-images-multus.linux-{arch}.tar.zst"} <= names
+        assert {
+            f"rke2-images-core.linux-{arch}.tar.zst",
+            f"rke2-images-cilium.linux-{arch}.tar.zst",
+            f"rke2-images-multus.linux-{arch}.tar.zst",
+        } <= names
         assert f"rke2-images.linux-{arch}.tar.zst" not in names
     r = run_cli("bundle", "lock", "--rke2", "v1.28.x", "--images-group", "nosuch")
     assert r.code == 2 and "multus" in r.err  # lists the groups it has
@@ -216,12 +260,27 @@ def test_sigint_leaves_no_bundle_or_lock(env: Path, big_upstream: ExampleUpstrea
     upstream.clear_requests()
     upstream.faults.stall_after_first_chunk("rke2-images.linux-amd64.tar.zst", 30)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mk8s", "bundle", "create", "--rke2", "v1.28.x",
-         "--key", "mk8s.key"],
-        cwd=env, env={**os.environ, **upstream.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mk8s",
+            "bundle",
+            "create",
+            "--rke2",
+            "v1.28.x",
+            "--key",
+            "mk8s.key",
+        ],
+        cwd=env,
+        env={**os.environ, **upstream.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not any(
-            "rke2-images" in q.path for q in upstream.requests if q.server == "objects"):
+        "rke2-images" in q.path for q in upstream.requests if q.server == "objects"
+    ):
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)

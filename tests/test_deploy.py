@@ -42,15 +42,30 @@ class World:
     up: ExampleUpstream
 
 
-def _make_bundle(up: ExampleUpstream, d: Path, key: keys.PrivateKey, *,
-                 arches: tuple[str, ...] = ("amd64",), name: str = "bundle.tar.zst") -> Path:
-    settings = upstream.UpstreamSettings(api_url=up.api_url, release_url=up.release_url,
-                                         raw_url=up.raw_url, backoff=0.05)
-    lock = create.lock_release(create.LockSettings(spec="v1.28.x", upstream=settings,
-                                                   arches=arches, cache_dir=d / "cache"))
-    created = create.create_bundle(lock, create.CreateSettings(
-        upstream=settings, signature=lambda b: keys.sign(key, b), out=d / name,
-        lock_out=d / f"{name}.lock", cache_dir=d / "cache"))
+def _make_bundle(
+    up: ExampleUpstream,
+    d: Path,
+    key: keys.PrivateKey,
+    *,
+    arches: tuple[str, ...] = ("amd64",),
+    name: str = "bundle.tar.zst",
+) -> Path:
+    settings = upstream.UpstreamSettings(
+        api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
+    )
+    lock = create.lock_release(
+        create.LockSettings(spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache")
+    )
+    created = create.create_bundle(
+        lock,
+        create.CreateSettings(
+            upstream=settings,
+            signature=lambda b: keys.sign(key, b),
+            out=d / name,
+            lock_out=d / f"{name}.lock",
+            cache_dir=d / "cache",
+        ),
+    )
     return created.bundle.path
 
 
@@ -63,11 +78,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(d, _make_bundle(up, d, key), pub, key, up)
 
 
-def write_cluster(path: Path, hs: HostSet, nodes: list[tuple[str, str]], *, user: str = "root",
-                  name: str = "demo", extra_rke2: str = "", staging: str = "/var/lib/mk8s") -> Path:
+def write_cluster(
+    path: Path,
+    hs: HostSet,
+    nodes: list[tuple[str, str]],
+    *,
+    user: str = "root",
+    name: str = "demo",
+    extra_rke2: str = "",
+    staging: str = "/var/lib/mk8s",
+) -> Path:
     """cluster.yaml for (name, role) pairs on the host set's hosts, in that order."""
     node_lines = "\n".join(
-        f"    - {{address: {hs.by_name(n).address}, name: {n}, role: {r}}}" for n, r in nodes)
+        f"    - {{address: {hs.by_name(n).address}, name: {n}, role: {r}}}" for n, r in nodes
+    )
     path.write_text(f"""apiVersion: mk8s/v1alpha1
 kind: Cluster
 metadata: {{name: {name}}}
@@ -87,14 +111,21 @@ spec:
 
 
 def mk8s(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mk8s", *args], cwd=cwd, env=dict(os.environ),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mk8s", *args],
+        cwd=cwd,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def kubectl_nodes(hs: HostSet, server: str) -> dict[str, bool]:
     r = hs.by_name(server).run(
         "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml "
-        "get nodes -o json")
+        "get nodes -o json"
+    )
     assert r.returncode == 0, r.stderr
     out = {}
     for item in json.loads(r.stdout)["items"]:
@@ -110,8 +141,9 @@ def audit(cwd: Path, name: str = "demo") -> list[dict[str, object]]:
 
 # -- the main life of one cluster ---------------------------------------------------------
 @pytest.fixture(scope="module")
-def cluster5(tmp_path_factory: pytest.TempPathFactory, world: World
-             ) -> Iterator[tuple[HostSet, Path]]:
+def cluster5(
+    tmp_path_factory: pytest.TempPathFactory, world: World
+) -> Iterator[tuple[HostSet, Path]]:
     d = tmp_path_factory.mktemp("c5")
     with hostset_for_tests(5, d / "hosts", names=NAMES) as hs:
         write_cluster(d / "cluster.yaml", hs, [(n, ROLES[n]) for n in NAMES])
@@ -131,11 +163,21 @@ def test_tampered_bundle_touches_no_node(cluster5: tuple[HostSet, Path], world: 
         assert not h.path("/etc/rancher").exists()
 
 
-def test_dry_run_prints_plan_and_touches_nothing(cluster5: tuple[HostSet, Path],
-                                                 world: World) -> None:
+def test_dry_run_prints_plan_and_touches_nothing(
+    cluster5: tuple[HostSet, Path], world: World
+) -> None:
     hs, d = cluster5
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), "--dry-run", cwd=d)
+    r = mk8s(
+        "deploy",
+        "-f",
+        "cluster.yaml",
+        "--bundle",
+        str(world.bundle),
+        "--key",
+        str(world.pub),
+        "--dry-run",
+        cwd=d,
+    )
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "INSTALL_RKE2_ARTIFACT_PATH=" in out and "systemctl start rke2-server" in out
@@ -148,12 +190,21 @@ def test_dry_run_prints_plan_and_touches_nothing(cluster5: tuple[HostSet, Path],
 
 def test_first_deploy(cluster5: tuple[HostSet, Path], world: World) -> None:
     hs, d = cluster5
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    r = mk8s(
+        "deploy",
+        "-f",
+        "cluster.yaml",
+        "--bundle",
+        str(world.bundle),
+        "--key",
+        str(world.pub),
+        cwd=d,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     for name in NAMES:
-        assert any(line.startswith(name) and " ready " in f"{line} " for line in
-                   r.stdout.splitlines()), r.stdout
+        assert any(
+            line.startswith(name) and " ready " in f"{line} " for line in r.stdout.splitlines()
+        ), r.stdout
     assert kubectl_nodes(hs, "cp1") == dict.fromkeys(NAMES, True)
     kc = d / "demo.kubeconfig"
     assert stat.S_IMODE(kc.stat().st_mode) == 0o600
@@ -167,34 +218,54 @@ def test_first_deploy(cluster5: tuple[HostSet, Path], world: World) -> None:
         cfg = yaml.safe_load(hs.by_name(n).path("/etc/rancher/rke2/config.yaml").read_text())
         assert cfg["token"] == token
         assert ("server" in cfg) == (n != "cp1")
-        assert stat.S_IMODE(hs.by_name(n).path("/etc/rancher/rke2/config.yaml").stat().st_mode) == 0o600
+        assert (
+            stat.S_IMODE(hs.by_name(n).path("/etc/rancher/rke2/config.yaml").stat().st_mode)
+            == 0o600
+        )
     logged = (state / "audit.jsonl").read_text()
     assert token not in logged and token not in r.stdout + r.stderr
     records = audit(d)
     uploads = [x for x in records if x.get("file")]
     assert uploads and all(len(str(x["sha256"])) == 64 for x in uploads)
     # servers joined one at a time: each server start began after the previous finished
-    starts = [x for x in records if str(x.get("command", "")).startswith("systemctl start rke2-server")]
+    starts = [
+        x for x in records if str(x.get("command", "")).startswith("systemctl start rke2-server")
+    ]
     assert [x["node"] for x in starts] == ["cp1", "cp2", "cp3"]
 
 
-def test_rerun_converges_without_upload_or_restart(cluster5: tuple[HostSet, Path],
-                                                   world: World) -> None:
-    hs, d = cluster5
+def test_rerun_converges_without_upload_or_restart(
+    cluster5: tuple[HostSet, Path], world: World
+) -> None:
+    _hs, d = cluster5
     before = len(audit(d))
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    r = mk8s(
+        "deploy",
+        "-f",
+        "cluster.yaml",
+        "--bundle",
+        str(world.bundle),
+        "--key",
+        str(world.pub),
+        cwd=d,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "uploaded 0 B" in r.stdout
     new = audit(d)[before:]
-    commands = [str(x.get("command", "")) for x in new]
+    commands = [str(x.get("command", "")) for x in new if x.get("step") != "facts"]
     assert not [x for x in new if x.get("file")]
-    assert not [c for c in commands if "systemctl start" in c or "systemctl restart" in c
-                or "install.sh" in c or "config.yaml" in c]
+    assert not [
+        c
+        for c in commands
+        if "systemctl start" in c
+        or "systemctl restart" in c
+        or "install.sh" in c
+        or "config.yaml" in c
+    ]
 
 
 def test_status_and_kubeconfig(cluster5: tuple[HostSet, Path]) -> None:
-    hs, d = cluster5
+    _hs, d = cluster5
     r = mk8s("status", "-f", "cluster.yaml", cwd=d)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("Ready") >= 5 and "NotReady" not in r.stdout
@@ -203,13 +274,22 @@ def test_status_and_kubeconfig(cluster5: tuple[HostSet, Path]) -> None:
     assert r.returncode == 0 and stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
-def test_two_deploys_at_once_the_second_refuses(cluster5: tuple[HostSet, Path],
-                                                world: World) -> None:
-    hs, d = cluster5
+def test_two_deploys_at_once_the_second_refuses(
+    cluster5: tuple[HostSet, Path], world: World
+) -> None:
+    _hs, d = cluster5
     st = StateDir("demo", d)
     with st.locked():
-        r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-                 str(world.pub), cwd=d)
+        r = mk8s(
+            "deploy",
+            "-f",
+            "cluster.yaml",
+            "--bundle",
+            str(world.bundle),
+            "--key",
+            str(world.pub),
+            cwd=d,
+        )
     assert r.returncode == 1 and "already working on cluster demo" in r.stderr
 
 
@@ -223,31 +303,47 @@ def test_reset_one_node_and_bring_it_back(cluster5: tuple[HostSet, Path], world:
     assert not hs.by_name("w2").path("/usr/local/bin/rke2").exists()
     r = mk8s("status", "-f", "cluster.yaml", cwd=d)
     assert r.returncode == 1
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    r = mk8s(
+        "deploy",
+        "-f",
+        "cluster.yaml",
+        "--bundle",
+        str(world.bundle),
+        "--key",
+        str(world.pub),
+        cwd=d,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert kubectl_nodes(hs, "cp1") == dict.fromkeys(NAMES, True)
 
 
 def test_wrong_token_for_existing_cluster(cluster5: tuple[HostSet, Path], world: World) -> None:
-    hs, d = cluster5
+    _hs, d = cluster5
     (d / "wrong-token").write_text("not-the-cluster-token\n")
-    text = (d / "cluster.yaml").read_text().replace(
-        "    tlsSan:", "    token: {file: ./wrong-token}\n    tlsSan:")
+    text = (
+        (d / "cluster.yaml")
+        .read_text()
+        .replace("    tlsSan:", "    token: {file: ./wrong-token}\n    tlsSan:")
+    )
     (d / "wrong.yaml").write_text(text)
-    r = mk8s("deploy", "-f", "wrong.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    r = mk8s(
+        "deploy", "-f", "wrong.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
+    )
     assert r.returncode == 1
     assert "not the token of the running cluster" in r.stderr
 
 
 def test_version_mismatch_is_refused(cluster5: tuple[HostSet, Path], world: World) -> None:
-    hs, d = cluster5
-    text = (d / "cluster.yaml").read_text().replace(
-        "    tlsSan:", "    version: v1.27.1+rke2r1\n    tlsSan:")
+    _hs, d = cluster5
+    text = (
+        (d / "cluster.yaml")
+        .read_text()
+        .replace("    tlsSan:", "    version: v1.27.1+rke2r1\n    tlsSan:")
+    )
     (d / "v.yaml").write_text(text)
-    r = mk8s("deploy", "-f", "v.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    r = mk8s(
+        "deploy", "-f", "v.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
+    )
     assert r.returncode == 2 and "v1.27.1+rke2r1" in r.stderr
 
 
@@ -266,8 +362,12 @@ def test_reset_whole_cluster(cluster5: tuple[HostSet, Path]) -> None:
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostSet, Path]]:
     d = tmp_path_factory.mktemp("small")
     with hostset_for_tests(3, d / "hosts", names=["s1", "a1", "a2"]) as hs:
-        write_cluster(d / "cluster.yaml", hs, [("s1", "server"), ("a1", "agent"),
-                                               ("a2", "agent")], name="small")
+        write_cluster(
+            d / "cluster.yaml",
+            hs,
+            [("s1", "server"), ("a1", "agent"), ("a2", "agent")],
+            name="small",
+        )
         yield hs, d
 
 
@@ -288,23 +388,43 @@ def test_wrong_arch_fails_preflight(small: tuple[HostSet, Path], world: World) -
 
 def test_user_without_sudo_fails_preflight(small: tuple[HostSet, Path], world: World) -> None:
     hs, d = small
-    write_cluster(d / "nosudo.yaml", hs, [("s1", "server"), ("a1", "agent")],
-                  user=hs.nosudo_user, name="nosudo")
-    r = mk8s("deploy", "-f", "nosudo.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    write_cluster(
+        d / "nosudo.yaml",
+        hs,
+        [("s1", "server"), ("a1", "agent")],
+        user=hs.nosudo_user,
+        name="nosudo",
+    )
+    r = mk8s(
+        "deploy", "-f", "nosudo.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
+    )
     assert r.returncode == 1 and "cannot run sudo without a password" in r.stderr
     _unchanged(hs)
 
 
 def test_too_little_disk_fails_preflight(small: tuple[HostSet, Path], world: World) -> None:
     hs, d = small
-    hs.by_name("a2").run("mkdir -p /opt/small && mount -t tmpfs -o size=64k tmpfs /opt/small",
-                         timeout=30)
+    hs.by_name("a2").run(
+        "mkdir -p /opt/small && mount -t tmpfs -o size=64k tmpfs /opt/small", timeout=30
+    )
     try:
-        write_cluster(d / "disk.yaml", hs, [("s1", "server"), ("a2", "agent")],
-                      staging="/opt/small/mk8s", name="disk")
-        r = mk8s("deploy", "-f", "disk.yaml", "--bundle", str(world.bundle), "--key",
-                 str(world.pub), cwd=d)
+        write_cluster(
+            d / "disk.yaml",
+            hs,
+            [("s1", "server"), ("a2", "agent")],
+            staging="/opt/small/mk8s",
+            name="disk",
+        )
+        r = mk8s(
+            "deploy",
+            "-f",
+            "disk.yaml",
+            "--bundle",
+            str(world.bundle),
+            "--key",
+            str(world.pub),
+            cwd=d,
+        )
         assert r.returncode == 1 and "a2: /opt/small/mk8s has" in r.stderr, r.stderr
     finally:
         hs.by_name("a2").run("umount /opt/small", timeout=30)
@@ -315,8 +435,17 @@ def test_unreachable_node_changes_nothing(small: tuple[HostSet, Path], world: Wo
     hs, d = small
     hs.by_name("a2").kill()
     try:
-        r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-                 str(world.pub), cwd=d, timeout=120)
+        r = mk8s(
+            "deploy",
+            "-f",
+            "cluster.yaml",
+            "--bundle",
+            str(world.bundle),
+            "--key",
+            str(world.pub),
+            cwd=d,
+            timeout=120,
+        )
         assert r.returncode == 1 and "a2" in r.stderr and "nothing was changed" in r.stderr
     finally:
         hs.by_name("a2").start()
@@ -328,8 +457,11 @@ def test_changed_host_key_is_refused(small: tuple[HostSet, Path], world: World) 
     other = keys.generate_private_key()  # any ed25519 key: not the node's
     from cryptography.hazmat.primitives import serialization
 
-    raw = other.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                          serialization.PublicFormat.OpenSSH).decode()
+    raw = (
+        other.public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
     kh = d / "changed_known_hosts"
     lines = []
     for line in hs.known_hosts.read_text().splitlines():
@@ -339,25 +471,43 @@ def test_changed_host_key_is_refused(small: tuple[HostSet, Path], world: World) 
     kh.write_text("\n".join(lines) + "\n")
     text = (d / "cluster.yaml").read_text().replace(str(hs.known_hosts), str(kh))
     (d / "hk.yaml").write_text(text)
-    r = mk8s("deploy", "-f", "hk.yaml", "--bundle", str(world.bundle), "--key", str(world.pub),
-             cwd=d)
+    r = mk8s(
+        "deploy", "-f", "hk.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
+    )
     assert r.returncode == 1 and "a1" in r.stderr and "ssh-keygen -R" in r.stderr, r.stderr
     _unchanged(hs)
 
 
-def test_failed_agent_install_others_finish_and_rerun_fixes(small: tuple[HostSet, Path],
-                                                            world: World) -> None:
+def test_failed_agent_install_others_finish_and_rerun_fixes(
+    small: tuple[HostSet, Path], world: World
+) -> None:
     hs, d = small
-    # /usr/local/lib/systemd/system as a plain file: the tarball cannot unpack its units.
-    hs.by_name("a2").run("mkdir -p /usr/local/lib/systemd && touch /usr/local/lib/systemd/system")
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    # a directory where the tarball puts the rke2 binary: tar cannot unpack it.
+    hs.by_name("a2").run("mkdir -p /usr/local/bin/rke2/keep")
+    r = mk8s(
+        "deploy",
+        "-f",
+        "cluster.yaml",
+        "--bundle",
+        str(world.bundle),
+        "--key",
+        str(world.pub),
+        cwd=d,
+    )
     assert r.returncode == 1, r.stdout + r.stderr
     assert "a2" in r.stderr and "failed" in r.stdout
     assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True}
-    hs.by_name("a2").run("rm -f /usr/local/lib/systemd/system")
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(world.bundle), "--key",
-             str(world.pub), cwd=d)
+    hs.by_name("a2").run("rm -rf /usr/local/bin/rke2")
+    r = mk8s(
+        "deploy",
+        "-f",
+        "cluster.yaml",
+        "--bundle",
+        str(world.bundle),
+        "--key",
+        str(world.pub),
+        cwd=d,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True, "a2": True}
 
@@ -366,19 +516,39 @@ def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
     with ExampleUpstream(image_size=48 << 20) as up:
         bundle = _make_bundle(up, tmp_path, world.key, name="big.tar.zst")
     with hostset_for_tests(2, tmp_path / "hosts", names=["k1", "k2"]) as hs:
-        write_cluster(tmp_path / "cluster.yaml", hs, [("k1", "server"), ("k2", "agent")],
-                      name="killed")
+        write_cluster(
+            tmp_path / "cluster.yaml", hs, [("k1", "server"), ("k2", "agent")], name="killed"
+        )
         # slow the link to k2 so the upload is still running when the node dies
-        subprocess.run(["tc", "qdisc", "add", "dev", hs.by_name("k2").veth, "root", "tbf",
-                        "rate", "80mbit", "burst", "32kbit", "latency", "400ms"], check=True)
+        subprocess.run(
+            [
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                hs.by_name("k2").veth,
+                "root",
+                "tbf",
+                "rate",
+                "80mbit",
+                "burst",
+                "32kbit",
+                "latency",
+                "400ms",
+            ],
+            check=True,
+        )
         k2 = hs.by_name("k2")
         killed = threading.Event()
 
         def killer() -> None:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
-                parts = list(k2.path("/var/lib/mk8s").rglob("*.part")) if k2.path(
-                    "/var/lib/mk8s").exists() else []
+                parts = (
+                    list(k2.path("/var/lib/mk8s").rglob("*.part"))
+                    if k2.path("/var/lib/mk8s").exists()
+                    else []
+                )
                 if any(p.stat().st_size > (8 << 20) for p in parts):
                     k2.kill()
                     killed.set()
@@ -387,8 +557,18 @@ def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
 
         t = threading.Thread(target=killer)
         t.start()
-        r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(bundle), "--key",
-                 str(world.pub), "--wait", "60", cwd=tmp_path)
+        r = mk8s(
+            "deploy",
+            "-f",
+            "cluster.yaml",
+            "--bundle",
+            str(bundle),
+            "--key",
+            str(world.pub),
+            "--wait",
+            "60",
+            cwd=tmp_path,
+        )
         t.join()
         assert killed.is_set()
         assert r.returncode == 1 and "k2" in r.stdout + r.stderr
@@ -398,10 +578,21 @@ def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
         assert not k2.path("/usr/local/bin/rke2").exists()
         k2.start()
         subprocess.run(["tc", "qdisc", "del", "dev", k2.veth, "root"], check=False)
-        r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(bundle), "--key",
-                 str(world.pub), cwd=tmp_path)
+        r = mk8s(
+            "deploy",
+            "-f",
+            "cluster.yaml",
+            "--bundle",
+            str(bundle),
+            "--key",
+            str(world.pub),
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
-        resumed = [x for x in audit(tmp_path, "killed") if x.get("node") == "k2"
-                   and x.get("file") and int(str(x.get("offset", 0))) > 0]
+        resumed = [
+            x
+            for x in audit(tmp_path, "killed")
+            if x.get("node") == "k2" and x.get("file") and int(str(x.get("offset", 0))) > 0
+        ]
         assert resumed, "the re-run did not resume the partial upload"
         assert kubectl_nodes(hs, "k1") == {"k1": True, "k2": True}

@@ -17,8 +17,14 @@ TAG = "v1.28.15+rke2r1"
 
 
 def _art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
-    return Artifact(name=name, kind=kind, path=f"artifacts/{name}", size=10,
-                    sha256=hashlib.sha256(name.encode()).hexdigest(), arch=arch)
+    return Artifact(
+        name=name,
+        kind=kind,
+        path=f"artifacts/{name}",
+        size=10,
+        sha256=hashlib.sha256(name.encode()).hexdigest(),
+        arch=arch,
+    )
 
 
 MANIFEST = Lock(
@@ -56,13 +62,25 @@ spec:
     return load_cluster(p, check_files=False)
 
 
-FRESH = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="Debian", hostname="h",
-                        root=True, sudo=True, disk_free=100 << 30)
+FRESH = facts.NodeFacts(
+    arch="amd64",
+    uname_m="x86_64",
+    os="Debian",
+    hostname="h",
+    root=True,
+    sudo=True,
+    disk_free=100 << 30,
+)
 
 
 def ctx(c: Cluster) -> plan.Context:
-    return plan.Context(c, MANIFEST, "b1d", Secret("s3cret-token"),
-                        {a.path: Path("/local") / a.path for a in MANIFEST.artifacts})
+    return plan.Context(
+        c,
+        MANIFEST,
+        "b1d",
+        Secret("s3cret-token"),
+        {a.path: Path("/local") / a.path for a in MANIFEST.artifacts},
+    )
 
 
 def test_facts_parse() -> None:
@@ -87,10 +105,19 @@ def test_preflight_problems(tmp_path: Path) -> None:
     c = cluster(tmp_path)
     found = {
         "cp1": FRESH,
-        "cp2": facts.NodeFacts(arch="arm64", uname_m="aarch64", os="", hostname="",
-                               root=True, sudo=True, disk_free=1 << 20, rpm_installed=True),
-        "w1": facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="",
-                              root=False, sudo=False),
+        "cp2": facts.NodeFacts(
+            arch="arm64",
+            uname_m="aarch64",
+            os="",
+            hostname="",
+            root=True,
+            sudo=True,
+            disk_free=1 << 20,
+            rpm_installed=True,
+        ),
+        "w1": facts.NodeFacts(
+            arch="amd64", uname_m="x86_64", os="", hostname="", root=False, sudo=False
+        ),
     }
     problems = plan.preflight(c, MANIFEST, found)
     text = "\n".join(problems)
@@ -102,8 +129,16 @@ def test_preflight_problems(tmp_path: Path) -> None:
 
 def test_preflight_disk_and_nm_cloud_setup(tmp_path: Path) -> None:
     c = cluster(tmp_path)
-    small = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True,
-                            sudo=True, disk_free=1 << 20, nm_cloud_setup_enabled=True)
+    small = facts.NodeFacts(
+        arch="amd64",
+        uname_m="x86_64",
+        os="",
+        hostname="",
+        root=True,
+        sudo=True,
+        disk_free=1 << 20,
+        nm_cloud_setup_enabled=True,
+    )
     problems = plan.preflight(c, MANIFEST, {"cp1": small, "cp2": FRESH, "w1": FRESH})
     assert any("cp1: /var/lib/mk8s has 1 MiB free" in p for p in problems)
     assert any("nm-cloud-setup is enabled" in p for p in problems)
@@ -122,7 +157,8 @@ def test_upload_skips_files_present_with_right_hash(tmp_path: Path) -> None:
     have["/var/lib/mk8s/b1d/install.sh"] = "0" * 64  # wrong hash: sent again
     f = facts.NodeFacts(**{**FRESH.__dict__, "hashes": have})
     assert [u.remote_path for u in plan.upload_step(c, c.cluster.nodes[0], f).uploads] == [
-        "/var/lib/mk8s/b1d/install.sh"]
+        "/var/lib/mk8s/b1d/install.sh"
+    ]
 
 
 def test_install_step_commands(tmp_path: Path) -> None:
@@ -132,15 +168,22 @@ def test_install_step_commands(tmp_path: Path) -> None:
     assert shown[0] == (
         "mkdir -p /var/lib/mk8s/b1d/install-amd64 && ln -f "
         "/var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz /var/lib/mk8s/b1d/install-amd64/ && "
-        "ln -f /var/lib/mk8s/b1d/sha256sum-amd64.txt /var/lib/mk8s/b1d/install-amd64/")
-    assert shown[1] == ("env INSTALL_RKE2_ARTIFACT_PATH=/var/lib/mk8s/b1d/install-amd64 "
-                        "INSTALL_RKE2_METHOD=tar sh /var/lib/mk8s/b1d/install.sh")
+        "ln -f /var/lib/mk8s/b1d/sha256sum-amd64.txt /var/lib/mk8s/b1d/install-amd64/"
+    )
+    assert shown[1] == (
+        "env INSTALL_RKE2_ARTIFACT_PATH=/var/lib/mk8s/b1d/install-amd64 "
+        "INSTALL_RKE2_METHOD=tar sh /var/lib/mk8s/b1d/install.sh"
+    )
     assert "rke2-images.linux-amd64.tar.zst" in shown[2] and "sha256sum -c" in shown[2]
     # installed at the right tag with images in place: nothing to do
     img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
-    done = facts.NodeFacts(**{**FRESH.__dict__,
-                              "rke2_version": f"rke2 version {TAG} (x)",
-                              "hashes": {img: MANIFEST.artifacts[1].sha256}})
+    done = facts.NodeFacts(
+        **{
+            **FRESH.__dict__,
+            "rke2_version": f"rke2 version {TAG} (x)",
+            "hashes": {img: MANIFEST.artifacts[1].sha256},
+        }
+    )
     assert MANIFEST.artifacts[1].name == "rke2-images.linux-amd64.tar.zst"
     assert plan.install_step(c, c.cluster.nodes[0], done).commands == ()
 
@@ -186,13 +229,19 @@ def test_converged_node_is_left_alone(tmp_path: Path) -> None:
     c = ctx(cluster(tmp_path))
     node = c.cluster.nodes[0]
     real, _ = plan.config_bytes(c, node)
-    f = facts.NodeFacts(**{**FRESH.__dict__, "server_active": True,
-                           "hashes": {facts.CONFIG_PATH: hashlib.sha256(real).hexdigest()}})
+    f = facts.NodeFacts(
+        **{
+            **FRESH.__dict__,
+            "server_active": True,
+            "hashes": {facts.CONFIG_PATH: hashlib.sha256(real).hexdigest()},
+        }
+    )
     assert plan.start_step(c, node, f, installed_now=False).commands == ()
     # a changed config restarts, an inactive service starts
     changed = facts.NodeFacts(**{**f.__dict__, "hashes": {}})
-    assert [x.display() for x in plan.start_step(c, node, changed, installed_now=False)
-            .commands][-1] == "systemctl restart rke2-server"
+    assert [x.display() for x in plan.start_step(c, node, changed, installed_now=False).commands][
+        -1
+    ] == "systemctl restart rke2-server"
 
 
 def test_rewrite_kubeconfig() -> None:

@@ -1,0 +1,14 @@
+#!/bin/sh
+# mk8s stand-in for rke2-killall.sh: stop the rke2 services and any rke2 process left.
+[ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+for unit in rke2-server rke2-agent; do
+    systemctl stop "${unit}" >/dev/null 2>&1 || true
+done
+for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [ "${pid}" = "$$" ] && continue
+    if tr '\0' ' ' <"${d}/cmdline" 2>/dev/null | grep -Eq '/bin/rke2 (server|agent)'; then
+        kill -9 "${pid}" 2>/dev/null || true
+    fi
+done
+exit 0

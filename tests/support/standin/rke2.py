@@ -1,0 +1,1273 @@
+#!/usr/bin/python3
+"""RKE2 stand-in for mk8s tests (Python 3 stdlib only; runs on the test nodes).
+
+Installed as ``/usr/local/bin/rke2`` by the generated ``rke2.linux-ARCH.tar.gz``;
+the server copies itself to ``/var/lib/rancher/rke2/bin/kubectl`` and behaves as
+kubectl when called by that name.  It enforces the RKE2 contract mk8s relies on
+(SPEC 8, 9): air-gap images present, bootstrap writes token and kubeconfig,
+joins need the right token, a reachable server and matching critical settings,
+one server join (etcd learner) at a time, ``kubectl get nodes`` lists the
+cluster's registered nodes.
+
+The cluster protocol is plain HTTP: 9345 (supervisor: join, heartbeats, server
+state replication) and 6443 (API: /readyz, nodes).  Servers replicate the node
+registry to each other, so any server answers for the whole cluster.
+
+config.yaml: a flat mapping.  Accepted YAML subset: ``key: scalar`` (plain,
+'single' or "double" quoted; true/false/null/ints), ``key: [a, b]`` flow lists,
+block lists (``key:`` followed by ``- item`` lines), ``{}``/``[]``, comments.
+A JSON object is accepted too.  Files in config.yaml.d/*.yaml are merged after it.
+
+Tunables (environment; put them in /etc/default/rke2-server or -agent):
+  MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
+  MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
+  MK8S_STANDIN_START_SECONDS    bootstrap time of a first server (0.3)
+  MK8S_STANDIN_HEARTBEAT        node heartbeat interval (1)
+  MK8S_STANDIN_NODE_GRACE       a node is NotReady this long after its last heartbeat (8)
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import hashlib
+import http.server
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+TAG = "@@RKE2_TAG@@"
+ARCH = "@@RKE2_ARCH@@"
+
+CONFIG = "/etc/rancher/rke2/config.yaml"
+DATA_DIR = "/var/lib/rancher/rke2"
+SERVER_DIR = DATA_DIR + "/server"
+STATE_FILE = SERVER_DIR + "/db/mk8s-standin-state.json"
+AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
+IMAGES_DIR = DATA_DIR + "/agent/images"
+KUBECTL = DATA_DIR + "/bin/kubectl"
+KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
+NODE_PASSWORD = "/etc/rancher/node/password"
+SUPERVISOR_PORT = 9345
+API_PORT = 6443
+IMAGE_SUFFIXES = (".tar.zst", ".tar.gz", ".tar", ".tar.lz4", ".tar.bz2")
+# Critical configuration values (docs.rke2.io server_config): must be equal on all
+# servers.  The stand-in also compares `cni`.
+CRITICAL = {
+    "agent-token": "",
+    "cluster-cidr": "10.42.0.0/16",
+    "cluster-dns": "10.43.0.10",
+    "cluster-domain": "cluster.local",
+    "disable-cloud-controller": "false",
+    "disable-kube-proxy": "false",
+    "egress-selector-mode": "agent",
+    "service-cidr": "10.43.0.0/16",
+    "cni": "canal",
+}
+
+
+def env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+JOIN_TIMEOUT = env_float("MK8S_STANDIN_JOIN_TIMEOUT", 30)
+LEARNER_SECONDS = env_float("MK8S_STANDIN_LEARNER_SECONDS", 1.5)
+START_SECONDS = env_float("MK8S_STANDIN_START_SECONDS", 0.3)
+HEARTBEAT = env_float("MK8S_STANDIN_HEARTBEAT", 1)
+NODE_GRACE = env_float("MK8S_STANDIN_NODE_GRACE", 8)
+LEARNER_STALE = max(30.0, 10 * LEARNER_SECONDS)
+
+
+class Fatal(Exception):
+    pass
+
+
+def log(msg: str, level: str = "info") -> None:
+    ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    sys.stderr.write(f'time="{ts}" level={level} msg="{msg}"\n')
+    sys.stderr.flush()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+# ---- config.yaml ---------------------------------------------------------------------
+def _scalar(text: str, where: str) -> object:
+    t = text.strip()
+    if not t:
+        return None
+    if t[0] == '"':
+        try:
+            return json.loads(t)
+        except ValueError:
+            raise Fatal(f"{where}: bad double-quoted string {t}") from None
+    if t[0] == "'":
+        if len(t) < 2 or t[-1] != "'":
+            raise Fatal(f"{where}: bad single-quoted string {t}")
+        return t[1:-1].replace("''", "'")
+    if t in ("true", "True", "TRUE"):
+        return True
+    if t in ("false", "False", "FALSE"):
+        return False
+    if t in ("null", "~", "Null", "NULL"):
+        return None
+    if re.fullmatch(r"[-+]?[0-9]+", t):
+        return int(t)
+    if t[0] in "{&*!|>%@`" and t != "{}":
+        raise Fatal(f"{where}: unsupported YAML value {t!r} (the stand-in reads a flat subset)")
+    return t
+
+
+def _strip_comment(line: str) -> str:
+    out, q = [], ""
+    for i, c in enumerate(line):
+        if q:
+            if c == q:
+                q = ""
+        elif c in "'\"":
+            q = c
+        elif c == "#" and (i == 0 or line[i - 1] in " \t"):
+            break
+        out.append(c)
+    return "".join(out).rstrip()
+
+
+def _split_flow(body: str) -> list[str]:
+    items, cur, q = [], "", ""
+    for c in body:
+        if q:
+            cur += c
+            if c == q:
+                q = ""
+        elif c in "'\"":
+            q = c
+            cur += c
+        elif c == ",":
+            items.append(cur)
+            cur = ""
+        else:
+            cur += c
+    if cur.strip():
+        items.append(cur)
+    return items
+
+
+def parse_config(text: str, name: str = CONFIG) -> dict[str, object]:
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise Fatal(f"{name}: {e}") from None
+        if not isinstance(data, dict):
+            raise Fatal(f"{name}: not a mapping")
+        return data
+    out: dict[str, object] = {}
+    key = None
+    for n, raw in enumerate(text.splitlines(), 1):
+        where = f"{name}:{n}"
+        line = _strip_comment(raw)
+        if not line.strip() or line.strip() in ("---", "..."):
+            continue
+        s = line.strip()
+        if s.startswith("- ") or s == "-":
+            if key is None or not isinstance(out.get(key), list):
+                raise Fatal(f"{where}: list item without a key")
+            out[key].append(_scalar(s[1:], where))  # type: ignore[union-attr]
+            continue
+        if line[0] in " \t":
+            raise Fatal(f"{where}: nested mappings are not supported by the stand-in")
+        m = re.match(r"""^("[^"]*"|'[^']*'|[^:]+?)\s*:(\s+(.*))?$""", line)
+        if not m:
+            raise Fatal(f"{where}: cannot parse {raw!r}")
+        key = str(_scalar(m.group(1), where))
+        val = (m.group(3) or "").strip()
+        if not val:
+            out[key] = []  # block list (or empty value) follows
+        elif val.startswith("["):
+            if not val.endswith("]"):
+                raise Fatal(f"{where}: unterminated flow list")
+            out[key] = [_scalar(x, where) for x in _split_flow(val[1:-1])]
+        elif val == "{}":
+            out[key] = {}
+        else:
+            out[key] = _scalar(val, where)
+    return out
+
+
+def load_config(path: str = CONFIG) -> dict[str, object]:
+    cfg: dict[str, object] = {}
+    files = [path] if os.path.exists(path) else []
+    d = path + ".d"
+    if os.path.isdir(d):
+        files += sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith((".yaml", ".yml")))
+    for f in files:
+        with open(f) as fh:
+            for k, v in parse_config(fh.read(), f).items():
+                if k.endswith("+") and isinstance(v, list):
+                    base = cfg.get(k[:-1], [])
+                    cfg[k[:-1]] = (base if isinstance(base, list) else [base]) + v
+                else:
+                    cfg[k] = v
+    return cfg
+
+
+def cfg_str(cfg: dict[str, object], key: str, default: str = "") -> str:
+    v = cfg.get(key, default)
+    if v is None or v == []:
+        return default
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def cfg_list(cfg: dict[str, object], key: str) -> list[str]:
+    v = cfg.get(key)
+    if v is None:
+        return []
+    if isinstance(v, list):
+        return [str(x) for x in v]
+    return [x for x in str(v).split(",") if x]
+
+
+def critical_settings(cfg: dict[str, object]) -> dict[str, str]:
+    return {k: cfg_str(cfg, k, d) for k, d in sorted(CRITICAL.items())}
+
+
+# ---- small helpers -------------------------------------------------------------------
+def write_file(path: str, data: str, mode: int = 0o600) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def node_arch() -> str:
+    m = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def node_name(cfg: dict[str, object]) -> str:
+    return cfg_str(cfg, "node-name") or socket.gethostname()
+
+
+def node_address(cfg: dict[str, object]) -> str:
+    ip = cfg_str(cfg, "node-ip")
+    if ip:
+        return ip.split(",")[0]
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.254", 9))  # no packet is sent; picks the route's source
+            return str(s.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+
+
+def node_password() -> str:
+    if os.path.exists(NODE_PASSWORD):
+        with open(NODE_PASSWORD) as f:
+            return f.read().strip()
+    pw = secrets.token_hex(16)
+    write_file(NODE_PASSWORD, pw + "\n", 0o600)
+    return pw
+
+
+def sha(s: str) -> str:
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+def check_images() -> None:
+    found = []
+    if os.path.isdir(IMAGES_DIR):
+        for f in sorted(os.listdir(IMAGES_DIR)):
+            p = os.path.join(IMAGES_DIR, f)
+            if f.endswith(IMAGE_SUFFIXES) and os.path.isfile(p) and os.path.getsize(p) > 0:
+                found.append(f)
+    if not found:
+        raise Fatal(
+            f"no image tarballs in {IMAGES_DIR} (*.tar.zst, *.tar.gz, *.tar): "
+            f"cannot pull index.docker.io/rancher/rke2-runtime:{TAG.replace('+', '-')} "
+            "without a registry (air gap); import the airgap images first"
+        )
+    log(f"Found airgap images: {', '.join(found)}")
+
+
+def sd_notify(msg: str) -> None:
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.sendto(msg.encode(), addr)
+
+
+def parse_server_url(url: str) -> tuple[str, int]:
+    u = urllib.parse.urlsplit(url if "://" in url else "https://" + url)
+    if not u.hostname:
+        raise Fatal(f"invalid server url {url!r}")
+    return u.hostname, u.port or SUPERVISOR_PORT
+
+
+class HTTPFail(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def call(
+    host: str, port: int, method: str, path: str, body: object = None, timeout: float = 5
+) -> object:
+    """JSON request to a peer; raises OSError when unreachable, HTTPFail on an error answer."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://{host}:{port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+    except urllib.error.HTTPError as e:
+        try:
+            msg = json.loads(e.read()).get("message", str(e))
+        except ValueError:
+            msg = str(e)
+        raise HTTPFail(e.code, msg) from None
+    except urllib.error.URLError as e:
+        reason = e.reason
+        raise (reason if isinstance(reason, OSError) else OSError(str(reason))) from None
+    return json.loads(raw) if raw else None
+
+
+def token_secret(token: str) -> tuple[str, str]:
+    """(ca_hash or '', secret) of a full K10 token or a plain shared secret."""
+    m = re.fullmatch(r"K10([0-9a-f]{64})::[^:]+:(.+)", token)
+    if m:
+        return m.group(1), m.group(2)
+    return "", token
+
+
+# ---- cluster state (replicated between servers) -------------------------------------
+class State:
+    def __init__(self, data: dict[str, object] | None = None) -> None:
+        self.lock = threading.RLock()
+        self.data: dict = data or {"cluster": {}, "nodes": {}}
+        self.changed = threading.Event()
+
+    @classmethod
+    def load(cls) -> State | None:
+        if not os.path.exists(STATE_FILE):
+            return None
+        with open(STATE_FILE) as f:
+            return cls(json.load(f))
+
+    def save(self) -> None:
+        with self.lock:
+            write_file(STATE_FILE, json.dumps(self.data, indent=1, sort_keys=True), 0o600)
+
+    @property
+    def cluster(self) -> dict:
+        return self.data["cluster"]
+
+    @property
+    def nodes(self) -> dict:
+        return self.data["nodes"]
+
+    def put(self, name: str, entry: dict) -> None:
+        with self.lock:
+            entry["gen"] = now_ns()
+            self.nodes[name] = entry
+            self.save()
+        self.changed.set()
+
+    def merge(self, other: dict) -> None:
+        with self.lock:
+            dirty = False
+            if not self.cluster and other.get("cluster"):
+                self.data["cluster"] = other["cluster"]
+                dirty = True
+            for name, e in other.get("nodes", {}).items():
+                mine = self.nodes.get(name)
+                if mine is None or e["gen"] > mine["gen"]:
+                    hb = max(e.get("heartbeat", 0), (mine or {}).get("heartbeat", 0))
+                    self.nodes[name] = dict(e, heartbeat=hb)
+                    dirty = True
+                elif e.get("heartbeat", 0) > mine.get("heartbeat", 0):
+                    mine["heartbeat"] = e["heartbeat"]
+            if dirty:
+                self.save()
+
+    def live(self) -> dict[str, dict]:
+        with self.lock:
+            return {n: dict(e) for n, e in self.nodes.items() if not e.get("deleted")}
+
+    def members(self) -> dict[str, dict]:
+        return {
+            n: e for n, e in self.live().items() if e["role"] == "server" and not e.get("learner")
+        }
+
+    def learners(self) -> dict[str, dict]:
+        t = time.time()
+        return {
+            n: e
+            for n, e in self.live().items()
+            if e.get("learner") and t - e.get("joined", 0) < LEARNER_STALE
+        }
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return json.loads(json.dumps(self.data))
+
+
+def node_object(name: str, e: dict) -> dict:
+    ready = time.time() - e.get("heartbeat", 0) < NODE_GRACE
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": e.get("arch", "amd64"),
+        "beta.kubernetes.io/instance-type": "rke2",
+    }
+    if e["role"] == "server":
+        for r in ("control-plane", "etcd", "master"):
+            labels[f"node-role.kubernetes.io/{r}"] = "true"
+    for lab in e.get("labels", []):
+        k, _, v = lab.partition("=")
+        labels[k] = v
+    created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
+    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {"rke2.io/node-args": json.dumps([e["role"]])},
+            "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "spec": {"unschedulable": True} if e.get("unschedulable") else {},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": e.get("address", "")},
+                {"type": "Hostname", "address": name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "Unknown",
+                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+                    "message": "kubelet is posting ready status"
+                    if ready
+                    else "Kubelet stopped posting node status.",
+                    "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            ],
+            "nodeInfo": {
+                "kubeletVersion": e.get("version", TAG),
+                "kubeProxyVersion": e.get("version", TAG),
+                "architecture": e.get("arch", "amd64"),
+                "operatingSystem": "linux",
+                "containerRuntimeVersion": "containerd://1.7.0-k3s1",
+            },
+        },
+    }
+
+
+# ---- server --------------------------------------------------------------------------
+class Server:
+    def __init__(self, cfg: dict[str, object], state: State, name: str) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.name = name
+        self.ready = False
+        self.join_lock = threading.Lock()
+
+    # -- request handling (both ports) --
+    def handle(self, port: int, method: str, path: str, headers: dict, body: dict) -> tuple:
+        path = path.split("?", 1)[0]
+        if port == API_PORT:
+            return self.api(method, path, headers, body)
+        if path == "/ping":
+            return 200, "pong"
+        if path == "/cacerts":
+            return 200, self.state.cluster.get("ca_pem", "")
+        if path == "/v1-mk8s/state" and method == "GET":
+            self.peer_auth(headers)
+            return 200, self.state.snapshot()
+        if method != "POST":
+            return 404, {"message": "not found"}
+        if path == "/v1-mk8s/join":
+            return self.join(body)
+        if path == "/v1-mk8s/promote":
+            return self.promote(body)
+        if path == "/v1-mk8s/heartbeat":
+            return self.heartbeat(body)
+        if path == "/v1-mk8s/leave":
+            return self.leave(body)
+        if path == "/v1-mk8s/sync":
+            self.peer_auth(headers)
+            self.state.merge(body)
+            return 200, {"ok": True}
+        return 404, {"message": "not found"}
+
+    def peer_auth(self, headers: dict) -> None:
+        if headers.get("x-mk8s-peer") != sha(self.state.cluster["secret"]):
+            raise HTTPFail(401, "Unauthorized")
+
+    def check_token(self, token: str, role: str) -> None:
+        c = self.state.cluster
+        if not token:
+            raise HTTPFail(401, "401 Unauthorized: no token given")
+        ca_hash, secret = token_secret(token)
+        if ca_hash and ca_hash != c["ca_hash"]:
+            raise HTTPFail(
+                401,
+                "token CA hash does not match the Cluster CA certificate hash: "
+                f"{ca_hash} != {c['ca_hash']}",
+            )
+        ok = {c["secret"]}
+        if role == "agent" and c.get("agent_token"):
+            ok = {c["agent_token"]} | ({c["secret"]} if not ca_hash else set())
+        if secret not in ok:
+            raise HTTPFail(
+                401, f"token mismatch: {role} token rejected by the server (401 Unauthorized)"
+            )
+
+    def join(self, b: dict) -> tuple:
+        role, name = b.get("role"), b.get("name", "")
+        self.check_token(b.get("token", ""), role)
+        with self.join_lock, self.state.lock:
+            live = self.state.live()
+            old = live.get(name)
+            if old and old.get("password") != sha(b.get("password", "")):
+                raise HTTPFail(
+                    403,
+                    f"Node password rejected, duplicate hostname or contents of "
+                    f"'{NODE_PASSWORD}' may not match server node-passwd entry "
+                    f"(node {name!r} is already registered from {old.get('address')})",
+                )
+            if role == "server":
+                mine = self.state.cluster["settings"]
+                theirs = b.get("settings", {})
+                bad = [k for k in sorted(mine) if theirs.get(k, CRITICAL.get(k)) != mine[k]]
+                if bad:
+                    detail = "; ".join(
+                        f"{k}: cluster has {mine[k]!r}, got {theirs.get(k)!r}" for k in bad
+                    )
+                    raise HTTPFail(
+                        400,
+                        "failed to validate server configuration: critical configuration "
+                        f"value mismatch between servers: {detail}",
+                    )
+                others = {n: e for n, e in self.state.learners().items() if n != name}
+                if others:
+                    raise HTTPFail(
+                        409,
+                        "etcdserver: too many learner members in cluster "
+                        f"(server {', '.join(others)} is still joining)",
+                    )
+            entry = {
+                "role": role,
+                "address": b.get("address", ""),
+                "joined": old["joined"] if old else time.time(),
+                "heartbeat": time.time() if role == "agent" else 0,
+                "password": sha(b.get("password", "")),
+                "labels": b.get("labels", []),
+                "version": b.get("version", TAG),
+                "arch": b.get("arch", "amd64"),
+                "learner": role == "server" and not (old and not old.get("learner")),
+            }
+            self.state.put(name, entry)
+        self.push_now()
+        log(f"{role} {name} joined from {entry['address']}")
+        return 200, {
+            "state": self.state.snapshot() if role == "server" else None,
+            "servers": [e["address"] for e in self.state.members().values()],
+            "cluster": {k: self.state.cluster[k] for k in ("ca_hash", "admin_key", "ca_pem")},
+        }
+
+    def promote(self, b: dict) -> tuple:
+        self.check_token(b.get("token", ""), "server")
+        name = b.get("name", "")
+        with self.state.lock:
+            e = self.state.live().get(name)
+            if not e or e.get("password") != sha(b.get("password", "")):
+                raise HTTPFail(404, f"no learner {name}")
+            e["learner"] = False
+            e["heartbeat"] = time.time()
+            self.state.put(name, e)
+        self.push_now()
+        return 200, {"state": self.state.snapshot()}
+
+    def heartbeat(self, b: dict) -> tuple:
+        name = b.get("name", "")
+        with self.state.lock:
+            e = self.state.nodes.get(name)
+            if not e or e.get("deleted") or e.get("password") != sha(b.get("password", "")):
+                raise HTTPFail(404, f"node {name} is not registered")
+            e["heartbeat"] = time.time()
+            self.state.changed.set()
+        return 200, {"servers": [e["address"] for e in self.state.members().values()]}
+
+    def leave(self, b: dict) -> tuple:
+        name = b.get("name", "")
+        with self.state.lock:
+            e = self.state.live().get(name)
+            if not e:
+                return 200, {"ok": True}
+            if e.get("password") != sha(b.get("password", "")):
+                raise HTTPFail(403, "node password mismatch")
+            self.state.put(name, {**e, "deleted": True})
+        self.push_now()
+        log(f"node {name} left the cluster")
+        return 200, {"ok": True}
+
+    # -- API on 6443 --
+    def api(self, method: str, path: str, headers: dict, body: dict) -> tuple:
+        if path in ("/readyz", "/livez", "/healthz"):
+            return (200, "ok") if self.ready else (503, "[-]etcd failed: not ready")
+        auth = headers.get("authorization", "")
+        if auth != "Bearer " + self.state.cluster["admin_key"]:
+            raise HTTPFail(401, "Unauthorized")
+        if path == "/version":
+            return 200, {"gitVersion": TAG, "major": "1", "minor": TAG.split(".")[1]}
+        if path == "/api/v1/nodes" and method == "GET":
+            live = sorted(self.state.live().items())
+            items = [node_object(n, e) for n, e in live if not e.get("learner")]
+            return 200, {"apiVersion": "v1", "kind": "NodeList", "items": items}
+        m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
+        if m:
+            name = m.group(1)
+            e = self.state.live().get(name)
+            if not e or e.get("learner"):
+                raise HTTPFail(404, f'nodes "{name}" not found')
+            if method == "GET":
+                return 200, node_object(name, e)
+            if method == "DELETE":
+                self.state.put(name, {**e, "deleted": True})
+                self.push_now()
+                return 200, {"kind": "Status", "status": "Success"}
+            if method == "PATCH":
+                e["unschedulable"] = bool(body.get("spec", {}).get("unschedulable"))
+                self.state.put(name, e)
+                self.push_now()
+                return 200, node_object(name, e)
+        return 404, {"message": "the server could not find the requested resource"}
+
+    # -- replication --
+    def peers(self) -> list[str]:
+        return [
+            e["address"]
+            for n, e in self.state.live().items()
+            if e["role"] == "server" and n != self.name
+        ]
+
+    def push_now(self) -> None:
+        snap = self.state.snapshot()
+        hdr = sha(self.state.cluster["secret"])
+        for addr in self.peers():
+            with contextlib.suppress(OSError, HTTPFail, ValueError):
+                _peer_call(addr, "POST", "/v1-mk8s/sync", snap, hdr, timeout=2)
+
+    def gossip_loop(self) -> None:
+        last = 0.0
+        while True:
+            self.state.changed.wait(timeout=2)
+            if time.monotonic() - last < 0.3:
+                time.sleep(0.3)
+            self.state.changed.clear()
+            last = time.monotonic()
+            self.push_now()
+
+    def pull_from_peers(self) -> None:
+        hdr = sha(self.state.cluster["secret"])
+        for addr in self.peers():
+            with contextlib.suppress(OSError, HTTPFail, ValueError):
+                self.state.merge(_peer_call(addr, "GET", "/v1-mk8s/state", None, hdr, timeout=2))
+
+    def self_heartbeat_loop(self) -> None:
+        while True:
+            with self.state.lock:
+                e = self.state.nodes.get(self.name)
+                if e and not e.get("deleted"):
+                    e["heartbeat"] = time.time()
+                    self.state.changed.set()
+            time.sleep(HEARTBEAT)
+
+
+def _peer_call(addr: str, method: str, path: str, body: object, hdr: str, timeout: float) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://{addr}:{SUPERVISOR_PORT}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", "X-Mk8s-Peer": hdr},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as e:
+        raise HTTPFail(e.code, str(e)) from None
+    except urllib.error.URLError as e:
+        raise OSError(str(e.reason)) from None
+
+
+def make_handler(server: Server) -> type:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            pass
+
+        def _do(self) -> None:
+            n = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(n) if n else b""
+            try:
+                body = json.loads(raw) if raw else {}
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                code, out = server.handle(
+                    self.server.server_address[1], self.command, self.path, hdrs, body
+                )
+            except HTTPFail as e:
+                code, out = e.code, {"message": e.message}
+            except Exception as e:  # keep serving; report the bug
+                code, out = 500, {"message": f"{type(e).__name__}: {e}"}
+            data = out.encode() if isinstance(out, str) else json.dumps(out).encode()
+            ctype = "text/plain" if isinstance(out, str) else "application/json"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_DELETE = do_PATCH = _do
+
+    return Handler
+
+
+class TCPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def fake_pem(kind: str, seed: bytes) -> str:
+    body = base64.encodebytes(hashlib.sha512(seed).digest() * 6).decode()
+    return f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n"
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def kubeconfig_mode(cfg: dict[str, object]) -> int:
+    raw = cfg_str(cfg, "write-kubeconfig-mode", "0600")
+    try:
+        return int(raw, 8)
+    except ValueError:
+        raise Fatal(f"invalid write-kubeconfig-mode {raw!r}") from None
+
+
+def write_local_files(cluster: dict, secret: str, server_role: bool, kc_mode: int = 0o600) -> None:
+    token = f"K10{cluster['ca_hash']}::server:{secret}"
+    if server_role:
+        write_file(SERVER_DIR + "/node-token", token + "\n", 0o600)
+        write_file(SERVER_DIR + "/token", token + "\n", 0o600)
+        if cluster.get("agent_token"):
+            write_file(
+                SERVER_DIR + "/agent-token",
+                f"K10{cluster['ca_hash']}::node:{cluster['agent_token']}\n",
+                0o600,
+            )
+        write_file(SERVER_DIR + "/tls/server-ca.crt", cluster["ca_pem"], 0o644)
+        kubeconfig = (
+            "apiVersion: v1\n"
+            "clusters:\n"
+            "- cluster:\n"
+            f"    certificate-authority-data: {b64(cluster['ca_pem'])}\n"
+            f"    server: https://127.0.0.1:{API_PORT}\n"
+            "  name: default\n"
+            "contexts:\n"
+            "- context:\n"
+            "    cluster: default\n"
+            "    user: default\n"
+            "  name: default\n"
+            "current-context: default\n"
+            "kind: Config\n"
+            "preferences: {}\n"
+            "users:\n"
+            "- name: default\n"
+            "  user:\n"
+            f"    client-certificate-data: {b64(fake_pem('CERTIFICATE', cluster['admin_key'].encode()))}\n"
+            f"    client-key-data: {cluster['admin_key']}\n"
+        )
+        write_file(KUBECONFIG, kubeconfig, kc_mode)
+    me = os.path.realpath(sys.argv[0])
+    os.makedirs(os.path.dirname(KUBECTL), exist_ok=True)
+    if os.path.realpath(KUBECTL) != me:
+        shutil.copyfile(me, KUBECTL + ".tmp")
+        os.chmod(KUBECTL + ".tmp", 0o755)
+        os.replace(KUBECTL + ".tmp", KUBECTL)
+
+
+def serve(server: Server) -> None:
+    handler = make_handler(server)
+    for port in (SUPERVISOR_PORT, API_PORT):
+        try:
+            httpd = TCPServer(("0.0.0.0", port), handler)
+        except OSError as e:
+            raise Fatal(f"listen tcp 0.0.0.0:{port}: bind: {e.strerror}") from None
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    threading.Thread(target=server.gossip_loop, daemon=True).start()
+    threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
+
+
+def retry_join(url: str, body: dict) -> dict:
+    """POST the join to the server at url, retrying while it is unreachable (bounded)."""
+    host, port = parse_server_url(url)
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    last = ""
+    while True:
+        try:
+            out = call(host, port, "POST", "/v1-mk8s/join", body, timeout=5)
+            assert isinstance(out, dict)
+            return out
+        except HTTPFail as e:
+            raise Fatal(f"failed to join cluster at {url}: {e.message}") from None
+        except OSError as e:
+            last = str(e)
+            log(
+                f"Failed to validate connection to cluster at {url}: {last}; retrying",
+                "warning",
+            )
+        if time.monotonic() > deadline:
+            raise Fatal(
+                f"cannot reach server {url}: {last} "
+                f"(gave up after {JOIN_TIMEOUT:g}s; is the server running and port {port} open?)"
+            )
+        time.sleep(1)
+
+
+def run_server(cfg: dict[str, object]) -> None:
+    check_images()
+    name = node_name(cfg)
+    address = node_address(cfg)
+    token = cfg_str(cfg, "token")
+    url = cfg_str(cfg, "server")
+    password = node_password()
+    settings = critical_settings(cfg)
+    state = State.load()
+    labels = cfg_list(cfg, "node-label")
+
+    if state and state.cluster:
+        # Restart with existing datastore.
+        if token and token_secret(token)[1] != state.cluster["secret"]:
+            raise Fatal(
+                "bootstrap data already found and encrypted with different token: "
+                "the token in config.yaml does not match this server's datastore"
+            )
+        mine = state.nodes.get(name)
+        if mine and not mine.get("deleted") and not mine.get("learner"):
+            log("Starting from existing datastore")
+            server = Server(cfg, state, name)
+            write_local_files(state.cluster, state.cluster["secret"], True, kubeconfig_mode(cfg))
+            serve(server)
+            server.pull_from_peers()
+            mine = state.nodes.get(name) or mine
+            state.put(name, {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG})
+            server.ready = True
+            return
+        state = None  # stale (deleted or half-joined): start over
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(STATE_FILE)
+
+    if not url:
+        log("Bootstrapping a new cluster (no server: in config)")
+        ca_pem = fake_pem("CERTIFICATE", secrets.token_bytes(32))
+        cluster = {
+            "ca_pem": ca_pem,
+            "ca_hash": hashlib.sha256(ca_pem.encode()).hexdigest(),
+            "secret": token_secret(token)[1] if token else secrets.token_hex(32),
+            "agent_token": cfg_str(cfg, "agent-token"),
+            "admin_key": b64(secrets.token_hex(32)),
+            "settings": settings,
+        }
+        time.sleep(START_SECONDS)
+        state = State({"cluster": cluster, "nodes": {}})
+        server = Server(cfg, state, name)
+        state.put(
+            name,
+            {
+                "role": "server",
+                "address": address,
+                "joined": time.time(),
+                "heartbeat": time.time(),
+                "password": sha(password),
+                "labels": labels,
+                "version": TAG,
+                "arch": node_arch(),
+                "learner": False,
+            },
+        )
+        write_local_files(cluster, cluster["secret"], True, kubeconfig_mode(cfg))
+        serve(server)
+        server.ready = True
+        return
+
+    if not token:
+        raise Fatal("--token is required when joining a server (server: is set)")
+    log(f"Joining the cluster at {url} as server {name}")
+    body = {
+        "role": "server",
+        "name": name,
+        "address": address,
+        "token": token,
+        "password": password,
+        "settings": settings,
+        "labels": labels,
+        "version": TAG,
+        "arch": node_arch(),
+    }
+    out = retry_join(url, body)
+    state = State(out["state"])
+    log(f"Adding member {name}={address} to etcd cluster as learner")
+    time.sleep(LEARNER_SECONDS)
+    host, port = parse_server_url(url)
+    try:
+        promoted = call(host, port, "POST", "/v1-mk8s/promote", body, timeout=5)
+    except (OSError, HTTPFail) as e:
+        raise Fatal(f"etcd learner promotion failed: {e}") from None
+    assert isinstance(promoted, dict)
+    state.merge(promoted["state"])
+    state.save()
+    server = Server(cfg, state, name)
+    write_local_files(state.cluster, state.cluster["secret"], True, kubeconfig_mode(cfg))
+    serve(server)
+    server.pull_from_peers()
+    server.ready = True
+
+
+def run_agent(cfg: dict[str, object]) -> None:
+    check_images()
+    url = cfg_str(cfg, "server")
+    token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
+    if not url:
+        raise Fatal("--server is required")
+    if not token:
+        raise Fatal("--token is required")
+    name = node_name(cfg)
+    password = node_password()
+    body = {
+        "role": "agent",
+        "name": name,
+        "address": node_address(cfg),
+        "token": token,
+        "password": password,
+        "labels": cfg_list(cfg, "node-label"),
+        "version": TAG,
+        "arch": node_arch(),
+    }
+    log(f"Joining the cluster at {url} as agent {name}")
+    out = retry_join(url, body)
+    write_local_files(out["cluster"], "", False)
+    servers = out.get("servers") or [parse_server_url(url)[0]]
+    write_file(AGENT_STATE, json.dumps({"servers": servers}), 0o600)
+    log("Node registered; kubelet is posting ready status")
+    sd_notify("READY=1")
+    i = 0
+    while True:
+        time.sleep(HEARTBEAT)
+        for _ in range(len(servers)):
+            addr = servers[i % len(servers)]
+            try:
+                r = call(addr, SUPERVISOR_PORT, "POST", "/v1-mk8s/heartbeat", body, timeout=2)
+                if isinstance(r, dict) and r.get("servers"):
+                    servers = r["servers"]
+                break
+            except (OSError, HTTPFail, ValueError):
+                i += 1
+
+
+def leave() -> int:
+    """Deregister this node (used by rke2-uninstall.sh).  Best effort."""
+    try:
+        cfg = load_config()
+    except Fatal:
+        cfg = {}
+    name = node_name(cfg)
+    if not os.path.exists(NODE_PASSWORD):
+        return 0
+    with open(NODE_PASSWORD) as f:
+        body = {"name": name, "password": f.read().strip()}
+    targets = []
+    st = State.load()
+    if st:
+        targets.append("127.0.0.1")
+        targets += [e["address"] for n, e in st.members().items() if n != name]
+    if os.path.exists(AGENT_STATE):
+        with open(AGENT_STATE) as f:
+            targets += json.load(f).get("servers", [])
+    if cfg_str(cfg, "server"):
+        targets.append(parse_server_url(cfg_str(cfg, "server"))[0])
+    done = False
+    for addr in dict.fromkeys(targets):
+        try:
+            call(addr, SUPERVISOR_PORT, "POST", "/v1-mk8s/leave", body, timeout=2)
+            done = True
+            if addr != "127.0.0.1":
+                break
+        except (OSError, HTTPFail, ValueError):
+            continue
+    print(
+        f"node {name}: {'removed from the cluster' if done else 'no server reachable to deregister'}"
+    )
+    return 0
+
+
+# ---- kubectl ---------------------------------------------------------------------------
+def age(ts: float) -> str:
+    s = max(0, int(time.time() - ts))
+    if s < 120:
+        return f"{s}s"
+    if s < 3600 * 2:
+        return f"{s // 60}m"
+    if s < 86400 * 2:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def kubectl(argv: list[str]) -> int:
+    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    server_override = ""
+    output = ""
+    raw = ""
+    pos: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        val = argv[i + 1] if i + 1 < len(argv) else ""
+        if a.startswith("--") and "=" in a:
+            a, val = a.split("=", 1)
+            argv[i : i + 1] = [a, val]
+        if a == "--kubeconfig":
+            kubeconfig, i = val, i + 2
+        elif a in ("-s", "--server"):
+            server_override, i = val, i + 2
+        elif a in ("-o", "--output"):
+            output, i = val, i + 2
+        elif a == "--raw":
+            raw, i = val, i + 2
+        elif a in ("--request-timeout", "--timeout", "--grace-period", "-n", "--namespace"):
+            i += 2
+        elif a.startswith("-"):
+            i += 1  # flags without values (--ignore-daemonsets, --force, ...)
+        else:
+            pos.append(a)
+            i += 1
+    try:
+        with open(kubeconfig) as f:
+            kc = f.read()
+    except OSError:
+        print(
+            "error: The connection to the server localhost:8080 was refused - "
+            "did you specify the right host or port?",
+            file=sys.stderr,
+        )
+        return 1
+    m = re.search(r"^\s*server:\s*(\S+)", kc, re.M)
+    k = re.search(r"^\s*client-key-data:\s*(\S+)", kc, re.M)
+    url = server_override or (m.group(1) if m else "https://127.0.0.1:6443")
+    u = urllib.parse.urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", u.port or 443
+    key = k.group(1) if k else ""
+
+    def req(method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        data = json.dumps(body).encode() if body is not None else None
+        r = urllib.request.Request(
+            f"http://{host}:{port}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(r, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def fail(code: int, data: bytes) -> int:
+        try:
+            msg = json.loads(data).get("message", "")
+        except ValueError:
+            msg = data.decode(errors="replace")
+        if code == 401:
+            print("error: You must be logged in to the server (Unauthorized)", file=sys.stderr)
+        elif code == 404:
+            print(f"Error from server (NotFound): {msg}", file=sys.stderr)
+        else:
+            print(f"Error from server: {msg} (HTTP {code})", file=sys.stderr)
+        return 1
+
+    try:
+        verb = pos[0] if pos else ""
+        if verb == "get" and raw:
+            code, data = req("GET", raw)
+            if code != 200:
+                return fail(code, data)
+            print(data.decode())
+            return 0
+        if verb == "version":
+            code, data = req("GET", "/version")
+            if code != 200:
+                return fail(code, data)
+            print(f"Client Version: {TAG}\nServer Version: {json.loads(data)['gitVersion']}")
+            return 0
+        kinds = ("nodes", "node", "no")
+        if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
+            path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
+            code, data = req("GET", path)
+            if code != 200:
+                return fail(code, data)
+            obj = json.loads(data)
+            items = obj.get("items", [obj])
+            if output == "json":
+                print(json.dumps(obj, indent=4))
+                return 0
+            if output == "name":
+                for it in items:
+                    print(f"node/{it['metadata']['name']}")
+                return 0
+            rows = [["NAME", "STATUS", "ROLES", "AGE", "VERSION"]]
+            if output == "wide":
+                rows[0] += ["INTERNAL-IP"]
+            for it in items:
+                md, st = it["metadata"], it["status"]
+                ready = any(
+                    c["type"] == "Ready" and c["status"] == "True" for c in st["conditions"]
+                )
+                status = "Ready" if ready else "NotReady"
+                if it["spec"].get("unschedulable"):
+                    status += ",SchedulingDisabled"
+                roles = sorted(
+                    lab.split("/", 1)[1]
+                    for lab in md["labels"]
+                    if lab.startswith("node-role.kubernetes.io/")
+                )
+                created = datetime.datetime.strptime(
+                    md["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"
+                ).replace(tzinfo=datetime.UTC)
+                row = [
+                    md["name"],
+                    status,
+                    ",".join(roles) or "<none>",
+                    age(created.timestamp()),
+                    st["nodeInfo"]["kubeletVersion"],
+                ]
+                if output == "wide":
+                    row.append(st["addresses"][0]["address"])
+                rows.append(row)
+            if len(rows) == 1:
+                print("No resources found", file=sys.stderr)
+                return 0
+            widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+            for r in rows:
+                print("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+            return 0
+        if verb == "delete" and len(pos) >= 3 and pos[1] in kinds:
+            rc = 0
+            for name in pos[2:]:
+                code, data = req("DELETE", f"/api/v1/nodes/{name}")
+                if code != 200:
+                    rc = fail(code, data)
+                else:
+                    print(f'node "{name}" deleted')
+            return rc
+        if verb in ("cordon", "uncordon", "drain") and len(pos) >= 2:
+            name = pos[1]
+            body = {"spec": {"unschedulable": verb != "uncordon"}}
+            code, data = req("PATCH", f"/api/v1/nodes/{name}", body)
+            if code != 200:
+                return fail(code, data)
+            word = {"cordon": "cordoned", "uncordon": "uncordoned", "drain": "drained"}[verb]
+            if verb == "drain":
+                print(f"node/{name} cordoned")
+            print(f"node/{name} {word}")
+            return 0
+    except OSError:
+        print(
+            f"The connection to the server {host}:{port} was refused - "
+            "did you specify the right host or port?",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"error: the stand-in kubectl does not support: {' '.join(argv)}", file=sys.stderr)
+    return 1
+
+
+# ---- entry ---------------------------------------------------------------------------
+def main(argv: list[str]) -> int:
+    prog = os.path.basename(argv[0])
+    if prog == "kubectl":
+        return kubectl(argv[1:])
+    args = argv[1:]
+    if not args or args[0] in ("-h", "--help", "help"):
+        print("usage: rke2 [--version] server|agent [--config FILE]")
+        return 0
+    if args[0] in ("--version", "-v", "version"):
+        print(f"rke2 version {TAG} (mk8s stand-in)\ngo version go1.22.8 X:boringcrypto")
+        return 0
+    if node_arch() != ARCH:
+        print(f"{argv[0]}: cannot execute binary file: Exec format error", file=sys.stderr)
+        return 126
+    cmd = args[0]
+    if cmd == "mk8s-standin-leave":
+        return leave()
+    if cmd not in ("server", "agent"):
+        print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
+        return 3
+    config = CONFIG
+    for i, a in enumerate(args):
+        if a in ("-c", "--config") and i + 1 < len(args):
+            config = args[i + 1]
+        elif a.startswith("--config="):
+            config = a.split("=", 1)[1]
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    try:
+        log(f"Starting rke2 {TAG} ({cmd})")
+        cfg = load_config(config)
+        if cmd == "server":
+            run_server(cfg)
+            log("rke2 is up and running")
+            sd_notify("READY=1")
+            while True:
+                time.sleep(3600)
+        else:
+            run_agent(cfg)
+    except Fatal as e:
+        log(str(e), "fatal")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
