@@ -596,3 +596,51 @@ def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
         ]
         assert resumed, "the re-run did not resume the partial upload"
         assert kubectl_nodes(hs, "k1") == {"k1": True, "k2": True}
+
+
+def test_deploy_as_sudo_user_with_new_node_joining_later(tmp_path: Path, world: World) -> None:
+    """A non-root login (sudo -n) deploys; a node added to the file later joins."""
+    with hostset_for_tests(3, tmp_path / "hosts", names=["u1", "u2", "u3"]) as hs:
+        write_cluster(
+            tmp_path / "cluster.yaml",
+            hs,
+            [("u1", "server"), ("u2", "agent")],
+            user=hs.sudo_user,
+            name="sudo",
+        )
+        r = mk8s(
+            "deploy",
+            "-f",
+            "cluster.yaml",
+            "--bundle",
+            str(world.bundle),
+            "--key",
+            str(world.pub),
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert kubectl_nodes(hs, "u1") == {"u1": True, "u2": True}
+        cmds = [str(x.get("command")) for x in audit(tmp_path, "sudo") if x.get("command")]
+        assert any(c.startswith("sudo -n ") for c in cmds)
+        write_cluster(
+            tmp_path / "cluster.yaml",
+            hs,
+            [("u1", "server"), ("u2", "agent"), ("u3", "agent")],
+            user=hs.sudo_user,
+            name="sudo",
+        )
+        before = len(audit(tmp_path, "sudo"))
+        r = mk8s(
+            "deploy",
+            "-f",
+            "cluster.yaml",
+            "--bundle",
+            str(world.bundle),
+            "--key",
+            str(world.pub),
+            cwd=tmp_path,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert kubectl_nodes(hs, "u1") == {"u1": True, "u2": True, "u3": True}
+        sent = {x["node"] for x in audit(tmp_path, "sudo")[before:] if x.get("file")}
+        assert sent == {"u3"}

@@ -27,7 +27,7 @@ from mk8s.bundle.manifest import Lock
 from mk8s.deploy import facts as facts_mod
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.command import Command, FileUpload, Secret
+from mk8s.deploy.command import Command, FileUpload, Secret, as_user
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.errors import (
@@ -110,6 +110,7 @@ class _Runner:
 
     def run(self, node: Node, step: str, cmd: Command) -> Result:
         t = self.conns[node.name]
+        shown = as_user(cmd, node.ssh.user).display()  # what the node really runs, masked
         start = time.monotonic()
         try:
             result = t.run(cmd)
@@ -117,7 +118,7 @@ class _Runner:
             self.state.audit(
                 node=node.name,
                 step=step,
-                command=cmd.display(),
+                command=shown,
                 exit=None,
                 error=cmd.mask(str(e)),
                 seconds=round(time.monotonic() - start, 3),
@@ -126,7 +127,7 @@ class _Runner:
         self.state.audit(
             node=node.name,
             step=step,
-            command=cmd.display(),
+            command=shown,
             exit=result.exit_code,
             seconds=round(time.monotonic() - start, 3),
         )
@@ -597,7 +598,7 @@ def _dry_run(settings: DeploySettings, log: Log) -> DeployReport:
                 for up in step.uploads:
                     lines.append(f"  {up.display()}")
                 for cmd in step.commands:
-                    lines.append(f"  $ {cmd.display()}")
+                    lines.append(f"  $ {as_user(cmd, node.ssh.user).display()}")
                     if cmd.description.startswith("write config.yaml"):
                         _, masked = plan.config_bytes(ctx, node)
                         lines += [f"    | {ln}" for ln in masked.decode().splitlines()]

@@ -694,6 +694,8 @@ def _which(tool: str) -> bool:
 
 
 _test_sets = 0
+_session_lock: Any = None
+SESSION_LOCK = "/run/mk8s-testhosts.lock"
 
 
 def cleanup_test_leftovers() -> None:
@@ -707,9 +709,15 @@ def hostset_for_tests(n: int, workdir: Path, **kw: Any) -> Iterator[HostSet]:
     """A HostSet for one test or module: skips (or fails under MK8S_REQUIRE_HOSTS=1)
     when not root; each call gets its own prefix, bridge and subnet
     (mk8stN, mk8stNbr, 10.77.(100+N).0/24) so sets used at once do not collide."""
-    global _test_sets
+    global _test_sets, _session_lock
     require_root_or_skip()
     if _test_sets == 0:
+        # One test session at a time owns the test prefixes: a second session (another
+        # pytest, a benchmark) waits here instead of tearing down the first one's hosts.
+        import fcntl
+
+        _session_lock = open(SESSION_LOCK, "w")  # noqa: SIM115  (held for the process)
+        fcntl.flock(_session_lock, fcntl.LOCK_EX)
         cleanup_test_leftovers()
     i = _test_sets % _MAX_TEST_SETS
     _test_sets += 1
