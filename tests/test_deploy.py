@@ -121,6 +121,12 @@ def mk8s(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPro
     )
 
 
+def deploy(
+    cwd: Path, bundle: Path, pub: Path, *extra: str, file: str = "cluster.yaml"
+) -> subprocess.CompletedProcess[str]:
+    return mk8s("deploy", "-f", file, "--bundle", str(bundle), "--key", str(pub), *extra, cwd=cwd)
+
+
 def kubectl_nodes(hs: HostSet, server: str) -> dict[str, bool]:
     r = hs.by_name(server).run(
         "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml "
@@ -156,7 +162,7 @@ def test_tampered_bundle_touches_no_node(cluster5: tuple[HostSet, Path], world: 
     data[len(data) // 2] ^= 0x40
     bad = d / "tampered.tar.zst"
     bad.write_bytes(bytes(data))
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(bad), "--key", str(world.pub), cwd=d)
+    r = deploy(d, bad, world.pub)
     assert r.returncode == 3, r.stderr
     for h in hs.hosts:
         assert not h.path("/var/lib/mk8s").exists()
@@ -167,17 +173,7 @@ def test_dry_run_prints_plan_and_touches_nothing(
     cluster5: tuple[HostSet, Path], world: World
 ) -> None:
     hs, d = cluster5
-    r = mk8s(
-        "deploy",
-        "-f",
-        "cluster.yaml",
-        "--bundle",
-        str(world.bundle),
-        "--key",
-        str(world.pub),
-        "--dry-run",
-        cwd=d,
-    )
+    r = deploy(d, world.bundle, world.pub, "--dry-run")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "INSTALL_RKE2_ARTIFACT_PATH=" in out and "systemctl start rke2-server" in out
@@ -190,16 +186,7 @@ def test_dry_run_prints_plan_and_touches_nothing(
 
 def test_first_deploy(cluster5: tuple[HostSet, Path], world: World) -> None:
     hs, d = cluster5
-    r = mk8s(
-        "deploy",
-        "-f",
-        "cluster.yaml",
-        "--bundle",
-        str(world.bundle),
-        "--key",
-        str(world.pub),
-        cwd=d,
-    )
+    r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 0, r.stdout + r.stderr
     for name in NAMES:
         assert any(
@@ -239,16 +226,7 @@ def test_rerun_converges_without_upload_or_restart(
 ) -> None:
     _hs, d = cluster5
     before = len(audit(d))
-    r = mk8s(
-        "deploy",
-        "-f",
-        "cluster.yaml",
-        "--bundle",
-        str(world.bundle),
-        "--key",
-        str(world.pub),
-        cwd=d,
-    )
+    r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "uploaded 0 B" in r.stdout
     new = audit(d)[before:]
@@ -280,16 +258,7 @@ def test_two_deploys_at_once_the_second_refuses(
     _hs, d = cluster5
     st = StateDir("demo", d)
     with st.locked():
-        r = mk8s(
-            "deploy",
-            "-f",
-            "cluster.yaml",
-            "--bundle",
-            str(world.bundle),
-            "--key",
-            str(world.pub),
-            cwd=d,
-        )
+        r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 1 and "already working on cluster demo" in r.stderr
 
 
@@ -303,16 +272,7 @@ def test_reset_one_node_and_bring_it_back(cluster5: tuple[HostSet, Path], world:
     assert not hs.by_name("w2").path("/usr/local/bin/rke2").exists()
     r = mk8s("status", "-f", "cluster.yaml", cwd=d)
     assert r.returncode == 1
-    r = mk8s(
-        "deploy",
-        "-f",
-        "cluster.yaml",
-        "--bundle",
-        str(world.bundle),
-        "--key",
-        str(world.pub),
-        cwd=d,
-    )
+    r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert kubectl_nodes(hs, "cp1") == dict.fromkeys(NAMES, True)
 
@@ -326,9 +286,7 @@ def test_wrong_token_for_existing_cluster(cluster5: tuple[HostSet, Path], world:
         .replace("    tlsSan:", "    token: {file: ./wrong-token}\n    tlsSan:")
     )
     (d / "wrong.yaml").write_text(text)
-    r = mk8s(
-        "deploy", "-f", "wrong.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
-    )
+    r = deploy(d, world.bundle, world.pub, file="wrong.yaml")
     assert r.returncode == 1
     assert "not the token of the running cluster" in r.stderr
 
@@ -341,9 +299,7 @@ def test_version_mismatch_is_refused(cluster5: tuple[HostSet, Path], world: Worl
         .replace("    tlsSan:", "    version: v1.27.1+rke2r1\n    tlsSan:")
     )
     (d / "v.yaml").write_text(text)
-    r = mk8s(
-        "deploy", "-f", "v.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
-    )
+    r = deploy(d, world.bundle, world.pub, file="v.yaml")
     assert r.returncode == 2 and "v1.27.1+rke2r1" in r.stderr
 
 
@@ -381,7 +337,7 @@ def _unchanged(hs: HostSet) -> None:
 def test_wrong_arch_fails_preflight(small: tuple[HostSet, Path], world: World) -> None:
     hs, d = small
     arm = _make_bundle(world.up, d, world.key, arches=("arm64",), name="arm.tar.zst")
-    r = mk8s("deploy", "-f", "cluster.yaml", "--bundle", str(arm), "--key", str(world.pub), cwd=d)
+    r = deploy(d, arm, world.pub)
     assert r.returncode == 1 and "is amd64 but the bundle holds only arm64" in r.stderr
     _unchanged(hs)
 
@@ -395,9 +351,7 @@ def test_user_without_sudo_fails_preflight(small: tuple[HostSet, Path], world: W
         user=hs.nosudo_user,
         name="nosudo",
     )
-    r = mk8s(
-        "deploy", "-f", "nosudo.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
-    )
+    r = deploy(d, world.bundle, world.pub, file="nosudo.yaml")
     assert r.returncode == 1 and "cannot run sudo without a password" in r.stderr
     _unchanged(hs)
 
@@ -415,16 +369,7 @@ def test_too_little_disk_fails_preflight(small: tuple[HostSet, Path], world: Wor
             staging="/opt/small/mk8s",
             name="disk",
         )
-        r = mk8s(
-            "deploy",
-            "-f",
-            "disk.yaml",
-            "--bundle",
-            str(world.bundle),
-            "--key",
-            str(world.pub),
-            cwd=d,
-        )
+        r = deploy(d, world.bundle, world.pub, file="disk.yaml")
         assert r.returncode == 1 and "a2: /opt/small/mk8s has" in r.stderr, r.stderr
     finally:
         hs.by_name("a2").run("umount /opt/small", timeout=30)
@@ -435,17 +380,7 @@ def test_unreachable_node_changes_nothing(small: tuple[HostSet, Path], world: Wo
     hs, d = small
     hs.by_name("a2").kill()
     try:
-        r = mk8s(
-            "deploy",
-            "-f",
-            "cluster.yaml",
-            "--bundle",
-            str(world.bundle),
-            "--key",
-            str(world.pub),
-            cwd=d,
-            timeout=120,
-        )
+        r = deploy(d, world.bundle, world.pub)
         assert r.returncode == 1 and "a2" in r.stderr and "nothing was changed" in r.stderr
     finally:
         hs.by_name("a2").start()
@@ -471,9 +406,7 @@ def test_changed_host_key_is_refused(small: tuple[HostSet, Path], world: World) 
     kh.write_text("\n".join(lines) + "\n")
     text = (d / "cluster.yaml").read_text().replace(str(hs.known_hosts), str(kh))
     (d / "hk.yaml").write_text(text)
-    r = mk8s(
-        "deploy", "-f", "hk.yaml", "--bundle", str(world.bundle), "--key", str(world.pub), cwd=d
-    )
+    r = deploy(d, world.bundle, world.pub, file="hk.yaml")
     assert r.returncode == 1 and "a1" in r.stderr and "ssh-keygen -R" in r.stderr, r.stderr
     _unchanged(hs)
 
@@ -484,30 +417,12 @@ def test_failed_agent_install_others_finish_and_rerun_fixes(
     hs, d = small
     # a directory where the tarball puts the rke2 binary: tar cannot unpack it.
     hs.by_name("a2").run("mkdir -p /usr/local/bin/rke2/keep")
-    r = mk8s(
-        "deploy",
-        "-f",
-        "cluster.yaml",
-        "--bundle",
-        str(world.bundle),
-        "--key",
-        str(world.pub),
-        cwd=d,
-    )
+    r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "a2" in r.stderr and "failed" in r.stdout
     assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True}
     hs.by_name("a2").run("rm -rf /usr/local/bin/rke2")
-    r = mk8s(
-        "deploy",
-        "-f",
-        "cluster.yaml",
-        "--bundle",
-        str(world.bundle),
-        "--key",
-        str(world.pub),
-        cwd=d,
-    )
+    r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True, "a2": True}
 
@@ -557,18 +472,7 @@ def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
 
         t = threading.Thread(target=killer)
         t.start()
-        r = mk8s(
-            "deploy",
-            "-f",
-            "cluster.yaml",
-            "--bundle",
-            str(bundle),
-            "--key",
-            str(world.pub),
-            "--wait",
-            "60",
-            cwd=tmp_path,
-        )
+        r = deploy(tmp_path, bundle, world.pub, "--wait", "60")
         t.join()
         assert killed.is_set()
         assert r.returncode == 1 and "k2" in r.stdout + r.stderr
@@ -578,16 +482,7 @@ def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
         assert not k2.path("/usr/local/bin/rke2").exists()
         k2.start()
         subprocess.run(["tc", "qdisc", "del", "dev", k2.veth, "root"], check=False)
-        r = mk8s(
-            "deploy",
-            "-f",
-            "cluster.yaml",
-            "--bundle",
-            str(bundle),
-            "--key",
-            str(world.pub),
-            cwd=tmp_path,
-        )
+        r = deploy(tmp_path, bundle, world.pub)
         assert r.returncode == 0, r.stdout + r.stderr
         resumed = [
             x
@@ -608,16 +503,7 @@ def test_deploy_as_sudo_user_with_new_node_joining_later(tmp_path: Path, world: 
             user=hs.sudo_user,
             name="sudo",
         )
-        r = mk8s(
-            "deploy",
-            "-f",
-            "cluster.yaml",
-            "--bundle",
-            str(world.bundle),
-            "--key",
-            str(world.pub),
-            cwd=tmp_path,
-        )
+        r = deploy(tmp_path, world.bundle, world.pub)
         assert r.returncode == 0, r.stdout + r.stderr
         assert kubectl_nodes(hs, "u1") == {"u1": True, "u2": True}
         cmds = [str(x.get("command")) for x in audit(tmp_path, "sudo") if x.get("command")]
@@ -630,16 +516,7 @@ def test_deploy_as_sudo_user_with_new_node_joining_later(tmp_path: Path, world: 
             name="sudo",
         )
         before = len(audit(tmp_path, "sudo"))
-        r = mk8s(
-            "deploy",
-            "-f",
-            "cluster.yaml",
-            "--bundle",
-            str(world.bundle),
-            "--key",
-            str(world.pub),
-            cwd=tmp_path,
-        )
+        r = deploy(tmp_path, world.bundle, world.pub)
         assert r.returncode == 0, r.stdout + r.stderr
         assert kubectl_nodes(hs, "u1") == {"u1": True, "u2": True, "u3": True}
         sent = {x["node"] for x in audit(tmp_path, "sudo")[before:] if x.get("file")}

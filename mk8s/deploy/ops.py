@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from mk8s.bundle.keys import atomic_write
 from mk8s.deploy import facts as facts_mod
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.run import _node_ready, _parallel, _Runner, connect_node
+from mk8s.deploy.run import _node_ready, _parallel, _Runner, connect_many, connect_node
 from mk8s.deploy.state import StateDir
 from mk8s.errors import ConnectError, DeployError, Mk8sError
 
@@ -30,24 +29,6 @@ class NodeStatus:
     error: str = ""
 
 
-def _connect(cluster: Cluster, runner: _Runner, nodes: list[Node], jobs: int) -> dict[str, str]:
-    errors: dict[str, str] = {}
-    lock = threading.Lock()
-
-    def one(node: Node) -> None:
-        try:
-            t = connect_node(node)
-        except Mk8sError as e:
-            with lock:
-                errors[node.name] = str(e)
-            return
-        with lock:
-            runner.conns[node.name] = t
-
-    _parallel(nodes, jobs, one)
-    return errors
-
-
 def _close(runner: _Runner) -> None:
     for t in runner.conns.values():
         t.close()
@@ -60,7 +41,7 @@ def status(
     runner = _Runner(StateDir(cluster.name, state_base), log)
     out = {n.name: NodeStatus(n) for n in cluster.nodes}
     try:
-        errors = _connect(cluster, runner, list(cluster.nodes), cluster.options.concurrency)
+        errors = connect_many(cluster.nodes, runner, cluster.options.concurrency)
         for name, err in errors.items():
             out[name].error = err
 
@@ -180,7 +161,7 @@ def _reset(
         target = cluster.node(node_name)
         targets = [target]
         others = [s for s in cluster.servers if s.name != target.name]
-        errors = _connect(cluster, runner, [target, *others], cluster.options.concurrency)
+        errors = connect_many([target, *others], runner, cluster.options.concurrency)
         if target.name in errors:
             raise ConnectError(errors[target.name])
         for s in others:
@@ -193,7 +174,7 @@ def _reset(
     else:
         first, servers, agents = plan.order(cluster)
         targets = [*agents, *reversed(servers), first]
-        errors = _connect(cluster, runner, targets, cluster.options.concurrency)
+        errors = connect_many(targets, runner, cluster.options.concurrency)
         failed.update(errors)
 
     def uninstall(node: Node) -> None:

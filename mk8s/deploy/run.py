@@ -286,7 +286,8 @@ def _scratch(state: StateDir) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _connect_all(cluster: Cluster, runner: _Runner, jobs: int) -> None:
+def connect_many(nodes: Sequence[Node], runner: _Runner, jobs: int) -> dict[str, str]:
+    """Connect to ``nodes`` in parallel into ``runner.conns``; return node -> error."""
     errors: dict[str, str] = {}
     lock = threading.Lock()
 
@@ -300,7 +301,12 @@ def _connect_all(cluster: Cluster, runner: _Runner, jobs: int) -> None:
         with lock:
             runner.conns[node.name] = t
 
-    _parallel(cluster.nodes, jobs, one)
+    _parallel(nodes, jobs, one)
+    return errors
+
+
+def _connect_all(cluster: Cluster, runner: _Runner, jobs: int) -> None:
+    errors = connect_many(cluster.nodes, runner, jobs)
     if errors:
         lines = "; ".join(f"{n}: {e}" for n, e in errors.items())
         raise PreflightError(
