@@ -8,7 +8,6 @@ a bug report.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -67,14 +66,10 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _register() -> None:
-    from mk8s.cli import bundle, key
+    from mk8s.cli import bundle, deploy, key
 
     cli.add_command(key.key)
     cli.add_command(bundle.bundle)
-    try:
-        deploy = importlib.import_module("mk8s.cli.deploy")
-    except ImportError:  # deploy commands arrive with the deploy package
-        return
     deploy.register(cli)
 
 

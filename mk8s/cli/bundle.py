@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ import click
 from mk8s import ui
 from mk8s.bundle import keys, reader
 from mk8s.bundle.manifest import Lock
+from mk8s.cli import create
 from mk8s.cli.common import print_json
 from mk8s.errors import BundleRejected
 
@@ -43,14 +43,6 @@ ALLOW_UNSIGNED = click.option(
 @click.group()
 def bundle() -> None:
     """Create, inspect, verify and extract bundles."""
-
-
-def _register_create() -> None:
-    try:
-        create = importlib.import_module("mk8s.cli.create")
-    except ImportError:  # arrives with the upstream client
-        return
-    create.register(bundle)
 
 
 def _trusted(key_paths: tuple[Path, ...], allow_unsigned: bool) -> list[keys.TrustedKey]:
@@ -199,4 +191,4 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     return "\n".join(lines)
 
 
-_register_create()
+create.register(bundle)
