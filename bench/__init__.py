@@ -1,0 +1,1 @@
+"""Benchmarks of SPEC section 10: ``python -m bench`` (see bench/run.py)."""
