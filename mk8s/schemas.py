@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 _HERE = Path(__file__).resolve().parent
 
@@ -28,6 +29,8 @@ def schema_path(name: str) -> Path:
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """Load and check one schema; raises if the file is missing or not a valid schema."""
+    import jsonschema  # ~50 ms: only where a file is validated
+
     schema = cast(dict[str, Any], json.loads(schema_path(name).read_text(encoding="utf-8")))
     jsonschema.Draft202012Validator.check_schema(schema)
     return schema
@@ -35,6 +38,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """A validator for ``schemas/<name>``."""
+    import jsonschema
+
     return jsonschema.Draft202012Validator(load_schema(name))
 
 

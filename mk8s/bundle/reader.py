@@ -290,9 +290,9 @@ def _skip_padding(stream: _Decompressed, name: str, size: int) -> None:
         raise BundleRejected(f"member {name}: non-zero bytes hidden in the tar padding")
 
 
-def _parse_manifest(data: bytes) -> Lock:
+def _parse_manifest(data: bytes, *, validate: bool = True) -> Lock:
     try:
-        manifest = Lock.from_bytes(data, source=MANIFEST_NAME)
+        manifest = Lock.from_bytes(data, source=MANIFEST_NAME, validate=validate)
     except LockError as e:
         raise BundleRejected(e.problem, "the bundle was not written by mk8s or was altered") from e
     if manifest.kind != BUNDLE_KIND:
@@ -324,7 +324,7 @@ def read_head(path: Path) -> BundleHead:
     manifest: Lock | None = None
     signature: Signature | None = None
     try:
-        manifest = _parse_manifest(manifest_bytes)
+        manifest = _parse_manifest(manifest_bytes, validate=False)
     except BundleRejected as e:
         problems.append(str(e))
     try:

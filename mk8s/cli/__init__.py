@@ -8,21 +8,19 @@ a bug report.
 
 from __future__ import annotations
 
-import logging
+import importlib
 import os
 import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
 from mk8s import __version__
 from mk8s.errors import Mk8sError
-
-log = logging.getLogger("mk8s")
 
 
 def debug_log_path() -> Path:
@@ -44,7 +42,37 @@ def _write_debug_log(exc: BaseException) -> Path | None:
     return None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used (or listed by --help), so
+    `mk8s bundle inspect` does not pay for paramiko, requests and jsonschema.
+    An import error is not swallowed: a broken module still fails loudly."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands and name in self.lazy:
+            module, _, attr = self.lazy[name].partition(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "key": "mk8s.cli.key:key",
+        "bundle": "mk8s.cli.bundle:bundle",
+        "deploy": "mk8s.cli.deploy:deploy_cmd",
+        "status": "mk8s.cli.deploy:status_cmd",
+        "kubeconfig": "mk8s.cli.deploy:kubeconfig_cmd",
+        "reset": "mk8s.cli.deploy:reset_cmd",
+    },
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", prog_name="mk8s", message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", count=True, help="More detail; -vv for debug logging.")
 @click.pass_context
@@ -61,19 +89,10 @@ def cli(ctx: click.Context, verbose: int) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
+    import logging  # only here: importing it costs more than `bundle inspect` itself
+
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _register() -> None:
-    from mk8s.cli import bundle, deploy, key
-
-    cli.add_command(key.key)
-    cli.add_command(bundle.bundle)
-    deploy.register(cli)
-
-
-_register()
 
 
 def _fail(message: str, code: int) -> NoReturn:

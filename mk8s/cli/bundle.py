@@ -11,7 +11,7 @@ import click
 from mk8s import ui
 from mk8s.bundle import keys, reader
 from mk8s.bundle.manifest import Lock
-from mk8s.cli import create
+from mk8s.cli import LazyGroup
 from mk8s.cli.common import print_json
 from mk8s.errors import BundleRejected
 
@@ -40,7 +40,9 @@ ALLOW_UNSIGNED = click.option(
 )
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup, lazy={"lock": "mk8s.cli.create:lock_cmd", "create": "mk8s.cli.create:create_cmd"}
+)
 def bundle() -> None:
     """Create, inspect, verify and extract bundles."""
 
@@ -189,6 +191,3 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
     return "\n".join(lines)
-
-
-create.register(bundle)

@@ -324,8 +324,3 @@ def create_cmd(
         f"  lock {created.lock_path}\n"
         f"  {created.downloaded} downloaded, {time.monotonic() - started:.1f}s"
     )
-
-
-def register(group: click.Group) -> None:
-    group.add_command(lock_cmd)
-    group.add_command(create_cmd)

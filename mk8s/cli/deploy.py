@@ -140,8 +140,3 @@ def reset_cmd(cluster_file: Path, node_name: str | None, yes: bool) -> None:
     cluster = load_cluster(cluster_file)
     done = ops.reset(cluster, node_name)
     click.echo(f"reset: {', '.join(done) or 'nothing to do'}")
-
-
-def register(group: click.Group) -> None:
-    for cmd in (deploy_cmd, status_cmd, kubeconfig_cmd, reset_cmd):
-        group.add_command(cmd)
