@@ -24,39 +24,80 @@ KUBECTL = f"{DATA_DIR}/bin/kubectl"
 
 UNAME_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
-BASIC = Command.script(
+_BASIC_TEXT = (
     'echo "uname_m=$(uname -m)"; '
     '( . /etc/os-release 2>/dev/null; echo "os=${{PRETTY_NAME:-unknown}}" ); '
     'echo "hostname=$(hostname)"; echo "uid=$(id -u)"; '
     'if [ "$(id -u)" = 0 ]; then echo sudo=root; '
-    "elif sudo -n true 2>/dev/null; then echo sudo=yes; else echo sudo=no; fi",
-    description="gather basic facts",
-    timeout=30,
+    "elif sudo -n true 2>/dev/null; then echo sudo=yes; else echo sudo=no; fi"
+)
+BASIC = Command.script(_BASIC_TEXT, description="gather basic facts", timeout=30)
+PRIVILEGED_MARK = "--- mk8s privileged facts ---"
+STAT_FORMAT = "%s %.9Z %i"  # size, ctime (which no user can set back), inode
+
+
+def sums_dir(staging_root: str) -> str:
+    """Where mk8s records the sha256 of files it checked on a node (see :func:`record`)."""
+    return f"{staging_root.rstrip('/')}/.sums"
+
+
+def sum_file(staging_root: str, path: str) -> str:
+    return f"{sums_dir(staging_root)}/{path.strip('/').replace('/', '%')}"
+
+
+# Appended (after ``&&``) to a command template that has checked a file: remembers that
+# ``{rec_path}`` hashes to ``{rec_sha}`` while its size, ctime and inode stay the same, so
+# a re-run need not hash gigabytes again. Fill it with :func:`record_values`.
+RECORD_TEMPLATE = (
+    "mkdir -p {rec_dir} && echo {rec_sha} \"$(stat -c '" + STAT_FORMAT + "' {rec_path})\" "
+    "> {rec_file}"
 )
 
 
+def record_values(staging_root: str, path: str, sha256: str) -> dict[str, str]:
+    return {
+        "rec_dir": sums_dir(staging_root),
+        "rec_sha": sha256,
+        "rec_path": path,
+        "rec_file": sum_file(staging_root, path),
+    }
+
+
 def privileged(staging: str) -> Command:
-    """The root part of fact gathering, for the bundle's staging directory."""
+    """The root part of fact gathering, for the bundle's staging directory.
+
+    File hashes come from mk8s's own records when the file's size, ctime and inode
+    are unchanged since mk8s checked it, else from sha256sum.
+    """
+    root = staging.rstrip("/").rsplit("/", 1)[0] or "/"
     return Command.script(
+        'h() {{ k={sums}/$(printf %s "${{1#/}}" | tr / %); '
+        "s=$(stat -c '%s %.9Z %i' \"$1\"); "
+        'if [ -f "$k" ] && [ "$(cut -d" " -f2- "$k")" = "$s" ]; then cut -d" " -f1 "$k"; '
+        'else sha256sum "$1" | cut -d" " -f1; fi; }}; '
         'd={staging}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; '
         'echo "disk_free_kb=$(df -Pk "$d" | awk \'NR==2{{print $4}}\')"; '
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
+        "for u in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
+        "if [ -e $u/nm-cloud-setup.service ]; then "
         'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
+        "break; fi; done; "
         "if [ -x {bin} ]; then "
         'echo "rke2_version=$({bin} --version 2>/dev/null | head -n 1)"; fi; '
-        'echo "server_active=$(systemctl is-active rke2-server 2>/dev/null)"; '
-        'echo "agent_active=$(systemctl is-active rke2-agent 2>/dev/null)"; '
+        "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
+        'echo "server_active=$1"; echo "agent_active=$2"; '
         "for f in {config} {registries}; do "
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
         'if [ -f {token} ]; then echo "node_token=$(cat {token})"; fi; '
         "if [ -d {staging} ]; then cd {staging} && "
         'for f in * files/*; do [ -f "$f" ] || continue; case "$f" in '
         '*.part) echo "part $(stat -c %s "$f") {staging}/$f";; '
-        '*) echo "sha256 $(sha256sum "$f" | cut -d" " -f1) {staging}/$f";; esac; done; fi; '
+        '*) echo "sha256 $(h {staging}/$f) {staging}/$f";; esac; done; fi; '
         'if [ -d {images} ]; then cd {images} && for f in *; do [ -f "$f" ] && '
-        'echo "sha256 $(sha256sum "$f" | cut -d" " -f1) {images}/$f"; done; fi; true',
+        'echo "sha256 $(h {images}/$f) {images}/$f"; done; fi; true',
         {
+            "sums": sums_dir(root),
             "staging": staging,
             "bin": RKE2_BIN,
             "config": CONFIG_PATH,
@@ -68,6 +109,26 @@ def privileged(staging: str) -> Command:
         description="gather RKE2 and disk facts",
         timeout=300,
     )
+
+
+def gather(staging: str) -> Command:
+    """Every fact in one round trip: the basic part, then the root part when the login
+    is root or may ``sudo -n``. Split the output with :func:`parse_gathered`."""
+    priv = privileged(staging).render()  # holds no secret
+    return Command.script(
+        _BASIC_TEXT + f"; echo '{PRIVILEGED_MARK}'; "
+        'if [ "$(id -u)" = 0 ]; then sh -c {p}; '
+        "elif sudo -n true 2>/dev/null; then sudo -n sh -c {p}; fi",
+        {"p": priv},
+        description="gather facts",
+        timeout=300,
+    )
+
+
+def parse_gathered(out: str) -> NodeFacts:
+    basic, mark, priv = out.partition(PRIVILEGED_MARK + "\n")
+    facts = parse(basic, priv if mark else None)
+    return facts if facts.can_root else parse(basic, None)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,10 @@ from mk8s.deploy.facts import (
     IMAGES_DIR,
     KUBECONFIG_PATH,
     KUBECTL,
+    RECORD_TEMPLATE,
     REGISTRIES_PATH,
     NodeFacts,
+    record_values,
 )
 
 SUPERVISOR_PORT = 9345
@@ -233,8 +235,14 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
             Command.script(
                 "mkdir -p {dir} && (ln -f {src} {dest} 2>/dev/null || "
                 "(cp -f {src} {dest}.mk8s-tmp && mv -f {dest}.mk8s-tmp {dest})) && "
-                "echo '{sha}  {dest}' | sha256sum -c --quiet -",
-                {"dir": IMAGES_DIR, "src": remote_path(ctx, art), "dest": dest, "sha": art.sha256},
+                "echo '{sha}  {dest}' | sha256sum -c --quiet - && " + RECORD_TEMPLATE,
+                {
+                    "dir": IMAGES_DIR,
+                    "src": remote_path(ctx, art),
+                    "dest": dest,
+                    "sha": art.sha256,
+                    **record_values(ctx.cluster.options.staging_dir, dest, art.sha256),
+                },
                 sudo=True,
                 description=f"place image tarball {art.name}",
                 timeout=600,

@@ -31,6 +31,7 @@ from mk8s.deploy.command import Command, FileUpload, Secret, as_user
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.errors import (
+    BundleRejected,
     DeployError,
     InputError,
     Mk8sError,
@@ -101,8 +102,9 @@ class DeployReport:
 class _Runner:
     """Runs commands and uploads on connected nodes, writing the audit log."""
 
-    def __init__(self, state: StateDir, log: Log) -> None:
+    def __init__(self, state: StateDir, log: Log, staging_root: str = "/var/lib/mk8s") -> None:
         self.state = state
+        self.staging_root = staging_root
         self.log = log
         self.conns: dict[str, Transport] = {}
         self.uploaded = 0
@@ -145,8 +147,14 @@ class _Runner:
             with self._lock:
                 self.uploaded += sent
             check = Command.script(
-                "echo {line} | sha256sum -c --quiet - >/dev/null 2>&1 && mv -f {part} {dest}",
-                {"line": f"{up.sha256}  {part}", "part": part, "dest": up.remote_path},
+                "echo {line} | sha256sum -c --quiet - >/dev/null 2>&1 && mv -f {part} {dest} && "
+                + facts_mod.RECORD_TEMPLATE,
+                {
+                    "line": f"{up.sha256}  {part}",
+                    "part": part,
+                    "dest": up.remote_path,
+                    **facts_mod.record_values(self.staging_root, up.remote_path, up.sha256),
+                },
                 sudo=True,
                 check=False,
                 timeout=600,
@@ -259,13 +267,11 @@ def deploy(settings: DeploySettings, log: Log = ui.note) -> DeployReport:
         return _dry_run(settings, log)
     with state.locked(), _scratch(state) as scratch:
         log(f"verifying {settings.bundle}")
-        verified = _verify(settings, scratch)
-        manifest = verified.manifest
-        _check_version(cluster, manifest)
-        local = {a.path: scratch / a.path for a in manifest.artifacts}
-        runner = _Runner(state, log)
+        verified = _verify(settings, None)
+        _check_version(cluster, verified.manifest)
+        runner = _Runner(state, log, cluster.options.staging_dir)
         try:
-            report = _deploy_verified(settings, state, runner, verified, local, log)
+            report = _deploy_verified(settings, state, runner, verified, scratch, log)
         finally:
             for t in runner.conns.values():
                 with contextlib.suppress(Exception):
@@ -273,6 +279,20 @@ def deploy(settings: DeploySettings, log: Log = ui.note) -> DeployReport:
         report.seconds = time.monotonic() - started
         report.uploaded_bytes = runner.uploaded
         return report
+
+
+def _extract_for_upload(
+    settings: DeploySettings, verified: reader.VerifiedBundle, scratch: Path, log: Log
+) -> dict[str, Path]:
+    """Extract the bundle (verifying it again) only when some node needs a file sent."""
+    log(f"extracting {settings.bundle} for upload")
+    again = _verify(settings, scratch)
+    if again.manifest_bytes != verified.manifest_bytes:
+        raise BundleRejected(
+            f"{settings.bundle} changed while mk8s was deploying it",
+            "leave the bundle file alone during a deploy, then run it again",
+        )
+    return {a.path: scratch / a.path for a in again.manifest.artifacts}
 
 
 @contextlib.contextmanager
@@ -322,11 +342,8 @@ def gather_facts(
     lock = threading.Lock()
 
     def one(node: Node) -> None:
-        basic = runner.run(node, "facts", facts_mod.BASIC).stdout
-        f = facts_mod.parse(basic, None)
-        if f.can_root:
-            priv = runner.run(node, "facts", facts_mod.privileged(staging)).stdout
-            f = facts_mod.parse(basic, priv)
+        out = runner.run(node, "facts", facts_mod.gather(staging)).stdout
+        f = facts_mod.parse_gathered(out)
         with lock:
             found[node.name] = f
 
@@ -390,7 +407,7 @@ def _deploy_verified(
     state: StateDir,
     runner: _Runner,
     verified: reader.VerifiedBundle,
-    local: dict[str, Path],
+    scratch: Path,
     log: Log,
 ) -> DeployReport:
     cluster = settings.cluster
@@ -410,7 +427,10 @@ def _deploy_verified(
             + "; ".join(problems)
         )
     token = _resolve_token(settings, state, found)
-    ctx = plan.Context(cluster, manifest, verified.bundle_id, token, local)
+    ctx = plan.Context(cluster, manifest, verified.bundle_id, token)
+    if any(plan.upload_step(ctx, n, found[n.name]).uploads for n in cluster.nodes):
+        local = _extract_for_upload(settings, verified, scratch, log)
+        ctx = plan.Context(cluster, manifest, verified.bundle_id, token, local)
     journal = state.read_journal()
     clocks = {n.name: time.monotonic() for n in cluster.nodes}
     installed_now: set[str] = set()
@@ -467,12 +487,16 @@ def _deploy_verified(
         except Mk8sError as e:
             fail(node, e)
 
-    log("staging and installing")
-    _parallel(cluster.nodes, jobs, prepare)
-
     first, servers, agents = plan.order(cluster)
+    poller = _NodesPoller(runner, first, settings.poll_interval)
+    log("staging and installing")
+    # Servers are prepared first; agents keep uploading and installing while the
+    # servers join, and each node starts as soon as its own preparation is done.
+    pool = ThreadPoolExecutor(max_workers=min(jobs, len(cluster.nodes)))
+    prepared = {n.name: pool.submit(prepare, n) for n in [first, *servers, *agents]}
 
     def start(node: Node) -> None:
+        prepared[node.name].result()
         if not alive(node):
             return
         try:
@@ -483,7 +507,7 @@ def _deploy_verified(
                 log(f"{node.name}: starting {plan.service(node)}")
             for cmd in step.commands:
                 runner.run(node, "start", cmd)
-            version = _wait_ready(settings, runner, first, node, log)
+            version = _wait_ready(settings, runner, poller, node)
             o = outcomes[node.name]
             o.state, o.version = "ready", version
             o.seconds = time.monotonic() - clocks[node.name]
@@ -499,18 +523,45 @@ def _deploy_verified(
         except Mk8sError as e:
             fail(node, e)
 
-    start(first)
-    if outcomes[first.name].state != "ready":
-        _skip_rest(outcomes, "the first server is not ready")
-    else:
-        for node in servers:
-            start(node)
-            if outcomes[node.name].state != "ready":
-                _skip_rest(outcomes, f"server {node.name} failed; servers join one at a time")
-                break
-        _parallel([a for a in agents if alive(a)], jobs, start)
-        report.kubeconfig = _write_kubeconfig(settings, runner, ctx, first)
+    try:
+        start(first)
+        if outcomes[first.name].state != "ready":
+            _skip_rest(outcomes, "the first server is not ready")
+        else:
+            for node in servers:
+                start(node)
+                if outcomes[node.name].state != "ready":
+                    _skip_rest(outcomes, f"server {node.name} failed; servers join one at a time")
+                    break
+            _parallel(agents, jobs, start)
+            report.kubeconfig = _write_kubeconfig(settings, runner, ctx, first)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return report
+
+
+class _NodesPoller:
+    """One ``kubectl get nodes`` on the first server per poll interval, shared by every
+    node waiting to be Ready (twelve agents do not each run their own kubectl)."""
+
+    def __init__(self, runner: _Runner, first: Node, interval: float) -> None:
+        self.runner = runner
+        self.first = first
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._at = -1e9
+        self._json = ""
+
+    def nodes_json(self, asker: Node | None = None) -> str:
+        with self._lock:
+            if time.monotonic() - self._at >= self.interval:
+                r = self.runner.run(asker or self.first, "wait-ready", plan.nodes_command())
+                self._json, self._at = r.stdout, time.monotonic()
+            return self._json
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._at = -1e9
 
 
 def _skip_rest(outcomes: dict[str, NodeOutcome], why: str) -> None:
@@ -519,23 +570,23 @@ def _skip_rest(outcomes: dict[str, NodeOutcome], why: str) -> None:
             o.state, o.error = "skipped", why
 
 
-def _wait_ready(
-    settings: DeploySettings, runner: _Runner, first: Node, node: Node, log: Log
-) -> str:
-    """Block until ``node`` is Ready (servers: also /readyz); DeployError on timeout."""
+def _wait_ready(settings: DeploySettings, runner: _Runner, poller: _NodesPoller, node: Node) -> str:
+    """Block until ``node`` is Ready (servers: also their own /readyz); DeployError after
+    ``settings.ready_timeout``."""
     deadline = time.monotonic() + settings.ready_timeout
     last = ""
     while True:
+        api_ok = True
         if node.is_server:
             r = runner.run(node, "wait-ready", plan.readyz_command())
-            ok = r.exit_code == 0 and r.stdout.strip() == "ok"
+            api_ok = r.exit_code == 0 and r.stdout.strip() == "ok"
             last = r.stderr.strip() or r.stdout.strip()
-            asker = node if ok else None
-        else:
-            asker = first
-        if asker is not None:
-            r = runner.run(asker, "wait-ready", plan.nodes_command())
-            ready, version = _node_ready(r.stdout, node.name)
+        if api_ok:
+            # Before any server answers, the first server is the one to ask; a server
+            # that is itself up answers for the whole cluster.
+            ready, version = _node_ready(
+                poller.nodes_json(node if node.is_server else None), node.name
+            )
             if ready:
                 return version
             last = f"node {node.name} is not Ready yet"
