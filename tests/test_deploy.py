@@ -215,9 +215,7 @@ def test_first_deploy(cluster5: tuple[HostSet, Path], world: World) -> None:
     uploads = [x for x in records if x.get("file")]
     assert uploads and all(len(str(x["sha256"])) == 64 for x in uploads)
     # servers joined one at a time: each server start began after the previous finished
-    starts = [
-        x for x in records if str(x.get("command", "")).startswith("systemctl start rke2-server")
-    ]
+    starts = [x for x in records if "systemctl start rke2-server" in str(x.get("command", ""))]
     assert [x["node"] for x in starts] == ["cp1", "cp2", "cp3"]
 
 
@@ -240,6 +238,23 @@ def test_rerun_converges_without_upload_or_restart(
         or "install.sh" in c
         or "config.yaml" in c
     ]
+
+
+def test_rerun_resends_a_staged_file_that_changed(
+    cluster5: tuple[HostSet, Path], world: World
+) -> None:
+    """Recorded hashes are trusted only while the file is untouched."""
+    hs, d = cluster5
+    cp2 = hs.by_name("cp2")
+    staged = next(p for p in cp2.path("/var/lib/mk8s").glob("*/install.sh"))
+    remote = "/var/lib/mk8s/" + staged.parent.name + "/install.sh"
+    cp2.run(f"printf '# tampered\\n' >> {remote}", timeout=30)
+    before = len(audit(d))
+    r = deploy(d, world.bundle, world.pub)
+    assert r.returncode == 0, r.stdout + r.stderr
+    sent = [(x["node"], x["file"]) for x in audit(d)[before:] if x.get("file")]
+    assert sent == [("cp2", remote)]
+    assert "# tampered" not in cp2.run(f"cat {remote}").stdout
 
 
 def test_status_and_kubeconfig(cluster5: tuple[HostSet, Path]) -> None:

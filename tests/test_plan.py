@@ -168,13 +168,17 @@ def test_install_step_commands(tmp_path: Path) -> None:
     assert shown[0] == (
         "mkdir -p /var/lib/mk8s/b1d/install-amd64 && ln -f "
         "/var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz /var/lib/mk8s/b1d/install-amd64/ && "
-        "ln -f /var/lib/mk8s/b1d/sha256sum-amd64.txt /var/lib/mk8s/b1d/install-amd64/"
+        "ln -f /var/lib/mk8s/b1d/sha256sum-amd64.txt /var/lib/mk8s/b1d/install-amd64/ && "
+        "INSTALL_RKE2_ARTIFACT_PATH=/var/lib/mk8s/b1d/install-amd64 INSTALL_RKE2_METHOD=tar "
+        "sh /var/lib/mk8s/b1d/install.sh"
     )
-    assert shown[1] == (
-        "env INSTALL_RKE2_ARTIFACT_PATH=/var/lib/mk8s/b1d/install-amd64 "
-        "INSTALL_RKE2_METHOD=tar sh /var/lib/mk8s/b1d/install.sh"
+    img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
+    assert shown[1].startswith(
+        "mkdir -p /var/lib/rancher/rke2/agent/images && (ln -f "
+        f"/var/lib/mk8s/b1d/rke2-images.linux-amd64.tar.zst {img} 2>/dev/null"
     )
-    assert "rke2-images.linux-amd64.tar.zst" in shown[2] and "sha256sum -c" in shown[2]
+    assert "sha256sum -c --quiet - && mkdir -p /var/lib/mk8s/.sums" in shown[1]
+    assert len(shown) == 2
     # installed at the right tag with images in place: nothing to do
     img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
     done = facts.NodeFacts(
@@ -218,8 +222,7 @@ def test_start_step_writes_config_then_starts_and_masks_token(tmp_path: Path) ->
         "mkdir -p /etc/rancher/rke2 && umask 077 && cat > /etc/rancher/rke2/config.yaml."
         "mk8s-tmp && chmod 0600 /etc/rancher/rke2/config.yaml.mk8s-tmp && mv -f "
         "/etc/rancher/rke2/config.yaml.mk8s-tmp /etc/rancher/rke2/config.yaml",
-        "systemctl enable rke2-agent",
-        "systemctl start rke2-agent",
+        "systemctl enable rke2-agent && systemctl start rke2-agent",
     ]
     assert all("s3cret" not in s for s in shown)
     assert "s3cret-token" in step.commands[0].stdin_bytes().decode()  # type: ignore[union-attr]
@@ -241,7 +244,7 @@ def test_converged_node_is_left_alone(tmp_path: Path) -> None:
     changed = facts.NodeFacts(**{**f.__dict__, "hashes": {}})
     assert [x.display() for x in plan.start_step(c, node, changed, installed_now=False).commands][
         -1
-    ] == "systemctl restart rke2-server"
+    ] == "systemctl enable rke2-server && systemctl restart rke2-server"
 
 
 def test_rewrite_kubeconfig() -> None:
@@ -257,3 +260,26 @@ def test_order(tmp_path: Path, user: str) -> None:
     first, servers, agents = plan.order(c)
     assert first.name == "cp1" and [s.name for s in servers] == ["cp2"]
     assert [a.name for a in agents] == ["w1"]
+
+
+def test_gathered_facts_split_and_fall_back_without_root() -> None:
+    basic = "uname_m=aarch64\nos=x\nhostname=h\nuid=0\nsudo=root\n"
+    out = basic + facts.PRIVILEGED_MARK + "\nrke2_version=rke2 version " + TAG + " (x)\n"
+    f = facts.parse_gathered(out)
+    assert f.arch == "arm64" and f.rke2_tag == TAG
+    nosudo = basic.replace("sudo=root", "sudo=no") + facts.PRIVILEGED_MARK + "\n"
+    g = facts.parse_gathered(nosudo)
+    assert not g.can_root and g.disk_free is None
+    shown = facts.gather("/var/lib/mk8s/abc").display()
+    assert "sudo -n sh -c" in shown and "/var/lib/mk8s/.sums/" in shown
+
+
+def test_record_template_names_the_sum_file() -> None:
+    values = facts.record_values("/var/lib/mk8s", "/var/lib/mk8s/b1d/x.tar", "ab" * 32)
+    text = facts.RECORD_TEMPLATE.format(**values)
+    assert text == (
+        "mkdir -p /var/lib/mk8s/.sums && echo "
+        + "ab" * 32
+        + " \"$(stat -c '%s %.9Z %i' /var/lib/mk8s/b1d/x.tar)\" > "
+        "/var/lib/mk8s/.sums/var%lib%mk8s%b1d%x.tar"
+    )

@@ -210,42 +210,48 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
         # directory, unchecked; give it a directory with just the two files it needs.
         cmds.append(
             Command.script(
-                "mkdir -p {idir} && ln -f {tar} {idir}/ && ln -f {sums} {idir}/",
-                {"idir": idir, "tar": remote_path(ctx, tarball), "sums": remote_path(ctx, sums)},
+                "mkdir -p {idir} && ln -f {tar} {idir}/ && ln -f {sums} {idir}/ && "
+                "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script}",
+                {
+                    "idir": idir,
+                    "tar": remote_path(ctx, tarball),
+                    "sums": remote_path(ctx, sums),
+                    "script": remote_path(ctx, script),
+                },
                 sudo=True,
-                description="prepare the install directory",
-                timeout=60,
-            )
-        )
-        cmds.append(
-            Command.argv(
-                "sh",
-                remote_path(ctx, script),
-                env={"INSTALL_RKE2_ARTIFACT_PATH": idir, "INSTALL_RKE2_METHOD": "tar"},
-                sudo=True,
-                description=f"install RKE2 {ctx.manifest.release.tag}",
+                description=f"install RKE2 {ctx.manifest.release.tag} (install.sh, tar mode)",
                 timeout=600,
             )
         )
-    for art in ctx.manifest.find(kind="images", arch=arch):
+    # Every missing image tarball in one command: hard-linked (or copied) from the
+    # staging directory, checked, and its hash recorded.
+    parts: list[str] = []
+    values: dict[str, str] = {"dir": IMAGES_DIR}
+    names = []
+    for i, art in enumerate(ctx.manifest.find(kind="images", arch=arch)):
         dest = posixpath.join(IMAGES_DIR, art.name)
         if f.hashes.get(dest) == art.sha256:
             continue
+        names.append(art.name)
+        rec = record_values(ctx.cluster.options.staging_dir, dest, art.sha256)
+        template = (
+            "(ln -f {src} {dest} 2>/dev/null || "
+            "(cp -f {src} {dest}.mk8s-tmp && mv -f {dest}.mk8s-tmp {dest})) && "
+            "echo '{sha}  {dest}' | sha256sum -c --quiet - && " + RECORD_TEMPLATE
+        )
+        keys = {"src": remote_path(ctx, art), "dest": dest, "sha": art.sha256, **rec}
+        for k, v in keys.items():
+            template = template.replace("{" + k + "}", "{" + f"{k}{i}" + "}")
+            values[f"{k}{i}"] = v
+        parts.append(template)
+    if parts:
         cmds.append(
             Command.script(
-                "mkdir -p {dir} && (ln -f {src} {dest} 2>/dev/null || "
-                "(cp -f {src} {dest}.mk8s-tmp && mv -f {dest}.mk8s-tmp {dest})) && "
-                "echo '{sha}  {dest}' | sha256sum -c --quiet - && " + RECORD_TEMPLATE,
-                {
-                    "dir": IMAGES_DIR,
-                    "src": remote_path(ctx, art),
-                    "dest": dest,
-                    "sha": art.sha256,
-                    **record_values(ctx.cluster.options.staging_dir, dest, art.sha256),
-                },
+                "mkdir -p {dir} && " + " && ".join(parts),
+                values,
                 sudo=True,
-                description=f"place image tarball {art.name}",
-                timeout=600,
+                description=f"place image tarballs: {', '.join(names)}",
+                timeout=900,
             )
         )
     registries = ctx.cluster.rke2.registries
@@ -348,17 +354,11 @@ def start_step(ctx: Context, node: Node, f: NodeFacts, *, installed_now: bool) -
         return Step(node.name, "start", note=f"{unit} already active with this config")
     verb = "restart" if active else "start"
     cmds.append(
-        Command.argv(
-            "systemctl", "enable", unit, sudo=True, description=f"enable {unit}", timeout=60
-        )
-    )
-    cmds.append(
-        Command.argv(
-            "systemctl",
-            verb,
-            unit,
+        Command.script(
+            "systemctl enable {unit} && systemctl " + verb + " {unit}",
+            {"unit": unit},
             sudo=True,
-            description=f"{verb} {unit} (blocks until ready)",
+            description=f"enable and {verb} {unit} (blocks until it reports ready)",
             timeout=START_TIMEOUT,
         )
     )

@@ -135,68 +135,104 @@ class _Runner:
         )
         return result
 
-    def upload(self, node: Node, up: FileUpload, partial: int) -> int:
-        """Send one file as NAME.part (resuming), check its sha256 on the node, rename."""
-        t = self.conns[node.name]
-        part = up.remote_path + ".part"
-        offset = partial if 0 < partial <= up.size else 0
-        for attempt in (1, 2):
-            src = up.source if isinstance(up.source, bytes) else Path(up.source)
+    def upload_all(self, node: Node, ups: Sequence[FileUpload], partial: dict[str, int]) -> int:
+        """Send files as NAME.part (resuming partial ones), then check every sha256 on the
+        node and rename the good ones in one command. A file that does not hash right
+        (a resumed part gone bad) is discarded and sent whole once more; a second
+        mismatch raises DeployError. Returns the bytes sent."""
+        total = 0
+        sent: dict[str, tuple[int, int, float]] = {}
+        for up in ups:
+            part = up.remote_path + ".part"
+            have = partial.get(part, 0)
+            offset = have if 0 < have <= up.size else 0
             start = time.monotonic()
-            sent = t.put(src, part, mode=up.mode, offset=offset)
-            with self._lock:
-                self.uploaded += sent
-            check = Command.script(
-                "echo {line} | sha256sum -c --quiet - >/dev/null 2>&1 && mv -f {part} {dest} && "
-                + facts_mod.RECORD_TEMPLATE,
-                {
-                    "line": f"{up.sha256}  {part}",
-                    "part": part,
-                    "dest": up.remote_path,
-                    **facts_mod.record_values(self.staging_root, up.remote_path, up.sha256),
-                },
-                sudo=True,
-                check=False,
-                timeout=600,
-                description=f"check sha256 of {posixname(up.remote_path)} and move it into place",
-            )
-            result = self.run(node, "upload", check)
-            self.state.audit(
-                node=node.name,
-                step="upload",
-                file=up.remote_path,
-                bytes=sent,
-                offset=offset,
-                sha256=up.sha256,
-                ok=result.exit_code == 0,
-                seconds=round(time.monotonic() - start, 3),
-            )
-            if result.exit_code == 0:
-                return sent
-            # A resumed file that does not hash right is discarded and sent whole again.
+            n = self._put(node, up, offset)
+            sent[up.remote_path] = (n, offset, time.monotonic() - start)
+            total += n
+        bad = self._check_and_place(node, ups, sent)
+        for up in bad:
             self.run(
                 node,
                 "upload",
                 Command.argv(
                     "rm",
                     "-f",
-                    part,
+                    up.remote_path + ".part",
                     sudo=True,
                     timeout=60,
                     description="discard a bad partial upload",
                 ),
             )
-            offset = 0
-            if attempt == 2:
+            start = time.monotonic()
+            n = self._put(node, up, 0)
+            total += n
+            if self._check_and_place(
+                node, [up], {up.remote_path: (n, 0, time.monotonic() - start)}
+            ):
                 raise DeployError(
                     f"{node.name}: {up.remote_path} does not match its sha256 after upload",
                     "check the node's disk and the network; then deploy again",
                 )
-        return 0
+        return total
 
+    def _put(self, node: Node, up: FileUpload, offset: int) -> int:
+        src = up.source if isinstance(up.source, bytes) else Path(up.source)
+        n = self.conns[node.name].put(src, up.remote_path + ".part", mode=up.mode, offset=offset)
+        with self._lock:
+            self.uploaded += n
+        return n
 
-def posixname(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+    def _check_and_place(
+        self, node: Node, ups: Sequence[FileUpload], sent: dict[str, tuple[int, int, float]]
+    ) -> list[FileUpload]:
+        """One command: for each file, check NAME.part and move it into place; return
+        the files that did not hash right."""
+        parts: list[str] = []
+        values: dict[str, str] = {}
+        for i, up in enumerate(ups):
+            part = up.remote_path + ".part"
+            template = (
+                "if echo {line} | sha256sum -c --quiet - >/dev/null 2>&1 && "
+                "mv -f {part} {dest} && " + facts_mod.RECORD_TEMPLATE + "; "
+                "then echo ok {dest}; else echo bad {dest}; fi"
+            )
+            keys = {
+                "line": f"{up.sha256}  {part}",
+                "part": part,
+                "dest": up.remote_path,
+                **facts_mod.record_values(self.staging_root, up.remote_path, up.sha256),
+            }
+            for k, v in keys.items():
+                template = template.replace("{" + k + "}", "{" + f"{k}{i}" + "}")
+                values[f"{k}{i}"] = v
+            parts.append(template)
+        check = Command.script(
+            "; ".join(parts),
+            values,
+            sudo=True,
+            timeout=900,
+            description=f"check the sha256 of {len(ups)} uploaded file(s) and move them in place",
+        )
+        out = self.run(node, "upload", check).stdout.split()
+        good = {out[i + 1] for i in range(0, len(out) - 1, 2) if out[i] == "ok"}
+        bad = []
+        for up in ups:
+            n, offset, seconds = sent[up.remote_path]
+            ok = up.remote_path in good
+            self.state.audit(
+                node=node.name,
+                step="upload",
+                file=up.remote_path,
+                bytes=n,
+                offset=offset,
+                sha256=up.sha256,
+                ok=ok,
+                seconds=round(seconds, 3),
+            )
+            if not ok:
+                bad.append(up)
+        return bad
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -472,10 +508,9 @@ def _deploy_verified(
                 )
                 total = sum(u.size for u in step.uploads)
                 log(f"{node.name}: uploading {len(step.uploads)} files ({ui.human_bytes(total)})")
-                for up in step.uploads:
-                    outcomes[node.name].uploaded_bytes += runner.upload(
-                        node, up, f.partial.get(up.remote_path + ".part", 0)
-                    )
+                outcomes[node.name].uploaded_bytes += runner.upload_all(
+                    node, step.uploads, f.partial
+                )
             inst = plan.install_step(ctx, node, f)
             if inst.commands:
                 log(f"{node.name}: installing")
