@@ -530,10 +530,11 @@ def _deploy_verified(
     pool = ThreadPoolExecutor(max_workers=min(jobs, len(cluster.nodes)))
     prepared = {n.name: pool.submit(prepare, n) for n in [first, *servers, *agents]}
 
-    def start(node: Node) -> None:
+    def launch(node: Node) -> bool:
+        """Write the config and start the service once the node is prepared."""
         prepared[node.name].result()
         if not alive(node):
-            return
+            return False
         try:
             step = plan.start_step(
                 ctx, node, found[node.name], installed_now=node.name in installed_now
@@ -542,37 +543,99 @@ def _deploy_verified(
                 log(f"{node.name}: starting {plan.service(node)}")
             for cmd in step.commands:
                 runner.run(node, "start", cmd)
-            version = _wait_ready(settings, runner, poller, node)
-            o = outcomes[node.name]
-            o.state, o.version = "ready", version
-            o.seconds = time.monotonic() - clocks[node.name]
-            log(f"{node.name}: Ready ({version})")
-            with lock:
-                journal["nodes"][node.name] = {
-                    "state": "ready",
-                    "version": version,
-                    "bundle": verified.bundle_id,
-                    "role": node.role,
-                }
-                state.write_journal(journal)
         except Mk8sError as e:
             fail(node, e)
+            return False
+        return True
+
+    def mark_ready(node: Node, version: str) -> None:
+        o = outcomes[node.name]
+        o.state, o.version = "ready", version
+        o.seconds = time.monotonic() - clocks[node.name]
+        log(f"{node.name}: Ready ({version})")
+        with lock:
+            journal["nodes"][node.name] = {
+                "state": "ready",
+                "version": version,
+                "bundle": verified.bundle_id,
+                "role": node.role,
+            }
+            state.write_journal(journal)
+
+    def start_server(node: Node) -> None:
+        if launch(node):
+            try:
+                mark_ready(node, _wait_ready(settings, runner, poller, node))
+            except Mk8sError as e:
+                fail(node, e)
+
+    def start_agents() -> None:
+        launched: list[Node] = []
+
+        def one(node: Node) -> None:
+            if launch(node):
+                with lock:
+                    launched.append(node)
+
+        _parallel(agents, jobs, one)
+        # Waiting holds no worker: one node list per poll interval answers for all.
+        waited = _wait_all_ready(settings, poller, launched)
+        for node in launched:
+            result = waited[node.name]
+            if isinstance(result, Mk8sError):
+                fail(node, result)
+            else:
+                mark_ready(node, result)
 
     try:
-        start(first)
+        start_server(first)
         if outcomes[first.name].state != "ready":
             _skip_rest(outcomes, "the first server is not ready")
         else:
             for node in servers:
-                start(node)
+                start_server(node)
                 if outcomes[node.name].state != "ready":
                     _skip_rest(outcomes, f"server {node.name} failed; servers join one at a time")
                     break
-            _parallel(agents, jobs, start)
+            start_agents()
             report.kubeconfig = _write_kubeconfig(settings, runner, ctx, first)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return report
+
+
+def _wait_all_ready(
+    settings: DeploySettings, poller: _NodesPoller, nodes: Sequence[Node]
+) -> dict[str, str | Mk8sError]:
+    """Wait until every node in ``nodes`` is Ready: name -> version, or DeployError."""
+    results: dict[str, str | Mk8sError] = {}
+    deadline = time.monotonic() + settings.ready_timeout
+    pending = list(nodes)
+    while pending:
+        try:
+            listing = poller.nodes_json()
+        except Mk8sError as e:
+            listing = ""
+            last = str(e)
+        else:
+            last = ""
+        for node in list(pending):
+            ready, version = _node_ready(listing, node.name)
+            if ready:
+                results[node.name] = version
+                pending.remove(node)
+        if not pending:
+            break
+        if time.monotonic() >= deadline:
+            for node in pending:
+                results[node.name] = DeployError(
+                    f"{node.name} was not Ready within {settings.ready_timeout:.0f}s"
+                    + (f" ({last[:200]})" if last else ""),
+                    f"look at `journalctl -u {plan.service(node)}` on the node, then deploy again",
+                )
+            break
+        time.sleep(settings.poll_interval)
+    return results
 
 
 class _NodesPoller:
