@@ -18,3 +18,9 @@ format:
 
 demo:
 	bash scripts/demo.sh
+
+bench: setup
+	.venv/bin/python -m bench
+
+bench-smoke: setup
+	.venv/bin/python -m pytest tests/test_bench_smoke.py
