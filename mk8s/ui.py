@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 import click
 
@@ -106,3 +106,64 @@ def timed() -> Iterator[list[float]]:
         yield box
     finally:
         box[0] = time.monotonic() - start
+
+
+class Transfers:
+    """Progress for many transfers: a bar each plus a total on a terminal; otherwise a
+    line when each one completes (``VERB NAME (SIZE)``). Call it as
+    ``progress(name, bytes_done, total)``, from any thread."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self._mutex = threading.Lock()
+        self.rich = None
+        self.tasks: dict[str, Any] = {}
+        self.done: set[str] = set()
+        if is_terminal():
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            self.rich = Progress(
+                TextColumn("{task.description:<40}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                transient=True,
+            )
+            self.total = self.rich.add_task("total", total=None)
+            self.sizes: dict[str, tuple[int, int | None]] = {}
+
+    def __enter__(self) -> Transfers:
+        if self.rich is not None:
+            self.rich.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.rich is not None:
+            self.rich.stop()
+
+    def __call__(self, name: str, done: int, total: int | None) -> None:
+        with self._mutex:
+            self._update(name, done, total)
+
+    def _update(self, name: str, done: int, total: int | None) -> None:
+        if self.rich is not None:
+            if name not in self.tasks:
+                self.tasks[name] = self.rich.add_task(name, total=total)
+            self.rich.update(self.tasks[name], completed=done, total=total)
+            self.sizes[name] = (done, total)
+            all_total = sum(t or 0 for _, t in self.sizes.values())
+            self.rich.update(
+                self.total,
+                completed=sum(d for d, _ in self.sizes.values()),
+                total=all_total or None,
+            )
+            return
+        if total is not None and done >= total and name not in self.done:
+            self.done.add(name)
+            note(f"{self.verb} {name} ({human_bytes(total)})")

@@ -101,59 +101,6 @@ def _upstream(api: str | None, release: str | None, raw: str | None) -> upstream
     return upstream.UpstreamSettings.from_env(api_url=api, release_url=release, raw_url=raw)
 
 
-class _Downloads:
-    """Progress for many downloads: a bar each plus a total on a terminal, else lines."""
-
-    def __init__(self) -> None:
-        self.rich = None
-        self.tasks: dict[str, Any] = {}
-        self.done: set[str] = set()
-        if ui.is_terminal():
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TransferSpeedColumn,
-            )
-
-            self.rich = Progress(
-                TextColumn("{task.description:<40}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                transient=True,
-            )
-            self.total = self.rich.add_task("total", total=None)
-            self.sizes: dict[str, tuple[int, int | None]] = {}
-
-    def __enter__(self) -> _Downloads:
-        if self.rich is not None:
-            self.rich.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.rich is not None:
-            self.rich.stop()
-
-    def __call__(self, name: str, done: int, total: int | None) -> None:
-        if self.rich is not None:
-            if name not in self.tasks:
-                self.tasks[name] = self.rich.add_task(name, total=total)
-            self.rich.update(self.tasks[name], completed=done, total=total)
-            self.sizes[name] = (done, total)
-            all_total = sum(t or 0 for _, t in self.sizes.values())
-            self.rich.update(
-                self.total,
-                completed=sum(d for d, _ in self.sizes.values()),
-                total=all_total or None,
-            )
-            return
-        if total is not None and done >= total and name not in self.done:
-            self.done.add(name)
-            ui.note(f"fetched {name} ({ui.human_bytes(total)})")
-
-
 @click.command("lock")
 @click.option("--rke2", "spec", required=True, help=f"RKE2 version: {SPEC_HELP}.")
 @selection_options
@@ -282,7 +229,7 @@ def create_cmd(
         from mk8s.selfexe import executable_for_bundle
 
         extra = (executable_for_bundle(),)
-    with _Downloads() as progress:
+    with ui.Transfers("fetched") as progress:
         if lock_path is not None:
             lock = create_mod.read_lock(lock_path)
             if files:

@@ -89,7 +89,11 @@ def deploy_cmd(
         dry_run=dry_run,
         ready_timeout=ready_timeout,
     )
-    report = deploy(settings)
+    if dry_run:
+        report = deploy(settings)
+    else:
+        with ui.Transfers("uploaded to") as progress:
+            report = deploy(settings, progress=progress)
     if dry_run:
         click.echo(report.plan_text)
         return

@@ -40,6 +40,7 @@ from mk8s.errors import (
 )
 
 Log = Callable[[str], None]
+TransferProgress = Callable[[str, int, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -102,13 +103,22 @@ class DeployReport:
 class _Runner:
     """Runs commands and uploads on connected nodes, writing the audit log."""
 
-    def __init__(self, state: StateDir, log: Log, staging_root: str = "/var/lib/mk8s") -> None:
+    def __init__(
+        self,
+        state: StateDir,
+        log: Log,
+        staging_root: str = "/var/lib/mk8s",
+        progress: TransferProgress | None = None,
+    ) -> None:
+        self.progress = progress
         self.state = state
         self.staging_root = staging_root
         self.log = log
         self.conns: dict[str, Transport] = {}
         self.uploaded = 0
         self._lock = threading.Lock()
+        self._node_done: dict[str, int] = {}
+        self._node_total: dict[str, int] = {}
 
     def run(self, node: Node, step: str, cmd: Command) -> Result:
         t = self.conns[node.name]
@@ -142,6 +152,8 @@ class _Runner:
         mismatch raises DeployError. Returns the bytes sent."""
         total = 0
         sent: dict[str, tuple[int, int, float]] = {}
+        self._node_done[node.name] = 0
+        self._node_total[node.name] = sum(u.size for u in ups)
         for up in ups:
             part = up.remote_path + ".part"
             have = partial.get(part, 0)
@@ -178,10 +190,28 @@ class _Runner:
 
     def _put(self, node: Node, up: FileUpload, offset: int) -> int:
         src = up.source if isinstance(up.source, bytes) else Path(up.source)
-        n = self.conns[node.name].put(src, up.remote_path + ".part", mode=up.mode, offset=offset)
+        self._advance(node, offset)  # a resumed file counts what is already there
+
+        def step(n: int) -> None:
+            self._advance(node, n)
+
+        n = self.conns[node.name].put(
+            src, up.remote_path + ".part", mode=up.mode, offset=offset, progress=step
+        )
         with self._lock:
             self.uploaded += n
         return n
+
+    def _advance(self, node: Node, n: int) -> None:
+        if self.progress is None:
+            return
+        with self._lock:
+            done = self._node_done[node.name] = self._node_done.get(node.name, 0) + n
+        self.progress(
+            node.name,
+            min(done, self._node_total.get(node.name, done)),
+            self._node_total.get(node.name),
+        )
 
     def _check_and_place(
         self, node: Node, ups: Sequence[FileUpload], sent: dict[str, tuple[int, int, float]]
@@ -289,7 +319,9 @@ def _node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
 
 
 # -- the deploy --------------------------------------------------------------------------
-def deploy(settings: DeploySettings, log: Log = ui.note) -> DeployReport:
+def deploy(
+    settings: DeploySettings, log: Log = ui.note, progress: TransferProgress | None = None
+) -> DeployReport:
     """Deploy (or converge) the cluster. Raises on a problem found before any change.
 
     Returns a report; ``report.ok`` is False when a node failed after changes began
@@ -305,7 +337,7 @@ def deploy(settings: DeploySettings, log: Log = ui.note) -> DeployReport:
         log(f"verifying {settings.bundle}")
         verified = _verify(settings, None)
         _check_version(cluster, verified.manifest)
-        runner = _Runner(state, log, cluster.options.staging_dir)
+        runner = _Runner(state, log, cluster.options.staging_dir, progress)
         try:
             report = _deploy_verified(settings, state, runner, verified, scratch, log)
         finally:
