@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +26,7 @@ from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
 from mk8s.errors import ChecksumMismatch, InputError, LockError, OutputError
 
 LOCK_NAME = "mk8s.lock"
+SELF_NAME = "mk8s-linux-amd64"
 Progress = fetch_mod.ProgressFn
 
 
@@ -54,7 +55,8 @@ class CreateSettings:
     jobs: int = 4
     threads: int = 0
     cache_dir: Path | None = None
-    extra_files: tuple[Path, ...] = field(default=())
+    # The single-file mk8s executable to carry (``--include-self``), or None.
+    self_executable: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -214,12 +216,11 @@ def create_bundle(
     for server trouble, OutputError when the bundle or lock cannot be written. Nothing
     is left at the output paths on failure.
     """
-    extra = [
-        _file_artifact(p, "mk8s" if p.name.startswith("mk8s-") else "file")
-        for p in settings.extra_files
-    ]
-    if extra:
-        lock = build_lock(lock.release, [*lock.artifacts, *extra], lock.resolved_at)
+    if settings.self_executable is not None:
+        exe = _file_artifact(settings.self_executable, "mk8s")
+        exe = replace(exe, name=SELF_NAME, path=artifact_path(SELF_NAME, "mk8s"))
+        others = [a for a in lock.artifacts if a.kind != "mk8s"]
+        lock = build_lock(lock.release, [*others, exe], lock.resolved_at)
     remote = [a for a in lock.artifacts if (a.url or "").startswith(("http://", "https://"))]
     items = [
         fetch_mod.FetchItem(

@@ -224,11 +224,11 @@ def create_cmd(
 
         signer = "UNSIGNED"
     up = _upstream(github_api_url, release_url, raw_url)
-    extra: tuple[Path, ...] = ()
+    self_exe: Path | None = None
     if include_self:
         from mk8s.selfexe import executable_for_bundle
 
-        extra = (executable_for_bundle(),)
+        self_exe = executable_for_bundle()
     with ui.Transfers("fetched") as progress:
         if lock_path is not None:
             lock = create_mod.read_lock(lock_path)
@@ -257,7 +257,7 @@ def create_cmd(
                 out=out,
                 jobs=jobs or create_mod.default_jobs(),
                 cache_dir=cache_dir,
-                extra_files=extra,
+                self_executable=self_exe,
             ),
             progress,
         )

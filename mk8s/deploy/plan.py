@@ -105,8 +105,9 @@ def _host_for_url(address: str) -> str:
 
 # -- what a node needs -------------------------------------------------------------------
 def node_artifacts(manifest: Lock, arch: str) -> list[Artifact]:
-    """The artifacts a node of ``arch`` needs: its arch's files plus arch-free ones."""
-    return [a for a in manifest.artifacts if a.arch in (None, arch)]
+    """The artifacts a node of ``arch`` needs: its arch's files plus arch-free ones (not
+    the mk8s executable the bundle may carry: that is for the operator)."""
+    return [a for a in manifest.artifacts if a.arch in (None, arch) and a.kind != "mk8s"]
 
 
 def remote_path(ctx: Context, art: Artifact) -> str:
