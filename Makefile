@@ -1,5 +1,5 @@
 # One entry point for people and CI alike; the scripts hold the logic.
-.PHONY: setup test lint format demo bench bench-smoke
+.PHONY: setup test lint format demo bench bench-smoke exe
 
 setup:
 	bash scripts/setup.sh
@@ -24,3 +24,6 @@ bench: setup
 
 bench-smoke: setup
 	.venv/bin/python -m pytest tests/test_bench_smoke.py
+
+exe: setup
+	bash scripts/build-exe.sh

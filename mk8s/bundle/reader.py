@@ -51,6 +51,7 @@ MAX_SIGNATURE = 4096
 MAX_TRAILER = 2 * tarfmt.RECORD + 2 * tarfmt.BLOCK
 
 Progress = Callable[[int, int], None]
+EXECUTABLE_KINDS = ("mk8s", "install-script")
 
 
 class ArtifactSink(Protocol):
@@ -475,6 +476,8 @@ class _DirectorySink:
 
     def end(self, artifact: Artifact) -> None:
         self.close()
+        if artifact.kind in EXECUTABLE_KINDS and not self.discard:
+            os.chmod(self.root / artifact.path, 0o755)  # noqa: S103  (executables, as shipped)
 
     def close(self) -> None:
         if self._file is not None:
