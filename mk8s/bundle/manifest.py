@@ -162,25 +162,15 @@ class Lock:
                 f"{source} is not valid JSON ({e})",
                 "regenerate it with `mk8s bundle lock`",
             ) from e
-        if not validate:
-            try:
-                return cls(
-                    release=Release.from_json(obj["rke2"]),
-                    resolved_at=obj["resolvedAt"],
-                    artifacts=tuple(Artifact.from_json(a) for a in obj["artifacts"]),
-                    kind=obj["kind"],
-                    created_by=obj.get("createdBy"),
+        if validate:
+            errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
+            if errors:
+                first = errors[0]
+                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+                raise LockError(
+                    f"{source}: {json_path(first.absolute_path)}: {first.message}{more}",
+                    "regenerate it with `mk8s bundle lock`",
                 )
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise LockError(f"{source} is malformed ({type(e).__name__}: {e})") from e
-        errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
-        if errors:
-            first = errors[0]
-            more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-            raise LockError(
-                f"{source}: {json_path(first.absolute_path)}: {first.message}{more}",
-                "regenerate it with `mk8s bundle lock`",
-            )
         try:
             return cls(
                 release=Release.from_json(obj["rke2"]),
@@ -189,8 +179,12 @@ class Lock:
                 kind=obj["kind"],
                 created_by=obj.get("createdBy"),
             )
-        except ValueError as e:
-            raise LockError(f"{source}: {e}", "regenerate it with `mk8s bundle lock`") from e
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            # Only reachable without validation, or for invariants the schema cannot say.
+            raise LockError(
+                f"{source} is malformed ({type(e).__name__}: {e})",
+                "regenerate it with `mk8s bundle lock`",
+            ) from e
 
     # -- derived -----------------------------------------------------------------------
     @property
