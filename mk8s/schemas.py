@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -37,10 +39,35 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 def validator(name: str) -> jsonschema.Draft202012Validator:
-    """A validator for ``schemas/<name>``."""
+    """A validator for ``schemas/<name>`` whose ``pattern`` matches whole strings.
+
+    JSON Schema's ``pattern`` is ECMA-262, where ``$`` is the end of the string; Python's
+    ``re`` lets ``$`` match before a trailing newline, which would let ``"cp1\\n"`` past
+    a name pattern. Here a final ``$`` means ``\\Z``, as the schema's authors meant.
+    """
+    cls = _strict_class()
+    return cast("jsonschema.Draft202012Validator", cls(load_schema(name)))
+
+
+@cache
+def _strict_class() -> Any:
     import jsonschema
 
-    return jsonschema.Draft202012Validator(load_schema(name))
+    def pattern(
+        v: jsonschema.Draft202012Validator, patrn: str, instance: Any, schema: Any
+    ) -> Iterator[jsonschema.ValidationError]:
+        if v.is_type(instance, "string") and not _whole(patrn).search(instance):
+            yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
+
+    extend: Any = jsonschema.validators.extend
+    return extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+
+
+@cache
+def _whole(pattern: str) -> re.Pattern[str]:
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + "\\Z"
+    return re.compile(pattern)
 
 
 def json_path(path: Any) -> str:

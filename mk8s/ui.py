@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -27,12 +27,38 @@ def is_terminal(stream: TextIO | None = None) -> bool:
 def note(message: str) -> None:
     """A progress line on stderr."""
     with _lock:
-        click.echo(message, err=True)
+        click.echo(safe(message, keep_newlines=True), err=True)
 
 
 def warn(message: str) -> None:
     with _lock:
-        click.echo(f"mk8s: warning: {message}", err=True)
+        click.echo(f"mk8s: warning: {safe(message, keep_newlines=True)}", err=True)
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x1B: "\\x1b"})
+# Bidirectional overrides and isolates reorder what a terminal shows.
+_CONTROL.update({c: f"\\u{c:04x}" for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+_CONTROL_KEEP_NEWLINE = {k: v for k, v in _CONTROL.items() if k != 0x0A}
+
+
+def safe(text: object, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters escaped (``\\x1b``, ``\\n``...).
+
+    Everything printed that came from a bundle, a lock, a cluster file or a node goes
+    through here, so untrusted text cannot move the cursor, recolour or redraw the
+    operator's terminal (an unverified bundle must not be able to print "VERIFIED").
+    """
+    return str(text).translate(_CONTROL_KEEP_NEWLINE if keep_newlines else _CONTROL)
+
+
+def table(rows: Sequence[Sequence[object]]) -> str:
+    """Rows as left-aligned columns two spaces apart; cells are made :func:`safe`."""
+    cells = [[safe(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))] if cells else []
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells
+    )
 
 
 def human_bytes(n: float) -> str:

@@ -271,7 +271,7 @@ def test_gathered_facts_split_and_fall_back_without_root() -> None:
     g = facts.parse_gathered(nosudo)
     assert not g.can_root and g.disk_free is None
     shown = facts.gather("/var/lib/mk8s/abc").display()
-    assert "sudo -n sh -c" in shown and "/var/lib/mk8s/.sums/" in shown
+    assert "sudo -n sh -c" in shown and "sums=/var/lib/mk8s/.sums;" in shown
 
 
 def test_record_template_names_the_sum_file() -> None:

@@ -10,22 +10,32 @@ On any failure no bundle and no lock is left behind.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mk8s.bundle import fetch as fetch_mod
 from mk8s.bundle import upstream
-from mk8s.bundle.keys import Signature, atomic_write
-from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path, build_lock, now_utc
+from mk8s.bundle.keys import Signature
+from mk8s.bundle.manifest import (
+    Artifact,
+    Lock,
+    Release,
+    artifact_path,
+    build_lock,
+    check_artifact_name,
+    now_utc,
+)
 from mk8s.bundle.upstream import DEFAULT_CNI
 from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
 from mk8s.errors import ChecksumMismatch, InputError, LockError, OutputError
+from mk8s.files import atomic_write, open_regular, read_regular, sha256_file
 
 LOCK_NAME = "mk8s.lock"
+# 10000 artifacts of a few hundred bytes each: a lock is never near this size.
+MAX_LOCK_BYTES = 16 << 20
 SELF_NAME = "mk8s-linux-amd64"
 Progress = fetch_mod.ProgressFn
 
@@ -57,6 +67,8 @@ class CreateSettings:
     cache_dir: Path | None = None
     # The single-file mk8s executable to carry (``--include-self``), or None.
     self_executable: Path | None = None
+    # Replace an existing bundle file at the output path.
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,22 +80,25 @@ class Created:
 
 
 def _file_artifact(path: Path, kind: str = "file") -> Artifact:
-    try:
-        h = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-    except OSError as e:
-        raise InputError(f"cannot read --file {path}: {e.strerror or e}", "check the path") from e
+    """Pin one of the operator's own files; InputError (exit 2) for an unusable one."""
     name = path.name
+    why = check_artifact_name(name)
+    if why:
+        raise InputError(
+            f"--file {path}: the name {name!r} {why}",
+            "rename or copy the file to a plain name first",
+        )
+    with open_regular(path, what="--file", fix="give a regular file") as f:
+        try:
+            sha256, size = sha256_file(f)
+        except OSError as e:
+            raise InputError(f"cannot read --file {path}: {e.strerror or e}") from e
     return Artifact(
         name=name,
         kind=kind,
         path=artifact_path(name, kind),
         size=size,
-        sha256=h.hexdigest(),
+        sha256=sha256,
         url=path.resolve().as_uri(),
     )
 
@@ -164,14 +179,13 @@ def lock_release(settings: LockSettings, progress: Progress | None = None) -> Lo
 
 def read_lock(path: Path) -> Lock:
     """Load a lockfile; LockError (exit 2) if missing, malformed or not a lock."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise LockError(
-            f"lockfile {path} does not exist", "create one with `mk8s bundle lock`"
-        ) from e
-    except OSError as e:
-        raise LockError(f"cannot read lockfile {path}: {e.strerror or e}") from e
+    data = read_regular(
+        path,
+        what="lockfile",
+        max_size=MAX_LOCK_BYTES,
+        error=LockError,
+        fix="create one with `mk8s bundle lock`",
+    )
     lock = Lock.from_bytes(data, source=str(path))
     if lock.kind != "mk8s.lock":
         raise LockError(
@@ -198,13 +212,31 @@ def _local_source(art: Artifact) -> Path:
 
 
 def _check_local(art: Artifact, path: Path) -> None:
+    # The lock may come from anyone: never print the hash of the local file, or a lock
+    # naming /etc/shadow would turn this message into a hash oracle.
     now = _file_artifact(path, art.kind)
     if now.sha256 != art.sha256 or now.size != art.size:
         raise ChecksumMismatch(
-            f"{path} ({art.name}) has changed since it was locked: expected sha256 "
-            f"{art.sha256}, got {now.sha256}",
+            f"{path} ({art.name}) differs from the lock, which pins sha256 {art.sha256}",
             "restore the original file, or lock again on purpose",
         )
+
+
+def check_files(paths: Sequence[Path]) -> None:
+    """Refuse unusable ``--file`` inputs before anything is resolved or downloaded.
+
+    InputError (exit 2) for a name a bundle cannot carry, two files with one name, or
+    anything that is not a readable regular file.
+    """
+    seen: dict[str, Path] = {}
+    for path in paths:
+        _file_artifact(path)
+        if path.name in seen:
+            raise InputError(
+                f"--file {path} and --file {seen[path.name]} have the same name {path.name!r}",
+                "rename one of them: files are carried by name",
+            )
+        seen[path.name] = path
 
 
 def create_bundle(
@@ -216,6 +248,7 @@ def create_bundle(
     for server trouble, OutputError when the bundle or lock cannot be written. Nothing
     is left at the output paths on failure.
     """
+    out = bundle_path(settings.out, lock, force=settings.force)
     if settings.self_executable is not None:
         exe = _file_artifact(settings.self_executable, "mk8s")
         exe = replace(exe, name=SELF_NAME, path=artifact_path(SELF_NAME, "mk8s"))
@@ -240,7 +273,6 @@ def create_bundle(
             _check_local(art, src)
             files[art.path] = src
     _cross_check_sums(lock, files)
-    out = _bundle_path(settings.out, lock)
     lock_path = settings.lock_out or out.parent / LOCK_NAME
     written = write_bundle(
         lock.as_manifest(),
@@ -272,15 +304,21 @@ def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
                     )
 
 
-def _bundle_path(out: Path | None, lock: Lock) -> Path:
+def bundle_path(out: Path | None, lock: Lock, *, force: bool = False) -> Path:
+    """Where the bundle goes; OutputError if a file is there already (without ``force``)
+    or the directory is missing."""
     name = lock.bundle_name()
     if out is None:
-        return Path.cwd() / name
-    if out.is_dir():
-        return out / name
-    if not out.parent.exists():
+        path = Path.cwd() / name
+    elif out.is_dir():
+        path = out / name
+    elif not out.parent.exists():
         raise OutputError(f"directory {out.parent} does not exist", "create it or choose -o")
-    return out
+    else:
+        path = out
+    if not force and (path.exists() or path.is_symlink()):
+        raise OutputError(f"{path} already exists", "pass --force to replace it, or choose -o")
+    return path
 
 
 def default_jobs() -> int:

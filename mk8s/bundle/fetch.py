@@ -32,13 +32,13 @@ from mk8s.bundle.upstream import (
     UpstreamSettings,
     new_session,
     rate_limit_error,
+    redact_url,
     short_retry_after,
 )
 from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
 
 CHUNK = 1 << 20
 STALE_PART_SECONDS = 24 * 3600
-DRIFT_SLACK = 64 << 20
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SUM_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>\S(?:.*\S)?)$")
 _CONTENT_RANGE = re.compile(r"^bytes (?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)$")
@@ -450,6 +450,7 @@ class _Transfer:
             for chunk in r.iter_content(CHUNK):
                 if self.stop.is_set():
                     raise _Cancelled
+                self._check_growth(len(chunk))
                 try:
                     self.f.write(chunk)
                 except OSError as e:
@@ -500,15 +501,25 @@ class _Transfer:
         return 0, int(length) if length.isdigit() else None
 
     def _check_total(self, total: int) -> None:
-        # A different size is drift. The file is still fetched (it is usually small
-        # enough) so the error can name both hashes; a far bigger one is refused early.
+        # More bytes than pinned can never be the pinned file: refuse before reading
+        # any of it (a hostile or broken server must not fill the disk).
         pinned = self.item.size
-        if self.item.sha256 is not None and pinned is not None and total > pinned + DRIFT_SLACK:
-            raise ChecksumMismatch(
-                f"{self.item.name} from {self.item.url}: expected {pinned} bytes with sha256 "
-                f"{self.item.sha256}, the server offers {total} bytes",
-                "do not use it; run `mk8s bundle lock` again and review the change",
-            )
+        if pinned is not None and total > pinned:
+            raise self._too_big(f"the server offers {total} bytes")
+
+    def _check_growth(self, n: int) -> None:
+        pinned = self.item.size
+        if pinned is not None and self.done + n > pinned:
+            raise self._too_big(f"the server sent more than {pinned} bytes; cut off")
+
+    def _too_big(self, what: str) -> ChecksumMismatch:
+        pin = f" with sha256 {self.item.sha256}" if self.item.sha256 else ""
+        return ChecksumMismatch(
+            f"{self.item.name} from {redact_url(self.item.url)}: expected {self.item.size}"
+            f" bytes{pin}, {what}",
+            "do not use it: upstream changed the file or it was tampered with in transit; "
+            "run `mk8s bundle lock` again and review the change",
+        )
 
 
 class _RetryStatus(Exception):

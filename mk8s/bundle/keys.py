@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from mk8s.errors import BundleRejected, KeyFileError, OutputError
+from mk8s.files import atomic_write, read_regular
 
 ALGORITHMS = ("ed25519", "ecdsa-p256")
 UNSIGNED = "none"
 _SIG_MAGIC = "mk8s-signature: v1"
 _MAX_SIG_BYTES = 4096
+# A PEM key is a few hundred bytes; anything far larger is not a key (or is a bomb).
+MAX_KEY_FILE = 64 << 10
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
@@ -119,29 +121,10 @@ def check_key_pair_free(prefix: Path, *, force: bool = False) -> tuple[Path, Pat
     return priv_path, pub_path
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and a rename (raises OSError)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _read_key_file(path: Path) -> bytes:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise KeyFileError(f"key file {path} does not exist", "check the --key path") from e
-    except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e.strerror or e}") from e
+    data = read_regular(
+        path, what="key file", max_size=MAX_KEY_FILE, error=KeyFileError, fix="check the --key path"
+    )
     if b"-----BEGIN" not in data:
         raise KeyFileError(
             f"{path} is not a PEM key file",

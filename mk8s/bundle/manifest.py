@@ -14,8 +14,8 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from mk8s import __version__
 from mk8s.errors import InputError, LockError
@@ -223,19 +223,80 @@ def now_utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+KINDS = frozenset({"checksums", "rke2", "images", "install-script", "file", "mk8s"})
+# Only the operator's own files come from the local disk; everything else from upstream.
+LOCAL_KINDS = frozenset({"file", "mk8s"})
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
+
+
+def check_artifact_name(name: str) -> str | None:
+    """Why ``name`` cannot be an artifact's file name, or None if it can."""
+    if not name or len(name) > 80:
+        return "must be 1 to 80 characters"
+    if not set(name) <= _NAME_CHARS:
+        return "may hold only letters, digits and . _ + -"
+    if name.startswith("."):
+        return "must not start with a dot"
+    return None
+
+
+def _check_url(a: Artifact) -> None:
+    if a.url is None:
+        return
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in a.url):
+        raise ValueError(f"artifact {a.name}: url has spaces or control characters")
+    try:
+        parts = urlsplit(a.url)
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as e:
+        raise ValueError(f"artifact {a.name}: url is not a valid URL ({e})") from e
+    if parts.scheme == "file":
+        if a.kind not in LOCAL_KINDS:
+            raise ValueError(
+                f"artifact {a.name}: a {a.kind} artifact must come from upstream, not file://"
+            )
+        return
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"artifact {a.name}: url must be http(s) or file://")
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"artifact {a.name}: url holds credentials; keep them in ~/.netrc or in "
+            "MK8S_RELEASE_URL at run time, never in a lock"
+        )
+
+
 def _check_invariants(lock: Lock) -> None:
     seen_paths: set[str] = set()
+    if not lock.artifacts:
+        raise ValueError("the lock pins no artifact")
+    try:
+        time.strptime(lock.resolved_at, "%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"resolvedAt {lock.resolved_at!r} is not a UTC time") from e
     for a in lock.artifacts:
-        p = PurePosixPath(a.path)
-        if p.is_absolute() or ".." in p.parts or p.parts[0] != ARTIFACT_DIR:
-            raise ValueError(f"artifact {a.name}: path {a.path!r} must be under {ARTIFACT_DIR}/")
+        why = check_artifact_name(a.name)
+        if why:
+            raise ValueError(f"artifact name {a.name!r} {why}")
+        if a.kind not in KINDS:
+            raise ValueError(f"artifact {a.name}: unknown kind {a.kind!r}")
+        expected = artifact_path(a.name, a.kind)
+        if a.path != expected:
+            raise ValueError(f"artifact {a.name}: path {a.path!r} must be {expected!r}")
         if len(a.path.encode()) > 100:
             raise ValueError(f"artifact {a.name}: path {a.path!r} is longer than 100 bytes")
         if a.path in seen_paths:
             raise ValueError(f"artifact path {a.path!r} appears twice")
         seen_paths.add(a.path)
-        if a.size < 0 or len(a.sha256) != 64:
+        if (
+            not isinstance(a.size, int)
+            or isinstance(a.size, bool)
+            or a.size < 0
+            or not isinstance(a.sha256, str)
+            or len(a.sha256) != 64
+            or not set(a.sha256) <= set("0123456789abcdef")
+        ):
             raise ValueError(f"artifact {a.name}: bad size or sha256")
+        _check_url(a)
     if lock.kind == BUNDLE_KIND and lock.created_by is None:
         raise ValueError("a bundle manifest needs createdBy")
 

@@ -40,7 +40,8 @@ from mk8s.bundle.manifest import (
     bundle_id,
 )
 from mk8s.bundle.zstdframe import FrameWalker, ZstdFrameError
-from mk8s.errors import BundleRejected, InputError, LockError, OutputError
+from mk8s.errors import BundleRejected, LockError, OutputError
+from mk8s.files import open_regular
 
 CHUNK = 1 << 20
 QUEUE_DEPTH = 8
@@ -52,6 +53,11 @@ MAX_TRAILER = 2 * tarfmt.RECORD + 2 * tarfmt.BLOCK
 
 Progress = Callable[[int, int], None]
 EXECUTABLE_KINDS = ("mk8s", "install-script")
+
+UNSIGNED_WARNING = (
+    "THIS BUNDLE IS UNSIGNED: its contents are intact but nothing proves "
+    "who made them (accepted because of --allow-unsigned)"
+)
 
 
 class ArtifactSink(Protocol):
@@ -225,14 +231,7 @@ class _Decompressed:
 
 
 def _open(path: Path) -> BinaryIO:
-    try:
-        return open(path, "rb")
-    except FileNotFoundError as e:
-        raise InputError(f"bundle {path} does not exist", "check the path") from e
-    except IsADirectoryError as e:
-        raise InputError(f"{path} is a directory, not a bundle file") from e
-    except OSError as e:
-        raise InputError(f"cannot read bundle {path}: {e.strerror or e}") from e
+    return open_regular(path, what="bundle", fix="give the bundle file")
 
 
 def _reject_stream_error(e: BaseException, where: str) -> BundleRejected:
@@ -485,6 +484,26 @@ class _DirectorySink:
             self._file = None
 
 
+def _make_dirs(dest: Path) -> list[Path]:
+    """Create ``dest`` and missing parents; return the ones created, outermost first."""
+    missing: list[Path] = []
+    d = dest
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    missing.reverse()
+    done: list[Path] = []
+    try:
+        for d in missing:
+            d.mkdir()
+            done.append(d)
+    except OSError as e:
+        for d in reversed(done):
+            d.rmdir()
+        raise OutputError(f"cannot create {dest}: {e.strerror or e}") from e
+    return done
+
+
 def extract_bundle(
     path: Path,
     trusted: Sequence[TrustedKey],
@@ -499,15 +518,11 @@ def extract_bundle(
     after every check passed. Refuses (OutputError) if ``dest`` already holds
     ``mk8s-bundle.json`` or ``artifacts``, or has too little free space.
     """
-    created = not dest.exists()
     targets = [dest / MANIFEST_NAME, dest / SIGNATURE_NAME, dest / "artifacts"]
     for t in targets:
-        if t.exists():
+        if t.exists() or t.is_symlink():
             raise OutputError(f"{t} already exists", "extract into an empty directory")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {dest}: {e.strerror or e}") from e
+    created = _make_dirs(dest)
     work = dest / f".mk8s-extract-{secrets.token_hex(4)}"
     sink = _DirectorySink(work)
     moved: list[Path] = []
@@ -551,8 +566,8 @@ def extract_bundle(
         shutil.rmtree(work, ignore_errors=True)
         for t in moved:  # none of them existed before: take them away again
             shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
-        if created:
-            shutil.rmtree(dest, ignore_errors=True)
+        for d in reversed(created):  # only what this call created, deepest first
+            shutil.rmtree(d, ignore_errors=True)
         if isinstance(e, OSError):
             raise OutputError(f"cannot extract into {dest}: {e.strerror or e}") from e
         raise

@@ -7,13 +7,14 @@ shared with :mod:`mk8s.bundle.fetch`, which downloads what this module selects.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import requests
 
@@ -47,6 +48,8 @@ class UpstreamSettings:
     release_url: str = DEFAULT_RELEASE_URL
     raw_url: str = DEFAULT_RAW_URL
     token: str | None = field(default=None, repr=False)
+    # origin -> (user, password), taken out of URLs given with ``user:password@``.
+    credentials: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict, repr=False)
     connect_timeout: float = 15.0
     read_timeout: float = 60.0
     retries: int = 5
@@ -54,12 +57,15 @@ class UpstreamSettings:
     backoff_max: float = 30.0
 
     def __post_init__(self) -> None:
+        credentials = dict(self.credentials)
         for name in ("api_url", "release_url", "raw_url"):
-            url: str = getattr(self, name)
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise InputError(f"{name} {url!r} is not an http(s) URL", "give a full URL")
+            url, userinfo = split_credentials(check_url(getattr(self, name), name))
+            if userinfo is not None:
+                credentials[_origin(url)] = userinfo
             object.__setattr__(self, name, url.rstrip("/"))
+        # Credentials given in a URL are used at run time only: the URLs kept here (and
+        # so every URL in a lock, a manifest or a message) carry none.
+        object.__setattr__(self, "credentials", credentials)
         if self.retries < 0 or self.backoff < 0 or self.backoff_max < 0:
             raise InputError("retries and backoff must not be negative")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:
@@ -88,12 +94,18 @@ class UpstreamSettings:
         return (self.connect_timeout, self.read_timeout)
 
     def auth_headers(self, url: str) -> dict[str, str]:
-        """``Authorization: Bearer`` for URLs on the API's host, else nothing.
+        """The ``Authorization`` header for ``url``, or nothing.
 
-        A GitHub token is only sent where GitHub (or GitHub Enterprise, whose API and
-        downloads share a host) asked for it, never to a mirror on another host.
-        requests drops the header itself when a redirect leaves the host.
+        Basic auth for a URL on a host whose configured URL carried ``user:password@``;
+        otherwise ``Bearer GITHUB_TOKEN`` for URLs on the API's host. A GitHub token is
+        only sent where GitHub (or GitHub Enterprise, whose API and downloads share a
+        host) asked for it, never to a mirror on another host. requests drops the header
+        itself when a redirect leaves the host; without either, requests reads ~/.netrc.
         """
+        userinfo = self.credentials.get(_origin(url))
+        if userinfo is not None:
+            raw = f"{userinfo[0]}:{userinfo[1]}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
         if self.token and _origin(url) == _origin(self.api_url):
             return {"Authorization": f"Bearer {self.token}"}
         return {}
@@ -105,7 +117,47 @@ class UpstreamSettings:
 
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
-    return (parts.scheme, parts.netloc.lower())
+    return (parts.scheme, parts.netloc.rpartition("@")[2].lower())
+
+
+def check_url(url: str, what: str) -> str:
+    """``url`` if it is a usable http(s) URL, else InputError (exit 2) naming ``what``.
+
+    Refuses control characters and whitespace, an empty host, a malformed IPv6
+    literal and a port that is not a number in 1-65535.
+    """
+    shown = redact_url(url)
+    fix = "give a full URL such as https://mirror.example/path"
+    if not url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise InputError(f"{what} {shown!r} has spaces or control characters", fix)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise InputError(f"{what} {shown!r} is not a valid URL ({e})", fix) from e
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(f"{what} {shown!r} is not an http(s) URL with a host", fix)
+    if port == 0:
+        raise InputError(f"{what} {shown!r} has port 0", fix)
+    return url
+
+
+def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """(``url`` without ``user:password@``, (user, password) or None), percent-decoded."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any ``user:password@`` removed: the only form a message may show."""
+    try:
+        return split_credentials(url)[0]
+    except ValueError:
+        return "<invalid URL>"
 
 
 def new_session() -> requests.Session:

@@ -21,6 +21,7 @@ import click
 
 from mk8s import __version__
 from mk8s.errors import Mk8sError
+from mk8s.ui import safe
 
 
 def debug_log_path() -> Path:
@@ -31,11 +32,16 @@ def debug_log_path() -> Path:
 
 def _write_debug_log(exc: BaseException) -> Path | None:
     text = "".join(traceback.format_exception(exc))
-    for path in (debug_log_path(), Path(tempfile.gettempdir()) / "mk8s-debug.log"):
+    from mk8s.files import open_append_private
+
+    # The fallback lives in a shared place (/tmp): a per-user name, opened without
+    # following symlinks and only if it is this user's own regular file.
+    fallback = Path(tempfile.gettempdir()) / f"mk8s-debug-{os.getuid()}.log"
+    for path in (debug_log_path(), fallback):
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(f"--- mk8s {__version__}: {' '.join(sys.argv)}\n{text}\n")
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with open_append_private(path) as f:
+                f.write(f"--- mk8s {__version__}: {' '.join(sys.argv)}\n{text}\n".encode())
             return path
         except OSError:
             continue
@@ -96,7 +102,8 @@ def cli(ctx: click.Context, verbose: int) -> None:
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"mk8s: error: {message}", err=True)
+    # Messages quote names, versions and paths from files an attacker may have made.
+    click.echo(f"mk8s: error: {safe(message, keep_newlines=True)}", err=True)
     sys.exit(code)
 
 
@@ -118,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if verbose:
             cause = e.__cause__
             while cause is not None:
-                click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                click.echo(safe(f"  caused by: {type(cause).__name__}: {cause}"), err=True)
                 cause = cause.__cause__
         _write_debug_log(e) if verbose else None
         _fail(str(e), e.exit_code)

@@ -74,7 +74,7 @@ def _summary(v: reader.VerifiedBundle) -> dict[str, object]:
 def _summary_line(v: reader.VerifiedBundle, verb: str) -> str:
     m = v.manifest
     signer = f"signed by key {v.signer.key_id}" if v.signer else "UNSIGNED"
-    return (
+    return ui.safe(
         f"{verb}: RKE2 {m.release.tag} linux/{','.join(m.release.arch)}, "
         f"{len(m.artifacts)} artifacts ({ui.human_bytes(m.total_size)}), {signer}, "
         f"bundle sha256 {v.file_sha256}"
@@ -83,10 +83,7 @@ def _summary_line(v: reader.VerifiedBundle, verb: str) -> str:
 
 def _warn_unsigned(v: reader.VerifiedBundle) -> None:
     if v.signer is None:
-        ui.warn(
-            "THIS BUNDLE IS UNSIGNED: its contents are intact but nothing proves "
-            "who made them (accepted because of --allow-unsigned)"
-        )
+        ui.warn(reader.UNSIGNED_WARNING)
 
 
 @bundle.command("verify")
@@ -190,4 +187,5 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     width = max(len(a.path) for a in m.artifacts)
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
-    return "\n".join(lines)
+    # An unverified manifest is attacker-controlled text: escape it line by line.
+    return "\n".join(ui.safe(line) for line in lines)

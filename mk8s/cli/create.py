@@ -179,6 +179,7 @@ def lock_cmd(
 @click.option(
     "--include-self", is_flag=True, help="Carry the mk8s single-file executable in the bundle too."
 )
+@click.option("--force", is_flag=True, help="Replace the bundle file if it exists.")
 def create_cmd(
     spec: str | None,
     lock_path: Path | None,
@@ -196,6 +197,7 @@ def create_cmd(
     cache_dir: Path | None,
     jobs: int | None,
     include_self: bool,
+    force: bool,
 ) -> None:
     """Resolve, download, check and write one signed bundle plus its lockfile.
 
@@ -208,6 +210,7 @@ def create_cmd(
         raise click.UsageError("give --key to sign the bundle (or --unsigned, not recommended)")
     if key_path is not None and unsigned:
         raise click.UsageError("--key and --unsigned contradict each other")
+    create_mod.check_files(files)
     started = time.monotonic()
     if key_path is not None:
         private = keys.load_private_key(key_path, passphrase_reader())
@@ -258,6 +261,7 @@ def create_cmd(
                 jobs=jobs or create_mod.default_jobs(),
                 cache_dir=cache_dir,
                 self_executable=self_exe,
+                force=force,
             ),
             progress,
         )

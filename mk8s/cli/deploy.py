@@ -95,7 +95,7 @@ def deploy_cmd(
         with ui.Transfers("uploaded to") as progress:
             report = deploy(settings, progress=progress)
     if dry_run:
-        click.echo(report.plan_text)
+        click.echo(ui.safe(report.plan_text, keep_newlines=True))
         return
     click.echo(report.table())
     if report.kubeconfig:

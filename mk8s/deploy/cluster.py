@@ -20,7 +20,9 @@ import jsonschema
 import yaml
 
 from mk8s.errors import ClusterFileError
-from mk8s.schemas import json_path, load_schema
+from mk8s.files import read_regular
+from mk8s.schemas import json_path
+from mk8s.schemas import validator as schema_validator
 
 SCHEMA = "cluster.schema.json"
 API_VERSION = "mk8s/v1alpha1"
@@ -33,9 +35,20 @@ DEFAULT_HOST_KEY_POLICY = "strict"
 DEFAULT_CONCURRENCY = 10
 DEFAULT_STAGING_DIR = "/var/lib/mk8s"
 # mk8s writes these config.yaml keys itself; a user value would silently fight it.
-MANAGED_CONFIG_KEYS = ("server", "token", "token-file", "agent-token", "agent-token-file")
+MANAGED_CONFIG_KEYS = (
+    "server",
+    "token",
+    "token-file",
+    "agent-token",
+    "agent-token-file",
+    "node-name",
+)
 # How many schema errors one message shows before "... and N more".
 MAX_ERRORS_SHOWN = 8
+# Bounds that keep a hostile file from costing time or memory: real files are a few KiB.
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_DEPTH = 64
 
 Role = Literal["server", "agent"]
 HostKeyPolicy = Literal["strict", "accept-new"]
@@ -146,14 +159,18 @@ def load_cluster(path: str | os.PathLike[str], *, check_files: bool = True) -> C
     """
     p = Path(path)
     label = str(path)
+    raw = read_regular(
+        p,
+        what="cluster file",
+        max_size=MAX_FILE_BYTES,
+        error=ClusterFileError,
+        fix="pass the cluster file with -f PATH",
+        missing=f"{label}: no such file",
+    )
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise ClusterFileError(
-            f"{label}: no such file", "pass the cluster file with -f PATH"
-        ) from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise ClusterFileError(f"{label}: cannot read: {e}", "check the path") from e
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ClusterFileError(f"{label}: not UTF-8 text ({e})", "save it as UTF-8") from e
     root, data = _parse(label, text)
     _validate(label, root, data)
     return _build(label, p, root, cast(dict[str, Any], data), check_files=check_files)
@@ -167,6 +184,7 @@ def _parse(label: str, text: str) -> tuple[yaml.Node, Any]:
             raise ClusterFileError(
                 f"{label}: the file is empty", "see SPEC section 7 for the cluster.yaml format"
             )
+        _check_size(label, root)
         _check_duplicate_keys(label, root, ())
         data = loader.construct_document(root)
     except yaml.MarkedYAMLError as e:
@@ -176,6 +194,10 @@ def _parse(label: str, text: str) -> tuple[yaml.Node, Any]:
         raise ClusterFileError(f"{where}: not valid YAML: {problem}", "fix the YAML syntax") from e
     except yaml.YAMLError as e:
         raise ClusterFileError(f"{label}: not valid YAML: {e}", "fix the YAML syntax") from e
+    except RecursionError as e:
+        raise ClusterFileError(
+            f"{label}: nested more than this parser can follow", "a cluster file is shallow"
+        ) from e
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -185,6 +207,34 @@ def _parse(label: str, text: str) -> tuple[yaml.Node, Any]:
             "see SPEC section 7 for the cluster.yaml format",
         )
     return root, data
+
+
+def _check_size(label: str, root: yaml.Node) -> None:
+    """Refuse alias bombs and deep nesting before anything expands them.
+
+    Walks the composed graph (aliases are shared nodes there, so nothing is expanded
+    yet) counting every node as the constructed document would hold it.
+    """
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    seen = 0
+    while stack:
+        node, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ClusterFileError(
+                f"{label}: expands to more than {MAX_NODES} values (YAML aliases?)",
+                "write the values out; a cluster file needs no alias expansion this large",
+            )
+        if depth > MAX_DEPTH:
+            raise ClusterFileError(
+                f"{label}:{node.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels",
+                "a cluster file is shallow; check the indentation",
+            )
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack += [(k, depth + 1), (v, depth + 1)]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, depth + 1) for item in node.value]
 
 
 def _check_duplicate_keys(label: str, node: yaml.Node, path: tuple[str | int, ...]) -> None:
@@ -247,7 +297,7 @@ def _validate(label: str, root: yaml.Node, data: dict[str, Any]) -> None:
             f"{label}:{_locate(root, ['kind'])}: kind: {data.get('kind')!r} is not {KIND!r}",
             f"set kind: {KIND} (is this a cluster file?)",
         )
-    validator = jsonschema.Draft202012Validator(load_schema(SCHEMA))
+    validator = schema_validator(SCHEMA)
     found: list[tuple[int, str]] = []
     for err in _expand(validator.iter_errors(data)):
         path = list(err.absolute_path)
@@ -302,6 +352,11 @@ def _resolve(base: Path, value: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _string_list(value: str | Iterable[str]) -> tuple[str, ...]:
+    """One string is one item (never one item per character)."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _freeze(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
@@ -352,7 +407,7 @@ def _build(
 
     rke2 = RKE2Settings(
         version=rke2_block.get("version"),
-        tls_san=tuple(rke2_block.get("tlsSan", ())),
+        tls_san=_string_list(rke2_block.get("tlsSan", ())),
         server_url=rke2_block.get("serverUrl"),
         token_file=token_file,
         config=_freeze(rke2_block.get("config")),
@@ -371,22 +426,23 @@ def _build(
         where: list[str | int] = ["spec", "nodes", i]
         address = str(raw["address"])
         name = str(raw.get("name", address))
-        if name in names:
-            j = names[name]
+        # RKE2 node names and DNS names are case-insensitive: "CP1" and "cp1" collide.
+        if name.lower() in names:
+            j = names[name.lower()]
             fail(
                 [*where, "name"] if "name" in raw else [*where, "address"],
                 f"node name {name!r} is already used by spec.nodes[{j}]"
                 + ("" if "name" in raw else " (a node's name defaults to its address)"),
                 "give each node a unique name",
             )
-        if address in addresses:
+        if address.lower() in addresses:
             fail(
                 [*where, "address"],
-                f"address {address!r} is already used by spec.nodes[{addresses[address]}]",
+                f"address {address!r} is already used by spec.nodes[{addresses[address.lower()]}]",
                 "list each machine once",
             )
-        names[name] = i
-        addresses[address] = i
+        names[name.lower()] = i
+        addresses[address.lower()] = i
         node_ssh = _ssh_settings({**ssh_block, **raw.get("ssh", {})}, base)
         if check_files and node_ssh.identity_file != cluster_ssh.identity_file:
             _check_identity(node_ssh, [*where, "ssh", "identityFile"], fail)
@@ -427,11 +483,12 @@ def _build(
 def _check_managed_keys(config: Mapping[str, Any], where: list[str | int], fail: Any) -> None:
     for key in MANAGED_CONFIG_KEYS:
         if key in config:
-            fix = (
-                "remove it; set spec.rke2.serverUrl for a fixed registration address"
-                if key == "server"
-                else "remove it; set spec.rke2.token.file to choose the token"
-            )
+            if key == "server":
+                fix = "remove it; set spec.rke2.serverUrl for a fixed registration address"
+            elif key == "node-name":
+                fix = "remove it; mk8s sets node-name to the node's name in spec.nodes"
+            else:
+                fix = "remove it; set spec.rke2.token.file to choose the token"
             fail([*where, key], f"{key!r} is managed by mk8s", fix, key=True)
 
 

@@ -114,6 +114,47 @@ def _secrets_in(pieces: tuple[Piece, ...]) -> Iterator[Secret]:
             yield from _secrets_in(p.pieces)
 
 
+class _QuoteTracker:
+    """Follows shell quoting through template text, so a field can be refused where the
+    shell would re-read its (already quoted) value: inside '...' or "...".
+
+    Knows single and double quotes, backslash escapes and ``$(...)``, which opens a
+    fresh word context even inside double quotes. Conservative: templates are ours.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []  # "'", '"' or "$("
+        self._escape = False
+
+    @property
+    def inside_quotes(self) -> bool:
+        return bool(self.stack) and self.stack[-1] in ("'", '"')
+
+    def feed(self, text: str) -> None:
+        i = 0
+        while i < len(text):
+            c = text[i]
+            top = self.stack[-1] if self.stack else ""
+            if self._escape:
+                self._escape = False
+            elif top == "'":
+                if c == "'":
+                    self.stack.pop()
+            elif c == "\\":
+                self._escape = True
+            elif c == "$" and text[i + 1 : i + 2] == "(":
+                self.stack.append("$(")
+                i += 1
+            elif top == '"':
+                if c == '"':
+                    self.stack.pop()
+            elif c in ("'", '"'):
+                self.stack.append(c)
+            elif c == ")" and top == "$(":
+                self.stack.pop()
+            i += 1
+
+
 @dataclass(frozen=True)
 class Command:
     """One shell command for a node.
@@ -170,13 +211,19 @@ class Command:
         """
         values = values or {}
         pieces: list[Piece] = []
+        quoting = _QuoteTracker()
         for literal, name, spec, conv in string.Formatter().parse(template):
             if literal:
                 pieces.append(Raw(literal))
+                quoting.feed(literal)
             if name is None:
                 continue
             if spec or conv:
                 raise ValueError(f"format specs are not supported: {{{name}}}")
+            if quoting.inside_quotes:
+                # A quoted word inside another quote level is re-read by the shell:
+                # "$(x)" in a value would run. Pass it as its own word or a variable.
+                raise ValueError(f"field {{{name}}} is inside a quoted string in {template!r}")
             v = values[name]
             pieces.append(v if isinstance(v, Secret) else str(v))
         options.setdefault("compound", True)

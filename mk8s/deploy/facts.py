@@ -70,12 +70,16 @@ def privileged(staging: str) -> Command:
     are unchanged since mk8s checked it, else from sha256sum.
     """
     root = staging.rstrip("/").rsplit("/", 1)[0] or "/"
+    # Every value is assigned to a shell variable once, as its own quoted word, and
+    # used only as "$var": no value is ever re-read inside another quote level.
     return Command.script(
-        'h() {{ k={sums}/$(printf %s "${{1#/}}" | tr / %); '
+        "sums={sums}; staging={staging}; bin={bin}; config={config}; "
+        "registries={registries}; token={token}; images={images}; "
+        'h() {{ k="$sums/$(printf %s "${{1#/}}" | tr / %)"; '
         "s=$(stat -c '%s %.9Z %i' \"$1\"); "
         'if [ -f "$k" ] && [ "$(cut -d" " -f2- "$k")" = "$s" ]; then cut -d" " -f1 "$k"; '
         'else sha256sum "$1" | cut -d" " -f1; fi; }}; '
-        'd={staging}; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; '
+        'd="$staging"; while [ ! -d "$d" ]; do d=$(dirname "$d"); done; '
         'echo "disk_free_kb=$(df -Pk "$d" | awk \'NR==2{{print $4}}\')"; '
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
@@ -83,19 +87,19 @@ def privileged(staging: str) -> Command:
         "if [ -e $u/nm-cloud-setup.service ]; then "
         'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
         "break; fi; done; "
-        "if [ -x {bin} ]; then "
-        'echo "rke2_version=$({bin} --version 2>/dev/null | head -n 1)"; fi; '
+        'if [ -x "$bin" ]; then '
+        'echo "rke2_version=$("$bin" --version 2>/dev/null | head -n 1)"; fi; '
         "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
-        "for f in {config} {registries}; do "
+        'for f in "$config" "$registries"; do '
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
-        'if [ -f {token} ]; then echo "node_token=$(cat {token})"; fi; '
-        "if [ -d {staging} ]; then cd {staging} && "
+        'if [ -f "$token" ]; then echo "node_token=$(head -n 1 "$token")"; fi; '
+        'if [ -d "$staging" ]; then cd "$staging" && '
         'for f in * files/*; do [ -f "$f" ] || continue; case "$f" in '
-        '*.part) echo "part $(stat -c %s "$f") {staging}/$f";; '
-        '*) echo "sha256 $(h {staging}/$f) {staging}/$f";; esac; done; fi; '
-        'if [ -d {images} ]; then cd {images} && for f in *; do [ -f "$f" ] && '
-        'echo "sha256 $(h {images}/$f) {images}/$f"; done; fi; true',
+        '*.part) echo "part $(stat -c %s "$f") $staging/$f";; '
+        '*) echo "sha256 $(h "$staging/$f") $staging/$f";; esac; done; fi; '
+        'if [ -d "$images" ]; then cd "$images" && for f in *; do [ -f "$f" ] && '
+        'echo "sha256 $(h "$images/$f") $images/$f"; done; fi; true',
         {
             "sums": sums_dir(root),
             "staging": staging,

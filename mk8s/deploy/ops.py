@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle.keys import atomic_write
 from mk8s.deploy import facts as facts_mod
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.run import _node_ready, _parallel, _Runner, connect_many, connect_node
 from mk8s.deploy.state import StateDir
 from mk8s.errors import ConnectError, DeployError, Mk8sError
+from mk8s.files import atomic_write
 
 Log = Callable[[str], None]
 
@@ -92,11 +92,8 @@ def status_table(rows: list[NodeStatus]) -> str:
     for r in rows:
         ready = "Ready" if r.ready else ("unreachable" if not r.reachable else "NotReady")
         table.append((r.node.name, r.node.address, r.node.role, r.service, r.version or "-", ready))
-    widths = [max(len(row[i]) for row in table) for i in range(6)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table
-    ]
-    lines += [f"{r.node.name}: {r.error}" for r in rows if r.error]
+    lines = [ui.table(table)]
+    lines += [ui.safe(f"{r.node.name}: {r.error}") for r in rows if r.error]
     return "\n".join(lines)
 
 

@@ -28,7 +28,7 @@ import yaml
 
 from mk8s.bundle.manifest import Artifact, Lock
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.command import Command, FileUpload, Secret, write_file
+from mk8s.deploy.command import MASK, Command, FileUpload, Secret, write_file
 from mk8s.deploy.facts import (
     CONFIG_PATH,
     IMAGES_DIR,
@@ -238,7 +238,7 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
         template = (
             "(ln -f {src} {dest} 2>/dev/null || "
             "(cp -f {src} {dest}.mk8s-tmp && mv -f {dest}.mk8s-tmp {dest})) && "
-            "echo '{sha}  {dest}' | sha256sum -c --quiet - && " + RECORD_TEMPLATE
+            "printf '%s  %s\\n' {sha} {dest} | sha256sum -c --quiet - && " + RECORD_TEMPLATE
         )
         keys = {"src": remote_path(ctx, art), "dest": dest, "sha": art.sha256, **rec}
         for k, v in keys.items():
@@ -255,12 +255,17 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
                 timeout=900,
             )
         )
-    registries = ctx.cluster.rke2.registries
+    registries = registries_bytes(ctx)
     if registries is not None:
-        body = yaml.safe_dump(_plain(registries), sort_keys=True).encode()
+        body = registries[0]
         if f.hashes.get(REGISTRIES_PATH) != _sha(body):
             cmds.append(
-                write_file(REGISTRIES_PATH, body, mode=0o600, description="write registries.yaml")
+                write_file(
+                    REGISTRIES_PATH,
+                    Secret(body.decode()),
+                    mode=0o600,
+                    description="write registries.yaml (0600)",
+                )
             )
     return Step(
         node.name,
@@ -268,6 +273,21 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
         commands=tuple(cmds),
         note="" if cmds else "RKE2 and images already in place",
     )
+
+
+def missing_for_deploy(manifest: Lock) -> list[str]:
+    """What a signed, intact bundle still lacks to install RKE2 (empty when complete):
+    install.sh, and for every arch the RKE2 tarball, its checksum file and images."""
+    missing = [] if manifest.find(kind="install-script") else ["install.sh"]
+    for arch in manifest.release.arch:
+        for kind, what in (
+            ("rke2", f"rke2.linux-{arch}.tar.gz"),
+            ("checksums", f"sha256sum-{arch}.txt"),
+            ("images", f"an image tarball for {arch}"),
+        ):
+            if not manifest.find(kind=kind, arch=arch):
+                missing.append(what)
+    return missing
 
 
 def _one(manifest: Lock, kind: str, arch: str | None) -> Artifact:
@@ -288,7 +308,8 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
     if node.name != ctx.cluster.bootstrap.name:
         config["server"] = ctx.server_url
     if node.is_server:
-        sans = list(config.get("tls-san", []) or [])
+        given = config.get("tls-san") or []
+        sans = [given] if isinstance(given, str) else list(given)
         extra = list(rke2.tls_san)
         if rke2.server_url:
             extra.append(urlsplit(rke2.server_url).hostname or "")
@@ -300,16 +321,46 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
     return config
 
 
+# Config keys whose values are secrets (RKE2's etcd-s3-secret-key, a registry's
+# password or auth, any *-token): masked wherever a config is shown.
+SECRET_KEY_SUFFIXES = ("-secret", "-key", "password", "token", "secret")
+SECRET_KEYS = frozenset({"auth", "identitytoken"})
+
+
+def is_secret_key(key: object) -> bool:
+    k = str(key).lower()
+    return k in SECRET_KEYS or k.endswith(SECRET_KEY_SUFFIXES)
+
+
+def mask_secrets(value: Any) -> Any:
+    """``value`` with every secret-looking key's value replaced by ``***``, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: MASK if is_secret_key(k) and v is not None else mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def _dump(value: Any) -> bytes:
+    return yaml.safe_dump(value, sort_keys=True, default_flow_style=False).encode()
+
+
 def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
-    """(real bytes, masked bytes) of the node's config.yaml; only the token differs."""
-    config = node_config(ctx, node)
+    """(real bytes, masked bytes) of the node's config.yaml."""
+    config = {**node_config(ctx, node), "token": ctx.token.reveal()}
+    return _dump(config), _dump(mask_secrets(config))
 
-    def dump(token: str) -> bytes:
-        return yaml.safe_dump(
-            {**config, "token": token}, sort_keys=True, default_flow_style=False
-        ).encode()
 
-    return dump(ctx.token.reveal()), dump("***")
+def registries_bytes(ctx: Context) -> tuple[bytes, bytes] | None:
+    """(real bytes, masked bytes) of registries.yaml, or None when none is written."""
+    registries = ctx.cluster.rke2.registries
+    if registries is None:
+        return None
+    plain = _plain(registries)
+    return _dump(plain), _dump(mask_secrets(plain))
 
 
 def _sha(data: bytes) -> str:

@@ -28,7 +28,7 @@ from mk8s.deploy import facts as facts_mod
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, as_user
-from mk8s.deploy.state import StateDir
+from mk8s.deploy.state import StateDir, read_token_file
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.errors import (
     BundleRejected,
@@ -38,6 +38,7 @@ from mk8s.errors import (
     PreflightError,
     RemoteCommandError,
 )
+from mk8s.files import atomic_write
 
 Log = Callable[[str], None]
 TransferProgress = Callable[[str, int, "int | None"], None]
@@ -90,13 +91,8 @@ class DeployReport:
         rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
         for o in self.outcomes.values():
             rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-        ]
-        for o in self.outcomes.values():
-            if o.error:
-                lines.append(f"{o.node.name}: {o.error}")
+        lines = [ui.table(rows)]
+        lines += [ui.safe(f"{o.node.name}: {o.error}") for o in self.outcomes.values() if o.error]
         return "\n".join(lines)
 
 
@@ -283,15 +279,26 @@ def _parallel(items: Iterable[Node], jobs: int, fn: Callable[[Node], None]) -> N
 
 def _verify(settings: DeploySettings, extract_to: Path | None) -> reader.VerifiedBundle:
     if extract_to is None:
-        return reader.verify_bundle(
+        v = reader.verify_bundle(
             settings.bundle, settings.trusted, allow_unsigned=settings.allow_unsigned
         )
-    return reader.extract_bundle(
-        settings.bundle, settings.trusted, extract_to, allow_unsigned=settings.allow_unsigned
-    )
+    else:
+        v = reader.extract_bundle(
+            settings.bundle, settings.trusted, extract_to, allow_unsigned=settings.allow_unsigned
+        )
+    if v.signer is None and extract_to is None:  # the first of the two passes says it
+        ui.warn(reader.UNSIGNED_WARNING)
+    return v
 
 
 def _check_version(cluster: Cluster, manifest: Lock) -> None:
+    missing = plan.missing_for_deploy(manifest)
+    if missing:
+        raise BundleRejected(
+            f"the bundle is signed and intact but cannot install RKE2: it lacks"
+            f" {', '.join(missing)}",
+            "create a complete bundle with `mk8s bundle create`",
+        )
     want = cluster.rke2.version
     if want and want != manifest.release.tag:
         raise InputError(
@@ -424,15 +431,7 @@ def _resolve_token(
 ) -> Secret:
     cluster = settings.cluster
     if cluster.rke2.token_file is not None:
-        try:
-            value = cluster.rke2.token_file.read_text(encoding="utf-8").strip()
-        except OSError as e:
-            raise InputError(
-                f"cannot read the token file {cluster.rke2.token_file}: {e.strerror}",
-                "fix spec.rke2.token.file",
-            ) from e
-        if not value:
-            raise InputError(f"the token file {cluster.rke2.token_file} is empty")
+        value = read_token_file(cluster.rke2.token_file)
         token = value
     else:
         stored = state.read_token()
@@ -734,7 +733,7 @@ def _write_kubeconfig(
     text = runner.run(first, "kubeconfig", plan.kubeconfig_command()).stdout
     body = plan.rewrite_kubeconfig(text, ctx.api_host)
     out = settings.kubeconfig_out or Path.cwd() / f"{settings.cluster.name}.kubeconfig"
-    keys.atomic_write(out, body.encode(), mode=0o600)
+    atomic_write(out, body.encode(), mode=0o600)
     return out
 
 
@@ -786,9 +785,13 @@ def _dry_run(settings: DeploySettings, log: Log) -> DeployReport:
                     lines.append(f"  {up.display()}")
                 for cmd in step.commands:
                     lines.append(f"  $ {as_user(cmd, node.ssh.user).display()}")
+                    shown: bytes | None = None
                     if cmd.description.startswith("write config.yaml"):
-                        _, masked = plan.config_bytes(ctx, node)
-                        lines += [f"    | {ln}" for ln in masked.decode().splitlines()]
+                        shown = plan.config_bytes(ctx, node)[1]
+                    elif cmd.description.startswith("write registries.yaml"):
+                        shown = (plan.registries_bytes(ctx) or (b"", b""))[1]
+                    if shown is not None:
+                        lines += [f"    | {ln}" for ln in shown.decode().splitlines()]
             wait = settings.ready_timeout
             lines.append(f"  wait until {node.name} is Ready (at most {wait:.0f}s)")
     lines.append(

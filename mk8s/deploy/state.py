@@ -22,22 +22,36 @@ from pathlib import Path
 from typing import Any
 
 from mk8s.errors import InputError, OutputError, StateLockedError
+from mk8s.files import atomic_write, read_regular
 
 STATE_ROOT = ".mk8s"
 
 
 def _private_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=0o600)
+
+
+MAX_TOKEN_FILE = 64 << 10
+
+
+def read_token_file(path: Path) -> str:
+    """The token on the first line of ``path`` (surrounding blanks dropped).
+
+    Raises InputError (exit 2) when the file is not a regular file, is huge, is empty,
+    or the token holds characters RKE2 cannot take (spaces, control characters).
+    """
+    fix = "put the token alone on the first line of the file"
+    raw = read_regular(path, what="token file", max_size=MAX_TOKEN_FILE, fix=fix)
+    first = raw.split(b"\n", 1)[0].strip()
+    if not first:
+        raise InputError(f"the token file {path} is empty", fix)
+    if len(first) > 1024 or any(c < 0x21 or c > 0x7E for c in first):
+        raise InputError(
+            f"the token in {path} is longer than 1024 characters or holds spaces,"
+            " control or non-ASCII characters",
+            fix,
+        )
+    return first.decode("ascii")
 
 
 class StateDir:
@@ -90,13 +104,9 @@ class StateDir:
 
     def read_token(self) -> str | None:
         """The stored token, or None; InputError if the file is unusable."""
-        try:
-            value = self.token_path.read_text(encoding="utf-8").strip()
-        except FileNotFoundError:
+        if not self.token_path.exists():
             return None
-        except OSError as e:
-            raise InputError(f"cannot read {self.token_path}: {e.strerror}") from e
-        return value or None
+        return read_token_file(self.token_path)
 
     def write_token(self, token: str) -> None:
         self.ensure()

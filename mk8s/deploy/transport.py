@@ -10,10 +10,12 @@ and the fix. :class:`LocalTransport` runs on this machine (tests, local runs).
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import getpass
 import hashlib
 import os
+import re
 import select
 import socket
 import stat
@@ -24,7 +26,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -34,6 +36,7 @@ import paramiko
 from mk8s.deploy.cluster import Node, SSHSettings
 from mk8s.deploy.command import Command, as_user
 from mk8s.errors import ConnectError, HostKeyError, RemoteCommandError
+from mk8s.files import read_regular
 
 PASSPHRASE_ENV = "MK8S_SSH_PASSPHRASE"  # noqa: S105  (a variable name, not a secret)
 DEFAULT_CONNECT_TIMEOUT = 15.0
@@ -319,36 +322,74 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _entry_matches(pattern: str, hostname: str) -> bool:
-    if pattern.startswith("|1|"):
-        return paramiko.HostKeys.hash_host(hostname, pattern) == pattern
-    return pattern == hostname
+MAX_KNOWN_HOSTS = 64 << 20
 
 
-def _known_keys(path: Path, hostname: str) -> list[tuple[int, paramiko.PKey]]:
-    """(line number, key) of every known_hosts entry for ``hostname`` (plain or hashed).
+def _glob(pattern: str, hostname: str) -> bool:
+    """OpenSSH's host pattern: ``*`` and ``?`` wildcards, case-insensitive (``[`` is
+    literal: ``[host]:port`` names are not character classes)."""
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, hostname, re.IGNORECASE | re.DOTALL) is not None
 
-    Lines paramiko cannot parse (markers such as @cert-authority, unknown key types)
-    are skipped, as OpenSSH skips what it does not understand."""
-    found: list[tuple[int, paramiko.PKey]] = []
+
+def _host_matches(patterns: Sequence[str], hostname: str) -> bool:
+    """Whether a known_hosts line's comma-separated patterns name ``hostname``.
+
+    As in OpenSSH: a hashed entry matches its one host; otherwise some pattern must
+    match and no negated (``!pattern``) one may: ``!host`` alone never matches.
+    """
+    positive = False
+    for pattern in patterns:
+        if pattern.startswith("|1|"):
+            positive = positive or paramiko.HostKeys.hash_host(hostname, pattern) == pattern
+        elif pattern.startswith("!"):
+            if _glob(pattern[1:], hostname):
+                return False
+        elif _glob(pattern, hostname):
+            positive = True
+    return positive
+
+
+@dataclass(frozen=True)
+class KnownHost:
+    """One known_hosts line that names the host: its key, and whether it is revoked."""
+
+    line: int
+    key: paramiko.PKey
+    revoked: bool = False
+
+
+def _known_keys(path: Path, hostname: str) -> list[KnownHost]:
+    """Every known_hosts entry for ``hostname`` (plain, hashed, wildcard, ``@revoked``).
+
+    ``@cert-authority`` lines and lines paramiko cannot parse (unknown key types) are
+    skipped, as OpenSSH skips what it does not understand."""
+    found: list[KnownHost] = []
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return found
-    except OSError as e:
-        raise HostKeyError(f"cannot read known_hosts {path}: {e.strerror or e}", None) from e
-    for lineno, line in enumerate(lines, 1):
+        data = read_regular(
+            path, what="known_hosts file", max_size=MAX_KNOWN_HOSTS, error=HostKeyError
+        )
+    except HostKeyError as e:
+        if isinstance(e.__cause__, FileNotFoundError):
+            return found
+        raise
+    for lineno, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         line = line.strip()
+        revoked = False
+        if line.startswith("@revoked"):
+            revoked, line = True, line[len("@revoked") :].strip()
         if not line or line.startswith(("#", "@")):
+            continue
+        fields = line.split()
+        if len(fields) < 3 or not _host_matches(fields[0].split(","), hostname):
             continue
         try:
             entry = paramiko.hostkeys.HostKeyEntry.from_line(line, lineno)
-        except (paramiko.SSHException, ValueError, TypeError, IndexError):
+        except (paramiko.SSHException, ValueError, TypeError, IndexError, binascii.Error):
             continue
         if entry is None or entry.key is None:
             continue
-        if any(_entry_matches(p, hostname) for p in entry.hostnames):
-            found.append((lineno, entry.key))
+        found.append(KnownHost(lineno, entry.key, revoked))
     return found
 
 
@@ -375,7 +416,16 @@ def check_host_key(
     under ``accept-new``. A host known only under other key types is refused too.
     """
     hostname = known_hosts_name(address, port)
-    known = _known_keys(known_hosts, hostname)
+    entries = _known_keys(known_hosts, hostname)
+    for e in entries:
+        if e.revoked and e.key == key:
+            raise HostKeyError(
+                f"host key for {hostname} ({key.get_name()} {fingerprint(key)}) is REVOKED"
+                f" in {known_hosts}:{e.line}; not connecting",
+                "the host offers a key marked @revoked: reinstall its host keys, or remove"
+                " the marker if it was a mistake",
+            )
+    known = [(e.line, e.key) for e in entries if not e.revoked]
     if any(k == key for _, k in known):
         return
     same_type = [(n, k) for n, k in known if k.get_name() == key.get_name()]
@@ -605,7 +655,9 @@ class SSHTransport(Transport):
         # Ask for the key types known_hosts has for this host first, like OpenSSH,
         # so a host with several keys is checked against the one we know.
         hostname = known_hosts_name(self.address, s.port)
-        known_types = [k.get_name() for _, k in _known_keys(s.known_hosts, hostname)]
+        known_types = [
+            e.key.get_name() for e in _known_keys(s.known_hosts, hostname) if not e.revoked
+        ]
         if known_types:
             types = list(opts.key_types)
             opts.key_types = tuple(
