@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -116,9 +115,11 @@ def test_drift_against_a_lock_is_an_alarm(run_cli, env: Path, upstream: ExampleU
     named = [n for n in ("rke2.linux-amd64.tar.gz", "sha256sum-amd64.txt") if n in r.err]
     assert named, r.err
     assert pins[named[0]] in r.err
-    assert len(set(re.findall(r"\b[0-9a-f]{64}\b", r.err))) == 2
+    # A drifted file of another size is cut off before it is read (issue 10), so only
+    # a same-size drift can name the new hash.
     if named[0] == "rke2.linux-amd64.tar.gz":
-        assert new in r.err and pinned.sha256 in r.err
+        assert pinned.sha256 in r.err
+        assert new in r.err or "bytes" in r.err
     assert _outputs(env) == ["mk8s.lock"] and (env / "mk8s.lock").read_bytes() == lock_before
 
 

@@ -336,7 +336,9 @@ def mask_secrets(value: Any) -> Any:
     """``value`` with every secret-looking key's value replaced by ``***``, at any depth."""
     if isinstance(value, Mapping):
         return {
-            k: MASK if is_secret_key(k) and v is not None else mask_secrets(v)
+            k: MASK
+            if is_secret_key(k) and v is not None and not isinstance(v, Mapping)
+            else mask_secrets(v)
             for k, v in value.items()
         }
     if isinstance(value, list | tuple):
