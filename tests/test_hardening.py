@@ -769,3 +769,43 @@ def test_incomplete_signed_bundle_names_no_internal_error(tmp_path: Path) -> Non
         "sha256sum-amd64.txt",
         "an image tarball for amd64",
     ]
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000 + b"]" * 100_000, b"[1, 2]", b'"x"', b"null"])
+def test_lock_json_that_is_deep_or_not_an_object(tmp_path: Path, run_cli, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "mk8s.lock"
+    p.write_bytes(data)
+    r = run_cli("bundle", "create", "--lock", str(p), "--unsigned", "-o", str(tmp_path / "b"))
+    assert r.code == 2, r.err
+    assert "internal error" not in r.err
+
+
+def test_identity_file_that_is_not_a_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "id_fifo"
+    os.mkfifo(fifo)
+    body = cluster_text(rke2="").replace("spec:\n", f"spec:\n  ssh: {{identityFile: {fifo}}}\n")
+    with pytest.raises(ClusterFileError, match="not a regular file"):
+        load_cluster(_cluster(tmp_path, body))
+
+
+@pytest.mark.parametrize(
+    "ssh",
+    ['{identityFile: "a\\0b"}', '{knownHosts: "kh\\nx"}', '{identityFile: "\\x1b[2J"}'],
+)
+def test_paths_with_control_characters_are_refused(tmp_path: Path, ssh: str) -> None:
+    body = cluster_text().replace("spec:\n", f"spec:\n  ssh: {ssh}\n")
+    with pytest.raises(ClusterFileError, match="does not match"):
+        load_cluster(_cluster(tmp_path, body))
+
+
+def test_token_path_with_nul_is_refused(tmp_path: Path) -> None:
+    body = cluster_text(rke2='  rke2:\n    token: {file: "t\\0"}\n')
+    with pytest.raises(ClusterFileError, match="does not match"):
+        load_cluster(_cluster(tmp_path, body))
+
+
+@pytest.mark.parametrize("san", ["5", "[a.example, 7]", "{x: 1}"])
+def test_odd_tls_san_values_in_config_are_strings(tmp_path: Path, san: str) -> None:
+    ctx, _ = _ctx(tmp_path, f"  rke2:\n    config: {{tls-san: {san}}}\n")
+    sans = plan.node_config(ctx, ctx.cluster.bootstrap)["tls-san"]
+    assert all(isinstance(s, str) for s in sans)

@@ -162,6 +162,15 @@ class Lock:
                 f"{source} is not valid JSON ({e})",
                 "regenerate it with `mk8s bundle lock`",
             ) from e
+        except RecursionError as e:
+            raise LockError(
+                f"{source} is nested too deeply to be a lock or manifest",
+                "regenerate it with `mk8s bundle lock`",
+            ) from e
+        if not isinstance(obj, dict):
+            raise LockError(
+                f"{source} is JSON but not an object", "regenerate it with `mk8s bundle lock`"
+            )
         if validate:
             errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
             if errors:
@@ -265,8 +274,28 @@ def _check_url(a: Artifact) -> None:
         )
 
 
+def _check_release(r: Release) -> None:
+    """Types and shapes the schema also states: here so that an unvalidated manifest
+    (``bundle inspect``) is still a well-formed object."""
+    for name in ("requested", "tag", "cni"):
+        value = getattr(r, name)
+        if not isinstance(value, str) or not value or len(value) > 64:
+            raise ValueError(f"rke2.{name} must be a non-empty string of at most 64 characters")
+    if not r.arch or not all(a in ("amd64", "arm64") for a in r.arch):
+        raise ValueError("rke2.arch must list amd64 and/or arm64")
+    if not all(isinstance(g, str) for g in r.image_groups):
+        raise ValueError("rke2.imageGroups must be strings")
+    if not isinstance(r.allow_prerelease, bool):
+        raise ValueError("rke2.allowPrerelease must be true or false")
+
+
 def _check_invariants(lock: Lock) -> None:
     seen_paths: set[str] = set()
+    if lock.kind not in (LOCK_KIND, BUNDLE_KIND):
+        raise ValueError(f"kind must be {LOCK_KIND} or {BUNDLE_KIND}")
+    if lock.created_by is not None and not isinstance(lock.created_by, str):
+        raise ValueError("createdBy must be a string")
+    _check_release(lock.release)
     if not lock.artifacts:
         raise ValueError("the lock pins no artifact")
     try:

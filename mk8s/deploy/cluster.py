@@ -494,8 +494,9 @@ def _check_managed_keys(config: Mapping[str, Any], where: list[str | int], fail:
 
 def _check_identity(ssh: SSHSettings, where: list[str | int], fail: Any) -> None:
     if ssh.identity_file is not None and not ssh.identity_file.is_file():
+        what = "is not a regular file" if ssh.identity_file.exists() else "does not exist"
         fail(
             where,
-            f"{ssh.identity_file} does not exist",
+            f"{ssh.identity_file} {what}",
             "fix the path, or remove identityFile to use the ssh-agent",
         )

@@ -309,7 +309,7 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
         config["server"] = ctx.server_url
     if node.is_server:
         given = config.get("tls-san") or []
-        sans = [given] if isinstance(given, str) else list(given)
+        sans = [str(s) for s in given] if isinstance(given, list | tuple) else [str(given)]
         extra = list(rke2.tls_san)
         if rke2.server_url:
             extra.append(urlsplit(rke2.server_url).hostname or "")
