@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mk8s.errors import InputError, OutputError, StateLockedError
-from mk8s.files import atomic_write, read_regular
+from mk8s.files import atomic_write, open_append_private, read_regular
 
 STATE_ROOT = ".mk8s"
 
@@ -147,8 +147,5 @@ class StateDir:
         line = json.dumps(record, sort_keys=True) + "\n"
         with self._audit_lock:
             self.ensure()
-            fd = os.open(self.audit_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            with open_append_private(self.audit_path) as f:
+                f.write(line.encode())
