@@ -36,7 +36,7 @@ from mk8s.images.errors import (
     RegistryError,
     RegistryTLSError,
 )
-from mk8s.images.model import ACCEPT, MAX_MANIFEST, media_type_of, sha256_digest
+from mk8s.images.model import ACCEPT, MAX_MANIFEST, Manifest, media_type_of, sha256_digest
 from mk8s.images.reference import DOCKER_HUB, DOCKER_HUB_API
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,6 @@ class RegistrySettings:
 
     def backoff_delay(self, attempt: int) -> float:
         return float(min(self.backoff * (2**attempt), self.backoff_max))
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest or index: its exact bytes, media type and the digest of the bytes."""
-
-    data: bytes
-    media_type: str
-    digest: str
 
 
 @dataclass

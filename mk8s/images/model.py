@@ -195,3 +195,54 @@ def make_index(manifests: Iterable[Descriptor], media_type: str = OCI_INDEX) -> 
         "manifests": [d.to_json() for d in manifests],
     }
     return canonical_json(doc)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest or index: its exact bytes, media type and the digest of the bytes."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str, media_type: str | None = None) -> Manifest:
+        """Wrap ``data``, taking the media type from it unless given."""
+        media = media_type or media_type_of(data, where)
+        return cls(data, media, sha256_digest(data))
+
+    def descriptor(self, **extra: Any) -> Descriptor:
+        """A descriptor pointing at this manifest."""
+        return Descriptor(self.media_type, self.digest, len(self.data), **extra)
+
+
+@dataclass(frozen=True)
+class BlobSource:
+    """A blob (config or layer) an archive holds, and the member that holds it."""
+
+    digest: str
+    size: int
+    member: str
+
+
+@dataclass(frozen=True)
+class ArchiveImage:
+    """One image in an archive, ready to push or list.
+
+    ``names`` are the full references the archive gives it (``registry/repo:tag``;
+    empty when it names none). ``root`` is what the tags point at (a manifest or an
+    index); ``manifests`` are the platform manifests an index lists (pushed by digest
+    first); ``blobs`` are every config and layer, each once.
+    """
+
+    names: tuple[str, ...]
+    root: Manifest
+    manifests: tuple[Manifest, ...]
+    blobs: tuple[BlobSource, ...]
+    platforms: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Bytes of all blobs and manifests."""
+        docs = len(self.root.data) + sum(len(m.data) for m in self.manifests)
+        return docs + sum(b.size for b in self.blobs)
