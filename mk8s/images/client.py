@@ -116,7 +116,10 @@ class RegistryClient:
         host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
         scheme = "http" if self.settings.plain_http else "https"
         self.base_url = f"{scheme}://{host}"
-        self.session = session or _new_session(self.settings)
+        self.session = session or _new_session()
+        # Passed with every request: a session's own ``verify`` loses to
+        # REQUESTS_CA_BUNDLE when trust_env is on (a requests quirk), a given CA must not.
+        self._verify: str | None = str(self.settings.ca_file) if self.settings.ca_file else None
         self.stats = ClientStats()
         self._basic = False  # the registry asked for basic auth: send it up front
         self._tokens: dict[str, str] = {}  # bearer token by scope
@@ -410,7 +413,14 @@ class RegistryClient:
         self.stats.requests[method] += 1
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         return self.session.request(
-            method, url, headers=h, data=data, stream=stream, timeout=timeout, allow_redirects=True
+            method,
+            url,
+            headers=h,
+            data=data,
+            stream=stream,
+            timeout=timeout,
+            allow_redirects=True,
+            verify=self._verify,
         )
 
     def _auth_header(self, scope: str) -> str | None:
@@ -453,7 +463,9 @@ class RegistryClient:
             headers["Authorization"] = self._credentials.basic_header()
         timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         try:
-            r = self.session.get(realm, params=query, headers=headers, timeout=timeout)
+            r = self.session.get(
+                realm, params=query, headers=headers, timeout=timeout, verify=self._verify
+            )
         except requests.exceptions.SSLError as e:
             raise self._tls_error(e) from e
         except TRANSIENT as e:
@@ -613,11 +625,9 @@ class _Download:
 
 
 # -- helpers --------------------------------------------------------------------------------
-def _new_session(settings: RegistrySettings) -> requests.Session:
+def _new_session() -> requests.Session:
     s = requests.Session()
     s.trust_env = True  # proxies and REQUESTS_CA_BUNDLE, like any requests client
-    if settings.ca_file is not None:
-        s.verify = str(settings.ca_file)
     s.headers["User-Agent"] = f"mk8s/{__version__}"
     return s
 

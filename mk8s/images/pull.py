@@ -185,4 +185,3 @@ class _Puller:
         finally:
             part.unlink(missing_ok=True)
         return final
-
