@@ -123,6 +123,8 @@ class RegistryClient:
         self.stats = ClientStats()
         self._basic = False  # the registry asked for basic auth: send it up front
         self._tokens: dict[str, str] = {}  # bearer token by scope
+        self.known_blobs: dict[str, str] = {}
+        """digest -> a repository seen holding it: the source of cross-repository mounts."""
 
     def close(self) -> None:
         self.session.close()
@@ -191,7 +193,8 @@ class RegistryClient:
             if r.status_code == 404:
                 return False
             self._expect(r, (200,), f"blob {digest} of {repository}")
-            return True
+        self.known_blobs.setdefault(digest, repository)
+        return True
 
     def download_blob(
         self,
@@ -224,6 +227,7 @@ class RegistryClient:
         with self._request("POST", url, repository, data=b"", push=True) as r:
             if r.status_code == 201:
                 self.stats.blobs_mounted += 1
+                self.known_blobs.setdefault(digest, repository)
                 return True
             self._expect(r, (202,), f"mounting {digest} into {repository}")
             location = r.headers.get("Location")
@@ -274,6 +278,7 @@ class RegistryClient:
             raise
         self.stats.blobs_uploaded += 1
         self.stats.bytes_uploaded += size
+        self.known_blobs.setdefault(digest, repository)
 
     # -- uploads -------------------------------------------------------------------------
     def _start_upload(self, repository: str) -> str:

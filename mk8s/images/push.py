@@ -165,7 +165,8 @@ class _BlobPusher:
         self.path = path
         self.report = report
         self.progress = progress
-        self.present: dict[str, str] = {}  # digest -> a repository that has it
+        self.present = client.known_blobs  # digest -> a repository that has it
+        self.checked: set[tuple[str, str]] = set()
         self.missing: dict[str, list[str]] = {}  # digest -> repositories lacking it
         self.sources: dict[str, BlobSource] = {}
 
@@ -187,11 +188,11 @@ class _BlobPusher:
 
     def _probe(self, repo: str, blob: BlobSource) -> None:
         self.sources.setdefault(blob.digest, blob)
-        if repo in self.missing.get(blob.digest, ()) or self.present.get(blob.digest) == repo:
+        if (repo, blob.digest) in self.checked:
             return
+        self.checked.add((repo, blob.digest))
         if self.client.blob_exists(repo, blob.digest):
             self.report.blobs_skipped += 1
-            self.present.setdefault(blob.digest, repo)
         else:
             self.missing.setdefault(blob.digest, []).append(repo)
 
@@ -233,7 +234,6 @@ class _BlobPusher:
             self.report.blobs_uploaded += 1
             self.report.bytes_uploaded += blob.size
             self.missing[digest] = repos[1:]
-            self.present[digest] = repos[0]
             if not self.missing[digest]:
                 del self.missing[digest]
             else:

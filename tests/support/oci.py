@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import io
 import json
+import random
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -102,13 +103,13 @@ def _config(platform: str, diff_ids: list[str], seed: str) -> bytes:
 def build_image(
     platform: str = "linux/amd64", seed: str = "a", layers: int = 2, layer_size: int = 2000
 ) -> BuiltImage:
-    """A small OCI image with ``layers`` gzip layers of a few files each."""
+    """A small OCI image with ``layers`` gzip layers of a few files each (one of
+    ``layer_size`` random, so incompressible, bytes)."""
     tars = []
     for i in range(layers):
         files = {
             f"etc/{seed}-{i}.txt": f"{seed} {platform} layer {i}\n".encode(),
-            f"bin/blob-{i}": hashlib.sha256(f"{seed}{platform}{i}".encode()).digest()
-            * (layer_size // 32 + 1),
+            f"bin/blob-{i}": random.Random(f"{seed}{platform}{i}").randbytes(layer_size),
             "README": f"image {seed} for {platform}\n".encode(),
         }
         tars.append(tar_of(files))
