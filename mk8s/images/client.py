@@ -49,6 +49,9 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UPLOAD_RANGE = re.compile(r"^(?:bytes=)?0-(\d+)$")
+_READ = 1 << 16
+"""Download read size: a cut connection loses at most this much already-received data
+(urllib3 drops a partial read), and the resume asks only for the rest."""
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 ProgressFn = Callable[[str, int, "int | None"], None]
@@ -607,7 +610,7 @@ class _Download:
                 return False
             self.client._expect(r, (200, 206), f"blob {self.digest} in {self.repository}")
             self._place(r)
-            for chunk in r.iter_content(1 << 20):
+            for chunk in r.iter_content(_READ):
                 self.out.write(chunk)
                 self.hasher.update(chunk)
                 self.done += len(chunk)
