@@ -149,7 +149,7 @@ class RegistryClient:
         """
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
         with self._request("GET", url, repository, headers={"Accept": ACCEPT}, stream=True) as r:
-            self._expect(r, (200,), f"manifest {ref} of {repository}", missing_ok=False)
+            self._expect(r, (200,), f"manifest {ref} of {repository}")
             data = _read_capped(r, MAX_MANIFEST, f"the manifest of {image}")
             header_digest = r.headers.get("Docker-Content-Digest")
             content_type = r.headers.get("Content-Type")
@@ -300,19 +300,33 @@ class RegistryClient:
         return urljoin(self.base_url + "/", location)
 
     def _patch_chunk(self, repository: str, location: str, chunk: bytes, start: int) -> str:
+        """Send ``chunk`` (bytes ``start``..) and return the next upload location.
+
+        When the registry answers 416 (an earlier try of this chunk was partly or
+        wholly stored and only its answer was lost), send just what it lacks.
+        """
         end = start + len(chunk) - 1
-        headers = {
-            "Content-Type": "application/octet-stream",
-            "Content-Range": f"{start}-{end}",
-        }
-        with self._request(
-            "PATCH", location, repository, headers=headers, data=chunk, push=True
-        ) as r:
-            if r.status_code == 416 and self._upload_offset(repository, location) == end + 1:
-                # An earlier try of this chunk was stored; only its answer was lost.
+        for _ in range(3):
+            headers = {
+                "Content-Type": "application/octet-stream",
+                "Content-Range": f"{start}-{end}",
+            }
+            with self._request(
+                "PATCH", location, repository, headers=headers, data=chunk, push=True
+            ) as r:
+                if r.status_code != 416:
+                    self._expect(r, (202,), f"uploading to {repository}")
+                    return self._location(r, repository)
+            have = self._upload_offset(repository, location)
+            if have == end + 1:
                 return location
-            self._expect(r, (202,), f"uploading to {repository}")
-            return self._location(r, repository)
+            if not start < have <= end:
+                break
+            chunk, start = chunk[have - start :], have
+        raise RegistryError(
+            f"{self.registry} lost track of an upload to {repository}",
+            "run the command again: the upload restarts",
+        )
 
     def _upload_offset(self, repository: str, location: str) -> int:
         with self._request("GET", location, repository, push=True) as r:
@@ -525,13 +539,11 @@ class RegistryClient:
         r: requests.Response,
         ok: tuple[int, ...],
         what: str,
-        *,
-        missing_ok: bool = False,
     ) -> None:
         if r.status_code in ok:
             return
         detail = _error_codes(r)
-        if r.status_code == 404 and not missing_ok:
+        if r.status_code == 404:
             raise ImageNotFound(
                 f"{self.registry} has no {what}{detail}",
                 "check the image name, tag and digest",
