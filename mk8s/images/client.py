@@ -412,7 +412,7 @@ class RegistryClient:
             r = self._send(method, url, headers, data, stream, scope)
             if r.status_code == 401:
                 r.close()
-                raise self._refused()
+                raise self._refused() if self._credentials else self._needs_credentials()
         if r.status_code in RETRY_STATUS:
             wait = _retry_after(r, self.settings)
             r.close()
@@ -472,7 +472,9 @@ class RegistryClient:
 
     def _fetch_token(self, params: Mapping[str, str], scope: str) -> str:
         realm = params["realm"]
-        query = {"scope": params.get("scope") or scope}
+        # A challenge may name several scopes, space-separated (a cross-repository
+        # mount needs push on one repository and pull on another): one parameter each.
+        query: dict[str, str | list[str]] = {"scope": (params.get("scope") or scope).split()}
         if params.get("service"):
             query["service"] = params["service"]
         headers: dict[str, str] = {}

@@ -167,6 +167,7 @@ class TestRegistry:
         password: str | None = None,
         ca: TestCA | None = None,
         binary: str | None = None,
+        token_auth: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.address = address
@@ -175,6 +176,7 @@ class TestRegistry:
         self.password = password or "pw-" + secrets.token_urlsafe(12)
         self.ca = ca or TestCA.create()
         self.binary = binary or find_binary()
+        self.token_auth = token_auth  # auth.token settings instead of htpasswd
         self.proc: subprocess.Popen[bytes] | None = None
         self.storage = self.workdir / "storage"
         self.ca_file = self.workdir / "ca.pem"
@@ -264,7 +266,11 @@ class TestRegistry:
                     "key": str(self.workdir / "server.key"),
                 },
             },
-            "auth": {"htpasswd": {"realm": "mk8s-test", "path": str(self.workdir / "htpasswd")}},
+            "auth": (
+                {"token": self.token_auth}
+                if self.token_auth
+                else {"htpasswd": {"realm": "mk8s-test", "path": str(self.workdir / "htpasswd")}}
+            ),
         }
 
     def _wait_ready(self) -> None:
