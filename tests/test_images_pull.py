@@ -310,3 +310,20 @@ def test_layout_archive_is_readable_by_tar(
     with tarfile.open(fileobj=io.BytesIO(out.archive.read_bytes())) as tf:
         names = tf.getnames()
     assert names[:2] == ["blobs", "blobs/sha256"] and names[-2:] == ["index.json", "oci-layout"]
+
+
+def test_a_registry_on_another_address(tmp_path: Path) -> None:
+    """The fixture listens where it is told (the test hosts' bridge address, later)."""
+    with registry_for_tests(tmp_path / "reg", address="127.0.0.2") as reg:
+        assert reg.host.startswith("127.0.0.2:")
+        built = build_image(seed="elsewhere")
+        push_raw(reg.session(), reg.url, "x/y", "1", built)
+        settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False)
+        out = pull_image(
+            f"{reg.host}/x/y:1",
+            tmp_path / "y.tar",
+            cache_dir=tmp_path / "c",
+            settings=settings,
+            credentials=Credentials(reg.username, reg.password),
+        )
+    assert out.digest == built.digest

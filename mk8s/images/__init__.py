@@ -23,3 +23,35 @@ Modules: ``reference`` (image names), ``auth`` (credentials), ``client`` (the wi
 plain / gzip / zstd), ``layout`` (OCI image-layout archives), ``dockerarchive``
 (``docker save`` archives), ``pull``, ``push`` and ``inspect``.
 """
+
+from mk8s.images.auth import Credentials, find_credentials, resolve_credentials
+from mk8s.images.client import RegistryClient, RegistrySettings
+from mk8s.images.inspect import ImageInfo, list_images
+from mk8s.images.pull import PulledImage, pull_image
+from mk8s.images.push import (
+    PushedImage,
+    PushReport,
+    push_archive,
+    push_docker_archive,
+    push_oci_archive,
+)
+from mk8s.images.reference import Reference, parse_reference
+
+__all__ = [
+    "Credentials",
+    "ImageInfo",
+    "PulledImage",
+    "PushReport",
+    "PushedImage",
+    "Reference",
+    "RegistryClient",
+    "RegistrySettings",
+    "find_credentials",
+    "list_images",
+    "parse_reference",
+    "pull_image",
+    "push_archive",
+    "push_docker_archive",
+    "push_oci_archive",
+    "resolve_credentials",
+]
