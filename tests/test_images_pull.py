@@ -327,3 +327,20 @@ def test_a_registry_on_another_address(tmp_path: Path) -> None:
             credentials=Credentials(reg.username, reg.password),
         )
     assert out.digest == built.digest
+
+
+def test_single_platform_image_of_the_wrong_arch_is_refused(
+    registry: TestRegistry, single: BuiltImage, client: RegistryClient, tmp_path: Path
+) -> None:
+    ref = f"{registry.host}/team/single:v2"
+    ok = pull_image(ref, tmp_path / "ok.tar", cache_dir=tmp_path / "c", client=client)
+    assert ok.platforms == ("linux/amd64",)
+    with pytest.raises(ImageNotFound, match="is a linux/amd64 image, not linux/arm64"):
+        pull_image(
+            ref,
+            tmp_path / "x.tar",
+            cache_dir=tmp_path / "c",
+            client=client,
+            platforms=["linux/arm64"],
+        )
+    assert not (tmp_path / "x.tar").exists()

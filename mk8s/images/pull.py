@@ -34,6 +34,7 @@ from mk8s.images.model import (
     Manifest,
     Platform,
     children,
+    load_json,
     make_index,
 )
 from mk8s.images.reference import Reference, parse_reference
@@ -104,6 +105,8 @@ class _Puller:
         self.image = str(pinned)
         root, kept = self._select(source, platforms)
         self._walk(root)
+        if root.media_type not in INDEX_TYPES:
+            kept = self._check_single(root, platforms)
         index = layout_index([root.descriptor(annotations=self._annotations(pinned))])
         blobs: dict[str, Path | bytes] = {**self.docs, **self.blobs}
         sha = write_layout(dest, index, blobs, mtime=mtime)
@@ -129,7 +132,7 @@ class _Puller:
     ) -> tuple[Manifest, tuple[str, ...]]:
         """The root to store (the source, or an index filtered to ``platforms``)."""
         if source.media_type not in INDEX_TYPES:
-            return source, tuple(platforms or ())
+            return source, ()  # its config says which platform: see _check_single
         listed = children(source.data, source.media_type, f"the index of {self.image}")
         if platforms is None:
             return source, tuple(str(d.platform) for d in listed if d.platform)
@@ -151,6 +154,21 @@ class _Puller:
         return Manifest.from_bytes(
             make_index(keep, source.media_type), "index", source.media_type
         ), kept
+
+    def _check_single(self, root: Manifest, platforms: Sequence[str] | None) -> tuple[str, ...]:
+        """A single-platform image must be one of the wanted platforms (its config's
+        ``os``/``architecture``/``variant`` say which): never carry the wrong arch."""
+        config = children(root.data, root.media_type, f"the manifest of {self.image}")[0]
+        doc = load_json(self.blobs[config.digest].read_bytes(), f"the config of {self.image}")
+        have = Platform.from_json(doc)
+        if have is None:
+            return ()
+        if platforms is not None and not any(Platform.parse(p).matches(have) for p in platforms):
+            raise ImageNotFound(
+                f"{self.image} is a {have} image, not {', '.join(platforms)}",
+                "pull an image (or an index) built for the wanted platform",
+            )
+        return (str(have),)
 
     def _walk(self, m: Manifest) -> None:
         """Store ``m``, then fetch what it points at (manifests, then blobs)."""
