@@ -1,0 +1,205 @@
+"""Pull an image from its registry into an OCI image-layout archive.
+
+The reference is resolved once: a tag becomes the digest of what the registry served
+(:attr:`PulledImage.reference` carries it, for the caller to pin in the lock). For a
+multi-platform index only the wanted platforms are kept, and the index is re-written
+to list just those (its digest then differs from the source's, which
+:attr:`PulledImage.source_digest` and an ``index.json`` annotation keep); asking for
+every platform keeps the index byte for byte. Every manifest and blob is checked
+against its digest while it streams (ChecksumMismatch names the image and both
+digests). Blobs land in a content cache (``CACHE/sha256/<hex>``, the layout the bundle
+downloads use), so a second pull downloads nothing, and the archive is written with
+deterministic bytes (see :mod:`mk8s.images.layout`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mk8s.errors import OutputError
+from mk8s.images.auth import Credentials
+from mk8s.images.client import ProgressFn, RegistryClient, RegistrySettings
+from mk8s.images.errors import ImageNotFound
+from mk8s.images.layout import layout_index, write_layout
+from mk8s.images.model import (
+    ANN_IMAGE_NAME,
+    ANN_REF_NAME,
+    ANN_SOURCE_DIGEST,
+    INDEX_TYPES,
+    Descriptor,
+    Manifest,
+    Platform,
+    children,
+    load_json,
+    make_index,
+)
+from mk8s.images.reference import Reference, parse_reference
+
+DEFAULT_PLATFORMS = ("linux/amd64",)
+
+
+@dataclass(frozen=True)
+class PulledImage:
+    """A pulled image: ``reference`` pinned to ``source_digest`` (what the registry
+    serves for it), ``digest`` of the root stored in the archive (equal unless an index
+    was filtered), the kept ``platforms``, and the archive with its sha256 and size."""
+
+    reference: Reference
+    source_digest: str
+    digest: str
+    platforms: tuple[str, ...]
+    archive: Path
+    archive_sha256: str
+    size: int
+
+
+def pull_image(
+    reference: str | Reference,
+    dest: Path,
+    *,
+    cache_dir: Path,
+    platforms: Sequence[str] | None = DEFAULT_PLATFORMS,
+    settings: RegistrySettings | None = None,
+    credentials: Credentials | None = None,
+    client: RegistryClient | None = None,
+    mtime: int = 0,
+    progress: ProgressFn | None = None,
+) -> PulledImage:
+    """Pull ``reference`` into the OCI layout archive ``dest``.
+
+    ``platforms`` None keeps every platform of an index. A wanted platform the index
+    lacks raises ImageNotFound listing those it has. ``client`` reuses a connection
+    (its registry must be the reference's). Raises ChecksumMismatch for any byte that
+    differs from its digest, the client's errors for registry trouble, OutputError when
+    the cache or ``dest`` cannot be written; ``dest`` is only written when complete.
+    """
+    ref = parse_reference(reference) if isinstance(reference, str) else reference
+    own = client is None
+    cl = client or RegistryClient(ref.registry, settings, credentials=credentials)
+    try:
+        return _Puller(cl, ref, Path(cache_dir), progress).pull(Path(dest), platforms, mtime)
+    finally:
+        if own:
+            cl.close()
+
+
+class _Puller:
+    def __init__(
+        self, client: RegistryClient, ref: Reference, cache: Path, progress: ProgressFn | None
+    ) -> None:
+        self.client = client
+        self.ref = ref
+        self.cache = cache
+        self.progress = progress
+        self.image = str(ref)
+        self.docs: dict[str, bytes] = {}
+        self.blobs: dict[str, Path] = {}
+
+    def pull(self, dest: Path, platforms: Sequence[str] | None, mtime: int) -> PulledImage:
+        source = self.client.get_manifest(self.ref.repository, self.ref.ref, image=self.image)
+        pinned = self.ref.with_digest(source.digest)
+        self.image = str(pinned)
+        root, kept = self._select(source, platforms)
+        self._walk(root)
+        if root.media_type not in INDEX_TYPES:
+            kept = self._check_single(root, platforms)
+        index = layout_index([root.descriptor(annotations=self._annotations(pinned))])
+        blobs: dict[str, Path | bytes] = {**self.docs, **self.blobs}
+        sha = write_layout(dest, index, blobs, mtime=mtime)
+        return PulledImage(
+            reference=pinned,
+            source_digest=source.digest,
+            digest=root.digest,
+            platforms=kept,
+            archive=dest,
+            archive_sha256=sha,
+            size=dest.stat().st_size,
+        )
+
+    def _annotations(self, pinned: Reference) -> tuple[tuple[str, str], ...]:
+        name = f"{pinned.name}:{pinned.tag}" if pinned.tag else f"{pinned.name}@{pinned.digest}"
+        ann = {ANN_IMAGE_NAME: name, ANN_SOURCE_DIGEST: pinned.digest or ""}
+        if pinned.tag:
+            ann[ANN_REF_NAME] = pinned.tag
+        return tuple(sorted(ann.items()))
+
+    def _select(
+        self, source: Manifest, platforms: Sequence[str] | None
+    ) -> tuple[Manifest, tuple[str, ...]]:
+        """The root to store (the source, or an index filtered to ``platforms``)."""
+        if source.media_type not in INDEX_TYPES:
+            return source, ()  # its config says which platform: see _check_single
+        listed = children(source.data, source.media_type, f"the index of {self.image}")
+        if platforms is None:
+            return source, tuple(str(d.platform) for d in listed if d.platform)
+        keep: list[Descriptor] = []
+        for text in platforms:
+            want = Platform.parse(text)
+            match = next((d for d in listed if d.platform and want.matches(d.platform)), None)
+            if match is None:
+                have = ", ".join(sorted({str(d.platform) for d in listed if d.platform}))
+                raise ImageNotFound(
+                    f"{self.image} has no {want} image (it has: {have or 'none'})",
+                    "pick one of the platforms it has",
+                )
+            if match not in keep:
+                keep.append(match)
+        kept = tuple(str(d.platform) for d in keep)
+        if keep == listed:
+            return source, kept
+        return Manifest.from_bytes(
+            make_index(keep, source.media_type), "index", source.media_type
+        ), kept
+
+    def _check_single(self, root: Manifest, platforms: Sequence[str] | None) -> tuple[str, ...]:
+        """A single-platform image must be one of the wanted platforms (its config's
+        ``os``/``architecture``/``variant`` say which): never carry the wrong arch."""
+        config = children(root.data, root.media_type, f"the manifest of {self.image}")[0]
+        doc = load_json(self.blobs[config.digest].read_bytes(), f"the config of {self.image}")
+        have = Platform.from_json(doc)
+        if have is None:
+            return ()
+        if platforms is not None and not any(Platform.parse(p).matches(have) for p in platforms):
+            raise ImageNotFound(
+                f"{self.image} is a {have} image, not {', '.join(platforms)}",
+                "pull an image (or an index) built for the wanted platform",
+            )
+        return (str(have),)
+
+    def _walk(self, m: Manifest) -> None:
+        """Store ``m``, then fetch what it points at (manifests, then blobs)."""
+        self.docs[m.digest] = m.data
+        for d in children(m.data, m.media_type, f"the manifest {m.digest} of {self.image}"):
+            if m.media_type in INDEX_TYPES:
+                kid = self.client.get_manifest(self.ref.repository, d.digest, image=self.image)
+                self._walk(kid)
+            else:
+                self.blobs[d.digest] = self._blob(d)
+
+    def _blob(self, d: Descriptor) -> Path:
+        final = self.cache / "sha256" / d.digest.split(":", 1)[1]
+        try:
+            if final.stat().st_size == d.size:
+                return final
+        except FileNotFoundError:
+            pass
+        tmp_dir = self.cache / "tmp"
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create the cache {self.cache}: {e.strerror}") from e
+        part = tmp_dir / f"{secrets.token_hex(8)}.part"
+        try:
+            with open(part, "xb") as f:
+                self.client.download_blob(
+                    self.ref.repository, d.digest, f, image=self.image, progress=self.progress
+                )
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
+        return final
