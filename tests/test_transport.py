@@ -15,6 +15,8 @@ import paramiko
 import pytest
 
 from mk8s.deploy import transport as tr
+from mk8s.deploy.transport import identity as tr_identity
+from mk8s.deploy.transport import sftp as tr_sftp
 from mk8s.deploy.cluster import Bastion, SSHSettings
 from mk8s.deploy.command import Command, Secret, write_file
 from mk8s.deploy.transport import (
@@ -129,7 +131,7 @@ def _keygen(path: Path, passphrase: str = "") -> Path:
 def test_load_identity_encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     key = _keygen(tmp_path / "enc", "pw-1")
     monkeypatch.delenv(tr.PASSPHRASE_ENV, raising=False)
-    tr._identity_cache.clear()
+    tr_identity._identity_cache.clear()
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     with pytest.raises(
         ConnectError, match="is encrypted and there is no terminal.*MK8S_SSH_PASSPHRASE"
@@ -139,7 +141,7 @@ def test_load_identity_encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     k = load_identity(key, lambda prompt: asked.append(prompt) or "pw-1")
     assert asked == [f"Passphrase for {key}: "]
     assert load_identity(key) is k  # cached: many nodes, one prompt
-    tr._identity_cache.clear()
+    tr_identity._identity_cache.clear()
     monkeypatch.setenv(tr.PASSPHRASE_ENV, "wrong")
     with pytest.raises(ConnectError, match="cannot load identity file"):
         load_identity(key)
@@ -150,7 +152,7 @@ def test_load_identity_encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "junk").write_text("not a key")
     with pytest.raises(ConnectError, match="not a usable private key|cannot load"):
         load_identity(tmp_path / "junk")
-    tr._identity_cache.clear()
+    tr_identity._identity_cache.clear()
 
 
 def test_local_run_check_and_mask() -> None:
@@ -398,12 +400,12 @@ def test_large_file_integrity(hosts: HostSet, tmp_path: Path) -> None:
         out = t.run(Command.argv("sha256sum", "/var/lib/mk8s-t/big")).stdout
         assert out.split()[0] == h.hexdigest()
         # The same again through paramiko's own write path (the fallback).
-        old = tr.FAST_WRITES
-        tr.FAST_WRITES = False
+        old = tr_sftp.FAST_WRITES
+        tr_sftp.FAST_WRITES = False
         try:
             t.put(src, "/var/lib/mk8s-t/big2")
         finally:
-            tr.FAST_WRITES = old
+            tr_sftp.FAST_WRITES = old
         out = t.run(Command.argv("sha256sum", "/var/lib/mk8s-t/big2")).stdout
         assert out.split()[0] == h.hexdigest()
 
