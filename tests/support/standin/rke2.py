@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """RKE2 stand-in for mk8s tests (Python 3 stdlib only; runs on the test nodes).
 
-Installed as ``/usr/local/bin/rke2`` by the generated ``rke2.linux-ARCH.tar.gz``;
+Installed as ``PREFIX/bin/rke2`` (``/usr/local``, or ``/opt/rke2`` when /usr/local is a
+mount point or read-only, or INSTALL_RKE2_TAR_PREFIX) by install.sh from the generated
+``rke2.linux-ARCH.tar.gz``;
 the server copies itself to ``/var/lib/rancher/rke2/bin/kubectl`` and behaves as
 kubectl when called by that name.  It enforces the RKE2 contract mk8s relies on
 (SPEC 8, 9): air-gap images present, bootstrap writes token and kubeconfig,
@@ -1314,6 +1316,9 @@ def make_handler(server: Server) -> type:
                 code, out = e.code, e.status()
             except Exception as e:  # keep serving; report the bug
                 code, out = 500, HTTPFail(500, f"{type(e).__name__}: {e}").status()
+            if code >= 400 and self.server.server_address[1] == API_PORT:
+                # what a client asked for and did not get (a gap in the stand-in, or a refusal)
+                log(f"API {self.command} {self.path} -> {code}", "debug")
             data = out.encode() if isinstance(out, str) else json.dumps(out).encode()
             ctype = "text/plain; charset=utf-8" if isinstance(out, str) else "application/json"
             self.send_response(code)
