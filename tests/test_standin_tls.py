@@ -462,3 +462,23 @@ def test_install_tar_prefix(nodes: dict[str, Host], artifacts: Path) -> None:
     assert "unpacking tarball file to /usr/local" in p.stdout and "[WARN]" not in p.stderr
     assert h.path("/usr/local/lib/systemd/system/rke2-server.service").exists()
     assert h.run(f"test -e /etc/systemd/system/{UNITS[0]}").returncode == 1
+
+
+def test_join_verifies_the_server_certificate(nodes: dict[str, Host], artifacts: Path) -> None:
+    """After the CA check the join goes over verified TLS: a server address that the
+    serving certificate does not name is refused (RKE2's tls-san-security)."""
+    cp1, w1 = nodes["cp1"], nodes["w1"]
+    other = cp1.address.rsplit(".", 1)[0] + ".202"
+    cp1.run(f"ip addr add {other}/24 dev eth0", check=True)
+    token = bootstrap(cp1, artifacts, token="t")
+    install(w1, artifacts)
+    configure(w1, "agent", server=f"https://{other}:9345", token=token)
+    msg = why_start_failed(w1, "agent")
+    assert "certificate verify failed" in msg and other in msg, msg
+    # named by a tls-san, the same address works
+    configure(cp1, "server", token="t", tls_san=[other])
+    ssh(cp1, "systemctl restart rke2-server")
+    configure(w1, "agent", server=f"https://{other}:9345", token=token)
+    ssh(w1, "systemctl reset-failed rke2-agent")
+    start(w1, "agent")
+    assert wait_ready(cp1, {"cp1", "w1"})["w1"]
