@@ -9,11 +9,17 @@ for cmd in python3 ssh sshd sudo ip zstd openssl curl tar sha256sum sftp make; d
   command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$cmd")
 done
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(venv)
-# The image tests run a real OCI registry (the CNCF distribution server).
-command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+# The image tests run a real OCI registry (the CNCF distribution server); the
+# stand-in's kubeconfig is tested with a real kubectl (any recent one will do).
+extra_pkgs=()
+command -v docker-registry >/dev/null 2>&1 || { need_apt+=(docker-registry); extra_pkgs+=(docker-registry); }
+if ! command -v kubectl >/dev/null 2>&1; then
+  need_apt+=(kubectl)
+  extra_pkgs+=(kubernetes-client)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing ${need_apt[*]}; run as root, or install python3-venv openssh-server sudo iproute2 zstd docker-registry" >&2
+    echo "setup: missing ${need_apt[*]}; run as root, or install python3-venv openssh-server sudo iproute2 zstd docker-registry kubernetes-client" >&2
     exit 1
   fi
   echo "setup: installing system packages (missing: ${need_apt[*]})"
@@ -21,7 +27,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
     python3 python3-venv python3-pip openssh-server openssh-client sudo iproute2 \
-    zstd openssl curl tar coreutils make ca-certificates docker-registry >/dev/null
+    zstd openssl curl tar coreutils make ca-certificates ${extra_pkgs[@]+"${extra_pkgs[@]}"} >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then

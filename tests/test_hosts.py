@@ -144,6 +144,38 @@ def test_kill_and_start_keep_the_disk(hs: HostSet) -> None:
 
 
 @pytest.mark.hosts
+def test_usr_local_modes(tmp_path: Path) -> None:
+    """Opt-in per node: /usr/local a mount point, read-only, or both; the default is
+    neither (RKE2's install.sh uses /usr/local only when it is neither)."""
+    modes = {"mnt": "mount", "ro": "readonly", "mntro": "mount-readonly"}
+    names = ["plain", *modes]
+    with hostset_for_tests(4, tmp_path, names=names, usr_local=modes) as hs:
+        for h in hs.hosts:
+            mount = h.run("mountpoint -q /usr/local").returncode == 0
+            writable = h.run("touch /usr/local/.probe && rm /usr/local/.probe").returncode == 0
+            assert (h.usr_local, mount, writable) == (
+                modes.get(h.name, "plain"),
+                h.name in ("mnt", "mntro"),
+                h.name in ("plain", "mnt"),
+            )
+            # the stand-ins are there in every mode; /opt stays writable
+            assert h.ssh("command -v systemctl").stdout.strip() == "/usr/local/sbin/systemctl"
+            assert h.run("mkdir -p /opt/rke2 && rmdir /opt/rke2").returncode == 0
+        # what a node writes to a mounted /usr/local is still read through host.path()
+        mnt = hs.by_name("mnt")
+        assert mnt.run("echo x > /usr/local/bin/probe").returncode == 0
+        assert mnt.path("/usr/local/bin/probe").read_text() == "x\n"
+        # the mode survives a restart
+        ro = hs.by_name("ro")
+        ro.kill()
+        ro.start()
+        assert ro.run("touch /usr/local/x").returncode != 0
+        assert [h["usr_local"] for h in hs.summary()["hosts"]] == ["plain", *modes.values()]
+    with pytest.raises(H.HostError, match="not one of"):
+        H.start_hosts(1, workdir=tmp_path / "bad", prefix="mk8sq", usr_local="tmpfs")
+
+
+@pytest.mark.hosts
 def test_teardown_leaves_nothing_and_leftovers_are_cleaned(tmp_path: Path) -> None:
     H.require_root_or_skip()
     prefix, bridge, subnet = "mk8sq", "mk8sqbr", "10.77.99.0/24"

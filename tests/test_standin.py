@@ -32,7 +32,11 @@ KNOBS = (
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("artifacts")
+    return make_artifacts(tmp_path_factory.mktemp("artifacts"))
+
+
+def make_artifacts(d: Path) -> Path:
+    """The release files install.sh reads, plus install.sh itself, in ``d``."""
     tarball = standin.rke2_tarball(ARCH, TAG)
     images = standin.image_tarball(f"rke2-images.linux-{ARCH}.tar.zst")
     extra = standin.image_tarball(f"rke2-images-multus.linux-{ARCH}.tar.zst")
@@ -58,16 +62,20 @@ def hs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSet]:
 @pytest.fixture
 def nodes(hs: HostSet) -> Iterator[list[Host]]:
     """The five hosts, with RKE2 uninstalled and the artifacts dir removed before the test."""
-    reset = (
-        "[ -x /usr/local/bin/rke2-uninstall.sh ] && /usr/local/bin/rke2-uninstall.sh >/dev/null 2>&1;"
-        f" rm -rf {ART} /var/lib/rancher /etc/rancher /etc/default/rke2-* /opt/rke2;"
-        " rm -f /etc/systemd/system/multi-user.target.wants/rke2-*; true"
-    )
     for h in hs.hosts:
         if not h.running:
             h.start()
-        h.run(reset, check=True)
+        h.run(RESET, check=True)
     yield hs.hosts
+
+
+# Uninstall wherever install.sh put RKE2 (/usr/local, /opt/rke2 or a custom prefix).
+RESET = (
+    "for u in /usr/local/bin/rke2-uninstall.sh /opt/*/bin/rke2-uninstall.sh; do"
+    " [ -x $u ] && $u >/dev/null 2>&1; done;"
+    f" rm -rf {ART} /var/lib/rancher /etc/rancher /etc/default/rke2-* /opt/*;"
+    " rm -f /etc/systemd/system/rke2-* /etc/systemd/system/multi-user.target.wants/rke2-*; true"
+)
 
 
 def ssh(

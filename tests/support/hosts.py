@@ -7,7 +7,10 @@ Each node gets
     ``host.path(...)``); an empty per-node /root, /home and /opt; its own /run
     and /tmp (bind mounts).  /usr/local starts empty: an opaque directory in the
     /usr overlay, so it is *not* a mount point (install.sh would otherwise
-    switch to /opt/rke2);
+    switch to /opt/rke2).  Opt-in per node (``usr_local=``): ``"mount"`` makes
+    /usr/local a mount point (a bind mount of itself), ``"readonly"`` makes
+    /usr (so /usr/local) read-only without /usr/local being a mount point,
+    ``"mount-readonly"`` both; RKE2's install.sh then installs to /opt/rke2;
   * a real sshd as PID 1 of its PID namespace: killing it takes down every
     process of the node (services included), like pulling the plug;
   * root login by key, an ``ops`` user with passwordless sudo and a ``nosudo``
@@ -43,7 +46,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +70,9 @@ OVERLAYS = ("/etc", "/var", "/usr")
 # the real /root and /home (shell rc files, toolchains on PATH) must not show through.
 CLEAN = ("/root", "/home", "/opt")
 BINDS = ("/run", "/tmp")
+# /usr/local of a node: "plain" (the default: installable, not a mount point), "mount"
+# (a mount point), "readonly" (read-only /usr, not a mount point), "mount-readonly".
+USR_LOCAL_MODES = ("plain", "mount", "readonly", "mount-readonly")
 STATE_FILE = "testhosts.json"
 MARKER = "mk8s-testhost"
 
@@ -201,6 +207,7 @@ class Host:
     hostset: HostSet = field(repr=False)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     init_pid: int | None = None  # PID 1 of the node's PID namespace (sshd), as seen from here
+    usr_local: str = "plain"  # one of USR_LOCAL_MODES
 
     # ---- files -------------------------------------------------------------
     def path(self, node_path: str) -> Path:
@@ -314,10 +321,16 @@ class Host:
         for o in OVERLAYS:
             n = o.strip("/")
             d = self.root / n
+            ro = "ro," if o == "/usr" and self.usr_local == "readonly" else ""
             mounts.append(
                 f"mount -t overlay {MARKER}-{self.ns}-{n} "
-                f"-o lowerdir={o},upperdir={d}/upper,workdir={d}/work {o}"
+                f"-o {ro}lowerdir={o},upperdir={d}/upper,workdir={d}/work {o}"
             )
+        if self.usr_local in ("mount", "mount-readonly"):
+            # a bind of itself: a mount point whose files stay in the /usr overlay
+            mounts.append("mount --bind /usr/local /usr/local")
+        if self.usr_local == "mount-readonly":
+            mounts.append("mount -o remount,bind,ro /usr/local")
         for c in CLEAN:
             mounts.append(f"mount --bind {self.root / c.strip('/') / 'upper'} {c}")
         for b in BINDS:
@@ -486,7 +499,13 @@ class HostSet:
             "sudo_user": self.sudo_user,
             "nosudo_user": self.nosudo_user,
             "hosts": [
-                {"name": h.name, "address": h.address, "ns": h.ns, "root": str(h.root)}
+                {
+                    "name": h.name,
+                    "address": h.address,
+                    "ns": h.ns,
+                    "root": str(h.root),
+                    "usr_local": h.usr_local,
+                }
                 for h in self.hosts
             ],
         }
@@ -547,8 +566,12 @@ def start_hosts(
     bridge: str | None = None,
     names: Sequence[str] | None = None,
     first_host: int = 11,
+    usr_local: str | Mapping[str, str] | None = None,
 ) -> HostSet:
     """Bring up ``n`` hosts named node1..nodeN (or ``names``) at .11, .12, ... of ``subnet``.
+
+    ``usr_local`` opts nodes into another /usr/local (USR_LOCAL_MODES): one mode for
+    every node, or ``{node name: mode}``; nodes not named keep ``"plain"``.
 
     Leftovers of an earlier run with the same prefix are removed first.  On any
     failure everything is torn down again."""
@@ -560,6 +583,15 @@ def start_hosts(
     names = list(names) if names else [f"node{i + 1}" for i in range(n)]
     if len(names) != n or len(set(names)) != n:
         raise HostError("need n unique names")
+    if isinstance(usr_local, str):
+        modes = dict.fromkeys(names, usr_local)
+    else:
+        modes = dict(usr_local or {})
+        if set(modes) - set(names):
+            raise HostError(f"usr_local names unknown nodes: {sorted(set(modes) - set(names))}")
+    for mode in modes.values():
+        if mode not in USR_LOCAL_MODES:
+            raise HostError(f"usr_local mode {mode!r} is not one of {USR_LOCAL_MODES}")
     net = ipaddress.ip_network(subnet)
     gateway = str(net.network_address + 1)
     workdir = Path(workdir).resolve()
@@ -599,6 +631,7 @@ def start_hosts(
             root = workdir / name
             shutil.rmtree(root, ignore_errors=True)
             h = Host(name, addr, ns, root, f"{prefix}v{first_host + i}", hs)
+            h.usr_local = modes.get(name, "plain")
             hs.hosts.append(h)
             for o in OVERLAYS:
                 for sub in ("upper", "work"):
@@ -742,6 +775,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--prefix", default=DEFAULT_PREFIX)
     up.add_argument("--bridge", default=None)
     up.add_argument("--names", default=None, help="comma-separated node names")
+    up.add_argument(
+        "--usr-local",
+        default=None,
+        metavar="MODE|NAME=MODE,...",
+        help=f"/usr/local of the nodes: {', '.join(USR_LOCAL_MODES)} (default plain)",
+    )
     down = sub.add_parser("down", help="tear down what `up --dir DIR` started")
     down.add_argument("--dir", required=True, type=Path)
     st = sub.add_parser("status", help="print the summary of `up --dir DIR`")
@@ -749,8 +788,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.cmd == "up":
         names = a.names.split(",") if a.names else None
+        usr_local: str | dict[str, str] | None = a.usr_local
+        if a.usr_local and "=" in a.usr_local:
+            usr_local = dict(kv.split("=", 1) for kv in a.usr_local.split(","))
         hs = start_hosts(
-            a.n, workdir=a.dir, subnet=a.subnet, prefix=a.prefix, bridge=a.bridge, names=names
+            a.n,
+            workdir=a.dir,
+            subnet=a.subnet,
+            prefix=a.prefix,
+            bridge=a.bridge,
+            names=names,
+            usr_local=usr_local,
         )
         summary = hs.summary()
         (hs.workdir / STATE_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """RKE2 stand-in for mk8s tests (Python 3 stdlib only; runs on the test nodes).
 
-Installed as ``/usr/local/bin/rke2`` by the generated ``rke2.linux-ARCH.tar.gz``;
+Installed as ``PREFIX/bin/rke2`` (``/usr/local``, or ``/opt/rke2`` when /usr/local is a
+mount point or read-only, or INSTALL_RKE2_TAR_PREFIX) by install.sh from the generated
+``rke2.linux-ARCH.tar.gz``;
 the server copies itself to ``/var/lib/rancher/rke2/bin/kubectl`` and behaves as
 kubectl when called by that name.  It enforces the RKE2 contract mk8s relies on
 (SPEC 8, 9): air-gap images present, bootstrap writes token and kubeconfig,
@@ -9,9 +11,26 @@ joins need the right token, a reachable server and matching critical settings,
 one server join (etcd learner) at a time, ``kubectl get nodes`` lists the
 cluster's registered nodes.
 
-The cluster protocol is plain HTTP: 9345 (supervisor: join, heartbeats, server
-state replication) and 6443 (API: /readyz, nodes).  Servers replicate the node
-registry to each other, so any server answers for the whole cluster.
+The cluster protocol is HTTPS, like RKE2's: 9345 (supervisor: /cacerts, /ping,
+join, heartbeats, server state replication) and 6443 (Kubernetes API: health,
+discovery, /version, nodes list/get/patch/delete, an empty pods list; Table
+output for kubectl).  Servers replicate the node registry (cordon state
+included) to each other, so any server answers for the whole cluster.
+
+TLS (made with the node's ``openssl`` CLI): the first server creates two EC P-256
+CAs, server-ca (signs serving certificates) and client-ca (signs client
+certificates); joining servers get them with the cluster's bootstrap data.
+Every server makes its own serving certificate (both ports) for its addresses,
+its name, 127.0.0.1, ::1, localhost, kubernetes[.default[.svc[.cluster.local]]],
+the service IP and every ``tls-san``; and an admin client certificate
+(CN=system:admin, O=system:masters) for /etc/rancher/rke2/rke2.yaml.  Files
+under /var/lib/rancher/rke2/server/tls/.  The API authenticates by client
+certificate only (no anonymous access, so /readyz needs one too): none is 401,
+one without the system:masters group is 403.  Tokens are
+``K10<sha256 of server-ca.crt>::server:<secret>``; a joining node fetches
+/cacerts, refuses the server when the token's CA hash does not match, and then
+verifies the server's certificate against that CA (a bare secret trusts the
+CA it is given, as RKE2 does).
 
 config.yaml: a flat mapping.  Accepted YAML subset: ``key: scalar`` (plain,
 'single' or "double" quoted; true/false/null/ints), ``key: [a, b]`` flow lists,
@@ -32,7 +51,9 @@ import base64
 import contextlib
 import datetime
 import hashlib
+import http.client
 import http.server
+import ipaddress
 import json
 import os
 import re
@@ -41,7 +62,10 @@ import shutil
 import signal
 import socket
 import socketserver
+import ssl
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -59,6 +83,8 @@ AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
 IMAGES_DIR = DATA_DIR + "/agent/images"
 KUBECTL = DATA_DIR + "/bin/kubectl"
 KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
+TLS_DIR = SERVER_DIR + "/tls"
+AGENT_CA = DATA_DIR + "/agent/server-ca.crt"
 NODE_PASSWORD = "/etc/rancher/node/password"
 SUPERVISOR_PORT = 9345
 API_PORT = 6443
@@ -328,26 +354,66 @@ def parse_server_url(url: str) -> tuple[str, int]:
     return u.hostname, u.port or SUPERVISOR_PORT
 
 
+REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    415: "UnsupportedMediaType",
+    422: "Invalid",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
 class HTTPFail(Exception):
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, details: dict | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
+
+    def status(self) -> dict:
+        """A Kubernetes ``Status`` (kubectl prints ``Error from server (REASON): MESSAGE``)."""
+        out: dict = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": REASONS.get(self.code, ""),
+            "code": self.code,
+        }
+        if self.details:
+            out["details"] = self.details
+        return out
 
 
 def call(
-    host: str, port: int, method: str, path: str, body: object = None, timeout: float = 5
+    host: str,
+    port: int,
+    method: str,
+    path: str,
+    body: object = None,
+    timeout: float = 5,
+    *,
+    ctx: ssl.SSLContext,
+    headers: dict[str, str] | None = None,
+    text: bool = False,
 ) -> object:
-    """JSON request to a peer; raises OSError when unreachable, HTTPFail on an error answer."""
+    """HTTPS JSON request to a peer, verified with ``ctx``; raises OSError when it is
+    unreachable or its certificate does not verify, HTTPFail on an error answer."""
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(
-        f"http://{host}:{port}{path}",
+        f"https://{_url_host(host)}:{port}{path}",
         data=data,
         method=method,
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
             raw = r.read()
     except urllib.error.HTTPError as e:
         try:
@@ -358,7 +424,156 @@ def call(
     except urllib.error.URLError as e:
         reason = e.reason
         raise (reason if isinstance(reason, OSError) else OSError(str(reason))) from None
+    if text:
+        return raw.decode()
     return json.loads(raw) if raw else None
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+# ---- TLS (openssl CLI for keys and certificates, the ssl module for connections) ----
+_OPENSSL_CNF = """\
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical,CA:TRUE
+keyUsage = critical,digitalSignature,keyEncipherment,keyCertSign
+subjectKeyIdentifier = hash
+[serving]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = serverAuth
+authorityKeyIdentifier = keyid
+subjectAltName = @sans
+[client]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature,keyEncipherment
+extendedKeyUsage = clientAuth
+authorityKeyIdentifier = keyid
+[sans]
+"""
+_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+
+def _openssl(args: list[str], cwd: str) -> None:
+    try:
+        p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Fatal(f"openssl {args[0]}: {e}") from None
+    if p.returncode != 0:
+        raise Fatal(f"openssl {args[0]} failed: {p.stderr.strip()[-500:]}")
+
+
+def _serial() -> str:
+    return "0x1" + secrets.token_hex(15)
+
+
+def _is_ip(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+    except ValueError:
+        return False
+    return True
+
+
+def new_ca(name: str) -> tuple[str, str]:
+    """A self-signed EC P-256 CA (certificate PEM, key PEM), like RKE2's ``NAME@<unix time>``."""
+    with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
+        with open(os.path.join(d, "openssl.cnf"), "w") as f:
+            f.write(_OPENSSL_CNF)
+        _openssl(
+            ["req", "-x509", "-new", *_EC, "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "3650", "-subj", f"/CN={name}@{int(time.time())}", "-set_serial", _serial(),
+             "-config", "openssl.cnf", "-extensions", "ca"],
+            d,
+        )  # fmt: skip
+        with open(os.path.join(d, "ca.crt")) as c, open(os.path.join(d, "ca.key")) as k:
+            return c.read(), k.read()
+
+
+def sign_leaf(
+    ca_pem: str, ca_key: str, subject: str, kind: str, sans: list[str] | None = None
+) -> tuple[str, str]:
+    """A certificate (PEM) and its new EC key (PEM), signed by the CA; kind is
+    ``serving`` (serverAuth, with ``sans``) or ``client`` (clientAuth)."""
+    lines = []
+    for i, san in enumerate(sans or [], 1):
+        if not re.fullmatch(r"[A-Za-z0-9.:*_-]+", san):
+            raise Fatal(f"invalid tls-san / address {san!r} for a certificate")
+        lines.append(f"{'IP' if _is_ip(san) else 'DNS'}.{i} = {san}\n")
+    with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
+        with open(os.path.join(d, "openssl.cnf"), "w") as f:
+            f.write(_OPENSSL_CNF + "".join(lines))
+        with open(os.open(os.path.join(d, "ca.key"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write(ca_key)
+        with open(os.path.join(d, "ca.crt"), "w") as f:
+            f.write(ca_pem)
+        _openssl(
+            ["req", "-new", *_EC, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", subject,
+             "-config", "openssl.cnf"],
+            d,
+        )  # fmt: skip
+        _openssl(
+            ["x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-set_serial", _serial(), "-days", "365", "-extfile", "openssl.cnf",
+             "-extensions", kind, "-out", "leaf.crt"],
+            d,
+        )  # fmt: skip
+        with open(os.path.join(d, "leaf.crt")) as c, open(os.path.join(d, "leaf.key")) as k:
+            return c.read(), k.read()
+
+
+_CLIENT_CTX: dict[str, ssl.SSLContext] = {}
+
+
+def client_ctx(ca_pem: str) -> ssl.SSLContext:
+    """A client context that trusts only the cluster's server CA (hostname checked)."""
+    ctx = _CLIENT_CTX.get(ca_pem)
+    if ctx is None:
+        ctx = ssl.create_default_context(cadata=ca_pem)
+        _CLIENT_CTX[ca_pem] = ctx
+    return ctx
+
+
+def insecure_ctx() -> ssl.SSLContext:
+    """For fetching /cacerts only: the CA is checked against the token's hash after."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def join_ctx(url: str, token: str) -> ssl.SSLContext:
+    """Fetch the cluster CA from the server's /cacerts; with a full token (K10<hash>::)
+    refuse it unless its sha256 is the token's hash (RKE2's check), else trust it."""
+    host, port = parse_server_url(url)
+    pem = call(host, port, "GET", "/cacerts", ctx=insecure_ctx(), text=True)
+    assert isinstance(pem, str)
+    want = token_secret(token)[0]
+    got = hashlib.sha256(pem.encode()).hexdigest()
+    if want and got != want:
+        raise Fatal(
+            f"failed to join cluster at {url}: token CA hash does not match the Cluster CA "
+            f"certificate hash: {want} != {got}"
+        )
+    if "BEGIN CERTIFICATE" not in pem:
+        raise Fatal(f"failed to join cluster at {url}: no CA certificate at /cacerts")
+    return client_ctx(pem)
+
+
+def serving_sans(cfg: dict[str, object], name: str, address: str) -> list[str]:
+    sans = [address, *cfg_list(cfg, "node-ip"), *cfg_list(cfg, "node-external-ip"), name]
+    sans += ["127.0.0.1", "::1", "localhost", "kubernetes", "kubernetes.default"]
+    domain = cfg_str(cfg, "cluster-domain", "cluster.local")
+    sans += ["kubernetes.default.svc", f"kubernetes.default.svc.{domain}"]
+    cidr = cfg_str(cfg, "service-cidr", CRITICAL["service-cidr"]).split(",")[0]
+    with contextlib.suppress(ValueError):
+        sans.append(str(ipaddress.ip_network(cidr, strict=False).network_address + 1))
+    sans += cfg_list(cfg, "tls-san")
+    return list(dict.fromkeys(s for s in sans if s))
 
 
 def token_secret(token: str) -> tuple[str, str]:
@@ -457,16 +672,23 @@ def node_object(name: str, e: dict) -> dict:
         labels[k] = v
     created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
     hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
+    uid = hashlib.sha256(f"{name}/{e.get('joined', 0)}".encode()).hexdigest()
+    spec: dict = {}
+    if e.get("unschedulable"):
+        spec["unschedulable"] = True
+        spec["taints"] = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
+            "uid": f"{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:32]}",
+            "resourceVersion": str(e.get("gen", 0) // 1000),
             "labels": labels,
             "annotations": {"rke2.io/node-args": json.dumps([e["role"]])},
             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
-        "spec": {"unschedulable": True} if e.get("unschedulable") else {},
+        "spec": spec,
         "status": {
             "addresses": [
                 {"type": "InternalIP", "address": e.get("address", "")},
@@ -488,10 +710,268 @@ def node_object(name: str, e: dict) -> dict:
                 "kubeProxyVersion": e.get("version", TAG),
                 "architecture": e.get("arch", "amd64"),
                 "operatingSystem": "linux",
+                "osImage": "mk8s test host",
+                "kernelVersion": os.uname().release,
                 "containerRuntimeVersion": "containerd://1.7.0-k3s1",
             },
         },
     }
+
+
+# ---- Kubernetes API shapes -----------------------------------------------------------
+class Who:
+    """The client a request came from (its certificate's CN and O)."""
+
+    def __init__(self, name: str, groups: list[str]) -> None:
+        self.name = name
+        self.groups = groups
+
+
+def peer_identity(conn: object) -> Who | None:
+    getpeercert = getattr(conn, "getpeercert", None)
+    cert = getpeercert() if getpeercert else None
+    if not cert:
+        return None
+    name, groups = "", []
+    for rdn in cert.get("subject", ()):
+        for k, v in rdn:
+            if k == "commonName":
+                name = v
+            elif k == "organizationName":
+                groups.append(v)
+    return Who(name, groups)
+
+
+def version_info() -> dict:
+    m = re.match(r"v(\d+)\.(\d+)", TAG)
+    major, minor = (m.group(1), m.group(2)) if m else ("1", "0")
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": TAG,
+        "gitCommit": hashlib.sha1(TAG.encode()).hexdigest(),
+        "gitTreeState": "clean",
+        "buildDate": "2024-01-01T00:00:00Z",
+        "goVersion": "go1.22.8 X:boringcrypto",
+        "compiler": "gc",
+        "platform": f"linux/{ARCH}",
+    }
+
+
+_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+API_RESOURCES = {
+    "kind": "APIResourceList",
+    "groupVersion": "v1",
+    "resources": [
+        {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
+         "verbs": _VERBS, "shortNames": ["no"]},
+        {"name": "nodes/status", "singularName": "", "namespaced": False, "kind": "Node",
+         "verbs": ["get", "patch", "update"]},
+        {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
+         "verbs": _VERBS, "shortNames": ["po"], "categories": ["all"]},
+        {"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
+         "version": "v1", "kind": "Eviction", "verbs": ["create"]},
+    ],
+}  # fmt: skip
+
+
+def _wants_table(accept: str) -> bool:
+    """kubectl asks for ``application/json;as=Table;v=v1;g=meta.k8s.io`` (then plain JSON)."""
+    for part in accept.split(","):
+        params = dict(p.strip().split("=", 1) for p in part.split(";")[1:] if "=" in p)
+        if params.get("as") == "Table" and params.get("g") == "meta.k8s.io":
+            return params.get("v") in ("v1", "v1beta1")
+    return False
+
+
+def _select(items: list[dict], query: dict[str, list[str]]) -> list[dict]:
+    """labelSelector (k=v, k==v, k!=v, k, !k, comma = and) and fieldSelector on
+    metadata.name / spec.nodeName / spec.unschedulable; anything else is refused."""
+    out = items
+    for sel in query.get("labelSelector", []):
+        for term in filter(None, (t.strip() for t in sel.split(","))):
+            m = re.fullmatch(r"(!?)([A-Za-z0-9./_-]+)(?:\s*(==|=|!=)\s*([A-Za-z0-9._-]*))?", term)
+            if not m:
+                raise HTTPFail(400, f"unable to parse requirement: {term!r} (stand-in selectors)")
+            neg, key, op, val = m.groups()
+
+            def keep(o: dict, neg: str = neg, key: str = key, op: str = op, val: str = val) -> bool:
+                labels = o["metadata"].get("labels", {})
+                if not op:
+                    return (key in labels) != bool(neg)
+                return (labels.get(key) == val) == (op != "!=")
+
+            out = [o for o in out if keep(o)]
+    fields = {"metadata.name": lambda o: o["metadata"]["name"],
+              "spec.nodeName": lambda o: o.get("spec", {}).get("nodeName", ""),
+              "spec.unschedulable": lambda o: str(bool(o["spec"].get("unschedulable"))).lower()}  # fmt: skip
+    for sel in query.get("fieldSelector", []):
+        for term in filter(None, (t.strip() for t in sel.split(","))):
+            m = re.fullmatch(r"([A-Za-z.]+)\s*(==|=|!=)\s*(.*)", term)
+            if not m or m.group(1) not in fields:
+                raise HTTPFail(400, f'field label not supported: "{term}"')
+            get = fields[m.group(1)]
+            eq = m.group(2) != "!="
+            out = [o for o in out if (get(o) == m.group(3)) == eq]
+    return out
+
+
+def _col(name: str, desc: str, priority: int = 0, fmt: str = "") -> dict:
+    return {
+        "name": name,
+        "type": "string",
+        "format": fmt,
+        "description": desc,
+        "priority": priority,
+    }
+
+
+NODE_COLUMNS = [
+    _col("Name", "Name must be unique within a namespace.", 0, "name"),
+    _col("Status", "The status of the node"),
+    _col("Roles", "The roles of the node"),
+    _col("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    _col("Version", "Kubelet Version reported by the node."),
+    _col("Internal-IP", "List of addresses reachable to the node.", 1),
+    _col("External-IP", "List of addresses reachable to the node.", 1),
+    _col("OS-Image", "OS Image reported by the node from /etc/os-release.", 1),
+    _col("Kernel-Version", "Kernel Version reported by the node.", 1),
+    _col("Container-Runtime", "Container runtime version reported by the node.", 1),
+]  # fmt: skip
+POD_COLUMNS = [
+    _col("Name", "Name must be unique within a namespace.", 0, "name"),
+    _col("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+    _col("Status", "The aggregate status of the containers in this pod."),
+    _col("Restarts", "The number of times the containers in this pod have been restarted."),
+    _col("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+]  # fmt: skip
+
+
+def node_status_word(obj: dict) -> str:
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
+    word = "Ready" if ready else "NotReady"
+    if obj["spec"].get("unschedulable"):
+        word += ",SchedulingDisabled"
+    return word
+
+
+def node_roles(obj: dict) -> str:
+    roles = sorted(
+        k.split("/", 1)[1]
+        for k in obj["metadata"]["labels"]
+        if k.startswith("node-role.kubernetes.io/") and k.split("/", 1)[1]
+    )
+    return ",".join(roles) or "<none>"
+
+
+def _row_object(obj: dict, query: dict[str, list[str]]) -> dict | None:
+    include = (query.get("includeObject") or ["Metadata"])[0]
+    if include == "None":
+        return None
+    if include == "Object":
+        return obj
+    return {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+            "metadata": obj["metadata"]}  # fmt: skip
+
+
+def node_table(items: list[dict], query: dict[str, list[str]]) -> dict:
+    rows = []
+    for obj in items:
+        md, st = obj["metadata"], obj["status"]
+        created = datetime.datetime.strptime(md["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ")
+        internal = [a["address"] for a in st["addresses"] if a["type"] == "InternalIP"]
+        info = st["nodeInfo"]
+        row: dict = {
+            "cells": [
+                md["name"],
+                node_status_word(obj),
+                node_roles(obj),
+                age(created.replace(tzinfo=datetime.UTC).timestamp()),
+                info["kubeletVersion"],
+                ",".join(internal) or "<none>",
+                "<none>",
+                info.get("osImage", ""),
+                info.get("kernelVersion", ""),
+                info.get("containerRuntimeVersion", ""),
+            ]
+        }
+        ro = _row_object(obj, query)
+        if ro is not None:
+            row["object"] = ro
+        rows.append(row)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
+        "columnDefinitions": NODE_COLUMNS,
+        "rows": rows,
+    }
+
+
+def pod_table() -> dict:
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
+        "columnDefinitions": POD_COLUMNS,
+        "rows": [],
+    }
+
+
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
+
+
+def parse_node_patch(content_type: str, body: object) -> bool | None:
+    """The new spec.unschedulable a node patch asks for (None: unchanged).
+
+    Strategic-merge, merge and JSON patches of spec.unschedulable (what kubectl
+    cordon/uncordon/drain send); any other field is refused (the stand-in keeps no
+    other node state), as is any other content type (415, like the API server)."""
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype not in PATCH_TYPES:
+        raise HTTPFail(
+            415,
+            "the body of the request was in an unknown format - accepted media types "
+            f"include: {', '.join(PATCH_TYPES)}",
+        )
+    if ctype == "application/json-patch+json":
+        if not isinstance(body, list):
+            raise HTTPFail(400, "json patch must be a list of operations")
+        value: bool | None = None
+        for op in body:
+            if not isinstance(op, dict) or op.get("path") != "/spec/unschedulable":
+                raise HTTPFail(422, f"the stand-in patches only /spec/unschedulable, not {op!r}")
+            if op.get("op") in ("add", "replace"):
+                if not isinstance(op.get("value"), bool):
+                    raise HTTPFail(400, "spec.unschedulable must be a boolean")
+                value = op["value"]
+            elif op.get("op") == "remove":
+                value = False
+            else:
+                raise HTTPFail(422, f"unsupported json patch operation {op.get('op')!r}")
+        return value
+    if not isinstance(body, dict):
+        raise HTTPFail(400, "patch body must be a JSON object")
+    extra = set(body) - {"spec", "metadata"}
+    spec = body.get("spec", {})
+    meta = body.get("metadata", {})
+    if not isinstance(spec, dict) or not isinstance(meta, dict):
+        raise HTTPFail(400, "spec and metadata must be objects")
+    # kubectl's two-way merge patches may carry these for optimistic concurrency
+    extra |= {f"spec.{k}" for k in spec if k != "unschedulable"}
+    extra |= {f"metadata.{k}" for k in meta if k not in ("resourceVersion", "uid")}
+    if extra:
+        raise HTTPFail(422, f"the stand-in patches only spec.unschedulable, not {sorted(extra)}")
+    if "unschedulable" not in spec:
+        return None
+    v = spec["unschedulable"]
+    if v is not None and not isinstance(v, bool):
+        raise HTTPFail(400, "spec.unschedulable must be a boolean")
+    return bool(v)
 
 
 # ---- server --------------------------------------------------------------------------
@@ -504,10 +984,14 @@ class Server:
         self.join_lock = threading.Lock()
 
     # -- request handling (both ports) --
-    def handle(self, port: int, method: str, path: str, headers: dict, body: dict) -> tuple:
-        path = path.split("?", 1)[0]
+    def handle(
+        self, port: int, method: str, target: str, headers: dict, body: object, who: Who | None
+    ) -> tuple:
+        path, _, query = target.partition("?")
         if port == API_PORT:
-            return self.api(method, path, headers, body)
+            return self.api(method, path, urllib.parse.parse_qs(query), headers, body, who)
+        if not isinstance(body, dict):
+            raise HTTPFail(400, "expected a JSON object")
         if path == "/ping":
             return 200, "pong"
         if path == "/cacerts":
@@ -598,13 +1082,15 @@ class Server:
                 "arch": b.get("arch", "amd64"),
                 "learner": role == "server" and not (old and not old.get("learner")),
             }
+            if old and old.get("unschedulable"):  # the Node object outlives a kubelet restart
+                entry["unschedulable"] = True
             self.state.put(name, entry)
         self.push_now()
         log(f"{role} {name} joined from {entry['address']}")
         return 200, {
             "state": self.state.snapshot() if role == "server" else None,
             "servers": [e["address"] for e in self.state.members().values()],
-            "cluster": {k: self.state.cluster[k] for k in ("ca_hash", "admin_key", "ca_pem")},
+            "cluster": {k: self.state.cluster[k] for k in ("ca_hash", "ca_pem")},
         }
 
     def promote(self, b: dict) -> tuple:
@@ -644,36 +1130,110 @@ class Server:
         return 200, {"ok": True}
 
     # -- API on 6443 --
-    def api(self, method: str, path: str, headers: dict, body: dict) -> tuple:
-        if path in ("/readyz", "/livez", "/healthz"):
-            return (200, "ok") if self.ready else (503, "[-]etcd failed: not ready")
-        auth = headers.get("authorization", "")
-        if auth != "Bearer " + self.state.cluster["admin_key"]:
+    def api(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict,
+        body: object,
+        who: Who | None,
+    ) -> tuple:
+        # RKE2 runs kube-apiserver with --anonymous-auth=false: no client certificate, 401.
+        if who is None:
             raise HTTPFail(401, "Unauthorized")
-        if path == "/version":
-            return 200, {"gitVersion": TAG, "major": "1", "minor": TAG.split(".")[1]}
-        if path == "/api/v1/nodes" and method == "GET":
-            live = sorted(self.state.live().items())
-            items = [node_object(n, e) for n, e in live if not e.get("learner")]
-            return 200, {"apiVersion": "v1", "kind": "NodeList", "items": items}
+        verb = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}.get(
+            method, method.lower()
+        )
+        if "system:masters" not in who.groups:
+            raise HTTPFail(
+                403,
+                f'forbidden: User "{who.name}" cannot {verb} path "{path}"',
+                {"kind": path.rsplit("/", 1)[-1]},
+            )
+        path = path.rstrip("/") or "/"
+        if path in ("/readyz", "/livez", "/healthz") or re.fullmatch(
+            r"/(readyz|livez|healthz)/[a-z0-9-]+", path
+        ):
+            if method != "GET":
+                raise HTTPFail(405, f"{method} is not allowed on {path}")
+            return (200, "ok") if self.ready else (503, "[-]etcd failed: reason withheld\n")
+        table = _wants_table(headers.get("accept", ""))
+        if method == "GET":
+            if path == "/version":
+                return 200, version_info()
+            if path == "/api":
+                addr = f"{node_address(self.cfg)}:{API_PORT}"
+                return 200, {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": addr}
+                    ],
+                }
+            if path == "/apis":
+                return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+            if path == "/api/v1":
+                return 200, API_RESOURCES
+            if path == "/api/v1/nodes":
+                live = sorted(self.state.live().items())
+                items = [node_object(n, e) for n, e in live if not e.get("learner")]
+                items = _select(items, query)
+                if table:
+                    return 200, node_table(items, query)
+                return 200, {
+                    "apiVersion": "v1",
+                    "kind": "NodeList",
+                    "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
+                    "items": items,
+                }
+            if path == "/api/v1/pods" or re.fullmatch(r"/api/v1/namespaces/[^/]+/pods", path):
+                _select([], query)
+                # The stand-in runs no workloads: every pod list is empty.
+                if table:
+                    return 200, pod_table()
+                return 200, {
+                    "apiVersion": "v1",
+                    "kind": "PodList",
+                    "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
+                    "items": [],
+                }
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m:
             name = m.group(1)
             e = self.state.live().get(name)
             if not e or e.get("learner"):
-                raise HTTPFail(404, f'nodes "{name}" not found')
+                raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
             if method == "GET":
-                return 200, node_object(name, e)
+                obj = node_object(name, e)
+                return 200, node_table([obj], query) if table else obj
             if method == "DELETE":
                 self.state.put(name, {**e, "deleted": True})
                 self.push_now()
-                return 200, {"kind": "Status", "status": "Success"}
+                return 200, {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": name,
+                        "kind": "nodes",
+                        "uid": node_object(name, e)["metadata"]["uid"],
+                    },
+                }
             if method == "PATCH":
-                e["unschedulable"] = bool(body.get("spec", {}).get("unschedulable"))
-                self.state.put(name, e)
+                unschedulable = parse_node_patch(headers.get("content-type", ""), body)
+                with self.state.lock:
+                    e = self.state.nodes[name]
+                    if unschedulable is not None:
+                        e["unschedulable"] = unschedulable
+                    self.state.put(name, e)
                 self.push_now()
-                return 200, node_object(name, e)
-        return 404, {"message": "the server could not find the requested resource"}
+                return 200, node_object(name, self.state.live()[name])
+            raise HTTPFail(405, f"the stand-in does not support {method} on nodes")
+        if path.startswith(("/api/", "/apis/")) and method not in ("GET",):
+            raise HTTPFail(405, f"the stand-in does not support {method} {path}")
+        raise HTTPFail(404, "the server could not find the requested resource")
 
     # -- replication --
     def peers(self) -> list[str]:
@@ -683,12 +1243,24 @@ class Server:
             if e["role"] == "server" and n != self.name
         ]
 
+    def peer_call(self, addr: str, method: str, path: str, body: object) -> dict:
+        out = call(
+            addr,
+            SUPERVISOR_PORT,
+            method,
+            path,
+            body,
+            timeout=2,
+            ctx=client_ctx(self.state.cluster["ca_pem"]),
+            headers={"X-Mk8s-Peer": sha(self.state.cluster["secret"])},
+        )
+        return out if isinstance(out, dict) else {}
+
     def push_now(self) -> None:
         snap = self.state.snapshot()
-        hdr = sha(self.state.cluster["secret"])
         for addr in self.peers():
             with contextlib.suppress(OSError, HTTPFail, ValueError):
-                _peer_call(addr, "POST", "/v1-mk8s/sync", snap, hdr, timeout=2)
+                self.peer_call(addr, "POST", "/v1-mk8s/sync", snap)
 
     def gossip_loop(self) -> None:
         last = 0.0
@@ -701,10 +1273,9 @@ class Server:
             self.push_now()
 
     def pull_from_peers(self) -> None:
-        hdr = sha(self.state.cluster["secret"])
         for addr in self.peers():
             with contextlib.suppress(OSError, HTTPFail, ValueError):
-                self.state.merge(_peer_call(addr, "GET", "/v1-mk8s/state", None, hdr, timeout=2))
+                self.state.merge(self.peer_call(addr, "GET", "/v1-mk8s/state", None))
 
     def self_heartbeat_loop(self) -> None:
         while True:
@@ -716,26 +1287,10 @@ class Server:
             time.sleep(HEARTBEAT)
 
 
-def _peer_call(addr: str, method: str, path: str, body: object, hdr: str, timeout: float) -> dict:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        f"http://{addr}:{SUPERVISOR_PORT}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json", "X-Mk8s-Peer": hdr},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        raise HTTPFail(e.code, str(e)) from None
-    except urllib.error.URLError as e:
-        raise OSError(str(e.reason)) from None
-
-
 def make_handler(server: Server) -> type:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        timeout = 60  # idle keep-alive connections
 
         def log_message(self, fmt: str, *args: object) -> None:
             pass
@@ -744,36 +1299,62 @@ def make_handler(server: Server) -> type:
             n = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(n) if n else b""
             try:
-                body = json.loads(raw) if raw else {}
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:
+                    raise HTTPFail(400, "the request body is not JSON") from None
                 hdrs = {k.lower(): v for k, v in self.headers.items()}
                 code, out = server.handle(
-                    self.server.server_address[1], self.command, self.path, hdrs, body
+                    self.server.server_address[1],
+                    self.command,
+                    self.path,
+                    hdrs,
+                    body,
+                    peer_identity(self.connection),
                 )
             except HTTPFail as e:
-                code, out = e.code, {"message": e.message}
+                code, out = e.code, e.status()
             except Exception as e:  # keep serving; report the bug
-                code, out = 500, {"message": f"{type(e).__name__}: {e}"}
+                code, out = 500, HTTPFail(500, f"{type(e).__name__}: {e}").status()
+            if code >= 400 and self.server.server_address[1] == API_PORT:
+                # what a client asked for and did not get (a gap in the stand-in, or a refusal)
+                log(f"API {self.command} {self.path} -> {code}", "debug")
             data = out.encode() if isinstance(out, str) else json.dumps(out).encode()
-            ctype = "text/plain" if isinstance(out, str) else "application/json"
+            ctype = "text/plain; charset=utf-8" if isinstance(out, str) else "application/json"
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_DELETE = do_PATCH = _do
+        do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _do
 
     return Handler
 
 
-class TCPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+class TLSServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """HTTPS, with the TLS handshake in the connection's own thread (a slow or bad
+    client does not hold up the others)."""
+
     daemon_threads = True
     allow_reuse_address = True
 
+    def __init__(self, addr: tuple[str, int], handler: type, ctx: ssl.SSLContext) -> None:
+        super().__init__(addr, handler)
+        self.ctx = ctx
 
-def fake_pem(kind: str, seed: bytes) -> str:
-    body = base64.encodebytes(hashlib.sha512(seed).digest() * 6).decode()
-    return f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n"
+    def finish_request(self, request: object, client_address: object) -> None:
+        assert isinstance(request, socket.socket)
+        request.settimeout(10)
+        try:
+            conn = self.ctx.wrap_socket(request, server_side=True)
+        except (OSError, ssl.SSLError):
+            return  # a failed handshake (e.g. an untrusted client certificate)
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
 
 
 def b64(s: str) -> str:
@@ -788,40 +1369,7 @@ def kubeconfig_mode(cfg: dict[str, object]) -> int:
         raise Fatal(f"invalid write-kubeconfig-mode {raw!r}") from None
 
 
-def write_local_files(cluster: dict, secret: str, server_role: bool, kc_mode: int = 0o600) -> None:
-    token = f"K10{cluster['ca_hash']}::server:{secret}"
-    if server_role:
-        write_file(SERVER_DIR + "/node-token", token + "\n", 0o600)
-        write_file(SERVER_DIR + "/token", token + "\n", 0o600)
-        if cluster.get("agent_token"):
-            write_file(
-                SERVER_DIR + "/agent-token",
-                f"K10{cluster['ca_hash']}::node:{cluster['agent_token']}\n",
-                0o600,
-            )
-        write_file(SERVER_DIR + "/tls/server-ca.crt", cluster["ca_pem"], 0o644)
-        kubeconfig = (
-            "apiVersion: v1\n"
-            "clusters:\n"
-            "- cluster:\n"
-            f"    certificate-authority-data: {b64(cluster['ca_pem'])}\n"
-            f"    server: https://127.0.0.1:{API_PORT}\n"
-            "  name: default\n"
-            "contexts:\n"
-            "- context:\n"
-            "    cluster: default\n"
-            "    user: default\n"
-            "  name: default\n"
-            "current-context: default\n"
-            "kind: Config\n"
-            "preferences: {}\n"
-            "users:\n"
-            "- name: default\n"
-            "  user:\n"
-            f"    client-certificate-data: {b64(fake_pem('CERTIFICATE', cluster['admin_key'].encode()))}\n"
-            f"    client-key-data: {cluster['admin_key']}\n"
-        )
-        write_file(KUBECONFIG, kubeconfig, kc_mode)
+def install_kubectl() -> None:
     me = os.path.realpath(sys.argv[0])
     os.makedirs(os.path.dirname(KUBECTL), exist_ok=True)
     if os.path.realpath(KUBECTL) != me:
@@ -830,11 +1378,95 @@ def write_local_files(cluster: dict, secret: str, server_role: bool, kc_mode: in
         os.replace(KUBECTL + ".tmp", KUBECTL)
 
 
-def serve(server: Server) -> None:
+def new_cluster_cas() -> dict[str, str]:
+    ca_pem, ca_key = new_ca("rke2-server-ca")
+    client_ca_pem, client_ca_key = new_ca("rke2-client-ca")
+    return {
+        "ca_pem": ca_pem,
+        "ca_key": ca_key,
+        "ca_hash": hashlib.sha256(ca_pem.encode()).hexdigest(),
+        "client_ca_pem": client_ca_pem,
+        "client_ca_key": client_ca_key,
+    }
+
+
+def write_server_files(
+    cluster: dict, cfg: dict[str, object], name: str, kc_mode: int
+) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """Token files, the TLS files (CAs; a fresh serving and admin certificate) and the
+    admin kubeconfig.  Returns the server contexts for 9345 and 6443."""
+    secret = cluster["secret"]
+    token = f"K10{cluster['ca_hash']}::server:{secret}"
+    write_file(SERVER_DIR + "/node-token", token + "\n", 0o600)
+    write_file(SERVER_DIR + "/token", token + "\n", 0o600)
+    if cluster.get("agent_token"):
+        write_file(
+            SERVER_DIR + "/agent-token",
+            f"K10{cluster['ca_hash']}::node:{cluster['agent_token']}\n",
+            0o600,
+        )
+    sans = serving_sans(cfg, name, node_address(cfg))
+    serving_crt, serving_key = sign_leaf(
+        cluster["ca_pem"], cluster["ca_key"], "/CN=kube-apiserver", "serving", sans
+    )
+    admin_crt, admin_key = sign_leaf(
+        cluster["client_ca_pem"],
+        cluster["client_ca_key"],
+        "/O=system:masters/CN=system:admin",
+        "client",
+    )
+    files = {
+        "server-ca.crt": (cluster["ca_pem"], 0o644),
+        "server-ca.key": (cluster["ca_key"], 0o600),
+        "client-ca.crt": (cluster["client_ca_pem"], 0o644),
+        "client-ca.key": (cluster["client_ca_key"], 0o600),
+        "serving-kube-apiserver.crt": (serving_crt, 0o644),
+        "serving-kube-apiserver.key": (serving_key, 0o600),
+        "client-admin.crt": (admin_crt + cluster["client_ca_pem"], 0o644),
+        "client-admin.key": (admin_key, 0o600),
+    }
+    for f, (data, mode) in files.items():
+        write_file(f"{TLS_DIR}/{f}", data, mode)
+    kubeconfig = (
+        "apiVersion: v1\n"
+        "clusters:\n"
+        "- cluster:\n"
+        f"    certificate-authority-data: {b64(cluster['ca_pem'])}\n"
+        f"    server: https://127.0.0.1:{API_PORT}\n"
+        "  name: default\n"
+        "contexts:\n"
+        "- context:\n"
+        "    cluster: default\n"
+        "    user: default\n"
+        "  name: default\n"
+        "current-context: default\n"
+        "kind: Config\n"
+        "preferences: {}\n"
+        "users:\n"
+        "- name: default\n"
+        "  user:\n"
+        f"    client-certificate-data: {b64(admin_crt + cluster['client_ca_pem'])}\n"
+        f"    client-key-data: {b64(admin_key)}\n"
+    )
+    write_file(KUBECONFIG, kubeconfig, kc_mode)
+    install_kubectl()
+    crt, key = f"{TLS_DIR}/serving-kube-apiserver.crt", f"{TLS_DIR}/serving-kube-apiserver.key"
+    supervisor = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    supervisor.minimum_version = ssl.TLSVersion.TLSv1_2
+    supervisor.load_cert_chain(crt, key)
+    api = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    api.minimum_version = ssl.TLSVersion.TLSv1_2
+    api.load_cert_chain(crt, key)
+    api.load_verify_locations(cadata=cluster["client_ca_pem"])
+    api.verify_mode = ssl.CERT_OPTIONAL  # none: 401 (no anonymous access); bad: handshake fails
+    return supervisor, api
+
+
+def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> None:
     handler = make_handler(server)
-    for port in (SUPERVISOR_PORT, API_PORT):
+    for port, ctx in zip((SUPERVISOR_PORT, API_PORT), contexts, strict=True):
         try:
-            httpd = TCPServer(("0.0.0.0", port), handler)
+            httpd = TLSServer(("0.0.0.0", port), handler, ctx)
         except OSError as e:
             raise Fatal(f"listen tcp 0.0.0.0:{port}: bind: {e.strerror}") from None
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -842,18 +1474,22 @@ def serve(server: Server) -> None:
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
 
 
-def retry_join(url: str, body: dict) -> dict:
-    """POST the join to the server at url, retrying while it is unreachable (bounded)."""
+def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
+    """Fetch and check the cluster CA, then POST the join over verified TLS, retrying
+    while the server is unreachable (bounded).  Returns the answer and the context."""
     host, port = parse_server_url(url)
     deadline = time.monotonic() + JOIN_TIMEOUT
     last = ""
     while True:
         try:
-            out = call(host, port, "POST", "/v1-mk8s/join", body, timeout=5)
+            ctx = join_ctx(url, body["token"])
+            out = call(host, port, "POST", "/v1-mk8s/join", body, timeout=5, ctx=ctx)
             assert isinstance(out, dict)
-            return out
+            return out, ctx
         except HTTPFail as e:
             raise Fatal(f"failed to join cluster at {url}: {e.message}") from None
+        except ssl.SSLCertVerificationError as e:
+            raise Fatal(f"failed to join cluster at {url}: {e}") from None
         except OSError as e:
             last = str(e)
             log(
@@ -890,8 +1526,7 @@ def run_server(cfg: dict[str, object]) -> None:
         if mine and not mine.get("deleted") and not mine.get("learner"):
             log("Starting from existing datastore")
             server = Server(cfg, state, name)
-            write_local_files(state.cluster, state.cluster["secret"], True, kubeconfig_mode(cfg))
-            serve(server)
+            serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
             server.pull_from_peers()
             mine = state.nodes.get(name) or mine
             state.put(name, {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG})
@@ -903,13 +1538,10 @@ def run_server(cfg: dict[str, object]) -> None:
 
     if not url:
         log("Bootstrapping a new cluster (no server: in config)")
-        ca_pem = fake_pem("CERTIFICATE", secrets.token_bytes(32))
         cluster = {
-            "ca_pem": ca_pem,
-            "ca_hash": hashlib.sha256(ca_pem.encode()).hexdigest(),
+            **new_cluster_cas(),
             "secret": token_secret(token)[1] if token else secrets.token_hex(32),
             "agent_token": cfg_str(cfg, "agent-token"),
-            "admin_key": b64(secrets.token_hex(32)),
             "settings": settings,
         }
         time.sleep(START_SECONDS)
@@ -929,8 +1561,7 @@ def run_server(cfg: dict[str, object]) -> None:
                 "learner": False,
             },
         )
-        write_local_files(cluster, cluster["secret"], True, kubeconfig_mode(cfg))
-        serve(server)
+        serve(server, write_server_files(cluster, cfg, name, kubeconfig_mode(cfg)))
         server.ready = True
         return
 
@@ -948,21 +1579,20 @@ def run_server(cfg: dict[str, object]) -> None:
         "version": TAG,
         "arch": node_arch(),
     }
-    out = retry_join(url, body)
+    out, ctx = retry_join(url, body)
     state = State(out["state"])
     log(f"Adding member {name}={address} to etcd cluster as learner")
     time.sleep(LEARNER_SECONDS)
     host, port = parse_server_url(url)
     try:
-        promoted = call(host, port, "POST", "/v1-mk8s/promote", body, timeout=5)
+        promoted = call(host, port, "POST", "/v1-mk8s/promote", body, timeout=5, ctx=ctx)
     except (OSError, HTTPFail) as e:
         raise Fatal(f"etcd learner promotion failed: {e}") from None
     assert isinstance(promoted, dict)
     state.merge(promoted["state"])
     state.save()
     server = Server(cfg, state, name)
-    write_local_files(state.cluster, state.cluster["secret"], True, kubeconfig_mode(cfg))
-    serve(server)
+    serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
     server.pull_from_peers()
     server.ready = True
 
@@ -988,8 +1618,11 @@ def run_agent(cfg: dict[str, object]) -> None:
         "arch": node_arch(),
     }
     log(f"Joining the cluster at {url} as agent {name}")
-    out = retry_join(url, body)
-    write_local_files(out["cluster"], "", False)
+    out, _ = retry_join(url, body)
+    ca_pem = out["cluster"]["ca_pem"]
+    write_file(AGENT_CA, ca_pem, 0o644)
+    install_kubectl()
+    ctx = client_ctx(ca_pem)
     servers = out.get("servers") or [parse_server_url(url)[0]]
     write_file(AGENT_STATE, json.dumps({"servers": servers}), 0o600)
     log("Node registered; kubelet is posting ready status")
@@ -1000,7 +1633,9 @@ def run_agent(cfg: dict[str, object]) -> None:
         for _ in range(len(servers)):
             addr = servers[i % len(servers)]
             try:
-                r = call(addr, SUPERVISOR_PORT, "POST", "/v1-mk8s/heartbeat", body, timeout=2)
+                r = call(
+                    addr, SUPERVISOR_PORT, "POST", "/v1-mk8s/heartbeat", body, timeout=2, ctx=ctx
+                )
                 if isinstance(r, dict) and r.get("servers"):
                     servers = r["servers"]
                 break
@@ -1020,19 +1655,35 @@ def leave() -> int:
     with open(NODE_PASSWORD) as f:
         body = {"name": name, "password": f.read().strip()}
     targets = []
+    ca_pem = ""
     st = State.load()
     if st:
         targets.append("127.0.0.1")
         targets += [e["address"] for n, e in st.members().items() if n != name]
+        ca_pem = st.cluster.get("ca_pem", "")
     if os.path.exists(AGENT_STATE):
         with open(AGENT_STATE) as f:
             targets += json.load(f).get("servers", [])
+    if not ca_pem and os.path.exists(AGENT_CA):
+        with open(AGENT_CA) as f:
+            ca_pem = f.read()
+    if not ca_pem:
+        print(f"node {name}: no cluster CA on this node; not deregistered")
+        return 0
     if cfg_str(cfg, "server"):
         targets.append(parse_server_url(cfg_str(cfg, "server"))[0])
     done = False
     for addr in dict.fromkeys(targets):
         try:
-            call(addr, SUPERVISOR_PORT, "POST", "/v1-mk8s/leave", body, timeout=2)
+            call(
+                addr,
+                SUPERVISOR_PORT,
+                "POST",
+                "/v1-mk8s/leave",
+                body,
+                timeout=2,
+                ctx=client_ctx(ca_pem),
+            )
             done = True
             if addr != "127.0.0.1":
                 break
@@ -1056,11 +1707,48 @@ def age(ts: float) -> str:
     return f"{s // 86400}d"
 
 
+def _kc_field(kc: str, key: str) -> str:
+    m = re.search(rf"^\s*{re.escape(key)}:\s*(\S+)", kc, re.M)
+    return m.group(1).strip("'\"") if m else ""
+
+
+def kubeconfig_ctx(kc: str) -> ssl.SSLContext:
+    """TLS from the kubeconfig: the cluster CA (data or file), the client certificate
+    and key (data or files); ``insecure-skip-tls-verify: true`` as kubectl does."""
+
+    def material(key: str) -> str:
+        data = _kc_field(kc, key + "-data")
+        if data:
+            return base64.b64decode(data).decode()
+        path = _kc_field(kc, key)
+        if path:
+            with open(path) as f:
+                return f.read()
+        return ""
+
+    if _kc_field(kc, "insecure-skip-tls-verify") == "true":
+        ctx = insecure_ctx()
+    else:
+        ca = material("certificate-authority")
+        ctx = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+    cert, key = material("client-certificate"), material("client-key")
+    if cert and key:
+        with tempfile.TemporaryDirectory(prefix="kubectl-") as d:
+            for name, data in (("c", cert), ("k", key)):
+                with open(
+                    os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT, 0o600), "w"
+                ) as f:
+                    f.write(data)
+            ctx.load_cert_chain(os.path.join(d, "c"), os.path.join(d, "k"))
+    return ctx
+
+
 def kubectl(argv: list[str]) -> int:
     kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     server_override = ""
     output = ""
     raw = ""
+    ignore_not_found = False
     pos: list[str] = []
     i = 0
     while i < len(argv):
@@ -1080,6 +1768,7 @@ def kubectl(argv: list[str]) -> int:
         elif a in ("--request-timeout", "--timeout", "--grace-period", "-n", "--namespace"):
             i += 2
         elif a.startswith("-"):
+            ignore_not_found = ignore_not_found or a == "--ignore-not-found"
             i += 1  # flags without values (--ignore-daemonsets, --force, ...)
         else:
             pos.append(a)
@@ -1095,25 +1784,33 @@ def kubectl(argv: list[str]) -> int:
         )
         return 1
     m = re.search(r"^\s*server:\s*(\S+)", kc, re.M)
-    k = re.search(r"^\s*client-key-data:\s*(\S+)", kc, re.M)
     url = server_override or (m.group(1) if m else "https://127.0.0.1:6443")
     u = urllib.parse.urlsplit(url)
     host, port = u.hostname or "127.0.0.1", u.port or 443
-    key = k.group(1) if k else ""
+    try:
+        ctx = kubeconfig_ctx(kc) if u.scheme == "https" else None
+    except (OSError, ssl.SSLError, ValueError) as e:
+        print(f"error: invalid kubeconfig {kubeconfig}: {e}", file=sys.stderr)
+        return 1
 
-    def req(method: str, path: str, body: object = None) -> tuple[int, bytes]:
+    def req(
+        method: str, path: str, body: object = None, ctype: str = "application/json"
+    ) -> tuple[int, bytes]:
         data = json.dumps(body).encode() if body is not None else None
-        r = urllib.request.Request(
-            f"http://{host}:{port}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"},
-        )
+        conn: http.client.HTTPConnection
+        if ctx is not None:
+            conn = http.client.HTTPSConnection(host, port, timeout=10, context=ctx)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=10)
         try:
-            with urllib.request.urlopen(r, timeout=10) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read()
+            headers = {"Accept": "application/json", "User-Agent": f"kubectl/{TAG} (mk8s stand-in)"}
+            if data is not None:
+                headers["Content-Type"] = ctype
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     def fail(code: int, data: bytes) -> int:
         try:
@@ -1122,8 +1819,8 @@ def kubectl(argv: list[str]) -> int:
             msg = data.decode(errors="replace")
         if code == 401:
             print("error: You must be logged in to the server (Unauthorized)", file=sys.stderr)
-        elif code == 404:
-            print(f"Error from server (NotFound): {msg}", file=sys.stderr)
+        elif code in REASONS:
+            print(f"Error from server ({REASONS[code]}): {msg}", file=sys.stderr)
         else:
             print(f"Error from server: {msg} (HTTP {code})", file=sys.stderr)
         return 1
@@ -1162,24 +1859,13 @@ def kubectl(argv: list[str]) -> int:
                 rows[0] += ["INTERNAL-IP"]
             for it in items:
                 md, st = it["metadata"], it["status"]
-                ready = any(
-                    c["type"] == "Ready" and c["status"] == "True" for c in st["conditions"]
-                )
-                status = "Ready" if ready else "NotReady"
-                if it["spec"].get("unschedulable"):
-                    status += ",SchedulingDisabled"
-                roles = sorted(
-                    lab.split("/", 1)[1]
-                    for lab in md["labels"]
-                    if lab.startswith("node-role.kubernetes.io/")
-                )
                 created = datetime.datetime.strptime(
                     md["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"
                 ).replace(tzinfo=datetime.UTC)
                 row = [
                     md["name"],
-                    status,
-                    ",".join(roles) or "<none>",
+                    node_status_word(it),
+                    node_roles(it),
                     age(created.timestamp()),
                     st["nodeInfo"]["kubeletVersion"],
                 ]
@@ -1197,26 +1883,49 @@ def kubectl(argv: list[str]) -> int:
             rc = 0
             for name in pos[2:]:
                 code, data = req("DELETE", f"/api/v1/nodes/{name}")
+                if code == 404 and ignore_not_found:
+                    continue
                 if code != 200:
                     rc = fail(code, data)
                 else:
                     print(f'node "{name}" deleted')
             return rc
         if verb in ("cordon", "uncordon", "drain") and len(pos) >= 2:
+            # like kubectl: read the node, patch spec.unschedulable only when it changes
             name = pos[1]
-            body = {"spec": {"unschedulable": verb != "uncordon"}}
-            code, data = req("PATCH", f"/api/v1/nodes/{name}", body)
+            code, data = req("GET", f"/api/v1/nodes/{name}")
             if code != 200:
                 return fail(code, data)
-            word = {"cordon": "cordoned", "uncordon": "uncordoned", "drain": "drained"}[verb]
+            want = verb != "uncordon"
+            if bool(json.loads(data)["spec"].get("unschedulable")) == want:
+                print(f"node/{name} already {'cordoned' if want else 'uncordoned'}")
+            else:
+                body = {"spec": {"unschedulable": True if want else None}}
+                ctype = "application/strategic-merge-patch+json"
+                code, data = req("PATCH", f"/api/v1/nodes/{name}", body, ctype)
+                if code != 200:
+                    return fail(code, data)
+                print(f"node/{name} {'cordoned' if want else 'uncordoned'}")
             if verb == "drain":
-                print(f"node/{name} cordoned")
-            print(f"node/{name} {word}")
+                q = urllib.parse.quote(f"spec.nodeName={name}")
+                code, data = req("GET", f"/api/v1/pods?fieldSelector={q}")
+                if code != 200:
+                    return fail(code, data)
+                if json.loads(data).get("items"):
+                    print("error: the stand-in kubectl cannot evict pods", file=sys.stderr)
+                    return 1
+                print(f"node/{name} drained")
             return 0
-    except OSError:
+    except ssl.SSLCertVerificationError as e:
+        print(
+            f"Unable to connect to the server: tls: failed to verify certificate: {e.verify_message}",
+            file=sys.stderr,
+        )
+        return 1
+    except (OSError, http.client.HTTPException) as e:
         print(
             f"The connection to the server {host}:{port} was refused - "
-            "did you specify the right host or port?",
+            f"did you specify the right host or port? ({e})",
             file=sys.stderr,
         )
         return 1
