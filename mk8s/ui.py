@@ -10,8 +10,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 import click
@@ -121,17 +120,6 @@ class Progress:
             self._last_print = now
             pct = f"{done * 100 // self.total}% " if self.total else ""
             note(f"{self.label}: {pct}({human_bytes(done)} of {human_bytes(self.total)})")
-
-
-@contextmanager
-def timed() -> Iterator[list[float]]:
-    """Yields a one-element list that holds the elapsed seconds after the block."""
-    box = [0.0]
-    start = time.monotonic()
-    try:
-        yield box
-    finally:
-        box[0] = time.monotonic() - start
 
 
 class Transfers:

@@ -21,6 +21,7 @@ from mk8s.bundle import upstream
 from mk8s.bundle.keys import Signature
 from mk8s.bundle.manifest import (
     Artifact,
+    ArtifactKind,
     Lock,
     Release,
     artifact_path,
@@ -79,7 +80,7 @@ class Created:
     downloaded: int
 
 
-def _file_artifact(path: Path, kind: str = "file") -> Artifact:
+def _file_artifact(path: Path, kind: ArtifactKind = ArtifactKind.FILE) -> Artifact:
     """Pin one of the operator's own files; InputError (exit 2) for an unusable one."""
     name = path.name
     why = check_artifact_name(name)
@@ -129,7 +130,7 @@ def lock_release(settings: LockSettings, progress: Progress | None = None) -> Lo
         artifacts.append(
             Artifact(
                 name=sums_name,
-                kind="checksums",
+                kind=ArtifactKind.CHECKSUMS,
                 path=artifact_path(sums_name, "checksums"),
                 size=got.size,
                 sha256=got.sha256,
@@ -141,7 +142,7 @@ def lock_release(settings: LockSettings, progress: Progress | None = None) -> Lo
         arch_names = [n for n in names if n != sums_name and f"linux-{arch}." in n]
         pinned = fetch_mod.expected_hashes(sums, arch_names, f"{sums_name} of {release.tag}")
         for name in arch_names:
-            kind = "rke2" if name == upstream.tarball_name(arch) else "images"
+            kind = ArtifactKind.RKE2 if name == upstream.tarball_name(arch) else ArtifactKind.IMAGES
             artifacts.append(
                 Artifact(
                     name=name,
@@ -158,7 +159,7 @@ def lock_release(settings: LockSettings, progress: Progress | None = None) -> Lo
     artifacts.append(
         Artifact(
             name="install.sh",
-            kind="install-script",
+            kind=ArtifactKind.INSTALL_SCRIPT,
             path=artifact_path("install.sh", "install-script"),
             size=got.size,
             sha256=got.sha256,
@@ -250,9 +251,9 @@ def create_bundle(
     """
     out = bundle_path(settings.out, lock, force=settings.force)
     if settings.self_executable is not None:
-        exe = _file_artifact(settings.self_executable, "mk8s")
+        exe = _file_artifact(settings.self_executable, ArtifactKind.MK8S)
         exe = replace(exe, name=SELF_NAME, path=artifact_path(SELF_NAME, "mk8s"))
-        others = [a for a in lock.artifacts if a.kind != "mk8s"]
+        others = [a for a in lock.artifacts if a.kind != ArtifactKind.MK8S]
         lock = build_lock(lock.release, [*others, exe], lock.resolved_at)
     remote = [a for a in lock.artifacts if (a.url or "").startswith(("http://", "https://"))]
     items = [
@@ -291,10 +292,10 @@ def create_bundle(
 
 def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
     """The pinned checksum files must vouch for the pinned release files."""
-    for sums in lock.find(kind="checksums"):
+    for sums in lock.find(kind=ArtifactKind.CHECKSUMS):
         table = fetch_mod.parse_sha256sums(files[sums.path].read_bytes(), sums.name)
         for art in lock.artifacts:
-            if art.arch == sums.arch and art.kind in ("rke2", "images"):
+            if art.arch == sums.arch and art.kind in (ArtifactKind.RKE2, ArtifactKind.IMAGES):
                 listed = table.get(art.name)
                 if listed != art.sha256:
                     raise ChecksumMismatch(

@@ -14,6 +14,7 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,22 +30,48 @@ SIGNATURE_NAME = "mk8s-bundle.json.sig"
 ARTIFACT_DIR = "artifacts"
 
 
+class ArtifactKind(StrEnum):
+    """What an artifact is; the closed set a lock and a manifest may name."""
+
+    CHECKSUMS = "checksums"
+    RKE2 = "rke2"
+    IMAGES = "images"
+    INSTALL_SCRIPT = "install-script"
+    FILE = "file"
+    MK8S = "mk8s"
+
+
+# Only the operator's own files come from the local disk; everything else from upstream.
+LOCAL_KINDS = frozenset({ArtifactKind.FILE, ArtifactKind.MK8S})
+# Kinds whose files are executables (mode 0755 when extracted or staged).
+EXECUTABLE_KINDS = frozenset({ArtifactKind.INSTALL_SCRIPT, ArtifactKind.MK8S})
+
+
 @dataclass(frozen=True)
 class Artifact:
-    """One file pinned by a lock: where it came from, where it sits in the bundle."""
+    """One file pinned by a lock: where it came from, where it sits in the bundle.
+
+    ``kind`` is an :class:`ArtifactKind`; a string naming no kind raises ValueError."""
 
     name: str
-    kind: str
+    kind: ArtifactKind
     path: str
     size: int
     sha256: str
     url: str | None = None
     arch: str | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, ArtifactKind):
+            try:
+                object.__setattr__(self, "kind", ArtifactKind(self.kind))
+            except ValueError as e:
+                raise ValueError(f"artifact {self.name}: unknown kind {self.kind!r}") from e
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": self.name,
-            "kind": self.kind,
+            "kind": str(self.kind),
             "path": self.path,
             "size": self.size,
             "sha256": self.sha256,
@@ -68,9 +95,9 @@ class Artifact:
         )
 
 
-def artifact_path(name: str, kind: str) -> str:
+def artifact_path(name: str, kind: ArtifactKind | str) -> str:
     """Where an artifact of this kind lives inside the bundle."""
-    if kind == "file":
+    if kind == ArtifactKind.FILE:
         return f"{ARTIFACT_DIR}/files/{name}"
     return f"{ARTIFACT_DIR}/{name}"
 
@@ -218,8 +245,10 @@ class Lock:
         tag = self.release.tag.replace("+", "-")
         return f"mk8s-rke2-{tag}-linux-{'-'.join(self.release.arch)}.tar.zst"
 
-    def find(self, *, kind: str, arch: str | None = None) -> list[Artifact]:
-        return [a for a in self.artifacts if a.kind == kind and (arch is None or a.arch == arch)]
+    def find(self, *, kind: ArtifactKind | str, arch: str | None = None) -> list[Artifact]:
+        """The artifacts of ``kind`` (and ``arch``); ValueError for a kind that is none."""
+        k = ArtifactKind(kind)
+        return [a for a in self.artifacts if a.kind == k and (arch is None or a.arch == arch)]
 
 
 def bundle_id(manifest_bytes: bytes) -> str:
@@ -232,9 +261,6 @@ def now_utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-KINDS = frozenset({"checksums", "rke2", "images", "install-script", "file", "mk8s"})
-# Only the operator's own files come from the local disk; everything else from upstream.
-LOCAL_KINDS = frozenset({"file", "mk8s"})
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
 
 
@@ -306,8 +332,6 @@ def _check_invariants(lock: Lock) -> None:
         why = check_artifact_name(a.name)
         if why:
             raise ValueError(f"artifact name {a.name!r} {why}")
-        if a.kind not in KINDS:
-            raise ValueError(f"artifact {a.name}: unknown kind {a.kind!r}")
         expected = artifact_path(a.name, a.kind)
         if a.path != expected:
             raise ValueError(f"artifact {a.name}: path {a.path!r} must be {expected!r}")
@@ -341,10 +365,13 @@ def build_lock(release: Release, artifacts: Iterable[Artifact], resolved_at: str
 __all__ = [
     "ARTIFACT_DIR",
     "BUNDLE_KIND",
+    "EXECUTABLE_KINDS",
+    "LOCAL_KINDS",
     "LOCK_KIND",
     "MANIFEST_NAME",
     "SIGNATURE_NAME",
     "Artifact",
+    "ArtifactKind",
     "Lock",
     "Release",
     "artifact_path",

@@ -33,6 +33,7 @@ from mk8s.bundle import tarfmt
 from mk8s.bundle.keys import Signature, TrustedKey, verify_signature
 from mk8s.bundle.manifest import (
     BUNDLE_KIND,
+    EXECUTABLE_KINDS,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
@@ -52,7 +53,6 @@ MAX_SIGNATURE = 4096
 MAX_TRAILER = 2 * tarfmt.RECORD + 2 * tarfmt.BLOCK
 
 Progress = Callable[[int, int], None]
-EXECUTABLE_KINDS = ("mk8s", "install-script")
 
 UNSIGNED_WARNING = (
     "THIS BUNDLE IS UNSIGNED: its contents are intact but nothing proves "

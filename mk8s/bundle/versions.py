@@ -97,14 +97,6 @@ class VersionSpec:
     rc: int | None = None
     build: int | None = None
 
-    @property
-    def is_latest(self) -> bool:
-        return self.major is None
-
-    @property
-    def is_exact(self) -> bool:
-        return self.build is not None
-
     def matches(self, v: Version) -> bool:
         """True if ``v`` satisfies this spec (prerelease policy is applied elsewhere)."""
         if self.major is None:

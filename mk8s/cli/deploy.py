@@ -9,8 +9,8 @@ import click
 from mk8s import ui
 from mk8s.bundle import keys
 from mk8s.deploy import ops
+from mk8s.deploy.apply import DeploySettings, deploy
 from mk8s.deploy.cluster import load_cluster
-from mk8s.deploy.run import DeploySettings, deploy
 from mk8s.errors import DeployError
 
 CLUSTER_FILE = click.option(
@@ -137,10 +137,21 @@ def kubeconfig_cmd(cluster_file: Path, output: Path | None) -> None:
 @CLUSTER_FILE
 @click.option("--node", "node_name", help="Reset only this node (taken out of the cluster).")
 @click.option("--yes", is_flag=True, help="Confirm: this uninstalls RKE2 and deletes its data.")
-def reset_cmd(cluster_file: Path, node_name: str | None, yes: bool) -> None:
-    """Uninstall RKE2 from one node, or from all (agents first, then servers)."""
+@click.option(
+    "--force",
+    is_flag=True,
+    help="With --node: uninstall even if no server could remove the node from the cluster.",
+)
+def reset_cmd(cluster_file: Path, node_name: str | None, yes: bool, force: bool) -> None:
+    """Uninstall RKE2 from one node, or from all (agents first, then servers).
+
+    With --node, the node is first deleted from the cluster on another server; if that
+    fails, nothing is uninstalled (its re-join would be refused) unless --force.
+    """
     if not yes:
         raise click.UsageError("reset deletes RKE2 and its data; pass --yes to confirm")
+    if force and node_name is None:
+        raise click.UsageError("--force applies to --node only")
     cluster = load_cluster(cluster_file)
-    done = ops.reset(cluster, node_name)
+    done = ops.reset(cluster, node_name, force=force)
     click.echo(f"reset: {', '.join(done) or 'nothing to do'}")

@@ -172,6 +172,8 @@ class Command:
     timeout: float = DEFAULT_TIMEOUT
     env: Mapping[str, str | Secret] = field(default_factory=lambda: MappingProxyType({}))
     stdin: bytes | Secret | None = field(default=None, repr=False)
+    # What a plan shows of the stdin (a file's content with its secrets masked).
+    stdin_shown: str | None = field(default=None, repr=False, compare=False)
     check: bool = True
     compound: bool = False
 
@@ -307,8 +309,12 @@ def write_file(
     sudo: bool = True,
     description: str = "",
     timeout: float = 60.0,
+    shown: str | None = None,
 ) -> Command:
     """A command that atomically replaces ``path`` with ``content`` at ``mode``.
+
+    ``shown`` is what a plan prints as the content (secrets masked); by default a
+    secret's content is not shown at all and a plain one is.
 
     The content goes on stdin (never on the command line); the file is created under
     ``umask 077`` as ``PATH.mk8s-tmp``, chmod-ed, then renamed over ``path``, so no
@@ -323,10 +329,20 @@ def write_file(
         "mkdir -p {dir} && umask 077 && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {path}",
         {"dir": posixpath.dirname(path) or "/", "tmp": tmp, "mode": f"{mode:04o}", "path": path},
         stdin=stdin,
+        stdin_shown=shown if shown is not None or isinstance(content, Secret) else _text(stdin),
         sudo=sudo,
         timeout=timeout,
         description=description or f"write {path} ({mode:04o})",
     )
+
+
+def _text(data: bytes | Secret) -> str | None:
+    if isinstance(data, Secret):
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"<{len(data)} bytes>"
 
 
 @dataclass(frozen=True)

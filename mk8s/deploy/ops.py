@@ -1,90 +1,51 @@
-"""Day-2 operations on a deployed cluster: status, kubeconfig, reset."""
+"""Day-2 operations on a deployed cluster: status, kubeconfig, reset.
+
+Each is a list of phases (:mod:`mk8s.deploy.phases.status`, :mod:`.phases.reset`)
+run by the same engine and session as a deploy.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.deploy import facts as facts_mod
-from mk8s.deploy import plan
-from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.run import _node_ready, _parallel, _Runner, connect_many, connect_node
-from mk8s.deploy.state import StateDir
-from mk8s.errors import ConnectError, DeployError, Mk8sError
-from mk8s.files import atomic_write
-
-Log = Callable[[str], None]
-
-
-@dataclass
-class NodeStatus:
-    node: Node
-    reachable: bool = False
-    version: str = ""
-    service: str = "-"
-    ready: bool = False
-    error: str = ""
+from mk8s.callbacks import Log
+from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.engine import run_phases
+from mk8s.deploy.phases.reset import reset_phases
+from mk8s.deploy.phases.status import (
+    AskReadiness,
+    ConnectReachable,
+    FetchKubeconfig,
+    NodeStatus,
+    ProbeNodes,
+    statuses,
+)
+from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
+from mk8s.deploy.steps import NodeState
+from mk8s.errors import DeployError
 
 
-def _close(runner: _Runner) -> None:
-    for t in runner.conns.values():
-        t.close()
+def _session(cluster: Cluster, state_base: Path | None, log: Log, connect: Connect) -> Session:
+    return Session(
+        SessionSettings(cluster=cluster, state_base=state_base), log=log, connect=connect
+    )
 
 
 def status(
-    cluster: Cluster, *, state_base: Path | None = None, log: Log = ui.note
+    cluster: Cluster,
+    *,
+    state_base: Path | None = None,
+    log: Log = ui.note,
+    connect: Connect = connect_ssh,
 ) -> list[NodeStatus]:
     """What each node runs and whether it is Ready. Never changes anything."""
-    runner = _Runner(StateDir(cluster.name, state_base), log)
-    out = {n.name: NodeStatus(n) for n in cluster.nodes}
+    s = _session(cluster, state_base, log, connect)
     try:
-        errors = connect_many(cluster.nodes, runner, cluster.options.concurrency)
-        for name, err in errors.items():
-            out[name].error = err
-
-        def probe(node: Node) -> None:
-            st = out[node.name]
-            st.reachable = True
-            try:
-                basic = runner.conns[node.name].run(facts_mod.BASIC).stdout
-                f = facts_mod.parse(basic, None)
-                if f.can_root:
-                    priv = runner.conns[node.name].run(facts_mod.privileged("/nonexistent"))
-                    f = facts_mod.parse(basic, priv.stdout)
-                st.version = f.rke2_tag or ""
-                active = f.server_active if node.is_server else f.agent_active
-                st.service = f"{plan.service(node)} {'active' if active else 'inactive'}"
-            except Mk8sError as e:
-                st.error = str(e)
-
-        _parallel(
-            [n for n in cluster.nodes if n.name in runner.conns], cluster.options.concurrency, probe
-        )
-        nodes_json = _ask_any_server(cluster, runner)
-        for st in out.values():
-            if nodes_json is not None:
-                st.ready, version = _node_ready(nodes_json, st.node.name)
-                st.version = st.version or version
+        run_phases([ConnectReachable(), ProbeNodes(), AskReadiness()], s)
     finally:
-        _close(runner)
-    return list(out.values())
-
-
-def _ask_any_server(cluster: Cluster, runner: _Runner) -> str | None:
-    for node in cluster.servers:
-        t = runner.conns.get(node.name)
-        if t is None:
-            continue
-        try:
-            r = t.run(plan.nodes_command())
-        except Mk8sError:
-            continue
-        if r.exit_code == 0:
-            return r.stdout
-    return None
+        s.close()
+    return list(statuses(s).values())
 
 
 def status_table(rows: list[NodeStatus]) -> str:
@@ -98,107 +59,51 @@ def status_table(rows: list[NodeStatus]) -> str:
 
 
 def fetch_kubeconfig(
-    cluster: Cluster, out: Path | None = None, *, state_base: Path | None = None, log: Log = ui.note
+    cluster: Cluster,
+    out: Path | None = None,
+    *,
+    state_base: Path | None = None,
+    log: Log = ui.note,
+    connect: Connect = connect_ssh,
 ) -> Path:
     """Fetch rke2.yaml from the first reachable server, pointed at the cluster address."""
-    runner = _Runner(StateDir(cluster.name, state_base), log)
-    errors: list[str] = []
+    s = _session(cluster, state_base, log, connect)
     try:
-        for node in cluster.servers:
-            try:
-                t = connect_node(node)
-            except ConnectError as e:
-                errors.append(str(e))
-                continue
-            runner.conns[node.name] = t
-            try:
-                text = t.run(plan.kubeconfig_command()).stdout
-            except Mk8sError as e:
-                errors.append(str(e))
-                continue
-            host = plan.api_host(cluster)
-            target = out or Path.cwd() / f"{cluster.name}.kubeconfig"
-            atomic_write(target, plan.rewrite_kubeconfig(text, host).encode(), mode=0o600)
-            return target
+        run_phases([FetchKubeconfig(out)], s)
     finally:
-        _close(runner)
-    raise DeployError(
-        "no server could give the kubeconfig: " + "; ".join(errors),
-        "check that the cluster is deployed (mk8s status)",
-    )
+        s.close()
+    path = s.extra["kubeconfig"]
+    assert isinstance(path, Path)
+    return path
 
 
 def reset(
     cluster: Cluster,
     node_name: str | None = None,
     *,
+    force: bool = False,
     state_base: Path | None = None,
     log: Log = ui.note,
+    connect: Connect = connect_ssh,
 ) -> list[str]:
     """Uninstall RKE2: one node (taken out of the cluster first) or all of them.
 
-    The whole cluster goes agents first, then servers (the first server last).
-    Returns the names reset; raises DeployError naming the nodes that failed.
+    The whole cluster goes agents first, then servers (the first server last). Returns
+    the names reset; raises DeployError naming the nodes that failed, and (for one
+    node) when the cluster could not let it go, unless ``force``.
     """
-    state = StateDir(cluster.name, state_base)
-    with state.locked():
-        runner = _Runner(state, log)
-        try:
-            return _reset(cluster, node_name, state, runner, log)
-        finally:
-            _close(runner)
-
-
-def _reset(
-    cluster: Cluster, node_name: str | None, state: StateDir, runner: _Runner, log: Log
-) -> list[str]:
-    failed: dict[str, str] = {}
-    done: list[str] = []
     if node_name is not None:
-        target = cluster.node(node_name)
-        targets = [target]
-        others = [s for s in cluster.servers if s.name != target.name]
-        errors = connect_many([target, *others], runner, cluster.options.concurrency)
-        if target.name in errors:
-            raise ConnectError(errors[target.name])
-        for s in others:
-            if s.name in runner.conns:
-                try:
-                    runner.run(s, "reset", plan.delete_node_command(target.name))
-                    break
-                except Mk8sError:
-                    continue
-    else:
-        first, servers, agents = plan.order(cluster)
-        targets = [*agents, *reversed(servers), first]
-        errors = connect_many(targets, runner, cluster.options.concurrency)
-        failed.update(errors)
-
-    def uninstall(node: Node) -> None:
-        if node.name not in runner.conns:
-            return
-        start = time.monotonic()
+        cluster.node(node_name)  # ClusterFileError naming the known names
+    s = _session(cluster, state_base, log, connect)
+    with s.state.locked():
         try:
-            runner.run(node, "reset", plan.uninstall_command())
-            log(f"{node.name}: RKE2 uninstalled ({time.monotonic() - start:.1f}s)")
-            done.append(node.name)
-        except Mk8sError as e:
-            failed[node.name] = str(e)
-
-    if node_name is None:
-        first, servers, agents = plan.order(cluster)
-        _parallel(agents, cluster.options.concurrency, uninstall)
-        for s in [*reversed(servers), first]:
-            uninstall(s)
-    else:
-        uninstall(targets[0])
-    journal = state.read_journal()
-    for name in done:
-        journal["nodes"][name] = {"state": "reset"}
-    state.write_journal(journal)
+            run_phases(reset_phases(node_name, force=force), s)
+        finally:
+            s.close()
+    failed = {o.node.name: o.error for o in s.outcomes.values() if o.state == NodeState.FAILED}
     if failed:
         raise DeployError(
             "reset failed on " + "; ".join(f"{n}: {e}" for n, e in failed.items()),
             "fix the node (or its connection) and run reset again",
         )
-    return done
+    return [o.node.name for o in s.outcomes.values() if o.state == NodeState.RESET]

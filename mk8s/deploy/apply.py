@@ -1,0 +1,133 @@
+"""``mk8s deploy``: the deploy phases run by the engine, and the report they leave.
+
+The order (README, "Deploying"): verify the bundle before any node is touched;
+connect and gather facts on every node in parallel; preflight (fail fast, change
+nothing); the token; stage and install in the background, servers first; the first
+server; the other servers one at a time; the agents in parallel; the kubeconfig. A
+dry run walks the same phases and prints what each would do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mk8s import ui
+from mk8s.bundle import keys
+from mk8s.callbacks import Log, TransferProgress
+from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.engine import run_phases
+from mk8s.deploy.phases import deploy_phases
+from mk8s.deploy.session import Connect, NodeOutcome, Session, SessionSettings, connect_ssh
+from mk8s.deploy.steps import NodeState
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySettings:
+    """Everything one ``mk8s deploy`` needs."""
+
+    cluster: Cluster
+    bundle: Path
+    trusted: Sequence[keys.TrustedKey]
+    allow_unsigned: bool = False
+    jobs: int | None = None
+    dry_run: bool = False
+    ready_timeout: float = 900.0
+    poll_interval: float = 0.5
+    state_base: Path | None = None
+    kubeconfig_out: Path | None = None
+
+    def session_settings(self) -> SessionSettings:
+        return SessionSettings(
+            cluster=self.cluster,
+            state_base=self.state_base,
+            jobs=self.jobs,
+            ready_timeout=self.ready_timeout,
+            poll_interval=self.poll_interval,
+            dry_run=self.dry_run,
+        )
+
+
+@dataclass
+class DeployReport:
+    """What a deploy did: per node, and in all."""
+
+    outcomes: dict[str, NodeOutcome]
+    kubeconfig: Path | None = None
+    bundle_id: str = ""
+    seconds: float = 0.0
+    plan_text: str = ""
+    uploaded_bytes: int = field(default=0)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.state == NodeState.READY for o in self.outcomes.values())
+
+    def table(self) -> str:
+        rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
+        for o in self.outcomes.values():
+            rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
+        lines = [ui.table(rows)]
+        lines += [ui.safe(f"{o.node.name}: {o.error}") for o in self.outcomes.values() if o.error]
+        return "\n".join(lines)
+
+
+def deploy(
+    settings: DeploySettings,
+    log: Log = ui.note,
+    progress: TransferProgress | None = None,
+    *,
+    connect: Connect = connect_ssh,
+) -> DeployReport:
+    """Deploy (or converge) the cluster; with ``dry_run``, only plan it.
+
+    Raises BundleRejected, InputError, PreflightError and StateLockedError before any
+    node is changed. Returns a report; ``report.ok`` is False when a node failed after
+    changes began (the caller exits 1).
+    """
+    s = Session(settings.session_settings(), log=log, progress=progress, connect=connect)
+    phases = deploy_phases(
+        settings.bundle,
+        settings.trusted,
+        allow_unsigned=settings.allow_unsigned,
+        kubeconfig_out=settings.kubeconfig_out,
+    )
+    if settings.dry_run:
+        run_phases(phases, s)
+        for o in s.outcomes.values():
+            o.state = NodeState.PLANNED
+        return DeployReport(
+            s.outcomes,
+            bundle_id=s.verified.bundle_id if s.verified else "",
+            plan_text="\n".join(s.plan_lines),
+        )
+    with s.state.locked():
+        _note_resume(s)
+        try:
+            run_phases(phases, s)
+        finally:
+            s.close()
+    kubeconfig = s.extra.get("kubeconfig")
+    return DeployReport(
+        s.outcomes,
+        kubeconfig=kubeconfig if isinstance(kubeconfig, Path) else None,
+        bundle_id=s.verified.bundle_id if s.verified else "",
+        seconds=time.monotonic() - s.started,
+        uploaded_bytes=s.uploader.uploaded,
+    )
+
+
+def _note_resume(s: Session) -> None:
+    """Say which nodes the last run left failed: this run resumes them."""
+    failed = sorted(
+        name
+        for name, entry in s.journal().get("nodes", {}).items()
+        if isinstance(entry, dict) and entry.get("state") == NodeState.FAILED
+    )
+    if failed:
+        s.log(f"resuming: the last run left {', '.join(failed)} failed")
+
+
+__all__ = ["DeployReport", "DeploySettings", "deploy"]

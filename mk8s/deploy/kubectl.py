@@ -1,0 +1,106 @@
+"""Fixed commands and answers of RKE2's own tools on a node: kubectl, the uninstall
+script, the admin kubeconfig (pure: commands as values, parsing of their output)."""
+
+from __future__ import annotations
+
+import json
+
+from mk8s.deploy.command import Command
+from mk8s.deploy.context import API_PORT, host_for_url
+from mk8s.deploy.facts import KUBECONFIG_PATH, KUBECTL
+
+
+def readyz_command() -> Command:
+    return Command.argv(
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG_PATH,
+        "get",
+        "--raw",
+        "/readyz",
+        sudo=True,
+        check=False,
+        timeout=30,
+        description="API server /readyz",
+    )
+
+
+def nodes_command() -> Command:
+    return Command.argv(
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG_PATH,
+        "get",
+        "nodes",
+        "-o",
+        "json",
+        sudo=True,
+        check=False,
+        timeout=30,
+        description="list nodes",
+    )
+
+
+def kubeconfig_command() -> Command:
+    return Command.argv(
+        "cat", KUBECONFIG_PATH, sudo=True, timeout=30, description="read the admin kubeconfig"
+    )
+
+
+def uninstall_command() -> Command:
+    return Command.script(
+        "if [ -x /usr/local/bin/rke2-uninstall.sh ]; then /usr/local/bin/rke2-uninstall.sh; "
+        "elif [ -x /opt/rke2/bin/rke2-uninstall.sh ]; then /opt/rke2/bin/rke2-uninstall.sh; "
+        "else echo 'RKE2 is not installed'; fi",
+        sudo=True,
+        timeout=600,
+        description="uninstall RKE2 (rke2-uninstall.sh)",
+    )
+
+
+def delete_node_command(name: str) -> Command:
+    return Command.argv(
+        KUBECTL,
+        "--kubeconfig",
+        KUBECONFIG_PATH,
+        "delete",
+        "node",
+        name,
+        "--ignore-not-found",
+        sudo=True,
+        check=False,
+        timeout=120,
+        description=f"remove node {name} from the cluster",
+    )
+
+
+def rewrite_kubeconfig(text: str, host: str) -> str:
+    """Point RKE2's admin kubeconfig (server https://127.0.0.1:6443) at ``host``."""
+    target = f"https://{host_for_url(host)}:{API_PORT}"
+    out = []
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("server:"):
+            indent = line[: len(line) - len(line.lstrip())]
+            line = f"{indent}server: {target}\n"
+        out.append(line)
+    return "".join(out)
+
+
+def node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
+    """(Ready?, kubelet version) of node ``name`` in ``kubectl get nodes -o json``;
+    (False, "") for anything unreadable."""
+    try:
+        data = json.loads(nodes_json)
+    except ValueError:
+        return False, ""
+    items = data.get("items", []) if isinstance(data, dict) else []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get("metadata", {}).get("name") != name:
+            continue
+        status = item.get("status", {})
+        version = str(status.get("nodeInfo", {}).get("kubeletVersion", ""))
+        for cond in status.get("conditions", []):
+            if isinstance(cond, dict) and cond.get("type") == "Ready":
+                return cond.get("status") == "True", version
+    return False, ""

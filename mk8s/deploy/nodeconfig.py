@@ -1,0 +1,101 @@
+"""config.yaml and registries.yaml of a node, real and masked (pure).
+
+Layers: ``spec.rke2.config``, then ``serverConfig``/``agentConfig``, then the node's
+own ``config``, then what mk8s manages (``node-name``, ``server``, ``token``, the
+servers' ``tls-san``). The masked form replaces every secret-looking value by ``***``
+for dry-run output and logs; only the real form ever reaches a node, on stdin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.command import MASK
+from mk8s.deploy.context import Context
+
+
+def node_config(ctx: Context, node: Node) -> dict[str, Any]:
+    """The config.yaml of one node: cluster config, role config, node config, then ours."""
+    rke2 = ctx.cluster.rke2
+    role_config = rke2.server_config if node.is_server else rke2.agent_config
+    config: dict[str, Any] = {}
+    for layer in (rke2.config, role_config, node.config):
+        config.update(_plain(layer))
+    config.setdefault("node-name", node.name)
+    if node.name != ctx.cluster.bootstrap.name:
+        config["server"] = ctx.server_url
+    if node.is_server:
+        given = config.get("tls-san") or []
+        sans = [str(s) for s in given] if isinstance(given, list | tuple) else [str(given)]
+        extra = list(rke2.tls_san)
+        if rke2.server_url:
+            extra.append(urlsplit(rke2.server_url).hostname or "")
+        for san in extra:
+            if san and san not in sans:
+                sans.append(san)
+        if sans:
+            config["tls-san"] = sans
+    return config
+
+
+# Config keys whose values are secrets (RKE2's etcd-s3-secret-key, a registry's
+# password or auth, any *-token): masked wherever a config is shown.
+SECRET_KEY_SUFFIXES = ("-secret", "-key", "password", "token", "secret")
+SECRET_KEYS = frozenset({"auth", "identitytoken"})
+
+
+def is_secret_key(key: object) -> bool:
+    k = str(key).lower()
+    return k in SECRET_KEYS or k.endswith(SECRET_KEY_SUFFIXES)
+
+
+def mask_secrets(value: Any) -> Any:
+    """``value`` with every secret-looking key's value replaced by ``***``, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            k: MASK
+            if is_secret_key(k) and v is not None and not isinstance(v, Mapping)
+            else mask_secrets(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
+def _dump(value: Any) -> bytes:
+    return yaml.safe_dump(value, sort_keys=True, default_flow_style=False).encode()
+
+
+def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
+    """(real bytes, masked bytes) of the node's config.yaml."""
+    config = {**node_config(ctx, node), "token": ctx.token.reveal()}
+    return _dump(config), _dump(mask_secrets(config))
+
+
+def registries_bytes(ctx: Context) -> tuple[bytes, bytes] | None:
+    """(real bytes, masked bytes) of registries.yaml, or None when none is written."""
+    registries = ctx.cluster.rke2.registries
+    if registries is None:
+        return None
+    plain = _plain(registries)
+    return _dump(plain), _dump(mask_secrets(plain))
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """Read-only mappings from the cluster model as plain dicts/lists for YAML."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

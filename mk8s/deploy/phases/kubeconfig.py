@@ -1,0 +1,54 @@
+"""Fetch the admin kubeconfig from the first server, pointed at the cluster's address."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mk8s.deploy import kubectl, plan
+from mk8s.deploy.cluster import Cluster, Node
+from mk8s.deploy.context import API_PORT, host_for_url
+from mk8s.deploy.engine import Phase
+from mk8s.deploy.session import Session
+from mk8s.deploy.steps import NodeState, Step
+from mk8s.files import atomic_write
+
+
+def kubeconfig_path(cluster: Cluster, out: Path | None) -> Path:
+    return out or Path.cwd() / f"{cluster.name}.kubeconfig"
+
+
+def write_kubeconfig(text: str, cluster: Cluster, out: Path | None) -> Path:
+    """RKE2's rke2.yaml with ``server:`` at the cluster's API address, written 0600."""
+    target = kubeconfig_path(cluster, out)
+    atomic_write(
+        target, kubectl.rewrite_kubeconfig(text, plan.api_host(cluster)).encode(), mode=0o600
+    )
+    return target
+
+
+class WriteKubeconfig(Phase):
+    title = "write the admin kubeconfig"
+
+    def __init__(self, out: Path | None = None) -> None:
+        self.out = out
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [s.cluster.bootstrap]
+
+    def should_run(self, s: Session) -> bool:
+        # Also after a later server failed: the cluster the first server runs is usable.
+        return s.dry_run or s.outcomes[s.cluster.bootstrap.name].state == NodeState.READY
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return [Step(node.name, "kubeconfig", (kubectl.kubeconfig_command(),))]
+
+    def run(self, s: Session) -> None:
+        first = s.cluster.bootstrap
+        text = s.run(first, "kubeconfig", kubectl.kubeconfig_command()).stdout
+        s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
+
+    def plan(self, s: Session) -> list[str]:
+        target = kubeconfig_path(s.cluster, self.out)
+        url = f"https://{host_for_url(plan.api_host(s.cluster))}:{API_PORT}"
+        return [*super().plan(s), f"  write {target.name} (0600) pointing at {url}"]

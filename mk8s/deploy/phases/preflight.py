@@ -1,0 +1,95 @@
+"""Preflight (every node fit, or nothing changes) and the join token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mk8s.deploy import plan
+from mk8s.deploy.command import Secret
+from mk8s.deploy.context import Context
+from mk8s.deploy.engine import Phase
+from mk8s.deploy.session import Session
+from mk8s.deploy.state import StateDir, read_token_file
+from mk8s.errors import PreflightError
+
+
+class Preflight(Phase):
+    title = "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup (changes nothing)"
+
+    def run(self, s: Session) -> None:
+        """PreflightError listing every problem on every node; nothing was changed."""
+        assert s.verified is not None
+        problems = plan.preflight(s.cluster, s.verified.manifest, s.facts)
+        if problems:
+            raise PreflightError(
+                f"preflight failed on {len(problems)} check(s), nothing was changed: "
+                + "; ".join(problems)
+            )
+
+    def plan(self, s: Session) -> list[str]:
+        return ["  every node must pass before any node is changed"]
+
+
+class Token(Phase):
+    title = "the join token"
+
+    def run(self, s: Session) -> None:
+        s.ctx = _context(s, resolve_token(s))
+
+    def plan(self, s: Session) -> list[str]:
+        s.ctx = _context(s, Secret("dry-run-token-never-shown"))
+        if s.cluster.rke2.token_file is not None:
+            return [f"  from spec.rke2.token.file ({s.cluster.rke2.token_file})"]
+        return [
+            f"  kept in {s.state.token_path} (0600): the stored one, the running cluster's,"
+            " or a new random one"
+        ]
+
+
+def _context(s: Session, token: Secret) -> Context:
+    assert s.verified is not None
+    return Context(s.cluster, s.verified.manifest, s.verified.bundle_id, token)
+
+
+def resolve_token(s: Session) -> Secret:
+    """spec.rke2.token.file, else the stored token, else the running cluster's, else a
+    new one (stored 0600). PreflightError if it is not the running cluster's token."""
+    cluster = s.cluster
+    existing = s.facts[cluster.bootstrap.name].node_token
+    if cluster.rke2.token_file is not None:
+        token = read_token_file(cluster.rke2.token_file)
+    else:
+        stored = s.state.read_token()
+        if stored is None and existing:
+            # The cluster exists but this machine has no state for it: join with the
+            # cluster's own token rather than inventing one it would refuse.
+            token = existing
+            s.state.write_token(token)
+        else:
+            token = stored or StateDir.new_token()
+            if stored is None:
+                s.state.write_token(token)
+    if existing and not token_matches(existing, token):
+        where = (
+            f"spec.rke2.token.file ({cluster.rke2.token_file})"
+            if cluster.rke2.token_file
+            else f"{s.state.token_path}"
+        )
+        raise PreflightError(
+            f"the token in {where} is not the token of the running cluster on "
+            f"{cluster.bootstrap.name}; nothing was changed",
+            "use the cluster's original token (it is in /var/lib/rancher/rke2/server/"
+            "node-token on the first server)",
+        )
+    return Secret(token)
+
+
+def token_matches(node_token: str, token: str) -> bool:
+    """RKE2's node-token is K10<ca hash>::server:<secret>; a plain token is the secret."""
+    if token == node_token:
+        return True
+    secret = node_token.rsplit(":", 1)[-1]
+    return token.rsplit(":", 1)[-1] == secret
+
+
+__all__: Sequence[str] = ["Preflight", "Token", "resolve_token", "token_matches"]

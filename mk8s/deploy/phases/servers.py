@@ -1,0 +1,68 @@
+"""Start the first server, then join the other servers one at a time.
+
+[RKE2: the first server starts without ``server:``; parallel etcd joins fail with "too
+many learner members", so each server waits until the one before is Ready.]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mk8s.deploy import plan
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.session import Session
+from mk8s.deploy.steps import NodeState, Step
+
+
+def start_steps(s: Session, node: Node) -> list[Step]:
+    """Write config.yaml and start the service (if needed), then wait until Ready."""
+    start = plan.start_step(s.context, node, s.facts[node.name])
+    return [start, plan.wait_step(node, s.settings.ready_timeout)]
+
+
+def start_and_wait(s: Session, node: Node) -> None:
+    s.wait_prepared(node)
+    if not s.alive(node):
+        return
+    start, wait = start_steps(s, node)
+    if start.commands:
+        s.log(f"{node.name}: starting {plan.service(node)}")
+    s.execute(node, start)
+    s.execute(node, wait)
+
+
+class BootstrapServer(Phase):
+    title = "start the first server (it bootstraps the cluster)"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [s.cluster.bootstrap]
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return start_steps(s, node)
+
+    def run(self, s: Session) -> None:
+        first = s.cluster.bootstrap
+        guarded(s, first, start_and_wait)
+        if s.outcomes[first.name].state != NodeState.READY:
+            s.stop("the first server is not ready")
+
+
+class JoinServers(Phase):
+    title = "join the other servers one at a time"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return plan.order(s.cluster)[1]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.stop_reason and bool(self.nodes(s))
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return start_steps(s, node)
+
+    def run(self, s: Session) -> None:
+        for node in self.nodes(s):
+            guarded(s, node, start_and_wait)
+            if s.outcomes[node.name].state != NodeState.READY:
+                s.stop(f"server {node.name} failed; servers join one at a time")
+                return

@@ -1,0 +1,128 @@
+"""Day-2 read-only phases: what each node runs and whether it is Ready; the kubeconfig."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mk8s.deploy import facts, kubectl, plan
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.engine import Phase
+from mk8s.deploy.phases.kubeconfig import write_kubeconfig
+from mk8s.deploy.session import Session
+from mk8s.errors import DeployError, Mk8sError
+
+
+@dataclass
+class NodeStatus:
+    node: Node
+    reachable: bool = False
+    version: str = ""
+    service: str = "-"
+    ready: bool = False
+    error: str = ""
+
+
+def statuses(s: Session) -> dict[str, NodeStatus]:
+    found = s.extra.setdefault("status", {n.name: NodeStatus(n) for n in s.cluster.nodes})
+    assert isinstance(found, dict)
+    return found
+
+
+class ConnectReachable(Phase):
+    title = "connect to the nodes that answer"
+
+    def __init__(self, nodes: Sequence[Node] | None = None) -> None:
+        self._nodes = nodes
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return self._nodes if self._nodes is not None else s.cluster.nodes
+
+    def run(self, s: Session) -> None:
+        for name, err in s.connect_nodes(self.nodes(s)).items():
+            statuses(s)[name].error = err
+
+
+class ProbeNodes(Phase):
+    title = "read what each node runs"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [n for n in s.cluster.nodes if n.name in s.conns]
+
+    def run_node(self, s: Session, node: Node) -> None:
+        st = statuses(s)[node.name]
+        st.reachable = True
+        try:
+            f = facts.parse_gathered(s.run(node, "status", facts.gather("/nonexistent")).stdout)
+        except Mk8sError as e:
+            st.error = str(e)
+            return
+        st.version = f.rke2_tag or ""
+        active = f.server_active if node.is_server else f.agent_active
+        st.service = f"{plan.service(node)} {'active' if active else 'inactive'}"
+
+    def run(self, s: Session) -> None:
+        s.parallel(self.nodes(s), lambda n: self.run_node(s, n))
+
+
+class AskReadiness(Phase):
+    title = "ask a server which nodes are Ready"
+
+    def run(self, s: Session) -> None:
+        listing = ask_any_server(s)
+        if listing is None:
+            return
+        for st in statuses(s).values():
+            st.ready, version = kubectl.node_ready(listing, st.node.name)
+            st.version = st.version or version
+
+
+def ask_any_server(s: Session) -> str | None:
+    """``kubectl get nodes -o json`` from the first server that answers, or None."""
+    for node in s.cluster.servers:
+        if node.name not in s.conns:
+            continue
+        try:
+            r = s.run(node, "status", kubectl.nodes_command())
+        except Mk8sError:
+            continue
+        if r.exit_code == 0:
+            return r.stdout
+    return None
+
+
+class FetchKubeconfig(Phase):
+    title = "fetch the admin kubeconfig from a server"
+
+    def __init__(self, out: Path | None) -> None:
+        self.out = out
+
+    def run(self, s: Session) -> None:
+        errors: list[str] = []
+        for node in s.cluster.servers:
+            failed = s.connect_nodes([node])
+            if failed:
+                errors.append(failed[node.name])
+                continue
+            try:
+                text = s.run(node, "kubeconfig", kubectl.kubeconfig_command()).stdout
+            except Mk8sError as e:
+                errors.append(str(e))
+                continue
+            s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
+            return
+        raise DeployError(
+            "no server could give the kubeconfig: " + "; ".join(errors),
+            "check that the cluster is deployed (mk8s status)",
+        )
+
+
+__all__ = [
+    "AskReadiness",
+    "ConnectReachable",
+    "FetchKubeconfig",
+    "NodeStatus",
+    "ProbeNodes",
+    "ask_any_server",
+]

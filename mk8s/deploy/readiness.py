@@ -1,0 +1,113 @@
+"""Waiting until nodes are Ready: bounded, and sharing one node list per poll.
+
+A server is Ready when its own ``/readyz`` answers ``ok`` and the cluster lists it
+Ready; an agent when the cluster lists it Ready. One ``kubectl get nodes`` per poll
+interval answers for every node waiting (twelve agents do not run twelve kubectls).
+Every wait is bounded by the session's ``ready_timeout``: running out is a DeployError
+naming the node and where to look.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from mk8s.deploy import kubectl
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.plan import service
+from mk8s.deploy.steps import WaitReady
+from mk8s.errors import DeployError, Mk8sError
+
+if TYPE_CHECKING:
+    from mk8s.deploy.session import Session
+
+
+class NodesPoller:
+    """``kubectl get nodes -o json`` on a server, at most once per poll interval."""
+
+    def __init__(self, session: Session, first: Node) -> None:
+        self.s = session
+        self.first = first
+        self._lock = threading.Lock()
+        self._at = -1e9
+        self._json = ""
+
+    def nodes_json(self, asker: Node | None = None) -> str:
+        with self._lock:
+            if time.monotonic() - self._at >= self.s.settings.poll_interval:
+                r = self.s.run(asker or self.first, "wait-ready", kubectl.nodes_command())
+                self._json, self._at = r.stdout, time.monotonic()
+            return self._json
+
+
+def poller(session: Session) -> NodesPoller:
+    """The session's one shared poller (asking the first server by default)."""
+    found = session.extra.get("poller")
+    if not isinstance(found, NodesPoller):
+        found = session.extra["poller"] = NodesPoller(session, session.cluster.bootstrap)
+    return found
+
+
+def _timeout(node: Node, seconds: float, last: str) -> DeployError:
+    return DeployError(
+        f"{node.name} was not Ready within {seconds:.0f}s" + (f" ({last[:200]})" if last else ""),
+        f"look at `journalctl -u {service(node)}` on the node, then deploy again",
+    )
+
+
+def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
+    """Block until ``node`` is Ready; return its kubelet version. DeployError after
+    ``wait.timeout`` seconds."""
+    shared = poller(session)
+    deadline = time.monotonic() + wait.timeout
+    last = ""
+    while True:
+        api_ok = True
+        if wait.readyz is not None:
+            r = session.run(node, "wait-ready", wait.readyz)
+            api_ok = r.exit_code == 0 and r.stdout.strip() == "ok"
+            last = r.stderr.strip() or r.stdout.strip()
+        if api_ok:
+            # Before any server answers, the first server is the one to ask; a server
+            # that is itself up answers for the whole cluster.
+            listing = shared.nodes_json(node if node.is_server else None)
+            ready, version = kubectl.node_ready(listing, node.name)
+            if ready:
+                return version
+            last = f"node {node.name} is not Ready yet"
+        if time.monotonic() >= deadline:
+            raise _timeout(node, wait.timeout, last)
+        time.sleep(session.settings.poll_interval)
+
+
+def wait_all_ready(
+    session: Session, nodes: Sequence[Node], timeout: float
+) -> dict[str, str | Mk8sError]:
+    """Wait until every node in ``nodes`` is Ready: name -> version, or DeployError."""
+    shared = poller(session)
+    results: dict[str, str | Mk8sError] = {}
+    deadline = time.monotonic() + timeout
+    pending = list(nodes)
+    while pending:
+        try:
+            listing, last = shared.nodes_json(), ""
+        except Mk8sError as e:
+            listing, last = "", str(e)
+        for node in list(pending):
+            ready, version = kubectl.node_ready(listing, node.name)
+            if ready:
+                results[node.name] = version
+                pending.remove(node)
+        if not pending:
+            break
+        if time.monotonic() >= deadline:
+            for node in pending:
+                results[node.name] = _timeout(node, timeout, last)
+            break
+        time.sleep(session.settings.poll_interval)
+    return results
+
+
+__all__ = ["NodesPoller", "poller", "wait_all_ready", "wait_ready"]

@@ -1,0 +1,125 @@
+"""The upload protocol of a stage step: send parts, check them on the node, place them.
+
+Each file goes to ``PATH.part`` (a partial part from an earlier run resumes where it
+stopped), then the step's :class:`~mk8s.deploy.steps.PlaceUploads` command checks every
+part's sha256 on the node and renames the good ones, in one round trip. A bad part is
+discarded and sent whole once more; a second mismatch fails the node. Every file goes to
+the audit log with its size, resume offset, hash and result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.command import Command, FileUpload
+from mk8s.deploy.steps import PlaceUploads, Step
+from mk8s.errors import DeployError
+
+if TYPE_CHECKING:
+    from mk8s.deploy.session import Session
+
+Sent = dict[str, tuple[int, int, float]]  # remote path -> (bytes sent, offset, seconds)
+
+
+class Uploader:
+    """Sends a step's uploads for a :class:`Session`, counting bytes and progress."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.uploaded = 0
+        self._lock = threading.Lock()
+        self._done: dict[str, int] = {}
+        self._total: dict[str, int] = {}
+
+    def send(self, node: Node, step: Step) -> None:
+        """Run the step's commands that come before its uploads (the staging mkdir),
+        send every upload, then check and place them; DeployError if one stays bad."""
+        ups = step.uploads
+        place = next((a for a in step.actions if isinstance(a, PlaceUploads)), None)
+        if place is None:
+            raise ValueError(f"step {step.name} uploads files but has no PlaceUploads")
+        first_upload = next(i for i, a in enumerate(step.actions) if isinstance(a, FileUpload))
+        for cmd in step.actions[:first_upload]:
+            if not isinstance(cmd, FileUpload | PlaceUploads):
+                self.s.run(node, step.name, cmd)  # type: ignore[arg-type]
+        self.s.log(f"{node.name}: uploading {len(ups)} files ({_human(sum(u.size for u in ups))})")
+        self._done[node.name] = 0
+        self._total[node.name] = sum(u.size for u in ups)
+        facts = self.s.facts.get(node.name)
+        partial = facts.partial if facts else {}
+        sent: Sent = {}
+        for up in ups:
+            have = partial.get(up.remote_path + ".part", 0)
+            offset = have if 0 < have <= up.size else 0
+            sent[up.remote_path] = self._put(node, up, offset)
+        for up in self._check(node, step.name, place.command, ups, sent):
+            i = place.uploads.index(up)
+            self.s.run(node, step.name, place.discard[i])
+            again = {up.remote_path: self._put(node, up, 0)}
+            if self._check(node, step.name, place.recheck[i], [up], again):
+                raise DeployError(
+                    f"{node.name}: {up.remote_path} does not match its sha256 after upload",
+                    "check the node's disk and the network; then deploy again",
+                )
+
+    def _put(self, node: Node, up: FileUpload, offset: int) -> tuple[int, int, float]:
+        src = up.source if isinstance(up.source, bytes) else Path(up.source)
+        self._advance(node, offset)  # a resumed file counts what is already there
+        start = time.monotonic()
+        n = self.s.conns[node.name].put(
+            src,
+            up.remote_path + ".part",
+            mode=up.mode,
+            offset=offset,
+            progress=lambda k: self._advance(node, k),
+        )
+        with self._lock:
+            self.uploaded += n
+            self.s.outcomes[node.name].uploaded_bytes += n
+        return n, offset, time.monotonic() - start
+
+    def _advance(self, node: Node, n: int) -> None:
+        if self.s.progress is None:
+            return
+        with self._lock:
+            done = self._done[node.name] = self._done.get(node.name, 0) + n
+        total = self._total.get(node.name)
+        self.s.progress(node.name, min(done, total if total is not None else done), total)
+
+    def _check(
+        self, node: Node, step: str, cmd: Command, ups: Sequence[FileUpload], sent: Sent
+    ) -> list[FileUpload]:
+        """Run the check-and-place command for ``ups``; return those that hash wrong."""
+        out = self.s.run(node, step, cmd).stdout.split()
+        good = {out[i + 1] for i in range(0, len(out) - 1, 2) if out[i] == "ok"}
+        bad = []
+        for up in ups:
+            n, offset, seconds = sent[up.remote_path]
+            ok = up.remote_path in good
+            self.s.state.audit(
+                node=node.name,
+                step=step,
+                file=up.remote_path,
+                bytes=n,
+                offset=offset,
+                sha256=up.sha256,
+                ok=ok,
+                seconds=round(seconds, 3),
+            )
+            if not ok:
+                bad.append(up)
+        return bad
+
+
+def _human(n: int) -> str:
+    from mk8s.ui import human_bytes
+
+    return human_bytes(n)
+
+
+__all__ = ["Uploader"]
