@@ -15,8 +15,6 @@ import paramiko
 import pytest
 
 from mk8s.deploy import transport as tr
-from mk8s.deploy.transport import identity as tr_identity
-from mk8s.deploy.transport import sftp as tr_sftp
 from mk8s.deploy.cluster import Bastion, SSHSettings
 from mk8s.deploy.command import Command, Secret, write_file
 from mk8s.deploy.transport import (
@@ -27,6 +25,8 @@ from mk8s.deploy.transport import (
     known_hosts_name,
     load_identity,
 )
+from mk8s.deploy.transport import identity as tr_identity
+from mk8s.deploy.transport import sftp as tr_sftp
 from mk8s.errors import ConnectError, HostKeyError, RemoteCommandError
 from tests.support.hosts import HostSet, hostset_for_tests
 
