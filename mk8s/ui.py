@@ -68,7 +68,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-class Progress:
+class ProgressBar:
     """A byte-count progress display: a rich bar on a terminal; otherwise a plain line
     every ``PLAIN_INTERVAL`` seconds, so quick operations print nothing extra."""
 
@@ -100,7 +100,7 @@ class Progress:
             )
             self._task = self._rich.add_task(label, total=total or None)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> ProgressBar:
         if self._rich is not None:
             self._rich.start()
         return self

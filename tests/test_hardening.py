@@ -10,6 +10,7 @@ on real test hosts is in tests/test_hardening_hosts.py.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import stat
@@ -503,7 +504,7 @@ def test_a_local_file_in_a_lock_is_no_hash_oracle(
 ) -> None:  # type: ignore[no-untyped-def]
     secret_file = tmp_path / "secret.txt"
     secret_file.write_text("the operator's secret\n")
-    real_sha = fetch.hashlib.sha256(secret_file.read_bytes()).hexdigest()
+    real_sha = hashlib.sha256(secret_file.read_bytes()).hexdigest()
     art = Artifact(
         name="secret.txt",
         kind="file",

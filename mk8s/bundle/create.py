@@ -31,6 +31,7 @@ from mk8s.bundle.manifest import (
 )
 from mk8s.bundle.upstream import DEFAULT_CNI
 from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
+from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, LockError, OutputError
 from mk8s.files import atomic_write, open_regular, read_regular, sha256_file
 
@@ -38,7 +39,6 @@ LOCK_NAME = "mk8s.lock"
 # 10000 artifacts of a few hundred bytes each: a lock is never near this size.
 MAX_LOCK_BYTES = 16 << 20
 SELF_NAME = "mk8s-linux-amd64"
-Progress = fetch_mod.ProgressFn
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +104,7 @@ def _file_artifact(path: Path, kind: ArtifactKind = ArtifactKind.FILE) -> Artifa
     )
 
 
-def lock_release(settings: LockSettings, progress: Progress | None = None) -> Lock:
+def lock_release(settings: LockSettings, progress: TransferProgress | None = None) -> Lock:
     """Resolve ``settings.spec`` and pin every artifact (no large downloads).
 
     Raises VersionNotFound / InputError (exit 2) for a spec or selection that matches
@@ -241,7 +241,7 @@ def check_files(paths: Sequence[Path]) -> None:
 
 
 def create_bundle(
-    lock: Lock, settings: CreateSettings, progress: Progress | None = None
+    lock: Lock, settings: CreateSettings, progress: TransferProgress | None = None
 ) -> Created:
     """Fetch what ``lock`` pins (checking every byte), then write the lock and bundle.
 

@@ -12,7 +12,6 @@ The library prints nothing: callers pass a progress callback.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import re
@@ -26,27 +25,14 @@ from typing import Any, BinaryIO
 
 import requests
 
-from mk8s.bundle.upstream import (
-    RETRY_STATUS,
-    TRANSIENT_ERRORS,
-    UpstreamSettings,
-    new_session,
-    rate_limit_error,
-    redact_url,
-    short_retry_after,
-)
+from mk8s.bundle.http import UpstreamSettings, new_session
+from mk8s.bundle.transfer import CHUNK, Cancelled, Transfer
+from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
 
-CHUNK = 1 << 20
 STALE_PART_SECONDS = 24 * 3600
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SUM_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>\S(?:.*\S)?)$")
-_CONTENT_RANGE = re.compile(r"^bytes (?P<start>\d+)-(?P<end>\d+)/(?P<total>\d+|\*)$")
-
-ProgressFn = Callable[[str, int, "int | None"], None]
-"""``progress(name, bytes_done, total)``, called from worker threads; ``total`` may be
-None when neither the item nor the server gives a size. ``bytes_done`` can go back to
-0 when a server ignores a resume request and the download restarts."""
 
 
 @dataclass(frozen=True)
@@ -145,16 +131,12 @@ def expected_hashes(sums: Mapping[str, str], names: Iterable[str], source: str) 
 
 
 # -- fetching --------------------------------------------------------------------------
-class _Cancelled(Exception):
-    """Another download failed or the user pressed Ctrl-C: stop quietly."""
-
-
 def fetch(
     items: Sequence[FetchItem],
     settings: UpstreamSettings,
     cache_dir: Path | str | None = None,
     jobs: int = 4,
-    progress: ProgressFn | None = None,
+    progress: TransferProgress | None = None,
     *,
     session_factory: Callable[[], requests.Session] = new_session,
 ) -> list[Fetched]:
@@ -199,7 +181,7 @@ def _fetch_parallel(
     settings: UpstreamSettings,
     cache: Path,
     jobs: int,
-    progress: ProgressFn | None,
+    progress: TransferProgress | None,
     session_factory: Callable[[], requests.Session],
 ) -> None:
     """Run the downloads on daemon threads, ``jobs`` at a time.
@@ -236,7 +218,7 @@ def _fetch_parallel(
                 with lock:
                     for i in idxs:
                         results[i] = _for_item(got, items[i])
-            except _Cancelled:
+            except Cancelled:
                 return
             except BaseException as e:
                 with lock:
@@ -307,7 +289,7 @@ def download(
     *,
     session: requests.Session,
     stop: threading.Event | None = None,
-    progress: ProgressFn | None = None,
+    progress: TransferProgress | None = None,
     live_parts: set[Path] | None = None,
 ) -> Fetched:
     """Download one item into the cache (no cache lookup; :func:`fetch` does that).
@@ -327,7 +309,7 @@ def download(
         live_parts.add(part)
     try:
         with _open_part(part) as f:
-            state = _Transfer(item, settings, f, progress, stop)
+            state = Transfer(item, settings, f, progress, stop)
             state.run(session)
         got = state.hasher.hexdigest()
         _check(item, got, state.done)
@@ -369,168 +351,6 @@ def _check(item: FetchItem, got: str, size: int) -> None:
         )
 
 
-class _Transfer:
-    """The state of one download across retries: bytes written and the running hash."""
-
-    def __init__(
-        self,
-        item: FetchItem,
-        settings: UpstreamSettings,
-        f: BinaryIO,
-        progress: ProgressFn | None,
-        stop: threading.Event,
-    ) -> None:
-        self.item = item
-        self.settings = settings
-        self.f = f
-        self.progress = progress
-        self.stop = stop
-        self.done = 0
-        self.total: int | None = item.size
-        self.hasher = hashlib.sha256()
-
-    def restart(self) -> None:
-        self.f.seek(0)
-        self.f.truncate()
-        self.done = 0
-        self.hasher = hashlib.sha256()
-
-    def run(self, session: requests.Session) -> None:
-        url = self.item.url
-        failures = 0
-        last = ""
-        while True:
-            if self.stop.is_set():
-                raise _Cancelled
-            before = self.done
-            try:
-                if self._attempt(session):
-                    return
-                last = "the connection closed early"
-            except TRANSIENT_ERRORS as e:
-                last = f"{type(e).__name__}: {e}"
-            except _RetryStatus as e:
-                last = e.reason
-                if e.wait is not None:
-                    failures += 1
-                    if failures > self.settings.retries:
-                        break
-                    if self.stop.wait(max(e.wait, self.settings.backoff_delay(failures - 1))):
-                        raise _Cancelled from None
-                    continue
-            # A try that moved bytes earns a fresh retry budget: a slow, flaky link
-            # should finish, while a dead one still fails after `retries` tries.
-            failures = 0 if self.done > before else failures + 1
-            if failures > self.settings.retries:
-                break
-            if failures and self.stop.wait(self.settings.backoff_delay(failures - 1)):
-                raise _Cancelled
-        raise UpstreamError(
-            f"downloading {self.item.name} from {url} failed after "
-            f"{self.settings.retries + 1} attempts ({last})",
-            "check the network and proxy settings, then run the command again "
-            "(finished files are cached)",
-        )
-
-    def _attempt(self, session: requests.Session) -> bool:
-        """One request. True when the whole body arrived; raises for what to retry."""
-        url = self.item.url
-        headers = {**self.settings.auth_headers(url), "Accept-Encoding": "identity"}
-        if self.done:
-            headers["Range"] = f"bytes={self.done}-"
-        with session.get(url, headers=headers, timeout=self.settings.timeout, stream=True) as r:
-            self._check_status(r)
-            start, total = self._placement(r)
-            if start != self.done:
-                self.restart()
-            if total is not None:
-                self._check_total(total)
-                self.total = total
-            self._report()
-            for chunk in r.iter_content(CHUNK):
-                if self.stop.is_set():
-                    raise _Cancelled
-                self._check_growth(len(chunk))
-                try:
-                    self.f.write(chunk)
-                except OSError as e:
-                    raise OutputError(f"cannot write {self.item.name} to the cache: {e}") from e
-                self.hasher.update(chunk)
-                self.done += len(chunk)
-                self._report()
-        return total is None or self.done >= total
-
-    def _report(self) -> None:
-        if self.progress is not None:
-            self.progress(self.item.name, self.done, self.total)
-
-    def _check_status(self, r: requests.Response) -> None:
-        url = self.item.url
-        limited = rate_limit_error(r, url)
-        if limited is not None and (
-            r.status_code != 429 or short_retry_after(r, self.settings) is None
-        ):
-            raise limited
-        if r.status_code in RETRY_STATUS:
-            raise _RetryStatus(f"HTTP {r.status_code}", short_retry_after(r, self.settings))
-        if r.status_code == 416 and self.done:
-            # Our offset is past the server's end: the file shrank. Start over.
-            self.restart()
-            raise _RetryStatus("HTTP 416 on resume", 0.0)
-        if r.status_code >= 400:
-            hint = (
-                "check the version and the MK8S_RELEASE_URL / MK8S_RAW_URL settings"
-                if r.status_code == 404
-                else "check the URL and the server"
-            )
-            raise UpstreamError(
-                f"{url} answered HTTP {r.status_code} {r.reason} for {self.item.name}", hint
-            )
-
-    def _placement(self, r: requests.Response) -> tuple[int, int | None]:
-        """Where this body starts and the file's full size, from the headers."""
-        length = r.headers.get("Content-Length", "")
-        if r.status_code == 206:
-            m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
-            if m is None or int(m["start"]) != self.done:
-                # Not the part we asked for: drop what we have and ask for everything.
-                self.restart()
-                raise _RetryStatus("bad Content-Range on resume", 0.0)
-            return self.done, None if m["total"] == "*" else int(m["total"])
-        # 200: the whole file from byte 0, even if we asked for a range.
-        return 0, int(length) if length.isdigit() else None
-
-    def _check_total(self, total: int) -> None:
-        # More bytes than pinned can never be the pinned file: refuse before reading
-        # any of it (a hostile or broken server must not fill the disk).
-        pinned = self.item.size
-        if pinned is not None and total > pinned:
-            raise self._too_big(f"the server offers {total} bytes")
-
-    def _check_growth(self, n: int) -> None:
-        pinned = self.item.size
-        if pinned is not None and self.done + n > pinned:
-            raise self._too_big(f"the server sent more than {pinned} bytes; cut off")
-
-    def _too_big(self, what: str) -> ChecksumMismatch:
-        pin = f" with sha256 {self.item.sha256}" if self.item.sha256 else ""
-        return ChecksumMismatch(
-            f"{self.item.name} from {redact_url(self.item.url)}: expected {self.item.size}"
-            f" bytes{pin}, {what}",
-            "do not use it: upstream changed the file or it was tampered with in transit; "
-            "run `mk8s bundle lock` again and review the change",
-        )
-
-
-class _RetryStatus(Exception):
-    """A retryable answer; ``wait`` overrides the backoff when the server asked."""
-
-    def __init__(self, reason: str, wait: float | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.wait = wait
-
-
 def fetch_text(
     item: FetchItem, settings: UpstreamSettings, cache_dir: Path | str | None = None, **kwargs: Any
 ) -> tuple[Fetched, bytes]:
@@ -543,7 +363,6 @@ __all__ = [
     "CHUNK",
     "FetchItem",
     "Fetched",
-    "ProgressFn",
     "cache_path",
     "default_cache_dir",
     "download",

@@ -15,14 +15,8 @@ calling thread parses and hashes members; both release the GIL in their C code.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import queue
-import secrets
-import shutil
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
@@ -33,26 +27,24 @@ from mk8s.bundle import tarfmt
 from mk8s.bundle.keys import Signature, TrustedKey, verify_signature
 from mk8s.bundle.manifest import (
     BUNDLE_KIND,
-    EXECUTABLE_KINDS,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
     Lock,
     bundle_id,
 )
-from mk8s.bundle.zstdframe import FrameWalker, ZstdFrameError
-from mk8s.errors import BundleRejected, LockError, OutputError
+from mk8s.bundle.stream import Decompressed, Truncated
+from mk8s.bundle.zstdframe import ZstdFrameError
+from mk8s.callbacks import StreamProgress
+from mk8s.errors import BundleRejected, LockError
 from mk8s.files import open_regular
 
-CHUNK = 1 << 20
-QUEUE_DEPTH = 8
 MAX_MANIFEST = 16 << 20
 MAX_SIGNATURE = 4096
 # After the last artifact: the end-of-archive blocks and padding to a 10 KiB record,
 # as tar writers emit; allow one more record for writers with a bigger blocking factor.
 MAX_TRAILER = 2 * tarfmt.RECORD + 2 * tarfmt.BLOCK
 
-Progress = Callable[[int, int], None]
 
 UNSIGNED_WARNING = (
     "THIS BUNDLE IS UNSIGNED: its contents are intact but nothing proves "
@@ -99,137 +91,6 @@ class VerifiedBundle:
         return bundle_id(self.manifest_bytes)
 
 
-class _Truncated(Exception):
-    pass
-
-
-class _Source:
-    """The compressed file as zstandard reads it: hashed and structure-checked."""
-
-    def __init__(self, raw: BinaryIO, *, check: bool) -> None:
-        self.raw = raw
-        self.check = check
-        self.hash = hashlib.sha256()
-        self.walker = FrameWalker()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n if n and n > 0 else CHUNK)
-        if data and self.check:
-            self.hash.update(data)
-            self.walker.feed(data)
-        return data
-
-
-_EOF = object()
-
-
-class _Decompressed:
-    """Decompressed bytes, produced by a worker thread, consumed in bounded reads."""
-
-    def __init__(self, raw: BinaryIO, *, threaded: bool) -> None:
-        # The threaded (verifying) reader checks the whole file; the head reader
-        # (inspect) stops early and so checks nothing about the rest.
-        self.source = _Source(raw, check=threaded)
-        self._reader = zstandard.ZstdDecompressor().stream_reader(
-            self.source,  # type: ignore[arg-type]  # any object with read() will do
-            read_size=CHUNK,
-            read_across_frames=False,
-        )
-        self._buf = memoryview(b"")
-        self._stop = threading.Event()
-        self._queue: queue.Queue[object] = queue.Queue(QUEUE_DEPTH)
-        self._thread: threading.Thread | None = None
-        self._eof = False
-        if threaded:
-            self._thread = threading.Thread(target=self._produce, daemon=True)
-            self._thread.start()
-
-    # -- producer --------------------------------------------------------------------
-    def _next_raw(self) -> bytes:
-        chunk: bytes = self._reader.read(CHUNK)
-        if chunk:
-            return chunk
-        # End of the frame (or of the input): anything left in the file must not exist.
-        while self.source.read(CHUNK):
-            pass
-        self.source.walker.finish()
-        return b""
-
-    def _produce(self) -> None:
-        try:
-            while not self._stop.is_set():
-                chunk = self._next_raw()
-                if not self._put(chunk if chunk else _EOF):
-                    return
-                if not chunk:
-                    return
-        except BaseException as e:  # forwarded to the consumer, which re-raises it
-            self._put(e)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    # -- consumer --------------------------------------------------------------------
-    def _fill(self) -> bool:
-        if self._eof:
-            return False
-        if self._thread is None:
-            item: object = self._next_raw() or _EOF
-        else:
-            item = self._queue.get()
-        if item is _EOF:
-            self._eof = True
-            return False
-        if isinstance(item, BaseException):
-            self._eof = True
-            raise item
-        assert isinstance(item, bytes)
-        self._buf = memoryview(item)
-        return True
-
-    def chunks(self, n: int) -> Iterator[memoryview]:
-        """Yield exactly ``n`` bytes in pieces; raises _Truncated if the data ends first."""
-        left = n
-        while left:
-            if not self._buf and not self._fill():
-                raise _Truncated(n - left)
-            piece = self._buf[:left]
-            self._buf = self._buf[len(piece) :]
-            left -= len(piece)
-            yield piece
-
-    def read_exact(self, n: int) -> bytes:
-        return b"".join(self.chunks(n))
-
-    def rest(self, limit: int) -> tuple[int, bool]:
-        """Consume everything left; return (bytes, all zero) or raise if over ``limit``."""
-        count = 0
-        zero = True
-        while self._buf or self._fill():
-            piece = self._buf
-            self._buf = memoryview(b"")
-            count += len(piece)
-            if zero and piece.tobytes().count(0) != len(piece):
-                zero = False
-            if count > limit:
-                return count, zero
-        return count, zero
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    self._queue.get_nowait()
-            self._thread.join(timeout=5)
-
-
 def _open(path: Path) -> BinaryIO:
     return open_regular(path, what="bundle", fix="give the bundle file")
 
@@ -251,7 +112,7 @@ def _safe_name(name: str) -> bool:
 
 
 def _expect_member(
-    stream: _Decompressed, index: int, expected: str, size_limit: int | None = None
+    stream: Decompressed, index: int, expected: str, size_limit: int | None = None
 ) -> tarfmt.Header:
     block = stream.read_exact(tarfmt.BLOCK)
     try:
@@ -278,13 +139,13 @@ def _expect_member(
     return header
 
 
-def _read_small(stream: _Decompressed, header: tarfmt.Header) -> bytes:
+def _read_small(stream: Decompressed, header: tarfmt.Header) -> bytes:
     data = stream.read_exact(header.size)
     _skip_padding(stream, header.name, header.size)
     return data
 
 
-def _skip_padding(stream: _Decompressed, name: str, size: int) -> None:
+def _skip_padding(stream: Decompressed, name: str, size: int) -> None:
     pad = stream.read_exact(tarfmt.padding(size))
     if pad.count(0) != len(pad):
         raise BundleRejected(f"member {name}: non-zero bytes hidden in the tar padding")
@@ -310,13 +171,13 @@ def read_head(path: Path) -> BundleHead:
     Raises BundleRejected if the head is not a mk8s bundle at all.
     """
     with _open(path) as raw:
-        stream = _Decompressed(raw, threaded=False)
+        stream = Decompressed(raw, threaded=False)
         try:
             mh = _expect_member(stream, 1, MANIFEST_NAME, MAX_MANIFEST)
             manifest_bytes = _read_small(stream, mh)
             sh = _expect_member(stream, 2, SIGNATURE_NAME, MAX_SIGNATURE)
             sig_bytes = _read_small(stream, sh)
-        except _Truncated as e:
+        except Truncated as e:
             raise BundleRejected("the bundle ends inside its first members (truncated)") from e
         except (ZstdFrameError, zstandard.ZstdError) as e:
             raise _reject_stream_error(e, "in the bundle head") from e
@@ -341,7 +202,7 @@ def verify_bundle(
     allow_unsigned: bool = False,
     sink: ArtifactSink | None = None,
     before_artifacts: Callable[[Lock], None] | None = None,
-    progress: Progress | None = None,
+    progress: StreamProgress | None = None,
 ) -> VerifiedBundle:
     """Verify the whole bundle in one pass; return what was verified.
 
@@ -351,13 +212,13 @@ def verify_bundle(
     runs once the signed manifest is trusted, before any artifact byte is read.
     """
     with _open(path) as raw:
-        stream = _Decompressed(raw, threaded=True)
+        stream = Decompressed(raw, threaded=True)
         try:
             result = _verify_stream(
                 stream, trusted, allow_unsigned, sink, before_artifacts, progress
             )
             manifest, manifest_bytes, sig_bytes, signer = result
-        except _Truncated as e:
+        except Truncated as e:
             raise BundleRejected(
                 f"the bundle is truncated: the data ends {e.args[0]} bytes into a member",
                 "copy the bundle again; the file is incomplete",
@@ -378,12 +239,12 @@ def verify_bundle(
 
 
 def _verify_stream(
-    stream: _Decompressed,
+    stream: Decompressed,
     trusted: Sequence[TrustedKey],
     allow_unsigned: bool,
     sink: ArtifactSink | None,
     before_artifacts: Callable[[Lock], None] | None,
-    progress: Progress | None,
+    progress: StreamProgress | None,
 ) -> tuple[Lock, bytes, bytes, TrustedKey | None]:
     mh = _expect_member(stream, 1, MANIFEST_NAME, MAX_MANIFEST)
     manifest_bytes = _read_small(stream, mh)
@@ -414,7 +275,7 @@ def _verify_stream(
                 done += len(piece)
                 if progress:
                     progress(done, total)
-        except _Truncated as e:
+        except Truncated as e:
             got = art.size - e.args[0]
             raise BundleRejected(
                 f"member {art.path} is truncated: expected {art.size} bytes, got {got}",
@@ -431,7 +292,7 @@ def _verify_stream(
             sink.end(art)
     try:
         trailer = stream.read_exact(tarfmt.BLOCK)
-    except _Truncated as e:
+    except Truncated as e:
         raise BundleRejected(
             "the archive ends without its end-of-archive marker (truncated)",
             "copy the bundle again; the file is incomplete",
@@ -454,122 +315,15 @@ def _verify_stream(
     return manifest, manifest_bytes, sig_bytes, signer
 
 
-class _DirectorySink:
-    """Writes artifacts into a private temporary directory during verification."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self._file: BinaryIO | None = None
-        self.discard = False
-
-    def begin(self, artifact: Artifact) -> None:
-        if self.discard:
-            return
-        target = self.root / artifact.path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(target, "xb")  # noqa: SIM115  (closed in end() or close())
-
-    def write(self, data: memoryview) -> None:
-        if self._file is not None:
-            self._file.write(data)
-
-    def end(self, artifact: Artifact) -> None:
-        self.close()
-        if artifact.kind in EXECUTABLE_KINDS and not self.discard:
-            os.chmod(self.root / artifact.path, 0o755)  # noqa: S103  (executables, as shipped)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
-def _make_dirs(dest: Path) -> list[Path]:
-    """Create ``dest`` and missing parents; return the ones created, outermost first."""
-    missing: list[Path] = []
-    d = dest
-    while not d.exists() and d != d.parent:
-        missing.append(d)
-        d = d.parent
-    missing.reverse()
-    done: list[Path] = []
-    try:
-        for d in missing:
-            d.mkdir()
-            done.append(d)
-    except OSError as e:
-        for d in reversed(done):
-            d.rmdir()
-        raise OutputError(f"cannot create {dest}: {e.strerror or e}") from e
-    return done
-
-
 def extract_bundle(
     path: Path,
     trusted: Sequence[TrustedKey],
     dest: Path,
     *,
     allow_unsigned: bool = False,
-    progress: Progress | None = None,
+    progress: StreamProgress | None = None,
 ) -> VerifiedBundle:
-    """Verify while extracting into ``dest``; on any failure ``dest`` is as it was.
+    """Verify while extracting into ``dest`` (see :mod:`mk8s.bundle.extract`)."""
+    from mk8s.bundle.extract import extract_bundle as extract
 
-    Files go to a temporary directory inside ``dest`` and are moved into place only
-    after every check passed. Refuses (OutputError) if ``dest`` already holds
-    ``mk8s-bundle.json`` or ``artifacts``, or has too little free space.
-    """
-    targets = [dest / MANIFEST_NAME, dest / SIGNATURE_NAME, dest / "artifacts"]
-    for t in targets:
-        if t.exists() or t.is_symlink():
-            raise OutputError(f"{t} already exists", "extract into an empty directory")
-    created = _make_dirs(dest)
-    work = dest / f".mk8s-extract-{secrets.token_hex(4)}"
-    sink = _DirectorySink(work)
-    moved: list[Path] = []
-
-    shortfall: list[str] = []
-
-    def check_space(manifest: Lock) -> None:
-        # Too little room: keep verifying without writing. A bundle whose manifest lies
-        # about sizes is then rejected as such (exit 3); an honest big one gets the
-        # disk-space error once verification is complete.
-        st = os.statvfs(dest)
-        free = st.f_bavail * st.f_frsize
-        if free < manifest.total_size:
-            sink.discard = True
-            shortfall.append(
-                f"{dest} has {free} bytes free; the bundle needs {manifest.total_size}"
-            )
-
-    try:
-        work.mkdir()
-        verified = verify_bundle(
-            path,
-            trusted,
-            allow_unsigned=allow_unsigned,
-            sink=sink,
-            before_artifacts=check_space,
-            progress=progress,
-        )
-        sink.close()
-        if shortfall:
-            raise OutputError(shortfall[0], "free some space or extract elsewhere")
-        (work / MANIFEST_NAME).write_bytes(verified.manifest_bytes)
-        (work / SIGNATURE_NAME).write_bytes(verified.signature_bytes)
-        if not (work / "artifacts").exists():
-            (work / "artifacts").mkdir()
-        for t in targets:
-            os.replace(work / t.name, t)
-            moved.append(t)
-    except BaseException as e:
-        sink.close()
-        shutil.rmtree(work, ignore_errors=True)
-        for t in moved:  # none of them existed before: take them away again
-            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
-        for d in reversed(created):  # only what this call created, deepest first
-            shutil.rmtree(d, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot extract into {dest}: {e.strerror or e}") from e
-        raise
-    shutil.rmtree(work, ignore_errors=True)
-    return verified
+    return extract(path, trusted, dest, allow_unsigned=allow_unsigned, progress=progress)

@@ -1,287 +1,46 @@
 """The RKE2 releases client: list releases, resolve a version spec, pick the assets.
 
-Every endpoint is configurable (SPEC section 2) so a mirror or a test server can stand
-in for GitHub. The HTTP helpers here (session, retries, rate-limit messages) are
-shared with :mod:`mk8s.bundle.fetch`, which downloads what this module selects.
+Every endpoint is configurable (README, "On a machine with internet access") so a
+mirror or a test server can stand in for GitHub; the HTTP side (settings, retries,
+credentials) is :mod:`mk8s.bundle.http`, shared with :mod:`mk8s.bundle.fetch`,
+which downloads what this module selects.
 """
 
 from __future__ import annotations
 
-import base64
-import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 import requests
 
-from mk8s import __version__
+from mk8s.bundle.http import (
+    ARCHES,
+    AUTH_HINT,
+    CNIS,
+    DEFAULT_API_URL,
+    DEFAULT_CNI,
+    DEFAULT_RAW_URL,
+    DEFAULT_RELEASE_URL,
+    MAX_PAGES,
+    PER_PAGE,
+    REPO,
+    RETRY_STATUS,
+    TRANSIENT_ERRORS,
+    UpstreamSettings,
+    check_url,
+    get_with_retries,
+    new_session,
+    rate_limit_error,
+    redact_url,
+    short_retry_after,
+    split_credentials,
+)
 from mk8s.bundle.versions import SPEC_HELP, Version, VersionSpec, parse_spec, parse_tag
 from mk8s.errors import InputError, UpstreamError, VersionNotFound
-
-REPO = "rancher/rke2"
-DEFAULT_API_URL = "https://api.github.com"
-DEFAULT_RELEASE_URL = f"https://github.com/{REPO}/releases/download"
-DEFAULT_RAW_URL = f"https://raw.githubusercontent.com/{REPO}"
-ARCHES = ("amd64", "arm64")
-DEFAULT_CNI = "canal"
-CNIS = ("canal", "cilium", "calico", "flannel")
-# Over a thousand releases exist; 100 per page is GitHub's maximum. The page cap only
-# guards against a server whose Link headers loop.
-PER_PAGE = 100
-MAX_PAGES = 1000
-AUTH_HINT = "set GITHUB_TOKEN to a GitHub token (5000 API requests an hour instead of 60)"
-
-
-@dataclass(frozen=True, kw_only=True)
-class UpstreamSettings:
-    """Where releases come from and how hard to try. Build with :meth:`from_env`.
-
-    ``backoff`` is the first retry delay in seconds; each retry doubles it up to
-    ``backoff_max``. ``retries`` counts retries after the first attempt.
-    """
-
-    api_url: str = DEFAULT_API_URL
-    release_url: str = DEFAULT_RELEASE_URL
-    raw_url: str = DEFAULT_RAW_URL
-    token: str | None = field(default=None, repr=False)
-    # origin -> (user, password), taken out of URLs given with ``user:password@``.
-    credentials: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict, repr=False)
-    connect_timeout: float = 15.0
-    read_timeout: float = 60.0
-    retries: int = 5
-    backoff: float = 1.0
-    backoff_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        credentials = dict(self.credentials)
-        for name in ("api_url", "release_url", "raw_url"):
-            url, userinfo = split_credentials(check_url(getattr(self, name), name))
-            if userinfo is not None:
-                credentials[_origin(url)] = userinfo
-            object.__setattr__(self, name, url.rstrip("/"))
-        # Credentials given in a URL are used at run time only: the URLs kept here (and
-        # so every URL in a lock, a manifest or a message) carry none.
-        object.__setattr__(self, "credentials", credentials)
-        if self.retries < 0 or self.backoff < 0 or self.backoff_max < 0:
-            raise InputError("retries and backoff must not be negative")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise InputError("timeouts must be positive")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> UpstreamSettings:
-        """Settings from ``MK8S_GITHUB_API_URL``, ``MK8S_RELEASE_URL``, ``MK8S_RAW_URL``
-        and ``GITHUB_TOKEN`` (empty values count as unset); ``overrides`` that are not
-        None win (the CLI passes its flags here). Raises InputError on a bad URL."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for key, var in (
-            ("api_url", "MK8S_GITHUB_API_URL"),
-            ("release_url", "MK8S_RELEASE_URL"),
-            ("raw_url", "MK8S_RAW_URL"),
-            ("token", "GITHUB_TOKEN"),
-        ):
-            if env.get(var):
-                values[key] = env[var]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.read_timeout)
-
-    def auth_headers(self, url: str) -> dict[str, str]:
-        """The ``Authorization`` header for ``url``, or nothing.
-
-        Basic auth for a URL on a host whose configured URL carried ``user:password@``;
-        otherwise ``Bearer GITHUB_TOKEN`` for URLs on the API's host. A GitHub token is
-        only sent where GitHub (or GitHub Enterprise, whose API and downloads share a
-        host) asked for it, never to a mirror on another host. requests drops the header
-        itself when a redirect leaves the host; without either, requests reads ~/.netrc.
-        """
-        userinfo = self.credentials.get(_origin(url))
-        if userinfo is not None:
-            raw = f"{userinfo[0]}:{userinfo[1]}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
-        if self.token and _origin(url) == _origin(self.api_url):
-            return {"Authorization": f"Bearer {self.token}"}
-        return {}
-
-    def backoff_delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        return float(min(self.backoff_max, self.backoff * (2**attempt)))
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return (parts.scheme, parts.netloc.rpartition("@")[2].lower())
-
-
-def check_url(url: str, what: str) -> str:
-    """``url`` if it is a usable http(s) URL, else InputError (exit 2) naming ``what``.
-
-    Refuses control characters and whitespace, an empty host, a malformed IPv6
-    literal and a port that is not a number in 1-65535.
-    """
-    shown = redact_url(url)
-    fix = "give a full URL such as https://mirror.example/path"
-    if not url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise InputError(f"{what} {shown!r} has spaces or control characters", fix)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise InputError(f"{what} {shown!r} is not a valid URL ({e})", fix) from e
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"{what} {shown!r} is not an http(s) URL with a host", fix)
-    if port == 0:
-        raise InputError(f"{what} {shown!r} has port 0", fix)
-    return url
-
-
-def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """(``url`` without ``user:password@``, (user, password) or None), percent-decoded."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any ``user:password@`` removed: the only form a message may show."""
-    try:
-        return split_credentials(url)[0]
-    except ValueError:
-        return "<invalid URL>"
-
-
-def new_session() -> requests.Session:
-    """A session that honours proxy and CA-bundle variables (``HTTPS_PROXY``,
-    ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``) like any requests client."""
-    session = requests.Session()
-    session.trust_env = True
-    ca = os.environ.get("SSL_CERT_FILE")
-    if ca and not os.environ.get("REQUESTS_CA_BUNDLE") and not os.environ.get("CURL_CA_BUNDLE"):
-        # requests reads REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE only; honour OpenSSL's name too.
-        session.verify = ca
-    session.headers["User-Agent"] = f"mk8s/{__version__}"
-    return session
-
-
-# -- retries ---------------------------------------------------------------------------
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
-
-
-def rate_limit_error(response: requests.Response, url: str) -> UpstreamError | None:
-    """An UpstreamError telling when to retry if ``response`` is a rate-limit answer.
-
-    GitHub answers 403 or 429 with ``X-RateLimit-Remaining: 0`` and
-    ``X-RateLimit-Reset`` (epoch seconds), or with ``Retry-After`` for its secondary
-    limits. Returns None when the response is not a rate limit.
-    """
-    if response.status_code not in (403, 429):
-        return None
-    h = response.headers
-    if h.get("X-RateLimit-Remaining") != "0" and "Retry-After" not in h:
-        return None
-    when = None
-    if h.get("X-RateLimit-Reset", "").isdigit():
-        when = float(h["X-RateLimit-Reset"])
-    elif h.get("Retry-After", "").isdigit():
-        when = time.time() + float(h["Retry-After"])
-    if when is not None:
-        local = time.strftime("%H:%M:%S %Z", time.localtime(when)).strip()
-        minutes = max(0, round((when - time.time()) / 60))
-        at = f"; it resets at {local} (in about {minutes} min)"
-    else:
-        at = ""
-    return UpstreamError(
-        f"rate limited by {urlsplit(url).netloc} (HTTP {response.status_code}) at {url}{at}",
-        f"retry then, or {AUTH_HINT}",
-    )
-
-
-def short_retry_after(response: requests.Response, settings: UpstreamSettings) -> float | None:
-    """The wait a 429/503 asks for with ``Retry-After`` if it is short enough to honour."""
-    value = response.headers.get("Retry-After", "")
-    if value.isdigit() and float(value) <= settings.backoff_max:
-        return float(value)
-    return None
-
-
-def get_with_retries(
-    session: requests.Session,
-    url: str,
-    settings: UpstreamSettings,
-    *,
-    what: str,
-    headers: Mapping[str, str] | None = None,
-    stream: bool = False,
-    sleep: Callable[[float], Any] = time.sleep,
-) -> requests.Response:
-    """GET ``url``, retrying connection errors, timeouts, 5xx and 429 with backoff.
-
-    Returns the first 2xx response. Raises UpstreamError for a rate limit (saying when
-    it resets), for a 4xx (naming ``what`` and the URL), and when retries run out.
-    """
-    hdrs = {**settings.auth_headers(url), **(headers or {})}
-    last = ""
-    delay = 0.0
-    for attempt in range(settings.retries + 1):
-        if attempt:
-            sleep(delay)
-        delay = settings.backoff_delay(attempt)
-        try:
-            r = session.get(url, headers=hdrs, timeout=settings.timeout, stream=stream)
-        except TRANSIENT_ERRORS as e:
-            last = f"{type(e).__name__}: {e}"
-            if attempt == settings.retries:
-                raise UpstreamError(
-                    f"cannot reach {url} for {what} after {attempt + 1} attempts ({last})",
-                    "check the network, proxy settings and the MK8S_* URLs",
-                ) from e
-            continue
-        limited = rate_limit_error(r, url)
-        if limited is not None and (r.status_code != 429 or short_retry_after(r, settings) is None):
-            r.close()
-            raise limited
-        if r.status_code in RETRY_STATUS:
-            last = f"HTTP {r.status_code}"
-            wait = short_retry_after(r, settings)
-            r.close()
-            if attempt == settings.retries:
-                raise UpstreamError(
-                    f"{url} answered HTTP {r.status_code} for {what} after {attempt + 1} attempts",
-                    "the server is failing; try again later",
-                )
-            delay = max(delay, wait or 0.0)
-            continue
-        if r.status_code >= 400:
-            r.close()
-            raise UpstreamError(
-                f"{url} answered HTTP {r.status_code} {r.reason} for {what}",
-                _fix_for_status(r.status_code),
-            )
-        return r
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _fix_for_status(status: int) -> str:
-    if status == 404:
-        return "check the version and the MK8S_RELEASE_URL / MK8S_RAW_URL mirror settings"
-    if status in (401, 403):
-        return f"check access to the server; {AUTH_HINT}"
-    return "check the URL and the server"
 
 
 # -- releases --------------------------------------------------------------------------
@@ -607,15 +366,22 @@ def install_script_url(settings: UpstreamSettings, tag: str) -> str:
 
 __all__ = [
     "ARCHES",
+    "AUTH_HINT",
     "CNIS",
     "DEFAULT_API_URL",
     "DEFAULT_CNI",
     "DEFAULT_RAW_URL",
     "DEFAULT_RELEASE_URL",
+    "MAX_PAGES",
+    "PER_PAGE",
+    "REPO",
+    "RETRY_STATUS",
+    "TRANSIENT_ERRORS",
     "ReleaseAsset",
     "UpstreamRelease",
     "UpstreamSettings",
     "asset_url",
+    "check_url",
     "get_with_retries",
     "image_groups",
     "images_name",
@@ -625,9 +391,12 @@ __all__ = [
     "new_session",
     "quote_tag",
     "rate_limit_error",
+    "redact_url",
     "resolve",
     "resolve_release",
     "select_assets",
     "sha256sums_name",
+    "short_retry_after",
+    "split_credentials",
     "tarball_name",
 ]

@@ -28,11 +28,11 @@ import zstandard
 from mk8s.bundle import tarfmt
 from mk8s.bundle.keys import Signature
 from mk8s.bundle.manifest import BUNDLE_KIND, MANIFEST_NAME, SIGNATURE_NAME, Lock, bundle_id
+from mk8s.callbacks import StreamProgress
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 
 CHUNK = 1 << 20
 ZSTD_LEVEL = 3
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def write_bundle(
     signature: Callable[[bytes], Signature],
     *,
     settings: WriteSettings | None = None,
-    progress: Progress | None = None,
+    progress: StreamProgress | None = None,
 ) -> WrittenBundle:
     """Write ``manifest`` and the files it lists to ``out``.
 

@@ -101,7 +101,7 @@ def verify(
     """
     trusted = _trusted(key_paths, allow_unsigned)
     try:
-        with ui.Progress("verifying", 0) as bar:
+        with ui.ProgressBar("verifying", 0) as bar:
             v = reader.verify_bundle(
                 bundle_path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
             )

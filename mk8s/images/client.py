@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +28,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import requests
 
 from mk8s import __version__
+from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch
 from mk8s.images.auth import Credentials, find_credentials
 from mk8s.images.errors import (
@@ -54,7 +55,6 @@ _READ = 1 << 16
 (urllib3 drops a partial read), and the resume asks only for the rest."""
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
-ProgressFn = Callable[[str, int, "int | None"], None]
 """``progress(digest, bytes_done, total)``; ``bytes_done`` may fall back to 0."""
 
 
@@ -206,7 +206,7 @@ class RegistryClient:
         out: BinaryIO,
         *,
         image: str,
-        progress: ProgressFn | None = None,
+        progress: TransferProgress | None = None,
     ) -> int:
         """Stream a blob into ``out`` (empty, writable, seekable); return its size.
 
@@ -246,7 +246,7 @@ class RegistryClient:
         source: BinaryIO,
         *,
         image: str,
-        progress: ProgressFn | None = None,
+        progress: TransferProgress | None = None,
     ) -> None:
         """Upload ``size`` bytes read from ``source`` as blob ``digest``.
 
@@ -570,7 +570,7 @@ class _Download:
         repository: str,
         digest: str,
         out: BinaryIO,
-        progress: ProgressFn | None,
+        progress: TransferProgress | None,
     ) -> None:
         self.client = client
         self.repository = repository

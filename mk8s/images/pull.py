@@ -20,9 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mk8s.callbacks import TransferProgress
 from mk8s.errors import OutputError
 from mk8s.images.auth import Credentials
-from mk8s.images.client import ProgressFn, RegistryClient, RegistrySettings
+from mk8s.images.client import RegistryClient, RegistrySettings
 from mk8s.images.errors import ImageNotFound
 from mk8s.images.layout import layout_index, write_layout
 from mk8s.images.model import (
@@ -67,7 +68,7 @@ def pull_image(
     credentials: Credentials | None = None,
     client: RegistryClient | None = None,
     mtime: int = 0,
-    progress: ProgressFn | None = None,
+    progress: TransferProgress | None = None,
 ) -> PulledImage:
     """Pull ``reference`` into the OCI layout archive ``dest``.
 
@@ -89,7 +90,7 @@ def pull_image(
 
 class _Puller:
     def __init__(
-        self, client: RegistryClient, ref: Reference, cache: Path, progress: ProgressFn | None
+        self, client: RegistryClient, ref: Reference, cache: Path, progress: TransferProgress | None
     ) -> None:
         self.client = client
         self.ref = ref

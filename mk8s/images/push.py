@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mk8s.callbacks import TransferProgress
 from mk8s.images.archive import iter_members, scan_archive
-from mk8s.images.client import ProgressFn, RegistryClient
+from mk8s.images.client import RegistryClient
 from mk8s.images.errors import ImageArchiveError, RegistryError
 from mk8s.images.inspect import images_of
 from mk8s.images.model import ArchiveImage, BlobSource
@@ -65,7 +66,7 @@ def push_archive(
     rewrite: Rewrite | None = None,
     name: str | None = None,
     kind: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: TransferProgress | None = None,
 ) -> PushReport:
     """Push every image of the archive at ``path`` to ``client``'s registry.
 
@@ -99,7 +100,7 @@ def push_oci_archive(
     prefix: str = "",
     rewrite: Rewrite | None = None,
     name: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: TransferProgress | None = None,
 ) -> PushReport:
     """:func:`push_archive` for an OCI image-layout archive only."""
     return push_archive(
@@ -114,7 +115,7 @@ def push_docker_archive(
     prefix: str = "",
     rewrite: Rewrite | None = None,
     name: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: TransferProgress | None = None,
 ) -> PushReport:
     """:func:`push_archive` for a docker archive (``docker save``, optionally zstd)."""
     return push_archive(
@@ -159,7 +160,11 @@ class _BlobPusher:
     """Steps 2 and 3: make every (repository, blob) pair exist in the registry."""
 
     def __init__(
-        self, client: RegistryClient, path: Path, report: PushReport, progress: ProgressFn | None
+        self,
+        client: RegistryClient,
+        path: Path,
+        report: PushReport,
+        progress: TransferProgress | None,
     ) -> None:
         self.client = client
         self.path = path
