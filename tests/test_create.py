@@ -305,3 +305,21 @@ def test_inspect_json_of_created_bundle(run_cli, env: Path) -> None:  # type: ig
     r = run_cli("bundle", "inspect", BUNDLE, "--json")
     data = json.loads(r.out)
     assert data["manifest"]["createdBy"].startswith("mk8s ")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ("--arch", "arm64"),
+        ("--cni", "cilium"),
+        ("--images-group", "multus"),
+        ("--allow-prerelease",),
+        ("--arch", "amd64"),  # even the default, given on purpose, is refused
+    ],
+)
+def test_lock_refuses_selection_flags(run_cli, env: Path, extra: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    assert run_cli("bundle", "lock", "--rke2", "v1.28.x").code == 0
+    r = run_cli("bundle", "create", "--lock", "mk8s.lock", "--key", "mk8s.key", *extra)
+    assert r.code == 2, r.err
+    assert extra[0] in r.err and "cannot be combined with --lock" in r.err
+    assert _outputs(env) == ["mk8s.lock"]

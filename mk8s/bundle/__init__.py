@@ -1,0 +1,1 @@
+"""The connected side and the bundle format: keys, locks, fetching, writing, reading."""

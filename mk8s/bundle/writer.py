@@ -27,7 +27,14 @@ import zstandard
 
 from mk8s.bundle import tarfmt
 from mk8s.bundle.keys import Signature
-from mk8s.bundle.manifest import BUNDLE_KIND, MANIFEST_NAME, SIGNATURE_NAME, Lock, bundle_id
+from mk8s.bundle.manifest import (
+    BUNDLE_KIND,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Artifact,
+    Lock,
+    bundle_id,
+)
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 
@@ -123,27 +130,7 @@ def write_bundle(
                     written += tarfmt.BLOCK + len(data) + tarfmt.padding(len(data))
                 for art in manifest.artifacts:
                     z.write(tarfmt.file_header(art.path, art.size, manifest.mtime))
-                    h = hashlib.sha256()
-                    copied = 0
-                    with open(files[art.path], "rb") as src:
-                        while copied <= art.size:
-                            chunk = src.read(CHUNK)
-                            if not chunk:
-                                break
-                            copied += len(chunk)
-                            if copied > art.size:
-                                break
-                            h.update(chunk)
-                            z.write(chunk)
-                            done += len(chunk)
-                            if progress:
-                                progress(done, total)
-                    if copied != art.size or h.hexdigest() != art.sha256:
-                        raise ChecksumMismatch(
-                            f"{files[art.path]} no longer matches the lock for {art.name} "
-                            f"(expected {art.size} bytes sha256 {art.sha256[:16]}...)",
-                            "clear the cache entry or run create again",
-                        )
+                    done = _copy_checked(art, files[art.path], z, done, total, progress)
                     z.write(b"\0" * tarfmt.padding(art.size))
                     written += tarfmt.BLOCK + art.size + tarfmt.padding(art.size)
                 z.write(tarfmt.end_padding(written))
@@ -169,6 +156,40 @@ def write_bundle(
         artifacts=len(manifest.artifacts),
         artifact_bytes=total,
     )
+
+
+def _copy_checked(
+    art: Artifact,
+    src_path: Path,
+    z: BinaryIO,
+    done: int,
+    total: int,
+    progress: StreamProgress | None,
+) -> int:
+    """Copy one artifact into the archive, hashing it; ChecksumMismatch if its size or
+    sha256 is not the manifest's. Returns the bytes done so far in all."""
+    h = hashlib.sha256()
+    copied = 0
+    with open(src_path, "rb") as src:
+        while copied <= art.size:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                break
+            copied += len(chunk)
+            if copied > art.size:
+                break
+            h.update(chunk)
+            z.write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+    if copied != art.size or h.hexdigest() != art.sha256:
+        raise ChecksumMismatch(
+            f"{src_path} no longer matches the lock for {art.name} "
+            f"(expected {art.size} bytes sha256 {art.sha256[:16]}...)",
+            "clear the cache entry or run create again",
+        )
+    return done
 
 
 def _discard(path: Path) -> None:

@@ -180,7 +180,9 @@ def lock_cmd(
     "--include-self", is_flag=True, help="Carry the mk8s single-file executable in the bundle too."
 )
 @click.option("--force", is_flag=True, help="Replace the bundle file if it exists.")
+@click.pass_context
 def create_cmd(
+    ctx: click.Context,
     spec: str | None,
     lock_path: Path | None,
     key_path: Path | None,
@@ -202,30 +204,17 @@ def create_cmd(
     """Resolve, download, check and write one signed bundle plus its lockfile.
 
     Every byte is checked against upstream's sha256sum-ARCH.txt (or the lockfile);
-    any difference is a supply-chain alarm (exit 3) and nothing is written.
+    any difference is a supply-chain alarm (exit 3) and nothing is written. With
+    --lock, the lock decides the selection: --arch, --cni, --images-group,
+    --allow-prerelease and --file are refused.
     """
     if (spec is None) == (lock_path is None):
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
-    if key_path is None and not unsigned:
-        raise click.UsageError("give --key to sign the bundle (or --unsigned, not recommended)")
-    if key_path is not None and unsigned:
-        raise click.UsageError("--key and --unsigned contradict each other")
+    if lock_path is not None:
+        _refuse_selection_with_lock(ctx)
     create_mod.check_files(files)
     started = time.monotonic()
-    if key_path is not None:
-        private = keys.load_private_key(key_path, passphrase_reader())
-
-        def signature(data: bytes) -> keys.Signature:
-            return keys.sign(private, data)
-
-        signer = f"signed by key {keys.key_id(private.public_key())}"
-    else:
-        ui.warn("writing an UNSIGNED bundle: nothing will prove where it came from")
-
-        def signature(data: bytes) -> keys.Signature:
-            return keys.unsigned()
-
-        signer = "UNSIGNED"
+    signature, signer = _signer(key_path, unsigned)
     up = _upstream(github_api_url, release_url, raw_url)
     self_exe: Path | None = None
     if include_self:
@@ -235,23 +224,19 @@ def create_cmd(
     with ui.Transfers("fetched") as progress:
         if lock_path is not None:
             lock = create_mod.read_lock(lock_path)
-            if files:
-                raise click.UsageError("--file cannot be added to a locked bundle; lock again")
         else:
             assert spec is not None
-            lock = create_mod.lock_release(
-                create_mod.LockSettings(
-                    spec=spec,
-                    upstream=up,
-                    arches=_split(arches),
-                    cni=cni,
-                    image_groups=_split(groups),
-                    allow_prerelease=allow_prerelease,
-                    files=files,
-                    cache_dir=cache_dir,
-                ),
-                progress,
+            settings = create_mod.LockSettings(
+                spec=spec,
+                upstream=up,
+                arches=_split(arches),
+                cni=cni,
+                image_groups=_split(groups),
+                allow_prerelease=allow_prerelease,
+                files=files,
+                cache_dir=cache_dir,
             )
+            lock = create_mod.lock_release(settings, progress)
         created = create_mod.create_bundle(
             lock,
             create_mod.CreateSettings(
@@ -265,13 +250,55 @@ def create_cmd(
             ),
             progress,
         )
+    click.echo(_summary(created, signer, time.monotonic() - started))
+
+
+# The options that choose what to carry: a lock has already chosen.
+_SELECTION = {
+    "arches": "--arch",
+    "cni": "--cni",
+    "groups": "--images-group",
+    "allow_prerelease": "--allow-prerelease",
+    "files": "--file",
+}
+
+
+def _refuse_selection_with_lock(ctx: click.Context) -> None:
+    given = [
+        flag
+        for param, flag in _SELECTION.items()
+        if ctx.get_parameter_source(param) not in (None, click.core.ParameterSource.DEFAULT)
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} cannot be combined with --lock: the lock already pins what"
+            " the bundle carries; lock again with `mk8s bundle lock` to change it"
+        )
+
+
+def _signer(key_path: Path | None, unsigned: bool) -> tuple[Callable[[bytes], keys.Signature], str]:
+    """The signing function and how the summary names it; UsageError without a choice."""
+    if key_path is None and not unsigned:
+        raise click.UsageError("give --key to sign the bundle (or --unsigned, not recommended)")
+    if key_path is not None and unsigned:
+        raise click.UsageError("--key and --unsigned contradict each other")
+    if key_path is None:
+        ui.warn("writing an UNSIGNED bundle: nothing will prove where it came from")
+        return (lambda data: keys.unsigned()), "UNSIGNED"
+    private = keys.load_private_key(key_path, passphrase_reader())
+    return (lambda data: keys.sign(private, data)), (
+        f"signed by key {keys.key_id(private.public_key())}"
+    )
+
+
+def _summary(created: create_mod.Created, signer: str, seconds: float) -> str:
     b = created.bundle
-    click.echo(
+    return (
         f"created {b.path}\n"
         f"  RKE2 {created.lock.release.tag} linux/{','.join(created.lock.release.arch)}, "
         f"{b.artifacts} files, {ui.human_bytes(b.artifact_bytes)} "
         f"({ui.human_bytes(b.size)} compressed), {signer}\n"
         f"  bundle sha256 {b.sha256}\n"
         f"  lock {created.lock_path}\n"
-        f"  {created.downloaded} downloaded, {time.monotonic() - started:.1f}s"
+        f"  {created.downloaded} downloaded, {seconds:.1f}s"
     )

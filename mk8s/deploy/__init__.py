@@ -1,0 +1,1 @@
+"""The disconnected side: cluster.yaml, the phases of a deploy, transports to nodes."""

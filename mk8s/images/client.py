@@ -14,22 +14,16 @@ the repository and the digest.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
-from mk8s import __version__
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch
 from mk8s.images.auth import Credentials, find_credentials
 from mk8s.images.errors import (
     ImageNotFound,
@@ -39,58 +33,24 @@ from mk8s.images.errors import (
 )
 from mk8s.images.model import ACCEPT, MAX_MANIFEST, Manifest, media_type_of, sha256_digest
 from mk8s.images.reference import DOCKER_HUB, DOCKER_HUB_API
+from mk8s.images.transfer import (
+    RETRY_STATUS,
+    TRANSIENT,
+    ClientStats,
+    Download,
+    RegistrySettings,
+    error_codes,
+    mismatch,
+    new_session,
+    read_capped,
+    retry_after,
+    url_path,
+)
+from mk8s.images.upload import cancel_upload
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-TRANSIENT: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
-_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-_UPLOAD_RANGE = re.compile(r"^(?:bytes=)?0-(\d+)$")
-_READ = 1 << 16
-"""Download read size: a cut connection loses at most this much already-received data
-(urllib3 drops a partial read), and the resume asks only for the rest."""
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
-
-"""``progress(digest, bytes_done, total)``; ``bytes_done`` may fall back to 0."""
-
-
-@dataclass(frozen=True)
-class RegistrySettings:
-    """How to reach registries. ``ca_file`` None trusts the system CAs (and
-    ``REQUESTS_CA_BUNDLE``); ``use_docker_config`` looks credentials up in the Docker
-    config when none are given; ``plain_http`` is for registries without TLS.
-    ``retries`` counts retries after the first try; delays double from ``backoff``
-    up to ``backoff_max`` seconds. Uploads go in ``chunk_size`` pieces."""
-
-    ca_file: Path | None = None
-    use_docker_config: bool = True
-    plain_http: bool = False
-    retries: int = 4
-    backoff: float = 0.5
-    backoff_max: float = 8.0
-    connect_timeout: float = 15.0
-    read_timeout: float = 60.0
-    chunk_size: int = 8 << 20
-    env: Mapping[str, str] | None = field(default=None, repr=False)
-
-    def backoff_delay(self, attempt: int) -> float:
-        return float(min(self.backoff * (2**attempt), self.backoff_max))
-
-
-@dataclass
-class ClientStats:
-    """What a client did: requests by method, blobs moved and skipped, bytes moved."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    blobs_uploaded: int = 0
-    blobs_mounted: int = 0
-    bytes_uploaded: int = 0
-    bytes_downloaded: int = 0
-    retries: int = 0
 
 
 class _Retry(Exception):
@@ -119,7 +79,7 @@ class RegistryClient:
         host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
         scheme = "http" if self.settings.plain_http else "https"
         self.base_url = f"{scheme}://{host}"
-        self.session = session or _new_session()
+        self.session = session or new_session()
         # Passed with every request: a session's own ``verify`` loses to
         # REQUESTS_CA_BUNDLE when trust_env is on (a requests quirk), a given CA must not.
         self._verify: str | None = str(self.settings.ca_file) if self.settings.ca_file else None
@@ -150,13 +110,13 @@ class RegistryClient:
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
         with self._request("GET", url, repository, headers={"Accept": ACCEPT}, stream=True) as r:
             self._expect(r, (200,), f"manifest {ref} of {repository}")
-            data = _read_capped(r, MAX_MANIFEST, f"the manifest of {image}")
+            data = read_capped(r, MAX_MANIFEST, f"the manifest of {image}")
             header_digest = r.headers.get("Docker-Content-Digest")
             content_type = r.headers.get("Content-Type")
         got = sha256_digest(data)
         want = ref if ref.startswith("sha256:") else header_digest
         if want and want != got:
-            raise _mismatch(image, "manifest", want, got)
+            raise mismatch(image, "manifest", want, got)
         return Manifest(data, media_type_of(data, f"the manifest of {image}", content_type), got)
 
     def manifest_digest(self, repository: str, ref: str) -> str | None:
@@ -174,7 +134,7 @@ class RegistryClient:
         Returns the digest, after checking the registry computed the same one.
         """
         if sha256_digest(manifest.data) != manifest.digest:
-            raise _mismatch(
+            raise mismatch(
                 f"{repository}:{ref}", "manifest", manifest.digest, sha256_digest(manifest.data)
             )
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
@@ -185,7 +145,7 @@ class RegistryClient:
             self._expect(r, (201, 200), f"pushing manifest {ref} to {repository}")
             got = r.headers.get("Docker-Content-Digest")
         if got and got != manifest.digest:
-            raise _mismatch(f"{self.registry}/{repository}:{ref}", "manifest", manifest.digest, got)
+            raise mismatch(f"{self.registry}/{repository}:{ref}", "manifest", manifest.digest, got)
         return manifest.digest
 
     # -- API: blobs ----------------------------------------------------------------------
@@ -214,11 +174,11 @@ class RegistryClient:
         answers 200 or a wrong ``Content-Range``). The bytes are hashed as they arrive;
         raises ChecksumMismatch naming ``image`` and both digests if they differ.
         """
-        dl = _Download(self, repository, digest, out, progress)
+        dl = Download(self, repository, digest, out, progress)
         dl.run()
         got = "sha256:" + dl.hasher.hexdigest()
         if got != digest:
-            raise _mismatch(image, "blob", digest, got)
+            raise mismatch(image, "blob", digest, got)
         self.stats.bytes_downloaded += dl.done
         return dl.done
 
@@ -235,7 +195,7 @@ class RegistryClient:
             self._expect(r, (202,), f"mounting {digest} into {repository}")
             location = r.headers.get("Location")
         if location:  # an upload session we will not use
-            self._cancel_upload(repository, urljoin(self.base_url, location))
+            cancel_upload(self, repository, urljoin(self.base_url, location))
         return False
 
     def upload_blob(
@@ -248,112 +208,11 @@ class RegistryClient:
         image: str,
         progress: TransferProgress | None = None,
     ) -> None:
-        """Upload ``size`` bytes read from ``source`` as blob ``digest``.
+        """Upload ``size`` bytes from ``source`` as blob ``digest`` (see
+        :func:`mk8s.images.upload.upload_blob`); ChecksumMismatch if they differ."""
+        from mk8s.images.upload import upload_blob
 
-        One PUT for a blob up to ``chunk_size``; otherwise PATCH chunks of that size,
-        each re-sent on a transient failure (after asking the registry how much it
-        has). The bytes are hashed while read; only a match is committed, else the
-        upload is cancelled and ChecksumMismatch names ``image`` and both digests.
-        """
-        location = self._start_upload(repository)
-        hasher = hashlib.sha256()
-        sent = 0
-        try:
-            if size <= self.settings.chunk_size:
-                body = _read_exact(source, size, image, digest)
-                hasher.update(body)
-                self._check_upload_digest(hasher, digest, image)
-                self._finish_upload(repository, location, digest, body)
-            else:
-                while sent < size:
-                    chunk = _read_exact(
-                        source, min(self.settings.chunk_size, size - sent), image, digest
-                    )
-                    hasher.update(chunk)
-                    location = self._patch_chunk(repository, location, chunk, sent)
-                    sent += len(chunk)
-                    if progress is not None:
-                        progress(digest, sent, size)
-                self._check_upload_digest(hasher, digest, image)
-                self._finish_upload(repository, location, digest, b"")
-        except BaseException:
-            self._cancel_upload(repository, location)
-            raise
-        self.stats.blobs_uploaded += 1
-        self.stats.bytes_uploaded += size
-        self.known_blobs.setdefault(digest, repository)
-
-    # -- uploads -------------------------------------------------------------------------
-    def _start_upload(self, repository: str) -> str:
-        url = f"{self.base_url}/v2/{repository}/blobs/uploads/"
-        with self._request("POST", url, repository, data=b"", push=True) as r:
-            self._expect(r, (202,), f"starting an upload to {repository}")
-            return self._location(r, repository)
-
-    def _location(self, r: requests.Response, repository: str) -> str:
-        location = r.headers.get("Location")
-        if not location:
-            raise RegistryError(
-                f"{self.registry} sent no upload location for {repository}",
-                "the registry does not follow the distribution API; check its version",
-            )
-        return urljoin(self.base_url + "/", location)
-
-    def _patch_chunk(self, repository: str, location: str, chunk: bytes, start: int) -> str:
-        """Send ``chunk`` (bytes ``start``..) and return the next upload location.
-
-        When the registry answers 416 (an earlier try of this chunk was partly or
-        wholly stored and only its answer was lost), send just what it lacks.
-        """
-        end = start + len(chunk) - 1
-        for _ in range(3):
-            headers = {
-                "Content-Type": "application/octet-stream",
-                "Content-Range": f"{start}-{end}",
-            }
-            with self._request(
-                "PATCH", location, repository, headers=headers, data=chunk, push=True
-            ) as r:
-                if r.status_code != 416:
-                    self._expect(r, (202,), f"uploading to {repository}")
-                    return self._location(r, repository)
-            have = self._upload_offset(repository, location)
-            if have == end + 1:
-                return location
-            if not start < have <= end:
-                break
-            chunk, start = chunk[have - start :], have
-        raise RegistryError(
-            f"{self.registry} lost track of an upload to {repository}",
-            "run the command again: the upload restarts",
-        )
-
-    def _upload_offset(self, repository: str, location: str) -> int:
-        with self._request("GET", location, repository, push=True) as r:
-            m = _UPLOAD_RANGE.match(r.headers.get("Range", ""))
-            return int(m[1]) + 1 if m and r.status_code == 204 else 0
-
-    @staticmethod
-    def _check_upload_digest(hasher: hashlib._Hash, digest: str, image: str) -> None:
-        got = "sha256:" + hasher.hexdigest()
-        if got != digest:
-            raise _mismatch(image, "blob", digest, got)
-
-    def _finish_upload(self, repository: str, location: str, digest: str, body: bytes) -> None:
-        sep = "&" if urlsplit(location).query else "?"
-        url = f"{location}{sep}{urlencode({'digest': digest})}"
-        headers = {"Content-Type": "application/octet-stream"}
-        with self._request("PUT", url, repository, headers=headers, data=body, push=True) as r:
-            if r.status_code in (404, 400) and self.blob_exists(repository, digest):
-                return  # a retried PUT whose first try had committed the blob
-            self._expect(r, (201,), f"committing blob {digest} to {repository}")
-
-    def _cancel_upload(self, repository: str, location: str) -> None:
-        try:
-            with self._request("DELETE", location, repository, push=True, retry=False):
-                pass
-        except Exception as e:  # best effort: the registry purges stale uploads itself
-            log.debug("cancelling an upload to %s failed: %s", repository, type(e).__name__)
+        upload_blob(self, repository, digest, size, source, image=image, progress=progress)
 
     # -- requests ------------------------------------------------------------------------
     def _request(
@@ -386,10 +245,11 @@ class RegistryClient:
                 last = type(e).__name__
                 wait = self.settings.backoff_delay(attempt)
             if attempt + 1 < attempts:
-                log.debug("%s %s: %s, retrying in %.1fs", method, _path(url), last, wait)
+                log.debug("%s %s: %s, retrying in %.1fs", method, url_path(url), last, wait)
                 time.sleep(wait)
         raise RegistryError(
-            f"{method} {_path(url)} on {self.registry} failed after {attempts} attempts ({last})",
+            f"{method} {url_path(url)} on {self.registry} failed after {attempts}"
+            f" attempts ({last})",
             "check the network and that the registry is up, then run the command again",
         )
 
@@ -414,7 +274,7 @@ class RegistryClient:
                 r.close()
                 raise self._refused() if self._credentials else self._needs_credentials()
         if r.status_code in RETRY_STATUS:
-            wait = _retry_after(r, self.settings)
+            wait = retry_after(r, self.settings)
             r.close()
             raise _Retry(f"HTTP {r.status_code}", wait)
         return r
@@ -498,7 +358,7 @@ class RegistryClient:
             if r.status_code in (401, 403):
                 raise self._refused() if self._credentials else self._needs_credentials()
             if r.status_code in RETRY_STATUS:
-                raise _Retry(f"token service HTTP {r.status_code}", _retry_after(r, self.settings))
+                raise _Retry(f"token service HTTP {r.status_code}", retry_after(r, self.settings))
             try:
                 doc = r.json()
                 token = doc.get("token") or doc.get("access_token")
@@ -544,7 +404,7 @@ class RegistryClient:
     ) -> None:
         if r.status_code in ok:
             return
-        detail = _error_codes(r)
+        detail = error_codes(r)
         if r.status_code == 404:
             raise ImageNotFound(
                 f"{self.registry} has no {what}{detail}",
@@ -561,143 +421,4 @@ class RegistryClient:
         )
 
 
-class _Download:
-    """One blob download across retries: bytes written and the running hash."""
-
-    def __init__(
-        self,
-        client: RegistryClient,
-        repository: str,
-        digest: str,
-        out: BinaryIO,
-        progress: TransferProgress | None,
-    ) -> None:
-        self.client = client
-        self.repository = repository
-        self.digest = digest
-        self.out = out
-        self.progress = progress
-        self.url = f"{client.base_url}/v2/{repository}/blobs/{digest}"
-        self.done = 0
-        self.total: int | None = None
-        self.hasher = hashlib.sha256()
-
-    def restart(self) -> None:
-        self.out.seek(0)
-        self.out.truncate()
-        self.done = 0
-        self.hasher = hashlib.sha256()
-
-    def run(self) -> None:
-        settings = self.client.settings
-        failures = 0
-        last = ""
-        while True:
-            before = self.done
-            try:
-                if self._attempt():
-                    return
-                last = "the connection closed early"
-            except TRANSIENT as e:
-                last = type(e).__name__
-            # A try that moved bytes earns a fresh budget: a flaky link finishes, a dead
-            # one still fails after ``retries`` tries.
-            failures = 0 if self.done > before else failures + 1
-            if failures > settings.retries:
-                raise RegistryError(
-                    f"downloading {self.digest} from {self.client.registry}/{self.repository} "
-                    f"failed after {settings.retries + 1} attempts ({last})",
-                    "check the network, then run the command again (finished blobs are cached)",
-                )
-            self.client.stats.retries += 1
-            log.debug("blob %s cut at %d bytes (%s); resuming", self.digest, self.done, last)
-            time.sleep(settings.backoff_delay(failures - 1) if failures else 0.0)
-
-    def _attempt(self) -> bool:
-        headers = {"Accept-Encoding": "identity"}
-        if self.done:
-            headers["Range"] = f"bytes={self.done}-"
-        r = self.client._request("GET", self.url, self.repository, headers=headers, stream=True)
-        with r:
-            if r.status_code == 416 and self.done:
-                self.restart()
-                return False
-            self.client._expect(r, (200, 206), f"blob {self.digest} in {self.repository}")
-            self._place(r)
-            for chunk in r.iter_content(_READ):
-                self.out.write(chunk)
-                self.hasher.update(chunk)
-                self.done += len(chunk)
-                if self.progress is not None:
-                    self.progress(self.digest, self.done, self.total)
-        return self.total is None or self.done >= self.total
-
-    def _place(self, r: requests.Response) -> None:
-        if r.status_code == 206:
-            m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
-            if m is None or int(m[1]) != self.done:
-                self.restart()
-                raise requests.exceptions.ChunkedEncodingError("bad Content-Range on resume")
-            self.total = None if m[3] == "*" else int(m[3])
-            return
-        if self.done:
-            self.restart()  # 200: the registry ignored Range and sends it all again
-        length = r.headers.get("Content-Length", "")
-        self.total = int(length) if length.isdigit() else None
-
-
-# -- helpers --------------------------------------------------------------------------------
-def _new_session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = True  # proxies and REQUESTS_CA_BUNDLE, like any requests client
-    s.headers["User-Agent"] = f"mk8s/{__version__}"
-    return s
-
-
-def _mismatch(image: str, what: str, want: str, got: str) -> ChecksumMismatch:
-    return ChecksumMismatch(
-        f"{image}: {what} should be {want} but its bytes are {got}",
-        "do not use it: the registry's copy is damaged or was tampered with; "
-        "re-push the image or check the registry's storage",
-    )
-
-
-def _read_capped(r: requests.Response, cap: int, what: str) -> bytes:
-    buf = bytearray()
-    for chunk in r.iter_content(65536):
-        buf += chunk
-        if len(buf) > cap:
-            raise RegistryError(f"{what} is larger than {cap} bytes", "this is not a manifest")
-    return bytes(buf)
-
-
-def _read_exact(source: BinaryIO, n: int, image: str, digest: str) -> bytes:
-    data = source.read(n)
-    if len(data) != n:
-        raise ChecksumMismatch(
-            f"{image}: blob {digest} ended after {len(data)} of {n} bytes",
-            "the archive is truncated; recreate it",
-        )
-    return data
-
-
-def _retry_after(r: requests.Response, settings: RegistrySettings) -> float | None:
-    value = r.headers.get("Retry-After", "")
-    if value.isdigit() and float(value) <= settings.backoff_max:
-        return float(value)
-    return None
-
-
-def _error_codes(r: requests.Response) -> str:
-    """`` (CODE: message)`` from the distribution error body, if any."""
-    try:
-        errors = r.json().get("errors") or []
-        parts = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
-    except (ValueError, AttributeError):
-        return ""
-    return f" ({'; '.join(parts)[:300]})" if parts else ""
-
-
-def _path(url: str) -> str:
-    """A URL's path without its query (upload URLs carry state in the query)."""
-    return urlsplit(url).path
+__all__ = ["ClientStats", "RegistryClient", "RegistrySettings"]
