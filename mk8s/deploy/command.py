@@ -26,6 +26,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from mk8s.files import sha256_file
+
 MASK = "***"
 DEFAULT_TIMEOUT = 300.0
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -398,11 +400,8 @@ class FileUpload:
         p = Path(path)
         size = p.stat().st_size
         if sha256 is None:
-            h = hashlib.sha256()
             with p.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            sha256 = h.hexdigest()
+                sha256, _ = sha256_file(f)
         return cls(source=p, remote_path=remote_path, sha256=sha256, size=size, mode=mode, **kw)
 
     def content(self) -> bytes:
