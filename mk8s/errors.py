@@ -96,3 +96,9 @@ class DeployError(Mk8sError):
 
 class StateLockedError(Mk8sError):
     """Another mk8s process holds the cluster's state directory."""
+
+
+class Interrupted(Mk8sError):
+    """The user pressed Ctrl-C; the message says what was done and how to go on."""
+
+    exit_code = 130

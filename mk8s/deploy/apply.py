@@ -107,6 +107,8 @@ def deploy(
         _note_resume(s)
         try:
             run_phases(phases, s)
+        except KeyboardInterrupt:
+            raise s.interrupted("deploy", "it resumes where this one stopped") from None
         finally:
             s.close()
     kubeconfig = s.extra.get("kubeconfig")

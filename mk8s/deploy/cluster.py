@@ -89,6 +89,14 @@ class RKE2Settings:
     server_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     agent_config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     registries: Mapping[str, Any] | None = None
+    tar_prefix: str | None = None  # INSTALL_RKE2_TAR_PREFIX, when the operator sets one
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """Where RKE2 may be installed: the operator's prefix, else install.sh's two."""
+        if self.tar_prefix:
+            return (self.tar_prefix.rstrip("/") or "/",)
+        return ("/usr/local", "/opt/rke2")
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,7 @@ def _rke2_settings(
         server_config=_freeze(block.get("serverConfig")),
         agent_config=_freeze(block.get("agentConfig")),
         registries=_freeze(block["registries"]) if "registries" in block else None,
+        tar_prefix=block.get("tarPrefix"),
     )
 
 

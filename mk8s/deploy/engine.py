@@ -100,6 +100,7 @@ def run_phases(phases: Sequence[Phase], s: Session) -> None:
                 done.append(phase)
                 i += 1
                 continue
+            s.extra["phase"] = phase.title
             group = [phase]
             while phase.background and i + len(group) < len(phases):
                 nxt = phases[i + len(group)]
@@ -112,6 +113,9 @@ def run_phases(phases: Sequence[Phase], s: Session) -> None:
                 phase.run(s)
             done += group
             i += len(group)
+    except KeyboardInterrupt:
+        s.abort()  # running uploads and commands end now, so cleanup does not wait
+        raise
     finally:
         for phase in reversed(done):
             phase.cleanup(s)

@@ -8,11 +8,14 @@ nothing here changes the node.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mk8s.deploy.command import Command
 
-RKE2_BIN = "/usr/local/bin/rke2"
+# install.sh puts RKE2 under one of these (INSTALL_RKE2_TAR_PREFIX, or /opt/rke2 when
+# /usr/local is read-only or a mount point); mk8s looks in each, in this order.
+DEFAULT_PREFIXES = ("/usr/local", "/opt/rke2")
 CONFIG_DIR = "/etc/rancher/rke2"
 CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
 REGISTRIES_PATH = f"{CONFIG_DIR}/registries.yaml"
@@ -63,8 +66,9 @@ def record_values(staging_root: str, path: str, sha256: str) -> dict[str, str]:
     }
 
 
-def privileged(staging: str) -> Command:
-    """The root part of fact gathering, for the bundle's staging directory.
+def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
+    """The root part of fact gathering, for the bundle's staging directory; RKE2 is
+    looked for under each of ``prefixes`` (safe paths without spaces, see the schema).
 
     File hashes come from mk8s's own records when the file's size, ctime and inode
     are unchanged since mk8s checked it, else from sha256sum.
@@ -73,7 +77,7 @@ def privileged(staging: str) -> Command:
     # Every value is assigned to a shell variable once, as its own quoted word, and
     # used only as "$var": no value is ever re-read inside another quote level.
     return Command.script(
-        "sums={sums}; staging={staging}; bin={bin}; config={config}; "
+        "sums={sums}; staging={staging}; prefixes={prefixes}; config={config}; "
         "registries={registries}; token={token}; images={images}; "
         'h() {{ k="$sums/$(printf %s "${{1#/}}" | tr / %)"; '
         "s=$(stat -c '%s %.9Z %i' \"$1\"); "
@@ -87,8 +91,9 @@ def privileged(staging: str) -> Command:
         "if [ -e $u/nm-cloud-setup.service ]; then "
         'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
         "break; fi; done; "
-        'if [ -x "$bin" ]; then '
-        'echo "rke2_version=$("$bin" --version 2>/dev/null | head -n 1)"; fi; '
+        'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
+        'echo "rke2_version=$("$p/bin/rke2" --version 2>/dev/null | head -n 1)"; break; fi; '
+        "done; "
         "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
         'for f in "$config" "$registries"; do '
@@ -103,7 +108,7 @@ def privileged(staging: str) -> Command:
         {
             "sums": sums_dir(root),
             "staging": staging,
-            "bin": RKE2_BIN,
+            "prefixes": " ".join(prefixes),
             "config": CONFIG_PATH,
             "registries": REGISTRIES_PATH,
             "token": NODE_TOKEN_PATH,
@@ -115,10 +120,10 @@ def privileged(staging: str) -> Command:
     )
 
 
-def gather(staging: str) -> Command:
+def gather(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
     """Every fact in one round trip: the basic part, then the root part when the login
     is root or may ``sudo -n``. Split the output with :func:`parse_gathered`."""
-    priv = privileged(staging).render()  # holds no secret
+    priv = privileged(staging, prefixes).render()  # holds no secret
     return Command.script(
         _BASIC_TEXT + f"; echo '{PRIVILEGED_MARK}'; "
         'if [ "$(id -u)" = 0 ]; then sh -c {p}; '
@@ -149,6 +154,7 @@ class NodeFacts:
     rpm_installed: bool = False
     nm_cloud_setup_enabled: bool = False
     rke2_version: str | None = None
+    rke2_prefix: str | None = None  # where install.sh put it (/usr/local, /opt/rke2, ...)
     server_active: bool = False
     agent_active: bool = False
     node_token: str | None = field(default=None, repr=False)
@@ -207,6 +213,7 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             rpm_installed=p.get("rpm") == "yes",
             nm_cloud_setup_enabled=p.get("nm_cloud_setup") == "enabled",
             rke2_version=p.get("rke2_version") or None,
+            rke2_prefix=p.get("rke2_prefix") or None,
             server_active=p.get("server_active") == "active",
             agent_active=p.get("agent_active") == "active",
             node_token=p.get("node_token") or None,

@@ -4,10 +4,11 @@ script, the admin kubeconfig (pure: commands as values, parsing of their output)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import API_PORT, host_for_url
-from mk8s.deploy.facts import KUBECONFIG_PATH, KUBECTL
+from mk8s.deploy.facts import DEFAULT_PREFIXES, KUBECONFIG_PATH, KUBECTL
 
 
 def readyz_command() -> Command:
@@ -47,11 +48,12 @@ def kubeconfig_command() -> Command:
     )
 
 
-def uninstall_command() -> Command:
+def uninstall_command(prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
+    """RKE2's own uninstall script, from whichever prefix install.sh used."""
     return Command.script(
-        "if [ -x /usr/local/bin/rke2-uninstall.sh ]; then /usr/local/bin/rke2-uninstall.sh; "
-        "elif [ -x /opt/rke2/bin/rke2-uninstall.sh ]; then /opt/rke2/bin/rke2-uninstall.sh; "
-        "else echo 'RKE2 is not installed'; fi",
+        'prefixes={prefixes}; for p in $prefixes; do if [ -x "$p/bin/rke2-uninstall.sh" ]; then '
+        "exec \"$p/bin/rke2-uninstall.sh\"; fi; done; echo 'RKE2 is not installed'",
+        {"prefixes": " ".join(prefixes)},
         sudo=True,
         timeout=600,
         description="uninstall RKE2 (rke2-uninstall.sh)",

@@ -98,6 +98,8 @@ def reset(
     with s.state.locked():
         try:
             run_phases(reset_phases(node_name, force=force), s)
+        except KeyboardInterrupt:
+            raise s.interrupted("reset", "it uninstalls what is left") from None
         finally:
             s.close()
     failed = {o.node.name: o.error for o in s.outcomes.values() if o.state == NodeState.FAILED}

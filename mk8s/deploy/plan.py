@@ -20,6 +20,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
 from mk8s.deploy.cluster import Cluster, Node
@@ -68,7 +69,7 @@ def install_dir(ctx: Context, arch: str) -> str:
 
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
-    problems: list[str] = []
+    problems: list[str] = missing_sans(cluster)
     for node in cluster.nodes:
         f = facts[node.name]
         name = node.name
@@ -104,6 +105,23 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
                     f"needs {need >> 20} MiB; free space or set options.stagingDir"
                 )
     return problems
+
+
+def missing_sans(cluster: Cluster) -> list[str]:
+    """The serverUrl host must be a name the API certificate carries: a server's
+    address or a ``tlsSan`` (RKE2 adds the node addresses, localhost and the
+    kubernetes names itself). Otherwise kubectl and joining nodes refuse the server."""
+    if not cluster.rke2.server_url:
+        return []
+    host = urlsplit(cluster.rke2.server_url).hostname or ""
+    known = {s.lower() for s in cluster.rke2.tls_san} | {n.address.lower() for n in cluster.servers}
+    if host.lower() in known:
+        return []
+    return [
+        f"spec.rke2.serverUrl names {host}, which is not in spec.rke2.tlsSan nor a server's"
+        f" address: the API certificate would not carry it and kubectl would refuse it;"
+        f" add {host} to spec.rke2.tlsSan"
+    ]
 
 
 def _bytes_needed(manifest: Lock, arch: str, f: NodeFacts, staging_root: str) -> int:
@@ -219,15 +237,18 @@ def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
         idir = install_dir(ctx, arch)
         # install.sh would also copy every image tarball it finds in its artifact
         # directory, unchecked; give it a directory with just the two files it needs.
+        prefix = ctx.cluster.rke2.tar_prefix
         cmds.append(
             Command.script(
                 "mkdir -p {idir} && ln -f {tar} {idir}/ && ln -f {sums} {idir}/ && "
-                "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script}",
+                + ("INSTALL_RKE2_TAR_PREFIX={prefix} " if prefix else "")
+                + "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script}",
                 {
                     "idir": idir,
                     "tar": remote_path(ctx, tarball),
                     "sums": remote_path(ctx, sums),
                     "script": remote_path(ctx, script),
+                    **({"prefix": prefix} if prefix else {}),
                 },
                 sudo=True,
                 description=f"install RKE2 {ctx.manifest.release.tag} (install.sh, tar mode)",

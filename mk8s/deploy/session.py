@@ -29,7 +29,7 @@ from mk8s.deploy.state import StateDir
 from mk8s.deploy.steps import NodeState, Step, WaitReady
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.deploy.uploads import Uploader
-from mk8s.errors import Mk8sError, RemoteCommandError
+from mk8s.errors import Interrupted, Mk8sError, RemoteCommandError
 
 Connect = Callable[[Node], Transport]
 
@@ -150,6 +150,33 @@ class Session:
 
         self.parallel([n for n in nodes if n.name not in self.conns], one)
         return errors
+
+    def abort(self) -> None:
+        """Cut every connection (work in flight fails at once); then close as usual."""
+        for t in list(self.conns.values()):
+            with contextlib.suppress(Exception):
+                t.close()
+
+    def interrupted(self, what: str, again: str) -> Interrupted:
+        """The Ctrl-C message: what this run finished, what it left, how to go on."""
+        phase = self.extra.get("phase", "starting")
+        done = [o.node.name for o in self.outcomes.values() if o.state == NodeState.READY]
+        reset = [o.node.name for o in self.outcomes.values() if o.state == NodeState.RESET]
+        other = [
+            o.node.name
+            for o in self.outcomes.values()
+            if o.state not in (NodeState.READY, NodeState.RESET)
+        ]
+        finished = done or reset
+        parts = [f"{what} interrupted while {phase}"]
+        if finished:
+            parts.append(f"finished: {', '.join(finished)}")
+        if other:
+            parts.append(
+                f"not finished: {', '.join(other)} (may be half done: partly uploaded or"
+                " installed, or its service starting)"
+            )
+        return Interrupted("; ".join(parts), f"run the same command again: {again}")
 
     def close_background(self) -> None:
         """Wait for background work (pending work that has not started is dropped)."""

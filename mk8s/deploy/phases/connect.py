@@ -52,7 +52,7 @@ class GatherFacts(Phase):
         return s.cluster.nodes
 
     def command(self, s: Session) -> Command:
-        return facts.gather(staging_dir(s))
+        return facts.gather(staging_dir(s), s.cluster.rke2.prefixes)
 
     def run(self, s: Session) -> None:
         cmd = self.command(s)

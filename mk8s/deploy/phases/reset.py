@@ -112,14 +112,14 @@ class Uninstall(Phase):
         return True
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [Step(node.name, "reset", (kubectl.uninstall_command(),))]
+        return [Step(node.name, "reset", (kubectl.uninstall_command(s.cluster.rke2.prefixes),))]
 
     def run_node(self, s: Session, node: Node) -> None:
         if node.name not in s.conns or not s.alive(node):
             return
         start = time.monotonic()
         try:
-            s.run(node, "reset", kubectl.uninstall_command())
+            s.run(node, "reset", kubectl.uninstall_command(s.cluster.rke2.prefixes))
         except Mk8sError as e:
             s.fail(node, e)
             return

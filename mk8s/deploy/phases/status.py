@@ -54,7 +54,9 @@ class ProbeNodes(Phase):
         st = statuses(s)[node.name]
         st.reachable = True
         try:
-            f = facts.parse_gathered(s.run(node, "status", facts.gather("/nonexistent")).stdout)
+            f = facts.parse_gathered(
+                s.run(node, "status", facts.gather("/nonexistent", s.cluster.rke2.prefixes)).stdout
+            )
         except Mk8sError as e:
             st.error = str(e)
             return
