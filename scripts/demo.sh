@@ -72,12 +72,8 @@ PY
 cat cluster.yaml
 echo "== mk8s deploy -f cluster.yaml --bundle $bundle --key mk8s.pub"
 "$mk8s" deploy -f cluster.yaml --bundle "$bundle" --key mk8s.pub
-echo "== kubectl get nodes (on cp1)"
-cp1=$("$py" -c 'import json; print(json.load(open("hosts.json"))["hosts"][0]["address"])')
-kh=$("$py" -c 'import json; print(json.load(open("hosts.json"))["known_hosts"])')
-id=$("$py" -c 'import json; print(json.load(open("hosts.json"))["identity_file"])')
-ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$kh" -i "$id" "root@$cp1" \
-  /var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml get nodes
+echo "== kubectl --kubeconfig demo.kubeconfig get nodes (on this machine, over TLS)"
+kubectl --kubeconfig demo.kubeconfig get nodes -o wide
 echo "== a re-run converges: nothing uploaded, nothing restarted"
 "$mk8s" deploy -f cluster.yaml --bundle "$bundle" --key mk8s.pub | tail -n 1
 echo "demo: done (files in $demo)"
