@@ -100,9 +100,25 @@ class RKE2Settings:
 
 
 @dataclass(frozen=True)
+class UpgradeOptions:
+    """spec.options.upgrade: how a rolling upgrade treats each node."""
+
+    drain: bool = True
+    drain_timeout: int = 300  # seconds
+    max_unavailable: str = "10%"  # agents upgraded at once: a count or a percentage
+
+    def batch_size(self, agents: int) -> int:
+        """Agents per batch: ``maxUnavailable`` of ``agents``, at least 1."""
+        v = self.max_unavailable.strip()
+        n = agents * int(v[:-1]) // 100 if v.endswith("%") else int(v)
+        return max(1, n)
+
+
+@dataclass(frozen=True)
 class Options:
     concurrency: int = DEFAULT_CONCURRENCY
     staging_dir: str = DEFAULT_STAGING_DIR
+    upgrade: UpgradeOptions = field(default_factory=UpgradeOptions)
 
 
 @dataclass(frozen=True)
@@ -205,7 +221,16 @@ def _build(doc: Document, *, check_files: bool) -> Cluster:
         options=Options(
             concurrency=options_block.get("concurrency", DEFAULT_CONCURRENCY),
             staging_dir=options_block.get("stagingDir", DEFAULT_STAGING_DIR),
+            upgrade=_upgrade_options(options_block.get("upgrade", {})),
         ),
+    )
+
+
+def _upgrade_options(block: dict[str, Any]) -> UpgradeOptions:
+    return UpgradeOptions(
+        drain=bool(block.get("drain", True)),
+        drain_timeout=int(block.get("drainTimeout", 300)),
+        max_unavailable=str(block.get("maxUnavailable", "10%")),
     )
 
 

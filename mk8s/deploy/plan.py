@@ -17,7 +17,6 @@ RKE2 facts this encodes (README, "Deploying"):
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -35,12 +34,11 @@ from mk8s.deploy.context import (
 )
 from mk8s.deploy.facts import (
     CONFIG_PATH,
-    IMAGES_DIR,
     RECORD_TEMPLATE,
-    REGISTRIES_PATH,
     NodeFacts,
     record_values,
 )
+from mk8s.deploy.install import install_step
 from mk8s.deploy.kubectl import nodes_command, readyz_command, rewrite_kubeconfig
 from mk8s.deploy.nodeconfig import (
     config_bytes,
@@ -61,10 +59,6 @@ def node_artifacts(manifest: Lock, arch: str) -> list[Artifact]:
     """The artifacts a node of ``arch`` needs: its arch's files plus arch-free ones (not
     the mk8s executable the bundle may carry: that is for the operator)."""
     return [a for a in manifest.artifacts if a.arch in (None, arch) and a.kind != ArtifactKind.MK8S]
-
-
-def install_dir(ctx: Context, arch: str) -> str:
-    return posixpath.join(ctx.staging, f"install-{arch}")
 
 
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
@@ -226,87 +220,6 @@ def _check_and_place(ctx: Context, uploads: Sequence[FileUpload]) -> Command:
     )
 
 
-def install_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
-    """install.sh in tar mode (when RKE2 at the bundle's tag is absent), then images."""
-    arch = f.arch or ctx.manifest.release.arch[0]
-    cmds: list[Command] = []
-    if f.rke2_tag != ctx.manifest.release.tag:
-        tarball = _one(ctx.manifest, ArtifactKind.RKE2, arch)
-        sums = _one(ctx.manifest, ArtifactKind.CHECKSUMS, arch)
-        script = _one(ctx.manifest, ArtifactKind.INSTALL_SCRIPT, None)
-        idir = install_dir(ctx, arch)
-        # install.sh would also copy every image tarball it finds in its artifact
-        # directory, unchecked; give it a directory with just the two files it needs.
-        prefix = ctx.cluster.rke2.tar_prefix
-        cmds.append(
-            Command.script(
-                "mkdir -p {idir} && ln -f {tar} {idir}/ && ln -f {sums} {idir}/ && "
-                + ("INSTALL_RKE2_TAR_PREFIX={prefix} " if prefix else "")
-                + "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script}",
-                {
-                    "idir": idir,
-                    "tar": remote_path(ctx, tarball),
-                    "sums": remote_path(ctx, sums),
-                    "script": remote_path(ctx, script),
-                    **({"prefix": prefix} if prefix else {}),
-                },
-                sudo=True,
-                description=f"install RKE2 {ctx.manifest.release.tag} (install.sh, tar mode)",
-                timeout=600,
-            )
-        )
-    # Every missing image tarball in one command: hard-linked (or copied) from the
-    # staging directory, checked, and its hash recorded.
-    parts: list[str] = []
-    values: dict[str, str] = {"dir": IMAGES_DIR}
-    names = []
-    for i, art in enumerate(ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch)):
-        dest = posixpath.join(IMAGES_DIR, art.name)
-        if f.hashes.get(dest) == art.sha256:
-            continue
-        names.append(art.name)
-        rec = record_values(ctx.cluster.options.staging_dir, dest, art.sha256)
-        template = (
-            "(ln -f {src} {dest} 2>/dev/null || "
-            "(cp -f {src} {dest}.mk8s-tmp && mv -f {dest}.mk8s-tmp {dest})) && "
-            "printf '%s  %s\\n' {sha} {dest} | sha256sum -c --quiet - && " + RECORD_TEMPLATE
-        )
-        keys = {"src": remote_path(ctx, art), "dest": dest, "sha": art.sha256, **rec}
-        for k, v in keys.items():
-            template = template.replace("{" + k + "}", "{" + f"{k}{i}" + "}")
-            values[f"{k}{i}"] = v
-        parts.append(template)
-    if parts:
-        cmds.append(
-            Command.script(
-                "mkdir -p {dir} && " + " && ".join(parts),
-                values,
-                sudo=True,
-                description=f"place image tarballs: {', '.join(names)}",
-                timeout=900,
-            )
-        )
-    registries = registries_bytes(ctx)
-    if registries is not None:
-        body = registries[0]
-        if f.hashes.get(REGISTRIES_PATH) != sha256_hex(body):
-            cmds.append(
-                write_file(
-                    REGISTRIES_PATH,
-                    Secret(body.decode()),
-                    mode=0o600,
-                    description="write registries.yaml (0600)",
-                    shown=registries[1].decode(),
-                )
-            )
-    return Step(
-        node.name,
-        "install",
-        tuple(cmds),
-        note="" if cmds else "RKE2 and images already in place",
-    )
-
-
 def missing_for_deploy(manifest: Lock) -> list[str]:
     """What a signed, intact bundle still lacks to install RKE2 (empty when complete):
     install.sh, and for every arch the RKE2 tarball, its checksum file and images."""
@@ -320,13 +233,6 @@ def missing_for_deploy(manifest: Lock) -> list[str]:
             if not manifest.find(kind=kind, arch=arch):
                 missing.append(what)
     return missing
-
-
-def _one(manifest: Lock, kind: ArtifactKind, arch: str | None) -> Artifact:
-    found = [a for a in manifest.artifacts if a.kind == kind and (arch is None or a.arch == arch)]
-    if not found:
-        raise ValueError(f"the bundle has no {kind} artifact for {arch or 'any arch'}")
-    return found[0]
 
 
 def service(node: Node) -> str:
@@ -374,10 +280,12 @@ def start_step(
     return Step(node.name, "start", tuple(cmds))
 
 
-def wait_step(node: Node, timeout: float) -> Step:
-    """Poll until the node is Ready; a server must also answer ``/readyz`` itself."""
+def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
+    """Poll until the node is Ready (at ``version``, when given); a server must also
+    answer ``/readyz`` itself."""
     readyz = readyz_command() if node.is_server else None
-    return Step(node.name, "wait", (WaitReady(node.name, readyz, nodes_command(), timeout),))
+    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version)
+    return Step(node.name, "wait", (wait,))
 
 
 def order(cluster: Cluster) -> tuple[Node, Sequence[Node], Sequence[Node]]:

@@ -74,9 +74,11 @@ def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
             # that is itself up answers for the whole cluster.
             listing = shared.nodes_json(node if node.is_server else None)
             ready, version = kubectl.node_ready(listing, node.name)
-            if ready:
+            if ready and wait.version in (None, version):
                 return version
-            last = f"node {node.name} is not Ready yet"
+            last = f"node {node.name} is not Ready yet" + (
+                f" at {wait.version} (it runs {version or 'unknown'})" if wait.version else ""
+            )
         if time.monotonic() >= deadline:
             raise _timeout(node, wait.timeout, last)
         time.sleep(session.settings.poll_interval)

@@ -53,6 +53,7 @@ class WaitReady:
     readyz: Command | None
     nodes: Command
     timeout: float
+    version: str | None = None  # also at this kubelet version (after an upgrade)
 
     @property
     def probes(self) -> tuple[Command, ...]:
@@ -113,7 +114,10 @@ class Step:
                     lines.append(f"  on a bad part: $ {as_user(rm, user).display()}")
                     lines.append(f"    then send it again and: $ {as_user(check, user).display()}")
             else:
-                lines.append(f"wait until {a.node} is Ready (at most {a.timeout:.0f}s), polling:")
+                at = f" at {a.version}" if a.version else ""
+                lines.append(
+                    f"wait until {a.node} is Ready{at} (at most {a.timeout:.0f}s), polling:"
+                )
                 lines += [f"  $ {as_user(p, user).display()}" for p in a.probes]
         if not lines and self.note:
             lines.append(f"# {self.note}")

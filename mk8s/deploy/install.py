@@ -1,0 +1,121 @@
+"""Installing RKE2 on a node (pure): install.sh in tar mode, the image tarballs, and
+registries.yaml, as command values."""
+
+from __future__ import annotations
+
+import posixpath
+
+from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.command import Command, Secret, write_file
+from mk8s.deploy.context import Context, remote_path
+from mk8s.deploy.facts import IMAGES_DIR, RECORD_TEMPLATE, REGISTRIES_PATH, NodeFacts, record_values
+from mk8s.deploy.nodeconfig import registries_bytes, sha256_hex
+from mk8s.deploy.steps import Step
+
+
+def install_dir(ctx: Context, arch: str) -> str:
+    return posixpath.join(ctx.staging, f"install-{arch}")
+
+
+def install_step(ctx: Context, node: Node, f: NodeFacts, *, run_install: bool = True) -> Step:
+    """install.sh in tar mode (when RKE2 at the bundle's tag is absent and
+    ``run_install``: an upgrade runs it in the node's own turn), then the image
+    tarballs and registries.yaml."""
+    arch = f.arch or ctx.manifest.release.arch[0]
+    cmds: list[Command] = []
+    if run_install and f.rke2_tag != ctx.manifest.release.tag:
+        cmds.append(install_command(ctx, arch))
+    cmds += place_images(ctx, f, arch)
+    cmds += write_registries(ctx, f)
+    return Step(
+        node.name,
+        "install",
+        tuple(cmds),
+        note="" if cmds else "RKE2 and images already in place",
+    )
+
+
+def install_command(ctx: Context, arch: str) -> Command:
+    """The bundle's install.sh in tar mode, from a directory with just its two files."""
+    tarball = _one(ctx.manifest, ArtifactKind.RKE2, arch)
+    sums = _one(ctx.manifest, ArtifactKind.CHECKSUMS, arch)
+    script = _one(ctx.manifest, ArtifactKind.INSTALL_SCRIPT, None)
+    idir = install_dir(ctx, arch)
+    # install.sh would also copy every image tarball it finds in its artifact
+    # directory, unchecked; give it a directory with just the two files it needs.
+    prefix = ctx.cluster.rke2.tar_prefix
+    return Command.script(
+        "mkdir -p {idir} && ln -f {tar} {idir}/ && ln -f {sums} {idir}/ && "
+        + ("INSTALL_RKE2_TAR_PREFIX={prefix} " if prefix else "")
+        + "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script}",
+        {
+            "idir": idir,
+            "tar": remote_path(ctx, tarball),
+            "sums": remote_path(ctx, sums),
+            "script": remote_path(ctx, script),
+            **({"prefix": prefix} if prefix else {}),
+        },
+        sudo=True,
+        description=f"install RKE2 {ctx.manifest.release.tag} (install.sh, tar mode)",
+        timeout=600,
+    )
+
+
+def place_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
+    """The image tarballs the node lacks, checked into place (none when all are there)."""
+    # Every missing image tarball in one command: hard-linked (or copied) from the
+    # staging directory, checked, and its hash recorded.
+    parts: list[str] = []
+    values: dict[str, str] = {"dir": IMAGES_DIR}
+    names = []
+    for i, art in enumerate(ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch)):
+        dest = posixpath.join(IMAGES_DIR, art.name)
+        if f.hashes.get(dest) == art.sha256:
+            continue
+        names.append(art.name)
+        rec = record_values(ctx.cluster.options.staging_dir, dest, art.sha256)
+        template = (
+            "(ln -f {src} {dest} 2>/dev/null || "
+            "(cp -f {src} {dest}.mk8s-tmp && mv -f {dest}.mk8s-tmp {dest})) && "
+            "printf '%s  %s\\n' {sha} {dest} | sha256sum -c --quiet - && " + RECORD_TEMPLATE
+        )
+        keys = {"src": remote_path(ctx, art), "dest": dest, "sha": art.sha256, **rec}
+        for k, v in keys.items():
+            template = template.replace("{" + k + "}", "{" + f"{k}{i}" + "}")
+            values[f"{k}{i}"] = v
+        parts.append(template)
+    if not parts:
+        return []
+    return [
+        Command.script(
+            "mkdir -p {dir} && " + " && ".join(parts),
+            values,
+            sudo=True,
+            description=f"place image tarballs: {', '.join(names)}",
+            timeout=900,
+        )
+    ]
+
+
+def write_registries(ctx: Context, f: NodeFacts) -> list[Command]:
+    """registries.yaml (0600) when the cluster has one and the node's differs."""
+    registries = registries_bytes(ctx)
+    if registries is None or f.hashes.get(REGISTRIES_PATH) == sha256_hex(registries[0]):
+        return []
+    return [
+        write_file(
+            REGISTRIES_PATH,
+            Secret(registries[0].decode()),
+            mode=0o600,
+            description="write registries.yaml (0600)",
+            shown=registries[1].decode(),
+        )
+    ]
+
+
+def _one(manifest: Lock, kind: ArtifactKind, arch: str | None) -> Artifact:
+    found = [a for a in manifest.artifacts if a.kind == kind and (arch is None or a.arch == arch)]
+    if not found:
+        raise ValueError(f"the bundle has no {kind} artifact for {arch or 'any arch'}")
+    return found[0]
