@@ -55,6 +55,14 @@ def status_table(rows: list[NodeStatus]) -> str:
         table.append((r.node.name, r.node.address, r.node.role, r.service, r.version or "-", ready))
     lines = [ui.table(table)]
     lines += [ui.safe(f"{r.node.name}: {r.error}") for r in rows if r.error]
+    versions = sorted({r.version for r in rows if r.version})
+    if len(versions) > 1:
+        lines.append(
+            ui.safe(
+                f"MIXED VERSIONS: {', '.join(versions)}: an upgrade is under way or stopped;"
+                " run mk8s deploy with the newer bundle to finish it"
+            )
+        )
     return "\n".join(lines)
 
 

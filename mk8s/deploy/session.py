@@ -250,6 +250,20 @@ class Session:
             if o.state == NodeState.PENDING:
                 o.state, o.error = NodeState.SKIPPED, reason
 
+    def mark_cordoned(self, node: Node, cordoned: bool) -> None:
+        """Remember (in the journal) that mk8s cordoned ``node``, or no longer has."""
+        journal = self.journal()
+        with self._lock:
+            left = set(journal.setdefault("cordoned", []))
+            left = left | {node.name} if cordoned else left - {node.name}
+            journal["cordoned"] = sorted(left)
+            self.state.write_journal(journal)
+
+    def cordoned(self) -> set[str]:
+        """The nodes an earlier (interrupted) run cordoned and did not uncordon."""
+        left = self.journal().get("cordoned", [])
+        return {str(n) for n in left} if isinstance(left, list) else set()
+
     # -- journal ---------------------------------------------------------------------
     def journal(self) -> dict[str, Any]:
         """What the last runs recorded per node (read once, then kept up to date)."""

@@ -1,8 +1,10 @@
 """The phases of mk8s's operations, one concern per module, and their ordered lists.
 
 A deploy is :func:`deploy_phases`: verify, connect, gather facts, preflight, token,
-stage and install (in the background, per node), the first server, the other servers
-one at a time, the agents in parallel, the kubeconfig. Day-2 operations are lists of
+(when the bundle is newer than the cluster: upgrade preflight and an etcd snapshot),
+stage and install (in the background, per node), (the rolling upgrade: servers one at
+a time, agents in batches), the first server, the other servers one at a time, the
+agents in parallel, the kubeconfig. Day-2 operations are lists of
 phases of their own (:mod:`.status`, :mod:`.reset`), run by the same engine.
 """
 
@@ -19,6 +21,13 @@ from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
 from mk8s.deploy.phases.preflight import Preflight, Token
 from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
 from mk8s.deploy.phases.stage import Install, Stage
+from mk8s.deploy.phases.upgrade import (
+    Snapshot,
+    UncordonLeftovers,
+    UpgradeAgents,
+    UpgradePreflight,
+    UpgradeServers,
+)
 from mk8s.deploy.phases.verify import VerifyBundle
 
 
@@ -36,11 +45,16 @@ def deploy_phases(
         GatherFacts(),
         Preflight(),
         Token(),
+        UpgradePreflight(),
+        Snapshot(),
         Stage(bundle, trusted, allow_unsigned),
         Install(),
+        UpgradeServers(),
+        UpgradeAgents(),
         BootstrapServer(),
         JoinServers(),
         JoinAgents(),
+        UncordonLeftovers(),
         WriteKubeconfig(kubeconfig_out),
     ]
 

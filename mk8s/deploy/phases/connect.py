@@ -63,17 +63,29 @@ class GatherFacts(Phase):
         s.parallel(self.nodes(s), one)
 
     def plan(self, s: Session) -> list[str]:
-        # A dry run assumes fresh nodes of the bundle's first arch.
+        # A dry run contacts no node: it assumes each node as the journal says the last
+        # run left it (its RKE2 version, running), or fresh, of the bundle's first arch.
         assert s.verified is not None
         arch = s.verified.manifest.release.arch[0]
+        journal = s.journal().get("nodes", {})
         cmd = self.command(s)
         lines = []
         for n in self.nodes(s):
+            entry = journal.get(n.name, {}) if isinstance(journal, dict) else {}
+            version = entry.get("version") if isinstance(entry, dict) else None
+            known = isinstance(version, str) and entry.get("state") == "ready"
             s.facts[n.name] = facts.NodeFacts(
-                arch=arch, uname_m=arch, os="", hostname="", root=True, sudo=True
+                arch=arch,
+                uname_m=arch,
+                os="",
+                hostname="",
+                root=True,
+                sudo=True,
+                rke2_version=f"rke2 version {version}" if known else None,
+                server_active=known and n.is_server,
+                agent_active=known and not n.is_server,
             )
-            lines += [
-                f"[{n.name} {n.address} {n.role}]",
-                f"  $ {as_user(cmd, n.ssh.user).display()}",
-            ]
+            state = f"runs {version} (journal)" if known else "fresh"
+            lines.append(f"[{n.name} {n.address} {n.role}] {state}")
+            lines.append(f"  $ {as_user(cmd, n.ssh.user).display()}")
         return lines

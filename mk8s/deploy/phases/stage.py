@@ -81,7 +81,13 @@ class Install(Phase):
         return prepare_order(s)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        step = plan.install_step(s.context, node, s.facts[node.name])
+        # A node being upgraded gets the new images now (before any node restarts, so
+        # the new system charts find them everywhere) and install.sh in its own turn.
+        from mk8s.deploy.phases.upgrade import upgrading
+
+        step = plan.install_step(
+            s.context, node, s.facts[node.name], run_install=not upgrading(s, node)
+        )
         return [step]
 
     def run_node(self, s: Session, node: Node) -> None:

@@ -45,7 +45,8 @@ class VerifyBundle(Phase):
         return [
             f"# mk8s deploy --dry-run: cluster {s.cluster.name}, bundle {v.bundle_id} "
             f"(RKE2 {v.manifest.release.tag}), verified; no node is contacted",
-            f"# nodes are assumed fresh and {arch}; a real run skips what is already in place",
+            f"# nodes are assumed as the last deploy left them (.mk8s journal) or fresh and"
+            f" {arch}; a real run reads each node and skips what is already in place",
         ]
 
 

@@ -1,0 +1,239 @@
+"""The phases of a rolling upgrade (when the bundle is newer than what nodes run).
+
+Preflight (every node Ready, no downgrade, no skipped minor), an etcd snapshot copied
+home, then (after every node has the new artifacts staged and the new image tarballs
+placed) the servers one at a time and the agents in batches: cordon, drain, install,
+restart, Ready at the new version, uncordon. A node that fails stops the upgrade before
+the next node is touched; the same command resumes (upgraded nodes are skipped).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+from collections.abc import Sequence
+
+from mk8s.deploy import kubectl, upgrade
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.engine import Phase
+from mk8s.deploy.session import Session
+from mk8s.deploy.steps import NodeState, Step
+from mk8s.errors import Mk8sError, PreflightError
+from mk8s.files import atomic_write, sha256_file
+
+
+def upgrade_plan(s: Session) -> upgrade.UpgradePlan:
+    """What this run upgrades, computed once from the facts."""
+    found = s.extra.get("upgrade")
+    if not isinstance(found, upgrade.UpgradePlan):
+        assert s.verified is not None
+        found = upgrade.plan_upgrade(s.cluster, s.verified.manifest, s.facts)
+        s.extra["upgrade"] = found
+    return found
+
+
+def upgrading(s: Session, node: Node) -> bool:
+    return node.name in upgrade_plan(s).nodes
+
+
+class UpgradePreflight(Phase):
+    title = "upgrade preflight: every node Ready, no downgrade, no skipped minor"
+
+    def should_run(self, s: Session) -> bool:
+        plan = upgrade_plan(s)
+        return not s.stop_reason and (plan.needed or bool(upgrade.refusals(plan)))
+
+    def run(self, s: Session) -> None:
+        """PreflightError (nothing changed) for a refusal or a node not Ready."""
+        plan = upgrade_plan(s)
+        problems = upgrade.refusals(plan)
+        if not problems:
+            listing = s.run(s.cluster.bootstrap, "upgrade", kubectl.nodes_command()).stdout
+            for name, tag in plan.versions.items():
+                if tag and not kubectl.node_ready(listing, name)[0]:
+                    problems.append(
+                        f"{name}: runs {tag} but is not Ready; an upgrade starts only on a"
+                        " healthy cluster: fix the node (mk8s status) and run again"
+                    )
+        if problems:
+            raise PreflightError(
+                f"upgrade preflight failed on {len(problems)} check(s), nothing was changed: "
+                + "; ".join(problems)
+            )
+        s.log(_summary(s, plan))
+
+    def plan(self, s: Session) -> list[str]:
+        plan = upgrade_plan(s)
+        problems = upgrade.refusals(plan)
+        if problems:
+            raise PreflightError("the upgrade would be refused: " + "; ".join(problems))
+        return [f"  {_summary(s, plan)}", "  every node must be Ready before anything changes"]
+
+
+def _summary(s: Session, plan: upgrade.UpgradePlan) -> str:
+    servers = [n for n in s.cluster.servers if n.name in plan.nodes]
+    agents = [n for n in s.cluster.agents if n.name in plan.nodes]
+    size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
+    groups = " ".join(
+        "[" + ", ".join(n.name for n in b) + "]" for b in upgrade.batches(agents, size)
+    )
+    froms = sorted({plan.versions[n] for n in plan.nodes})
+    return (
+        f"upgrade from {', '.join(froms)} to {plan.target}: servers one at a time"
+        f" ({', '.join(n.name for n in servers) or 'none'}), then agents in batches of"
+        f" {size} ({groups or 'none'})"
+    )
+
+
+class Snapshot(Phase):
+    title = "etcd snapshot on the first server, copied to .mk8s/<name>/snapshots/"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [s.cluster.bootstrap]
+
+    def should_run(self, s: Session) -> bool:
+        # Once the first server runs the new version the snapshot was taken already.
+        return not s.stop_reason and upgrading(s, s.cluster.bootstrap)
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        cmd = upgrade.snapshot_command(s.facts[node.name], upgrade_plan(s).target)
+        return [Step(node.name, "snapshot", (cmd,))]
+
+    def run(self, s: Session) -> None:
+        first = s.cluster.bootstrap
+        cmd = self.steps(s, first)[0].commands[0]
+        path = s.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
+        if not path or not path[0].startswith(upgrade.SNAPSHOT_DIR + "/"):
+            raise PreflightError(
+                f"{first.name}: the etcd snapshot was not found after `rke2 etcd-snapshot"
+                f" save`; nothing was upgraded",
+                "check `journalctl -u rke2-server` on the first server, then run again",
+            )
+        data = s.conns[first.name].get(path[0], sudo=True)
+        local = s.state.path / "snapshots" / posixpath.basename(path[0])
+        local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write(local, data, mode=0o600)
+        with local.open("rb") as f:
+            sha, size = sha256_file(f)
+        s.audit(first, "snapshot", file=path[0], local=str(local), bytes=size, sha256=sha)
+        s.log(f"{first.name}: etcd snapshot {local} (sha256 {sha[:16]})")
+
+    def plan(self, s: Session) -> list[str]:
+        name = upgrade.snapshot_name(upgrade_plan(s).target)
+        return [*super().plan(s), f"  copy it to {s.state.path}/snapshots/{name}-... (0600)"]
+
+
+def _all_prepared(s: Session) -> bool:
+    """Every node staged and its new images placed; else the upgrade must not start."""
+    for node in s.cluster.nodes:
+        s.wait_prepared(node)
+    failed = [o.node.name for o in s.outcomes.values() if o.state == NodeState.FAILED]
+    if failed:
+        s.stop(f"staging failed on {', '.join(failed)}; no node was restarted")
+        return False
+    return True
+
+
+def upgrade_node(s: Session, node: Node) -> None:
+    """One node's turn; its cordon, drain and uncordon run where kubectl_node says."""
+    steps = upgrade.node_steps(
+        s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+    )
+    s.log(f"{node.name}: upgrading to {upgrade_plan(s).target}")
+    s.mark_cordoned(node, True)
+    for step in steps:
+        s.execute(s.cluster.node(step.node), step)
+    s.mark_cordoned(node, False)
+
+
+class UpgradeServers(Phase):
+    title = "upgrade the servers one at a time"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [n for n in s.cluster.servers if upgrading(s, n)]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.stop_reason and bool(self.nodes(s))
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return upgrade.node_steps(
+            s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+        )
+
+    def run(self, s: Session) -> None:
+        if not _all_prepared(s):
+            return
+        for node in self.nodes(s):
+            try:
+                upgrade_node(s, node)
+            except Mk8sError as e:
+                s.fail(node, e)
+                s.stop(f"the upgrade stopped at {node.name}; run the same command again")
+                return
+
+
+class UpgradeAgents(Phase):
+    title = "upgrade the agents in batches (options.upgrade.maxUnavailable)"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [n for n in s.cluster.agents if upgrading(s, n)]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.stop_reason and bool(self.nodes(s))
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return upgrade.node_steps(
+            s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+        )
+
+    def run(self, s: Session) -> None:
+        if not _all_prepared(s):
+            return
+        size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
+        for batch in upgrade.batches(self.nodes(s), size):
+            failed = _upgrade_batch(s, batch)
+            if failed:
+                s.stop(f"the upgrade stopped at {', '.join(failed)}; run the same command again")
+                return
+
+
+def _upgrade_batch(s: Session, batch: list[Node]) -> list[str]:
+    """Upgrade ``batch`` in parallel; return the names of the nodes that failed."""
+    failed: list[str] = []
+    lock = threading.Lock()
+
+    def one(node: Node) -> None:
+        try:
+            upgrade_node(s, node)
+        except Mk8sError as e:
+            s.fail(node, e)
+            with lock:
+                failed.append(node.name)
+
+    s.parallel(batch, one)
+    return failed
+
+
+class UncordonLeftovers(Phase):
+    title = "uncordon nodes an interrupted upgrade left cordoned"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        left = s.cordoned()
+        return [
+            n
+            for n in s.cluster.nodes
+            if n.name in left and s.outcomes[n.name].state == NodeState.READY
+        ]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.dry_run and bool(self.nodes(s))
+
+    def run(self, s: Session) -> None:
+        for node in self.nodes(s):
+            where = upgrade.kubectl_node(s.cluster, node)
+            try:
+                s.run(where, "uncordon", upgrade.uncordon_command(node.name))
+            except Mk8sError as e:
+                s.fail(node, e)
+                continue
+            s.mark_cordoned(node, False)
