@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.measure import BenchError, human_bytes, parse_size
 from bench.rows import Row, table
 
-ROWS = ("create", "verify", "inspect", "upload", "deploy-scale", "deploy-rerun")
+ROWS = ("create", "verify", "inspect", "upload", "deploy-scale", "deploy-rerun", "upgrade")
 ALIASES = {"deploy": ("deploy-scale", "deploy-rerun"), "bundle": ("create", "verify", "inspect")}
 
 
@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     def note(name: str) -> None:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
-    needs_data = {"create", "verify", "inspect", "deploy-scale", "deploy-rerun"} & set(only)
+    needs_data = {"create", "verify", "inspect", "deploy-scale", "deploy-rerun", "upgrade"} & set(
+        only
+    )
     try:
         if needs_data:
             note("preparing data")
@@ -119,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
                     note("deploy")
                     scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
                     rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
+                if "upgrade" in only:
+                    from bench.upgrade import upgrade_row
+
+                    note("upgrade")
+                    rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
         if "upload" in only:
             from bench.upload import upload_row
 
