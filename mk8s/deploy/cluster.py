@@ -100,6 +100,36 @@ class RKE2Settings:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """spec.images.registry: the registry inside the air gap."""
+
+    url: str  # https://HOST[:PORT]
+    ca_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+
+    @property
+    def host(self) -> str:
+        """``HOST[:PORT]``, as registries.yaml and system-default-registry name it."""
+        return self.url.removeprefix("https://").rstrip("/")
+
+
+Distribution = Literal["all", "servers", "registry"]
+
+
+@dataclass(frozen=True)
+class ImagesSettings:
+    """spec.images: where nodes get the release's images."""
+
+    distribution: Distribution = "all"
+    registry: RegistrySettings | None = None
+
+    def local_tarballs(self, node: Node) -> bool:
+        """Whether ``node`` gets the image tarballs in agent/images."""
+        return self.distribution == "all" or (self.distribution == "servers" and node.is_server)
+
+
+@dataclass(frozen=True)
 class UpgradeOptions:
     """spec.options.upgrade: how a rolling upgrade treats each node."""
 
@@ -131,6 +161,7 @@ class Cluster:
     ssh: SSHSettings
     nodes: tuple[Node, ...]
     options: Options
+    images: ImagesSettings = field(default_factory=ImagesSettings)
 
     @property
     def servers(self) -> tuple[Node, ...]:
@@ -223,7 +254,41 @@ def _build(doc: Document, *, check_files: bool) -> Cluster:
             staging_dir=options_block.get("stagingDir", DEFAULT_STAGING_DIR),
             upgrade=_upgrade_options(options_block.get("upgrade", {})),
         ),
+        images=_images(doc, spec.get("images", {}), base, check_files=check_files),
     )
+
+
+def _images(
+    doc: Document, block: dict[str, Any], base: Path, *, check_files: bool
+) -> ImagesSettings:
+    distribution = block.get("distribution", "all")
+    reg = block.get("registry")
+    where: list[str | int] = ["spec", "images"]
+    if distribution == "registry" and reg is None:
+        doc.fail(
+            [*where, "distribution"],
+            "distribution: registry needs spec.images.registry",
+            "add spec.images.registry: {url: https://HOST:PORT, caFile: ..., username: ...,"
+            " passwordFile: ...}",
+        )
+    registry = None
+    if reg is not None:
+        registry = RegistrySettings(
+            url=reg["url"],
+            ca_file=_resolve(base, reg["caFile"]) if "caFile" in reg else None,
+            username=reg.get("username"),
+            password_file=_resolve(base, reg["passwordFile"]) if "passwordFile" in reg else None,
+        )
+        if (registry.username is None) != (registry.password_file is None):
+            doc.fail(
+                [*where, "registry"],
+                "username and passwordFile go together",
+                "give both, or neither for a registry without authentication",
+            )
+        for key, path in (("caFile", registry.ca_file), ("passwordFile", registry.password_file)):
+            if check_files and path is not None and not path.is_file():
+                doc.fail([*where, "registry", key], f"{path} does not exist", "fix the path")
+    return ImagesSettings(distribution=distribution, registry=registry)
 
 
 def _upgrade_options(block: dict[str, Any]) -> UpgradeOptions:

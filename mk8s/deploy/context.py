@@ -29,6 +29,8 @@ class Context:
     bundle_id: str
     token: Secret
     local_artifacts: Mapping[str, Path] = field(default_factory=dict)  # bundle path -> file
+    # spec.images.registry's password (from its passwordFile), for registries.yaml.
+    registry_password: Secret | None = None
 
     @property
     def staging(self) -> str:

@@ -10,8 +10,9 @@ from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file
 from mk8s.deploy.context import Context, remote_path
 from mk8s.deploy.facts import IMAGES_DIR, RECORD_TEMPLATE, REGISTRIES_PATH, NodeFacts, record_values
-from mk8s.deploy.nodeconfig import registries_bytes, sha256_hex
+from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes, sha256_hex
 from mk8s.deploy.steps import Step
+from mk8s.files import read_regular
 
 
 def install_dir(ctx: Context, arch: str) -> str:
@@ -26,7 +27,9 @@ def install_step(ctx: Context, node: Node, f: NodeFacts, *, run_install: bool = 
     cmds: list[Command] = []
     if run_install and f.rke2_tag != ctx.manifest.release.tag:
         cmds.append(install_command(ctx, arch))
-    cmds += place_images(ctx, f, arch)
+    if ctx.cluster.images.local_tarballs(node):
+        cmds += place_images(ctx, f, arch)
+    cmds += write_registry_ca(ctx, f)
     cmds += write_registries(ctx, f)
     return Step(
         node.name,
@@ -96,6 +99,17 @@ def place_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
             timeout=900,
         )
     ]
+
+
+def write_registry_ca(ctx: Context, f: NodeFacts) -> list[Command]:
+    """The registry's CA (spec.images.registry.caFile) where registries.yaml names it."""
+    reg = ctx.cluster.images.registry
+    if ctx.cluster.images.distribution != "registry" or reg is None or reg.ca_file is None:
+        return []
+    pem = read_regular(reg.ca_file, what="registry CA file", max_size=1 << 20, fix="fix caFile")
+    if f.hashes.get(REGISTRY_CA_PATH) == sha256_hex(pem):
+        return []
+    return [write_file(REGISTRY_CA_PATH, pem, mode=0o644, description="write the registry's CA")]
 
 
 def write_registries(ctx: Context, f: NodeFacts) -> list[Command]:

@@ -41,6 +41,11 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
                 sans.append(san)
         if sans:
             config["tls-san"] = sans
+    images = ctx.cluster.images
+    if images.distribution == "servers" and node.is_server:
+        config["embedded-registry"] = True
+    if images.distribution == "registry" and images.registry is not None:
+        config["system-default-registry"] = images.registry.host
     return config
 
 
@@ -79,12 +84,46 @@ def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
     return _dump(config), _dump(mask_secrets(config))
 
 
+# Where RKE2's own images come from: these registries are mirrored (embedded registry)
+# or redirected (a registry in the air gap).
+IMAGE_REGISTRIES = ("docker.io",)
+# The registry's CA on every node, for registries.yaml's tls.ca_file.
+REGISTRY_CA_PATH = "/etc/rancher/rke2/mk8s-registry-ca.pem"
+
+
+def registries(ctx: Context) -> dict[str, Any] | None:
+    """registries.yaml as data: the user's spec.rke2.registries plus what
+    spec.images needs (mk8s's entries win for the registries it manages)."""
+    user = _plain(ctx.cluster.rke2.registries) if ctx.cluster.rke2.registries else None
+    images = ctx.cluster.images
+    if images.distribution == "all":
+        return user
+    out: dict[str, Any] = dict(user or {})
+    mirrors = dict(out.get("mirrors") or {})
+    if images.distribution == "servers":
+        for source in IMAGE_REGISTRIES:
+            mirrors.setdefault(source, {})
+    elif images.registry is not None:
+        reg = images.registry
+        for source in IMAGE_REGISTRIES:
+            mirrors[source] = {"endpoint": [reg.url.rstrip("/")]}
+        configs = dict(out.get("configs") or {})
+        entry: dict[str, Any] = {}
+        if reg.username and ctx.registry_password is not None:
+            entry["auth"] = {"username": reg.username, "password": ctx.registry_password.reveal()}
+        if reg.ca_file is not None:
+            entry["tls"] = {"ca_file": REGISTRY_CA_PATH}
+        configs[reg.host] = entry
+        out["configs"] = configs
+    out["mirrors"] = mirrors
+    return out
+
+
 def registries_bytes(ctx: Context) -> tuple[bytes, bytes] | None:
     """(real bytes, masked bytes) of registries.yaml, or None when none is written."""
-    registries = ctx.cluster.rke2.registries
-    if registries is None:
+    plain = registries(ctx)
+    if plain is None:
         return None
-    plain = _plain(registries)
     return _dump(plain), _dump(mask_secrets(plain))
 
 

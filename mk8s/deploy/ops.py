@@ -49,10 +49,11 @@ def status(
 
 
 def status_table(rows: list[NodeStatus]) -> str:
-    table = [("NODE", "ADDRESS", "ROLE", "SERVICE", "VERSION", "READY")]
+    table = [("NODE", "ADDRESS", "ROLE", "SERVICE", "VERSION", "IMAGES", "READY")]
     for r in rows:
         ready = "Ready" if r.ready else ("unreachable" if not r.reachable else "NotReady")
-        table.append((r.node.name, r.node.address, r.node.role, r.service, r.version or "-", ready))
+        n = r.node
+        table.append((n.name, n.address, n.role, r.service, r.version or "-", r.images, ready))
     lines = [ui.table(table)]
     lines += [ui.safe(f"{r.node.name}: {r.error}") for r in rows if r.error]
     versions = sorted({r.version for r in rows if r.version})

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
+from mk8s.bundle.versions import parse_tag
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
 from mk8s.deploy.context import (
@@ -55,15 +56,22 @@ DISK_SLACK = 512 << 20
 
 
 # -- what a node needs -------------------------------------------------------------------
-def node_artifacts(manifest: Lock, arch: str) -> list[Artifact]:
+def node_artifacts(manifest: Lock, arch: str, images: bool = True) -> list[Artifact]:
     """The artifacts a node of ``arch`` needs: its arch's files plus arch-free ones (not
-    the mk8s executable the bundle may carry: that is for the operator)."""
-    return [a for a in manifest.artifacts if a.arch in (None, arch) and a.kind != ArtifactKind.MK8S]
+    the mk8s executable the bundle may carry: that is for the operator; not the image
+    tarballs when ``images`` is False: the node pulls from peers or a registry)."""
+    return [
+        a
+        for a in manifest.artifacts
+        if a.arch in (None, arch)
+        and a.kind != ArtifactKind.MK8S
+        and (images or a.kind != ArtifactKind.IMAGES)
+    ]
 
 
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
-    problems: list[str] = missing_sans(cluster)
+    problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
     for node in cluster.nodes:
         f = facts[node.name]
         name = node.name
@@ -92,13 +100,38 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
                 "and reboot"
             )
         if f.arch in manifest.release.arch and f.disk_free is not None:
-            need = _bytes_needed(manifest, f.arch or "", f, cluster.options.staging_dir)
+            images = cluster.images.local_tarballs(node)
+            need = _bytes_needed(manifest, f.arch or "", f, cluster.options.staging_dir, images)
             if f.disk_free < need:
                 problems.append(
                     f"{name}: {cluster.options.staging_dir} has {f.disk_free >> 20} MiB free, "
                     f"needs {need >> 20} MiB; free space or set options.stagingDir"
                 )
     return problems
+
+
+# RKE2's embedded registry mirror: experimental from these patches of each minor
+# (GA from v1.29.12, v1.30.8, v1.31.4); every minor after 1.29 has it.
+EMBEDDED_REGISTRY_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
+
+
+def embedded_registry_problems(cluster: Cluster, manifest: Lock) -> list[str]:
+    """``distribution: servers`` needs an RKE2 with the embedded registry mirror."""
+    if cluster.images.distribution != "servers":
+        return []
+    v = parse_tag(manifest.release.tag)
+    if v is None or v.major != 1:
+        return []
+    since = EMBEDDED_REGISTRY_SINCE.get(v.minor)
+    ok = v.minor > max(EMBEDDED_REGISTRY_SINCE) or (since is not None and v.patch >= since)
+    if ok:
+        return []
+    first = ", ".join(f"v1.{m}.{p}" for m, p in sorted(EMBEDDED_REGISTRY_SINCE.items()))
+    return [
+        f"spec.images.distribution: servers needs RKE2's embedded registry mirror, which"
+        f" {manifest.release.tag} does not have (it came with {first}); use a newer bundle"
+        " or distribution: all"
+    ]
 
 
 def missing_sans(cluster: Cluster) -> list[str]:
@@ -118,9 +151,9 @@ def missing_sans(cluster: Cluster) -> list[str]:
     ]
 
 
-def _bytes_needed(manifest: Lock, arch: str, f: NodeFacts, staging_root: str) -> int:
+def _bytes_needed(manifest: Lock, arch: str, f: NodeFacts, staging_root: str, images: bool) -> int:
     need = DISK_SLACK
-    for art in node_artifacts(manifest, arch):
+    for art in node_artifacts(manifest, arch, images):
         present = any(
             p.endswith("/" + art.path.removeprefix("artifacts/")) and h == art.sha256
             for p, h in f.hashes.items()
@@ -141,7 +174,7 @@ def upload_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
     move it into place in one command."""
     arch = f.arch or ctx.manifest.release.arch[0]
     uploads = []
-    for art in node_artifacts(ctx.manifest, arch):
+    for art in node_artifacts(ctx.manifest, arch, ctx.cluster.images.local_tarballs(node)):
         dest = remote_path(ctx, art)
         if f.hashes.get(dest) == art.sha256:
             continue

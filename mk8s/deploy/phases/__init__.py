@@ -17,6 +17,7 @@ from mk8s.bundle import keys
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.connect import Connect, GatherFacts
+from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
 from mk8s.deploy.phases.preflight import Preflight, Token
 from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
@@ -39,20 +40,24 @@ def deploy_phases(
     kubeconfig_out: Path | None = None,
 ) -> list[Phase]:
     """The deploy, in order."""
+    stage = Stage(bundle, trusted, allow_unsigned)
     return [
         VerifyBundle(bundle, trusted, allow_unsigned),
         Connect(),
         GatherFacts(),
         Preflight(),
         Token(),
+        RegistryPreflight(),
         UpgradePreflight(),
         Snapshot(),
-        Stage(bundle, trusted, allow_unsigned),
+        stage,
         Install(),
+        PushImages(stage),
         UpgradeServers(),
         UpgradeAgents(),
         BootstrapServer(),
         JoinServers(),
+        PeerPorts(),
         JoinAgents(),
         UncordonLeftovers(),
         WriteKubeconfig(kubeconfig_out),

@@ -34,10 +34,12 @@ class Token(Phase):
     title = "the join token"
 
     def run(self, s: Session) -> None:
-        s.ctx = _context(s, resolve_token(s))
+        s.ctx = _context(s, resolve_token(s), registry_password(s))
 
     def plan(self, s: Session) -> list[str]:
-        s.ctx = _context(s, Secret("dry-run-token-never-shown"))
+        placeholder = Secret("dry-run-never-shown")
+        password = placeholder if s.cluster.images.registry else None
+        s.ctx = _context(s, placeholder, password)
         if s.cluster.rke2.token_file is not None:
             return [f"  from spec.rke2.token.file ({s.cluster.rke2.token_file})"]
         return [
@@ -46,9 +48,19 @@ class Token(Phase):
         ]
 
 
-def _context(s: Session, token: Secret) -> Context:
+def _context(s: Session, token: Secret, password: Secret | None) -> Context:
     assert s.verified is not None
-    return Context(s.cluster, s.verified.manifest, s.verified.bundle_id, token)
+    return Context(
+        s.cluster, s.verified.manifest, s.verified.bundle_id, token, registry_password=password
+    )
+
+
+def registry_password(s: Session) -> Secret | None:
+    """spec.images.registry.passwordFile's first line, or None."""
+    reg = s.cluster.images.registry
+    if reg is None or reg.password_file is None:
+        return None
+    return Secret(read_token_file(reg.password_file))
 
 
 def resolve_token(s: Session) -> Secret:

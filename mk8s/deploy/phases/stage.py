@@ -45,7 +45,13 @@ class Stage(Phase):
 
     def begin(self, s: Session) -> None:
         if any(self.steps(s, n)[0].uploads for n in self.nodes(s)):
+            self.extracted(s)
+
+    def extracted(self, s: Session) -> dict[str, Path]:
+        """The bundle's files on this machine: extracted (verified again) once."""
+        if self.scratch is None:
             s.ctx = replace(s.context, local_artifacts=self._extract(s))
+        return dict(s.context.local_artifacts)
 
     def _extract(self, s: Session) -> dict[str, Path]:
         assert s.verified is not None

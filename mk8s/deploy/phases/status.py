@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s.deploy import facts, kubectl, plan
-from mk8s.deploy.cluster import Node
+from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.phases.kubeconfig import write_kubeconfig
 from mk8s.deploy.session import Session
@@ -22,10 +22,23 @@ class NodeStatus:
     service: str = "-"
     ready: bool = False
     error: str = ""
+    images: str = ""  # where the node gets its images (spec.images)
+
+
+def image_source(cluster: Cluster, node: Node) -> str:
+    images = cluster.images
+    if images.local_tarballs(node):
+        return "tarballs"
+    if images.distribution == "servers":
+        return "peers"
+    return f"registry {images.registry.host}" if images.registry else "registry"
 
 
 def statuses(s: Session) -> dict[str, NodeStatus]:
-    found = s.extra.setdefault("status", {n.name: NodeStatus(n) for n in s.cluster.nodes})
+    found = s.extra.setdefault(
+        "status",
+        {n.name: NodeStatus(n, images=image_source(s.cluster, n)) for n in s.cluster.nodes},
+    )
     assert isinstance(found, dict)
     return found
 
