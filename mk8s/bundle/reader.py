@@ -231,6 +231,13 @@ class _Decompressed:
 
 
 def _open(path: Path) -> BinaryIO:
+    # A split bundle (its parts index, a part, or the unsplit name when only the parts
+    # exist) reads as one stream over its parts, each part's sha256 checked.
+    from mk8s.bundle.partstream import open_parts
+
+    parts = open_parts(path)
+    if parts is not None:
+        return parts
     return open_regular(path, what="bundle", fix="give the bundle file")
 
 
