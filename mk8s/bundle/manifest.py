@@ -232,7 +232,7 @@ def now_utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-KINDS = frozenset({"checksums", "rke2", "images", "install-script", "file", "mk8s"})
+KINDS = frozenset({"checksums", "rke2", "images", "install-script", "file", "mk8s", "sbom"})
 # Only the operator's own files come from the local disk; everything else from upstream.
 LOCAL_KINDS = frozenset({"file", "mk8s"})
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
