@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mk8s.bundle.keys import Signature
+from mk8s.bundle.keys import UNSIGNED, Signature
 from mk8s.bundle.parts import (
     INDEX_SUFFIX,
     MAX_PARTS,
@@ -43,6 +43,7 @@ class SplitResult:
     signature_path: Path
     part_paths: tuple[Path, ...]
     index: PartsIndex
+    signed: bool
 
     def remove(self) -> None:
         for p in (*self.part_paths, self.index_path, self.signature_path):
@@ -110,7 +111,8 @@ def split_bundle(
             index = PartsIndex(target.name, total, whole.hexdigest(), part_size, tuple(parts))
             data = index.to_bytes()
             _write(temps[-2], data)
-            _write(temps[-1], signature(data).to_bytes())
+            sig = signature(data)
+            _write(temps[-1], sig.to_bytes())
             if force:  # stale parts of an earlier split with more parts would be "extra"
                 for stale in outputs(target)[:-2]:
                     if stale not in paths:
@@ -123,7 +125,7 @@ def split_bundle(
         except BaseException:
             _discard(temps)
             raise
-    return SplitResult(paths[-2], paths[-1], tuple(paths[:-2]), index)
+    return SplitResult(paths[-2], paths[-1], tuple(paths[:-2]), index, sig.algorithm != UNSIGNED)
 
 
 def _copy_part(src: BinaryIO, tmp: Path, name: str, size: int, whole: hashlib._Hash) -> Part:

@@ -11,7 +11,7 @@ import click
 
 from mk8s import ui
 from mk8s.bundle import create as create_mod
-from mk8s.bundle import keys, upstream
+from mk8s.bundle import keys, parts, upstream
 from mk8s.bundle.versions import SPEC_HELP
 from mk8s.cli.common import passphrase_reader
 
@@ -180,6 +180,14 @@ def lock_cmd(
     "--include-self", is_flag=True, help="Carry the mk8s single-file executable in the bundle too."
 )
 @click.option("--force", is_flag=True, help="Replace the bundle file if it exists.")
+@click.option("--split", "split_size", help="Write numbered parts of at most SIZE (4095M, 700M).")
+@click.option(
+    "--sbom",
+    type=click.Choice(["cyclonedx", "spdx"]),
+    is_flag=False,
+    flag_value="cyclonedx",
+    help="Embed an SBOM as a signed artifact (--sbom alone: cyclonedx).",
+)
 def create_cmd(
     spec: str | None,
     lock_path: Path | None,
@@ -198,6 +206,8 @@ def create_cmd(
     jobs: int | None,
     include_self: bool,
     force: bool,
+    split_size: str | None,
+    sbom: str | None,
 ) -> None:
     """Resolve, download, check and write one signed bundle plus its lockfile.
 
@@ -211,6 +221,7 @@ def create_cmd(
     if key_path is not None and unsigned:
         raise click.UsageError("--key and --unsigned contradict each other")
     create_mod.check_files(files)
+    split = parts.parse_size(split_size) if split_size is not None else None
     started = time.monotonic()
     if key_path is not None:
         private = keys.load_private_key(key_path, passphrase_reader())
@@ -262,12 +273,19 @@ def create_cmd(
                 cache_dir=cache_dir,
                 self_executable=self_exe,
                 force=force,
+                split=split,
+                sbom=sbom,
             ),
             progress,
         )
     b = created.bundle
+    where = (
+        f"{created.parts.index_path} ({len(created.parts.part_paths)} parts)"
+        if created.parts
+        else b.path
+    )
     click.echo(
-        f"created {b.path}\n"
+        f"created {where}\n"
         f"  RKE2 {created.lock.release.tag} linux/{','.join(created.lock.release.arch)}, "
         f"{b.artifacts} files, {ui.human_bytes(b.artifact_bytes)} "
         f"({ui.human_bytes(b.size)} compressed), {signer}\n"
