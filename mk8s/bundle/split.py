@@ -64,7 +64,10 @@ def outputs(bundle: Path, count: int | None = None) -> list[Path]:
 
 
 def check_free(bundle: Path, *, force: bool = False) -> None:
-    """OutputError if a split of ``bundle`` would replace files (without ``force``)."""
+    """OutputError if a split of ``bundle`` would replace files (without ``force``) or
+    its directory is missing."""
+    if not bundle.parent.is_dir():
+        raise OutputError(f"directory {bundle.parent} does not exist", "create it or choose -o")
     if force:
         return
     taken = [p for p in outputs(bundle) if p.exists() or p.is_symlink()]
