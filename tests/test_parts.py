@@ -289,3 +289,30 @@ def test_readme_parts_recipe_runs_with_stock_tools(run_cli, signed, tmp_path: Pa
         ["bash", "-euo", "pipefail", "-c", script], cwd=out, env=env, capture_output=True, text=True
     )
     assert p.returncode != 0 and "FAILED" in p.stdout
+
+
+CLUSTER = """apiVersion: mk8s/v1alpha1
+kind: Cluster
+metadata: {name: prod}
+spec:
+  nodes:
+    - {address: 10.0.0.1, name: cp1, role: server}
+    - {address: 10.0.0.2, name: w1, role: agent}
+"""
+
+
+def test_deploy_dry_run_takes_a_split_bundle(run_cli, signed, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    bundle, pub, priv = signed
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    pieces = _split(run_cli, bundle, "32K", tmp_path / "parts", "--key", str(priv))
+    r = run_cli(
+        "deploy", "-f", "cluster.yaml", "--bundle", str(pieces[0]), "--key", str(pub), "--dry-run"
+    )
+    assert r.code == 0, r.err
+    assert "verified; no node is contacted" in r.out
+    named = _fault_flipped(pieces)
+    r = run_cli(
+        "deploy", "-f", "cluster.yaml", "--bundle", str(pieces[0]), "--key", str(pub), "--dry-run"
+    )
+    assert r.code == 3 and f"part {named}" in r.err, r.err

@@ -110,7 +110,9 @@ def _create(run_cli, env: Path, spec: str, out: str, *extra: str) -> Path:  # ty
     return env / out
 
 
-def test_sbom_both_formats_schema_valid_and_complete(run_cli, env: Path, upstream: ExampleUpstream) -> None:  # type: ignore[no-untyped-def]
+def test_sbom_both_formats_schema_valid_and_complete(
+    run_cli, env: Path, upstream: ExampleUpstream
+) -> None:  # type: ignore[no-untyped-def]
     chart = _chart(env / "mychart-1.2.3.tgz")
     app, app_digest = _oci_archive(env / "app.oci.tar")
     out = _create(run_cli, env, "v1.28.15", "b", "--file", str(chart), "--file", str(app))
@@ -215,11 +217,15 @@ def test_diff_of_two_real_locks(run_cli, env: Path) -> None:  # type: ignore[no-
     assert json.loads(r.out)["identical"] is True
 
 
-def test_diff_of_two_bundles_sees_images_by_digest(run_cli, env: Path, upstream: ExampleUpstream) -> None:  # type: ignore[no-untyped-def]
+def test_diff_of_two_bundles_sees_images_by_digest(
+    run_cli, env: Path, upstream: ExampleUpstream
+) -> None:  # type: ignore[no-untyped-def]
     old = _create(run_cli, env, "v1.28.14", "old")
     new = _create(run_cli, env, "v1.28.15", "new", "--split", "64K")
     old_b = old / "mk8s-rke2-v1.28.14-rke2r1-linux-amd64.tar.zst"
-    r = run_cli("bundle", "diff", str(old_b), str(new / (BUNDLE + ".000")), "--key", "mk8s.pub", "--json")
+    r = run_cli(
+        "bundle", "diff", str(old_b), str(new / (BUNDLE + ".000")), "--key", "mk8s.pub", "--json"
+    )
     assert r.code == 0, r.err
     data = json.loads(r.out)
     assert {c["status"] for c in data["images"]} == {"added", "removed"}
@@ -232,7 +238,9 @@ def test_diff_of_two_bundles_sees_images_by_digest(run_cli, env: Path, upstream:
         again = _create(run_cli, env, "v1.28.15", "drifted")
     finally:
         upstream._generation.pop((TAG, IMAGES), None)
-    r = run_cli("bundle", "diff", str(new / (BUNDLE + ".parts")), str(again / BUNDLE), "--key", "mk8s.pub")
+    r = run_cli(
+        "bundle", "diff", str(new / (BUNDLE + ".parts")), str(again / BUNDLE), "--key", "mk8s.pub"
+    )
     assert r.code == 0, r.err
     assert "images: 0 added, 0 removed, 3 changed" in r.out, r.out
     assert "~ artifacts/rke2-images.linux-amd64.tar.zst" in r.out
@@ -242,7 +250,7 @@ def test_diff_of_two_bundles_sees_images_by_digest(run_cli, env: Path, upstream:
 
 def test_diff_and_sbom_escape_control_characters(run_cli, env: Path) -> None:  # type: ignore[no-untyped-def]
     chart = env / "evil.tgz"
-    files = {"c/Chart.yaml": b"name: \"x\\e[31mred\"\nversion: \"1\\e]0;t\\a\"\n"}
+    files = {"c/Chart.yaml": b'name: "x\\e[31mred"\nversion: "1\\e]0;t\\a"\n'}
     chart.write_bytes(oci.gzip_of(oci.tar_of(files)))
     a = _create(run_cli, env, "v1.28.15", "a")
     b = _create(run_cli, env, "v1.28.15", "b", "--file", str(chart))

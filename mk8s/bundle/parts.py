@@ -68,6 +68,16 @@ def parse_size(text: str) -> int:
     return size
 
 
+def media_note(size: int) -> str | None:
+    """A note for a part size that common media cannot take, or None."""
+    if size > FAT32_MAX:
+        return (
+            f"parts of {size} bytes do not fit on FAT32 media (at most 4 GiB - 1 byte per "
+            "file); use 4095M there"
+        )
+    return None
+
+
 def part_name(bundle_name: str, index: int) -> str:
     return f"{bundle_name}.{index:03d}"
 

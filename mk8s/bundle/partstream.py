@@ -40,6 +40,7 @@ class PartsReader(io.RawIOBase):
         self._left = 0
         self._hash = hashlib.sha256()
         self._lock = threading.Lock()
+        self._failed: PartRejected | None = None  # a part found bad, for blame()
 
     def readable(self) -> bool:
         return True
@@ -80,11 +81,12 @@ class PartsReader(io.RawIOBase):
 
     def _truncated(self) -> None:
         part = self.index.parts[self._next - 1]
-        raise PartRejected(
+        self._failed = PartRejected(
             f"part {part.name} ended {self._left} bytes early (it was truncated while "
             f"being read; the parts index says {part.size} bytes)",
             AGAIN,
         )
+        raise self._failed
 
     def _finish(self) -> None:
         """The current part was read whole: its hash must be the index's."""
@@ -94,16 +96,19 @@ class PartsReader(io.RawIOBase):
         part = self.index.parts[self._next - 1]
         got = self._hash.hexdigest()
         if got != part.sha256:
-            raise PartRejected(
+            self._failed = PartRejected(
                 f"part {part.name} is damaged or out of order: its sha256 is {got}, "
                 f"the parts index says {part.sha256}",
                 AGAIN,
             )
+            raise self._failed
 
     def blame(self) -> PartRejected | None:
         """After the reader failed: hash the rest of the current part; the part's
         error if it differs from the index, else None."""
         with self._lock:
+            if self._failed is not None:  # read ahead found it before the reader failed
+                return self._failed
             if self._file is None:
                 return None
             try:

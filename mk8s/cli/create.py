@@ -146,6 +146,23 @@ def lock_cmd(
     )
 
 
+def _split_size(text: str | None) -> int | None:
+    """``--split SIZE`` in bytes (InputError, exit 2, for a bad size)."""
+    if text is None:
+        return None
+    size = parts.parse_size(text)
+    note = parts.media_note(size)
+    if note:
+        ui.note(note)
+    return size
+
+
+def _where(created: create_mod.Created) -> str:
+    if created.parts is None:
+        return str(created.bundle.path)
+    return f"{created.parts.index_path} ({len(created.parts.part_paths)} parts)"
+
+
 @click.command("create")
 @click.option("--rke2", "spec", help=f"RKE2 version: {SPEC_HELP}.")
 @click.option(
@@ -221,7 +238,7 @@ def create_cmd(
     if key_path is not None and unsigned:
         raise click.UsageError("--key and --unsigned contradict each other")
     create_mod.check_files(files)
-    split = parts.parse_size(split_size) if split_size is not None else None
+    split = _split_size(split_size)
     started = time.monotonic()
     if key_path is not None:
         private = keys.load_private_key(key_path, passphrase_reader())
@@ -279,13 +296,8 @@ def create_cmd(
             progress,
         )
     b = created.bundle
-    where = (
-        f"{created.parts.index_path} ({len(created.parts.part_paths)} parts)"
-        if created.parts
-        else b.path
-    )
     click.echo(
-        f"created {where}\n"
+        f"created {_where(created)}\n"
         f"  RKE2 {created.lock.release.tag} linux/{','.join(created.lock.release.arch)}, "
         f"{b.artifacts} files, {ui.human_bytes(b.artifact_bytes)} "
         f"({ui.human_bytes(b.size)} compressed), {signer}\n"

@@ -46,7 +46,9 @@ def split_cmd(
     always, by the bundle's own signature.
     """
     size = parts.parse_size(size_text)
-    _fat32_note(size)
+    note = parts.media_note(size)
+    if note:
+        ui.note(note)
     if key_path is not None:
         private = keys.load_private_key(key_path, passphrase_reader())
 
@@ -60,14 +62,6 @@ def split_cmd(
     target = (out / bundle_path.name) if out is not None else None
     result = split.split_bundle(bundle_path, size, signature, out=target, force=force)
     click.echo(_split_summary(result))
-
-
-def _fat32_note(size: int) -> None:
-    if size > parts.FAT32_MAX:
-        ui.note(
-            f"parts of {ui.human_bytes(size)} do not fit on FAT32 (at most 4 GiB - 1 byte "
-            "per file); use --split 4095M for FAT32 media"
-        )
 
 
 def _split_summary(result: split.SplitResult) -> str:
