@@ -83,12 +83,14 @@ def test_split_is_deterministic_and_does_not_resign(signed, tmp_path: Path) -> N
 
 def test_split_refuses_too_many_parts_and_existing_outputs(run_cli, signed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bundle, _, _ = signed
-    r = run_cli("bundle", "split", str(bundle), "--size", "100")
-    assert r.code == 2 and "at most 1000" in r.err
-    r = run_cli("bundle", "split", str(bundle), "--size", "12 apples")
-    assert r.code == 2 and "is not a size" in r.err
     out = tmp_path / "o"
     _split(run_cli, bundle, "64K", out)
+    r = run_cli("bundle", "split", str(bundle), "--size", "100")
+    assert r.code == 2 and "at most 1000" in r.err
+    r = run_cli("bundle", "split", str(out / (bundle.name + ".parts")), "--size", "1M")
+    assert r.code == 2 and "join it first" in r.err
+    r = run_cli("bundle", "split", str(bundle), "--size", "12 apples")
+    assert r.code == 2 and "is not a size" in r.err
     r = run_cli("bundle", "split", str(bundle), "--size", "64K", "-o", str(out))
     assert r.code == 1 and "already exists" in r.err
     # --force with larger parts leaves no stale part behind

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -89,6 +90,11 @@ def split_bundle(
     InputError for more than 1000 parts; OutputError if outputs exist (without
     ``force``) or cannot be written: then nothing new is left behind.
     """
+    if src.name.endswith(INDEX_SUFFIX) or re.search(r"\.\d{3}$", src.name):
+        raise InputError(
+            f"{src} is a part or index of a split bundle",
+            "join it first (`mk8s bundle join`), then split the bundle",
+        )
     target = out or src
     check_free(target, force=force)
     with open_regular(src, what="bundle", fix="give the bundle file") as f:
