@@ -318,3 +318,14 @@ def test_deploy_dry_run_takes_a_split_bundle(run_cli, signed, tmp_path: Path, mo
         "deploy", "-f", "cluster.yaml", "--bundle", str(pieces[0]), "--key", str(pub), "--dry-run"
     )
     assert r.code == 3 and f"part {named}" in r.err, r.err
+
+
+def test_whole_bundle_hash_is_checked_against_the_index(signed, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    bundle, pub, priv = signed
+    key = keys.load_private_key(priv, lambda: None)
+    result = split_bundle(bundle, 50_000, lambda b: keys.sign(key, b), out=tmp_path / bundle.name)
+    check = parts.check_index(result.index_path, keys.load_trusted_keys([pub]))
+    assert check is not None and check.signer is not None
+    check.check_whole(hashlib.sha256(bundle.read_bytes()).hexdigest())
+    with pytest.raises(parts.PartRejected, match="the parts index says"):
+        check.check_whole("0" * 64)

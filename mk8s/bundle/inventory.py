@@ -215,7 +215,7 @@ def from_bundle(
     """
     from mk8s.bundle import parts, reader
 
-    parts.check_index(path, trusted, allow_unsigned=allow_unsigned)
+    split = parts.check_index(path, trusted, allow_unsigned=allow_unsigned)
     work = Path(tempfile.mkdtemp(prefix="mk8s-inventory-"))  # 0700
     sink = _ContentsSink(work)
     try:
@@ -225,4 +225,6 @@ def from_bundle(
     finally:
         sink.close()
         shutil.rmtree(work, ignore_errors=True)
+    if split is not None:
+        split.check_whole(verified.file_sha256)
     return Inventory(verified.manifest, sink.contents), verified

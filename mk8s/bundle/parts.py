@@ -231,6 +231,20 @@ class IndexCheck:
     index: PartsIndex
     signer: TrustedKey | None
 
+    def check_whole(self, sha256: str) -> None:
+        """After the reader accepted the parts: their concatenation (``sha256``, as the
+        reader computed it) must be the bundle the index describes; otherwise
+        PartRejected naming the first part that differs."""
+        if sha256 == self.index.bundle_sha256:
+            return
+        from mk8s.bundle.partstream import find_bad_part
+
+        bad = find_bad_part(part_paths(self.path, self.index), self.index.parts)
+        raise bad or PartRejected(
+            f"the parts hash to {sha256}, the parts index says {self.index.bundle_sha256}",
+            AGAIN,
+        )
+
 
 def check_index(
     path: Path, trusted: Sequence[TrustedKey], *, allow_unsigned: bool = False

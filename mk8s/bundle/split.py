@@ -205,7 +205,7 @@ def join_parts(path: Path, out: Path | None = None, *, force: bool = False) -> J
         target = (out or index_path.parent) / index.bundle_name
     if not force and (target.exists() or target.is_symlink()):
         raise OutputError(f"{target} already exists", "pass --force to replace it, or -o")
-    reader = PartsReader(index, part_paths(index_path, index))
+    reader = PartsReader(index, part_paths(index_path, index), hash_parts=True)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     whole = hashlib.sha256()
     try:

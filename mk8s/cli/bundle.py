@@ -109,11 +109,13 @@ def verify(
     """
     trusted = _trusted(key_paths, allow_unsigned)
     try:
-        parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)  # split bundle
+        split = parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)
         with ui.Progress("verifying", 0) as bar:
             v = reader.verify_bundle(
                 bundle_path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
             )
+        if split is not None:
+            split.check_whole(v.file_sha256)
     except BundleRejected as e:
         if as_json:
             print_json({"ok": False, "bundle": str(bundle_path), "error": str(e)})
