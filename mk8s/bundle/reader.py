@@ -232,7 +232,7 @@ class _Decompressed:
 
 def _open(path: Path) -> BinaryIO:
     # A split bundle (its parts index, a part, or the unsplit name when only the parts
-    # exist) reads as one stream over its parts, each part's sha256 checked.
+    # exist) reads as one stream over its parts; a part at fault is named (exit 3).
     from mk8s.bundle.partstream import open_parts
 
     parts = open_parts(path)
