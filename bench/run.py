@@ -25,8 +25,20 @@ if __package__ in (None, ""):  # `python bench/run.py`
 from bench.measure import BenchError, human_bytes, parse_size
 from bench.rows import Row, table
 
-ROWS = ("create", "verify", "inspect", "upload", "deploy-scale", "deploy-rerun", "upgrade")
-ALIASES = {"deploy": ("deploy-scale", "deploy-rerun"), "bundle": ("create", "verify", "inspect")}
+ROWS = (
+    "create",
+    "verify",
+    "inspect",
+    "verify-split",
+    "upload",
+    "deploy-scale",
+    "deploy-rerun",
+    "upgrade",
+)
+ALIASES = {
+    "deploy": ("deploy-scale", "deploy-rerun"),
+    "bundle": ("create", "verify", "inspect", "verify-split"),
+}
 
 
 def _only(values: list[str]) -> list[str]:
@@ -97,14 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     def note(name: str) -> None:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
-    needs_data = {"create", "verify", "inspect", "deploy-scale", "deploy-rerun", "upgrade"} & set(
-        only
-    )
+    bundle_rows = {"create", "verify", "inspect", "verify-split"}
+    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade"} & set(only)
     try:
         if needs_data:
             note("preparing data")
             with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
-                if {"create", "verify", "inspect"} & set(only):
+                if bundle_rows & set(only):
                     from bench.bundle import create_row, verify_inspect_rows
 
                     note("create")
@@ -115,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                         note("verify / inspect")
                         verify, inspect = verify_inspect_rows(ds, bundle, rounds)
                         rows["verify"], rows["inspect"] = verify, inspect
+                    if "verify-split" in only:
+                        from bench.split import verify_split_row
+
+                        note("verify-split")
+                        rows["verify-split"] = verify_split_row(ds, bundle, rounds)
                 if {"deploy-scale", "deploy-rerun"} & set(only):
                     from bench.deploy import deploy_rows
 

@@ -17,6 +17,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mk8s.bundle import fetch as fetch_mod
+from mk8s.bundle import sbom as sbom_mod
+from mk8s.bundle import split as split_mod
 from mk8s.bundle import upstream
 from mk8s.bundle.keys import Signature
 from mk8s.bundle.manifest import (
@@ -70,6 +72,10 @@ class CreateSettings:
     self_executable: Path | None = None
     # Replace an existing bundle file at the output path.
     force: bool = False
+    # Write the bundle as numbered parts of at most this many bytes (``--split``).
+    split: int | None = None
+    # Embed an SBOM in this format ("cyclonedx" or "spdx") as a signed artifact.
+    sbom: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,7 @@ class Created:
     lock_path: Path
     bundle: WrittenBundle
     downloaded: int
+    parts: split_mod.SplitResult | None = None  # with --split: the bundle's parts
 
 
 def _file_artifact(path: Path, kind: ArtifactKind = ArtifactKind.FILE) -> Artifact:
@@ -250,6 +257,8 @@ def create_bundle(
     is left at the output paths on failure.
     """
     out = bundle_path(settings.out, lock, force=settings.force)
+    if settings.split:
+        split_mod.check_free(out, force=settings.force)
     if settings.self_executable is not None:
         exe = _file_artifact(settings.self_executable, ArtifactKind.MK8S)
         exe = replace(exe, name=SELF_NAME, path=artifact_path(SELF_NAME, "mk8s"))
@@ -275,19 +284,30 @@ def create_bundle(
             files[art.path] = src
     _cross_check_sums(lock, files)
     lock_path = settings.lock_out or out.parent / LOCK_NAME
+    manifest = lock.as_manifest()
+    if settings.sbom:  # the lock stays as pinned: the SBOM is derived, not fetched
+        cache = settings.cache_dir or fetch_mod.default_cache_dir()
+        manifest, files = sbom_mod.embed(manifest, files, settings.sbom, cache)
     written = write_bundle(
-        lock.as_manifest(),
+        manifest,
         files,
         out,
         settings.signature,
         settings=WriteSettings(threads=settings.threads),
     )
+    parts = None
     try:
+        if settings.split:
+            parts = split_mod.split_bundle(out, settings.split, settings.signature, force=True)
+            out.unlink()
         write_lock(lock, lock_path)
     except BaseException:
         written.path.unlink(missing_ok=True)
+        if parts is not None:
+            parts.remove()
         raise
-    return Created(lock.as_lock(), lock_path, written, sum(1 for f in fetched if f.downloaded))
+    downloaded = sum(1 for f in fetched if f.downloaded)
+    return Created(lock.as_lock(), lock_path, written, downloaded, parts)
 
 
 def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:

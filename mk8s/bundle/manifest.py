@@ -39,6 +39,7 @@ class ArtifactKind(StrEnum):
     INSTALL_SCRIPT = "install-script"
     FILE = "file"
     MK8S = "mk8s"
+    SBOM = "sbom"
 
 
 # Only the operator's own files come from the local disk; everything else from upstream.

@@ -92,6 +92,13 @@ class VerifiedBundle:
 
 
 def _open(path: Path) -> BinaryIO:
+    # A split bundle (its parts index, a part, or the unsplit name when only the parts
+    # exist) reads as one stream over its parts; a part at fault is named (exit 3).
+    from mk8s.bundle.partstream import open_parts
+
+    parts = open_parts(path)
+    if parts is not None:
+        return parts
     return open_regular(path, what="bundle", fix="give the bundle file")
 
 

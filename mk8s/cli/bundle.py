@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys, reader
+from mk8s.bundle import keys, parts, reader
 from mk8s.bundle.manifest import Lock
 from mk8s.cli import LazyGroup
 from mk8s.cli.common import print_json
@@ -41,7 +41,15 @@ ALLOW_UNSIGNED = click.option(
 
 
 @click.group(
-    cls=LazyGroup, lazy={"lock": "mk8s.cli.create:lock_cmd", "create": "mk8s.cli.create:create_cmd"}
+    cls=LazyGroup,
+    lazy={
+        "lock": "mk8s.cli.create:lock_cmd",
+        "create": "mk8s.cli.create:create_cmd",
+        "split": "mk8s.cli.provenance:split_cmd",
+        "join": "mk8s.cli.provenance:join_cmd",
+        "sbom": "mk8s.cli.provenance:sbom_cmd",
+        "diff": "mk8s.cli.provenance:diff_cmd",
+    },
 )
 def bundle() -> None:
     """Create, inspect, verify and extract bundles."""
@@ -101,10 +109,13 @@ def verify(
     """
     trusted = _trusted(key_paths, allow_unsigned)
     try:
+        split = parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)
         with ui.ProgressBar("verifying", 0) as bar:
             v = reader.verify_bundle(
                 bundle_path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
             )
+        if split is not None:
+            split.check_whole(v.file_sha256)
     except BundleRejected as e:
         if as_json:
             print_json({"ok": False, "bundle": str(bundle_path), "error": str(e)})
@@ -133,6 +144,7 @@ def extract(
 ) -> None:
     """Verify while extracting; nothing is left in DIR unless every check passes."""
     trusted = _trusted(key_paths, allow_unsigned)
+    parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)  # split bundle
     v = reader.extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
     _warn_unsigned(v)
     click.echo(_summary_line(v, "extracted"))

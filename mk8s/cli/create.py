@@ -11,7 +11,7 @@ import click
 
 from mk8s import ui
 from mk8s.bundle import create as create_mod
-from mk8s.bundle import keys, upstream
+from mk8s.bundle import keys, parts, upstream
 from mk8s.bundle.versions import SPEC_HELP
 from mk8s.cli.common import passphrase_reader
 
@@ -146,6 +146,23 @@ def lock_cmd(
     )
 
 
+def _split_size(text: str | None) -> int | None:
+    """``--split SIZE`` in bytes (InputError, exit 2, for a bad size)."""
+    if text is None:
+        return None
+    size = parts.parse_size(text)
+    note = parts.media_note(size)
+    if note:
+        ui.note(note)
+    return size
+
+
+def _where(created: create_mod.Created) -> str:
+    if created.parts is None:
+        return str(created.bundle.path)
+    return f"{created.parts.index_path} ({len(created.parts.part_paths)} parts)"
+
+
 @click.command("create")
 @click.option("--rke2", "spec", help=f"RKE2 version: {SPEC_HELP}.")
 @click.option(
@@ -180,6 +197,14 @@ def lock_cmd(
     "--include-self", is_flag=True, help="Carry the mk8s single-file executable in the bundle too."
 )
 @click.option("--force", is_flag=True, help="Replace the bundle file if it exists.")
+@click.option("--split", "split_size", help="Write numbered parts of at most SIZE (4095M, 700M).")
+@click.option(
+    "--sbom",
+    type=click.Choice(["cyclonedx", "spdx"]),
+    is_flag=False,
+    flag_value="cyclonedx",
+    help="Embed an SBOM as a signed artifact (--sbom alone: cyclonedx).",
+)
 @click.pass_context
 def create_cmd(
     ctx: click.Context,
@@ -200,6 +225,8 @@ def create_cmd(
     jobs: int | None,
     include_self: bool,
     force: bool,
+    split_size: str | None,
+    sbom: str | None,
 ) -> None:
     """Resolve, download, check and write one signed bundle plus its lockfile.
 
@@ -213,6 +240,7 @@ def create_cmd(
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
     create_mod.check_files(files)
+    split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)
     up = _upstream(github_api_url, release_url, raw_url)
@@ -247,6 +275,8 @@ def create_cmd(
                 cache_dir=cache_dir,
                 self_executable=self_exe,
                 force=force,
+                split=split,
+                sbom=sbom,
             ),
             progress,
         )
@@ -294,7 +324,7 @@ def _signer(key_path: Path | None, unsigned: bool) -> tuple[Callable[[bytes], ke
 def _summary(created: create_mod.Created, signer: str, seconds: float) -> str:
     b = created.bundle
     return (
-        f"created {b.path}\n"
+        f"created {_where(created)}\n"
         f"  RKE2 {created.lock.release.tag} linux/{','.join(created.lock.release.arch)}, "
         f"{b.artifacts} files, {ui.human_bytes(b.artifact_bytes)} "
         f"({ui.human_bytes(b.size)} compressed), {signer}\n"

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from tests.support import imagetars
+
 REPO = "rancher/rke2"
 REPO_ID = 120257553
 ARCHES = ("amd64", "arm64")
@@ -409,6 +411,9 @@ class ExampleUpstream:
         elif kind == "sums":
             lines = self._sums_lines(tag, arch, self.faults.omit_from_sums, hashes=True)
             make = _writer("".join(lines).encode())
+        elif kind == "image":  # a real zstd docker archive, padded to the size
+            key += "|docker-archive"
+            make = imagetars.writer(key, tag, name, arch, gen, size)
         else:
             make = _random_writer(key, size)
         return self._blob(key, make)
