@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle import keys, reader
+from mk8s.bundle import keys, parts, reader
 from mk8s.bundle.manifest import Lock
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Cluster
@@ -31,7 +31,11 @@ class VerifyBundle(Phase):
         problem. Then: a signed bundle that cannot install RKE2 is rejected too, and
         one of another version than spec.rke2.version is an input error (exit 2)."""
         s.log(f"verifying {self.bundle}")
+        # A split bundle: the signed parts index and every part's size first.
+        split = parts.check_index(self.bundle, self.trusted, allow_unsigned=self.allow_unsigned)
         v = reader.verify_bundle(self.bundle, self.trusted, allow_unsigned=self.allow_unsigned)
+        if split is not None:
+            split.check_whole(v.file_sha256)
         if v.signer is None:
             ui.warn(reader.UNSIGNED_WARNING)
         check_deployable(s.cluster, v.manifest)
