@@ -146,11 +146,14 @@ def upgrade_node(s: Session, node: Node) -> None:
     s.mark_cordoned(node, False)
 
 
-class UpgradeServers(Phase):
-    title = "upgrade the servers one at a time"
+class _UpgradeRole(Phase):
+    """The nodes of one role that run an older RKE2, in file order."""
+
+    servers = True
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.servers if upgrading(s, n)]
+        role = s.cluster.servers if self.servers else s.cluster.agents
+        return [n for n in role if upgrading(s, n)]
 
     def should_run(self, s: Session) -> bool:
         return not s.stop_reason and bool(self.nodes(s))
@@ -159,6 +162,10 @@ class UpgradeServers(Phase):
         return upgrade.node_steps(
             s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
         )
+
+
+class UpgradeServers(_UpgradeRole):
+    title = "upgrade the servers one at a time"
 
     def run(self, s: Session) -> None:
         if not _all_prepared(s):
@@ -172,19 +179,9 @@ class UpgradeServers(Phase):
                 return
 
 
-class UpgradeAgents(Phase):
+class UpgradeAgents(_UpgradeRole):
     title = "upgrade the agents in batches (options.upgrade.maxUnavailable)"
-
-    def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.agents if upgrading(s, n)]
-
-    def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
-
-    def steps(self, s: Session, node: Node) -> list[Step]:
-        return upgrade.node_steps(
-            s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
-        )
+    servers = False
 
     def run(self, s: Session) -> None:
         if not _all_prepared(s):
