@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from mk8s.bundle import fetch as fetch_mod
 from mk8s.bundle import sbom as sbom_mod
 from mk8s.bundle import split as split_mod
-from mk8s.bundle import upstream
+from mk8s.bundle import upstream, workloads
 from mk8s.bundle.keys import Signature
 from mk8s.bundle.manifest import (
     Artifact,
@@ -55,6 +55,10 @@ class LockSettings:
     allow_prerelease: bool = False
     files: tuple[Path, ...] = ()
     cache_dir: Path | None = None
+    # The operator's workloads (see mk8s.bundle.workloads).
+    images: tuple[str, ...] = ()
+    charts: tuple[Path, ...] = ()
+    manifests: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +178,11 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
         )
     )
     artifacts += [_file_artifact(p) for p in settings.files]
+    artifacts += [_file_artifact(p, ArtifactKind.CHART) for p in settings.charts]
+    artifacts += [_file_artifact(p, ArtifactKind.MANIFEST) for p in settings.manifests]
+    if settings.images:
+        cache = settings.cache_dir or fetch_mod.default_cache_dir()
+        artifacts += workloads.pin_images(settings.images, settings.arches, cache)
     rel = Release(
         requested=settings.spec,
         tag=release.tag,
@@ -230,14 +239,24 @@ def _check_local(art: Artifact, path: Path) -> None:
         )
 
 
-def check_files(paths: Sequence[Path]) -> None:
-    """Refuse unusable ``--file`` inputs before anything is resolved or downloaded.
+def check_files(
+    paths: Sequence[Path], charts: Sequence[Path] = (), manifests: Sequence[Path] = ()
+) -> None:
+    """Refuse unusable ``--file``, ``--chart`` and ``--manifest`` inputs before anything
+    is resolved or downloaded.
 
-    InputError (exit 2) for a name a bundle cannot carry, two files with one name, or
+    InputError (exit 2) for a name a bundle cannot carry, two files with one name, a
+    chart that is not a chart archive, a manifest that is not Kubernetes YAML, or
     anything that is not a readable regular file.
     """
+    for chart in charts:
+        _file_artifact(chart, ArtifactKind.CHART)
+        workloads.check_chart(chart)
+    for manifest in manifests:
+        _file_artifact(manifest, ArtifactKind.MANIFEST)
+        workloads.check_manifest(manifest)
     seen: dict[str, Path] = {}
-    for path in paths:
+    for path in [*paths, *charts, *manifests]:
         _file_artifact(path)
         if path.name in seen:
             raise InputError(
@@ -277,6 +296,7 @@ def create_bundle(
     ]
     fetched = fetch_mod.fetch(items, settings.upstream, settings.cache_dir, settings.jobs, progress)
     files: dict[str, Path] = {a.path: f.path for a, f in zip(remote, fetched, strict=True)}
+    files.update(workloads.fetch_images(lock, settings.cache_dir or fetch_mod.default_cache_dir()))
     for art in lock.artifacts:
         if art.path not in files:
             src = _local_source(art)

@@ -40,10 +40,22 @@ class ArtifactKind(StrEnum):
     FILE = "file"
     MK8S = "mk8s"
     SBOM = "sbom"
+    IMAGE = "image"  # one of the operator's images, an OCI image-layout archive
+    CHART = "chart"  # a Helm chart archive
+    MANIFEST = "manifest"  # Kubernetes manifests (YAML)
 
 
 # Only the operator's own files come from the local disk; everything else from upstream.
-LOCAL_KINDS = frozenset({ArtifactKind.FILE, ArtifactKind.MK8S})
+LOCAL_KINDS = frozenset(
+    {ArtifactKind.FILE, ArtifactKind.MK8S, ArtifactKind.CHART, ArtifactKind.MANIFEST}
+)
+# Where each kind of artifact sits below artifacts/ (the rest at the top).
+_SUBDIRS = {
+    ArtifactKind.FILE: "files",
+    ArtifactKind.IMAGE: "oci",
+    ArtifactKind.CHART: "charts",
+    ArtifactKind.MANIFEST: "manifests",
+}
 # Kinds whose files are executables (mode 0755 when extracted or staged).
 EXECUTABLE_KINDS = frozenset({ArtifactKind.INSTALL_SCRIPT, ArtifactKind.MK8S})
 
@@ -98,9 +110,8 @@ class Artifact:
 
 def artifact_path(name: str, kind: ArtifactKind | str) -> str:
     """Where an artifact of this kind lives inside the bundle."""
-    if kind == ArtifactKind.FILE:
-        return f"{ARTIFACT_DIR}/files/{name}"
-    return f"{ARTIFACT_DIR}/{name}"
+    sub = _SUBDIRS.get(ArtifactKind(kind))
+    return f"{ARTIFACT_DIR}/{sub}/{name}" if sub else f"{ARTIFACT_DIR}/{name}"
 
 
 @dataclass(frozen=True)
@@ -286,6 +297,12 @@ def _check_url(a: Artifact) -> None:
         parts.port  # noqa: B018  (raises ValueError for a bad port)
     except ValueError as e:
         raise ValueError(f"artifact {a.name}: url is not a valid URL ({e})") from e
+    if (parts.scheme == "oci") != (a.kind == ArtifactKind.IMAGE):
+        raise ValueError(f"artifact {a.name}: only an image comes from oci://, and always")
+    if parts.scheme == "oci":
+        if not parts.netloc or "@" not in a.url.removeprefix("oci://").split("/", 1)[-1]:
+            raise ValueError(f"artifact {a.name}: oci:// url must be pinned as REPO@DIGEST")
+        return
     if parts.scheme == "file":
         if a.kind not in LOCAL_KINDS:
             raise ValueError(

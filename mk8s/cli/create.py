@@ -67,6 +67,75 @@ def selection_options(f: F) -> F:
     return f
 
 
+def workload_options(f: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--image",
+                "images",
+                multiple=True,
+                metavar="REF",
+                help="Carry one of your images (REF or REF@sha256:DIGEST; a tag is pinned"
+                " to its digest); repeat. Credentials from the Docker config.",
+            ),
+            click.option(
+                "--images-file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Image references to carry, one a line.",
+            ),
+            click.option(
+                "--chart",
+                "charts",
+                multiple=True,
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="A Helm chart archive (.tgz) deploy installs; repeat.",
+            ),
+            click.option(
+                "--manifest",
+                "manifests",
+                multiple=True,
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Kubernetes manifests (YAML) deploy applies; repeat.",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _lock_settings(
+    spec: str,
+    up: upstream.UpstreamSettings,
+    cache_dir: Path | None,
+    what: tuple[Any, ...],
+    charts: tuple[Path, ...],
+    manifests: tuple[Path, ...],
+) -> create_mod.LockSettings:
+    """LockSettings from the selection options (arches, cni, groups, prerelease, files,
+    images, images file)."""
+    arches, cni, groups, allow_prerelease, files, images, images_file = what
+    return create_mod.LockSettings(
+        spec=spec,
+        upstream=up,
+        arches=_split(arches),
+        cni=cni,
+        image_groups=_split(groups),
+        allow_prerelease=allow_prerelease,
+        files=files,
+        cache_dir=cache_dir,
+        images=_image_refs(images, images_file),
+        charts=charts,
+        manifests=manifests,
+    )
+
+
+def _image_refs(images: tuple[str, ...], images_file: Path | None) -> tuple[str, ...]:
+    from mk8s.bundle.workloads import read_images_file
+
+    listed = read_images_file(images_file) if images_file is not None else []
+    return tuple(dict.fromkeys([*images, *listed]))
+
+
 def upstream_options(f: F) -> F:
     for opt in reversed(
         [
@@ -105,6 +174,7 @@ def _upstream(api: str | None, release: str | None, raw: str | None) -> upstream
 @click.option("--rke2", "spec", required=True, help=f"RKE2 version: {SPEC_HELP}.")
 @selection_options
 @upstream_options
+@workload_options
 @click.option(
     "-o",
     "--output",
@@ -121,24 +191,22 @@ def lock_cmd(
     groups: tuple[str, ...],
     allow_prerelease: bool,
     files: tuple[Path, ...],
+    images: tuple[str, ...],
+    images_file: Path | None,
+    charts: tuple[Path, ...],
+    manifests: tuple[Path, ...],
     github_api_url: str | None,
     release_url: str | None,
     raw_url: str | None,
     cache_dir: Path | None,
     out: Path,
 ) -> None:
-    """Resolve a version and pin every artifact in a lockfile; downloads nothing large."""
-    settings = create_mod.LockSettings(
-        spec=spec,
-        upstream=_upstream(github_api_url, release_url, raw_url),
-        arches=_split(arches),
-        cni=cni,
-        image_groups=_split(groups),
-        allow_prerelease=allow_prerelease,
-        files=files,
-        cache_dir=cache_dir,
-    )
-    lock = create_mod.lock_release(settings)
+    """Resolve a version and pin every artifact in a lockfile; downloads nothing large
+    (images given with --image are pulled, to pin their archives)."""
+    create_mod.check_files(files, charts, manifests)
+    up = _upstream(github_api_url, release_url, raw_url)
+    what = (arches, cni, groups, allow_prerelease, files, images, images_file)
+    lock = create_mod.lock_release(_lock_settings(spec, up, cache_dir, what, charts, manifests))
     create_mod.write_lock(lock, out)
     click.echo(
         f"locked RKE2 {lock.release.tag} ({', '.join(lock.release.arch)}): "
@@ -187,6 +255,7 @@ def _where(created: create_mod.Created) -> str:
 )
 @selection_options
 @upstream_options
+@workload_options
 @click.option(
     "--jobs",
     type=click.IntRange(1, 64),
@@ -222,6 +291,10 @@ def create_cmd(
     release_url: str | None,
     raw_url: str | None,
     cache_dir: Path | None,
+    images: tuple[str, ...],
+    images_file: Path | None,
+    charts: tuple[Path, ...],
+    manifests: tuple[Path, ...],
     jobs: int | None,
     include_self: bool,
     force: bool,
@@ -239,7 +312,7 @@ def create_cmd(
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
-    create_mod.check_files(files)
+    create_mod.check_files(files, charts, manifests)
     split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)
@@ -254,16 +327,8 @@ def create_cmd(
             lock = create_mod.read_lock(lock_path)
         else:
             assert spec is not None
-            settings = create_mod.LockSettings(
-                spec=spec,
-                upstream=up,
-                arches=_split(arches),
-                cni=cni,
-                image_groups=_split(groups),
-                allow_prerelease=allow_prerelease,
-                files=files,
-                cache_dir=cache_dir,
-            )
+            what = (arches, cni, groups, allow_prerelease, files, images, images_file)
+            settings = _lock_settings(spec, up, cache_dir, what, charts, manifests)
             lock = create_mod.lock_release(settings, progress)
         created = create_mod.create_bundle(
             lock,
@@ -290,6 +355,10 @@ _SELECTION = {
     "groups": "--images-group",
     "allow_prerelease": "--allow-prerelease",
     "files": "--file",
+    "images": "--image",
+    "images_file": "--images-file",
+    "charts": "--chart",
+    "manifests": "--manifest",
 }
 
 

@@ -1,0 +1,179 @@
+"""The operator's workloads in a bundle: images by digest, Helm charts, manifests.
+
+* ``--image REF[@sha256:DIGEST]`` / ``--images-file FILE``: each image is pulled from
+  its registry into a deterministic OCI image-layout archive (every blob checked
+  against its digest), one artifact of kind ``image`` whose source is
+  ``oci://REGISTRY/REPO:TAG@DIGEST``; a tag is resolved once and the digest pinned.
+  With ``--lock`` the image is pulled again by that digest and must give the same
+  archive, byte for byte (anything else is drift: a supply-chain alarm).
+* ``--chart PATH.tgz``: a Helm chart archive (``NAME/Chart.yaml`` with apiVersion,
+  name and version), carried as kind ``chart``.
+* ``--manifest PATH.yaml``: Kubernetes manifests (every YAML document a mapping with
+  ``apiVersion`` and ``kind``), carried as kind ``manifest``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import secrets
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.errors import ChecksumMismatch, InputError, OutputError
+from mk8s.files import read_regular
+
+if TYPE_CHECKING:
+    from mk8s.images import PulledImage, Reference
+
+OCI_SCHEME = "oci://"
+MAX_CHART = 64 << 20
+MAX_MANIFEST = 16 << 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def read_images_file(path: Path) -> list[str]:
+    """Image references, one per line; blank lines and ``#`` comments are skipped."""
+    text = read_regular(path, what="images file", max_size=1 << 20, fix="one reference a line")
+    try:
+        lines = text.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise InputError(f"images file {path} is not UTF-8 text", "save it as UTF-8") from e
+    return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+
+
+def image_name(registry: str, repository: str, tag: str | None, digest: str) -> str:
+    """A safe, unique artifact name: ``repo-path_tag_<12 hex of the digest>.oci.tar``."""
+    stem = _UNSAFE.sub("-", f"{registry}_{repository}".replace("/", "_"))
+    tail = f"_{_UNSAFE.sub('-', tag)}" if tag else ""
+    short = digest.removeprefix("sha256:")[:12]
+    room = 80 - len(f"_{short}.oci.tar") - len(tail)
+    return f"{stem[: max(8, room)].strip('.-')}{tail}_{short}.oci.tar".lstrip(".")
+
+
+def image_ref(art: Artifact) -> str:
+    """The pinned reference an image artifact came from (without ``oci://``)."""
+    return (art.url or "").removeprefix(OCI_SCHEME)
+
+
+def _platforms(arches: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f"linux/{a}" for a in arches)
+
+
+def pin_images(refs: Sequence[str], arches: Sequence[str], cache_dir: Path) -> list[Artifact]:
+    """Pull each reference (a tag is resolved once) and pin its archive in the cache."""
+    from mk8s.images import parse_reference
+
+    out: list[Artifact] = []
+    for text in dict.fromkeys(refs):
+        ref = parse_reference(text)
+        pulled, sha, size = _pull(ref, arches, cache_dir)
+        pinned = ref.with_digest(pulled.source_digest)
+        name = image_name(ref.registry, ref.repository, ref.tag, pulled.source_digest)
+        out.append(
+            Artifact(
+                name=name,
+                kind=ArtifactKind.IMAGE,
+                path=artifact_path(name, ArtifactKind.IMAGE),
+                size=size,
+                sha256=sha,
+                url=OCI_SCHEME + str(pinned),
+            )
+        )
+    return out
+
+
+def fetch_images(lock: Lock, cache_dir: Path) -> dict[str, Path]:
+    """Pull every image the lock pins (by digest) again; ChecksumMismatch when the
+    archive is not the one pinned (naming the image and both hashes)."""
+    from mk8s.images import parse_reference
+
+    files: dict[str, Path] = {}
+    for art in lock.find(kind=ArtifactKind.IMAGE):
+        ref = parse_reference(image_ref(art))
+        cached = cache_dir / "sha256" / art.sha256
+        if cached.is_file() and cached.stat().st_size == art.size:
+            files[art.path] = cached
+            continue
+        _pulled, sha, size = _pull(ref, lock.release.arch, cache_dir)
+        if sha != art.sha256 or size != art.size:
+            raise ChecksumMismatch(
+                f"image {image_ref(art)} gives another archive than the lock pins: expected"
+                f" sha256 {art.sha256}, got {sha}",
+                "do not use it: the registry changed what the digest serves; lock again and review",
+            )
+        files[art.path] = cached
+    return files
+
+
+def _pull(ref: Reference, arches: Sequence[str], cache_dir: Path) -> tuple[PulledImage, str, int]:
+    from mk8s.images import pull_image
+
+    tmp = cache_dir / "tmp" / f"image-{secrets.token_hex(6)}.part"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pulled = pull_image(ref, tmp, cache_dir=cache_dir, platforms=_platforms(arches))
+        final = cache_dir / "sha256" / pulled.archive_sha256
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+    except OSError as e:
+        raise OutputError(f"cannot write to the cache {cache_dir}: {e}", "pass --cache DIR") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return pulled, pulled.archive_sha256, pulled.size
+
+
+def check_chart(path: Path) -> str:
+    """The chart's name; InputError unless ``path`` is a Helm chart archive."""
+    data = read_regular(
+        path, what="chart", max_size=MAX_CHART, fix="give a .tgz from `helm package`"
+    )
+    fix = "give a chart archive made by `helm package`"
+    try:
+        import io
+
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:") as tar:
+            found = [m for m in tar.getmembers() if m.isfile() and m.name.count("/") == 1]
+            meta = next((m for m in found if m.name.endswith("/Chart.yaml")), None)
+            if meta is None:
+                raise InputError(f"--chart {path} has no NAME/Chart.yaml", fix)
+            member = tar.extractfile(meta)
+            chart = yaml.safe_load(member.read() if member else b"")
+    except (OSError, EOFError, tarfile.TarError, yaml.YAMLError, gzip.BadGzipFile) as e:
+        raise InputError(f"--chart {path} is not a chart archive ({type(e).__name__})", fix) from e
+    if not isinstance(chart, dict) or not all(
+        isinstance(chart.get(k), str) and chart.get(k) for k in ("apiVersion", "name", "version")
+    ):
+        raise InputError(f"--chart {path}: Chart.yaml lacks apiVersion, name or version", fix)
+    return str(chart["name"])
+
+
+def check_manifest(path: Path) -> int:
+    """How many resources ``path`` holds; InputError unless every YAML document is a
+    mapping with ``apiVersion`` and ``kind``."""
+    data = read_regular(path, what="manifest", max_size=MAX_MANIFEST, fix="give a YAML file")
+    fix = "give Kubernetes manifests: YAML documents with apiVersion and kind"
+    try:
+        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
+        raise InputError(f"--manifest {path} is not valid YAML ({type(e).__name__})", fix) from e
+    if not docs:
+        raise InputError(f"--manifest {path} holds no document", fix)
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind"):
+            raise InputError(f"--manifest {path}: document {i + 1} lacks apiVersion or kind", fix)
+    return len(docs)
+
+
+def summary(lock: Lock) -> list[str]:
+    """One line per workload the bundle carries (for inspect and status)."""
+    lines = [f"image    {image_ref(a)}" for a in lock.find(kind=ArtifactKind.IMAGE)]
+    lines += [f"chart    {a.name}" for a in lock.find(kind=ArtifactKind.CHART)]
+    lines += [f"manifest {a.name}" for a in lock.find(kind=ArtifactKind.MANIFEST)]
+    return lines
