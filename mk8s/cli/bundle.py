@@ -199,5 +199,11 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     width = max(len(a.path) for a in m.artifacts)
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
+    from mk8s.bundle.workloads import summary
+
+    carried = summary(m)
+    if carried:
+        lines.append(f"workloads:   {len(carried)}")
+        lines += [f"  {w}" for w in carried]
     # An unverified manifest is attacker-controlled text: escape it line by line.
     return "\n".join(ui.safe(line) for line in lines)

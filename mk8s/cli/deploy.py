@@ -113,8 +113,12 @@ def deploy_cmd(
 @CLUSTER_FILE
 def status_cmd(cluster_file: Path) -> None:
     """Show what each node runs and whether it is Ready (exit 1 unless all are)."""
-    rows = ops.status(load_cluster(cluster_file))
+    cluster = load_cluster(cluster_file)
+    rows = ops.status(cluster)
     click.echo(ops.status_table(rows))
+    carried = ops.carried_workloads(cluster)
+    if carried:
+        click.echo(ui.safe("the deployed bundle carried: " + "; ".join(carried)))
     if not all(r.ready for r in rows):
         raise DeployError(f"{sum(not r.ready for r in rows)} node(s) not Ready")
 

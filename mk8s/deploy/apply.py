@@ -107,6 +107,7 @@ def deploy(
         _note_resume(s)
         try:
             run_phases(phases, s)
+            _record_workloads(s)
         except KeyboardInterrupt:
             raise s.interrupted("deploy", "it resumes where this one stopped") from None
         finally:
@@ -119,6 +120,17 @@ def deploy(
         seconds=time.monotonic() - s.started,
         uploaded_bytes=s.uploader.uploaded,
     )
+
+
+def _record_workloads(s: Session) -> None:
+    """Keep what the deployed bundle carried (for ``mk8s status``)."""
+    from mk8s.bundle.workloads import summary
+
+    if s.verified is None:
+        return
+    journal = s.journal()
+    journal["workloads"] = summary(s.verified.manifest)
+    s.state.write_journal(journal)
 
 
 def _note_resume(s: Session) -> None:

@@ -22,6 +22,8 @@ REGISTRIES_PATH = f"{CONFIG_DIR}/registries.yaml"
 KUBECONFIG_PATH = f"{CONFIG_DIR}/rke2.yaml"
 DATA_DIR = "/var/lib/rancher/rke2"
 IMAGES_DIR = f"{DATA_DIR}/agent/images"
+# RKE2 applies every manifest here (and helm-controller installs its HelmCharts).
+SERVER_MANIFESTS_DIR = f"{DATA_DIR}/server/manifests"
 NODE_TOKEN_PATH = f"{DATA_DIR}/server/node-token"
 KUBECTL = f"{DATA_DIR}/bin/kubectl"
 
@@ -78,7 +80,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
     # used only as "$var": no value is ever re-read inside another quote level.
     return Command.script(
         "sums={sums}; staging={staging}; prefixes={prefixes}; config={config}; "
-        "registries={registries}; token={token}; images={images}; "
+        "registries={registries}; token={token}; images={images}; manifests={manifests}; "
         'h() {{ k="$sums/$(printf %s "${{1#/}}" | tr / %)"; '
         "s=$(stat -c '%s %.9Z %i' \"$1\"); "
         'if [ -f "$k" ] && [ "$(cut -d" " -f2- "$k")" = "$s" ]; then cut -d" " -f1 "$k"; '
@@ -100,11 +102,13 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
         'if [ -f "$token" ]; then echo "node_token=$(head -n 1 "$token")"; fi; '
         'if [ -d "$staging" ]; then cd "$staging" && '
-        'for f in * files/*; do [ -f "$f" ] || continue; case "$f" in '
+        'for f in * */*; do [ -f "$f" ] || continue; case "$f" in '
+        "install-*/*) ;; "
         '*.part) echo "part $(stat -c %s "$f") $staging/$f";; '
         '*) echo "sha256 $(h "$staging/$f") $staging/$f";; esac; done; fi; '
         'if [ -d "$images" ]; then cd "$images" && for f in *; do [ -f "$f" ] && '
-        'echo "sha256 $(h "$images/$f") $images/$f"; done; fi; true',
+        'echo "sha256 $(h "$images/$f") $images/$f"; done; fi; '
+        'for f in "$manifests"/mk8s-*; do [ -f "$f" ] && echo "placed $f"; done; true',
         {
             "sums": sums_dir(root),
             "staging": staging,
@@ -113,6 +117,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
             "registries": REGISTRIES_PATH,
             "token": NODE_TOKEN_PATH,
             "images": IMAGES_DIR,
+            "manifests": SERVER_MANIFESTS_DIR,
         },
         sudo=True,
         description="gather RKE2 and disk facts",
@@ -160,6 +165,7 @@ class NodeFacts:
     node_token: str | None = field(default=None, repr=False)
     hashes: dict[str, str] = field(default_factory=dict)
     partial: dict[str, int] = field(default_factory=dict)
+    placed: frozenset[str] = frozenset()  # mk8s-* files in the server manifests dir
 
     @property
     def can_root(self) -> bool:
@@ -201,7 +207,10 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
         p = _pairs(privileged_out)
         hashes: dict[str, str] = {}
         partial: dict[str, int] = {}
+        placed: set[str] = set()
         for line in privileged_out.splitlines():
+            if line.startswith("placed /"):
+                placed.add(line.removeprefix("placed "))
             parts = line.split(" ", 2)
             if len(parts) == 3 and parts[0] == "sha256" and len(parts[1]) == 64:
                 hashes[parts[2]] = parts[1]
@@ -219,5 +228,6 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             node_token=p.get("node_token") or None,
             hashes=hashes,
             partial=partial,
+            placed=frozenset(placed),
         )
     return NodeFacts(**facts)  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ from mk8s.deploy.context import Context, remote_path
 from mk8s.deploy.facts import IMAGES_DIR, RECORD_TEMPLATE, REGISTRIES_PATH, NodeFacts, record_values
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes, sha256_hex
 from mk8s.deploy.steps import Step
+from mk8s.deploy.workloads import place_workloads
 from mk8s.files import read_regular
 
 
@@ -29,6 +30,8 @@ def install_step(ctx: Context, node: Node, f: NodeFacts, *, run_install: bool = 
         cmds.append(install_command(ctx, arch))
     if ctx.cluster.images.local_tarballs(node):
         cmds += place_images(ctx, f, arch)
+    if node.is_server:
+        cmds += place_workloads(ctx, f)
     cmds += write_registry_ca(ctx, f)
     cmds += write_registries(ctx, f)
     return Step(
@@ -72,7 +75,11 @@ def place_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
     parts: list[str] = []
     values: dict[str, str] = {"dir": IMAGES_DIR}
     names = []
-    for i, art in enumerate(ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch)):
+    wanted = [
+        *ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch),
+        *ctx.manifest.find(kind=ArtifactKind.IMAGE),  # the operator's, all platforms
+    ]
+    for i, art in enumerate(wanted):
         dest = posixpath.join(IMAGES_DIR, art.name)
         if f.hashes.get(dest) == art.sha256:
             continue

@@ -91,6 +91,17 @@ IMAGE_REGISTRIES = ("docker.io",)
 REGISTRY_CA_PATH = "/etc/rancher/rke2/mk8s-registry-ca.pem"
 
 
+def image_sources(ctx: Context) -> list[str]:
+    """The registries images come from: RKE2's, and those of the operator's images."""
+    from mk8s.bundle.manifest import ArtifactKind
+
+    extra = {
+        (a.url or "").removeprefix("oci://").split("/", 1)[0]
+        for a in ctx.manifest.find(kind=ArtifactKind.IMAGE)
+    }
+    return [*IMAGE_REGISTRIES, *sorted(extra - set(IMAGE_REGISTRIES) - {""})]
+
+
 def registries(ctx: Context) -> dict[str, Any] | None:
     """registries.yaml as data: the user's spec.rke2.registries plus what
     spec.images needs (mk8s's entries win for the registries it manages)."""
@@ -100,12 +111,13 @@ def registries(ctx: Context) -> dict[str, Any] | None:
         return user
     out: dict[str, Any] = dict(user or {})
     mirrors = dict(out.get("mirrors") or {})
+    sources = image_sources(ctx)
     if images.distribution == "servers":
-        for source in IMAGE_REGISTRIES:
+        for source in sources:
             mirrors.setdefault(source, {})
     elif images.registry is not None:
         reg = images.registry
-        for source in IMAGE_REGISTRIES:
+        for source in sources:
             mirrors[source] = {"endpoint": [reg.url.rstrip("/")]}
         configs = dict(out.get("configs") or {})
         entry: dict[str, Any] = {}

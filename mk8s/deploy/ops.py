@@ -56,6 +56,9 @@ def status_table(rows: list[NodeStatus]) -> str:
         table.append((n.name, n.address, n.role, r.service, r.version or "-", r.images, ready))
     lines = [ui.table(table)]
     lines += [ui.safe(f"{r.node.name}: {r.error}") for r in rows if r.error]
+    for r in rows:
+        if r.placed:
+            lines.append(ui.safe(f"{r.node.name} applies: {', '.join(r.placed)}"))
     versions = sorted({r.version for r in rows if r.version})
     if len(versions) > 1:
         lines.append(
@@ -65,6 +68,14 @@ def status_table(rows: list[NodeStatus]) -> str:
             )
         )
     return "\n".join(lines)
+
+
+def carried_workloads(cluster: Cluster, *, state_base: Path | None = None) -> list[str]:
+    """The workloads the last deploy's bundle carried (from the journal)."""
+    from mk8s.deploy.state import StateDir
+
+    found = StateDir(cluster.name, state_base).read_journal().get("workloads", [])
+    return [str(w) for w in found] if isinstance(found, list) else []
 
 
 def fetch_kubeconfig(

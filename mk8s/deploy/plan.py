@@ -17,6 +17,7 @@ RKE2 facts this encodes (README, "Deploying"):
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -56,17 +57,32 @@ DISK_SLACK = 512 << 20
 
 
 # -- what a node needs -------------------------------------------------------------------
-def node_artifacts(manifest: Lock, arch: str, images: bool = True) -> list[Artifact]:
+# What only servers need: RKE2 applies manifests (and charts) from the servers.
+SERVER_ONLY = frozenset({ArtifactKind.CHART, ArtifactKind.MANIFEST})
+IMAGE_KINDS = frozenset({ArtifactKind.IMAGES, ArtifactKind.IMAGE})
+
+
+def node_artifacts(
+    manifest: Lock, arch: str, images: bool = True, server: bool = True
+) -> list[Artifact]:
     """The artifacts a node of ``arch`` needs: its arch's files plus arch-free ones (not
     the mk8s executable the bundle may carry: that is for the operator; not the image
-    tarballs when ``images`` is False: the node pulls from peers or a registry)."""
+    tarballs and image archives when ``images`` is False: the node pulls from peers or a
+    registry; charts and manifests only on a ``server``)."""
     return [
         a
         for a in manifest.artifacts
         if a.arch in (None, arch)
         and a.kind != ArtifactKind.MK8S
-        and (images or a.kind != ArtifactKind.IMAGES)
+        and (images or a.kind not in IMAGE_KINDS)
+        and (server or a.kind not in SERVER_ONLY)
     ]
+
+
+def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
+    """What ``node`` gets staged, given spec.images and its role."""
+    images = ctx.cluster.images.local_tarballs(node)
+    return node_artifacts(ctx.manifest, arch, images, node.is_server)
 
 
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
@@ -101,7 +117,9 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
             )
         if f.arch in manifest.release.arch and f.disk_free is not None:
             images = cluster.images.local_tarballs(node)
-            need = _bytes_needed(manifest, f.arch or "", f, cluster.options.staging_dir, images)
+            need = _bytes_needed(
+                manifest, f.arch or "", f, cluster.options.staging_dir, images, node.is_server
+            )
             if f.disk_free < need:
                 problems.append(
                     f"{name}: {cluster.options.staging_dir} has {f.disk_free >> 20} MiB free, "
@@ -151,9 +169,11 @@ def missing_sans(cluster: Cluster) -> list[str]:
     ]
 
 
-def _bytes_needed(manifest: Lock, arch: str, f: NodeFacts, staging_root: str, images: bool) -> int:
+def _bytes_needed(
+    manifest: Lock, arch: str, f: NodeFacts, staging_root: str, images: bool, server: bool
+) -> int:
     need = DISK_SLACK
-    for art in node_artifacts(manifest, arch, images):
+    for art in node_artifacts(manifest, arch, images, server):
         present = any(
             p.endswith("/" + art.path.removeprefix("artifacts/")) and h == art.sha256
             for p, h in f.hashes.items()
@@ -161,7 +181,7 @@ def _bytes_needed(manifest: Lock, arch: str, f: NodeFacts, staging_root: str, im
         )
         if not present:
             need += art.size
-        if art.kind == ArtifactKind.IMAGES:
+        if art.kind in IMAGE_KINDS:
             need += art.size
     return need
 
@@ -174,7 +194,7 @@ def upload_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
     move it into place in one command."""
     arch = f.arch or ctx.manifest.release.arch[0]
     uploads = []
-    for art in node_artifacts(ctx.manifest, arch, ctx.cluster.images.local_tarballs(node)):
+    for art in needs(ctx, node, arch):
         dest = remote_path(ctx, art)
         if f.hashes.get(dest) == art.sha256:
             continue
@@ -191,9 +211,13 @@ def upload_step(ctx: Context, node: Node, f: NodeFacts) -> Step:
         )
     if not uploads:
         return Step(node.name, "stage", note="all artifacts already staged")
+    dirs = sorted({posixpath.dirname(u.remote_path) for u in uploads} | {ctx.staging})
     mkdir = Command.script(
-        "mkdir -p {dir}/files && chown {user} {dir} {dir}/files",
-        {"dir": ctx.staging, "user": node.ssh.user},
+        "mkdir -p "
+        + " ".join(f"{{d{i}}}" for i in range(len(dirs)))
+        + " && chown {user} "
+        + " ".join(f"{{d{i}}}" for i in range(len(dirs))),
+        {"user": node.ssh.user, **{f"d{i}": d for i, d in enumerate(dirs)}},
         sudo=True,
         timeout=60,
         description="create the staging directory",

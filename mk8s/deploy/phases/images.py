@@ -78,7 +78,8 @@ class PushImages(Phase):
     def plan(self, s: Session) -> list[str]:
         reg = s.cluster.images.registry
         assert s.verified is not None and reg is not None
-        names = [a.name for a in s.verified.manifest.find(kind=ArtifactKind.IMAGES)]
+        m = s.verified.manifest
+        names = [a.name for a in m.find(kind=ArtifactKind.IMAGES) + m.find(kind=ArtifactKind.IMAGE)]
         return [f"  push every image of {', '.join(names)} to {reg.host}/<same path>:<tag>"]
 
     def run(self, s: Session) -> None:
@@ -96,7 +97,10 @@ class PushImages(Phase):
                 return
             files = self.extract.extracted(s)  # type: ignore[attr-defined]
             refs: list[str] = []
-            for art in s.verified.manifest.find(kind=ArtifactKind.IMAGES):
+            manifest = s.verified.manifest
+            for art in manifest.find(kind=ArtifactKind.IMAGES) + manifest.find(
+                kind=ArtifactKind.IMAGE
+            ):
                 s.log(f"pushing the images of {art.name} to {client.registry}")
                 report = push_archive(Path(files[art.path]), client)
                 refs += [str(img.target) for img in report.images]

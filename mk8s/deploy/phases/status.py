@@ -23,6 +23,7 @@ class NodeStatus:
     ready: bool = False
     error: str = ""
     images: str = ""  # where the node gets its images (spec.images)
+    placed: tuple[str, ...] = ()  # mk8s's charts and manifests on a server
 
 
 def image_source(cluster: Cluster, node: Node) -> str:
@@ -74,6 +75,7 @@ class ProbeNodes(Phase):
             st.error = str(e)
             return
         st.version = f.rke2_tag or ""
+        st.placed = tuple(sorted(p.rsplit("/", 1)[-1] for p in f.placed))
         active = f.server_active if node.is_server else f.agent_active
         st.service = f"{plan.service(node)} {'active' if active else 'inactive'}"
 
