@@ -11,6 +11,10 @@ It answers like GitHub does where mk8s can tell the difference:
   ETag and ``Range: bytes=N-`` (206).
 * ``GET /raw/rancher/rke2/<tag>/install.sh``.
 
+``rke2.linux-ARCH.tar.gz`` carries the RKE2 stand-in (``tests/support/standin``), built
+with the sha256 of the release's own ``rke2-images*.linux-ARCH.tar.zst`` assets: a node
+runs only with its release's genuine images.
+
 Assets are generated lazily and deterministically per (tag, name), cached on disk, and
 small by default; ``image_size`` / ``sizes`` make them big for benchmarks. ``faults``
 injects what real upstreams do wrong; ``requests`` records what the client sent.
@@ -252,7 +256,7 @@ def _standin(name: str) -> Callable[..., bytes] | None:
     return fn if callable(fn) else None
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # about 30 KB each; a listing sizes about 540
 def _tarball(arch: str, tag: str, images: tuple[tuple[str, str], ...]) -> bytes:
     """The stand-in's tarball; ``images`` (name, sha256) are the release's genuine
     image tarballs, which the stand-in insists on finding in agent/images."""

@@ -37,6 +37,28 @@ config.yaml: a flat mapping.  Accepted YAML subset: ``key: scalar`` (plain,
 block lists (``key:`` followed by ``- item`` lines), ``{}``/``[]``, comments.
 A JSON object is accepted too.  Files in config.yaml.d/*.yaml are merged after it.
 
+Upgrades (RKE2's air-gap way: new images into agent/images, the new install.sh, restart;
+servers first, one at a time, then agents).  The stand-in refuses, exiting non-zero
+with a ``level=fatal`` log line:
+* a node whose agent/images has no file with the sha256 of its release's
+  ``rke2-images.linux-ARCH.tar.zst`` or ``rke2-images-core.linux-ARCH.tar.zst`` (the
+  hashes of the release's image tarballs are substituted at build, IMAGES_JSON);
+  files of other releases are imported with a warning;
+* a start at a version older than the one the node last ran (recorded in
+  /var/lib/rancher/rke2/mk8s-standin-version.json after each successful start),
+  rc < final < respin; on a server, a start more than one minor above it;
+* a server whose minor differs by more than one from another running server's (on
+  join, by the server it joins; on restart, after pulling the registry from peers);
+* an agent whose minor is newer than the oldest running server's.
+``rke2 etcd-snapshot save [--name NAME] [--dir DIR]`` asks the running server on the
+node to write ``DIR/NAME-<node name>-<unix time>`` (default NAME on-demand, DIR
+/var/lib/rancher/rke2/server/db/snapshots), 0600, JSON of the cluster registry; it
+fails on an agent and when rke2-server is not running.  kubectl parses flags like
+kubectl (an unknown flag, or a flag of another verb, is an error); ``drain NODE``
+takes --ignore-daemonsets, --delete-emptydir-data, --force, --disable-eviction,
+--timeout=DURATION (Go syntax: 300s, 5m), --grace-period=N; there are no pods, so a
+drain of an existing node cordons it and succeeds; of a missing node it fails (NotFound).
+
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
   MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
