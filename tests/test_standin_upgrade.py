@@ -432,6 +432,8 @@ def test_etcd_snapshot_save(nodes: dict[str, Host], releases: dict[str, Path]) -
     p = ssh(w1, f"/usr/local/bin/rke2 etcd-snapshot save --name {name}", ok=False)
     assert p.returncode != 0 and "not an etcd server" in p.stderr
     assert not w1.path(SNAPSHOTS).exists()
+    p = ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot save", user="nosudo", ok=False)
+    assert p.returncode != 0 and "Permission denied" in p.stderr
     p = ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot save --nme x", ok=False)
     assert p.returncode != 0 and "flag provided but not defined: --nme" in p.stderr
     p = ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot save --name ../x", ok=False)

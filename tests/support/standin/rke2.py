@@ -2276,7 +2276,11 @@ def etcd_snapshot(args: list[str]) -> int:
             created = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC)
             print(f"{f:<50} file://{path:<83} {st.st_size:>8} {created:%Y-%m-%dT%H:%M:%SZ}")
         return 0
-    state = State.load()
+    try:
+        state = State.load()
+    except (OSError, ValueError) as e:
+        log(f"etcd-snapshot: cannot read the server datastore: {e}", "fatal")
+        return 1
     if state is None or not state.cluster:
         log(
             f"etcd database not found in {SERVER_DIR}/db: this node is not an etcd server "
