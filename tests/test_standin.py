@@ -38,8 +38,8 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_artifacts(d: Path) -> Path:
     """The release files install.sh reads, plus install.sh itself, in ``d``."""
     tarball = standin.rke2_tarball(ARCH, TAG)
-    images = standin.image_tarball(f"rke2-images.linux-{ARCH}.tar.zst")
-    extra = standin.image_tarball(f"rke2-images-multus.linux-{ARCH}.tar.zst")
+    images = standin.image_tarball(f"rke2-images.linux-{ARCH}.tar.zst", tag=TAG)
+    extra = standin.image_tarball(f"rke2-images-multus.linux-{ARCH}.tar.zst", tag=TAG)
     (d / f"rke2.linux-{ARCH}.tar.gz").write_bytes(tarball)
     (d / f"rke2-images.linux-{ARCH}.tar.zst").write_bytes(images)
     (d / f"rke2-images-multus.linux-{ARCH}.tar.zst").write_bytes(extra)

@@ -11,6 +11,10 @@ It answers like GitHub does where mk8s can tell the difference:
   ETag and ``Range: bytes=N-`` (206).
 * ``GET /raw/rancher/rke2/<tag>/install.sh``.
 
+``rke2.linux-ARCH.tar.gz`` carries the RKE2 stand-in (``tests/support/standin``), built
+with the sha256 of the release's own ``rke2-images*.linux-ARCH.tar.zst`` assets: a node
+runs only with its release's genuine images.
+
 Assets are generated lazily and deterministically per (tag, name), cached on disk, and
 small by default; ``image_size`` / ``sizes`` make them big for benchmarks. ``faults``
 injects what real upstreams do wrong; ``requests`` records what the client sent.
@@ -254,12 +258,14 @@ def _standin(name: str) -> Callable[..., bytes] | None:
     return fn if callable(fn) else None
 
 
-@functools.lru_cache(maxsize=4096)
-def _tarball(arch: str, tag: str) -> bytes:
+@functools.lru_cache(maxsize=1024)  # about 30 KB each; a listing sizes about 540
+def _tarball(arch: str, tag: str, images: tuple[tuple[str, str], ...]) -> bytes:
+    """The stand-in's tarball; ``images`` (name, sha256) are the release's genuine
+    image tarballs, which the stand-in insists on finding in agent/images."""
     make = _standin("rke2_tarball")
     if make is None or not _RKE2_TAG.match(tag):
         return _placeholder_tarball(arch, tag)
-    return bytes(make(arch, tag))
+    return bytes(make(arch, tag, dict(images)))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -390,7 +396,7 @@ class ExampleUpstream:
         if kind == "sums":
             omit = self.faults.omit_from_sums
             return sum(len(line) for line in self._sums_lines(tag, arch, omit))
-        small = self._small_content(tag, name)
+        small = self._small_content(tag, name, sizing=True)
         if small is not None:
             return len(small)
         return 2048 if kind == "binary" else 1024
@@ -407,6 +413,7 @@ class ExampleUpstream:
             key += "|omit=" + ",".join(sorted(self.faults.omit_from_sums))
         small = self._small_content(tag, name)
         if small is not None:
+            key += "|" + hashlib.sha256(small).hexdigest()  # e.g. the image hashes it embeds
             make: Callable[[BinaryIO], None] = _writer(small)
         elif kind == "sums":
             lines = self._sums_lines(tag, arch, self.faults.omit_from_sums, hashes=True)
@@ -418,11 +425,13 @@ class ExampleUpstream:
             make = _random_writer(key, size)
         return self._blob(key, make)
 
-    def _small_content(self, tag: str, name: str) -> bytes | None:
-        """The bytes of a small generated file (cheap, cached), or None for the others."""
+    def _small_content(self, tag: str, name: str, sizing: bool = False) -> bytes | None:
+        """The bytes of a small generated file (cheap, cached), or None for the others.
+        ``sizing``: only its size matters (the tarball then embeds placeholder image
+        hashes, of the same size, instead of generating the images)."""
         kind, arch = _kind(name)
         if kind == "tarball":
-            data = _tarball(arch, tag)
+            data = _tarball(arch, tag, self._image_hashes(tag, arch, sizing))
         elif kind == "install":
             data = _install_script(tag)
         elif kind == "list":
@@ -431,6 +440,15 @@ class ExampleUpstream:
             return None
         gen = self._generation.get((tag, name), 0)
         return data + f"\n# drift {gen}\n".encode() if gen else data
+
+    def _image_hashes(self, tag: str, arch: str, sizing: bool) -> tuple[tuple[str, str], ...]:
+        """(name, sha256) of the release's ``rke2-images*.linux-ARCH.tar.zst``."""
+        names = sorted(
+            n
+            for n in self._by_tag[tag].assets
+            if n.startswith("rke2-images") and n.endswith(f".linux-{arch}.tar.zst")
+        )
+        return tuple((n, "0" * 64 if sizing else self.blob(tag, n).sha256) for n in names)
 
     def _sums_lines(
         self, tag: str, arch: str, omit: set[str] | None, hashes: bool = False

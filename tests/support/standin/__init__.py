@@ -4,12 +4,26 @@ Everything that runs on a node is Python 3 stdlib or POSIX sh, kept here as data
 files (``rke2.py``, ``systemctl.py``, ``journalctl.py``, ``install.sh``, ...).
 
 Public API (used by the example upstream and the test hosts):
-    rke2_tarball(arch, tag) -> bytes      deterministic rke2.linux-ARCH.tar.gz
+    rke2_tarball(arch, tag, images=None) -> bytes
+                                          deterministic rke2.linux-ARCH.tar.gz; ``images``
+                                          maps the release's airgap image tarball names
+                                          (``rke2-images*.linux-ARCH.tar.zst``) to their
+                                          sha256: the stand-in accepts only those as its
+                                          release's genuine images (default: the hashes of
+                                          ``image_tarball(name, tag=tag)`` for IMAGE_GROUPS)
     install_script(tag) -> bytes          install.sh as served at the tag
     systemctl_script() -> bytes           the systemctl stand-in the hosts install
     journalctl_script() -> bytes          the journalctl stand-in the hosts install
-    image_tarball(name) -> bytes          a small fake airgap image tarball (.tar.zst bytes)
+    image_tarball(name, tag="") -> bytes  a small fake airgap image tarball (.tar.zst bytes);
+                                          different bytes per tag when a tag is given
+    standin_images(arch, tag) -> dict     name -> sha256 of image_tarball(name, tag=tag)
     sha256sum_line(name, data) -> str     one ``<sha256>  <name>`` line
+
+The image hashes are substituted into ``bin/rke2`` as a JSON constant of a length
+that does not depend on the hash values, and stored uncompressed in a gzip member of
+their own: the tarball's size is then known from the image *names* alone
+(``rke2_tarball_size``), without generating the images (the example upstream lists
+sizes of every release's assets).
 """
 
 from __future__ import annotations
@@ -17,12 +31,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ARCHES = ("amd64", "arm64")
 MTIME = 1_700_000_000  # fixed member mtime: same inputs -> same bytes
+# Image groups of the default (upstream-less) genuine image set: "" is the full
+# rke2-images.linux-ARCH (core + canal), "core" is core only.
+IMAGE_GROUPS = ("", "core", "canal", "cilium", "calico", "flannel", "multus")
+_IMAGES_MARK = b"@@RKE2_IMAGES@@"
 
 
 def _data(name: str) -> bytes:
@@ -36,21 +56,63 @@ def _check(arch: str, tag: str) -> None:
         raise ValueError(f"bad tag {tag!r}")
 
 
-def rke2_program(arch: str, tag: str) -> bytes:
-    """The stand-in ``bin/rke2`` for one arch and tag."""
+def image_name(arch: str, group: str = "") -> str:
+    return f"rke2-images{'-' + group if group else ''}.linux-{arch}.tar.zst"
+
+
+def standin_images(arch: str, tag: str) -> dict[str, str]:
+    """The genuine images of the stand-in release ``tag`` when no upstream serves it:
+    name -> sha256 of ``image_tarball(name, tag=tag)``."""
     _check(arch, tag)
+    names = [image_name(arch, g) for g in IMAGE_GROUPS]
+    return {n: hashlib.sha256(image_tarball(n, tag=tag)).hexdigest() for n in names}
+
+
+def _images_json(arch: str, images: Mapping[str, str]) -> bytes:
+    """The JSON constant for ``bin/rke2``: its length depends on the names only."""
+    suffix = f".linux-{arch}.tar.zst"
+    for name, digest in images.items():
+        ok = name.startswith("rke2-images") and name.endswith(suffix)
+        if not ok or any(not (c.isascii() and (c.isalnum() or c in "._-")) for c in name):
+            raise ValueError(f"not an airgap image tarball of {arch}: {name!r}")
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"not a sha256 hex digest for {name}: {digest!r}")
+    return json.dumps(dict(sorted(images.items())), separators=(",", ":")).encode()
+
+
+def rke2_program(arch: str, tag: str, images: Mapping[str, str] | None = None) -> bytes:
+    """The stand-in ``bin/rke2`` for one arch and tag, knowing its genuine images."""
+    _check(arch, tag)
+    if images is None:
+        images = standin_images(arch, tag)
     return (
         _data("rke2.py")
         .replace(b"@@RKE2_TAG@@", tag.encode())
         .replace(b"@@RKE2_ARCH@@", arch.encode())
+        .replace(_IMAGES_MARK, _images_json(arch, images))
     )
 
 
-def rke2_tarball(arch: str, tag: str) -> bytes:
-    """Deterministic ``rke2.linux-ARCH.tar.gz`` laid out like the real one."""
+def rke2_tarball_size(arch: str, tag: str, names: list[str] | None = None) -> int:
+    """The size of ``rke2_tarball(arch, tag, images)`` for any images with these names."""
+    if names is None:
+        names = [image_name(arch, g) for g in IMAGE_GROUPS]
+    return len(rke2_tarball(arch, tag, dict.fromkeys(names, "0" * 64)))
+
+
+def rke2_tarball(arch: str, tag: str, images: Mapping[str, str] | None = None) -> bytes:
+    """Deterministic ``rke2.linux-ARCH.tar.gz`` laid out like the real one.
+
+    ``bin/rke2`` knows the sha256 of its release's image tarballs (``images``: name ->
+    sha256; default :func:`standin_images`).  The gzip stream has three members (any
+    gunzip and ``tar xz`` read them as one): everything before the image hashes
+    (compressed), the hashes (stored), everything after (compressed)."""
     _check(arch, tag)
+    if images is None:
+        images = standin_images(arch, tag)
+    program = rke2_program(arch, tag, images)
     files: dict[str, tuple[bytes, int]] = {
-        "bin/rke2": (rke2_program(arch, tag), 0o755),
+        "bin/rke2": (program, 0o755),
         "bin/rke2-killall.sh": (_data("rke2-killall.sh"), 0o755),
         "bin/rke2-uninstall.sh": (_data("rke2-uninstall.sh"), 0o755),
         "lib/systemd/system/rke2-server.service": (_data("rke2-server.service"), 0o644),
@@ -79,9 +141,19 @@ def rke2_tarball(arch: str, tag: str) -> bytes:
                 data, ti.mode = files[name]
                 ti.size = len(data)
                 tf.addfile(ti, io.BytesIO(data))
+    data = raw.getvalue()
+    mark = _images_json(arch, images)
+    at = data.find(program)
+    assert at >= 0 and program.count(mark) == 1
+    start = at + program.index(mark)
+    end = start + len(mark)
+    return _gzip(data[:start], 6) + _gzip(data[start:end], 0) + _gzip(data[end:], 6)
+
+
+def _gzip(data: bytes, level: int) -> bytes:
     out = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as gz:
-        gz.write(raw.getvalue())
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level) as gz:
+        gz.write(data)
     return out.getvalue()
 
 
@@ -101,16 +173,21 @@ def journalctl_script() -> bytes:
     return _data("journalctl.py")
 
 
-def image_tarball(name: str = "rke2-images.linux-amd64.tar.zst", size: int = 4096) -> bytes:
+def image_tarball(
+    name: str = "rke2-images.linux-amd64.tar.zst", size: int = 4096, *, tag: str = ""
+) -> bytes:
     """A small, deterministic, valid zstd frame holding a tar with one fake layer.
 
-    Written without the zstd library: one raw (uncompressed) block, which every
-    zstd decoder accepts (``zstd -t`` passes)."""
+    With ``tag``, the bytes are those release's (each release has its own images);
+    without, the same for every release.  Written without the zstd library: one raw
+    (uncompressed) block, which every zstd decoder accepts (``zstd -t`` passes)."""
     raw = io.BytesIO()
+    key = name if not tag else f"{tag}/{name}"
+    ref = name if not tag else f"{name}-{tag.replace('+', '-')}"
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
-        payload = (hashlib.sha256(name.encode()).digest() * (size // 32 + 1))[:size]
+        payload = (hashlib.sha256(key.encode()).digest() * (size // 32 + 1))[:size]
         ti = tarfile.TarInfo("manifest.json")
-        body = b'[{"Config":"config.json","RepoTags":["mk8s.test/fake:' + name.encode() + b'"]}]'
+        body = b'[{"Config":"config.json","RepoTags":["mk8s.test/fake:' + ref.encode() + b'"]}]'
         ti.size, ti.mtime = len(body), MTIME
         tf.addfile(ti, io.BytesIO(body))
         ti = tarfile.TarInfo("layer.tar")
@@ -139,11 +216,15 @@ def sha256sum_line(name: str, data: bytes) -> str:
 
 
 __all__ = [
+    "IMAGE_GROUPS",
+    "image_name",
     "image_tarball",
     "install_script",
     "journalctl_script",
     "rke2_program",
     "rke2_tarball",
+    "rke2_tarball_size",
     "sha256sum_line",
+    "standin_images",
     "systemctl_script",
 ]

@@ -37,6 +37,28 @@ config.yaml: a flat mapping.  Accepted YAML subset: ``key: scalar`` (plain,
 block lists (``key:`` followed by ``- item`` lines), ``{}``/``[]``, comments.
 A JSON object is accepted too.  Files in config.yaml.d/*.yaml are merged after it.
 
+Upgrades (RKE2's air-gap way: new images into agent/images, the new install.sh, restart;
+servers first, one at a time, then agents).  The stand-in refuses, exiting non-zero
+with a ``level=fatal`` log line:
+* a node whose agent/images has no file with the sha256 of its release's
+  ``rke2-images.linux-ARCH.tar.zst`` or ``rke2-images-core.linux-ARCH.tar.zst`` (the
+  hashes of the release's image tarballs are substituted at build, IMAGES_JSON);
+  files of other releases are imported with a warning;
+* a start at a version older than the one the node last ran (recorded in
+  /var/lib/rancher/rke2/mk8s-standin-version.json after each successful start),
+  rc < final < respin; on a server, a start more than one minor above it;
+* a server whose minor differs by more than one from another running server's (on
+  join, by the server it joins; on restart, after pulling the registry from peers);
+* an agent whose minor is newer than the oldest running server's.
+``rke2 etcd-snapshot save [--name NAME] [--dir DIR]`` asks the running server on the
+node to write ``DIR/NAME-<node name>-<unix time>`` (default NAME on-demand, DIR
+/var/lib/rancher/rke2/server/db/snapshots), 0600, JSON of the cluster registry; it
+fails on an agent and when rke2-server is not running.  kubectl parses flags like
+kubectl (an unknown flag, or a flag of another verb, is an error); ``drain NODE``
+takes --ignore-daemonsets, --delete-emptydir-data, --force, --disable-eviction,
+--timeout=DURATION (Go syntax: 300s, 5m), --grace-period=N; there are no pods, so a
+drain of an existing node cordons it and succeeds; of a missing node it fails (NotFound).
+
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
   MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
@@ -74,6 +96,9 @@ import urllib.request
 
 TAG = "@@RKE2_TAG@@"
 ARCH = "@@RKE2_ARCH@@"
+# name -> sha256 of this release's airgap image tarballs (rke2-images*.linux-ARCH.tar.zst),
+# taken from the release's own assets when its rke2.linux-ARCH.tar.gz was built.
+IMAGES_JSON = """@@RKE2_IMAGES@@"""
 
 CONFIG = "/etc/rancher/rke2/config.yaml"
 DATA_DIR = "/var/lib/rancher/rke2"
@@ -81,6 +106,11 @@ SERVER_DIR = DATA_DIR + "/server"
 STATE_FILE = SERVER_DIR + "/db/mk8s-standin-state.json"
 AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
 IMAGES_DIR = DATA_DIR + "/agent/images"
+IMAGE_HASH_CACHE = DATA_DIR + "/agent/mk8s-standin-image-hashes.json"
+NODE_VERSION = DATA_DIR + "/mk8s-standin-version.json"
+SNAPSHOT_DIR = SERVER_DIR + "/db/snapshots"
+# The images a node cannot run without: the full set (core + canal) or core alone.
+CORE_IMAGES = (f"rke2-images.linux-{ARCH}.tar.zst", f"rke2-images-core.linux-{ARCH}.tar.zst")
 KUBECTL = DATA_DIR + "/bin/kubectl"
 KUBECONFIG = "/etc/rancher/rke2/rke2.yaml"
 TLS_DIR = SERVER_DIR + "/tls"
@@ -321,20 +351,180 @@ def sha(s: str) -> str:
     return hashlib.sha256(s.encode()).hexdigest()
 
 
+def genuine_images() -> dict[str, str]:
+    """name -> sha256 of this release's image tarballs (empty if not substituted)."""
+    try:
+        data = json.loads(IMAGES_JSON)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_hashes(names: list[str]) -> dict[str, str]:
+    """sha256 of each image tarball, cached per (name, size, mtime, inode) like an
+    import that is not repeated for an unchanged file."""
+    try:
+        with open(IMAGE_HASH_CACHE) as f:
+            cache = json.load(f)
+        if not isinstance(cache, dict):
+            cache = {}
+    except (OSError, ValueError):
+        cache = {}
+    out: dict[str, str] = {}
+    fresh: dict[str, str] = {}
+    for n in names:
+        p = os.path.join(IMAGES_DIR, n)
+        st = os.stat(p)
+        key = f"{n}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        digest = cache.get(key) or sha256_file(p)
+        out[n] = fresh[key] = digest
+    if fresh != cache:
+        with contextlib.suppress(OSError):
+            write_file(IMAGE_HASH_CACHE, json.dumps(fresh, sort_keys=True), 0o600)
+    return out
+
+
 def check_images() -> None:
+    """RKE2 in an air gap imports the tarballs in agent/images; without its own
+    release's images (no registry to pull from) the node never comes up."""
     found = []
     if os.path.isdir(IMAGES_DIR):
         for f in sorted(os.listdir(IMAGES_DIR)):
             p = os.path.join(IMAGES_DIR, f)
             if f.endswith(IMAGE_SUFFIXES) and os.path.isfile(p) and os.path.getsize(p) > 0:
                 found.append(f)
+    runtime = f"index.docker.io/rancher/rke2-runtime:{TAG.replace('+', '-')}"
     if not found:
         raise Fatal(
             f"no image tarballs in {IMAGES_DIR} (*.tar.zst, *.tar.gz, *.tar): "
-            f"cannot pull index.docker.io/rancher/rke2-runtime:{TAG.replace('+', '-')} "
-            "without a registry (air gap); import the airgap images first"
+            f"cannot pull {runtime} without a registry (air gap); import the airgap images first"
         )
+    genuine = genuine_images()
+    by_hash = {v: k for k, v in genuine.items()}
+    hashes = image_hashes(found)
+    ours = {f: by_hash[h] for f, h in hashes.items() if h in by_hash}
+    core = [n for n in CORE_IMAGES if n in genuine]
+    if not any(ours[f] in core for f in ours):
+        want = " or ".join(f"{n} (sha256 {genuine[n][:16]}...)" for n in core) or (
+            "rke2-images (this release has no image list)"
+        )
+        raise Fatal(
+            f"airgap images of {TAG} missing in {IMAGES_DIR}: it needs {want} of {TAG}, "
+            f"found only {', '.join(found)}, which are not {TAG}'s images "
+            f"(images of another release?); cannot pull {runtime} without a registry "
+            f"(air gap); put the image tarballs of {TAG} there"
+        )
+    for f in found:
+        if f not in ours:
+            log(
+                f"{IMAGES_DIR}/{f} is not an image tarball of {TAG} (left over from "
+                "another release?); importing it anyway",
+                "warning",
+            )
     log(f"Found airgap images: {', '.join(found)}")
+
+
+# ---- versions (RKE2 tags) ------------------------------------------------------------
+def parse_version(tag: str) -> tuple[int, int, int, int, int, int] | None:
+    """Sortable key of ``vMAJOR.MINOR.PATCH[-rcN]+rke2rK`` (rc before final, then
+    respins), or None."""
+    m = re.fullmatch(r"v(\d+)\.(\d+)\.(\d+)(?:-rc(\d+))?\+rke2r(\d+)", tag)
+    if not m:
+        return None
+    rc = m.group(4)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3)),
+            0 if rc else 1, int(rc or 0), int(m.group(5)))  # fmt: skip
+
+
+def minor_of(tag: str) -> str:
+    v = parse_version(tag)
+    return f"v{v[0]}.{v[1]}" if v else tag
+
+
+def last_version() -> dict:
+    """What this node recorded when it last started (``{}`` on a fresh node)."""
+    try:
+        with open(NODE_VERSION) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def check_node_version(role: str) -> None:
+    """Refuse a downgrade (the datastore and kubelet state were written by a newer
+    release) and, on a server, a skipped minor (Kubernetes upgrades the control plane
+    one minor at a time)."""
+    last = str(last_version().get("version", ""))
+    if not last or last == TAG:
+        return
+    old, new = parse_version(last), parse_version(TAG)
+    if old is None or new is None:
+        raise Fatal(f"cannot compare this release {TAG} with {last}, which this node last ran")
+    if new < old:
+        raise Fatal(
+            f"refusing to start {TAG}: this node last ran {last} (recorded in {NODE_VERSION}); "
+            f"downgrading RKE2 is not supported: install {last} or newer"
+        )
+    if role == "server" and (new[0], new[1]) > (old[0], old[1] + 1):
+        raise Fatal(
+            f"refusing to start {TAG}: this server last ran {last}; skipping a minor version "
+            f"is not supported (upgrade the control plane one minor at a time: "
+            f"{minor_of(last)} -> v{old[0]}.{old[1] + 1} -> {minor_of(TAG)})"
+        )
+    log(f"Upgrading this node from {last} to {TAG}")
+
+
+def record_version(role: str) -> None:
+    write_file(NODE_VERSION, json.dumps({"version": TAG, "role": role}) + "\n", 0o644)
+
+
+def running_servers(state: State, exclude: str) -> dict[str, str]:
+    """name -> version of the servers the registry shows running (heartbeat within the
+    node grace period), but ``exclude``."""
+    t = time.time()
+    return {
+        n: str(e.get("version", ""))
+        for n, e in sorted(state.members().items())
+        if n != exclude and t - e.get("heartbeat", 0) < NODE_GRACE
+    }
+
+
+def skew_problem(role: str, version: str, servers: dict[str, str]) -> str:
+    """Why a ``role`` at ``version`` may not run next to these servers ('' if it may):
+    kube-apiservers within one minor of each other; a kubelet never newer than the
+    oldest kube-apiserver (Kubernetes version skew policy)."""
+    mine = parse_version(version)
+    if mine is None:
+        return f"cannot parse version {version!r}"
+    known = {n: v for n, v in ((n, parse_version(v)) for n, v in servers.items()) if v}
+    if role == "server":
+        for n, v in known.items():
+            if v[0] != mine[0] or abs(v[1] - mine[1]) > 1:
+                return (
+                    f"version skew: server {n} runs {servers[n]}, this server {version}: "
+                    "kube-apiserver instances must be within one minor version of each "
+                    "other; upgrade one minor at a time"
+                )
+        return ""
+    if known:
+        oldest = min(known, key=lambda n: known[n])
+        v = known[oldest]
+        if (mine[0], mine[1]) > (v[0], v[1]):
+            return (
+                f"version skew: kubelet {version} is newer than kube-apiserver "
+                f"{servers[oldest]} on server {oldest}: a kubelet must not be newer than "
+                "the API servers; upgrade the servers first"
+            )
+    return ""
 
 
 def sd_notify(msg: str) -> None:
@@ -1013,7 +1203,47 @@ class Server:
             self.peer_auth(headers)
             self.state.merge(body)
             return 200, {"ok": True}
+        if path == "/v1-mk8s/etcd-snapshot":
+            self.peer_auth(headers)
+            return self.etcd_snapshot(body)
         return 404, {"message": "not found"}
+
+    def etcd_snapshot(self, b: dict) -> tuple:
+        """Write ``NAME-<node name>-<unix time>`` into the snapshot dir (RKE2's naming):
+        the cluster's registry as JSON (no heartbeats: equal states, equal bytes)."""
+        if not self.ready:
+            raise HTTPFail(503, "etcd is not ready yet")
+        name, where = str(b.get("name", "")), str(b.get("dir", "") or SNAPSHOT_DIR)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > 200:
+            raise HTTPFail(400, f"invalid snapshot name {name!r}")
+        if not where.startswith("/"):
+            raise HTTPFail(400, f"snapshot dir must be absolute: {where!r}")
+        ts = int(time.time())
+        fname = f"{name}-{self.name}-{ts}"
+        with self.state.lock:
+            snap = self.state.snapshot()
+        nodes = {
+            n: {k: e.get(k) for k in ("role", "address", "version", "arch", "labels")}
+            | {"unschedulable": bool(e.get("unschedulable"))}
+            for n, e in sorted(snap["nodes"].items())
+            if not e.get("deleted") and not e.get("learner")
+        }
+        content = {
+            "kind": "mk8s-standin-etcd-snapshot",
+            "name": fname,
+            "createdBy": self.name,
+            "rke2Version": TAG,
+            "cluster": {"caHash": snap["cluster"].get("ca_hash", "")},
+            "settings": snap["cluster"].get("settings", {}),
+            "nodes": nodes,
+        }
+        path = os.path.join(where, fname)
+        log(f"Saving etcd snapshot to {path}")
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        write_file(path, json.dumps(content, indent=1, sort_keys=True) + "\n", 0o600)
+        size = os.path.getsize(path)
+        log(f"Snapshot {fname} saved.")
+        return 200, {"name": fname, "path": path, "size": size}
 
     def peer_auth(self, headers: dict) -> None:
         if headers.get("x-mk8s-peer") != sha(self.state.cluster["secret"]):
@@ -1071,6 +1301,11 @@ class Server:
                         "etcdserver: too many learner members in cluster "
                         f"(server {', '.join(others)} is still joining)",
                     )
+            skew = skew_problem(
+                str(role), str(b.get("version", "")), running_servers(self.state, name)
+            )
+            if skew:
+                raise HTTPFail(400, skew)
             entry = {
                 "role": role,
                 "address": b.get("address", ""),
@@ -1505,6 +1740,7 @@ def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
 
 
 def run_server(cfg: dict[str, object]) -> None:
+    check_node_version("server")
     check_images()
     name = node_name(cfg)
     address = node_address(cfg)
@@ -1526,10 +1762,14 @@ def run_server(cfg: dict[str, object]) -> None:
         if mine and not mine.get("deleted") and not mine.get("learner"):
             log("Starting from existing datastore")
             server = Server(cfg, state, name)
+            server.pull_from_peers()  # the cluster's current registry: who runs what
+            skew = skew_problem("server", TAG, running_servers(state, name))
+            if skew:
+                raise Fatal(f"refusing to start kube-apiserver {TAG}: {skew}")
             serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
-            server.pull_from_peers()
             mine = state.nodes.get(name) or mine
             state.put(name, {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG})
+            server.push_now()
             server.ready = True
             return
         state = None  # stale (deleted or half-joined): start over
@@ -1598,6 +1838,7 @@ def run_server(cfg: dict[str, object]) -> None:
 
 
 def run_agent(cfg: dict[str, object]) -> None:
+    check_node_version("agent")
     check_images()
     url = cfg_str(cfg, "server")
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
@@ -1625,7 +1866,8 @@ def run_agent(cfg: dict[str, object]) -> None:
     ctx = client_ctx(ca_pem)
     servers = out.get("servers") or [parse_server_url(url)[0]]
     write_file(AGENT_STATE, json.dumps({"servers": servers}), 0o600)
-    log("Node registered; kubelet is posting ready status")
+    record_version("agent")
+    log(f"Node registered; kubelet {TAG} is posting ready status")
     sd_notify("READY=1")
     i = 0
     while True:
@@ -1743,36 +1985,86 @@ def kubeconfig_ctx(kc: str) -> ssl.SSLContext:
     return ctx
 
 
-def kubectl(argv: list[str]) -> int:
-    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    server_override = ""
-    output = ""
-    raw = ""
-    ignore_not_found = False
+# kubectl flags the stand-in knows, per verb (a flag another verb has is refused, as
+# kubectl does: "error: unknown flag: --x").
+KUBECTL_VALUE_FLAGS = {"--kubeconfig", "-s", "--server", "--request-timeout", "-n",
+                       "--namespace", "-o", "--output", "--raw", "--timeout", "--grace-period",
+                       "--skip-wait-for-delete-timeout"}  # fmt: skip
+KUBECTL_BOOL_FLAGS = {"--ignore-not-found", "--ignore-daemonsets", "--delete-emptydir-data",
+                      "--force", "--disable-eviction"}  # fmt: skip
+KUBECTL_COMMON = {"--kubeconfig", "-s", "--server", "--request-timeout", "-n", "--namespace"}
+KUBECTL_VERB_FLAGS = {
+    "get": {"-o", "--output", "--raw", "--ignore-not-found"},
+    "delete": {"--ignore-not-found", "--timeout", "--grace-period", "--force"},
+    "cordon": set(),
+    "uncordon": set(),
+    "drain": {"--ignore-daemonsets", "--delete-emptydir-data", "--force", "--timeout",
+              "--grace-period", "--disable-eviction", "--skip-wait-for-delete-timeout"},
+    "version": set(),
+}  # fmt: skip
+_GO_DURATION = re.compile(r"0|([0-9]+(\.[0-9]*)?(ns|us|\u00b5s|ms|s|m|h))+")
+
+
+def parse_kubectl_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(positional arguments, flags) like kubectl's flag parsing; raises ValueError
+    with kubectl's message for an unknown flag, a missing value or a bad one."""
     pos: list[str] = []
+    flags: dict[str, str] = {}
     i = 0
     while i < len(argv):
         a = argv[i]
-        val = argv[i + 1] if i + 1 < len(argv) else ""
-        if a.startswith("--") and "=" in a:
-            a, val = a.split("=", 1)
-            argv[i : i + 1] = [a, val]
-        if a == "--kubeconfig":
-            kubeconfig, i = val, i + 2
-        elif a in ("-s", "--server"):
-            server_override, i = val, i + 2
-        elif a in ("-o", "--output"):
-            output, i = val, i + 2
-        elif a == "--raw":
-            raw, i = val, i + 2
-        elif a in ("--request-timeout", "--timeout", "--grace-period", "-n", "--namespace"):
-            i += 2
-        elif a.startswith("-"):
-            ignore_not_found = ignore_not_found or a == "--ignore-not-found"
-            i += 1  # flags without values (--ignore-daemonsets, --force, ...)
-        else:
+        i += 1
+        if not a.startswith("-") or a == "-":
             pos.append(a)
-            i += 1
+            continue
+        flag, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
+        if flag in KUBECTL_BOOL_FLAGS:
+            if eq and val not in ("true", "false"):
+                raise ValueError(
+                    f'invalid argument "{val}" for "{flag}" flag: strconv.ParseBool: '
+                    f'parsing "{val}": invalid syntax'
+                )
+            flags[flag] = val or "true"
+        elif flag in KUBECTL_VALUE_FLAGS:
+            if not eq:
+                if i >= len(argv):
+                    raise ValueError(f"flag needs an argument: {flag}")
+                val, i = argv[i], i + 1
+            flags[flag] = val
+        else:
+            raise ValueError(f"unknown flag: {flag}")
+    verb = pos[0] if pos else ""
+    allowed = KUBECTL_COMMON | KUBECTL_VERB_FLAGS.get(verb, set())
+    for flag in flags:
+        if flag not in allowed and verb in KUBECTL_VERB_FLAGS:
+            raise ValueError(f"unknown flag: {flag}")
+    v = flags.get("--timeout")
+    if v is not None and not _GO_DURATION.fullmatch(v):
+        why = "missing unit in duration" if re.fullmatch(r"[0-9.]+", v) else "invalid duration"
+        raise ValueError(f'invalid argument "{v}" for "--timeout" flag: time: {why} "{v}"')
+    for flag in ("--grace-period", "--skip-wait-for-delete-timeout"):
+        v = flags.get(flag)
+        if v is not None and not re.fullmatch(r"-?[0-9]+", v):
+            raise ValueError(
+                f'invalid argument "{v}" for "{flag}" flag: strconv.ParseInt: '
+                f'parsing "{v}": invalid syntax'
+            )
+    return pos, flags
+
+
+def kubectl(argv: list[str]) -> int:
+    try:
+        pos, flags = parse_kubectl_args(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    kubeconfig = flags.get("--kubeconfig") or (
+        os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    )
+    server_override = flags.get("-s") or flags.get("--server") or ""
+    output = flags.get("-o") or flags.get("--output") or ""
+    raw = flags.get("--raw", "")
+    ignore_not_found = flags.get("--ignore-not-found") == "true"
     try:
         with open(kubeconfig) as f:
             kc = f.read()
@@ -1933,6 +2225,98 @@ def kubectl(argv: list[str]) -> int:
     return 1
 
 
+# ---- etcd-snapshot ---------------------------------------------------------------------
+SNAPSHOT_FLAGS = ("--name", "--dir", "--etcd-snapshot-dir", "--config", "-c", "--data-dir", "-d")
+
+
+def etcd_snapshot(args: list[str]) -> int:
+    """``rke2 etcd-snapshot [save|ls|list] [--name NAME] [--dir DIR] [--config FILE]``.
+
+    ``save`` asks the running server on this node to write
+    ``DIR/NAME-<node name>-<unix time>`` (default NAME ``on-demand``, DIR
+    /var/lib/rancher/rke2/server/db/snapshots or ``etcd-snapshot-dir`` from
+    config.yaml); it fails on an agent (no etcd) and when rke2-server is not running."""
+    sub = "save"
+    if args and not args[0].startswith("-"):
+        sub, args = args[0], args[1:]
+    if sub not in ("save", "ls", "list"):
+        print(f'rke2 etcd-snapshot: No help topic for "{sub}"', file=sys.stderr)
+        return 3
+    opts: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        flag, eq, val = args[i].partition("=")
+        i += 1
+        if flag not in SNAPSHOT_FLAGS:
+            print(f"Incorrect Usage: flag provided but not defined: {flag}", file=sys.stderr)
+            return 1
+        if not eq:
+            if i >= len(args):
+                print(f"Incorrect Usage: flag needs an argument: {flag}", file=sys.stderr)
+                return 1
+            val, i = args[i], i + 1
+        opts[
+            {"-c": "--config", "-d": "--data-dir", "--etcd-snapshot-dir": "--dir"}.get(flag, flag)
+        ] = val
+    if opts.get("--data-dir", DATA_DIR).rstrip("/") != DATA_DIR:
+        log("the stand-in supports only the default --data-dir " + DATA_DIR, "fatal")
+        return 1
+    try:
+        cfg = load_config(opts.get("--config", CONFIG))
+    except (Fatal, OSError) as e:
+        log(str(e), "fatal")
+        return 1
+    where = opts.get("--dir") or cfg_str(cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR
+    if sub in ("ls", "list"):
+        files = sorted(os.listdir(where)) if os.path.isdir(where) else []
+        print(f"{'Name':<50} {'Location':<90} {'Size':>8} Created")
+        for f in files:
+            path = os.path.join(where, f)
+            st = os.stat(path)
+            created = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC)
+            print(f"{f:<50} file://{path:<83} {st.st_size:>8} {created:%Y-%m-%dT%H:%M:%SZ}")
+        return 0
+    try:
+        state = State.load()
+    except (OSError, ValueError) as e:
+        log(f"etcd-snapshot: cannot read the server datastore: {e}", "fatal")
+        return 1
+    if state is None or not state.cluster:
+        log(
+            f"etcd database not found in {SERVER_DIR}/db: this node is not an etcd server "
+            "(agents have no etcd to snapshot)",
+            "fatal",
+        )
+        return 1
+    name = opts.get("--name", "on-demand")
+    url = f"https://127.0.0.1:{SUPERVISOR_PORT}"
+    try:
+        out = call(
+            "127.0.0.1",
+            SUPERVISOR_PORT,
+            "POST",
+            "/v1-mk8s/etcd-snapshot",
+            {"name": name, "dir": where},
+            timeout=30,
+            ctx=client_ctx(state.cluster["ca_pem"]),
+            headers={"X-Mk8s-Peer": sha(state.cluster["secret"])},
+        )
+    except HTTPFail as e:
+        log(f"etcd-snapshot failed: {e.message}", "fatal")
+        return 1
+    except (OSError, ValueError) as e:
+        log(
+            f"etcd-snapshot failed: cannot reach the rke2 server on this node at {url} "
+            f"(is rke2-server running?): {e}",
+            "fatal",
+        )
+        return 1
+    assert isinstance(out, dict)
+    log(f"Saving etcd snapshot to {out['path']}")
+    log(f"Snapshot {out['name']} saved.")
+    return 0
+
+
 # ---- entry ---------------------------------------------------------------------------
 def main(argv: list[str]) -> int:
     prog = os.path.basename(argv[0])
@@ -1940,7 +2324,10 @@ def main(argv: list[str]) -> int:
         return kubectl(argv[1:])
     args = argv[1:]
     if not args or args[0] in ("-h", "--help", "help"):
-        print("usage: rke2 [--version] server|agent [--config FILE]")
+        print(
+            "usage: rke2 [--version] server|agent [--config FILE]\n"
+            "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]"
+        )
         return 0
     if args[0] in ("--version", "-v", "version"):
         print(f"rke2 version {TAG} (mk8s stand-in)\ngo version go1.22.8 X:boringcrypto")
@@ -1951,6 +2338,8 @@ def main(argv: list[str]) -> int:
     cmd = args[0]
     if cmd == "mk8s-standin-leave":
         return leave()
+    if cmd == "etcd-snapshot":
+        return etcd_snapshot(args[1:])
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
         return 3
@@ -1966,6 +2355,7 @@ def main(argv: list[str]) -> int:
         cfg = load_config(config)
         if cmd == "server":
             run_server(cfg)
+            record_version("server")
             log("rke2 is up and running")
             sd_notify("READY=1")
             while True:
