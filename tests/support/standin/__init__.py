@@ -9,14 +9,17 @@ Public API (used by the example upstream and the test hosts):
     systemctl_script() -> bytes           the systemctl stand-in the hosts install
     journalctl_script() -> bytes          the journalctl stand-in the hosts install
     image_tarball(name) -> bytes          a small fake airgap image tarball (.tar.zst bytes)
+    images.image_archive(arch, tag, name) a real docker-save archive of the release's images
     sha256sum_line(name, data) -> str     one ``<sha256>  <name>`` line
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -43,7 +46,16 @@ def rke2_program(arch: str, tag: str) -> bytes:
         _data("rke2.py")
         .replace(b"@@RKE2_TAG@@", tag.encode())
         .replace(b"@@RKE2_ARCH@@", arch.encode())
+        .replace(b"@@RKE2_IMAGES@@", release_images_b64(tag))
     )
+
+
+def release_images_b64(tag: str) -> bytes:
+    """The release's image references by group (``images.release_images``), as the
+    base64 JSON the stand-in program carries (``RELEASE_IMAGES``)."""
+    from tests.support.standin.images import release_images
+
+    return base64.b64encode(json.dumps(release_images(tag), sort_keys=True).encode())
 
 
 def rke2_tarball(arch: str, tag: str) -> bytes:
