@@ -51,8 +51,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tests.support import imagetars
-
 REPO = "rancher/rke2"
 REPO_ID = 120257553
 ARCHES = ("amd64", "arm64")
@@ -276,6 +274,34 @@ def _install_script(tag: str) -> bytes:
     return f"#!/bin/sh\n# placeholder install.sh for RKE2 {tag}\nexit 0\n".encode()
 
 
+# -- real docker archives for rke2-images*.linux-ARCH.tar.zst (tests/support/standin/images.py)
+def _real_images(tag: str) -> Any:
+    """The stand-in's image module when ``tag``'s image tarballs are real docker archives
+    (every RKE2-shaped tag), else None (random bytes, as for the other assets)."""
+    if not _RKE2_TAG.match(tag):
+        return None
+    try:
+        return importlib.import_module("tests.support.standin.images")
+    except ImportError:
+        return None
+
+
+def _real_image_size(arch: str, tag: str, name: str, configured: int) -> int:
+    """The configured size, or the archive's own size when that is bigger."""
+    return max(configured, int(_real_images(tag).natural_size(arch, tag, name)))
+
+
+def _real_image_writer(
+    arch: str, tag: str, name: str, size: int, key: str
+) -> Callable[[BinaryIO], None]:
+    """A docker-save archive of the release's images of that group, zstd, padded to
+    ``size`` with a skippable frame of key-derived bytes (new bytes on drift)."""
+    writer: Callable[[BinaryIO], None] = _real_images(tag).image_archive_writer(
+        arch, tag, name, size, key
+    )
+    return writer
+
+
 def _placeholder_tarball(arch: str, tag: str) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -387,6 +413,8 @@ class ExampleUpstream:
     def size_of(self, tag: str, name: str) -> int:
         """The size the API reports, without generating big files."""
         kind, arch = _kind(name)
+        if kind == "image" and _real_images(tag):
+            return _real_image_size(arch, tag, name, self.sizes.get(name, self.image_size))
         if name in self.sizes:
             return self.sizes[name]
         if kind == "image":
@@ -418,9 +446,8 @@ class ExampleUpstream:
         elif kind == "sums":
             lines = self._sums_lines(tag, arch, self.faults.omit_from_sums, hashes=True)
             make = _writer("".join(lines).encode())
-        elif kind == "image":  # a real zstd docker archive, padded to the size
-            key += "|docker-archive"
-            make = imagetars.writer(key, tag, name, arch, gen, size)
+        elif kind == "image" and _real_images(tag):  # real docker archives, padded
+            make = _real_image_writer(arch, tag, name, size, key)
         else:
             make = _random_writer(key, size)
         return self._blob(key, make)

@@ -17,6 +17,7 @@ Public API (used by the example upstream and the test hosts):
     image_tarball(name, tag="") -> bytes  a small fake airgap image tarball (.tar.zst bytes);
                                           different bytes per tag when a tag is given
     standin_images(arch, tag) -> dict     name -> sha256 of image_tarball(name, tag=tag)
+    images.image_archive(arch, tag, name) a real docker-save archive of the release's images
     sha256sum_line(name, data) -> str     one ``<sha256>  <name>`` line
 
 The image hashes are substituted into ``bin/rke2`` as a JSON constant of a length
@@ -28,6 +29,7 @@ sizes of every release's assets).
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -89,8 +91,17 @@ def rke2_program(arch: str, tag: str, images: Mapping[str, str] | None = None) -
         _data("rke2.py")
         .replace(b"@@RKE2_TAG@@", tag.encode())
         .replace(b"@@RKE2_ARCH@@", arch.encode())
+        .replace(b"@@RKE2_IMAGE_LIST@@", release_images_b64(tag))
         .replace(_IMAGES_MARK, _images_json(arch, images))
     )
+
+
+def release_images_b64(tag: str) -> bytes:
+    """The release's image references by group (``images.release_images``), as the
+    base64 JSON the stand-in program carries (``RELEASE_IMAGES``)."""
+    from tests.support.standin.images import release_images
+
+    return base64.b64encode(json.dumps(release_images(tag), sort_keys=True).encode())
 
 
 def rke2_tarball_size(arch: str, tag: str, names: list[str] | None = None) -> int:

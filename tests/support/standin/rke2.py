@@ -1199,6 +1199,8 @@ class Server:
             return self.heartbeat(body)
         if path == "/v1-mk8s/leave":
             return self.leave(body)
+        if path == "/v1-mk8s/agent-config":
+            return agent_config_answer(self, body)
         if path == "/v1-mk8s/sync":
             self.peer_auth(headers)
             self.state.merge(body)
@@ -1707,6 +1709,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
     threading.Thread(target=server.gossip_loop, daemon=True).start()
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
+    serve_mirror(server, contexts[0])
 
 
 def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
@@ -1741,7 +1744,7 @@ def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
 
 def run_server(cfg: dict[str, object]) -> None:
     check_node_version("server")
-    check_images()
+    check_node_images(cfg, "server")
     name = node_name(cfg)
     address = node_address(cfg)
     token = cfg_str(cfg, "token")
@@ -1839,7 +1842,7 @@ def run_server(cfg: dict[str, object]) -> None:
 
 def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
-    check_images()
+    check_node_images(cfg, "agent")
     url = cfg_str(cfg, "server")
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
     if not url:
@@ -1935,6 +1938,521 @@ def leave() -> int:
         f"node {name}: {'removed from the cluster' if done else 'no server reachable to deregister'}"
     )
     return 0
+
+
+# ---- images without local tarballs: embedded registry mirror and a private registry ----
+# Servers mode (spec.images.distribution: servers): a server with `embedded-registry:
+# true` records that in its node entry of the replicated cluster state and answers on
+# TCP 5001 (HTTPS, its serving certificate from the cluster's server CA, no client
+# certificate) `GET /v1-mk8s/images` with the images its local tarballs hold.  An
+# agent without local tarballs asks a server for the cluster's image settings
+# (`POST /v1-mk8s/agent-config` on 9345, token checked) before it joins, and starts
+# only when the cluster runs the embedded mirror, its registries.yaml lists docker.io
+# under `mirrors`, and a peer on 5001 holds every image of the agent's own release.
+# Registry mode: a node with `system-default-registry: REG` and no local tarballs
+# starts only when REG answers 200 to `GET /v2/<repo>/manifests/<tag>` for every image
+# of its release, over HTTPS with `configs.REG.tls.ca_file` and `configs.REG.auth`.
+RELEASE_IMAGES_B64 = "@@RKE2_IMAGE_LIST@@"
+REGISTRIES = "/etc/rancher/rke2/registries.yaml"
+MIRROR_PORT = 5001
+MANIFEST_ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def release_images() -> dict[str, list[str]]:
+    """This release's image references by group (core, canal, cilium, ...), carried
+    by the program (tests/support/standin/images.py made them at build time)."""
+    if not RELEASE_IMAGES_B64.startswith("@@"):
+        return json.loads(base64.b64decode(RELEASE_IMAGES_B64))
+    t = TAG.replace("+", "-")
+    return {"core": [f"docker.io/rancher/rke2-runtime:{t}", "docker.io/rancher/pause:3.6"]}
+
+
+def needed_images(cni: list[str]) -> list[str]:
+    """The images a node of this release needs: core plus the images of each CNI."""
+    imgs = release_images()
+    out = list(imgs.get("core", []))
+    for c in cni or [CRITICAL["cni"]]:
+        out += imgs.get(c, [])
+    return list(dict.fromkeys(out))
+
+
+def local_image_tarballs() -> list[str]:
+    """Non-empty image tarballs in agent/images (what check_images accepts)."""
+    found = []
+    if os.path.isdir(IMAGES_DIR):
+        for f in sorted(os.listdir(IMAGES_DIR)):
+            p = os.path.join(IMAGES_DIR, f)
+            if f.endswith(IMAGE_SUFFIXES) and os.path.isfile(p) and os.path.getsize(p) > 0:
+                found.append(f)
+    return found
+
+
+def images_of_tarball(name: str) -> list[str]:
+    """The release images an RKE2 image tarball of this node's arch holds, by its name:
+    rke2-images.linux-ARCH.* holds core and canal, rke2-images-G.linux-ARCH.* group G."""
+    m = re.fullmatch(r"rke2-images(?:-([a-z0-9-]+))?\.linux-([a-z0-9]+)\.tar(\.[a-z0-9]+)?", name)
+    if not m or m.group(2) != ARCH:
+        return []
+    imgs = release_images()
+    if m.group(1) is None:
+        return imgs.get("core", []) + imgs.get(CRITICAL["cni"], [])
+    return list(imgs.get(m.group(1), []))
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_cni(cfg: dict[str, object]) -> list[str]:
+    return [c for c in cfg_list(cfg, "cni") or [CRITICAL["cni"]] if c != "none"]
+
+
+def no_tarballs(what: str) -> str:
+    return f"no image tarballs in {IMAGES_DIR} (*.tar.zst, *.tar.gz, *.tar) and {what}"
+
+
+# -- registries.yaml: nested block YAML (the subset PyYAML's safe_dump writes) or JSON --
+def _flow(text: str, where: str) -> object:
+    """A YAML flow value: {k: v, ...}, [a, b], or a scalar."""
+    pos = 0
+
+    def ws() -> None:
+        nonlocal pos
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+
+    def atom(stop: str) -> str:
+        nonlocal pos
+        ws()
+        start = pos
+        if pos < len(text) and text[pos] in "'\"":
+            q = text[pos]
+            pos += 1
+            while pos < len(text) and text[pos] != q:
+                pos += 2 if text[pos] == "\\" and q == '"' else 1
+            pos += 1
+            return text[start:pos]
+        while pos < len(text) and text[pos] not in stop:
+            if text[pos] == ":" and stop == ":,}" and text[pos + 1 : pos + 2] not in (" ", ""):
+                pos += 1  # host:port inside a key
+                continue
+            pos += 1
+        return text[start:pos].strip()
+
+    def value(stop: str) -> object:
+        nonlocal pos
+        ws()
+        if pos < len(text) and text[pos] == "{":
+            pos += 1
+            out: dict[str, object] = {}
+            ws()
+            if text[pos : pos + 1] == "}":
+                pos += 1
+                return out
+            while True:
+                key = str(_scalar(atom(":,}"), where))
+                ws()
+                if text[pos : pos + 1] != ":":
+                    raise Fatal(f"{where}: expected ':' in flow mapping {text!r}")
+                pos += 1
+                out[key] = value(",}")
+                ws()
+                c = text[pos : pos + 1]
+                pos += 1
+                if c == "}":
+                    return out
+                if c != ",":
+                    raise Fatal(f"{where}: bad flow mapping {text!r}")
+        if pos < len(text) and text[pos] == "[":
+            pos += 1
+            items: list[object] = []
+            ws()
+            if text[pos : pos + 1] == "]":
+                pos += 1
+                return items
+            while True:
+                items.append(value(",]"))
+                ws()
+                c = text[pos : pos + 1]
+                pos += 1
+                if c == "]":
+                    return items
+                if c != ",":
+                    raise Fatal(f"{where}: bad flow list {text!r}")
+        return _scalar(atom(stop), where)
+
+    out = value("")
+    ws()
+    if pos < len(text):
+        raise Fatal(f"{where}: trailing characters in {text!r}")
+    return out
+
+
+def _yaml_key(raw: str, where: str) -> tuple[str, str]:
+    """Split ``key: rest`` (keys may be quoted or contain ':' as in host:port)."""
+    if raw[0] in "'\"":
+        q, i = raw[0], 1
+        while i < len(raw) and raw[i] != q:
+            i += 2 if raw[i] == "\\" and q == '"' else 1
+        key, rest = raw[: i + 1], raw[i + 1 :].lstrip()
+        if not rest.startswith(":"):
+            raise Fatal(f"{where}: expected ':' after {key}")
+        return str(_scalar(key, where)), rest[1:].strip()
+    m = re.match(r"^(.+?):(?:\s+(.*))?$", raw)  # the first ':' before a space or the end
+    if not m:
+        raise Fatal(f"{where}: cannot parse {raw!r}")
+    return m.group(1).strip(), (m.group(2) or "").strip()
+
+
+def parse_yaml_tree(text: str, name: str = REGISTRIES) -> object:
+    """Nested block mappings and lists, flow values, comments; or JSON."""
+    if text.lstrip().startswith(("{", "[")):
+        with contextlib.suppress(ValueError):
+            return json.loads(text)
+        flat = " ".join(_strip_comment(x).strip() for x in text.splitlines())
+        return _flow(flat.strip(), name)
+    lines = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw)
+        if line.strip() and line.strip() not in ("---", "..."):
+            if "\t" in line[: len(line) - len(line.lstrip())]:
+                raise Fatal(f"{name}:{n}: tabs in indentation")
+            lines.append((len(line) - len(line.lstrip()), line.strip(), f"{name}:{n}"))
+    if not lines:
+        return {}
+
+    def block(i: int, indent: int) -> tuple[object, int]:
+        if lines[i][1] == "-" or lines[i][1].startswith("- "):
+            items: list[object] = []
+            while (
+                i < len(lines)
+                and lines[i][0] == indent
+                and (lines[i][1] == "-" or lines[i][1].startswith("- "))
+            ):
+                rest, where = lines[i][1][1:].strip(), lines[i][2]
+                if rest:
+                    items.append(_flow(rest, where))
+                    i += 1
+                elif i + 1 < len(lines) and lines[i + 1][0] > indent:
+                    v, i = block(i + 1, lines[i + 1][0])
+                    items.append(v)
+                else:
+                    items.append(None)
+                    i += 1
+            return items, i
+        out: dict[str, object] = {}
+        while i < len(lines) and lines[i][0] == indent:
+            _, content, where = lines[i]
+            if content.startswith("- "):
+                raise Fatal(f"{where}: list item where a key was expected")
+            key, rest = _yaml_key(content, where)
+            i += 1
+            if rest:
+                out[key] = _flow(rest, where)
+            elif i < len(lines) and (
+                lines[i][0] > indent or (lines[i][0] == indent and lines[i][1].startswith("- "))
+            ):
+                out[key], i = block(i, lines[i][0])
+            else:
+                out[key] = None
+        if i < len(lines) and lines[i][0] > indent:
+            raise Fatal(f"{lines[i][2]}: unexpected indentation")
+        return out, i
+
+    value, i = block(0, lines[0][0])
+    if i < len(lines):
+        raise Fatal(f"{lines[i][2]}: unexpected indentation")
+    return value
+
+
+def load_registries() -> dict:
+    """/etc/rancher/rke2/registries.yaml as a mapping ({} when absent)."""
+    if not os.path.exists(REGISTRIES):
+        return {}
+    with open(REGISTRIES) as f:
+        data = parse_yaml_tree(f.read())
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise Fatal(f"{REGISTRIES}: not a mapping")
+    return data
+
+
+def split_image(ref: str) -> tuple[str, str, str]:
+    """(registry, repository, tag) of ``docker.io/rancher/pause:3.6``."""
+    first, _, rest = ref.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        first, rest = "docker.io", ref
+    repo, _, tag = rest.rpartition(":")
+    if not repo or "/" in tag:
+        repo, tag = rest, "latest"
+    if first == "docker.io" and "/" not in repo:
+        repo = "library/" + repo
+    return first, repo, tag
+
+
+# -- server side ------------------------------------------------------------------------
+def agent_config_answer(server: Server, b: dict) -> tuple:
+    """``POST /v1-mk8s/agent-config`` (token checked): what an agent without local
+    images needs to know before it joins."""
+    server.check_token(b.get("token", ""), "agent")
+    mirrors = [
+        e["address"]
+        for n, e in sorted(server.state.members().items())
+        if e.get("embedded_registry")
+    ]
+    return 200, {
+        "embedded_registry": bool(mirrors),
+        "mirrors": mirrors,
+        "cni": server.state.cluster.get("settings", {}).get("cni", CRITICAL["cni"]),
+    }
+
+
+class MirrorState:
+    """What this server's embedded mirror answers on 5001."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lock = threading.Lock()
+        self.sums: dict[tuple[str, int, int], str] = {}
+
+    def answer(self) -> dict:
+        tarballs: dict[str, str] = {}
+        images: list[str] = []
+        with self.lock:
+            for f in local_image_tarballs():
+                p = os.path.join(IMAGES_DIR, f)
+                st = os.stat(p)
+                k = (f, st.st_size, st.st_mtime_ns)
+                if k not in self.sums:
+                    self.sums[k] = _file_sha256(p)
+                tarballs[f] = self.sums[k]
+                images += images_of_tarball(f)
+        return {
+            "node": self.name,
+            "tag": TAG,
+            "arch": ARCH,
+            "images": list(dict.fromkeys(images)),
+            "tarballs": tarballs,
+        }
+
+
+def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
+    """Record this server's ``embedded-registry`` setting in its node entry (replicated)
+    and, when on, answer on TCP 5001 with the images it holds."""
+    on = server.cfg.get("embedded-registry") in (True, "true")
+    with server.state.lock:
+        e = server.state.nodes.get(server.name)
+        if e is not None and bool(e.get("embedded_registry")) != on:
+            server.state.put(server.name, {**e, "embedded_registry": on})
+    if not on:
+        return
+    mirror = MirrorState(server.name)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == "/v1-mk8s/images":
+                code, data = 200, json.dumps(mirror.answer()).encode()
+            else:
+                code, data = 404, b'{"message": "not found"}'
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    try:
+        httpd = TLSServer(("0.0.0.0", MIRROR_PORT), Handler, ctx)
+    except OSError as e:
+        raise Fatal(
+            f"embedded registry: listen tcp 0.0.0.0:{MIRROR_PORT}: bind: {e.strerror}"
+        ) from None
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    log(f"Embedded registry mirror (spegel) listening on :{MIRROR_PORT}")
+
+
+# -- node side --------------------------------------------------------------------------
+def fetch_agent_config(url: str, token: str) -> tuple[dict, ssl.SSLContext]:
+    """The cluster's image settings from a server, retried while it is unreachable."""
+    host, port = parse_server_url(url)
+    deadline = time.monotonic() + JOIN_TIMEOUT
+    last = ""
+    while True:
+        try:
+            ctx = join_ctx(url, token)
+            out = call(host, port, "POST", "/v1-mk8s/agent-config", {"token": token}, ctx=ctx)
+            assert isinstance(out, dict)
+            return out, ctx
+        except HTTPFail as e:
+            raise Fatal(f"failed to join cluster at {url}: {e.message}") from None
+        except ssl.SSLCertVerificationError as e:
+            raise Fatal(f"failed to join cluster at {url}: {e}") from None
+        except OSError as e:
+            last = str(e)
+            log(f"Failed to validate connection to cluster at {url}: {last}; retrying", "warning")
+        if time.monotonic() > deadline:
+            raise Fatal(
+                f"cannot reach server {url}: {last} "
+                f"(gave up after {JOIN_TIMEOUT:g}s; is the server running and port {port} open?)"
+            )
+        time.sleep(1)
+
+
+def check_peer_images(ac: dict, ctx: ssl.SSLContext, needed: list[str]) -> None:
+    """Servers mode: embedded mirror on, docker.io mirrored, a peer holding ``needed``."""
+    want = f"cannot pull {needed[0]} (air gap)"
+    if not ac.get("embedded_registry"):
+        raise Fatal(
+            no_tarballs(
+                "the embedded registry mirror is off in this cluster (no server runs with "
+                f"embedded-registry: true): {want}"
+            )
+        )
+    mirrors = load_registries().get("mirrors")
+    if not isinstance(mirrors, dict) or "docker.io" not in mirrors:
+        raise Fatal(
+            no_tarballs(
+                f"{REGISTRIES} does not list docker.io under mirrors: the embedded registry "
+                f"mirror shares only images of mirrored registries; {want}"
+            )
+        )
+    why = []
+    for addr in ac.get("mirrors", []):
+        try:
+            held = call(addr, MIRROR_PORT, "GET", "/v1-mk8s/images", timeout=5, ctx=ctx)
+        except (OSError, HTTPFail, ValueError) as e:
+            why.append(f"{addr}:{MIRROR_PORT}: {e}")
+            continue
+        have = set(held.get("images", [])) if isinstance(held, dict) else set()
+        missing = [i for i in needed if i not in have]
+        if not missing:
+            log(
+                f"Images of rke2 {TAG} ({len(needed)}) available from the embedded registry "
+                f"mirror at {addr}:{MIRROR_PORT}"
+            )
+            return
+        why.append(f"{addr}:{MIRROR_PORT}: missing {', '.join(missing)}")
+    raise Fatal(
+        no_tarballs(
+            f"no peer of the embedded registry mirror on port {MIRROR_PORT} holds the images "
+            f"of rke2 {TAG} ({'; '.join(why) or 'no peers'}); {want}"
+        )
+    )
+
+
+def check_registry_images(cfg: dict[str, object], needed: list[str]) -> None:
+    """Registry mode: system-default-registry serves every image of this release."""
+    reg = cfg_str(cfg, "system-default-registry").strip().rstrip("/")
+    reg = reg.removeprefix("https://")
+    configs = load_registries().get("configs") or {}
+    conf = configs.get(reg) or configs.get("https://" + reg) or {}
+    if not isinstance(conf, dict):
+        conf = {}
+    auth = conf.get("auth") or {}
+    tls = conf.get("tls") or {}
+    ca_file = str(tls.get("ca_file") or "") if isinstance(tls, dict) else ""
+    try:
+        if isinstance(tls, dict) and tls.get("insecure_skip_verify") in (True, "true"):
+            ctx = insecure_ctx()
+        elif ca_file:
+            ctx = ssl.create_default_context(cafile=ca_file)
+        else:
+            ctx = ssl.create_default_context()
+    except (OSError, ssl.SSLError) as e:
+        raise Fatal(
+            no_tarballs(f"system-default-registry {reg}: cannot load ca_file {ca_file}: {e}")
+        ) from None
+    headers = {
+        "Accept": MANIFEST_ACCEPT,
+        "User-Agent": f"containerd/1.7 rke2/{TAG} (mk8s stand-in)",
+    }
+    user = str(auth.get("username") or "") if isinstance(auth, dict) else ""
+    if user:
+        pw = str(auth.get("password") or "")  # type: ignore[union-attr]
+        headers["Authorization"] = "Basic " + b64(f"{user}:{pw}")
+    u = urllib.parse.urlsplit("https://" + reg)
+    for ref in needed:
+        _, repo, tag = split_image(ref)
+        where = f"{reg}/{repo}:{tag}"
+        try:
+            conn = http.client.HTTPSConnection(
+                u.hostname or reg, u.port or 443, timeout=5, context=ctx
+            )
+            try:
+                conn.request("GET", f"/v2/{repo}/manifests/{tag}", headers=headers)
+                resp = conn.getresponse()
+                body = resp.read()
+            finally:
+                conn.close()
+        except ssl.SSLCertVerificationError as e:
+            reason = (
+                f"tls: failed to verify certificate: {e.verify_message} "
+                f"(ca_file {ca_file or 'none: system roots'})"
+            )
+        except (OSError, http.client.HTTPException) as e:
+            reason = f"cannot reach the registry: {e}"
+        else:
+            if resp.status == 200:
+                continue
+            try:
+                errs = json.loads(body).get("errors") or [{}]
+                detail = str(errs[0].get("message") or errs[0].get("code") or "")
+            except (ValueError, AttributeError):
+                detail = ""
+            reason = f"{resp.status} {resp.reason}{': ' + detail if detail else ''}"
+            if resp.status == 401:
+                reason += (
+                    f" (username {user!r}; check configs.{reg}.auth in {REGISTRIES})"
+                    if user
+                    else f" (no credentials under configs.{reg}.auth in {REGISTRIES})"
+                )
+        raise Fatal(
+            no_tarballs(
+                f"system-default-registry {reg} does not serve {ref} as {where}: {reason}; "
+                "cannot pull the release's images"
+            )
+        )
+    log(f"Images of rke2 {TAG} ({len(needed)}) served by system-default-registry {reg}")
+
+
+def check_node_images(cfg: dict[str, object], role: str) -> None:
+    """Local tarballs (check_images), else system-default-registry, else (agents) the
+    embedded registry mirror; a server without either refuses as check_images does."""
+    if local_image_tarballs() or (role == "server" and not cfg_str(cfg, "system-default-registry")):
+        check_images()
+        return
+    cni = image_cni(cfg)
+    ac: dict = {}
+    ctx = None
+    if role == "agent":
+        url = cfg_str(cfg, "server")
+        token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
+        if not url or not token:
+            return  # run_agent refuses: --server / --token is required
+        ac, ctx = fetch_agent_config(url, token)
+        cni = [c for c in str(ac.get("cni") or CRITICAL["cni"]).split(",") if c and c != "none"]
+    needed = needed_images(cni)
+    if cfg_str(cfg, "system-default-registry"):
+        check_registry_images(cfg, needed)
+    else:
+        assert ctx is not None
+        check_peer_images(ac, ctx, needed)
 
 
 # ---- kubectl ---------------------------------------------------------------------------
