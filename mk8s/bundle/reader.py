@@ -416,7 +416,7 @@ def _verify_stream(
                 if progress:
                     progress(done, total)
         except _Truncated as e:
-            got = art.size - e.args[0]
+            got = e.args[0]  # bytes delivered before the data ended
             raise BundleRejected(
                 f"member {art.path} is truncated: expected {art.size} bytes, got {got}",
                 "copy the bundle again; the file is incomplete",
