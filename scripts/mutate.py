@@ -92,7 +92,14 @@ def _changed_lines(orig: list[str], mutant: list[str]) -> tuple[str, str]:
             old.append(line[2:].strip())
         elif line.startswith("+ "):
             new.append(line[2:].strip())
+    if not old and not new:  # the def line itself: a default value
+        a, b = _def_line(orig), _def_line(mutant)
+        return a.partition("(")[2], b.partition("(")[2]
     return " / ".join(old) or "-", " / ".join(new) or "-"
+
+
+def _def_line(lines: list[str]) -> str:
+    return next((x.strip() for x in lines if x.lstrip().startswith(("def ", "async def "))), "")
 
 
 def load_mutants() -> list[Mutant]:

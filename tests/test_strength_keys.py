@@ -335,3 +335,34 @@ def test_private_key_file_mode_even_with_a_loose_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert files.private.stat().st_mode & 0o777 == 0o600
     assert files.public.stat().st_mode & 0o777 == 0o644
+
+
+def test_key_pair_free_and_atomic_write_defaults(tmp_path: Path) -> None:
+    keys.atomic_write(tmp_path / "k.pub", b"x")
+    assert (tmp_path / "k.pub").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["k.pub"]  # no temporary left
+    with pytest.raises(OutputError) as e:
+        keys.check_key_pair_free(tmp_path / "k")
+    assert str(e.value) == f"{tmp_path / 'k.pub'} already exists; pass --force to overwrite it"
+    assert keys.check_key_pair_free(tmp_path / "k", force=True) == (
+        tmp_path / "k.key",
+        tmp_path / "k.pub",
+    )
+
+
+def test_key_id_must_be_lower_case_hex() -> None:
+    with pytest.raises(BundleRejected) as e:
+        Signature.from_bytes(_sig_text("algorithm: ed25519", "key-id: " + "X" * 64, GOOD[2]))
+    assert str(e.value) == "signature member has no valid key-id"
+
+
+def test_untrusted_message_lists_every_trusted_key(ed_key: keys.PrivateKey) -> None:
+    a, b = keys.generate_private_key(), keys.generate_private_key("ecdsa-p256")
+    trusted = [
+        keys.TrustedKey(Path("a"), a.public_key()),
+        keys.TrustedKey(Path("b"), b.public_key()),
+    ]
+    sig = keys.sign(ed_key, b"m")
+    with pytest.raises(BundleRejected) as e:
+        keys.verify_signature(b"m", sig, trusted)
+    assert f"(trusted: {trusted[0].key_id}, {trusted[1].key_id})" in str(e.value)
