@@ -243,3 +243,32 @@ def test_bundle_id_and_now() -> None:
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", stamp)
     parsed = time.mktime(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     assert abs(parsed - time.time()) < 60
+
+
+def test_schema_error_count_with_two_and_one(tmp_path: Path) -> None:
+    obj = lock(art("artifacts/x")).to_json()
+    obj["rke2"]["arch"] = ["sparc"]
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(json.dumps(obj).encode(), source="mk8s.lock")
+    assert str(e.value) == (
+        "mk8s.lock: rke2.arch[0]: 'sparc' is not one of ['amd64', 'arm64']; "
+        "regenerate it with `mk8s bundle lock`"
+    )
+    obj["resolvedAt"] = "yesterday"
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(json.dumps(obj).encode(), source="mk8s.lock")
+    assert " (and 1 more); regenerate it" in str(e.value)
+
+
+def test_now_is_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "XYZ+7")  # a POSIX zone seven hours behind UTC
+    time.tzset()
+    try:
+        stamp = now_utc()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    import calendar
+
+    utc = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(utc - time.time()) < 60
