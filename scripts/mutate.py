@@ -16,7 +16,7 @@ A timeout counts as killed (a mutant that makes verify loop forever is caught by
 Equivalent mutants are recorded by what they change, not by mutmut's number (which
 shifts whenever the function is edited), one per line::
 
-    mk8s/bundle/zstdframe.py | FrameWalker.__init__ | self._skip = 0 | self._skip = None | why
+    mk8s/bundle/zstdframe.py || FrameWalker.__init__ || self._skip = 0 || self._skip = None || why
 
 fields: file, function, the original line, the mutated line (both stripped), reason.
 A record that matches no mutant any more is reported as stale.
@@ -134,9 +134,9 @@ def load_equivalent() -> dict[tuple[str, str, str, str], str]:
     for n, line in enumerate(EQUIVALENT.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
-        fields = [f.strip() for f in line.split(" | ")]
+        fields = [f.strip() for f in line.split(" || ")]
         if len(fields) != 5 or not fields[4]:
-            sys.exit(f"{EQUIVALENT.name}:{n}: expected 'file | function | old | new | reason'")
+            sys.exit(f"{EQUIVALENT.name}:{n}: expected 'file || function || old || new || reason'")
         records[(fields[0], fields[1], fields[2], fields[3])] = fields[4]
     return records
 
@@ -174,12 +174,12 @@ def report(min_score: float | None) -> int:
         print(f"\nsurviving mutants ({len(survivors)}); `mutmut show NAME` for the diff:")
         for m in survivors:
             print(f"  [{m.status}] {m.key}")
-            print(f"      {m.file} | {m.function} | {m.old} | {m.new}")
+            print(f"      {' || '.join(m.record)}")
     stale = [r for r in equivalent if r not in used]
     if stale:
         print(f"\n{EQUIVALENT.name}: {len(stale)} records match no surviving mutant (stale):")
         for r in stale:
-            print("  " + " | ".join(r))
+            print("  " + " || ".join(r))
     return 1 if failed else 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -366,3 +367,24 @@ def test_untrusted_message_lists_every_trusted_key(ed_key: keys.PrivateKey) -> N
     with pytest.raises(BundleRejected) as e:
         keys.verify_signature(b"m", sig, trusted)
     assert f"(trusted: {trusted[0].key_id}, {trusted[1].key_id})" in str(e.value)
+
+
+def test_private_key_is_never_on_disk_with_looser_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The temporary file is created with the final mode, not chmod-ed into it later."""
+    seen: dict[str, int] = {}
+    real_chmod = os.chmod
+
+    def spy(path: Any, mode: int) -> None:
+        seen[Path(path).name] = os.stat(path).st_mode & 0o777
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(keys.os, "chmod", spy)
+    old = os.umask(0o022)
+    try:
+        keys.write_key_pair(keys.generate_private_key(), tmp_path / "k", None)
+    finally:
+        os.umask(old)
+    (private,) = [mode for name, mode in seen.items() if name.startswith(".k.key.")]
+    assert private == 0o600
