@@ -596,3 +596,48 @@ def test_a_slow_consumer_does_not_stall_the_stream(
     sink = Slow([])
     reader.verify_bundle(written.path, trusted, sink=sink)
     assert bytes(sink.data["artifacts/" + big.name]) == big.read_bytes()
+
+
+def test_trailer_limit_across_a_chunk_boundary(
+    tmp_path: Path, signer: keys.PrivateKey, trusted: list[keys.TrustedKey]
+) -> None:
+    """Decompressed data arrives in CHUNK pieces. Place a chunk boundary exactly
+    MAX_TRAILER bytes after the first end-of-archive block: zeros running past it are
+    still counted, whichever piece they arrive in."""
+
+    def first_after_archive(filler: int) -> tuple[bytes, int]:
+        d = tmp_path / f"b{filler}"
+        files = bundles.make_files(d / "f", {"install.sh": 100, "filler.bin": filler})
+        w, _ = bundles.build(d, signer, files=files)
+        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(w.path.read_bytes())).read()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+            last = tf.getmembers()[-1]
+        return raw, last.offset_data + last.size + tarfmt.padding(last.size) + tarfmt.BLOCK
+
+    _, first0 = first_after_archive(0)
+    shift = (reader.CHUNK - reader.MAX_TRAILER - first0) % reader.CHUNK
+    raw, first = first_after_archive(shift)
+    assert (first + reader.MAX_TRAILER) % reader.CHUNK == 0
+    ok = raw[:first] + b"\0" * reader.MAX_TRAILER
+    reader.verify_bundle(zst(tmp_path, ok, "ok.tar.zst"), trusted)
+    over = ok + b"\0" * tarfmt.BLOCK
+    assert rejected(zst(tmp_path, over), trusted) == APPENDED
+
+
+def test_unreadable_bundle_path(tmp_path: Path, trusted: list[keys.TrustedKey]) -> None:
+    long = tmp_path / ("x" * 300)
+    with pytest.raises(InputError) as e:
+        reader.verify_bundle(long, trusted)
+    assert str(e.value) == f"cannot read bundle {long}: File name too long"
+
+
+def test_name_with_a_suffix_is_another_name(
+    tmp_path: Path, good: Good, trusted: list[keys.TrustedKey]
+) -> None:
+    m = good.member("artifacts/install.sh")
+    path = zst(tmp_path, _rename(good.raw, m, b"artifacts/install.shX"))
+    index = good.members.index(m) + 1
+    assert rejected(path, trusted) == (
+        f"member {index}: expected artifacts/install.sh, found 'artifacts/install.shX' "
+        "(a member was added, removed, renamed or reordered)"
+    )
