@@ -265,3 +265,55 @@ def test_file_upload_defaults_and_display(tmp_path: Path) -> None:
     assert up.sha256 == hashlib.sha256(b"x" * 100).hexdigest()
     assert up.content() == b"x" * 100
     assert FileUpload.from_bytes(b"abc", "/a").content() == b"abc"
+
+
+def test_errors_on_one_line_keep_the_schema_order(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "    - address: 10.0.0.11\n      role: server\n",
+        "    - {address: 10.0.0.11, role: boss, config: 5, ssh: 3, name: 7}\n",
+    )
+    f = f"{tmp_path}/cluster.yaml"
+    assert err(tmp_path, text) == (
+        f"{f}: 4 errors against the schema\n"
+        f"{f}:7: spec.nodes[0].name: 7 is not of type 'string'\n"
+        f"{f}:7: spec.nodes[0].role: 'boss' is not one of ['server', 'agent']\n"
+        f"{f}:7: spec.nodes[0].ssh: 3 is not of type 'object'\n"
+        f"{f}:7: spec.nodes[0].config: 5 is not of type 'object'"
+    )
+
+
+def test_value_errors_point_at_the_value_line(tmp_path: Path) -> None:
+    text = MINIMAL.replace("      role: server", "      role:\n        boss")
+    assert err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:9: spec.nodes[0].role: 'boss' is not one of ['server', 'agent']"
+    )
+
+
+def test_a_bastion_error_then_more_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "      role: server", "      role: server\n      ssh: {bastion: {user: x}}"
+    ) + ("    - {address: 10.0.0.12, role: boss}\n")
+    f = f"{tmp_path}/cluster.yaml"
+    assert err(tmp_path, text) == (
+        f"{f}: 2 errors against the schema\n"
+        f"{f}:9: spec.nodes[0].ssh.bastion: 'address' is a required property\n"
+        f"{f}:10: spec.nodes[1].role: 'boss' is not one of ['server', 'agent']"
+    )
+
+
+def test_duplicate_default_name_exact(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace("      role: server", "      role: server\n      name: 10.0.0.12")
+        + "    - {address: 10.0.0.12, role: agent}\n"
+    )
+    assert err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:10: spec.nodes[1].address: node name '10.0.0.12' is already "
+        "used by spec.nodes[0] (a node's name defaults to its address); give each node a "
+        "unique name"
+    )
+
+
+def test_empty_command() -> None:
+    with pytest.raises(ValueError) as e:
+        Command(pieces=())
+    assert str(e.value) == "empty command"
