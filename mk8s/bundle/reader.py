@@ -96,7 +96,10 @@ def _open(path: Path) -> BinaryIO:
     # exist) reads as one stream over its parts; a part at fault is named (exit 3).
     from mk8s.bundle.partstream import open_parts
 
-    parts = open_parts(path)
+    try:
+        parts = open_parts(path)
+    except OSError:  # an unusable path: the plain open below names the problem
+        parts = None
     if parts is not None:
         return parts
     return open_regular(path, what="bundle", fix="give the bundle file")
@@ -283,7 +286,7 @@ def _verify_stream(
                 if progress:
                     progress(done, total)
         except Truncated as e:
-            got = art.size - e.args[0]
+            got = e.args[0]  # bytes delivered before the data ended
             raise BundleRejected(
                 f"member {art.path} is truncated: expected {art.size} bytes, got {got}",
                 "copy the bundle again; the file is incomplete",

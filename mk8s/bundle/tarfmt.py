@@ -106,10 +106,10 @@ def _parse_number(field: bytes) -> int:
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
-    try:
-        return int(text, 8)
-    except ValueError as e:
-        raise TarFormatError(f"bad number field {field!r}") from e
+    # Octal digits only: int() would also take a sign, "0o" and "_", which tar does not.
+    if text.strip(b"01234567"):
+        raise TarFormatError(f"bad number field {field!r}")
+    return int(text, 8)
 
 
 def parse_header(block: bytes) -> Header | None:

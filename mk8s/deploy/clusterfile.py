@@ -74,7 +74,12 @@ def read_document(path: Path, label: str) -> Document:
 
 
 def _parse(label: str, text: str) -> tuple[yaml.Node, Any]:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks the characters as it is built: a control character is a
+        # YAML error like any other, never a crash.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as e:
+        raise ClusterFileError(f"{label}: not valid YAML: {e}", "fix the YAML syntax") from e
     try:
         root = loader.get_single_node()
         if root is None:
