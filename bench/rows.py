@@ -83,6 +83,8 @@ def _fmt(x: float, unit: str) -> str:
         return "-"
     if unit == "MB/s":
         return f"{x:.0f} MB/s"
+    if unit == "B":
+        return human_bytes(int(x))
     return f"{x:.3f} s" if x < 10 else f"{x:.1f} s"
 
 

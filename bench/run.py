@@ -34,6 +34,7 @@ ROWS = (
     "deploy-scale",
     "deploy-rerun",
     "upgrade",
+    "uplink",
 )
 ALIASES = {
     "deploy": ("deploy-scale", "deploy-rerun"),
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
     bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade"} & set(only)
+    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "uplink"} & set(only)
     try:
         if needs_data:
             note("preparing data")
@@ -137,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
                     note("deploy")
                     scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
                     rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
+                if "uplink" in only:
+                    from bench.uplink import uplink_row
+
+                    note("uplink")
+                    rows["uplink"] = uplink_row(ds, net, agents=a.agents)
                 if "upgrade" in only:
                     from bench.upgrade import upgrade_row
 
