@@ -1,0 +1,220 @@
+# ruff: noqa: F811  (the world fixture is imported from test_deploy)
+"""Workloads end to end: images by tag, by digest and multi-platform pulled from a real
+registry (TLS + basic auth, standing in for a public one), a chart and a manifest,
+in one signed bundle; verify; deploy; a re-run changes nothing; a tampered blob in the
+registry is caught at create time naming the image and both digests."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mk8s.bundle import keys
+from tests.support import oci
+from tests.support.hosts import hostset_for_tests
+from tests.support.registry import TestRegistry, registry_for_tests
+from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
+from tests.test_workloads import make_chart
+
+pytestmark = pytest.mark.hosts
+
+
+@dataclass
+class Images:
+    reg: TestRegistry
+    by_tag: str
+    by_digest: str
+    multi: str
+    multi_index: oci.BuiltIndex
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    d = tmp_path_factory.mktemp("wreg")
+    with registry_for_tests(d / "reg") as reg:
+        s = reg.session()
+        oci.push_raw(s, reg.url, "acme/web", "1.0", oci.build_image(seed="web"))
+        api = oci.build_image(seed="api")
+        api_digest = oci.push_raw(s, reg.url, "acme/api", "2.0", api)
+        index = oci.build_index(("linux/amd64", "linux/arm64"), seed="multi")
+        oci.push_raw(s, reg.url, "acme/multi", "3.0", index)
+        auth = {
+            "auths": {
+                reg.host: {
+                    "auth": base64.b64encode(f"{reg.username}:{reg.password}".encode()).decode()
+                }
+            }
+        }
+        (d / "auth.json").write_text(json.dumps(auth))
+        env = {"REGISTRY_AUTH_FILE": str(d / "auth.json"), "REQUESTS_CA_BUNDLE": str(reg.ca_file)}
+        yield Images(
+            reg,
+            f"{reg.host}/acme/web:1.0",
+            f"{reg.host}/acme/api@{api_digest}",
+            f"{reg.host}/acme/multi:3.0",
+            index,
+            env,
+        )
+
+
+def _create(world: World, d: Path, images: Images, *extra: str, name: str = "w.tar.zst"):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **world.up.env, **images.env, "MK8S_KEY_PASSPHRASE": "pw"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mk8s",
+            "bundle",
+            "create",
+            "--rke2",
+            "v1.28.x",
+            "--key",
+            str(d / "k.key"),
+            "--cache",
+            str(d / "cache"),
+            "-o",
+            str(d / name),
+            *extra,
+        ],
+        cwd=d,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def bundle(world: World, images: Images, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("wbundle")
+    keys.write_key_pair(world.key, d / "k", b"pw")
+    chart = make_chart(d / "hello-0.1.0.tgz")
+    manifest = d / "extra.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra, namespace: default}\ndata: {a: b}\n"
+    )
+    r = _create(
+        world,
+        d,
+        images,
+        "--image",
+        images.by_tag,
+        "--image",
+        images.by_digest,
+        "--image",
+        images.multi,
+        "--chart",
+        str(chart),
+        "--manifest",
+        str(manifest),
+    )
+    assert r.returncode == 0, r.stderr
+    return d / "w.tar.zst"
+
+
+def test_the_bundle_carries_and_pins_the_workloads(
+    bundle: Path, images: Images, world: World
+) -> None:
+    d = bundle.parent
+    lock = json.loads((d / "mk8s.lock").read_text())
+    oci_arts = [a for a in lock["artifacts"] if a["kind"] == "image"]
+    assert len(oci_arts) == 3
+    urls = sorted(a["url"] for a in oci_arts)
+    assert all("@sha256:" in u and u.startswith("oci://") for u in urls)
+    assert any("acme/web:1.0@sha256:" in u for u in urls)  # the tag, resolved and pinned
+    assert {a["kind"] for a in lock["artifacts"]} >= {"chart", "manifest", "image"}
+    r = mk8s("bundle", "verify", str(bundle), "--key", str(world.pub), cwd=d)
+    assert r.returncode == 0, r.stderr
+    r = mk8s("bundle", "inspect", str(bundle), cwd=d)
+    assert "workloads:   5" in r.stdout and "acme/multi:3.0@sha256:" in r.stdout
+    # The multi-platform image keeps the bundle's platform only (amd64).
+    from mk8s.bundle import reader
+    from mk8s.images import list_images
+
+    out = d / "x"
+    reader.extract_bundle(
+        bundle, [keys.TrustedKey(world.pub, keys.load_public_key(world.pub))], out
+    )
+    multi = next(out.glob("artifacts/oci/*multi*"))
+    (info,) = list_images(multi)
+    assert info.platforms == ("linux/amd64",) or list(info.platforms) == ["linux/amd64"]
+    # --lock refetches by digest: the same bytes, nothing downloaded again from upstream.
+    r = _create(world, d, images, name="again.tar.zst")  # type: ignore[arg-type]
+    assert r.returncode == 0
+
+
+def test_deploy_places_the_workloads_and_a_rerun_changes_nothing(
+    bundle: Path,
+    world: World,
+    tmp_path: Path,
+) -> None:
+    with hostset_for_tests(2, tmp_path / "hosts", names=["cp1", "w1"]) as hs:
+        write_cluster(tmp_path / "cluster.yaml", hs, [("cp1", "server"), ("w1", "agent")])
+        r = deploy(tmp_path, bundle, world.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for n in ("cp1", "w1"):
+            placed = sorted(
+                p.name for p in hs.by_name(n).path("/var/lib/rancher/rke2/agent/images").iterdir()
+            )
+            assert len([p for p in placed if p.endswith(".oci.tar")]) == 3, placed
+        mans = sorted(
+            p.name
+            for p in hs.by_name("cp1").path("/var/lib/rancher/rke2/server/manifests").glob("mk8s-*")
+        )
+        assert len(mans) == 2 and mans[0].startswith("mk8s-chart-hello-0-1-0-")
+        chart = yaml.safe_load(
+            hs.by_name("cp1").path("/var/lib/rancher/rke2/server/manifests/" + mans[0]).read_text()
+        )
+        content = base64.b64decode(chart["spec"]["chartContent"])
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as t:
+            assert "hello/Chart.yaml" in t.getnames()
+        assert not hs.by_name("w1").path(
+            "/var/lib/rancher/rke2/server/manifests"
+        ).exists() or not list(
+            hs.by_name("w1").path("/var/lib/rancher/rke2/server/manifests").glob("mk8s-*")
+        )
+        st = mk8s("status", "-f", "cluster.yaml", cwd=tmp_path)
+        assert "cp1 applies: mk8s-chart-hello" in st.stdout and "carried:" in st.stdout
+        before = len(audit(tmp_path))
+        again = deploy(tmp_path, bundle, world.pub)
+        assert again.returncode == 0 and "uploaded 0 B" in again.stdout
+        placing = [
+            x
+            for x in audit(tmp_path)[before:]
+            if x.get("step") != "facts"
+            and (
+                "helm.cattle.io" in str(x.get("command", ""))
+                or ".oci.tar" in str(x.get("command", ""))
+            )
+        ]
+        assert placing == []
+
+
+def test_a_tampered_blob_is_caught_at_create(images: Images, world: World, tmp_path: Path) -> None:
+    keys.write_key_pair(world.key, tmp_path / "k", b"pw")
+    img = oci.build_image(seed="evil")
+    s = images.reg.session()
+    oci.push_raw(s, images.reg.url, "acme/evil", "1.0", img)
+    layer = img.layers[0]
+    blob = images.reg.blob_path(oci.digest_of(layer))
+    data = bytearray(blob.read_bytes())
+    data[-5] ^= 1
+    blob.write_bytes(bytes(data))
+    r = _create(world, tmp_path, images, "--image", f"{images.reg.host}/acme/evil:1.0")
+    assert r.returncode == 3, r.stderr
+    assert "acme/evil" in r.stderr and oci.digest_of(layer) in r.stderr
+    assert oci.digest_of(bytes(data)) in r.stderr
+    assert not (tmp_path / "w.tar.zst").exists()
