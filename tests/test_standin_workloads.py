@@ -17,6 +17,7 @@ on real test hosts, nodes driven directly (install.sh, config.yaml, systemctl):
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import subprocess
@@ -27,11 +28,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import oci
+from tests.support import oci, standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.standin import images
 from tests.test_standin import ARCH, KUBECTL, RESET, TAG, configure, install, ssh, start, wait_ready
-from tests.test_standin_images import write_artifacts
 
 pytestmark = pytest.mark.hosts
 
@@ -42,8 +42,22 @@ RELEASE_FILE = f"rke2-images.linux-{ARCH}.tar.zst"
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The release with its real image tarball (a padded zstd docker archive)."""
-    return write_artifacts(tmp_path_factory.mktemp("full"), TAG, [RELEASE_FILE])
+    """The release with its real image tarball (a zstd docker archive padded with
+    skippable frames, as the example upstream serves it), known to its rke2 program."""
+    d = tmp_path_factory.mktemp("full")
+    data = images.image_archive(ARCH, TAG, RELEASE_FILE, size=256 * 1024)
+    files = {
+        RELEASE_FILE: data,
+        f"rke2.linux-{ARCH}.tar.gz": standin.rke2_tarball(
+            ARCH, TAG, {RELEASE_FILE: hashlib.sha256(data).hexdigest()}
+        ),
+    }
+    for name, b in files.items():
+        (d / name).write_bytes(b)
+    sums = "".join(standin.sha256sum_line(n, b) for n, b in files.items())
+    (d / f"sha256sum-{ARCH}.txt").write_text(sums)
+    (d / "install.sh").write_bytes(standin.install_script(TAG))
+    return d
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,38 @@ takes --ignore-daemonsets, --delete-emptydir-data, --force, --disable-eviction,
 --timeout=DURATION (Go syntax: 300s, 5m), --grace-period=N; there are no pods, so a
 drain of an existing node cordons it and succeeds; of a missing node it fails (NotFound).
 
+Workload images (containerd's import, SPEC 13): at start, after the checks above, every
+tarball in agent/images (*.tar, *.tar.gz, *.tar.zst via the ``zstd`` CLI, *.tar.bz2,
+*.tar.lz4 via ``lz4``; by suffix, as RKE2 chooses) is read as an OCI image layout
+(oci-layout, index.json, blobs/sha256/HEX: every descriptor from index.json down through
+nested indexes to configs and layers checked for digest and size, a gzip layer's
+uncompressed digest against the config's rootfs.diff_ids, and every blob against its
+name) or a docker archive (manifest.json; the config's sha256 must be its file name,
+each layer's sha256 its rootfs.diff_ids entry).  A mismatch or a missing blob fails the
+whole file's import, as containerd's does: ``level=error msg="Failed to import FILE:
+image NAME: layer ...: digest mismatch: expected sha256:X got sha256:Y"``; the node
+still starts.  Results (per file, cached by size/mtime/inode) are in
+/var/lib/rancher/rke2/agent/mk8s-standin-images.json, printed by ``rke2 mk8s-images``:
+{"files": {FILE: {"key", "images", ["error"]}}, "images": [{"name", "digest", "format",
+"file"}]}; name is the io.containerd.image.name (else ref.name) annotation or a
+normalised docker RepoTag (docker.io/library/...), digest the index.json descriptor's
+(OCI) or the config's (docker archive, the image ID).
+
+Manifests (RKE2's deploy controller and helm-controller): a server processes each
+*.yaml/*.yml/*.json in server/manifests (not hidden, no FILE.skip beside it) at start
+and on every poll (each HEARTBEAT, at most 1 s): documents split on ``---``, parsed
+with the block-YAML subset above (or JSON); each object needs apiVersion, kind and
+metadata.name (a ``kind: List`` is unpacked).  A HelmChart (helm.cattle.io/v1) needs
+spec.chartContent: base64 of a gzip tar with one NAME/Chart.yaml holding name and
+version; it is then "installed", other objects "applied".  Any failure refuses the
+whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
+"failed" with the error.  Records are per server in the replicated state;
+``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
+{"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
+"namespace", "status": "applied"|"installed", ["chart", "version",
+"targetNamespace"]}], ["error"]}}}}}; ``kubectl get helmcharts [NAME] [-n NS | -A]
+[-o json]`` lists the installed HelmCharts (status.chart, status.version).
+
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
   MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
@@ -3559,7 +3591,8 @@ def main(argv: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(
             "usage: rke2 [--version] server|agent [--config FILE]\n"
-            "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]"
+            "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]\n"
+            "       rke2 mk8s-images   (the images this node imported, JSON)"
         )
         return 0
     if args[0] in ("--version", "-v", "version"):
