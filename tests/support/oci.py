@@ -6,6 +6,9 @@
   make distinct images. Every byte is deterministic.
 * :func:`push_raw`: puts a built image or index into a registry with plain ``requests``
   calls (monolithic uploads, no mk8s code), so pull tests do not depend on mk8s's push.
+* :func:`layout_archive`: an OCI image-layout tar (``oci-layout``, ``index.json``,
+  ``blobs/sha256/<hex>``) of built images, named by annotations as mk8s writes them;
+  blobs can be replaced or left out to make a damaged archive.
 * :func:`docker_archive`: what ``docker save`` writes (``<id>/layer.tar``,
   ``<config-hex>.json``, ``manifest.json``, ``repositories``), optionally zstd, with a
   layer shared by two images stored once and linked, as Docker does.
@@ -262,4 +265,47 @@ def docker_archive(path: Path, images: list[SavedImage], *, zstd: bool = True) -
                 tf.addfile(info, io.BytesIO(members[name]))
     data = buf.getvalue()
     path.write_bytes(zstandard.ZstdCompressor(level=3).compress(data) if zstd else data)
+    return path
+
+
+# -- OCI image-layout archives ----------------------------------------------------------------
+def layout_archive(
+    path: Path,
+    images: dict[str, BuiltImage | BuiltIndex],
+    *,
+    replace: dict[str, bytes] | None = None,
+    omit: Sequence[str] = (),
+) -> Path:
+    """Write an OCI layout tar holding ``images`` (reference -> image or index, named by
+    ``io.containerd.image.name`` and ``org.opencontainers.image.ref.name``). ``replace``
+    stores other bytes under a blob's digest name; ``omit`` leaves blobs out."""
+    blobs: dict[str, bytes] = {}
+    entries = []
+    for ref, built in images.items():
+        if isinstance(built, BuiltIndex):
+            blobs[built.digest] = built.index
+            media, data = OCI_INDEX, built.index
+            parts = list(built.images.values())
+        else:
+            media, data, parts = OCI_MANIFEST, built.manifest, [built]
+        for img in parts:
+            blobs[img.digest] = img.manifest
+            blobs.update(img.blobs)
+        entries.append(
+            {
+                "mediaType": media,
+                "digest": digest_of(data),
+                "size": len(data),
+                "annotations": {
+                    "io.containerd.image.name": ref,
+                    "org.opencontainers.image.ref.name": ref.rsplit(":", 1)[-1],
+                },
+            }
+        )
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index.encode()}
+    for d, b in blobs.items():
+        if d not in omit:
+            files["blobs/sha256/" + d.split(":", 1)[1]] = (replace or {}).get(d, b)
+    path.write_bytes(tar_of(files))
     return path

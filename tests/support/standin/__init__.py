@@ -187,27 +187,49 @@ def journalctl_script() -> bytes:
 def image_tarball(
     name: str = "rke2-images.linux-amd64.tar.zst", size: int = 4096, *, tag: str = ""
 ) -> bytes:
-    """A small, deterministic, valid zstd frame holding a tar with one fake layer.
+    """A small, deterministic, valid zstd frame holding a docker archive (``manifest.json``,
+    the config under its sha256, one layer matching the config's ``diff_ids``) of one
+    image, ``mk8s.test/fake:<name>[-<tag>]``, which the stand-in imports.
 
     With ``tag``, the bytes are those release's (each release has its own images);
     without, the same for every release.  Written without the zstd library: one raw
     (uncompressed) block, which every zstd decoder accepts (``zstd -t`` passes)."""
-    raw = io.BytesIO()
     key = name if not tag else f"{tag}/{name}"
     ref = name if not tag else f"{name}-{tag.replace('+', '-')}"
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
-        payload = (hashlib.sha256(key.encode()).digest() * (size // 32 + 1))[:size]
-        ti = tarfile.TarInfo("manifest.json")
-        body = b'[{"Config":"config.json","RepoTags":["mk8s.test/fake:' + ref.encode() + b'"]}]'
-        ti.size, ti.mtime = len(body), MTIME
-        tf.addfile(ti, io.BytesIO(body))
-        ti = tarfile.TarInfo("layer.tar")
-        ti.size, ti.mtime = len(payload), MTIME
-        tf.addfile(ti, io.BytesIO(payload))
-    data = raw.getvalue()
+    payload = (hashlib.sha256(key.encode()).digest() * (size // 32 + 1))[:size]
+    layer = _tar_bytes({"payload": payload})
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": ["sha256:" + hashlib.sha256(layer).hexdigest()],
+            },
+        },
+        sort_keys=True,
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    layer_name = hashlib.sha256(config_name.encode()).hexdigest() + "/layer.tar"
+    manifest = [
+        {"Config": config_name, "RepoTags": [f"mk8s.test/fake:{ref}"], "Layers": [layer_name]}
+    ]
+    data = _tar_bytes(
+        {"manifest.json": json.dumps(manifest).encode(), config_name: config, layer_name: layer}
+    )
     if not name.endswith(".zst"):
         return data if name.endswith(".tar") else gzip.compress(data, mtime=0)
     return _zstd_raw_frame(data)
+
+
+def _tar_bytes(files: dict[str, bytes]) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for n in sorted(files):
+            ti = tarfile.TarInfo(n)
+            ti.size, ti.mtime = len(files[n]), MTIME
+            tf.addfile(ti, io.BytesIO(files[n]))
+    return raw.getvalue()
 
 
 def _zstd_raw_frame(data: bytes) -> bytes:

@@ -59,6 +59,38 @@ takes --ignore-daemonsets, --delete-emptydir-data, --force, --disable-eviction,
 --timeout=DURATION (Go syntax: 300s, 5m), --grace-period=N; there are no pods, so a
 drain of an existing node cordons it and succeeds; of a missing node it fails (NotFound).
 
+Workload images (containerd's import, SPEC 13): at start, after the checks above, every
+tarball in agent/images (*.tar, *.tar.gz, *.tar.zst via the ``zstd`` CLI, *.tar.bz2,
+*.tar.lz4 via ``lz4``; by suffix, as RKE2 chooses) is read as an OCI image layout
+(oci-layout, index.json, blobs/sha256/HEX: every descriptor from index.json down through
+nested indexes to configs and layers checked for digest and size, a gzip layer's
+uncompressed digest against the config's rootfs.diff_ids, and every blob against its
+name) or a docker archive (manifest.json; the config's sha256 must be its file name,
+each layer's sha256 its rootfs.diff_ids entry).  A mismatch or a missing blob fails the
+whole file's import, as containerd's does: ``level=error msg="Failed to import FILE:
+image NAME: layer ...: digest mismatch: expected sha256:X got sha256:Y"``; the node
+still starts.  Results (per file, cached by size/mtime/inode) are in
+/var/lib/rancher/rke2/agent/mk8s-standin-images.json, printed by ``rke2 mk8s-images``:
+{"files": {FILE: {"key", "images", ["error"]}}, "images": [{"name", "digest", "format",
+"file"}]}; name is the io.containerd.image.name (else ref.name) annotation or a
+normalised docker RepoTag (docker.io/library/...), digest the index.json descriptor's
+(OCI) or the config's (docker archive, the image ID).
+
+Manifests (RKE2's deploy controller and helm-controller): a server processes each
+*.yaml/*.yml/*.json in server/manifests (not hidden, no FILE.skip beside it) at start
+and on every poll (each HEARTBEAT, at most 1 s): documents split on ``---``, parsed
+with the block-YAML subset above (or JSON); each object needs apiVersion, kind and
+metadata.name (a ``kind: List`` is unpacked).  A HelmChart (helm.cattle.io/v1) needs
+spec.chartContent: base64 of a gzip tar with one NAME/Chart.yaml holding name and
+version; it is then "installed", other objects "applied".  Any failure refuses the
+whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
+"failed" with the error.  Records are per server in the replicated state;
+``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
+{"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
+"namespace", "status": "applied"|"installed", ["chart", "version",
+"targetNamespace"]}], ["error"]}}}}}; ``kubectl get helmcharts [NAME] [-n NS | -A]
+[-o json]`` lists the installed HelmCharts (status.chart, status.version).
+
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
   MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
@@ -75,9 +107,11 @@ import datetime
 import hashlib
 import http.client
 import http.server
+import io
 import ipaddress
 import json
 import os
+import posixpath
 import re
 import secrets
 import shutil
@@ -87,12 +121,14 @@ import socketserver
 import ssl
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
 
 TAG = "@@RKE2_TAG@@"
 ARCH = "@@RKE2_ARCH@@"
@@ -813,6 +849,11 @@ class State:
             if not self.cluster and other.get("cluster"):
                 self.data["cluster"] = other["cluster"]
                 dirty = True
+            mans = self.data.setdefault("manifests", {})
+            for name, m in (other.get("manifests") or {}).items():
+                if name not in mans or m.get("gen", 0) > mans[name].get("gen", 0):
+                    mans[name] = m
+                    dirty = True
             for name, e in other.get("nodes", {}).items():
                 mine = self.nodes.get(name)
                 if mine is None or e["gen"] > mine["gen"]:
@@ -1412,6 +1453,16 @@ class Server:
                 return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
             if path == "/api/v1":
                 return 200, API_RESOURCES
+            if path == "/mk8s/manifests":
+                return 200, self.manifests_answer()
+            if path == "/apis/helm.cattle.io/v1/helmcharts" or re.fullmatch(
+                r"/apis/helm\.cattle\.io/v1/namespaces/[^/]+/helmcharts", path
+            ):
+                out = self.helmcharts()
+                ns = path.split("/")[5] if "/namespaces/" in path else ""
+                if ns:
+                    out["items"] = [i for i in out["items"] if i["metadata"]["namespace"] == ns]
+                return 200, out
             if path == "/api/v1/nodes":
                 live = sorted(self.state.live().items())
                 items = [node_object(n, e) for n, e in live if not e.get("learner")]
@@ -1513,6 +1564,91 @@ class Server:
         for addr in self.peers():
             with contextlib.suppress(OSError, HTTPFail, ValueError):
                 self.state.merge(self.peer_call(addr, "GET", "/v1-mk8s/state", None))
+
+    def scan_manifests(self) -> None:
+        """Record what this server's manifests dir holds: each new or changed file is
+        processed (logged when it fails), removed files are forgotten."""
+        with self.state.lock:
+            mine = dict(self.state.data.setdefault("manifests", {}).get(self.name) or {})
+        old = mine.get("files", {})
+        files: dict[str, dict] = {}
+        for n in manifest_files():
+            p = os.path.join(MANIFESTS_DIR, n)
+            try:
+                st = os.stat(p)
+                key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+                if old.get(n, {}).get("key") == key:
+                    files[n] = old[n]
+                    continue
+                rec = dict(process_manifest(p), key=key)
+            except OSError:
+                continue  # gone meanwhile: the next poll sees it
+            files[n] = rec
+            if rec["status"] == "failed":
+                log(f"Failed to process manifest {p}: {rec['error']}", "error")
+            else:
+                what = ", ".join(
+                    f"{o['kind']} {o['namespace']}/{o['name']}"
+                    + (f" (chart {o['chart']} {o['version']} installed)" if "chart" in o else "")
+                    for o in rec["objects"]
+                )
+                log(f"Applied manifest {p}: {what or 'no objects'}")
+        if files != old or not mine:
+            with self.state.lock:
+                self.state.data["manifests"][self.name] = {"gen": now_ns(), "files": files}
+                self.state.save()
+            self.state.changed.set()
+
+    def manifests_loop(self) -> None:
+        while True:
+            time.sleep(max(0.2, min(HEARTBEAT, 1.0)))
+            with contextlib.suppress(Exception):
+                self.scan_manifests()
+
+    def manifests_answer(self) -> dict:
+        with self.state.lock:
+            mans = json.loads(json.dumps(self.state.data.get("manifests") or {}))
+        servers = {}
+        for name, m in sorted(mans.items()):
+            files = {f: {k: v for k, v in r.items() if k != "key"} for f, r in m["files"].items()}
+            servers[name] = {"files": files}
+        return {"kind": "Mk8sStandinManifests", "apiVersion": "v1", "servers": servers}
+
+    def helmcharts(self) -> dict:
+        """The installed HelmCharts (newest record per namespace/name over all servers)."""
+        with self.state.lock:
+            mans = json.loads(json.dumps(self.state.data.get("manifests") or {}))
+        found: dict[tuple[str, str], tuple[int, dict]] = {}
+        for m in mans.values():
+            for f, r in m["files"].items():
+                for o in r.get("objects", []):
+                    if o.get("kind") != "HelmChart" or o.get("status") != "installed":
+                        continue
+                    k = (o["namespace"], o["name"])
+                    if k not in found or m["gen"] > found[k][0]:
+                        found[k] = (m["gen"], dict(o, file=f))
+        items = []
+        for (ns, name), (_, o) in sorted(found.items()):
+            items.append(
+                {
+                    "apiVersion": "helm.cattle.io/v1",
+                    "kind": "HelmChart",
+                    "metadata": {"name": name, "namespace": ns},
+                    "spec": {"targetNamespace": o["targetNamespace"]},
+                    "status": {
+                        "chart": o["chart"],
+                        "version": o["version"],
+                        "state": "installed",
+                        "file": o["file"],
+                    },
+                }
+            )
+        return {
+            "apiVersion": "helm.cattle.io/v1",
+            "kind": "HelmChartList",
+            "metadata": {},
+            "items": items,
+        }
 
     def self_heartbeat_loop(self) -> None:
         while True:
@@ -1710,6 +1846,8 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.gossip_loop, daemon=True).start()
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
     serve_mirror(server, contexts[0])
+    server.scan_manifests()
+    threading.Thread(target=server.manifests_loop, daemon=True).start()
 
 
 def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
@@ -1745,6 +1883,7 @@ def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
 def run_server(cfg: dict[str, object]) -> None:
     check_node_version("server")
     check_node_images(cfg, "server")
+    import_images()
     name = node_name(cfg)
     address = node_address(cfg)
     token = cfg_str(cfg, "token")
@@ -1843,6 +1982,7 @@ def run_server(cfg: dict[str, object]) -> None:
 def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
     check_node_images(cfg, "agent")
+    import_images()
     url = cfg_str(cfg, "server")
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
     if not url:
@@ -2025,6 +2165,8 @@ def no_tarballs(what: str) -> str:
 # -- registries.yaml: nested block YAML (the subset PyYAML's safe_dump writes) or JSON --
 def _flow(text: str, where: str) -> object:
     """A YAML flow value: {k: v, ...}, [a, b], or a scalar."""
+    if text.strip()[:1] not in ("{", "[", "'", '"'):
+        return _scalar(text, where)  # a plain scalar (fast: chartContent is long)
     pos = 0
 
     def ws() -> None:
@@ -2455,6 +2597,547 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
         check_peer_images(ac, ctx, needed)
 
 
+# ---- image import (containerd's, at node start) ---------------------------------------
+IMPORTED_IMAGES = DATA_DIR + "/agent/mk8s-standin-images.json"
+OCI_INDEX_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+)
+OCI_MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_KEEP_BYTES = 4 << 20  # documents (index, manifests, configs) are never bigger
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+class ImageImportError(Exception):
+    pass
+
+
+def _decompressor(path: str) -> tuple[list[str] | None, str]:
+    """(command that decompresses to stdout, or None for the stdlib) by file suffix,
+    as RKE2 chooses its reader."""
+    if path.endswith(".tar.zst"):
+        return ["zstd", "-dcq", "--", path], ""
+    if path.endswith(".tar.lz4"):
+        return ["lz4", "-dcq", "--", path], ""
+    if path.endswith(".tar.gz"):
+        return None, "gz"
+    if path.endswith(".tar.bz2"):
+        return None, "bz2"
+    return None, ""
+
+
+def _scan_members(path: str) -> dict[str, dict]:
+    """Every regular member of the image tarball: sha256, size, uncompressed sha256 of a
+    gzip member, the bytes of small members; links as {"link": target}."""
+    cmd, mode = _decompressor(path)
+    proc = None
+    if cmd is not None:
+        try:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
+        except OSError as e:
+            raise ImageImportError(f"cannot run {cmd[0]}: {e}") from None
+    try:
+        if proc is not None:
+            assert proc.stdout is not None
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tf:
+                members = _read_tar(tf)
+            while proc.stdout.read(1 << 20):
+                pass  # the rest of the stream
+        else:
+            with tarfile.open(path, mode=f"r|{mode}" if mode else "r|") as tf:
+                members = _read_tar(tf)
+    except tarfile.TarError as e:
+        raise ImageImportError(f"not a tar archive: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise ImageImportError(f"cannot read the archive: {e}") from None
+    finally:
+        err = ""
+        if proc is not None:
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stdout.close()
+            err = proc.stderr.read().decode(errors="replace").strip()
+            proc.stderr.close()
+    if proc is not None and proc.wait() != 0 and cmd is not None:
+        raise ImageImportError(f"{cmd[0]} -d failed: {err}")
+    return members
+
+
+def _read_tar(tf: tarfile.TarFile) -> dict[str, dict]:
+    members: dict[str, dict] = {}
+    for ti in tf:
+        name = posixpath.normpath(ti.name.lstrip("/")).removeprefix("./")
+        if ti.issym():
+            target = posixpath.join(posixpath.dirname(name), ti.linkname)
+            members[name] = {"link": posixpath.normpath(target)}
+            continue
+        if ti.islnk():
+            members[name] = {"link": posixpath.normpath(ti.linkname.lstrip("/"))}
+            continue
+        if not ti.isfile():
+            continue
+        f = tf.extractfile(ti)
+        assert f is not None
+        h, gz_h = hashlib.sha256(), hashlib.sha256()
+        keep = ti.size <= _KEEP_BYTES
+        kept = bytearray()
+        gz = None
+        first = True
+        while chunk := f.read(1 << 20):
+            if first and chunk[:2] == b"\x1f\x8b":
+                gz = zlib.decompressobj(31)
+            first = False
+            h.update(chunk)
+            if keep:
+                kept += chunk
+            if gz is not None:
+                try:
+                    gz_h.update(gz.decompress(chunk))
+                except zlib.error:
+                    gz = None
+        entry: dict = {"digest": "sha256:" + h.hexdigest(), "size": ti.size}
+        if keep:
+            entry["data"] = bytes(kept)
+        if gz is not None and gz.eof:
+            entry["diff"] = "sha256:" + gz_h.hexdigest()
+        members[name] = entry
+    return members
+
+
+class _Archive:
+    def __init__(self, path: str, members: dict[str, dict]) -> None:
+        self.path = path
+        self.members = members
+
+    def get(self, name: str) -> dict | None:
+        name = posixpath.normpath(name.lstrip("/")).removeprefix("./")
+        for _ in range(16):
+            m = self.members.get(name)
+            if m is None or "link" not in m:
+                return m
+            name = m["link"]
+        return None
+
+    def json(self, name: str, what: str) -> object:
+        m = self.get(name)
+        if m is None:
+            raise ImageImportError(f"missing {what} {name}")
+        if "data" not in m:
+            raise ImageImportError(f"{what} {name} is over {_KEEP_BYTES} bytes")
+        try:
+            return json.loads(m["data"])
+        except ValueError as e:
+            raise ImageImportError(f"{what} {name} is not valid JSON: {e}") from None
+
+
+def normalize_ref(ref: str) -> str:
+    """containerd's (docker's) normal form: ``rancher/pause:3.6`` ->
+    ``docker.io/rancher/pause:3.6``, ``busybox`` -> ``docker.io/library/busybox:latest``."""
+    name, at, digest = ref.partition("@")
+    first, _, rest = name.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        first, rest = "docker.io", name
+    last = rest.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = rest.rsplit(":", 1)
+    else:
+        repo, tag = rest, "" if at else "latest"
+    if first == "docker.io" and "/" not in repo:
+        repo = "library/" + repo
+    if not re.fullmatch(r"[a-z0-9]+(?:[._-]+[a-z0-9]+|/[a-z0-9]+)*(?:[._/-]+[a-z0-9]+)*", repo):
+        raise ImageImportError(f"invalid image reference {ref!r}")
+    if tag and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", tag):
+        raise ImageImportError(f"invalid tag in image reference {ref!r}")
+    if at and not _DIGEST.fullmatch(digest):
+        raise ImageImportError(f"invalid digest in image reference {ref!r}")
+    return f"{first}/{repo}" + (f":{tag}" if tag else "") + (f"@{digest}" if at else "")
+
+
+def _mismatch(what: str, expected: str, got: str) -> ImageImportError:
+    return ImageImportError(f"{what}: digest mismatch: expected {expected} got {got}")
+
+
+def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
+    """The blob a descriptor names, its digest and size checked."""
+    if not isinstance(desc, dict):
+        raise ImageImportError(f"{what}: not a descriptor")
+    digest, size = desc.get("digest"), desc.get("size")
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise ImageImportError(f"{what}: bad digest {digest!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ImageImportError(f"{what} {digest}: bad size {size!r}")
+    name = "blobs/sha256/" + digest[7:]
+    m = arc.get(name)
+    if m is None:
+        raise ImageImportError(f"{what} {digest}: missing blob {name}")
+    if m["digest"] != digest:
+        raise _mismatch(f"{what} {name}", digest, m["digest"])
+    if m["size"] != size:
+        raise ImageImportError(
+            f"{what} {digest}: size mismatch: expected {size} bytes got {m['size']}"
+        )
+    return m
+
+
+def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
+    """Check a manifest or index and everything below it (containerd writes each blob
+    into its content store with the expected digest)."""
+    if depth > 8:
+        raise ImageImportError(f"{what}: indexes nested too deeply")
+    _check_blob(arc, desc, what)
+    name = "blobs/sha256/" + str(desc["digest"])[7:]
+    doc = arc.json(name, what)
+    if not isinstance(doc, dict):
+        raise ImageImportError(f"{what} {desc['digest']}: not a JSON object")
+    media = (
+        desc.get("mediaType")
+        or doc.get("mediaType")
+        or (OCI_INDEX_TYPES[0] if "manifests" in doc else OCI_MANIFEST_TYPES[0])
+    )
+    if media in OCI_INDEX_TYPES:
+        kids = doc.get("manifests")
+        if not isinstance(kids, list):
+            raise ImageImportError(f"{what} {desc['digest']}: an index without manifests")
+        for kid in kids:
+            if isinstance(kid, dict) and kid.get("mediaType") not in (
+                *OCI_INDEX_TYPES,
+                *OCI_MANIFEST_TYPES,
+                None,
+            ):
+                continue  # an attestation or signature: not an image
+            _walk_oci(arc, kid, "manifest", depth + 1)
+        return
+    if media not in OCI_MANIFEST_TYPES:
+        raise ImageImportError(f"{what} {desc['digest']}: unsupported media type {media}")
+    cfg_desc = doc.get("config")
+    _check_blob(arc, cfg_desc, "config")
+    assert isinstance(cfg_desc, dict)
+    config = arc.json("blobs/sha256/" + cfg_desc["digest"][7:], "config")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise ImageImportError(f"{what} {desc['digest']}: a manifest without layers")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+        raise ImageImportError(
+            f"config {cfg_desc['digest']}: rootfs.diff_ids does not list the manifest's "
+            f"{len(layers)} layers"
+        )
+    for i, layer in enumerate(layers):
+        m = _check_blob(arc, layer, "layer")
+        lt = str(layer.get("mediaType", ""))
+        got = m["digest"] if lt.endswith(".tar") or lt.endswith(".tar.layer") else m.get("diff")
+        if lt.endswith("+gzip") or lt.endswith(".tar.gzip"):
+            got = m.get("diff")
+            if got is None:
+                raise ImageImportError(f"layer {layer['digest']}: not gzip data")
+        if got is not None and got != diff_ids[i]:
+            raise _mismatch(f"layer {layer['digest']} (uncompressed, diff_id)", diff_ids[i], got)
+
+
+def _import_oci(arc: _Archive) -> list[dict]:
+    layout = arc.json("oci-layout", "file")
+    if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
+        raise ImageImportError("oci-layout: unsupported image layout version")
+    index = arc.json("index.json", "file")
+    kids = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(kids, list):
+        raise ImageImportError("index.json: no manifests list")
+    images = []
+    seen: set[str] = set()
+    for n, desc in enumerate(kids, 1):
+        ann = (desc.get("annotations") or {}) if isinstance(desc, dict) else {}
+        name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
+        label = f"image {name}" if name else f"index.json entry {n}"
+        try:
+            _walk_oci(arc, desc, "manifest")
+            if name and "/" in name:
+                name = normalize_ref(name)
+        except ImageImportError as e:
+            raise ImageImportError(f"{label}: {e}") from None
+        images.append({"name": name or "", "digest": desc["digest"], "format": "oci"})
+        seen.add(desc["digest"])
+    # containerd writes every blob of the layout, referenced or not, under its digest.
+    for name, m in sorted(arc.members.items()):
+        if name.startswith("blobs/sha256/") and "link" not in m:
+            want = "sha256:" + name.rsplit("/", 1)[1]
+            if m["digest"] != want:
+                raise _mismatch(f"blob {name}", want, m["digest"])
+    return images
+
+
+def _import_docker(arc: _Archive) -> list[dict]:
+    entries = arc.json("manifest.json", "file")
+    if not isinstance(entries, list):
+        raise ImageImportError("manifest.json is not a list of images")
+    images = []
+    for n, e in enumerate(entries, 1):
+        if not isinstance(e, dict):
+            raise ImageImportError(f"manifest.json entry {n} is not an object")
+        tags = e.get("RepoTags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise ImageImportError(f"manifest.json entry {n}: bad RepoTags")
+        label = f"image {', '.join(tags)}" if tags else f"manifest.json entry {n}"
+        try:
+            names = [normalize_ref(t) for t in tags]
+            cfg_name = e.get("Config")
+            if not isinstance(cfg_name, str):
+                raise ImageImportError("no Config")
+            m = arc.get(cfg_name)
+            if m is None:
+                raise ImageImportError(f"config {cfg_name}: missing")
+            hexname = re.search(r"(?:^|/)([0-9a-f]{64})(?:\.json)?$", cfg_name)
+            if not hexname:
+                raise ImageImportError(f"config {cfg_name}: its name is not its sha256")
+            if m["digest"] != "sha256:" + hexname.group(1):
+                raise _mismatch(f"config {cfg_name}", "sha256:" + hexname.group(1), m["digest"])
+            config = arc.json(cfg_name, "config")
+            layers = e.get("Layers")
+            diff_ids = (
+                (config.get("rootfs") or {}).get("diff_ids") if isinstance(config, dict) else None
+            )
+            if not isinstance(layers, list) or not isinstance(diff_ids, list):
+                raise ImageImportError(f"config {cfg_name}: no Layers or rootfs.diff_ids")
+            if len(layers) != len(diff_ids):
+                raise ImageImportError(
+                    f"{len(layers)} layers but config {cfg_name} lists {len(diff_ids)} diff_ids"
+                )
+            for path, want in zip(layers, diff_ids, strict=True):
+                lm = arc.get(str(path))
+                if lm is None:
+                    raise ImageImportError(f"layer {path}: missing")
+                got = lm.get("diff") or lm["digest"]
+                if got != want:
+                    raise _mismatch(f"layer {path}", str(want), got)
+        except ImageImportError as err:
+            raise ImageImportError(f"{label}: {err}") from None
+        digest = m["digest"]
+        images += [{"name": t, "digest": digest, "format": "docker"} for t in names]
+        if not names:
+            images.append({"name": "", "digest": digest, "format": "docker"})
+    return images
+
+
+def import_archive(path: str) -> list[dict]:
+    """The images one tarball in agent/images holds, every blob checked; raises
+    ImageImportError (containerd fails the whole file's import)."""
+    arc = _Archive(path, _scan_members(path))
+    if arc.get("oci-layout") is not None and arc.get("index.json") is not None:
+        return _import_oci(arc)
+    if arc.get("manifest.json") is not None:
+        return _import_docker(arc)
+    raise ImageImportError(
+        "neither an OCI image layout (oci-layout, index.json) nor a docker archive (manifest.json)"
+    )
+
+
+def import_images() -> dict:
+    """Import each tarball in agent/images as containerd does at start: a file whose
+    import fails is logged (level=error) and its images are left out; the node starts.
+    Results are cached per (name, size, mtime, inode), like image_hashes."""
+    try:
+        with open(IMPORTED_IMAGES) as f:
+            old = json.load(f).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        old = {}
+    files: dict[str, dict] = {}
+    images: list[dict] = []
+    for name in local_image_tarballs():
+        p = os.path.join(IMAGES_DIR, name)
+        st = os.stat(p)
+        key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        rec = old.get(name) if isinstance(old, dict) else None
+        if not isinstance(rec, dict) or rec.get("key") != key:
+            try:
+                rec = {"key": key, "images": import_archive(p)}
+            except ImageImportError as e:
+                rec = {"key": key, "images": [], "error": str(e)}
+        files[name] = rec
+        if rec.get("error"):
+            log(f"Failed to import {p}: {rec['error']}", "error")
+            continue
+        got = rec.get("images", [])
+        log(f"Imported images from {p}: {', '.join(i['name'] or i['digest'] for i in got)}")
+        images += [dict(i, file=name) for i in got]
+    out = {"files": files, "images": images}
+    write_file(IMPORTED_IMAGES, json.dumps(out, indent=1, sort_keys=True), 0o644)
+    return out
+
+
+def show_images() -> int:
+    """``rke2 mk8s-images``: what this node imported (the state file), as JSON."""
+    try:
+        with open(IMPORTED_IMAGES) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        data = {"files": {}, "images": []}
+    except (OSError, ValueError) as e:
+        print(f"rke2: cannot read {IMPORTED_IMAGES}: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=1, sort_keys=True))
+    return 0
+
+
+# ---- manifests (RKE2's deploy controller and helm-controller) -------------------------
+MANIFESTS_DIR = SERVER_DIR + "/manifests"
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class ManifestError(Exception):
+    pass
+
+
+def _documents(text: str) -> list[tuple[int, str]]:
+    """(first line number, text) of each YAML document (``---`` separated)."""
+    docs: list[tuple[int, str]] = []
+    cur: list[str] = []
+    first = 1
+    for n, line in enumerate(text.splitlines(), 1):
+        if re.fullmatch(r"---(\s+#.*)?\s*", line) or re.fullmatch(r"\.\.\.\s*", line):
+            docs.append((first, "\n".join(cur)))
+            cur, first = [], n + 1
+            continue
+        if line.startswith("--- "):
+            raise ManifestError(f"line {n}: content after the document marker is not supported")
+        cur.append(line)
+    docs.append((first, "\n".join(cur)))
+    return [(n, d) for n, d in docs if any(_strip_comment(x).strip() for x in d.splitlines())]
+
+
+def parse_manifest(name: str, data: bytes) -> list[dict]:
+    """The objects of one manifest file; ManifestError when it does not parse or an
+    object lacks apiVersion, kind or metadata.name."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not UTF-8: {e}") from None
+    objs: list[object] = []
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            doc = json.loads(text)
+        except ValueError as e:
+            raise ManifestError(f"invalid JSON: {e}") from None
+        objs = list(doc) if isinstance(doc, list) else [doc]
+    else:
+        for n, chunk in _documents(text):
+            try:
+                # line numbers of the whole file in messages
+                objs.append(parse_yaml_tree("\n" * (n - 1) + chunk, name))
+            except Fatal as e:
+                raise ManifestError(f"yaml: {e}") from None
+    out: list[dict] = []
+    for i, obj in enumerate(objs, 1):
+        if isinstance(obj, dict) and obj.get("kind") == "List" and "items" in obj:
+            items = obj.get("items")
+            if not isinstance(items, list):
+                raise ManifestError(f"document {i}: a List whose items is not a list")
+            for it in items:
+                out.append(_check_object(it, f"document {i} (List item)"))
+            continue
+        out.append(_check_object(obj, f"document {i}"))
+    return out
+
+
+def _check_object(obj: object, where: str) -> dict:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: not a mapping (Object 'Kind' is missing)")
+    for key in ("apiVersion", "kind"):
+        v = obj.get(key)
+        if not isinstance(v, str) or not v:
+            raise ManifestError(f"{where}: Object '{key[0].upper() + key[1:]}' is missing")
+    md = obj.get("metadata")
+    name = md.get("name") if isinstance(md, dict) else None
+    if not isinstance(name, str) or not name:
+        raise ManifestError(f"{where} ({obj['kind']}): metadata.name is required")
+    return obj
+
+
+def install_chart(obj: dict) -> dict:
+    """helm-controller's install of a HelmChart with chartContent: the base64 of a gzip
+    tar with ``NAME/Chart.yaml``; returns the chart's name and version."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        raise ManifestError("HelmChart without spec")
+    content = spec.get("chartContent")
+    if not content:
+        if spec.get("chart"):
+            raise ManifestError(
+                f"HelmChart spec.chart {spec.get('chart')!r} without chartContent: no chart "
+                "repository is reachable in an air gap"
+            )
+        raise ManifestError("HelmChart has neither spec.chart nor spec.chartContent")
+    if not isinstance(content, str):
+        raise ManifestError("spec.chartContent is not a string")
+    try:
+        tgz = base64.b64decode(content, validate=True)
+    except ValueError as e:
+        raise ManifestError(f"spec.chartContent is not base64: {e}") from None
+    try:
+        with tarfile.open(fileobj=io.BytesIO(tgz), mode="r:gz") as tf:
+            charts = [
+                m
+                for m in tf.getmembers()
+                if m.isfile() and re.fullmatch(r"[^/]+/Chart\.yaml", m.name)
+            ]
+            if len(charts) != 1:
+                raise ManifestError("the chart archive has no NAME/Chart.yaml")
+            f = tf.extractfile(charts[0])
+            assert f is not None
+            meta = parse_yaml_tree(f.read().decode("utf-8"), charts[0].name)
+    except (tarfile.TarError, OSError, EOFError, zlib.error, UnicodeDecodeError) as e:
+        raise ManifestError(f"spec.chartContent is not a chart archive (gzip tar): {e}") from None
+    except Fatal as e:
+        raise ManifestError(f"Chart.yaml: {e}") from None
+    if not isinstance(meta, dict) or not meta.get("name") or not meta.get("version"):
+        raise ManifestError(f"{charts[0].name}: name and version are required")
+    return {"chart": str(meta["name"]), "version": str(meta["version"])}
+
+
+def process_manifest(path: str) -> dict:
+    """What RKE2 does with one file in server/manifests: apply each object, install each
+    HelmChart; the whole file fails when any part does (nothing of it is applied)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    rec: dict = {"sha256": hashlib.sha256(data).hexdigest(), "objects": []}
+    try:
+        objs = parse_manifest(os.path.basename(path), data)
+        for obj in objs:
+            md = obj["metadata"]
+            o = {
+                "apiVersion": obj["apiVersion"],
+                "kind": obj["kind"],
+                "name": md["name"],
+                "namespace": str(md.get("namespace") or "default"),
+                "status": "applied",
+            }
+            if obj["apiVersion"] == "helm.cattle.io/v1" and obj["kind"] == "HelmChart":
+                o.update(install_chart(obj), status="installed")
+                spec = obj["spec"]
+                o["targetNamespace"] = str(spec.get("targetNamespace") or o["namespace"])
+            rec["objects"].append(o)
+        rec["status"] = "applied"
+    except ManifestError as e:
+        rec.update(status="failed", error=str(e), objects=[])
+    return rec
+
+
+def manifest_files() -> list[str]:
+    if not os.path.isdir(MANIFESTS_DIR):
+        return []
+    names = set(os.listdir(MANIFESTS_DIR))
+    return sorted(
+        n
+        for n in names
+        if n.endswith(MANIFEST_SUFFIXES)
+        and not n.startswith(".")
+        and n + ".skip" not in names
+        and os.path.isfile(os.path.join(MANIFESTS_DIR, n))
+    )
+
+
 # ---- kubectl ---------------------------------------------------------------------------
 def age(ts: float) -> str:
     s = max(0, int(time.time() - ts))
@@ -2509,10 +3192,10 @@ KUBECTL_VALUE_FLAGS = {"--kubeconfig", "-s", "--server", "--request-timeout", "-
                        "--namespace", "-o", "--output", "--raw", "--timeout", "--grace-period",
                        "--skip-wait-for-delete-timeout"}  # fmt: skip
 KUBECTL_BOOL_FLAGS = {"--ignore-not-found", "--ignore-daemonsets", "--delete-emptydir-data",
-                      "--force", "--disable-eviction"}  # fmt: skip
+                      "--force", "--disable-eviction", "-A", "--all-namespaces"}  # fmt: skip
 KUBECTL_COMMON = {"--kubeconfig", "-s", "--server", "--request-timeout", "-n", "--namespace"}
 KUBECTL_VERB_FLAGS = {
-    "get": {"-o", "--output", "--raw", "--ignore-not-found"},
+    "get": {"-o", "--output", "--raw", "--ignore-not-found", "-A", "--all-namespaces"},
     "delete": {"--ignore-not-found", "--timeout", "--grace-period", "--force"},
     "cordon": set(),
     "uncordon": set(),
@@ -2568,6 +3251,68 @@ def parse_kubectl_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
                 f'parsing "{v}": invalid syntax'
             )
     return pos, flags
+
+
+HELMCHART_KINDS = (
+    "helmcharts",
+    "helmchart",
+    "helmcharts.helm.cattle.io",
+    "helmchart.helm.cattle.io",
+)
+
+
+def get_helmcharts(
+    req: object, fail: object, names: list[str], flags: dict[str, str], output: str
+) -> int:
+    """``kubectl get helmcharts [NAME] [-n NS | -A] [-o json]``: what helm-controller
+    installed (HelmCharts in server/manifests whose chartContent is a chart)."""
+    assert callable(req) and callable(fail)
+    all_ns = flags.get("-A") == "true" or flags.get("--all-namespaces") == "true"
+    ns = flags.get("-n") or flags.get("--namespace") or "default"
+    if all_ns and names:
+        print(
+            "error: a resource cannot be retrieved by name across all namespaces", file=sys.stderr
+        )
+        return 1
+    base = "/apis/helm.cattle.io/v1"
+    code, data = req("GET", base + ("/helmcharts" if all_ns else f"/namespaces/{ns}/helmcharts"))
+    if code != 200:
+        return int(fail(code, data))
+    obj = json.loads(data)
+    items = obj["items"]
+    if names:
+        items = [i for i in items if i["metadata"]["name"] in names]
+        missing = [n for n in names if n not in {i["metadata"]["name"] for i in items}]
+        for n in missing:
+            msg = f'helmcharts.helm.cattle.io "{n}" not found'
+            print(f"Error from server (NotFound): {msg}", file=sys.stderr)
+        if missing and flags.get("--ignore-not-found") != "true":
+            return 1
+        obj = dict(obj, items=items)
+        if len(names) == 1 and items:
+            obj = items[0]
+    if output == "json":
+        print(json.dumps(obj, indent=4))
+        return 0
+    if output:
+        print(
+            f"error: the stand-in kubectl supports -o json only here, not {output}", file=sys.stderr
+        )
+        return 1
+    if not items:
+        where = "" if all_ns else f" in {ns} namespace"
+        print(f"No resources found{where}.", file=sys.stderr)
+        return 0
+    rows = [(["NAMESPACE"] if all_ns else []) + ["NAME", "CHART", "VERSION", "TARGETNAMESPACE"]]
+    for i in items:
+        st = i["status"]
+        md = i["metadata"]
+        row = [md["name"], st["chart"], st["version"], i["spec"]["targetNamespace"]]
+        rows.append(([md["namespace"]] if all_ns else []) + row)
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+    return 0
 
 
 def kubectl(argv: list[str]) -> int:
@@ -2649,6 +3394,8 @@ def kubectl(argv: list[str]) -> int:
                 return fail(code, data)
             print(f"Client Version: {TAG}\nServer Version: {json.loads(data)['gitVersion']}")
             return 0
+        if verb == "get" and len(pos) >= 2 and pos[1] in HELMCHART_KINDS:
+            return get_helmcharts(req, fail, pos[2:], flags, output)
         kinds = ("nodes", "node", "no")
         if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
             path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
@@ -2844,7 +3591,8 @@ def main(argv: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(
             "usage: rke2 [--version] server|agent [--config FILE]\n"
-            "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]"
+            "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]\n"
+            "       rke2 mk8s-images   (the images this node imported, JSON)"
         )
         return 0
     if args[0] in ("--version", "-v", "version"):
@@ -2858,6 +3606,8 @@ def main(argv: list[str]) -> int:
         return leave()
     if cmd == "etcd-snapshot":
         return etcd_snapshot(args[1:])
+    if cmd == "mk8s-images":
+        return show_images()
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
         return 3
