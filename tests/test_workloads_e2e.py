@@ -186,6 +186,27 @@ def test_deploy_places_the_workloads_and_a_rerun_changes_nothing(
         ).exists() or not list(
             hs.by_name("w1").path("/var/lib/rancher/rke2/server/manifests").glob("mk8s-*")
         )
+        # Each node imported the three images the way containerd does (names, digests).
+        for n in ("cp1", "w1"):
+            got = json.loads(hs.by_name(n).run("rke2 mk8s-images").stdout)
+            names = {i["name"] for i in got["images"]}
+            acme = sorted(x for x in names if "/acme/" in x)
+            assert len(acme) == 3, names
+            for repo in ("acme/web", "acme/api", "acme/multi"):
+                assert any(repo in x for x in acme), (repo, acme)
+            assert not [f for f, v in got["files"].items() if v.get("error")], got["files"]
+        # The server applied the manifest and installed the chart.
+        raw = hs.by_name("cp1").run(
+            "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
+            " get --raw /mk8s/manifests"
+        )
+        applied = json.loads(raw.stdout)["servers"]["cp1"]["files"]
+        statuses = {f: v["status"] for f, v in applied.items() if f.startswith("mk8s-")}
+        assert sorted(statuses.values()) == ["applied", "applied"], applied
+        kinds = sorted(
+            o["kind"] for f, v in applied.items() for o in v["objects"] if f.startswith("mk8s-")
+        )
+        assert kinds == ["ConfigMap", "HelmChart"]
         st = mk8s("status", "-f", "cluster.yaml", cwd=tmp_path)
         assert "cp1 applies: mk8s-chart-hello" in st.stdout and "carried:" in st.stdout
         before = len(audit(tmp_path))
