@@ -72,6 +72,8 @@ def _create(world: World, d: Path, images: Images, *extra: str, name: str = "w.t
     import sys
 
     env = {**os.environ, **world.up.env, **images.env, "MK8S_KEY_PASSPHRASE": "pw"}
+    if "--registry-auth-file" in extra:  # the flag alone must carry the credentials
+        env.pop("REGISTRY_AUTH_FILE")
     return subprocess.run(
         [
             sys.executable,
@@ -234,7 +236,16 @@ def test_a_tampered_blob_is_caught_at_create(images: Images, world: World, tmp_p
     data = bytearray(blob.read_bytes())
     data[-5] ^= 1
     blob.write_bytes(bytes(data))
-    r = _create(world, tmp_path, images, "--image", f"{images.reg.host}/acme/evil:1.0")
+    auth = images.env["REGISTRY_AUTH_FILE"]
+    r = _create(
+        world,
+        tmp_path,
+        images,
+        "--image",
+        f"{images.reg.host}/acme/evil:1.0",
+        "--registry-auth-file",
+        auth,
+    )
     assert r.returncode == 3, r.stderr
     assert "acme/evil" in r.stderr and oci.digest_of(layer) in r.stderr
     assert oci.digest_of(bytes(data)) in r.stderr

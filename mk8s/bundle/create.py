@@ -59,6 +59,7 @@ class LockSettings:
     images: tuple[str, ...] = ()
     charts: tuple[Path, ...] = ()
     manifests: tuple[Path, ...] = ()
+    registry_auth_file: Path | None = None  # a Docker config.json with credentials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +81,7 @@ class CreateSettings:
     split: int | None = None
     # Embed an SBOM in this format ("cyclonedx" or "spdx") as a signed artifact.
     sbom: str | None = None
+    registry_auth_file: Path | None = None  # a Docker config.json with credentials
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
     artifacts += [_file_artifact(p, ArtifactKind.MANIFEST) for p in settings.manifests]
     if settings.images:
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
-        artifacts += workloads.pin_images(settings.images, settings.arches, cache)
+        artifacts += workloads.pin_images(
+            settings.images, settings.arches, cache, settings.registry_auth_file
+        )
     rel = Release(
         requested=settings.spec,
         tag=release.tag,
@@ -296,7 +300,8 @@ def create_bundle(
     ]
     fetched = fetch_mod.fetch(items, settings.upstream, settings.cache_dir, settings.jobs, progress)
     files: dict[str, Path] = {a.path: f.path for a, f in zip(remote, fetched, strict=True)}
-    files.update(workloads.fetch_images(lock, settings.cache_dir or fetch_mod.default_cache_dir()))
+    cache = settings.cache_dir or fetch_mod.default_cache_dir()
+    files.update(workloads.fetch_images(lock, cache, settings.registry_auth_file))
     for art in lock.artifacts:
         if art.path not in files:
             src = _local_source(art)

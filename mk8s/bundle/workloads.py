@@ -66,14 +66,16 @@ def _platforms(arches: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"linux/{a}" for a in arches)
 
 
-def pin_images(refs: Sequence[str], arches: Sequence[str], cache_dir: Path) -> list[Artifact]:
+def pin_images(
+    refs: Sequence[str], arches: Sequence[str], cache_dir: Path, auth_file: Path | None = None
+) -> list[Artifact]:
     """Pull each reference (a tag is resolved once) and pin its archive in the cache."""
     from mk8s.images import parse_reference
 
     out: list[Artifact] = []
     for text in dict.fromkeys(refs):
         ref = parse_reference(text)
-        pulled, sha, size = _pull(ref, arches, cache_dir)
+        pulled, sha, size = _pull(ref, arches, cache_dir, auth_file)
         pinned = ref.with_digest(pulled.source_digest)
         name = image_name(ref.registry, ref.repository, ref.tag, pulled.source_digest)
         out.append(
@@ -89,7 +91,7 @@ def pin_images(refs: Sequence[str], arches: Sequence[str], cache_dir: Path) -> l
     return out
 
 
-def fetch_images(lock: Lock, cache_dir: Path) -> dict[str, Path]:
+def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> dict[str, Path]:
     """Pull every image the lock pins (by digest) again; ChecksumMismatch when the
     archive is not the one pinned (naming the image and both hashes)."""
     from mk8s.images import parse_reference
@@ -101,7 +103,7 @@ def fetch_images(lock: Lock, cache_dir: Path) -> dict[str, Path]:
         if cached.is_file() and cached.stat().st_size == art.size:
             files[art.path] = cached
             continue
-        _pulled, sha, size = _pull(ref, lock.release.arch, cache_dir)
+        _pulled, sha, size = _pull(ref, lock.release.arch, cache_dir, auth_file)
         if sha != art.sha256 or size != art.size:
             raise ChecksumMismatch(
                 f"image {image_ref(art)} gives another archive than the lock pins: expected"
@@ -112,13 +114,21 @@ def fetch_images(lock: Lock, cache_dir: Path) -> dict[str, Path]:
     return files
 
 
-def _pull(ref: Reference, arches: Sequence[str], cache_dir: Path) -> tuple[PulledImage, str, int]:
-    from mk8s.images import pull_image
+def _pull(
+    ref: Reference, arches: Sequence[str], cache_dir: Path, auth_file: Path | None
+) -> tuple[PulledImage, str, int]:
+    from mk8s.images import RegistrySettings, pull_image
+
+    # Credentials from the Docker config; --registry-auth-file names another such file.
+    env = {**os.environ, "REGISTRY_AUTH_FILE": str(auth_file)} if auth_file else None
+    settings = RegistrySettings(env=env)
 
     tmp = cache_dir / "tmp" / f"image-{secrets.token_hex(6)}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pulled = pull_image(ref, tmp, cache_dir=cache_dir, platforms=_platforms(arches))
+        pulled = pull_image(
+            ref, tmp, cache_dir=cache_dir, platforms=_platforms(arches), settings=settings
+        )
         final = cache_dir / "sha256" / pulled.archive_sha256
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)

@@ -97,6 +97,12 @@ def workload_options(f: F) -> F:
                 type=click.Path(path_type=Path, dir_okay=False),
                 help="Kubernetes manifests (YAML) deploy applies; repeat.",
             ),
+            click.option(
+                "--registry-auth-file",
+                type=click.Path(path_type=Path, dir_okay=False),
+                help="Registry credentials for --image: a Docker config.json"
+                " [default: REGISTRY_AUTH_FILE, else ~/.docker/config.json].",
+            ),
         ]
     ):
         f = opt(f)
@@ -110,6 +116,7 @@ def _lock_settings(
     what: tuple[Any, ...],
     charts: tuple[Path, ...],
     manifests: tuple[Path, ...],
+    registry_auth_file: Path | None = None,
 ) -> create_mod.LockSettings:
     """LockSettings from the selection options (arches, cni, groups, prerelease, files,
     images, images file)."""
@@ -126,6 +133,7 @@ def _lock_settings(
         images=_image_refs(images, images_file),
         charts=charts,
         manifests=manifests,
+        registry_auth_file=registry_auth_file,
     )
 
 
@@ -195,6 +203,7 @@ def lock_cmd(
     images_file: Path | None,
     charts: tuple[Path, ...],
     manifests: tuple[Path, ...],
+    registry_auth_file: Path | None,
     github_api_url: str | None,
     release_url: str | None,
     raw_url: str | None,
@@ -206,7 +215,8 @@ def lock_cmd(
     create_mod.check_files(files, charts, manifests)
     up = _upstream(github_api_url, release_url, raw_url)
     what = (arches, cni, groups, allow_prerelease, files, images, images_file)
-    lock = create_mod.lock_release(_lock_settings(spec, up, cache_dir, what, charts, manifests))
+    settings = _lock_settings(spec, up, cache_dir, what, charts, manifests, registry_auth_file)
+    lock = create_mod.lock_release(settings)
     create_mod.write_lock(lock, out)
     click.echo(
         f"locked RKE2 {lock.release.tag} ({', '.join(lock.release.arch)}): "
@@ -295,6 +305,7 @@ def create_cmd(
     images_file: Path | None,
     charts: tuple[Path, ...],
     manifests: tuple[Path, ...],
+    registry_auth_file: Path | None,
     jobs: int | None,
     include_self: bool,
     force: bool,
@@ -328,7 +339,9 @@ def create_cmd(
         else:
             assert spec is not None
             what = (arches, cni, groups, allow_prerelease, files, images, images_file)
-            settings = _lock_settings(spec, up, cache_dir, what, charts, manifests)
+            settings = _lock_settings(
+                spec, up, cache_dir, what, charts, manifests, registry_auth_file
+            )
             lock = create_mod.lock_release(settings, progress)
         created = create_mod.create_bundle(
             lock,
@@ -342,6 +355,7 @@ def create_cmd(
                 force=force,
                 split=split,
                 sbom=sbom,
+                registry_auth_file=registry_auth_file,
             ),
             progress,
         )
