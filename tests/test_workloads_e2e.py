@@ -250,3 +250,27 @@ def test_a_tampered_blob_is_caught_at_create(images: Images, world: World, tmp_p
     assert "acme/evil" in r.stderr and oci.digest_of(layer) in r.stderr
     assert oci.digest_of(bytes(data)) in r.stderr
     assert not (tmp_path / "w.tar.zst").exists()
+
+
+def test_the_auditor_recipe_checks_every_workload_byte(
+    bundle: Path, world: World, tmp_path: Path
+) -> None:
+    """The README's stock-tools recipe still verifies every member of a bundle that
+    carries images, a chart and a manifest."""
+    import subprocess
+
+    from tests.test_cli_bundle import _audit_commands
+
+    script = _audit_commands("ed25519")
+    env = {"PATH": "/usr/bin:/bin", "BUNDLE": str(bundle), "PUB": str(world.pub)}
+    r = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    lock = json.loads((bundle.parent / "mk8s.lock").read_text())
+    assert r.stdout.count(": OK") == len(lock["artifacts"])
+    assert "artifacts/oci/" in r.stdout and "artifacts/charts/" in r.stdout
