@@ -11,6 +11,7 @@ Nodes are driven directly (install.sh, config.yaml, systemctl), without mk8s."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,9 +51,13 @@ def write_artifacts(d: Path, tag: str, image_files: list[str]) -> Path:
     """install.sh, the rke2 tarball and ``image_files`` (real docker archives of the
     release's images), with their sha256sum file."""
     d.mkdir(parents=True, exist_ok=True)
-    files = {f"rke2.linux-{ARCH}.tar.gz": standin.rke2_tarball(ARCH, tag)}
-    for name in image_files:
-        files[name] = images.image_archive(ARCH, tag, name)
+    built = {name: images.image_archive(ARCH, tag, name) for name in image_files}
+    # The stand-in knows its release's genuine image hashes: these archives' own.
+    genuine = {
+        **standin.standin_images(ARCH, tag),
+        **{n: hashlib.sha256(b).hexdigest() for n, b in built.items()},
+    }
+    files = {f"rke2.linux-{ARCH}.tar.gz": standin.rke2_tarball(ARCH, tag, genuine), **built}
     for name, data in files.items():
         (d / name).write_bytes(data)
     sums = "".join(standin.sha256sum_line(n, b) for n, b in files.items())
@@ -189,7 +194,7 @@ def test_agent_refused_when_docker_io_is_not_mirrored(
     assert "does not list docker.io under mirrors" in why, why
 
 
-@pytest.mark.parametrize("case", ["older-agent", "server-lacks-core"])
+@pytest.mark.parametrize("case", ["older-agent", "server-lacks-cni"])
 def test_agent_refused_when_no_peer_holds_its_images(
     nodes: list[Host], full: Path, tmp_path: Path, case: str
 ) -> None:
@@ -201,17 +206,17 @@ def test_agent_refused_when_no_peer_holds_its_images(
         agent_art = write_artifacts(tmp_path / "older", OLDER_TAG, [])
         runtime = f"rke2-runtime:{images.image_tag(OLDER_TAG)}"
     else:
-        # the server's only tarball is the multus group: it has no runtime image to share
-        # (install.sh copies extra groups only along with the main tarball: put it there)
-        multus = f"rke2-images-multus.linux-{ARCH}.tar.zst"
-        art = write_artifacts(tmp_path / "multus", TAG, [multus])
+        # the server holds only the core images (a genuine tarball, so it starts): no
+        # peer has the CNI's images the agent needs as well
+        core = f"rke2-images-core.linux-{ARCH}.tar.zst"
+        art = write_artifacts(tmp_path / "core", TAG, [core])
         install(cp1, art)
-        ssh(cp1, f"mkdir -p {IMAGES_DIR} && cp {ART}/{multus} {IMAGES_DIR}/")
+        ssh(cp1, f"mkdir -p {IMAGES_DIR} && cp {ART}/{core} {IMAGES_DIR}/")
         configure(cp1, "server", embedded_registry=True)
         start(cp1, "server")
         token = server_token(cp1)
         agent_art = write_artifacts(tmp_path / "bare", TAG, [])
-        runtime = f"rke2-runtime:{images.image_tag(TAG)}"
+        runtime = f"hardened-canal:{images.image_tag(TAG)}"
     install_bare(w1, agent_art)
     write_registries(w1, MIRROR_DOCKER_IO)
     configure(w1, "agent", server=f"https://{cp1.address}:9345", token=token)
