@@ -650,3 +650,14 @@ def test_name_with_a_suffix_is_another_name(
         f"member {index}: expected artifacts/install.sh, found 'artifacts/install.shX' "
         "(a member was added, removed, renamed or reordered)"
     )
+
+
+def test_a_regular_member_named_like_a_directory_is_refused(
+    tmp_path: Path, good: Good, trusted: list[keys.TrustedKey]
+) -> None:
+    """GNU tar extracts a regular member named ``x/`` as a directory: refuse it."""
+    m = good.member("artifacts/install.sh")
+    path = zst(tmp_path, _rename(good.raw, m, b"artifacts/install.sh/"))
+    assert rejected(path, trusted) == (
+        "member artifacts/install.sh is named 'artifacts/install.sh/', like a directory"
+    )

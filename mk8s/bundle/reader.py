@@ -144,6 +144,10 @@ def _expect_member(
         )
     if not header.is_file:
         raise BundleRejected(f"member {expected} is a {header.kind}, not a regular file")
+    if header.name != expected:
+        # GNU tar reads a regular member whose name ends in "/" as a directory: the
+        # bytes checked here would not be the file an auditor extracts.
+        raise BundleRejected(f"member {expected} is named {header.name!r}, like a directory")
     if size_limit is not None and header.size > size_limit:
         raise BundleRejected(f"member {expected} is {header.size} bytes, over {size_limit}")
     return header
