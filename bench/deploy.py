@@ -26,6 +26,7 @@ def deploy_bundle(ds: Dataset) -> Path:
     """The default-selection bundle (built once, not timed)."""
     out = ds.work / "deploy-bundle.tar.zst"
     d = ds.work / "deploy-create"
+    out.unlink(missing_ok=True)  # mk8s never replaces a bundle file without --force
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
     run(

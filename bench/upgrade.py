@@ -37,6 +37,7 @@ def upgrade_row(ds: Dataset, rounds: int, net: Net, agents: int = 12) -> Row:
         old = deploy_bundle(ds)
         new = ds.work / "upgrade-bundle.tar.zst"
         d = ds.work / "upgrade-create"
+        new.unlink(missing_ok=True)  # mk8s never replaces a bundle file without --force
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         run(
