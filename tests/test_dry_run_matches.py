@@ -59,6 +59,9 @@ def test_every_command_of_a_real_deploy_is_in_the_dry_run(
     polls = {c for c in every_planned if " get nodes -o json" in c}
     own_missing = [(n, c[:80]) for n, c in sent if c not in polls and c not in planned[n]]
     assert not own_missing, own_missing
+    # Each node's staging directory is created once, before its uploads.
+    for n in names:
+        assert len([c for node, c in sent if node == n and "chown" in c]) == 1, n
     # And the plan is not a superset by accident: the real run used most of it.
     used = {c for _, c in sent}
     assert len(used & every_planned) >= len(every_planned) - 3 * len(names)

@@ -26,7 +26,7 @@ from mk8s.deploy.command import Command, as_user
 from mk8s.deploy.context import Context
 from mk8s.deploy.facts import NodeFacts
 from mk8s.deploy.state import StateDir
-from mk8s.deploy.steps import NodeState, Step, WaitReady
+from mk8s.deploy.steps import NodeState, PlaceUploads, Step, WaitReady
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.deploy.uploads import Uploader
 from mk8s.errors import Interrupted, Mk8sError, RemoteCommandError
@@ -212,16 +212,16 @@ class Session:
         self.state.audit(node=node.name, step=step, **record)
 
     def execute(self, node: Node, step: Step) -> None:
-        """Run a step's actions in order. Uploads are sent together, then checked by the
-        step's PlaceUploads; a WaitReady blocks until the node is Ready."""
+        """Run a step's actions in order. The uploads are sent when the step reaches its
+        PlaceUploads, which then checks and places them; a WaitReady blocks until the
+        node is Ready."""
         from mk8s.deploy.readiness import wait_ready
 
-        pending = [a for a in step.actions if not isinstance(a, Command | WaitReady)]
-        if pending:
-            self.uploader.send(node, step)
         for action in step.actions:
             if isinstance(action, Command):
                 self.run(node, step.name, action)
+            elif isinstance(action, PlaceUploads):
+                self.uploader.send(node, step.name, action)
             elif isinstance(action, WaitReady):
                 self.mark_ready(node, wait_ready(self, node, action))
 

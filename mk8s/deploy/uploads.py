@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, FileUpload
-from mk8s.deploy.steps import PlaceUploads, Step
+from mk8s.deploy.steps import PlaceUploads
 from mk8s.errors import DeployError
 
 if TYPE_CHECKING:
@@ -36,17 +36,10 @@ class Uploader:
         self._done: dict[str, int] = {}
         self._total: dict[str, int] = {}
 
-    def send(self, node: Node, step: Step) -> None:
-        """Run the step's commands that come before its uploads (the staging mkdir),
-        send every upload, then check and place them; DeployError if one stays bad."""
-        ups = step.uploads
-        place = next((a for a in step.actions if isinstance(a, PlaceUploads)), None)
-        if place is None:
-            raise ValueError(f"step {step.name} uploads files but has no PlaceUploads")
-        first_upload = next(i for i, a in enumerate(step.actions) if isinstance(a, FileUpload))
-        for cmd in step.actions[:first_upload]:
-            if not isinstance(cmd, FileUpload | PlaceUploads):
-                self.s.run(node, step.name, cmd)  # type: ignore[arg-type]
+    def send(self, node: Node, step: str, place: PlaceUploads) -> None:
+        """Send every upload ``place`` covers, then check and place them; DeployError if
+        one stays bad after a second try."""
+        ups = place.uploads
         self.s.log(f"{node.name}: uploading {len(ups)} files ({_human(sum(u.size for u in ups))})")
         self._done[node.name] = 0
         self._total[node.name] = sum(u.size for u in ups)
@@ -57,11 +50,11 @@ class Uploader:
             have = partial.get(up.remote_path + ".part", 0)
             offset = have if 0 < have <= up.size else 0
             sent[up.remote_path] = self._put(node, up, offset)
-        for up in self._check(node, step.name, place.command, ups, sent):
+        for up in self._check(node, step, place.command, ups, sent):
             i = place.uploads.index(up)
-            self.s.run(node, step.name, place.discard[i])
+            self.s.run(node, step, place.discard[i])
             again = {up.remote_path: self._put(node, up, 0)}
-            if self._check(node, step.name, place.recheck[i], [up], again):
+            if self._check(node, step, place.recheck[i], [up], again):
                 raise DeployError(
                     f"{node.name}: {up.remote_path} does not match its sha256 after upload",
                     "check the node's disk and the network; then deploy again",
