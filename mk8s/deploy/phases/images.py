@@ -86,7 +86,7 @@ class PushImages(Phase):
         from mk8s.images import RegistryClient, push_archive
 
         assert s.verified is not None
-        key = f"{s.cluster.images.registry.url if s.cluster.images.registry else ''}"
+        key = s.cluster.images.registry.url if s.cluster.images.registry else ""
         pushed = s.journal().get("pushed", {})
         client = registry_client(s.cluster, s.context.registry_password)
         assert isinstance(client, RegistryClient)

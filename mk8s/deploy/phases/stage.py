@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from mk8s.bundle import reader
+from mk8s.bundle import keys, reader
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase
@@ -31,7 +31,9 @@ class Stage(Phase):
     title = "stage the artifacts (every node in parallel, servers first)"
     background = True
 
-    def __init__(self, bundle: Path, trusted: Sequence[object], allow_unsigned: bool) -> None:
+    def __init__(
+        self, bundle: Path, trusted: Sequence[keys.TrustedKey], allow_unsigned: bool
+    ) -> None:
         self.bundle = bundle
         self.trusted = trusted
         self.allow_unsigned = allow_unsigned
@@ -61,7 +63,7 @@ class Stage(Phase):
         s.log(f"extracting {self.bundle} for upload")
         again = reader.extract_bundle(
             self.bundle,
-            self.trusted,  # type: ignore[arg-type]
+            self.trusted,
             self.scratch,
             allow_unsigned=self.allow_unsigned,
         )
