@@ -374,6 +374,7 @@ def test_bad_urls_on_the_command_line_exit_2(run_cli, tmp_path: Path, url: str) 
     assert "internal error" not in r.err
 
 
+@pytest.mark.slow
 def test_lock_and_manifest_never_hold_credentials(
     run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from mk8s.bundle.manifest import Lock
@@ -101,6 +102,7 @@ def _fresh() -> facts.NodeFacts:
     return facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True)
 
 
+@pytest.mark.slow
 def test_every_hostile_cluster_variant_loads_or_is_an_input_error(tmp_path: Path) -> None:
     files = bundles.default_files(tmp_path / "f")
     manifest = bundles.lock_for(files, bundles.KINDS).as_manifest()
@@ -151,6 +153,7 @@ def test_every_hostile_lock_variant_loads_or_is_a_lock_error(tmp_path: Path) -> 
     assert loaded > 20 and refused > 500, (loaded, refused)
 
 
+@pytest.mark.slow
 def test_every_hostile_signed_manifest_is_verified_or_rejected(
     tmp_path: Path, run_cli, ed_key
 ) -> None:  # type: ignore[no-untyped-def]

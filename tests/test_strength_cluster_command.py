@@ -311,3 +311,48 @@ def test_empty_command() -> None:
     with pytest.raises(ValueError) as e:
         Command(pieces=())
     assert str(e.value) == "empty command"
+
+
+# -- the quote tracker: where a field sits, as the shell reads the template -------------
+
+INSIDE = [
+    "'{v}'",  # a quote as the very first character
+    '"{v}"',
+    "\\x '{v}'",  # an escape ends after one character
+    '"a\\"{v}"',  # an escaped quote does not close the string
+    "$('{v}')",  # a quote right after $( opens a string
+    "$(x) '{v}'",
+    "'$( {v}'",  # $( inside single quotes is text
+]
+OUTSIDE = [
+    "\\'{v}",  # an escaped quote opens nothing
+    '\\"{v}',
+    "'a' {v}",
+    '"a" {v}',
+    '"$(printf %s {v})"',  # $( opens a fresh word context
+    "$(printf %s {v})",
+    "'it''s' {v}",
+]
+
+
+@pytest.mark.parametrize("template", INSIDE)
+def test_fields_inside_quotes_are_found(template: str) -> None:
+    with pytest.raises(ValueError) as e:
+        Command.script(template, {"v": "x"})
+    assert str(e.value) == f"field {{v}} is inside a quoted string in {template!r}"
+
+
+@pytest.mark.parametrize("template", OUTSIDE)
+def test_fields_outside_quotes_are_accepted(template: str) -> None:
+    assert Command.script(template, {"v": "a b"}).render() == template.replace("{v}", "'a b'")
+
+
+# -- write_file: what a plan shows of the content ---------------------------------------
+
+
+def test_write_file_shows_plain_content_and_hides_secrets() -> None:
+    assert write_file("/etc/x", "a: 1\n").stdin_shown == "a: 1\n"
+    assert write_file("/etc/x", b"\xff\xfe").stdin_shown == "<2 bytes>"
+    assert write_file("/etc/x", "a: 1\n", shown="a: ***\n").stdin_shown == "a: ***\n"
+    assert write_file("/etc/x", Secret("tok")).stdin_shown is None
+    assert write_file("/etc/x", Secret("tok"), shown="token: ***").stdin_shown == "token: ***"

@@ -661,3 +661,36 @@ def test_a_regular_member_named_like_a_directory_is_refused(
     assert rejected(path, trusted) == (
         "member artifacts/install.sh is named 'artifacts/install.sh/', like a directory"
     )
+
+
+# -- defaults that must stay strict ------------------------------------------------------------
+
+
+def test_verify_checks_a_signed_manifest_against_the_schema(
+    tmp_path: Path, good: Good, signer: keys.PrivateKey, trusted: list[keys.TrustedKey]
+) -> None:
+    """The invariants accept an unknown field; the schema (run by verify, not by
+    read_head) refuses it, even when the manifest is signed."""
+    obj = json.loads(good.manifest.to_bytes())
+    obj["extra"] = 1
+    edited = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+    path = bundles.craft(tmp_path / "x.tar.zst", _with_manifest(good, signer, edited))
+    assert rejected(path, trusted) == (
+        "mk8s-bundle.json: (top level): Additional properties are not allowed ('extra' was"
+        " unexpected); the bundle was not written by mk8s or was altered"
+    )
+    assert reader.read_head(path).problem is None
+
+
+def test_extract_refuses_an_unsigned_bundle_by_default(
+    tmp_path: Path, trusted: list[keys.TrustedKey]
+) -> None:
+    written, _ = bundles.build(tmp_path, None)
+    dest = tmp_path / "out"
+    dest.mkdir()
+    with pytest.raises(BundleRejected) as e:
+        extract.extract_bundle(written.path, trusted, dest)
+    assert "unsigned" in str(e.value)
+    assert list(dest.iterdir()) == []
+    v = extract.extract_bundle(written.path, trusted, dest, allow_unsigned=True)
+    assert v.signer is None and (dest / "mk8s-bundle.json").is_file()

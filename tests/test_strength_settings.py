@@ -1,0 +1,335 @@
+"""cluster.yaml settings added by the images, upgrade and field-fidelity work, pinned:
+defaults, explicit values, exact messages and lines, and the small rules the
+deploy engine relies on (batch size, image tarballs per node, RKE2 prefixes)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mk8s.deploy.cluster import (
+    Bastion,
+    ImagesSettings,
+    Node,
+    RegistrySettings,
+    RKE2Settings,
+    SSHSettings,
+    UpgradeOptions,
+    load_cluster,
+)
+from mk8s.errors import ClusterFileError
+
+HEAD = """\
+apiVersion: mk8s/v1alpha1
+kind: Cluster
+metadata:
+  name: lab
+spec:
+"""
+NODES = """\
+  nodes:
+    - address: 10.0.0.11
+      role: server
+    - address: 10.0.0.21
+      name: w1
+      role: agent
+"""
+
+
+def write(tmp_path: Path, spec: str = "") -> Path:
+    p = tmp_path / "cluster.yaml"
+    p.write_text(HEAD + spec + NODES)
+    return p
+
+
+def err(tmp_path: Path, spec: str, **kw: bool) -> str:
+    p = write(tmp_path, spec)
+    with pytest.raises(ClusterFileError) as e:
+        load_cluster(p, **kw)
+    assert e.value.exit_code == 2
+    return str(e.value)
+
+
+def indent(block: str) -> str:
+    return textwrap.indent(textwrap.dedent(block), "  ")
+
+
+# -- defaults ----------------------------------------------------------------------------
+
+
+def test_defaults_of_every_new_setting(tmp_path: Path) -> None:
+    c = load_cluster(write(tmp_path))
+    assert c.images == ImagesSettings(distribution="all", registry=None)
+    assert c.options.upgrade == UpgradeOptions(drain=True, drain_timeout=300, max_unavailable="10%")
+    assert c.options.concurrency == 10
+    assert c.options.staging_dir == "/var/lib/mk8s"
+    assert c.rke2.tar_prefix is None
+    assert c.rke2.registries is None
+    assert c.rke2.prefixes == ("/usr/local", "/opt/rke2")
+    assert c.ssh == SSHSettings(
+        user="root",
+        port=22,
+        identity_file=None,
+        known_hosts=Path("~/.ssh/known_hosts").expanduser(),
+        host_key_policy="strict",
+        bastion=None,
+    )
+    assert [n.name for n in c.nodes] == ["10.0.0.11", "w1"]
+    assert [(n.index, n.line) for n in c.nodes] == [(0, 7), (1, 9)]
+    assert [n.name for n in c.servers] == ["10.0.0.11"]
+    assert [n.name for n in c.agents] == ["w1"]
+    assert c.bootstrap.name == "10.0.0.11"
+
+
+def test_explicit_upgrade_options(tmp_path: Path) -> None:
+    spec = indent(
+        """\
+        options:
+          concurrency: 3
+          stagingDir: /srv/mk8s
+          upgrade:
+            drain: false
+            drainTimeout: 60
+            maxUnavailable: 3
+        """
+    )
+    c = load_cluster(write(tmp_path, spec))
+    assert c.options.upgrade == UpgradeOptions(drain=False, drain_timeout=60, max_unavailable="3")
+    assert (c.options.concurrency, c.options.staging_dir) == (3, "/srv/mk8s")
+    assert c.options.upgrade.batch_size(10) == 3
+
+
+def test_upgrade_percentage_is_kept_as_written(tmp_path: Path) -> None:
+    spec = indent("options:\n  upgrade: {maxUnavailable: 25%}\n")
+    up = load_cluster(write(tmp_path, spec)).options.upgrade
+    assert up == UpgradeOptions(drain=True, drain_timeout=300, max_unavailable="25%")
+    assert up.batch_size(8) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "agents", "batch"),
+    [
+        ("10%", 12, 1),  # 1.2 rounds down
+        ("10%", 25, 2),
+        ("10%", 5, 1),  # 0.5 rounds down to 0: at least 1
+        ("50%", 5, 2),
+        ("100%", 7, 7),
+        ("1%", 0, 1),
+        ("3", 10, 3),
+        ("1", 4, 1),
+        ("12", 100, 12),
+    ],
+)
+def test_batch_size(value: str, agents: int, batch: int) -> None:
+    assert UpgradeOptions(max_unavailable=value).batch_size(agents) == batch
+
+
+# -- spec.images -------------------------------------------------------------------------
+
+
+def test_registry_mode_needs_a_registry(tmp_path: Path) -> None:
+    spec = indent("images:\n  distribution: registry\n")
+    assert err(tmp_path, spec) == (
+        f"{tmp_path}/cluster.yaml:7: spec.images.distribution: distribution: registry"
+        " needs spec.images.registry; add spec.images.registry: {url: https://HOST:PORT,"
+        " caFile: ..., username: ..., passwordFile: ...}"
+    )
+
+
+def test_servers_mode_needs_no_registry(tmp_path: Path) -> None:
+    c = load_cluster(write(tmp_path, indent("images: {distribution: servers}\n")))
+    assert c.images == ImagesSettings(distribution="servers", registry=None)
+
+
+def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "pw").write_text("pw\n")
+    spec = indent(
+        """\
+        images:
+          distribution: registry
+          registry:
+            url: https://reg.lan:5000/
+            caFile: ca.pem
+            username: robot
+            passwordFile: pw
+        """
+    )
+    c = load_cluster(write(tmp_path, spec))
+    assert c.images == ImagesSettings(
+        distribution="registry",
+        registry=RegistrySettings(
+            url="https://reg.lan:5000/",
+            ca_file=tmp_path / "ca.pem",
+            username="robot",
+            password_file=tmp_path / "pw",
+        ),
+    )
+    assert c.images.registry is not None
+    assert c.images.registry.host == "reg.lan:5000"
+
+
+def test_registry_without_authentication_or_ca(tmp_path: Path) -> None:
+    spec = indent("images:\n  distribution: registry\n  registry: {url: 'https://reg.lan'}\n")
+    c = load_cluster(write(tmp_path, spec))
+    assert c.images.registry == RegistrySettings(url="https://reg.lan")
+    assert c.images.registry.host == "reg.lan"
+
+
+@pytest.mark.parametrize("given", ["username: robot", "passwordFile: pw"])
+def test_username_and_password_file_go_together(tmp_path: Path, given: str) -> None:
+    (tmp_path / "pw").write_text("pw\n")
+    spec = indent(f"images:\n  registry:\n    url: https://reg.lan\n    {given}\n")
+    assert err(tmp_path, spec) == (
+        f"{tmp_path}/cluster.yaml:8: spec.images.registry: username and passwordFile go"
+        " together; give both, or neither for a registry without authentication"
+    )
+
+
+@pytest.mark.parametrize(("key", "line"), [("caFile", 10), ("passwordFile", 12)])
+def test_registry_files_must_exist(tmp_path: Path, key: str, line: int) -> None:
+    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "pw").write_text("pw\n")
+    spec = indent(
+        """\
+        images:
+          distribution: registry
+          registry:
+            url: https://reg.lan
+            caFile: ca.pem
+            username: robot
+            passwordFile: pw
+        """
+    )
+    (tmp_path / ("ca.pem" if key == "caFile" else "pw")).unlink()
+    missing = tmp_path / ("ca.pem" if key == "caFile" else "pw")
+    assert err(tmp_path, spec) == (
+        f"{tmp_path}/cluster.yaml:{line}: spec.images.registry.{key}: {missing} does not"
+        " exist; fix the path"
+    )
+    # Without check_files (dry runs of another machine's file) the path is kept as is.
+    c = load_cluster(write(tmp_path, spec), check_files=False)
+    assert c.images.registry is not None
+    assert missing in (c.images.registry.ca_file, c.images.registry.password_file)
+
+
+def _node(role: str) -> Node:
+    return Node(name=role, address="10.0.0.1", role=role, ssh=SSHSettings(), config={})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("distribution", "server", "agent"),
+    [("all", True, True), ("servers", True, False), ("registry", False, False)],
+)
+def test_which_nodes_get_image_tarballs(distribution: str, server: bool, agent: bool) -> None:
+    images = ImagesSettings(distribution=distribution)  # type: ignore[arg-type]
+    assert images.local_tarballs(_node("server")) is server
+    assert images.local_tarballs(_node("agent")) is agent
+
+
+# -- spec.rke2 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [("/opt/x", ("/opt/x",)), ("/opt/x/", ("/opt/x",)), ("/", ("/",)), ("", None)],
+)
+def test_tar_prefix_replaces_the_install_sh_prefixes(
+    prefix: str, expected: tuple[str, ...] | None
+) -> None:
+    got = RKE2Settings(tar_prefix=prefix or None).prefixes
+    assert got == (expected or ("/usr/local", "/opt/rke2"))
+
+
+def test_rke2_settings_from_the_file(tmp_path: Path) -> None:
+    (tmp_path / "tok").write_text("secret\n")
+    spec = indent(
+        """\
+        rke2:
+          version: v1.28.9+rke2r1
+          tlsSan: api.lan
+          serverUrl: https://api.lan:9345
+          token: {file: tok}
+          tarPrefix: /opt/rke2
+          config: {profile: cis}
+          serverConfig: {write-kubeconfig-mode: "0600"}
+          agentConfig: {node-label: [a=b]}
+          registries: {mirrors: {}}
+        """
+    )
+    r = load_cluster(write(tmp_path, spec)).rke2
+    assert (r.version, r.tls_san, r.server_url) == (
+        "v1.28.9+rke2r1",
+        ("api.lan",),
+        "https://api.lan:9345",
+    )
+    assert r.token_file == tmp_path / "tok"
+    assert r.prefixes == ("/opt/rke2",)
+    assert dict(r.config) == {"profile": "cis"}
+    assert dict(r.server_config) == {"write-kubeconfig-mode": "0600"}
+    assert dict(r.agent_config) == {"node-label": ["a=b"]}
+    assert r.registries is not None and dict(r.registries) == {"mirrors": {}}
+
+
+# -- spec.ssh ----------------------------------------------------------------------------
+
+
+def test_bastion_defaults_to_the_ssh_user_and_port_22(tmp_path: Path) -> None:
+    spec = indent("ssh:\n  user: ops\n  port: 2222\n  bastion: {address: jump.lan}\n")
+    c = load_cluster(write(tmp_path, spec))
+    assert c.ssh.bastion == Bastion(address="jump.lan", user="ops", port=22)
+    assert (c.ssh.user, c.ssh.port) == ("ops", 2222)
+    assert c.nodes[1].ssh.bastion == Bastion(address="jump.lan", user="ops", port=22)
+
+
+def test_node_ssh_overrides_the_cluster_block(tmp_path: Path) -> None:
+    p = tmp_path / "cluster.yaml"
+    p.write_text(
+        HEAD
+        + indent(
+            """\
+            ssh: {user: ops, knownHosts: kh, hostKeyPolicy: accept-new}
+            nodes:
+              - address: 10.0.0.11
+                role: server
+                ssh: {user: admin, port: 2200, bastion: {address: j, user: u, port: 23}}
+            """
+        )
+    )
+    c = load_cluster(p)
+    assert c.nodes[0].ssh == SSHSettings(
+        user="admin",
+        port=2200,
+        known_hosts=tmp_path / "kh",
+        host_key_policy="accept-new",
+        bastion=Bastion(address="j", user="u", port=23),
+    )
+
+
+def test_unknown_node_name_lists_the_known_ones(tmp_path: Path) -> None:
+    c = load_cluster(write(tmp_path))
+    assert c.node("w1").role == "agent"
+    with pytest.raises(ClusterFileError) as e:
+        c.node("w2")
+    assert (
+        str(e.value) == f"{tmp_path}/cluster.yaml: no node is named 'w2'; use one of: 10.0.0.11, w1"
+    )
+
+
+def test_node_name_in_a_config_block_names_the_fix(tmp_path: Path) -> None:
+    spec = indent("rke2:\n  agentConfig:\n    node-name: x\n")
+    assert err(tmp_path, spec) == (
+        f"{tmp_path}/cluster.yaml:8: spec.rke2.agentConfig.node-name: 'node-name' is managed"
+        " by mk8s; remove it; mk8s sets node-name to the node's name in spec.nodes"
+    )
+
+
+def test_identity_file_that_is_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    spec = indent("ssh:\n  identityFile: keys\n")
+    assert err(tmp_path, spec) == (
+        f"{tmp_path}/cluster.yaml:7: spec.ssh.identityFile: {tmp_path}/keys is not a regular"
+        " file; fix the path, or remove identityFile to use the ssh-agent"
+    )
