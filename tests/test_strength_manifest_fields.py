@@ -19,6 +19,7 @@ from mk8s.bundle.manifest import (
     artifact_path,
     check_artifact_name,
 )
+from mk8s.errors import LockError
 from tests.support import bundles
 
 SHA = "a" * 64
@@ -52,6 +53,7 @@ def refused(*arts: Artifact, **kw: Any) -> str:
 
 GOOD_URLS = [
     ("rke2", "https://mirror.lan/rke2.tgz"),
+    ("rke2", "https://mirror.lan/!x"),  # "!" (0x21) is the first character allowed
     ("rke2", "http://10.0.0.1:8080/a/b.tgz"),
     ("file", "file:///srv/extra.rpm"),
     ("chart", "file:///srv/app-1.0.0.tgz"),
@@ -67,6 +69,7 @@ def test_good_urls(kind: str, url: str) -> None:
     assert lock(art(kind=kind, url=url)).artifacts[0].url == url
 
 
+PIN = "oci:// url must be pinned as REGISTRY/REPO@sha256:DIGEST"
 BAD_URLS = {
     "space": ("rke2", "https://mirror.lan/a b", "url has spaces or control characters"),
     "tab": ("rke2", "https://mirror.lan/a\tb", "url has spaces or control characters"),
@@ -86,16 +89,19 @@ BAD_URLS = {
         "oci://reg.lan/app@sha256:" + "b" * 64,
         "only an image comes from oci://, and always",
     ),
-    "oci by tag": ("image", "oci://reg.lan/app:1.0", "oci:// url must be pinned as REPO@DIGEST"),
-    "oci without host": (
+    "oci by tag": ("image", "oci://reg.lan/app:1.0", PIN),
+    "oci without host": ("image", "oci:///app@sha256:" + "b" * 64, PIN),
+    "oci without repository": ("image", "oci://reg.lan/@sha256:" + "b" * 64, PIN),
+    "oci credentials": ("image", "oci://u@reg.lan/app@sha256:" + "b" * 64, PIN),
+    "oci @ mid-path": ("image", "oci://reg.lan/a@b/app:1.0", PIN),
+    "oci short digest": ("image", "oci://reg.lan/app@sha256:" + "b" * 63, PIN),
+    "oci long digest": ("image", "oci://reg.lan/app@sha256:" + "b" * 65, PIN),
+    "oci upper-case digest": ("image", "oci://reg.lan/app@sha256:" + "B" * 64, PIN),
+    "oci other algorithm": ("image", "oci://reg.lan/app@sha512:" + "b" * 64, PIN),
+    "oci two digests": (
         "image",
-        "oci:///app@sha256:" + "b" * 64,
-        "oci:// url must be pinned as REPO@DIGEST",
-    ),
-    "oci credentials only": (
-        "image",
-        "oci://u@reg.lan/app:1.0",
-        "oci:// url must be pinned as REPO@DIGEST",
+        "oci://reg.lan/app@sha256:" + "b" * 64 + "@sha256:" + "c" * 64,
+        PIN,
     ),
     "rke2 from file": (
         "rke2",
@@ -153,6 +159,17 @@ def test_kind_sets() -> None:
     ]
 
 
+def test_every_path_fits_a_ustar_name() -> None:
+    """Names are at most 80 bytes: every kind's path fits the 100 bytes of a ustar
+    name field, so no member ever needs a long-name extension."""
+    assert max(len(artifact_path("n" * 80, k).encode()) for k in ArtifactKind) == 100
+
+
+def test_a_kind_given_as_a_string_becomes_the_enum() -> None:
+    a = Artifact(name="x", kind="rke2", path="artifacts/x", size=1, sha256=SHA)  # type: ignore[arg-type]
+    assert type(a.kind) is ArtifactKind and a.kind is ArtifactKind.RKE2
+
+
 def test_unknown_kind() -> None:
     with pytest.raises(ValueError) as e:
         Artifact(name="x", kind="nope", path="artifacts/x", size=1, sha256=SHA)  # type: ignore[arg-type]
@@ -188,6 +205,10 @@ def test_artifact_json_round_trip_keeps_optional_fields_optional() -> None:
         ("a b", "may hold only letters, digits and . _ + -"),
         ("ä", "may hold only letters, digits and . _ + -"),
         (".hidden", "must not start with a dot"),
+        (
+            ".ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_+-",
+            "must not start with a dot",
+        ),
         ("..", "must not start with a dot"),
     ],
 )
@@ -195,7 +216,16 @@ def test_bad_names(name: str, why: str) -> None:
     assert check_artifact_name(name) == why
 
 
-@pytest.mark.parametrize("name", ["n" * 80, "a", "rke2.linux-amd64.tar.gz", "A_b+c-1.0"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "n" * 80,
+        "a",
+        "rke2.linux-amd64.tar.gz",
+        "A_b+c-1.0",
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-",  # every one
+    ],
+)
 def test_good_names(name: str) -> None:
     assert check_artifact_name(name) is None
 
@@ -205,7 +235,9 @@ def test_a_bad_name_in_a_lock() -> None:
     assert refused(a) == "artifact name '.x' must not start with a dot"
 
 
-@pytest.mark.parametrize("kw", [{"size": True}, {"size": 1.0}, {"sha256": "A" * 64}, {"sha256": 7}])
+@pytest.mark.parametrize(
+    "kw", [{"size": True}, {"size": 1.0}, {"sha256": "A" * 64}, {"sha256": "X" * 64}, {"sha256": 7}]
+)
 def test_size_must_be_an_int_and_sha_lowercase_hex(kw: dict[str, Any]) -> None:
     base: dict[str, Any] = dict(name="x", kind="rke2", path="artifacts/x", size=1, sha256=SHA)
     a = Artifact(**{**base, **kw})
@@ -291,3 +323,25 @@ def test_find_by_kind_and_arch() -> None:
     with pytest.raises(ValueError):
         lk.find(kind="nope")
     assert lk.total_size == 3
+
+
+# -- from_bytes refusals, exactly ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"[]", "mk8s.lock is JSON but not an object"),
+        (b"7", "mk8s.lock is JSON but not an object"),
+        (
+            b"[" * 100_000 + b"]" * 100_000,
+            "mk8s.lock is nested too deeply to be a lock or manifest",
+        ),
+    ],
+)
+@pytest.mark.parametrize("validate", [True, False])
+def test_from_bytes_refusals(data: bytes, problem: str, validate: bool) -> None:
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(data, source="mk8s.lock", validate=validate)
+    assert str(e.value) == f"{problem}; regenerate it with `mk8s bundle lock`"
+    assert e.value.exit_code == 2
