@@ -28,7 +28,7 @@ bench-smoke: setup
 exe: setup
 	bash scripts/build-exe.sh
 
-# Mutation testing of the verification core (slow, ~15 min on 2 cores; not part of CI).
+# Mutation testing of the verification core (slow, ~14 min on 2 cores; not part of CI).
 # Scores per module and surviving mutants; mutation/equivalent.txt lists the equivalent.
 mutate: setup
 	.venv/bin/pip install -q -e '.[mutate]'
