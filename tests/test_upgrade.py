@@ -208,6 +208,7 @@ def test_a_rerun_after_the_upgrade_changes_nothing(
                 "systemctl start",
                 "install.sh",
                 "cordon",
+                "drain",
                 "etcd-snapshot",
             )
         )

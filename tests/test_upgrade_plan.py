@@ -122,7 +122,9 @@ def test_node_steps_in_order_with_drain_and_old_images_removed(tmp_path: Path) -
     assert [s.name for s in steps] == ["cordon", "install", "wait", "uncordon"]
     assert steps[0].node == "cp1" and steps[-1].node == "cp1"  # kubectl runs on a server
     shown = [c.display() for s in steps for c in s.commands]
-    assert "cordon w1" in shown[0] and "drain w1" in shown[1] and "--timeout=42s" in shown[1]
+    # kubectl drain cordons first: one command, not a cordon and then a drain
+    assert [c.description for c in steps[0].commands] == ["cordon and drain w1 (at most 42s)"]
+    assert "drain w1" in shown[0] and "--timeout=42s" in shown[0]
     install = [x for x in shown if "install.sh" in x]
     assert install and "INSTALL_RKE2_ARTIFACT_PATH" in install[0]
     rm = [x for x in shown if x.startswith("rm -f")]

@@ -3,6 +3,9 @@
 A server is Ready when its own ``/readyz`` answers ``ok`` and the cluster lists it
 Ready; an agent when the cluster lists it Ready. One ``kubectl get nodes`` per poll
 interval answers for every node waiting (twelve agents do not run twelve kubectls).
+A wait polls soon after it starts and then less often (0.1 s, doubling up to the
+poll interval): a node that comes up fast is seen fast, a slow one costs no more
+polls than before.
 Every wait is bounded by the session's ``ready_timeout``: running out is a DeployError
 naming the node and where to look.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from mk8s.deploy import kubectl
@@ -34,9 +37,11 @@ class NodesPoller:
         self._at = -1e9
         self._json = ""
 
-    def nodes_json(self, asker: Node | None = None) -> str:
+    def nodes_json(self, asker: Node | None = None, max_age: float | None = None) -> str:
+        """The node list, fetched again if older than ``max_age`` (the poll interval)."""
+        age = self.s.settings.poll_interval if max_age is None else max_age
         with self._lock:
-            if time.monotonic() - self._at >= self.s.settings.poll_interval:
+            if time.monotonic() - self._at >= age:
                 r = self.s.run(asker or self.first, "wait-ready", kubectl.nodes_command())
                 self._json, self._at = r.stdout, time.monotonic()
             return self._json
@@ -48,6 +53,17 @@ def poller(session: Session) -> NodesPoller:
     if not isinstance(found, NodesPoller):
         found = session.extra["poller"] = NodesPoller(session, session.cluster.bootstrap)
     return found
+
+
+FIRST_POLL_DELAY = 0.1
+
+
+def _delays(interval: float) -> Iterator[float]:
+    """Seconds between polls: 0.1, 0.2, 0.4, ... then ``interval`` (never above it)."""
+    d = min(FIRST_POLL_DELAY, interval)
+    while True:
+        yield d
+        d = min(d * 2, interval)
 
 
 def _timeout(node: Node, seconds: float, last: str) -> DeployError:
@@ -62,6 +78,8 @@ def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
     ``wait.timeout`` seconds."""
     shared = poller(session)
     deadline = time.monotonic() + wait.timeout
+    delays = _delays(session.settings.poll_interval)
+    delay = min(FIRST_POLL_DELAY, session.settings.poll_interval)  # max age, first poll
     last = ""
     while True:
         api_ok = True
@@ -72,7 +90,7 @@ def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
         if api_ok:
             # Before any server answers, the first server is the one to ask; a server
             # that is itself up answers for the whole cluster.
-            listing = shared.nodes_json(node if node.is_server else None)
+            listing = shared.nodes_json(node if node.is_server else None, max_age=delay)
             ready, version = kubectl.node_ready(listing, node.name)
             if ready and wait.version in (None, version):
                 return version
@@ -81,7 +99,8 @@ def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
             )
         if time.monotonic() >= deadline:
             raise _timeout(node, wait.timeout, last)
-        time.sleep(session.settings.poll_interval)
+        delay = next(delays)
+        time.sleep(delay)
 
 
 def wait_all_ready(
@@ -91,10 +110,12 @@ def wait_all_ready(
     shared = poller(session)
     results: dict[str, str | Mk8sError] = {}
     deadline = time.monotonic() + timeout
+    delays = _delays(session.settings.poll_interval)
+    delay = min(FIRST_POLL_DELAY, session.settings.poll_interval)  # max age, first poll
     pending = list(nodes)
     while pending:
         try:
-            listing, last = shared.nodes_json(), ""
+            listing, last = shared.nodes_json(max_age=delay), ""
         except Mk8sError as e:
             listing, last = "", str(e)
         for node in list(pending):
@@ -108,7 +129,8 @@ def wait_all_ready(
             for node in pending:
                 results[node.name] = _timeout(node, timeout, last)
             break
-        time.sleep(session.settings.poll_interval)
+        delay = next(delays)
+        time.sleep(delay)
     return results
 
 

@@ -124,7 +124,7 @@ def drain_command(name: str, timeout: int) -> Command:
         "--force",
         f"--timeout={timeout}s",
         timeout=timeout + 60,
-        description=f"drain {name} (at most {timeout}s)",
+        description=f"cordon and drain {name} (at most {timeout}s)",
     )
 
 
@@ -168,14 +168,18 @@ def snapshot_name(target: str) -> str:
 
 
 def node_steps(ctx: Context, node: Node, f: NodeFacts, *, ready_timeout: float) -> list[Step]:
-    """One node's turn: cordon, drain, install, remove old images, restart (with its
-    config), wait until Ready at the new version, uncordon. kubectl runs on the node
+    """One node's turn: cordon and drain (``kubectl drain`` cordons first; without
+    drain a plain cordon), install, remove old images, restart (with its config), wait
+    until Ready at the new version, uncordon. kubectl runs on the node
     itself for a server, on the first server for an agent (see :func:`kubectl_node`)."""
     opts = ctx.cluster.options.upgrade
     arch = f.arch or ctx.manifest.release.arch[0]
-    before = [cordon_command(node.name)]
-    if opts.drain:
-        before.append(drain_command(node.name, opts.drain_timeout))
+    # kubectl drain cordons the node before it evicts: one command, one round trip.
+    before = (
+        [drain_command(node.name, opts.drain_timeout)]
+        if opts.drain
+        else [cordon_command(node.name)]
+    )
     change = [install_command(ctx, arch), *remove_old_images(ctx, f, arch)]
     start = start_step(ctx, node, f, installed_now=True)
     return [
