@@ -2,6 +2,8 @@
 
 [RKE2: the first server starts without ``server:``; parallel etcd joins fail with "too
 many learner members", so each server waits until the one before is Ready.]
+A server this run leaves alone (active, same version, same config) joins nothing: it
+is only checked for Ready, and all such servers are checked at once.
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ def start_steps(s: Session, node: Node) -> list[Step]:
     """Write config.yaml and start the service (if needed), then wait until Ready."""
     start = plan.start_step(s.context, node, s.facts[node.name])
     return [start, plan.wait_step(node, s.settings.ready_timeout)]
+
+
+def unchanged(s: Session, node: Node) -> bool:
+    """Whether this run neither installs, configures nor restarts ``node``."""
+    return s.alive(node) and not plan.start_step(s.context, node, s.facts[node.name]).commands
+
+
+def check_unchanged(s: Session, nodes: Sequence[Node]) -> None:
+    """Wait for Ready on every unchanged server in ``nodes``, all at once."""
+    quiet = [n for n in nodes if unchanged(s, n)]
+    if quiet:
+        s.log(f"{', '.join(n.name for n in quiet)}: unchanged; checking they are Ready at once")
+    s.parallel(quiet, lambda n: guarded(s, n, start_and_wait))
 
 
 def start_and_wait(s: Session, node: Node) -> None:
@@ -43,7 +58,10 @@ class BootstrapServer(Phase):
 
     def run(self, s: Session) -> None:
         first = s.cluster.bootstrap
-        guarded(s, first, start_and_wait)
+        if unchanged(s, first):
+            check_unchanged(s, s.cluster.servers)  # the first server and its peers
+        else:
+            guarded(s, first, start_and_wait)
         if s.outcomes[first.name].state != NodeState.READY:
             s.stop("the first server is not ready")
 
@@ -61,8 +79,9 @@ class JoinServers(Phase):
         return start_steps(s, node)
 
     def run(self, s: Session) -> None:
+        check_unchanged(s, self.nodes(s))
         for node in self.nodes(s):
-            guarded(s, node, start_and_wait)
+            guarded(s, node, start_and_wait)  # a node already Ready is skipped
             if s.outcomes[node.name].state != NodeState.READY:
                 s.stop(f"server {node.name} failed; servers join one at a time")
                 return
