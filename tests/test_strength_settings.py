@@ -143,21 +143,25 @@ def test_servers_mode_needs_no_registry(tmp_path: Path) -> None:
     assert c.images == ImagesSettings(distribution="servers", registry=None)
 
 
-def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) -> None:
+def registry_spec(tmp_path: Path, url: str) -> str:
+    """spec.images for a registry with CA and credentials (lines 6-12), files made."""
     (tmp_path / "ca.pem").write_text("ca")
     (tmp_path / "pw").write_text("pw\n")
-    spec = indent(
-        """\
+    return indent(
+        f"""\
         images:
           distribution: registry
           registry:
-            url: https://reg.lan:5000/
+            url: {url}
             caFile: ca.pem
             username: robot
             passwordFile: pw
         """
     )
-    c = load_cluster(write(tmp_path, spec))
+
+
+def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) -> None:
+    c = load_cluster(write(tmp_path, registry_spec(tmp_path, "https://reg.lan:5000/")))
     assert c.images == ImagesSettings(
         distribution="registry",
         registry=RegistrySettings(
@@ -190,19 +194,7 @@ def test_username_and_password_file_go_together(tmp_path: Path, given: str) -> N
 
 @pytest.mark.parametrize(("key", "line"), [("caFile", 10), ("passwordFile", 12)])
 def test_registry_files_must_exist(tmp_path: Path, key: str, line: int) -> None:
-    (tmp_path / "ca.pem").write_text("ca")
-    (tmp_path / "pw").write_text("pw\n")
-    spec = indent(
-        """\
-        images:
-          distribution: registry
-          registry:
-            url: https://reg.lan
-            caFile: ca.pem
-            username: robot
-            passwordFile: pw
-        """
-    )
+    spec = registry_spec(tmp_path, "https://reg.lan")
     (tmp_path / ("ca.pem" if key == "caFile" else "pw")).unlink()
     missing = tmp_path / ("ca.pem" if key == "caFile" else "pw")
     assert err(tmp_path, spec) == (
