@@ -17,7 +17,7 @@ from mk8s.images.client import RegistryClient, RegistrySettings
 from mk8s.images.errors import ImageArchiveError
 from mk8s.images.inspect import list_images
 from mk8s.images.pull import pull_image
-from mk8s.images.push import push_archive, push_docker_archive, push_oci_archive
+from mk8s.images.push import push_archive
 from tests.support.oci import (
     BuiltIndex,
     build_index,
@@ -107,7 +107,7 @@ def test_push_oci_archive_then_again_skips_everything(
     source: TestRegistry, target: TestRegistry, multi: BuiltIndex, oci_archive: Path
 ) -> None:
     with client_for(target) as c:
-        report = push_oci_archive(oci_archive, c)
+        report = push_archive(oci_archive, c, kind="oci")
         (pushed,) = report.images
         assert str(pushed.target) == f"{target.host}/team/app:2.0@{multi.digest}"
         assert pushed.source == f"{source.host}/team/app:2.0"
@@ -118,7 +118,7 @@ def test_push_oci_archive_then_again_skips_everything(
 
     posts_before = target.request_count("POST")
     with client_for(target) as c:
-        again = push_oci_archive(oci_archive, c)
+        again = push_archive(oci_archive, c, kind="oci")
         assert again.blobs_uploaded == 0 and again.blobs_mounted == 0
         assert again.blobs_skipped == n_blobs and again.manifests_pushed == 0
         assert c.stats.requests["POST"] == c.stats.requests["PATCH"] == c.stats.requests["PUT"] == 0
@@ -130,8 +130,8 @@ def test_push_with_a_prefix_mounts_blobs_already_in_another_repository(
     target: TestRegistry, multi: BuiltIndex, oci_archive: Path
 ) -> None:
     with client_for(target) as c:
-        push_oci_archive(oci_archive, c)
-        second = push_oci_archive(oci_archive, c, prefix="mirror")
+        push_archive(oci_archive, c, kind="oci")
+        second = push_archive(oci_archive, c, prefix="mirror", kind="oci")
     assert second.blobs_uploaded == 0 and second.blobs_mounted > 0
     assert str(second.images[0].target) == f"{target.host}/mirror/team/app:2.0@{multi.digest}"
     assert_image_complete(target, "mirror/team/app", "2.0", multi.digest)
@@ -146,7 +146,7 @@ def test_push_resumes_after_a_partial_push_in_chunks(
     for blob in already:
         put_blob(target.session(), target.url, "team/app", blob)
     with client_for(target, chunk_size=4096) as c:
-        report = push_oci_archive(oci_archive, c)
+        report = push_archive(oci_archive, c, kind="oci")
         assert c.stats.requests["PATCH"] > 2  # layers over 4 KiB went in chunks
     assert report.blobs_skipped == 2
     assert report.blobs_uploaded == sum(len(i.blobs) for i in multi.images.values()) - 2
@@ -170,7 +170,7 @@ def test_push_zstd_docker_archive(target: TestRegistry, tmp_path: Path) -> None:
     assert all(i.platforms == ("linux/amd64",) for i in listed)
 
     with client_for(target) as c:
-        report = push_docker_archive(archive, c)
+        report = push_archive(archive, c, kind="docker")
     targets = [str(p.target) for p in report.images]
     assert targets == [
         f"{target.host}/rancher/hardened-a:v1.0-build1@{listed[0].digest}",
@@ -220,7 +220,7 @@ def test_tampered_docker_layer_is_refused_before_any_upload(
     )  # the config still names the old diff_id
     archive = docker_archive(tmp_path / "evil.tar.zst", [img])
     with client_for(target) as c, pytest.raises(ChecksumMismatch) as e:
-        push_docker_archive(archive, c)
+        push_archive(archive, c, kind="docker")
     assert digest_of(good_layer) in str(e.value) and digest_of(img.layers[1]) in str(e.value)
     assert c.stats.requests["POST"] == 0
 
@@ -230,7 +230,7 @@ def test_wrong_kind_and_unnamed_images(
 ) -> None:
     with client_for(target) as c:
         with pytest.raises(ImageArchiveError, match="is a oci archive, not docker"):
-            push_docker_archive(oci_archive, c)
+            push_archive(oci_archive, c, kind="docker")
         archive = docker_archive(tmp_path / "unnamed.tar", [saved_image([], "u")])
         with pytest.raises(ImageArchiveError, match="without a name"):
             push_archive(archive, c)

@@ -32,8 +32,6 @@ from mk8s.images.push import (
     PushedImage,
     PushReport,
     push_archive,
-    push_docker_archive,
-    push_oci_archive,
 )
 from mk8s.images.reference import Reference, parse_reference
 
@@ -51,7 +49,5 @@ __all__ = [
     "parse_reference",
     "pull_image",
     "push_archive",
-    "push_docker_archive",
-    "push_oci_archive",
     "resolve_credentials",
 ]

@@ -93,36 +93,6 @@ def push_archive(
     return report
 
 
-def push_oci_archive(
-    path: Path,
-    client: RegistryClient,
-    *,
-    prefix: str = "",
-    rewrite: Rewrite | None = None,
-    name: str | None = None,
-    progress: TransferProgress | None = None,
-) -> PushReport:
-    """:func:`push_archive` for an OCI image-layout archive only."""
-    return push_archive(
-        path, client, prefix=prefix, rewrite=rewrite, name=name, kind="oci", progress=progress
-    )
-
-
-def push_docker_archive(
-    path: Path,
-    client: RegistryClient,
-    *,
-    prefix: str = "",
-    rewrite: Rewrite | None = None,
-    name: str | None = None,
-    progress: TransferProgress | None = None,
-) -> PushReport:
-    """:func:`push_archive` for a docker archive (``docker save``, optionally zstd)."""
-    return push_archive(
-        path, client, prefix=prefix, rewrite=rewrite, name=name, kind="docker", progress=progress
-    )
-
-
 def _targets(
     image: ArchiveImage, retarget: Rewrite, name: str | None, path: Path
 ) -> list[tuple[str, Reference]]:
