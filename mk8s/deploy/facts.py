@@ -19,6 +19,8 @@ DEFAULT_PREFIXES = ("/usr/local", "/opt/rke2")
 CONFIG_DIR = "/etc/rancher/rke2"
 CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
 REGISTRIES_PATH = f"{CONFIG_DIR}/registries.yaml"
+# The registry's CA (spec.images.registry.caFile), for registries.yaml's tls.ca_file.
+REGISTRY_CA_PATH = f"{CONFIG_DIR}/mk8s-registry-ca.pem"
 KUBECONFIG_PATH = f"{CONFIG_DIR}/rke2.yaml"
 DATA_DIR = "/var/lib/rancher/rke2"
 IMAGES_DIR = f"{DATA_DIR}/agent/images"
@@ -26,6 +28,12 @@ IMAGES_DIR = f"{DATA_DIR}/agent/images"
 SERVER_MANIFESTS_DIR = f"{DATA_DIR}/server/manifests"
 NODE_TOKEN_PATH = f"{DATA_DIR}/server/node-token"
 KUBECTL = f"{DATA_DIR}/bin/kubectl"
+# mk8s's own records on a node (gone with RKE2's data when RKE2 is uninstalled): the
+# start-only inputs a run changed before it could restart RKE2 (one word a line), and
+# per image archive mk8s placed in agent/images, a file NAME holding its sha256.
+RECORDS_DIR = f"{DATA_DIR}/mk8s"
+RESTART_PENDING = f"{RECORDS_DIR}/restart-pending"
+PLACED_IMAGES = f"{RECORDS_DIR}/images"
 
 UNAME_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -81,6 +89,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
     return Command.script(
         "sums={sums}; staging={staging}; prefixes={prefixes}; config={config}; "
         "registries={registries}; token={token}; images={images}; manifests={manifests}; "
+        "pending={pending}; placedimg={placedimg}; regca={regca}; "
         'h() {{ k="$sums/$(printf %s "${{1#/}}" | tr / %)"; '
         "s=$(stat -c '%s %.9Z %i' \"$1\"); "
         'if [ -f "$k" ] && [ "$(cut -d" " -f2- "$k")" = "$s" ]; then cut -d" " -f1 "$k"; '
@@ -98,7 +107,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
         "done; "
         "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
-        'for f in "$config" "$registries"; do '
+        'for f in "$config" "$registries" "$regca"; do '
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
         'if [ -f "$token" ]; then echo "node_token=$(head -n 1 "$token")"; fi; '
         'if [ -d "$staging" ]; then cd "$staging" && '
@@ -108,7 +117,11 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
         '*) echo "sha256 $(h "$staging/$f") $staging/$f";; esac; done; fi; '
         'if [ -d "$images" ]; then cd "$images" && for f in *; do [ -f "$f" ] && '
         'echo "sha256 $(h "$images/$f") $images/$f"; done; fi; '
-        'for f in "$manifests"/mk8s-*; do [ -f "$f" ] && echo "placed $f"; done; true',
+        'for f in "$manifests"/mk8s-*; do [ -f "$f" ] && echo "placed $f"; done; '
+        'if [ -f "$pending" ]; then '
+        'echo "restart_pending=$(sort -u "$pending" | tr "\\n" " ")"; fi; '
+        'if [ -d "$placedimg" ]; then for f in "$placedimg"/*; do [ -f "$f" ] && '
+        'echo "mk8s_image $(head -c 64 "$f") $(basename "$f")"; done; fi; true',
         {
             "sums": sums_dir(root),
             "staging": staging,
@@ -118,6 +131,9 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
             "token": NODE_TOKEN_PATH,
             "images": IMAGES_DIR,
             "manifests": SERVER_MANIFESTS_DIR,
+            "pending": RESTART_PENDING,
+            "placedimg": PLACED_IMAGES,
+            "regca": REGISTRY_CA_PATH,
         },
         sudo=True,
         description="gather RKE2 and disk facts",
@@ -166,10 +182,28 @@ class NodeFacts:
     hashes: dict[str, str] = field(default_factory=dict)
     partial: dict[str, int] = field(default_factory=dict)
     placed: frozenset[str] = frozenset()  # mk8s-* files in the server manifests dir
+    # Start-only inputs an earlier run changed without restarting RKE2 (RESTART_PENDING).
+    restart_pending: tuple[str, ...] = ()
+    # Image archives mk8s placed in agent/images: name -> sha256 (PLACED_IMAGES).
+    placed_images: dict[str, str] = field(default_factory=dict)
+    # What the running RKE2 reports (its node's kubeletVersion), when a server told.
+    running_version: str | None = None
 
     @property
     def can_root(self) -> bool:
         return self.root or self.sudo
+
+    @property
+    def running_tag(self) -> str | None:
+        """The RKE2 tag the running process reports, when known and a tag."""
+        v = (self.running_version or "").strip()
+        return v if v.startswith("v") and "+rke2r" in v else None
+
+    @property
+    def effective_tag(self) -> str | None:
+        """What the node really runs: the running version when known, else the binary on
+        disk (after an interrupted upgrade the disk is new while the old one runs)."""
+        return self.running_tag or self.rke2_tag
 
     @property
     def rke2_tag(self) -> str | None:
@@ -208,10 +242,13 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
         hashes: dict[str, str] = {}
         partial: dict[str, int] = {}
         placed: set[str] = set()
+        placed_images: dict[str, str] = {}
         for line in privileged_out.splitlines():
             if line.startswith("placed /"):
                 placed.add(line.removeprefix("placed "))
             parts = line.split(" ", 2)
+            if len(parts) == 3 and parts[0] == "mk8s_image" and len(parts[1]) == 64:
+                placed_images[parts[2]] = parts[1]
             if len(parts) == 3 and parts[0] == "sha256" and len(parts[1]) == 64:
                 hashes[parts[2]] = parts[1]
             elif len(parts) == 3 and parts[0] == "part" and parts[1].isdigit():
@@ -229,5 +266,7 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             hashes=hashes,
             partial=partial,
             placed=frozenset(placed),
+            restart_pending=tuple(p.get("restart_pending", "").split()),
+            placed_images=placed_images,
         )
     return NodeFacts(**facts)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
 from mk8s.bundle.versions import parse_tag
+from mk8s.deploy import restart
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
 from mk8s.deploy.context import (
@@ -37,6 +38,7 @@ from mk8s.deploy.context import (
 from mk8s.deploy.facts import (
     CONFIG_PATH,
     RECORD_TEMPLATE,
+    RESTART_PENDING,
     NodeFacts,
     record_values,
 )
@@ -301,18 +303,23 @@ def start_step(
 ) -> Step:
     """Write config.yaml if it differs, then enable and start (or restart) the service.
 
-    A node whose config is unchanged, whose RKE2 was not just installed (by default:
-    the facts show another version than the bundle's) and whose service is active is
-    left alone: no restart on a converged cluster.
+    A running service is restarted when RKE2 was just installed (by default: the facts
+    show another version than the bundle's) or when a start-only input changes, in this
+    run or an earlier one that did not get to restart (:func:`restart.reasons`);
+    otherwise it is left alone: no restart on a converged cluster. The (re)start clears
+    the node's pending-restart record once the service is up.
     """
     if installed_now is None:
         installed_now = f.rke2_tag != ctx.manifest.release.tag
     real, masked = config_bytes(ctx, node)
     unit = service(node)
-    active = f.server_active if node.is_server else f.agent_active
+    active = restart.active(node, f)
     changed = f.hashes.get(CONFIG_PATH) != sha256_hex(real)
+    why = restart.reasons(ctx, node, f) if active else []
     cmds: list[Command] = []
     if changed:
+        if active:
+            cmds.append(restart.mark_pending([restart.CONFIG]))
         cmds.append(
             write_file(
                 CONFIG_PATH,
@@ -322,19 +329,20 @@ def start_step(
                 shown=masked.decode(),
             )
         )
-    if active and not changed and not installed_now:
+    if active and not why and not installed_now:
         return Step(node.name, "start", note=f"{unit} already active with this config")
     verb = "restart" if active else "start"
     cmds.append(
         Command.script(
-            "systemctl enable {unit} && systemctl " + verb + " {unit}",
-            {"unit": unit},
+            "systemctl enable {unit} && systemctl " + verb + " {unit} && rm -f {pending}",
+            {"unit": unit, "pending": RESTART_PENDING},
             sudo=True,
             description=f"enable and {verb} {unit} (blocks until it reports ready)",
             timeout=START_TIMEOUT,
         )
     )
-    return Step(node.name, "start", tuple(cmds))
+    note = restart.describe(why) if why and not installed_now else ""
+    return Step(node.name, "start", tuple(cmds), note=note)
 
 
 def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
