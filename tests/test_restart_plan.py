@@ -364,3 +364,18 @@ def test_the_dry_run_assumes_what_the_journal_says_a_node_runs_with(tmp_path: Pa
     assert plan.start_step(ctx, cp1, g).commands == ()
     assert install_step(ctx, cp1, g).commands == ()
     assert assumed({"state": "ready"}) == {}
+
+
+def test_status_says_what_runs_and_what_is_only_installed(tmp_path: Path) -> None:
+    from mk8s.deploy.phases.status import NodeStatus, note_running
+
+    c = _cluster(tmp_path)
+    st = NodeStatus(c.node("w1"), version=NEW, service="rke2-agent active")
+    note_running(st, OLD)
+    assert st.version == OLD and st.error.startswith(f"{NEW} is installed but {OLD} still runs")
+    stopped = NodeStatus(c.node("w1"), version=NEW, service="rke2-agent inactive")
+    note_running(stopped, OLD)  # a stale kubeletVersion: nothing runs
+    assert stopped.version == NEW and not stopped.error
+    same = NodeStatus(c.node("w1"), version=NEW, service="rke2-agent active")
+    note_running(same, NEW)
+    assert same.version == NEW and not same.error

@@ -5,6 +5,11 @@ helm-controller installs each ``HelmChart`` there; a chart travels as a HelmChar
 ``chartContent`` is the chart archive in base64. Files are named
 ``mk8s-{chart,manifest}-<name>-<12 hex of the sha256>.yaml``, so a converged re-run
 finds them by name and changes nothing, and a new version replaces the old file.
+A placed file is known by that name (the digest of what mk8s placed), never by its
+bytes: each time a server starts, RKE2 rewrites every HelmChart file there in place to
+pass its cluster settings as ``spec.set["global.*"]`` (rancher/rke2
+pkg/bootstrap/bootstrap.go: setChartValues), so the bytes on the node are not the bytes
+mk8s wrote, and comparing them would re-place (and re-install) the chart on every run.
 """
 
 from __future__ import annotations
