@@ -76,6 +76,16 @@ def record_values(staging_root: str, path: str, sha256: str) -> dict[str, str]:
     }
 
 
+# mk8s's records on the node (RECORDS_DIR): a pending restart, the archives it placed.
+_RECORDS = (
+    "pending={pending}; placedimg={placedimg}; "
+    'if [ -f "$pending" ]; then '
+    'echo "restart_pending=$(sort -u "$pending" | tr "\\n" " ")"; fi; '
+    'if [ -d "$placedimg" ]; then for f in "$placedimg"/*; do [ -f "$f" ] && '
+    'echo "mk8s_image $(head -c 64 "$f") $(basename "$f")"; done; fi; true'
+)
+
+
 def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
     """The root part of fact gathering, for the bundle's staging directory; RKE2 is
     looked for under each of ``prefixes`` (safe paths without spaces, see the schema).
@@ -89,7 +99,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
     return Command.script(
         "sums={sums}; staging={staging}; prefixes={prefixes}; config={config}; "
         "registries={registries}; token={token}; images={images}; manifests={manifests}; "
-        "pending={pending}; placedimg={placedimg}; regca={regca}; "
+        "regca={regca}; "
         'h() {{ k="$sums/$(printf %s "${{1#/}}" | tr / %)"; '
         "s=$(stat -c '%s %.9Z %i' \"$1\"); "
         'if [ -f "$k" ] && [ "$(cut -d" " -f2- "$k")" = "$s" ]; then cut -d" " -f1 "$k"; '
@@ -117,11 +127,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
         '*) echo "sha256 $(h "$staging/$f") $staging/$f";; esac; done; fi; '
         'if [ -d "$images" ]; then cd "$images" && for f in *; do [ -f "$f" ] && '
         'echo "sha256 $(h "$images/$f") $images/$f"; done; fi; '
-        'for f in "$manifests"/mk8s-*; do [ -f "$f" ] && echo "placed $f"; done; '
-        'if [ -f "$pending" ]; then '
-        'echo "restart_pending=$(sort -u "$pending" | tr "\\n" " ")"; fi; '
-        'if [ -d "$placedimg" ]; then for f in "$placedimg"/*; do [ -f "$f" ] && '
-        'echo "mk8s_image $(head -c 64 "$f") $(basename "$f")"; done; fi; true',
+        'for f in "$manifests"/mk8s-*; do [ -f "$f" ] && echo "placed $f"; done; ' + _RECORDS,
         {
             "sums": sums_dir(root),
             "staging": staging,
@@ -131,9 +137,7 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
             "token": NODE_TOKEN_PATH,
             "images": IMAGES_DIR,
             "manifests": SERVER_MANIFESTS_DIR,
-            "pending": RESTART_PENDING,
-            "placedimg": PLACED_IMAGES,
-            "regca": REGISTRY_CA_PATH,
+            **{"regca": REGISTRY_CA_PATH, "pending": RESTART_PENDING, "placedimg": PLACED_IMAGES},
         },
         sudo=True,
         description="gather RKE2 and disk facts",
