@@ -4,7 +4,8 @@ time, and takes effect; new image archives restart a release that imports them o
 start; an interrupted upgrade (new binary on disk, old one running) is finished; an
 upgrade removes only what mk8s placed; the HelmCharts RKE2 rewrites at start are not
 placed again; a converged re-run restarts nothing. Then a registry's new password:
-without a restart the nodes pull with the old one, after mk8s's restart with the new."""
+without a restart the nodes pull with the old one, after mk8s's restart with the new;
+and a release with the image watcher takes new archives without any restart."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.registry import registry_for_tests
 from tests.support.standin import images as release
+from tests.support.upstream import ExampleUpstream
 from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
 from tests.test_standin_restart import put
 from tests.test_workloads import make_chart
@@ -87,7 +89,7 @@ def restarts(d: Path, since: int) -> list[str]:
 
 
 def changes(d: Path, since: int) -> list[str]:
-    words = ("systemctl restart", "systemctl start", "install.sh", "helm.cattle.io", "drain")
+    words = ("systemctl restart", "systemctl start", "INSTALL_RKE2_", "helm.cattle.io", "drain")
     return [c for _, c in commands(d, since) if any(w in c for w in words)]
 
 
@@ -201,8 +203,9 @@ def test_an_interrupted_upgrade_is_finished_and_only_what_mk8s_placed_is_removed
     assert r.returncode == 0, r.stdout + r.stderr
     assert versions(hs) == dict.fromkeys(NAMES, NEW)
     sent = commands(d, before)
-    assert any(n == "w2" and "systemctl restart rke2-agent" in c for n, c in sent)
-    assert not any(n == "w2" and "install.sh" in c for n, c in sent)  # on disk already
+    mine = [c for n, c in sent if n == "w2"]
+    assert any("systemctl restart rke2-agent" in c for c in mine), mine
+    assert not [c for c in mine if "INSTALL_RKE2_ARTIFACT_PATH" in c], mine  # on disk already
     for n in NAMES:
         left = sorted(p.name for p in hs.by_name(n).path(IMAGES).iterdir())
         want = ["rke2-images.linux-amd64.tar.zst"]
@@ -270,3 +273,29 @@ def test_a_new_registry_password_takes_effect_only_through_the_restart(
         before = len(audit(tmp_path))
         again = deploy(tmp_path, world.bundle, world.pub)
         assert again.returncode == 0 and restarts(tmp_path, before) == []
+
+
+def test_a_release_with_the_image_watcher_takes_new_archives_without_a_restart(
+    tmp_path: Path,
+    world: World,  # noqa: F811
+) -> None:
+    tag = "v1.29.13+rke2r1"  # the first v1.29 that imports archives while running
+    with (
+        ExampleUpstream(image_size=64 << 10, extra_tags=(tag,)) as up,
+        hostset_for_tests(2, tmp_path / "hosts", names=["cp1", "w1"]) as hs,
+    ):
+        w = World(tmp_path, world.bundle, world.pub, world.key, up)
+        plain = bundle_for(w, tmp_path, "v1.29.13", "p.tar.zst")
+        more = bundle_for(w, tmp_path, "v1.29.13", "m.tar.zst", image_groups=("multus",))
+        write_cluster(tmp_path / "cluster.yaml", hs, [("cp1", "server"), ("w1", "agent")])
+        r = deploy(tmp_path, plain, world.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+        before = len(audit(tmp_path))
+        r = deploy(tmp_path, more, world.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert restarts(tmp_path, before) == []
+        for n in ("cp1", "w1"):
+            deadline = time.monotonic() + 15
+            while MULTUS not in imported(hs.by_name(n)) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert imported(hs.by_name(n))[MULTUS]["images"], n
