@@ -1,0 +1,269 @@
+"""The wire under :mod:`mk8s.net`: sessions whose requests hold a total deadline, and
+bodies read against a byte budget."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from mk8s import __version__
+from mk8s.errors import InputError, Mk8sError
+from mk8s.net.retry import TRANSIENT
+
+MIN_RATE_ENV = "MK8S_NET_MIN_RATE"
+DEADLINE_ENV = "MK8S_NET_DEADLINE"
+#: Bytes per second a transfer must average over its whole life (64 KiB/s).
+DEFAULT_MIN_RATE = 64 * 1024
+#: Seconds every request gets besides its bytes (connect, TLS, a slow first byte).
+DEFAULT_DEADLINE = 120.0
+#: A manifest, an index or a page of the release list (registries refuse bigger ones).
+MAX_DOCUMENT = 4 << 20
+#: An error body or a token answer.
+MAX_SMALL = 64 << 10
+_MAX_TIMER = 30 * 24 * 3600.0
+_READ = 1 << 16
+
+
+# urllib3 logs a warning with a traceback and the raw bytes it could not parse when a
+# server sends broken headers: outside text on the terminal, unfiltered. mk8s reports
+# the failure itself (one line, through mk8s.untrusted.shown).
+logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+class DeadlineExceeded(requests.Timeout):
+    """A request (headers and body) outlived its total deadline."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The time bounds: a request expecting ``n`` bytes gets ``base + n / min_rate`` s."""
+
+    min_rate: float = DEFAULT_MIN_RATE
+    base: float = DEFAULT_DEADLINE
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Limits:
+        """``MK8S_NET_MIN_RATE`` (bytes/s) and ``MK8S_NET_DEADLINE`` (s); InputError
+        (exit 2) unless each is a positive number."""
+        env = os.environ if env is None else env
+        values: dict[str, float] = {}
+        for key, var in (("min_rate", MIN_RATE_ENV), ("base", DEADLINE_ENV)):
+            text = env.get(var, "").strip()
+            if not text:
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                value = -1.0
+            if not 0 < value < float("inf"):
+                raise InputError(f"{var}={text[:40]!r} is not a positive number", "fix or unset it")
+            values[key] = value
+        return cls(**values)
+
+    def deadline(self, size: int | None) -> float:
+        """Seconds a request that moves ``size`` bytes may take, headers included."""
+        return min(_MAX_TIMER, self.base + max(0, size or 0) / self.min_rate)
+
+
+# -- the watchdog ---------------------------------------------------------------------------
+_local = threading.local()
+_owner: weakref.WeakKeyDictionary[socket.socket, Deadline] = weakref.WeakKeyDictionary()
+_owner_lock = threading.Lock()
+
+
+class Deadline:
+    """A total deadline for one request: when it passes, the request's sockets are shut
+    down, which ends any read blocked on them (headers, TLS or body)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._socks: list[socket.socket] = []
+        self._timer = threading.Timer(min(max(seconds, 0.0), _MAX_TIMER), self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with _owner_lock:
+            _owner[sock] = self
+            self._socks.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with _owner_lock:
+            self._socks.clear()
+
+    def _expire(self) -> None:
+        with _owner_lock:
+            self.expired = True
+            for sock in self._socks:
+                if _owner.get(sock) is self:  # not since reused by another request
+                    _shut(sock)
+
+    def error(self, cause: BaseException | None = None) -> DeadlineExceeded:
+        return DeadlineExceeded(f"no complete answer within {self.seconds:.0f} s")
+
+
+def _shut(sock: socket.socket) -> None:
+    # The plain socket's shutdown: an SSLSocket's own would try to unwrap TLS first.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _watch(sock: socket.socket | None) -> None:
+    deadline: Deadline | None = getattr(_local, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
+class _WatchedHTTP(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPS(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _watch(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _Pool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTP
+
+
+class _TLSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPS
+
+
+_POOLS = {"http": _Pool, "https": _TLSPool}
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter whose connections report their sockets to the watchdog."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+
+def new_session() -> requests.Session:
+    """A session that honours proxy and CA-bundle variables (``HTTPS_PROXY``,
+    ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``) and whose every request
+    can be held to a :class:`Deadline` (see :func:`send`)."""
+    session = requests.Session()
+    session.trust_env = True
+    ca = os.environ.get("SSL_CERT_FILE")
+    if ca and not os.environ.get("REQUESTS_CA_BUNDLE") and not os.environ.get("CURL_CA_BUNDLE"):
+        # requests reads REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE only; honour OpenSSL's name too.
+        session.verify = ca
+    session.headers["User-Agent"] = f"mk8s/{__version__}"
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, _Adapter())
+    return session
+
+
+_DEADLINE_ATTR = "_mk8s_deadline"
+
+
+def send(
+    session: requests.Session, method: str, url: str, *, deadline: float, **kwargs: Any
+) -> requests.Response:
+    """``session.request(...)`` under a total deadline of ``deadline`` seconds that
+    holds until the response is closed (or, without ``stream``, until it returns).
+    Raises :class:`DeadlineExceeded` (a ``requests.Timeout``) when it passes."""
+    watchdog = Deadline(deadline)
+    _local.deadline = watchdog
+    try:
+        r = session.request(method, url, **kwargs)
+    except Exception as e:
+        watchdog.cancel()
+        if watchdog.expired:
+            raise watchdog.error() from e
+        raise
+    finally:
+        _local.deadline = None
+    if not kwargs.get("stream"):
+        watchdog.cancel()
+        return r
+    setattr(r, _DEADLINE_ATTR, watchdog)
+    close = r.close
+
+    def close_and_cancel() -> None:
+        watchdog.cancel()
+        close()
+
+    r.close = close_and_cancel  # type: ignore[method-assign]
+    return r
+
+
+def iter_body(r: requests.Response, chunk: int = _READ) -> Iterator[bytes]:
+    """The body of a streamed response; :class:`DeadlineExceeded` when the deadline cut
+    it (a cut close-delimited body would otherwise look complete)."""
+    watchdog: Deadline | None = getattr(r, _DEADLINE_ATTR, None)
+    try:
+        yield from r.iter_content(chunk)
+    except Exception as e:
+        if watchdog is not None and watchdog.expired:
+            raise watchdog.error() from e
+        raise
+    if watchdog is not None and watchdog.expired:
+        raise watchdog.error()
+
+
+def read_body(
+    r: requests.Response, cap: int, *, what: str, error: Callable[[str], Mk8sError]
+) -> bytes:
+    """The whole body, refused with ``error`` as soon as it passes ``cap`` bytes."""
+    length = r.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > cap:
+        raise error(f"{what} is larger than {cap} bytes")
+    buf = bytearray()
+    for piece in iter_body(r, min(cap + 1, _READ)):
+        buf += piece
+        if len(buf) > cap:
+            raise error(f"{what} is larger than {cap} bytes")
+    return bytes(buf)
+
+
+def peek_body(r: requests.Response, cap: int = MAX_SMALL) -> bytes:
+    """At most ``cap`` bytes of a body that only adds detail (an error's): never raises
+    for the network, returns what arrived."""
+    buf = bytearray()
+    try:
+        for piece in iter_body(r, min(cap, _READ)):
+            buf += piece[: cap - len(buf)]
+            if len(buf) >= cap:
+                break
+    except TRANSIENT:
+        pass
+    return bytes(buf)
