@@ -79,7 +79,7 @@ class RangeDownload:
             except RetryStatus as e:
                 last, wait = e.reason, e.wait
             if not self.retries.retry(progressed=self.done > before, wait=wait):
-                raise self.errors.failed(f"{self.retries.tries} tries; {last}")
+                raise self.errors.failed(f"after {self.retries.tries} attempts ({last})")
 
     def _try(self, attempt: Callable[[dict[str, str], float], requests.Response]) -> bool:
         headers = {"Accept-Encoding": "identity"}
