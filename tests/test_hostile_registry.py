@@ -41,7 +41,7 @@ from tests.support.hostile_registry import (
 LIMIT_SECONDS = 30
 MEMORY = 2 << 30
 FILE_SIZE = 64 << 20
-TEST_NET_ENV = {"MK8S_NET_DEADLINE": "1", "MK8S_NET_MIN_RATE": str(8 << 20)}
+TEST_NET_ENV = {"MK8S_NET_DEADLINE": "2", "MK8S_NET_MIN_RATE": str(1 << 20)}
 
 
 @dataclass

@@ -232,7 +232,7 @@ def get_document(
     budget = net.RetryBudget(settings.policy, 2 * deadline, sleep=sleep)
     shown_url = shown(url, limit=300)
     while True:
-        wait = None
+        wait, error = None, None
         try:
             with net.send(
                 session,
@@ -241,6 +241,7 @@ def get_document(
                 headers=hdrs,
                 timeout=settings.timeout,
                 stream=True,
+                limits=settings.limits,
                 deadline=deadline,
             ) as r:
                 _judge(r, url, what, settings)
@@ -249,13 +250,13 @@ def get_document(
         except net.RetryStatus as e:
             last, wait = e.reason, e.wait
         except net.TRANSIENT as e:
-            last = net.reason(e)
+            last, error = net.reason(e), e
         except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
             raise UpstreamError(
                 f"cannot follow {shown_url} for {what} ({shown(e, limit=160)})",
                 "check the MK8S_* URLs and the server",
             ) from None
-        if not budget.retry(wait=wait):
+        if not budget.retry(wait=wait, error=error):
             if last.startswith("HTTP "):
                 raise UpstreamError(
                     f"{shown_url} answered {last} for {what} after {budget.tries} attempts",

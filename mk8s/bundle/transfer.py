@@ -88,6 +88,7 @@ class Transfer:
                 headers={**self.settings.auth_headers(url), **headers},
                 timeout=self.settings.timeout,
                 stream=True,
+                limits=self.settings.limits,
                 deadline=deadline,
             )
         except net.TRANSIENT:

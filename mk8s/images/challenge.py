@@ -77,6 +77,7 @@ def fetch_token(client: RegistryClient, params: Mapping[str, str], scope: str) -
             timeout=client.settings.timeout,
             verify=client.verify,
             stream=True,
+            limits=client.limits,
             deadline=client.limits.deadline(net.MAX_SMALL),
         )
     except requests.exceptions.SSLError as e:

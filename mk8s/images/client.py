@@ -254,20 +254,20 @@ class RegistryClient:
         and :class:`~mk8s.net.RetryStatus` within one :class:`~mk8s.net.RetryBudget`."""
         budget = net.RetryBudget(self.settings.policy, 2 * self.limits.deadline(MAX_MANIFEST))
         while True:
-            wait = None
+            wait, error = None, None
             try:
                 return once()
             except net.RetryStatus as e:
                 last, wait = e.reason, e.wait
             except net.TRANSIENT as e:
-                last = "no answer in time" if isinstance(e, requests.Timeout) else type(e).__name__
+                last, error = net.reason(e), e
             except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
                 raise RegistryError(
                     f"{method} {shown(url_path(url), limit=120)} on {self.registry} failed"
                     f" ({shown(e, limit=160, secrets=self.secrets)})",
                     "the registry does not follow the distribution API; check it",
                 ) from None
-            if not retry or not budget.retry(wait=wait):
+            if not retry or not budget.retry(wait=wait, error=error):
                 raise RegistryError(
                     f"{method} {shown(url_path(url), limit=120)} on {self.registry} failed"
                     f" after {budget.tries + (not retry)} attempts ({last})",
@@ -341,6 +341,7 @@ class RegistryClient:
                 timeout=self.settings.timeout,
                 allow_redirects=True,
                 verify=self.verify,
+                limits=self.limits,
                 deadline=deadline,
             )
         except requests.exceptions.SSLError as e:

@@ -18,10 +18,12 @@ through here, bounded three ways (the README's "Network bounds" lists the number
 
 from mk8s.net.download import DownloadErrors, RangeDownload
 from mk8s.net.retry import (
+    MAX_TIMEOUTS,
     RETRY_STATUS,
     TRANSIENT,
     TRIES_PER_ATTEMPT,
     Cancelled,
+    DeadlineExceeded,
     RetryBudget,
     RetryPolicy,
     RetryStatus,
@@ -36,7 +38,6 @@ from mk8s.net.wire import (
     MAX_SMALL,
     MIN_RATE_ENV,
     Deadline,
-    DeadlineExceeded,
     Limits,
     iter_body,
     new_session,
@@ -51,6 +52,7 @@ __all__ = [
     "DEFAULT_MIN_RATE",
     "MAX_DOCUMENT",
     "MAX_SMALL",
+    "MAX_TIMEOUTS",
     "MIN_RATE_ENV",
     "RETRY_STATUS",
     "TRANSIENT",

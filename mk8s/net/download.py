@@ -69,16 +69,17 @@ class RangeDownload:
         while True:
             if self.stop is not None and self.stop.is_set():
                 raise Cancelled
-            before, wait = self.done, None
+            before, wait, error = self.done, None, None
             try:
                 if self._try(attempt):
                     return
                 last = "the connection closed early"
             except TRANSIENT as e:
-                last = reason(e)
+                last, error = reason(e), e
             except RetryStatus as e:
                 last, wait = e.reason, e.wait
-            if not self.retries.retry(progressed=self.done > before, wait=wait):
+            progressed = self.done > before
+            if not self.retries.retry(progressed=progressed, wait=wait, error=error):
                 raise self.errors.failed(f"after {self.retries.tries} attempts ({last})")
 
     def _try(self, attempt: Callable[[dict[str, str], float], requests.Response]) -> bool:

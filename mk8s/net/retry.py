@@ -21,6 +21,14 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+#: Tries that ran into their deadline: a server too slow once is retried once.
+MAX_TIMEOUTS = 2
+
+
+class DeadlineExceeded(requests.Timeout):
+    """A request (headers and body) was slower than its :class:`mk8s.net.Deadline`."""
+
+
 class Cancelled(Exception):
     """The transfer was stopped (Ctrl-C, or another download failed)."""
 
@@ -77,6 +85,7 @@ class RetryBudget:
         self.sleep = sleep
         self.tries = 0
         self.stalled = 0
+        self.timeouts = 0
 
     @property
     def remaining(self) -> float:
@@ -86,13 +95,26 @@ class RetryBudget:
     def max_tries(self) -> int:
         return TRIES_PER_ATTEMPT * (self.policy.retries + 1)
 
-    def retry(self, *, progressed: bool = False, wait: float | None = None) -> bool:
-        """Count a failed try. True after waiting for the next one; False when the
-        budget is spent (the caller raises its error). Raises Cancelled on ``stop``."""
+    def retry(
+        self,
+        *,
+        progressed: bool = False,
+        wait: float | None = None,
+        error: BaseException | None = None,
+    ) -> bool:
+        """Count a failed try (``error``, if it raised). True after waiting for the
+        next one; False when the budget is spent (the caller raises its error). Raises
+        Cancelled on ``stop``."""
         self.tries += 1
         if not progressed:
             self.stalled += 1
-        if self.stalled > self.policy.retries or self.tries >= self.max_tries:
+        if isinstance(error, DeadlineExceeded):
+            self.timeouts += 1
+        if (
+            self.stalled > self.policy.retries
+            or self.tries >= self.max_tries
+            or self.timeouts >= MAX_TIMEOUTS
+        ):
             return False
         delay = 0.0 if progressed else self.policy.delay(self.stalled - 1)
         delay = max(delay, wait or 0.0)

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,14 +21,15 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from mk8s import __version__
 from mk8s.errors import InputError, Mk8sError
-from mk8s.net.retry import TRANSIENT
+from mk8s.net.retry import TRANSIENT, DeadlineExceeded
 
 MIN_RATE_ENV = "MK8S_NET_MIN_RATE"
 DEADLINE_ENV = "MK8S_NET_DEADLINE"
 #: Bytes per second a transfer must average over its whole life (64 KiB/s).
 DEFAULT_MIN_RATE = 64 * 1024
-#: Seconds every request gets besides its bytes (connect, TLS, a slow first byte).
-DEFAULT_DEADLINE = 120.0
+#: Seconds every request gets before the minimum rate counts (connect, TLS, the first
+#: byte): also the longest a server may keep mk8s waiting for nothing.
+DEFAULT_DEADLINE = 10.0
 #: A manifest, an index or a page of the release list (registries refuse bigger ones).
 MAX_DOCUMENT = 4 << 20
 #: An error body or a token answer.
@@ -40,10 +42,6 @@ _READ = 1 << 16
 # server sends broken headers: outside text on the terminal, unfiltered. mk8s reports
 # the failure itself (one line, through mk8s.untrusted.shown).
 logging.getLogger("urllib3").setLevel(logging.ERROR)
-
-
-class DeadlineExceeded(requests.Timeout):
-    """A request (headers and body) outlived its total deadline."""
 
 
 @dataclass(frozen=True)
@@ -84,16 +82,28 @@ _owner_lock = threading.Lock()
 
 
 class Deadline:
-    """A total deadline for one request: when it passes, the request's sockets are shut
-    down, which ends any read blocked on them (headers, TLS or body)."""
+    """The time one request (headers and body) may take: after a grace of
+    ``limits.base`` seconds it must keep up an average of ``limits.min_rate`` bytes a
+    second (``received`` counts them), and it ends at ``seconds`` at the latest. When
+    it passes, the request's sockets are shut down, which ends any read blocked on
+    them (the TLS handshake, the headers or the body)."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, seconds: float, limits: Limits | None = None) -> None:
+        self.seconds = min(max(seconds, 0.0), _MAX_TIMER)
+        self.limits = limits
+        self.received = 0
         self.expired = False
+        self._start = time.monotonic()
+        self._done = False
         self._socks: list[socket.socket] = []
-        self._timer = threading.Timer(min(max(seconds, 0.0), _MAX_TIMER), self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer: threading.Timer | None = None
+        self._arm()
+
+    def allowed(self) -> float:
+        """Seconds since the start the request may run, given what it received."""
+        if self.limits is None:
+            return self.seconds
+        return min(self.seconds, self.limits.base + self.received / self.limits.min_rate)
 
     def watch(self, sock: socket.socket) -> None:
         with _owner_lock:
@@ -103,19 +113,33 @@ class Deadline:
                 _shut(sock)
 
     def cancel(self) -> None:
-        self._timer.cancel()
         with _owner_lock:
+            self._done = True
             self._socks.clear()
+            if self._timer is not None:
+                self._timer.cancel()
 
-    def _expire(self) -> None:
+    def _arm(self) -> None:
+        delay = max(0.0, self.allowed() - (time.monotonic() - self._start))
+        self._timer = threading.Timer(delay, self._check)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _check(self) -> None:
         with _owner_lock:
+            if self._done:
+                return
+            if time.monotonic() - self._start < self.allowed():
+                self._arm()  # bytes arrived meanwhile: the request earned more time
+                return
             self.expired = True
             for sock in self._socks:
                 if _owner.get(sock) is self:  # not since reused by another request
                     _shut(sock)
 
-    def error(self, cause: BaseException | None = None) -> DeadlineExceeded:
-        return DeadlineExceeded(f"no complete answer within {self.seconds:.0f} s")
+    def error(self) -> DeadlineExceeded:
+        took = time.monotonic() - self._start
+        return DeadlineExceeded(f"{self.received} bytes in {took:.0f} s: too slow, cut off")
 
 
 def _shut(sock: socket.socket) -> None:
@@ -196,12 +220,19 @@ _DEADLINE_ATTR = "_mk8s_deadline"
 
 
 def send(
-    session: requests.Session, method: str, url: str, *, deadline: float, **kwargs: Any
+    session: requests.Session,
+    method: str,
+    url: str,
+    *,
+    limits: Limits,
+    deadline: float,
+    **kwargs: Any,
 ) -> requests.Response:
-    """``session.request(...)`` under a total deadline of ``deadline`` seconds that
-    holds until the response is closed (or, without ``stream``, until it returns).
-    Raises :class:`DeadlineExceeded` (a ``requests.Timeout``) when it passes."""
-    watchdog = Deadline(deadline)
+    """``session.request(...)`` under a :class:`Deadline` (``limits``' minimum rate,
+    ``deadline`` seconds at most) that holds until the response is closed (or, without
+    ``stream``, until it returns). Raises :class:`DeadlineExceeded` (a
+    ``requests.Timeout``) when it passes."""
+    watchdog = Deadline(deadline, limits)
     _local.deadline = watchdog
     try:
         r = session.request(method, url, **kwargs)
@@ -231,7 +262,10 @@ def iter_body(r: requests.Response, chunk: int = _READ) -> Iterator[bytes]:
     it (a cut close-delimited body would otherwise look complete)."""
     watchdog: Deadline | None = getattr(r, _DEADLINE_ATTR, None)
     try:
-        yield from r.iter_content(chunk)
+        for piece in r.iter_content(chunk):
+            if watchdog is not None:
+                watchdog.received += len(piece)
+            yield piece
     except Exception as e:
         if watchdog is not None and watchdog.expired:
             raise watchdog.error() from e
