@@ -193,3 +193,64 @@ def test_chain_fetches_only_up_to_the_depth_cap(
     assert "nested deeper than" in runs["chain"].err
     gets = sum(n for p, n in reg.server.hits.items() if p.startswith("/v2/chain/manifests/"))
     assert gets <= 10, gets
+
+
+# -- a registry address the user gave -------------------------------------------------------
+@pytest.mark.parametrize("how", ["--image", "--images-file"])
+def test_registry_port_out_of_range_is_invalid_input_before_any_download(
+    how: str, servers: tuple[HostileRegistry, HostileUpstream], tmp_path: Path
+) -> None:
+    _, up = servers
+    case = f"port-{how.strip('-')}"
+    ref = "127.0.0.1:99999/team/app:v1"
+    args = ["lock", "--rke2", "v1.28.15", "-o", str(tmp_path / "out" / "mk8s.lock")]
+    if how == "--image":
+        args += ["--image", ref]
+    else:
+        (tmp_path / "images.txt").write_text(f"# ours\n{ref}\n")
+        args += ["--images-file", str(tmp_path / "images.txt")]
+    run = _run(case, tmp_path, args, up.env(case))
+    assert run.code == 2, run.err
+    assert "port 99999" in run.err and "1-65535" in run.err, run.err
+    assert "internal error" not in run.err and "Traceback" not in run.err
+    assert not [p for p in up.server.hits if p.startswith(f"/{case}/")], "fetched first"
+    assert not (tmp_path / "out" / "mk8s.lock").exists()
+
+
+CLUSTER = """\
+apiVersion: mk8s/v1alpha1
+kind: Cluster
+metadata:
+  name: lab
+spec:
+  images:
+    distribution: registry
+    registry:
+      url: {url}
+  nodes:
+    - address: 10.0.0.11
+      role: server
+"""
+
+
+def _cluster_error(tmp_path: Path, url: str) -> str:
+    from mk8s.deploy.cluster import load_cluster
+    from mk8s.errors import ClusterFileError
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(CLUSTER.format(url=url))
+    with pytest.raises(ClusterFileError) as e:
+        load_cluster(path)
+    assert e.value.exit_code == 2
+    return str(e.value)
+
+
+def test_spec_images_registry_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    message = _cluster_error(tmp_path, "https://reg.lan:99999")
+    assert "spec.images.registry.url" in message and "port 99999" in message, message
+
+
+def test_a_schema_error_never_echoes_a_urls_credentials(tmp_path: Path) -> None:
+    message = _cluster_error(tmp_path, "https://robot:s3cr3t-Pa55@reg.lan:5000")
+    assert "spec.images.registry.url" in message, message
+    assert "s3cr3t-Pa55" not in message and "robot:" not in message, message

@@ -132,32 +132,19 @@ def list_releases(
 
 
 def _parse_page(page: Document, url: str) -> list[UpstreamRelease]:
-    fix = (
-        "point MK8S_GITHUB_API_URL at the API root (https://api.github.com or "
-        "https://HOST/api/v3 for GitHub Enterprise)"
-    )
     where = shown(url, limit=300)
+    ctype = shown(page.headers.get("Content-Type", "no content type"), limit=80)
+    fix = "point MK8S_GITHUB_API_URL at the API root (https://api.github.com or "
+    fix += "https://HOST/api/v3 for GitHub Enterprise)"
 
     def unusable(problem: str) -> UpstreamError:
-        ctype = shown(page.headers.get("Content-Type", "no content type"), limit=80)
-        return UpstreamError(
-            f"{where} did not answer JSON ({ctype}; {problem}): is MK8S_GITHUB_API_URL a"
-            " GitHub API?",
-            fix,
-        )
+        why = f"{where} did not answer JSON ({ctype}; {problem})"
+        return UpstreamError(f"{why}: is MK8S_GITHUB_API_URL a GitHub API?", fix)
 
     data = load_json(page.data, what="the answer", error=unusable, max_bytes=MAX_RELEASE_PAGE)
     if not isinstance(data, list):
-        raise UpstreamError(
-            f"{where} answered JSON that is not a list of releases",
-            "point MK8S_GITHUB_API_URL at the API root",
-        )
-    out = []
-    for item in data:
-        rel = _parse_release(item)
-        if rel is not None:
-            out.append(rel)
-    return out
+        raise UpstreamError(f"{where} answered JSON that is not a list of releases", fix)
+    return [rel for rel in map(_parse_release, data) if rel is not None]
 
 
 def _parse_release(item: Any) -> UpstreamRelease | None:

@@ -1,19 +1,14 @@
 """A small client for the OCI distribution API, on ``requests`` through :mod:`mk8s.net`.
 
-It owns the wire: TLS (system CAs, or a given CA file), authentication (HTTP basic,
-or bearer tokens from the registry's token realm, see :mod:`.challenge`), retries with
-a total budget on connection errors, timeouts, 5xx and 429 (honouring a short
-``Retry-After``), a total deadline on every request, resuming a cut blob download with
-``Range``, and checking every byte against its digest and declared size while it
-streams. Uploads go in bounded chunks (each chunk is re-sent on a transient failure),
-are hashed while they stream, and are only committed (``PUT ?digest=``) when the hash
-matches; a mismatch cancels the upload.
+It owns the wire: TLS (system CAs, or a given CA file), authentication (basic, or
+bearer tokens: :mod:`.challenge`), retries within one budget on connection errors,
+timeouts, 5xx and 429 (honouring a short ``Retry-After``), a deadline on every request,
+resumed blob downloads checked against digest and declared size as they stream, and
+chunked uploads committed (``PUT ?digest=``) only when the hash matches.
 
-Everything the registry says is outside input: manifests are read with a 4 MiB cap,
-error and token bodies with a 64 KiB cap, every text shown goes through
-:func:`mk8s.untrusted.shown` with this client's password and tokens masked. It never
-logs or raises a header, a password or a token; messages name the registry, the
-repository and the digest.
+Everything a registry says is outside input: manifests are read with a 4 MiB cap, error
+and token bodies with 64 KiB, and any text shown goes through
+:func:`mk8s.untrusted.shown` with this client's password and tokens masked.
 """
 
 from __future__ import annotations
