@@ -43,7 +43,7 @@ from mk8s.images.model import (
     make_index,
 )
 from mk8s.images.reference import Reference, parse_reference
-from mk8s.untrusted import shown
+from mk8s.untrusted import shown, shown_list
 
 DEFAULT_PLATFORMS = ("linux/amd64",)
 MAX_MANIFESTS = 1000
@@ -95,11 +95,12 @@ def pull_image(
     except ImageArchiveError as e:
         # Every document here came from the registry: what is a broken input file on the
         # disconnected side is a registry answering nonsense here (exit 1).
+        # ``from None``: the cause quotes the registry's text unmasked (the debug log).
         raise RegistryError(
             f"{ref.registry} served {ref} as something mk8s cannot use:"
-            f" {shown(e.problem, limit=400)}",
+            f" {shown(e.problem, limit=400, secrets=cl.secrets)}",
             "check the image in the registry (mk8s carries OCI and Docker schema 2 images)",
-        ) from e
+        ) from None
     finally:
         if own:
             cl.close()
@@ -165,7 +166,7 @@ class _Puller:
             want = Platform.parse(text)
             match = next((d for d in listed if d.platform and want.matches(d.platform)), None)
             if match is None:
-                have = ", ".join(sorted({str(d.platform) for d in listed if d.platform}))
+                have = shown_list(sorted({str(d.platform) for d in listed if d.platform}))
                 raise ImageNotFound(
                     f"{self.image} has no {want} image (it has: {have or 'none'})",
                     "pick one of the platforms it has",
@@ -191,7 +192,7 @@ class _Puller:
             return ()
         if platforms is not None and not any(Platform.parse(p).matches(have) for p in platforms):
             raise ImageNotFound(
-                f"{self.image} is a {have} image, not {', '.join(platforms)}",
+                f"{self.image} is a {shown(have, limit=80)} image, not {', '.join(platforms)}",
                 "pull an image (or an index) built for the wanted platform",
             )
         return (str(have),)

@@ -233,6 +233,9 @@ def send(
     ``stream``, until it returns). Raises :class:`DeadlineExceeded` (a
     ``requests.Timeout``) when it passes."""
     watchdog = Deadline(deadline, limits)
+    body = kwargs.get("data")
+    if isinstance(body, bytes):  # what is sent earns time like what is received
+        watchdog.received += len(body)
     _local.deadline = watchdog
     try:
         r = session.request(method, url, **kwargs)
