@@ -111,6 +111,8 @@ class RangeDownload:
     def _place(self, r: requests.Response) -> None:
         """Where this body starts and the file's full size, from the headers."""
         total: int | None
+        if r.status_code not in (200, 206):  # the caller lets only these through
+            raise RetryStatus(f"HTTP {r.status_code}")
         if r.status_code == 206:
             m = _CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
             if m is None or int(m[1]) != self.done:
