@@ -1,6 +1,7 @@
 """The second hostile-input corpus: what comes over the network.
 
-Every case of :mod:`tests.support.hostile_registry` runs the real CLI (``mk8s bundle
+Every case of :mod:`tests.support.hostile_registry` and
+:mod:`tests.support.hostile_upstream` runs the real CLI (``mk8s bundle
 lock --image`` against the hostile registry, ``bundle lock`` / ``bundle create``
 against the hostile release server) in a subprocess held to 2 GiB of address space,
 64 MiB per written file (more would be filling the disk) and 30 s, and must keep every rule:
@@ -31,12 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hostile_registry import (
-    REGISTRY_CASES,
-    UPSTREAM_CASES,
-    HostileRegistry,
-    HostileUpstream,
-)
+from tests.support.hostile_registry import REGISTRY_CASES, HostileRegistry
+from tests.support.hostile_upstream import UPSTREAM_CASES, HostileUpstream
 
 LIMIT_SECONDS = 30
 MEMORY = 2 << 30

@@ -25,7 +25,7 @@ from mk8s.net.retry import TRANSIENT, DeadlineExceeded
 
 MIN_RATE_ENV = "MK8S_NET_MIN_RATE"
 DEADLINE_ENV = "MK8S_NET_DEADLINE"
-#: Bytes per second a transfer must average over its whole life (64 KiB/s).
+#: Bytes per second a request must average once the grace below has passed (64 KiB/s).
 DEFAULT_MIN_RATE = 64 * 1024
 #: Seconds every request gets before the minimum rate counts (connect, TLS, the first
 #: byte): also the longest a server may keep mk8s waiting for nothing.
@@ -46,7 +46,8 @@ logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 @dataclass(frozen=True)
 class Limits:
-    """The time bounds: a request expecting ``n`` bytes gets ``base + n / min_rate`` s."""
+    """The time bounds: ``base`` seconds of grace, then ``min_rate`` bytes a second on
+    average; a request expecting ``n`` bytes gets at most ``base + n / min_rate`` s."""
 
     min_rate: float = DEFAULT_MIN_RATE
     base: float = DEFAULT_DEADLINE

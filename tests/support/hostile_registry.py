@@ -6,12 +6,8 @@ is a small, valid single-platform image (an OCI manifest, a config, one layer) s
 wrongly the way :data:`REGISTRY_CASES` describes: endless, slow, giant, nested, reflecting
 the credentials it was sent, lying about sizes, or answering nonsense.
 
-:class:`HostileUpstream` stands in for GitHub and its release downloads (plain HTTP) with
-one release, ``v1.28.15+rke2r1``; the first path component is the case
-(``MK8S_GITHUB_API_URL=http://HOST/CASE/api``; :meth:`HostileUpstream.env`), misbehaving as
-:data:`UPSTREAM_CASES` describes. Cases not named there answer correctly.
-
-Both count requests by path (``hits``) and stop writing when the client goes away.
+Its release-server sibling is :mod:`tests.support.hostile_upstream`. Both count requests
+by path (``server.hits``) and stop writing when the client goes away.
 """
 
 from __future__ import annotations
@@ -146,7 +142,7 @@ class _Image:
         }
 
 
-class _Server:
+class CountingServer:
     """A threaded HTTP(S) server on 127.0.0.1 that counts requests by path."""
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None) -> None:
@@ -172,7 +168,7 @@ class _Server:
             self.hits[path] += 1
 
 
-class _Base(BaseHTTPRequestHandler):
+class HostileHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -241,7 +237,7 @@ class HostileRegistry:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(workdir / "cert.pem", workdir / "key.pem")
         self.images = {case: _Image(case) for case in REGISTRY_CASES}
-        self.server = _Server(_registry_handler(self), ctx)
+        self.server = CountingServer(_registry_handler(self), ctx)
         self.host = self.server.host
         self.token = "tok-" + "Z" * 40
         self.auth_file = workdir / "auth.json"
@@ -266,7 +262,7 @@ class HostileRegistry:
 
 
 def _registry_handler(reg: HostileRegistry) -> type[BaseHTTPRequestHandler]:
-    class Handler(_Base):
+    class Handler(HostileHandler):
         def do_GET(self) -> None:
             reg.server.hit(self.path)
             parts = self.path.split("?")[0].split("/")
@@ -352,7 +348,7 @@ def _registry_handler(reg: HostileRegistry) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(head)
                 return self.drip(data)
             if case in ("giant-length", "giant-declared"):
-                start = _range_start(self.headers.get("Range"))
+                start = range_start(self.headers.get("Range"))
                 if start:
                     rng = f"bytes {start}-{TERA - 1}/{TERA}"
                     headers = {"Content-Length": str(TERA - start), "Content-Range": rng}
@@ -363,110 +359,7 @@ def _registry_handler(reg: HostileRegistry) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _range_start(value: str | None) -> int:
+def range_start(value: str | None) -> int:
     if not value or not value.startswith("bytes="):
         return 0
     return int(value.removeprefix("bytes=").split("-")[0] or 0)
-
-
-# -- the release server ------------------------------------------------------------------------
-TAG = "v1.28.15+rke2r1"
-QUOTED_TAG = "v1.28.15%2Brke2r1"
-ASSETS = ("rke2.linux-amd64.tar.gz", "rke2-images.linux-amd64.tar.zst")
-
-#: release-server case -> what it does wrong, the command that meets it, the exit class.
-UPSTREAM_CASES: dict[str, tuple[str, str, int]] = {
-    "api-nested": ("the release list is JSON nested 200,000 deep", "lock", 1),
-    "api-endless": ("the release list never ends", "lock", 1),
-    "api-drip": ("the release list drips one byte every 2 s", "lock", 1),
-    "sums-endless": ("the checksum file never ends", "lock", 1),
-    "script-drip": ("install.sh drips one byte every 2 s", "lock", 1),
-    "tarball-giant": ("the tarball claims 1 TB, each try closes after 64 KiB", "create", 1),
-}
-
-
-class HostileUpstream:
-    """A release server whose first path component is the case (see module doc)."""
-
-    def __init__(self) -> None:
-        rnd = random.Random("upstream")
-        self.files = {name: rnd.randbytes(2048) for name in ASSETS}
-        sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in self.files.items())
-        self.files["sha256sum-amd64.txt"] = sums.encode()
-        self.script = b"#!/bin/sh\necho install\n"
-        self.server = _Server(_upstream_handler(self), None)
-        self.host = self.server.host
-
-    def env(self, case: str) -> dict[str, str]:
-        base = f"http://{self.host}/{case}"
-        return {
-            "MK8S_GITHUB_API_URL": f"{base}/api",
-            "MK8S_RELEASE_URL": f"{base}/releases/download",
-            "MK8S_RAW_URL": f"{base}/raw/rancher/rke2",
-        }
-
-    def release_list(self, case: str) -> bytes:
-        assets = [
-            {
-                "name": n,
-                "size": TERA if case == "tarball-giant" and n == ASSETS[0] else len(d),
-                "browser_download_url": f"http://{self.host}/{case}/releases/download/{n}",
-            }
-            for n, d in self.files.items()
-        ]
-        rel = {"tag_name": TAG, "draft": False, "prerelease": False, "assets": assets}
-        return json.dumps([rel]).encode()
-
-    def __enter__(self) -> HostileUpstream:
-        self.server.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.close()
-
-
-def _upstream_handler(up: HostileUpstream) -> type[BaseHTTPRequestHandler]:
-    class Handler(_Base):
-        def do_GET(self) -> None:
-            up.server.hit(self.path)
-            case, _, rest = self.path.lstrip("/").partition("/")
-            if rest.startswith("api/"):
-                return self._api(case)
-            if rest.startswith("raw/"):
-                if case == "script-drip":
-                    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(up.script)}\r\n\r\n"
-                    self.wfile.write(head.encode())
-                    return self.drip(up.script)
-                return self.send(200, up.script)
-            name = rest.rsplit("/", 1)[-1]
-            return self._download(case, name)
-
-        def _api(self, case: str) -> None:
-            json_type = {"Content-Type": "application/json"}
-            if case == "api-nested":
-                return self.send(200, b"[" + nested_json() + b"]", json_type)
-            if case == "api-endless":
-                return self.endless(200, json_type, b"[" * 65536)
-            body = up.release_list(case)
-            if case == "api-drip":
-                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-                self.wfile.write(head)
-                return self.drip(body)
-            return self.send(200, body, json_type)
-
-        def _download(self, case: str, name: str) -> None:
-            data = up.files.get(name)
-            if data is None:
-                return self.send(404, b"not found")
-            if case == "sums-endless" and name.startswith("sha256sum"):
-                return self.endless(200, {}, b"0" * 65536)
-            if name == ASSETS[0] and case == "tarball-giant":
-                start = _range_start(self.headers.get("Range"))
-                if start:
-                    rng = f"bytes {start}-{TERA - 1}/{TERA}"
-                    headers = {"Content-Length": str(TERA - start), "Content-Range": rng}
-                    return self.cut(206, headers, CUT_AFTER, f"{case}{start}")
-                return self.cut(200, {"Content-Length": str(TERA)}, CUT_AFTER, case)
-            return self.send(200, data)
-
-    return Handler
