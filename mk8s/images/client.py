@@ -129,8 +129,7 @@ class RegistryClient:
         return Manifest(data, media_type_of(data, f"the manifest of {image}", content_type), got)
 
     def manifest_digest(self, repository: str, ref: str) -> str | None:
-        """HEAD a manifest: its digest, or None when the registry has no such ref (or
-        sends no digest that is one)."""
+        """HEAD a manifest: its digest, or None (no such ref, or no valid digest sent)."""
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
         r = self._request("HEAD", url, repository, headers={"Accept": ACCEPT})
         if r.status_code == 404:
@@ -234,20 +233,22 @@ class RegistryClient:
         push: bool = False,
         retry: bool = True,
     ) -> Reply:
-        """One API call with authentication and retries; returns the final answer (any
-        status, the caller judges it; at most 64 KiB of its body) or raises
-        RegistryError when the retry budget is spent."""
+        """One API call with authentication and retries: the final answer (any status,
+        the caller judges it; at most 64 KiB of body), or RegistryError."""
 
         def once() -> Reply:
             with self._authed(method, url, repository, headers, data=data, push=push) as r:
                 return Reply.of(r)
 
-        return self._retrying(method, url, once, retry=retry)
+        return self._retrying(method, url, once, retry=retry, sending=len(data or b""))
 
-    def _retrying(self, method: str, url: str, once: Callable[[], T], *, retry: bool = True) -> T:
+    def _retrying(
+        self, method: str, url: str, once: Callable[[], T], *, retry: bool = True, sending: int = 0
+    ) -> T:
         """``once()`` until it returns, retrying what :mod:`mk8s.net` calls transient
         and :class:`~mk8s.net.RetryStatus` within one :class:`~mk8s.net.RetryBudget`."""
-        budget = net.RetryBudget(self.settings.policy, 2 * self.limits.deadline(MAX_MANIFEST))
+        seconds = 2 * self.limits.deadline(MAX_MANIFEST + sending)
+        budget = net.RetryBudget(self.settings.policy, seconds)
         while True:
             wait, error = None, None
             try:
