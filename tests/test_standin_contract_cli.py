@@ -254,3 +254,33 @@ def test_journalctl_needs_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture[s
     journalctl = load(tmp_path / "journalctl.py", standin.journalctl_script(), "journalctl_standin")
     assert journalctl.main(["-n", "5"]) == 1
     assert "only -u UNIT is supported" in capsys.readouterr().err
+
+
+# ---- the table itself ----------------------------------------------------------------
+STANDIN = Path(standin.__file__).parent
+TEST_FILES = {
+    "standin": "test_standin.py",
+    "tls": "test_standin_tls.py",
+    "upgrade": "test_standin_upgrade.py",
+    "images": "test_standin_images.py",
+    "workloads": "test_standin_workloads.py",
+    "contract": "test_standin_contract.py",
+    "contract_cli": "test_standin_contract_cli.py",
+}
+
+
+def test_the_contract_table_names_real_tests_and_every_cited_rule() -> None:
+    """CONTRACT.md names tests that exist, and the ids the code's ``# upstream:``
+    comments cite are exactly the table's."""
+    table = (STANDIN / "CONTRACT.md").read_text()
+    tests_dir = Path(__file__).parent
+    for short, name in re.findall(r"\b([a-z_]+)::(test_[a-z0-9_]+)", table):
+        text = (tests_dir / TEST_FILES[short]).read_text()
+        assert re.search(rf"^def {name}\(", text, re.M), f"{short}::{name}"
+    rows = set(re.findall(r"^\| ([A-Z]{2}[0-9]+) \|", table, re.M))
+    cited: set[str] = set()
+    for f in STANDIN.iterdir():
+        if f.is_file() and f.suffix != ".md":
+            for ids in re.findall(r"\[CONTRACT ([A-Z0-9 ]+)\]", f.read_text()):
+                cited |= set(ids.split())
+    assert cited == {r for r in rows if not r.startswith("VG")}

@@ -736,6 +736,7 @@ def sign_leaf(
     ``serving`` (serverAuth, with ``sans``) or ``client`` (clientAuth)."""
     lines = []
     for i, san in enumerate(sans or [], 1):
+        # upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (addSANs: IP or DNS, unchecked); stricter [CONTRACT TL2]
         if not re.fullmatch(r"[A-Za-z0-9.:*_-]+", san):
             raise Fatal(f"invalid tls-san / address {san!r} for a certificate")
         lines.append(f"{'IP' if _is_ip(san) else 'DNS'}.{i} = {san}\n")
@@ -1513,6 +1514,7 @@ class Server:
             name = m.group(1)
             e = self.state.live().get(name)
             if not e or e.get("learner"):
+                # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
                 raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
             if method == "GET":
                 obj = node_object(name, e)
