@@ -58,7 +58,24 @@ def _strict_class() -> Any:
             yield jsonschema.ValidationError(f"{instance!r} does not match {patrn!r}")
 
     extend: Any = jsonschema.validators.extend
-    return extend(jsonschema.Draft202012Validator, {"pattern": pattern})
+    keywords = {**jsonschema.Draft202012Validator.VALIDATORS, "pattern": pattern}
+    return extend(
+        jsonschema.Draft202012Validator, {k: _shown_errors(v) for k, v in keywords.items()}
+    )
+
+
+def _shown_errors(check: Any) -> Any:
+    """``check`` whose error messages quote the instance only as
+    :func:`mk8s.untrusted.shown` allows: a URL's password, a token or a newline in a
+    cluster file never reaches the terminal through a schema error."""
+    from mk8s.untrusted import shown
+
+    def checked(*args: Any) -> Iterator[jsonschema.ValidationError]:
+        for error in check(*args):
+            error.message = shown(error.message, limit=500)
+            yield error
+
+    return checked
 
 
 @cache

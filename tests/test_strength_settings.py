@@ -160,6 +160,20 @@ def registry_spec(tmp_path: Path, url: str) -> str:
     )
 
 
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_registry_port_outside_1_to_65535_is_refused(tmp_path: Path, port: str) -> None:
+    assert err(tmp_path, registry_spec(tmp_path, f"https://reg.lan:{port}")) == (
+        f"{tmp_path}/cluster.yaml:9: spec.images.registry.url: port {port} is not one of"
+        " 1-65535; give the registry's port, e.g. https://registry.lan:5000"
+    )
+
+
+@pytest.mark.parametrize("url", ["https://reg.lan:1", "https://reg.lan:65535/", "https://reg.lan"])
+def test_registry_ports_1_to_65535_and_none_are_taken(tmp_path: Path, url: str) -> None:
+    c = load_cluster(write(tmp_path, registry_spec(tmp_path, url)))
+    assert c.images.registry is not None and c.images.registry.url == url
+
+
 def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) -> None:
     c = load_cluster(write(tmp_path, registry_spec(tmp_path, "https://reg.lan:5000/")))
     assert c.images == ImagesSettings(

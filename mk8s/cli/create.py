@@ -139,9 +139,13 @@ def _lock_settings(
 
 def _image_refs(images: tuple[str, ...], images_file: Path | None) -> tuple[str, ...]:
     from mk8s.bundle.workloads import read_images_file
+    from mk8s.images import parse_reference
 
     listed = read_images_file(images_file) if images_file is not None else []
-    return tuple(dict.fromkeys([*images, *listed]))
+    refs = tuple(dict.fromkeys([*images, *listed]))
+    for ref in refs:
+        parse_reference(ref)  # a bad reference is refused before anything is downloaded
+    return refs
 
 
 def upstream_options(f: F) -> F:

@@ -26,6 +26,7 @@ from mk8s.images.model import (
     ANN_REF_NAME,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_INDEX_DEPTH,
     OCI_INDEX,
     ArchiveImage,
     BlobSource,
@@ -191,20 +192,26 @@ class _Walker:
         self.scan = scan
         self.manifests: list[Manifest] = []
         self.blobs: dict[str, BlobSource] = {}
+        self.seen: set[str] = set()
 
     def where(self, digest: str) -> str:
         return f"{self.scan.path}: {blob_member(digest)}"
 
-    def manifest(self, desc: Descriptor) -> Manifest:
+    def manifest(self, desc: Descriptor, depth: int = 1) -> Manifest:
         self.check(desc)
         data = self.scan.document(blob_member(desc.digest))
         media = desc.media_type or Manifest.from_bytes(data, self.where(desc.digest)).media_type
         m = Manifest.from_bytes(data, self.where(desc.digest), media)
+        if media in INDEX_TYPES and depth > MAX_INDEX_DEPTH:
+            raise ImageArchiveError(
+                f"{self.where(desc.digest)}: indexes nested deeper than {MAX_INDEX_DEPTH} levels"
+            )
         for kid in children(data, media, self.where(desc.digest)):
             if media in INDEX_TYPES:
-                if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES:
-                    continue  # not an image (an attestation, a signature): not carried
-                self.manifests.append(self.manifest(kid))
+                if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES or kid.digest in self.seen:
+                    continue  # not an image (an attestation, a signature), or listed twice
+                self.seen.add(kid.digest)
+                self.manifests.append(self.manifest(kid, depth + 1))
             else:
                 self.check(kid)
                 self.blobs.setdefault(
