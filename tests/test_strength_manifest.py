@@ -173,6 +173,9 @@ def test_schema_errors_name_the_first_field_and_count_the_rest() -> None:
 def test_not_json_and_malformed() -> None:
     with pytest.raises(LockError) as e:
         Lock.from_bytes(b"\xff", source="mk8s.lock")
+    assert str(e.value) == "mk8s.lock is not UTF-8 text; regenerate it with `mk8s bundle lock`"
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(b"{", source="mk8s.lock")
     assert str(e.value).startswith("mk8s.lock is not valid JSON (")
     assert str(e.value).endswith("); regenerate it with `mk8s bundle lock`")
     with pytest.raises(LockError) as e:

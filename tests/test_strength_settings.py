@@ -20,6 +20,9 @@ from mk8s.deploy.cluster import (
     load_cluster,
 )
 from mk8s.errors import ClusterFileError
+from tests.support.registry import TestCA
+
+CA_PEM = TestCA.create().pem()
 
 HEAD = """\
 apiVersion: mk8s/v1alpha1
@@ -145,7 +148,7 @@ def test_servers_mode_needs_no_registry(tmp_path: Path) -> None:
 
 def registry_spec(tmp_path: Path, url: str) -> str:
     """spec.images for a registry with CA and credentials (lines 6-12), files made."""
-    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "ca.pem").write_bytes(CA_PEM)
     (tmp_path / "pw").write_text("pw\n")
     return indent(
         f"""\

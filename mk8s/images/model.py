@@ -146,10 +146,9 @@ class Descriptor:
 
 def load_json(data: bytes, where: str) -> dict[str, Any]:
     """Parse a JSON object; raise ImageArchiveError naming ``where`` otherwise."""
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise ImageArchiveError(f"{where} is not valid JSON: {e}") from e
+    from mk8s.untrusted import load_json as load_bounded
+
+    doc = load_bounded(data, what=where, error=ImageArchiveError, max_bytes=len(data))
     if not isinstance(doc, dict):
         raise ImageArchiveError(f"{where} is not a JSON object")
     return doc
