@@ -160,7 +160,7 @@ def resolve_tag(node: yaml.Node) -> str:
     resolved as PyYAML would; a non-specific ``!`` counts as no tag)."""
     if node.tag != UNRESOLVED:
         return str(node.tag)
-    plain = isinstance(node, yaml.ScalarNode) and node.style is None
+    plain = isinstance(node, yaml.ScalarNode) and not node.style  # libyaml: "", PyYAML: None
     return _implicit_tag(type(node), node.value, plain)
 
 

@@ -4,7 +4,7 @@ A chart is a gzip-compressed tar whose top directory holds ``Chart.yaml`` (Helm'
 ``pkg/chart/loader/archive.go`` in helm/helm). A few KiB of gzip can expand to
 gigabytes, so an archive is never decompressed as a whole in memory: it is read as a
 stream, every decompressed byte counts against :data:`MAX_UNPACKED`, a member whose
-header claims more than what is left is refused before its data is read, and
+header alone claims more is refused before its data is read, and
 ``Chart.yaml`` must be at most :data:`MAX_CHART_YAML` bytes, parsed with the bounded
 YAML loader. Checking a chart for a bundle (:func:`read_chart` with ``whole``) reads
 the archive to its end, so gzip's own checksum is verified too; describing one already
@@ -68,7 +68,7 @@ def _chart_yaml(f: BinaryIO, *, whole: bool) -> bytes:
             for n, info in enumerate(tar):
                 if n >= MAX_MEMBERS:
                     _fail(f"has more than {MAX_MEMBERS} members")
-                if info.size > budget.left:
+                if info.size > MAX_UNPACKED:  # refused from its header, before its data
                     _fail(f"member {shown(info.name, limit=80)} alone {too_big}")
                 if found is None and _is_chart_yaml(info):
                     if info.size > MAX_CHART_YAML:
