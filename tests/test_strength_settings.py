@@ -295,12 +295,17 @@ def test_urls_need_a_real_port_and_no_userinfo(
     assert "s3cret" not in msg
 
 
-@pytest.mark.parametrize("url", ["https://reg.lan:1", "https://reg.lan:65535", "https://reg.lan"])
-def test_ports_in_range_are_taken(tmp_path: Path, url: str) -> None:
-    spec = indent(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
-    c = load_cluster(write(tmp_path, spec + indent(f"rke2: {{serverUrl: '{url}'}}\n")))
+@pytest.mark.parametrize(("port", "past"), [("1", "0"), ("65535", "65536"), ("", "99999")])
+def test_ports_in_range_are_taken_one_past_is_not(tmp_path: Path, port: str, past: str) -> None:
+    def spec(url: str) -> str:
+        images = f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n"
+        return indent(images) + indent(f"rke2: {{serverUrl: '{url}'}}\n")
+
+    url = f"https://reg.lan:{port}" if port else "https://reg.lan"
+    c = load_cluster(write(tmp_path, spec(url)))
     assert c.images.registry is not None and c.images.registry.url == url
     assert c.rke2.server_url == url
+    assert f"port {past} is out of range" in err(tmp_path, spec(f"https://reg.lan:{past}"))
 
 
 def test_a_registry_url_with_userinfo_never_echoes_the_password(tmp_path: Path) -> None:
