@@ -232,3 +232,17 @@ def test_yaml_nodes_leaves_tags_to_resolve_on_demand() -> None:
     (resolved,) = yaml_nodes(text, what="m", error=err, max_bytes=100)
     want = yaml.compose(text, Loader=yaml.SafeLoader)
     assert [v.tag for _, v in resolved.value] == [v.tag for _, v in want.value]
+
+
+def test_indexes_nest_at_most_eight_deep(tmp_path: Path) -> None:
+    from mk8s.images.inspect import read_archive
+
+    kind, images = read_archive(hostile.index_chain_layout(tmp_path / "8.tar", 8))
+    assert kind == "oci" and len(images[0].manifests) == 7
+    with pytest.raises(ImageArchiveError, match="nests indexes deeper than 8 levels"):
+        read_archive(hostile.index_chain_layout(tmp_path / "9.tar", 9))
+    # the same index listed many times: each listing is walked, so they are counted
+    _, images = read_archive(hostile.index_chain_layout(tmp_path / "w.tar", 2, width=999))
+    assert len(images[0].manifests) == 999
+    with pytest.raises(ImageArchiveError, match="reaches more than 1000 manifests"):
+        read_archive(hostile.index_chain_layout(tmp_path / "w2.tar", 2, width=1000))

@@ -11,7 +11,9 @@ valid gzip file that ``gzip -t`` accepts.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
+import json
 import os
 import struct
 import tarfile
@@ -196,4 +198,31 @@ def alias_bomb_yaml() -> bytes:
 
 def fifo(path: Path) -> Path:
     os.mkfifo(path)
+    return path
+
+
+def index_chain_layout(path: Path, depth: int, *, width: int = 1) -> Path:
+    """An OCI image layout whose one image is a chain of ``depth`` indexes, each the
+    only child of the one before (every blob present and hashing to its digest); the
+    outermost lists its child ``width`` times."""
+    index_type = "application/vnd.oci.image.index.v1+json"
+    blobs: dict[str, bytes] = {}
+    child: list[dict[str, object]] = []
+    for level in range(depth):
+        kids = child * width if level == depth - 1 else child
+        doc = {"schemaVersion": 2, "mediaType": index_type, "manifests": kids}
+        data = json.dumps(doc, sort_keys=True).encode()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[f"blobs/sha256/{digest[7:]}"] = data
+        child = [{"mediaType": index_type, "digest": digest, "size": len(data)}]
+    files = {
+        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+        "index.json": json.dumps({"schemaVersion": 2, "manifests": child}).encode(),
+        **blobs,
+    }
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     return path
