@@ -264,18 +264,29 @@ def load_yaml(
 
 
 def _check_graph(root: yaml.Node, *, what: str, error: ErrorFactory, max_depth: int) -> None:
-    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
-    seen = 0
-    while stack:
-        node, depth = stack.pop()
-        seen += 1
-        if seen > MAX_VALUES:
-            _fail(error, f"{what} expands to more than {MAX_VALUES} values (YAML aliases?)")
+    """Count every node as the constructed document would hold it (an alias once per
+    use) and check the nesting, one level at a time (no tuple per node: this walk is a
+    fifth of checking a 16 MiB manifest); a level never grows past the value cap."""
+    mapping, sequence = yaml.MappingNode, yaml.SequenceNode
+    level: list[yaml.Node] = [root]
+    depth = seen = 0
+    while level:
+        depth += 1
+        seen += len(level)
         if depth > max_depth:
-            line = node.start_mark.line + 1
+            line = level[0].start_mark.line + 1
             _fail(error, f"{what} is nested deeper than {max_depth} levels (line {line})")
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                stack += [(k, depth + 1), (v, depth + 1)]
-        elif isinstance(node, yaml.SequenceNode):
-            stack += [(item, depth + 1) for item in node.value]
+        below: list[yaml.Node] = []
+        for node in level:
+            if isinstance(node, mapping):
+                for pair in node.value:
+                    below += pair
+            elif isinstance(node, sequence):
+                below += node.value
+            else:
+                continue
+            if seen + len(below) > MAX_VALUES:
+                break
+        if seen + len(below) > MAX_VALUES:
+            _fail(error, f"{what} expands to more than {MAX_VALUES} values (YAML aliases?)")
+        level = below
