@@ -150,7 +150,7 @@ def check_chart(path: Path) -> str:
         try:
             return charts.read_chart(f, whole=True).name
         except charts.ChartProblem as e:
-            raise InputError(f"--chart {path} {e.problem}", fix) from e
+            raise InputError(f"--chart {path}: {e.problem}", fix) from e
 
 
 def check_manifest(path: Path) -> int:

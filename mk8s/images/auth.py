@@ -111,12 +111,16 @@ def read_auth_file(path: Path) -> dict[str, Any]:
     raw = read_regular(
         path, what="registry auth file", max_size=MAX_AUTH_FILE, error=CredentialsFileError, fix=fix
     )
-    doc = load_json(
-        raw,
-        what=f"registry auth file {path}",
-        error=lambda problem: CredentialsFileError(problem, fix),
-        max_bytes=MAX_AUTH_FILE,
-    )
+    try:
+        doc = load_json(
+            raw,
+            what=f"registry auth file {path}",
+            error=lambda problem: CredentialsFileError(problem, fix),
+            max_bytes=MAX_AUTH_FILE,
+        )
+    except CredentialsFileError as e:
+        # ``from None``: the decoder's exception holds the document, which holds secrets.
+        raise CredentialsFileError(e.problem, e.fix) from None
     auths = doc.get("auths") if isinstance(doc, dict) else None
     return auths if isinstance(auths, dict) else {}
 
