@@ -19,6 +19,9 @@ from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
 from mk8s.errors import ClusterFileError
+from tests.support.registry import TestCA
+
+CA_PEM = TestCA.create().pem()
 
 
 def _manifest(tag: str = "v1.28.15+rke2r1") -> Lock:
@@ -45,7 +48,7 @@ def _manifest(tag: str = "v1.28.15+rke2r1") -> Lock:
 
 
 def _cluster(tmp_path: Path, images: str, rke2: str = "") -> Cluster:
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    (tmp_path / "ca.pem").write_bytes(CA_PEM)
     (tmp_path / "pw").write_text("s3cret-pw\n")
     p = tmp_path / "c.yaml"
     p.write_text(f"""apiVersion: mk8s/v1alpha1

@@ -58,6 +58,12 @@ def test_chart_validation(tmp_path: Path) -> None:
         ("- a\n- b\n", "lacks apiVersion or kind"),
         ("key: [unclosed\n", "not valid YAML"),
         ("", "holds no document"),
+        ("---\n---\n", "holds no document"),
+        ("apiVersion: null\nkind: ConfigMap\n", "document 1 lacks apiVersion or kind"),
+        ("apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: 5\n", "document 2 lacks"),
+        ("apiVersion: v1\nkind: ''\n", "lacks apiVersion or kind"),
+        ("apiVersion: v1\nkind: [x]\n", "lacks apiVersion or kind"),
+        ("a: " + "[" * 65 + "]" * 65 + "\n", "nested deeper than 64 levels"),
     ],
 )
 def test_manifest_validation(tmp_path: Path, text: str, match: str | None) -> None:

@@ -12,6 +12,7 @@ from mk8s.deploy import ops
 from mk8s.deploy.apply import DeploySettings, deploy
 from mk8s.deploy.cluster import load_cluster
 from mk8s.errors import DeployError
+from mk8s.untrusted import shown_list
 
 CLUSTER_FILE = click.option(
     "-f",
@@ -104,7 +105,7 @@ def deploy_cmd(
     if not report.ok:
         bad = [o.node.name for o in report.outcomes.values() if o.state != "ready"]
         raise DeployError(
-            f"{len(bad)} node(s) not Ready: {', '.join(bad)}",
+            f"{len(bad)} node(s) not Ready: {shown_list(bad)}",
             "fix what the table says, then run the same deploy again (it resumes)",
         )
 

@@ -17,8 +17,15 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from mk8s.deploy.clusterchecks import (
+    check_ca_file,
+    check_identity,
+    check_managed_keys,
+    check_url,
+)
 from mk8s.deploy.clusterfile import Document, read_document
 from mk8s.errors import ClusterFileError
+from mk8s.untrusted import shown, shown_list
 
 DEFAULT_USER = "root"
 DEFAULT_PORT = 22
@@ -26,15 +33,6 @@ DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 DEFAULT_HOST_KEY_POLICY = "strict"
 DEFAULT_CONCURRENCY = 10
 DEFAULT_STAGING_DIR = "/var/lib/mk8s"
-# mk8s writes these config.yaml keys itself; a user value would silently fight it.
-MANAGED_CONFIG_KEYS = (
-    "server",
-    "token",
-    "token-file",
-    "agent-token",
-    "agent-token-file",
-    "node-name",
-)
 Role = Literal["server", "agent"]
 HostKeyPolicy = Literal["strict", "accept-new"]
 
@@ -181,8 +179,10 @@ class Cluster:
         for n in self.nodes:
             if n.name == name:
                 return n
-        known = ", ".join(n.name for n in self.nodes)
-        raise ClusterFileError(f"{self.path}: no node is named {name!r}", f"use one of: {known}")
+        known = shown_list(n.name for n in self.nodes)
+        raise ClusterFileError(
+            f"{self.path}: no node is named {shown(repr(name), limit=80)}", f"use one of: {known}"
+        )
 
 
 # --------------------------------------------------------------------------- loading
@@ -241,7 +241,7 @@ def _build(doc: Document, *, check_files: bool) -> Cluster:
     rke2 = _rke2_settings(doc, spec.get("rke2", {}), base, check_files=check_files)
     cluster_ssh = _ssh_settings(ssh_block, base)
     if check_files:
-        _check_identity(cluster_ssh, ["spec", "ssh", "identityFile"], doc)
+        check_identity(cluster_ssh.identity_file, ["spec", "ssh", "identityFile"], doc)
     nodes = _nodes(doc, spec["nodes"], ssh_block, cluster_ssh, base, check_files=check_files)
     return Cluster(
         name=doc.data["metadata"]["name"],
@@ -292,9 +292,16 @@ def _images(
                 "username and passwordFile go together",
                 "give both, or neither for a registry without authentication",
             )
-        for key, path in (("caFile", registry.ca_file), ("passwordFile", registry.password_file)):
-            if check_files and path is not None and not path.is_file():
-                doc.fail([*where, "registry", key], f"{path} does not exist", "fix the path")
+        check_url(registry.url, [*where, "registry", "url"], doc)
+        if check_files and registry.password_file and not registry.password_file.is_file():
+            what = "is not a regular file" if registry.password_file.exists() else "does not exist"
+            doc.fail(
+                [*where, "registry", "passwordFile"],
+                f"{registry.password_file} {what}",
+                "fix the path",
+            )
+        if check_files and registry.ca_file is not None:
+            check_ca_file(registry.ca_file, [*where, "registry", "caFile"], doc)
     return ImagesSettings(distribution=distribution, registry=registry)
 
 
@@ -310,7 +317,9 @@ def _rke2_settings(
     doc: Document, block: dict[str, Any], base: Path, *, check_files: bool
 ) -> RKE2Settings:
     for name in ("config", "serverConfig", "agentConfig"):
-        _check_managed_keys(block.get(name, {}), ["spec", "rke2", name], doc)
+        check_managed_keys(block.get(name, {}), ["spec", "rke2", name], doc)
+    if "serverUrl" in block:
+        check_url(block["serverUrl"], ["spec", "rke2", "serverUrl"], doc)
     token_file = None
     if "token" in block:
         token_file = _resolve(base, block["token"]["file"])
@@ -366,8 +375,8 @@ def _nodes(
         names[name.lower()] = addresses[address.lower()] = i
         node_ssh = _ssh_settings({**ssh_block, **raw.get("ssh", {})}, base)
         if check_files and node_ssh.identity_file != cluster_ssh.identity_file:
-            _check_identity(node_ssh, [*where, "ssh", "identityFile"], doc)
-        _check_managed_keys(raw.get("config", {}), [*where, "config"], doc)
+            check_identity(node_ssh.identity_file, [*where, "ssh", "identityFile"], doc)
+        check_managed_keys(raw.get("config", {}), [*where, "config"], doc)
         nodes.append(
             Node(
                 name=name,
@@ -387,25 +396,3 @@ def _nodes(
             key=True,
         )
     return nodes
-
-
-def _check_managed_keys(config: Mapping[str, Any], where: list[str | int], doc: Document) -> None:
-    for key in MANAGED_CONFIG_KEYS:
-        if key in config:
-            if key == "server":
-                fix = "remove it; set spec.rke2.serverUrl for a fixed registration address"
-            elif key == "node-name":
-                fix = "remove it; mk8s sets node-name to the node's name in spec.nodes"
-            else:
-                fix = "remove it; set spec.rke2.token.file to choose the token"
-            doc.fail([*where, key], f"{key!r} is managed by mk8s", fix, key=True)
-
-
-def _check_identity(ssh: SSHSettings, where: list[str | int], doc: Document) -> None:
-    if ssh.identity_file is not None and not ssh.identity_file.is_file():
-        what = "is not a regular file" if ssh.identity_file.exists() else "does not exist"
-        doc.fail(
-            where,
-            f"{ssh.identity_file} {what}",
-            "fix the path, or remove identityFile to use the ssh-agent",
-        )

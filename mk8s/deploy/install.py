@@ -6,6 +6,7 @@ from __future__ import annotations
 import posixpath
 
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.deploy import registryca
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file
 from mk8s.deploy.context import Context, remote_path
@@ -13,7 +14,6 @@ from mk8s.deploy.facts import IMAGES_DIR, RECORD_TEMPLATE, REGISTRIES_PATH, Node
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes, sha256_hex
 from mk8s.deploy.steps import Step
 from mk8s.deploy.workloads import place_workloads
-from mk8s.files import read_regular
 
 
 def install_dir(ctx: Context, arch: str) -> str:
@@ -113,10 +113,18 @@ def write_registry_ca(ctx: Context, f: NodeFacts) -> list[Command]:
     reg = ctx.cluster.images.registry
     if ctx.cluster.images.distribution != "registry" or reg is None or reg.ca_file is None:
         return []
-    pem = read_regular(reg.ca_file, what="registry CA file", max_size=1 << 20, fix="fix caFile")
+    pem = registryca.read_ca(reg.ca_file)  # certificates only: 0644 on the node
     if f.hashes.get(REGISTRY_CA_PATH) == sha256_hex(pem):
         return []
-    return [write_file(REGISTRY_CA_PATH, pem, mode=0o644, description="write the registry's CA")]
+    return [
+        write_file(
+            REGISTRY_CA_PATH,
+            pem,
+            mode=0o644,
+            description="write the registry's CA",
+            shown=registryca.describe(pem, reg.ca_file),
+        )
+    ]
 
 
 def write_registries(ctx: Context, f: NodeFacts) -> list[Command]:
