@@ -29,30 +29,29 @@ def cluster_membership(s: Session) -> membership.Membership:
 
 
 class Preflight(Phase):
-    title = "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup (changes nothing)"
+    title = (
+        "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup, SELinux, CIS, CNI, the"
+        " cluster's servers (changes nothing)"
+    )
 
     def run(self, s: Session) -> None:
-        """ConfigConflict (the cluster file) or PreflightError (the hosts), listing every
-        problem on every node; nothing was changed."""
+        """PreflightError listing every problem on every node (ConfigConflict, exit 2,
+        when one of them is the cluster file's); nothing was changed."""
         assert s.verified is not None
         conflicts = input_problems(s.cluster, s.verified.manifest, s.facts)
-        if conflicts:
-            raise ConfigConflict(
-                f"cluster.yaml asks for what cannot work ({len(conflicts)} problem(s)),"
-                " nothing was changed: " + "; ".join(conflicts)
-            )
         m = cluster_membership(s)
         problems = plan.preflight(s.cluster, s.verified.manifest, s.facts)
         problems += membership.problems(s.cluster, s.facts, m)
-        if m.rejoin and not problems:
+        if conflicts or problems:
+            error = ConfigConflict if conflicts else PreflightError
+            raise error(
+                f"preflight failed on {len(conflicts) + len(problems)} check(s), nothing was"
+                " changed: " + "; ".join(conflicts + problems)
+            )
+        if m.rejoin:
             s.log(
                 f"{s.cluster.bootstrap.name}: has no datastore; it joins the running"
                 f" cluster through {m.anchor}"
-            )
-        if problems:
-            raise PreflightError(
-                f"preflight failed on {len(problems)} check(s), nothing was changed: "
-                + "; ".join(problems)
             )
 
     def plan(self, s: Session) -> list[str]:
