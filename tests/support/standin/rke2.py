@@ -165,7 +165,9 @@ AGENT_CA = DATA_DIR + "/agent/server-ca.crt"
 NODE_PASSWORD = "/etc/rancher/node/password"
 SUPERVISOR_PORT = 9345
 API_PORT = 6443
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile suffixes); stricter subset [CONTRACT IP1]
 IMAGE_SUFFIXES = (".tar.zst", ".tar.gz", ".tar", ".tar.lz4", ".tar.bz2")
+# upstream: rancher/rke2-docs docs/reference/server_config.md, k3s-io/k3s pkg/daemons/config/types.go [CONTRACT JN2]
 # Critical configuration values (docs.rke2.io server_config): must be equal on all
 # servers.  The stand-in also compares `cni`.
 CRITICAL = {
@@ -271,6 +273,7 @@ def _split_flow(body: str) -> list[str]:
     return items
 
 
+# upstream: k3s-io/k3s pkg/configfilearg/parser.go (readConfigFile: YAML); stricter: a flat subset [CONTRACT CF1]
 def parse_config(text: str, name: str = CONFIG) -> dict[str, object]:
     if text.lstrip().startswith("{"):
         try:
@@ -313,6 +316,7 @@ def parse_config(text: str, name: str = CONFIG) -> dict[str, object]:
     return out
 
 
+# upstream: k3s-io/k3s pkg/configfilearg/parser.go (dotDFiles, `key+` append); rancher/rke2-docs docs/install/configuration.md [CONTRACT CF2]
 def load_config(path: str = CONFIG) -> dict[str, object]:
     cfg: dict[str, object] = {}
     files = [path] if os.path.exists(path) else []
@@ -440,6 +444,7 @@ def image_hashes(names: list[str]) -> dict[str, str]:
     return out
 
 
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage, preloadBootstrapFromRuntime); stricter: fails at once [CONTRACT IM1 IM2]
 def check_images() -> None:
     """RKE2 in an air gap imports the tarballs in agent/images; without its own
     release's images (no registry to pull from) the node never comes up."""
@@ -657,6 +662,7 @@ def agent_registry(cfg: dict[str, object], ac: dict) -> str:
 
 
 # ---- versions (RKE2 tags) ------------------------------------------------------------
+# upstream: rancher/rke2 docs/adrs/004-rke2-rc-versioning.md (vX.Y.Z[-rcN]+rke2rK) [CONTRACT VS1]
 def parse_version(tag: str) -> tuple[int, int, int, int, int, int] | None:
     """Sortable key of ``vMAJOR.MINOR.PATCH[-rcN]+rke2rK`` (rc before final, then
     respins), or None."""
@@ -683,6 +689,7 @@ def last_version() -> dict:
     return data if isinstance(data, dict) else {}
 
 
+# upstream: none in code; rancher/rke2-docs docs/upgrades/manual.md + docs/upgrades/roll-back.md; stricter [CONTRACT VS2 VS3]
 def check_node_version(role: str) -> None:
     """Refuse a downgrade (the datastore and kubelet state were written by a newer
     release) and, on a server, a skipped minor (Kubernetes upgrades the control plane
@@ -722,6 +729,7 @@ def running_servers(state: State, exclude: str) -> dict[str, str]:
     }
 
 
+# upstream: kubernetes/website content/en/releases/version-skew-policy.md (not enforced by RKE2); stricter [CONTRACT VS4 VS5]
 def skew_problem(role: str, version: str, servers: dict[str, str]) -> str:
     """Why a ``role`` at ``version`` may not run next to these servers ('' if it may):
     kube-apiservers within one minor of each other; a kubelet never newer than the
@@ -761,6 +769,7 @@ def sd_notify(msg: str) -> None:
         s.sendto(msg.encode(), addr)
 
 
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (setServer: only https:// URLs); friendlier here [CONTRACT TK3]
 def parse_server_url(url: str) -> tuple[str, int]:
     u = urllib.parse.urlsplit(url if "://" in url else "https://" + url)
     if not u.hostname:
@@ -915,6 +924,7 @@ def sign_leaf(
     ``serving`` (serverAuth, with ``sans``) or ``client`` (clientAuth)."""
     lines = []
     for i, san in enumerate(sans or [], 1):
+        # upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (addSANs: IP or DNS, unchecked); stricter [CONTRACT TL2]
         if not re.fullmatch(r"[A-Za-z0-9.:*_-]+", san):
             raise Fatal(f"invalid tls-san / address {san!r} for a certificate")
         lines.append(f"{'IP' if _is_ip(san) else 'DNS'}.{i} = {san}\n")
@@ -960,6 +970,7 @@ def insecure_ctx() -> ssl.SSLContext:
     return ctx
 
 
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (getCACerts, validateCAHash) [CONTRACT TK1 TK2]
 def join_ctx(url: str, token: str) -> ssl.SSLContext:
     """Fetch the cluster CA from the server's /cacerts; with a full token (K10<hash>::)
     refuse it unless its sha256 is the token's hash (RKE2's check), else trust it."""
@@ -978,6 +989,7 @@ def join_ctx(url: str, token: str) -> ssl.SSLContext:
     return client_ctx(pem)
 
 
+# upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (genServerCerts: SANs of kube-apiserver) [CONTRACT TL1]
 def serving_sans(cfg: dict[str, object], name: str, address: str) -> list[str]:
     sans = [address, *cfg_list(cfg, "node-ip"), *cfg_list(cfg, "node-external-ip"), name]
     sans += ["127.0.0.1", "::1", "localhost", "kubernetes", "kubernetes.default"]
@@ -990,6 +1002,7 @@ def serving_sans(cfg: dict[str, object], name: str, address: str) -> list[str]:
     return list(dict.fromkeys(s for s in sans if s))
 
 
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (parseToken: K10<ca hash>::<user>:<password> or bare) [CONTRACT TK1]
 def token_secret(token: str) -> tuple[str, str]:
     """(ca_hash or '', secret) of a full K10 token or a plain shared secret."""
     m = re.fullmatch(r"K10([0-9a-f]{64})::[^:]+:(.+)", token)
@@ -1206,6 +1219,7 @@ def _wants_table(accept: str) -> bool:
     return False
 
 
+# upstream: kubernetes/kubernetes pkg/apis/core/v1/conversion.go (field label conversions); stricter subset [CONTRACT TL6]
 def _select(items: list[dict], query: dict[str, list[str]]) -> list[dict]:
     """labelSelector (k=v, k==v, k!=v, k, !k, comma = and) and fieldSelector on
     metadata.name / spec.nodeName / spec.unschedulable; anything else is refused."""
@@ -1347,6 +1361,7 @@ PATCH_TYPES = (
 )
 
 
+# upstream: kubernetes/kubernetes staging/src/k8s.io/apiserver/pkg/endpoints/handlers/negotiation/errors.go (415) [CONTRACT TL5]
 def parse_node_patch(content_type: str, body: object) -> bool | None:
     """The new spec.unschedulable a node patch asks for (None: unchanged).
 
@@ -1442,6 +1457,7 @@ class Server:
             return self.etcd_snapshot(body)
         return 404, {"message": "not found"}
 
+    # upstream: k3s-io/k3s pkg/etcd/snapshot.go (Snapshot: NAME-NODE-UNIXTIME) [CONTRACT ES2 ES4]
     def etcd_snapshot(self, b: dict) -> tuple:
         """Write ``NAME-<node name>-<unix time>`` into the snapshot dir (RKE2's naming):
         the cluster's registry as JSON (no heartbeats: equal states, equal bytes)."""
@@ -1483,6 +1499,7 @@ class Server:
         if headers.get("x-mk8s-peer") != sha(self.state.cluster["secret"]):
             raise HTTPFail(401, "Unauthorized")
 
+    # upstream: k3s-io/k3s pkg/server/auth/auth.go (doAuth: 401), rancher/rke2-docs docs/security/token.md [CONTRACT TK4]
     def check_token(self, token: str, role: str) -> None:
         c = self.state.cluster
         if not token:
@@ -1508,6 +1525,7 @@ class Server:
         with self.join_lock, self.state.lock:
             live = self.state.live()
             old = live.get(name)
+            # upstream: k3s-io/k3s pkg/nodepassword/validate.go (GetNodeAuthValidator: 403 on ErrVerifyFailed) [CONTRACT JN1]
             if old and old.get("password") != sha(b.get("password", "")):
                 raise HTTPFail(
                     403,
@@ -1518,6 +1536,7 @@ class Server:
             if role == "server":
                 mine = self.state.cluster["settings"]
                 theirs = b.get("settings", {})
+                # upstream: k3s-io/k3s pkg/cluster/bootstrap.go (compareConfig), rancher/rke2-docs docs/reference/server_config.md [CONTRACT JN2]
                 bad = [k for k in sorted(mine) if theirs.get(k, CRITICAL.get(k)) != mine[k]]
                 if bad:
                     detail = "; ".join(
@@ -1528,6 +1547,7 @@ class Server:
                         "failed to validate server configuration: critical configuration "
                         f"value mismatch between servers: {detail}",
                     )
+                # upstream: etcd-io/etcd server/etcdserver/api/membership/errors.go (ErrTooManyLearners) [CONTRACT JN3]
                 others = {n: e for n, e in self.state.learners().items() if n != name}
                 if others:
                     raise HTTPFail(
@@ -1535,6 +1555,7 @@ class Server:
                         "etcdserver: too many learner members in cluster "
                         f"(server {', '.join(others)} is still joining)",
                     )
+            # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4 VS5]
             skew = skew_problem(
                 str(role), str(b.get("version", "")), running_servers(self.state, name)
             )
@@ -1611,6 +1632,7 @@ class Server:
         body: object,
         who: Who | None,
     ) -> tuple:
+        # upstream: k3s-io/k3s pkg/daemons/control/server.go (apiServer: anonymous-auth=false, RBAC) [CONTRACT TL3]
         # RKE2 runs kube-apiserver with --anonymous-auth=false: no client certificate, 401.
         if who is None:
             raise HTTPFail(401, "Unauthorized")
@@ -1624,6 +1646,7 @@ class Server:
                 {"kind": path.rsplit("/", 1)[-1]},
             )
         path = path.rstrip("/") or "/"
+        # upstream: kube-apiserver health endpoints are GET only; stand-in answers 405 otherwise [CONTRACT TL7]
         if path in ("/readyz", "/livez", "/healthz") or re.fullmatch(
             r"/(readyz|livez|healthz)/[a-z0-9-]+", path
         ):
@@ -1685,6 +1708,7 @@ class Server:
             name = m.group(1)
             e = self.state.live().get(name)
             if not e or e.get("learner"):
+                # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
                 raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
             if method == "GET":
                 obj = node_object(name, e)
@@ -1928,6 +1952,7 @@ def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
+# upstream: k3s-io/k3s pkg/server/server.go (writeKubeConfig: octal mode, 0600); stricter: refuses bad mode [CONTRACT TL4]
 def kubeconfig_mode(cfg: dict[str, object]) -> int:
     raw = cfg_str(cfg, "write-kubeconfig-mode", "0600")
     try:
@@ -1957,6 +1982,7 @@ def new_cluster_cas() -> dict[str, str]:
     }
 
 
+# upstream: rancher/rke2-docs docs/security/token.md (server/token, agent-token), docs/cluster_access.md [CONTRACT TK8 TL4]
 def write_server_files(
     cluster: dict, cfg: dict[str, object], name: str, kc_mode: int
 ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -2044,6 +2070,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.manifests_loop, daemon=True).start()
 
 
+# upstream: k3s-io/k3s pkg/agent/config/config.go (retries for ever); differs: gives up/fails fast [CONTRACT JN4]
 def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
     """Fetch and check the cluster CA, then POST the join over verified TLS, retrying
     while the server is unreachable (bounded).  Returns the answer and the context."""
@@ -2089,6 +2116,7 @@ def run_server(cfg: dict[str, object]) -> None:
 
     if state and state.cluster:
         # Restart with existing datastore.
+        # upstream: k3s-io/k3s pkg/cluster/storage.go (getBootstrapKeyFromStorage) [CONTRACT TK7]
         if token and token_secret(token)[1] != state.cluster["secret"]:
             raise Fatal(
                 "bootstrap data already found and encrypted with different token: "
@@ -2099,6 +2127,7 @@ def run_server(cfg: dict[str, object]) -> None:
             log("Starting from existing datastore")
             server = Server(cfg, state, name)
             server.pull_from_peers()  # the cluster's current registry: who runs what
+            # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4]
             skew = skew_problem("server", TAG, running_servers(state, name))
             if skew:
                 raise Fatal(f"refusing to start kube-apiserver {TAG}: {skew}")
@@ -2117,6 +2146,7 @@ def run_server(cfg: dict[str, object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(STATE_FILE)
 
+    # upstream: rancher/rke2-docs docs/security/token.md (first server: short token only); friendlier here [CONTRACT TK9]
     if not url:
         # No server: and no datastore: a NEW cluster, with its own CAs (rancher/rke2-docs
         # docs/install/ha.md), whatever other servers already run.
@@ -2150,6 +2180,7 @@ def run_server(cfg: dict[str, object]) -> None:
         server.ready = True
         return
 
+    # upstream: k3s-io/k3s pkg/cluster/managed.go (RKE2_TOKEN is required to join a cluster) [CONTRACT TK5]
     if not token:
         raise Fatal("--token is required when joining a server (server: is set)")
     log(f"Joining the cluster at {url} as server {name}")
@@ -2183,11 +2214,13 @@ def run_server(cfg: dict[str, object]) -> None:
     server.ready = True
 
 
+# upstream: k3s-io/k3s pkg/cli/agent/agent.go (Run: --token/--server required) [CONTRACT TK6]
 def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
     check_node_images(cfg, "agent")
     import_images()
     url = cfg_str(cfg, "server")
+    # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
     if not url:
         raise Fatal("--server is required")
@@ -2233,6 +2266,7 @@ def run_agent(cfg: dict[str, object]) -> None:
                 i += 1
 
 
+# upstream: none: rancher/rke2 bundle/bin/rke2-uninstall.sh does not deregister; friendlier [CONTRACT UI1]
 def leave() -> int:
     """Deregister this node (used by rke2-uninstall.sh).  Best effort."""
     try:
@@ -2320,6 +2354,7 @@ def release_images() -> dict[str, list[str]]:
     return {"core": [f"docker.io/rancher/rke2-runtime:{t}", "docker.io/rancher/pause:3.6"]}
 
 
+# upstream: rancher/rke2 scripts/build-images (images-core.txt + images-<cni>.txt) [CONTRACT IM3]
 def needed_images(cni: list[str]) -> list[str]:
     """The images a node of this release needs: core plus the images of each CNI."""
     imgs = release_images()
@@ -2340,6 +2375,7 @@ def local_image_tarballs() -> list[str]:
     return found
 
 
+# upstream: rancher/rke2 scripts/package-images, rancher/rke2-docs docs/install/airgap.md (core+canal in rke2-images) [CONTRACT IM3]
 def images_of_tarball(name: str) -> list[str]:
     """The release images an RKE2 image tarball of this node's arch holds, by its name:
     rke2-images.linux-ARCH.* holds core and canal, rke2-images-G.linux-ARCH.* group G."""
@@ -2463,6 +2499,7 @@ def _yaml_key(raw: str, where: str) -> tuple[str, str]:
     return m.group(1).strip(), (m.group(2) or "").strip()
 
 
+# upstream: rancher/wharfie pkg/registries (GetPrivateRegistries: YAML); stricter subset [CONTRACT RG3]
 def parse_yaml_tree(text: str, name: str = REGISTRIES) -> object:
     """Nested block mappings and lists, flow values, comments; or JSON."""
     if text.lstrip().startswith(("{", "[")):
@@ -2551,6 +2588,7 @@ def split_image(ref: str) -> tuple[str, str, str]:
 
 
 # -- server side ------------------------------------------------------------------------
+# upstream: rancher/rke2-docs docs/install/registry_mirror.md (embedded-registry on servers) [CONTRACT RG1]
 def agent_config_answer(server: Server, b: dict) -> tuple:
     """``POST /v1-mk8s/agent-config`` (token checked): what an agent without local
     images needs to know before it joins."""
@@ -2597,6 +2635,7 @@ class MirrorState:
         }
 
 
+# upstream: k3s-io/k3s pkg/spegel/spegel.go, rancher/rke2-docs docs/install/registry_mirror.md (port 5001) [CONTRACT RG1]
 def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
     """Record this server's ``embedded-registry`` setting in its node entry (replicated)
     and, when on, answer on TCP 5001 with the images it holds."""
@@ -2637,6 +2676,7 @@ def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
 
 
 # -- node side --------------------------------------------------------------------------
+# upstream: k3s-io/k3s pkg/agent/config/config.go (retries for ever); differs: gives up/fails fast [CONTRACT JN4]
 def fetch_agent_config(url: str, token: str) -> tuple[dict, ssl.SSLContext]:
     """The cluster's image settings from a server, retried while it is unreachable."""
     host, port = parse_server_url(url)
@@ -2663,6 +2703,7 @@ def fetch_agent_config(url: str, token: str) -> tuple[dict, ssl.SSLContext]:
         time.sleep(1)
 
 
+# upstream: rancher/rke2-docs docs/install/registry_mirror.md (mirrors entry needed); stricter: docker.io only [CONTRACT RG1]
 def check_peer_images(ac: dict, ctx: ssl.SSLContext, needed: list[str]) -> None:
     """Servers mode: embedded mirror on, docker.io mirrored, a peer holding ``needed``."""
     want = f"cannot pull {needed[0]} (air gap)"
@@ -2705,6 +2746,7 @@ def check_peer_images(ac: dict, ctx: ssl.SSLContext, needed: list[str]) -> None:
     )
 
 
+# upstream: rancher/rke2-docs docs/install/private_registry.md, rancher/rke2 pkg/images/images.go; stricter [CONTRACT RG2]
 def check_registry_images(cfg: dict[str, object], needed: list[str]) -> None:
     """Registry mode: system-default-registry serves every image of this release."""
     reg = cfg_str(cfg, "system-default-registry").strip().rstrip("/")
@@ -2780,6 +2822,7 @@ def check_registry_images(cfg: dict[str, object], needed: list[str]) -> None:
     log(f"Images of rke2 {TAG} ({len(needed)}) served by system-default-registry {reg}")
 
 
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage: tarball, else registry pull) [CONTRACT IM1 RG1 RG2]
 def check_node_images(cfg: dict[str, object], role: str) -> None:
     """Local tarballs (check_images), else system-default-registry, else (agents) the
     embedded registry mirror; a server without either refuses as check_images does."""
@@ -2791,6 +2834,7 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
     ctx = None
     if role == "agent":
         url = cfg_str(cfg, "server")
+        # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
         token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
         if not url or not token:
             return  # run_agent refuses: --server / --token is required
@@ -2825,6 +2869,7 @@ class ImageImportError(Exception):
     pass
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile by suffix); stricter: fewer suffixes [CONTRACT IP1]
 def _decompressor(path: str) -> tuple[list[str] | None, str]:
     """(command that decompresses to stdout, or None for the stdlib) by file suffix,
     as RKE2 chooses its reader."""
@@ -2944,6 +2989,7 @@ class _Archive:
             raise ImageImportError(f"{what} {name} is not valid JSON: {e}") from None
 
 
+# upstream: containerd/containerd reference/docker (ParseNormalizedNamed) [CONTRACT IP3]
 def normalize_ref(ref: str) -> str:
     """containerd's (docker's) normal form: ``rancher/pause:3.6`` ->
     ``docker.io/rancher/pause:3.6``, ``busybox`` -> ``docker.io/library/busybox:latest``."""
@@ -2971,6 +3017,7 @@ def _mismatch(what: str, expected: str, got: str) -> ImageImportError:
     return ImageImportError(f"{what}: digest mismatch: expected {expected} got {got}")
 
 
+# upstream: containerd/containerd images/archive/importer.go (blobs written with expected digest) [CONTRACT IP2]
 def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
     """The blob a descriptor names, its digest and size checked."""
     if not isinstance(desc, dict):
@@ -3048,6 +3095,7 @@ def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
             raise _mismatch(f"layer {layer['digest']} (uncompressed, diff_id)", diff_ids[i], got)
 
 
+# upstream: containerd/containerd images/archive/importer.go (ImportIndex: oci-layout 1.0.0) [CONTRACT IP2 IP3]
 def _import_oci(arc: _Archive) -> list[dict]:
     layout = arc.json("oci-layout", "file")
     if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
@@ -3131,6 +3179,7 @@ def _import_docker(arc: _Archive) -> list[dict]:
     return images
 
 
+# upstream: containerd/containerd images/archive/importer.go (OCI layout or docker save) [CONTRACT IP3]
 def import_archive(path: str) -> list[dict]:
     """The images one tarball in agent/images holds, every blob checked; raises
     ImageImportError (containerd fails the whole file's import)."""
@@ -3144,6 +3193,7 @@ def import_archive(path: str) -> list[dict]:
     )
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadImages: error logged, next file) [CONTRACT IP2 IP4]
 def import_images() -> dict:
     """Import each tarball in agent/images as containerd does at start: a file whose
     import fails is logged (level=error) and its images are left out; the node starts.
@@ -3219,6 +3269,7 @@ def _documents(text: str) -> list[tuple[int, str]]:
     return [(n, d) for n, d in docs if any(_strip_comment(x).strip() for x in d.splitlines())]
 
 
+# upstream: k3s-io/k3s pkg/deploy/controller.go (yamlToObjects, toObjects: List unpacked) [CONTRACT MF2]
 def parse_manifest(name: str, data: bytes) -> list[dict]:
     """The objects of one manifest file; ManifestError when it does not parse or an
     object lacks apiVersion, kind or metadata.name."""
@@ -3253,6 +3304,7 @@ def parse_manifest(name: str, data: bytes) -> list[dict]:
     return out
 
 
+# upstream: kubernetes/kubernetes staging/src/k8s.io/apimachinery/pkg/runtime/serializer/json (Object 'Kind' is missing) [CONTRACT MF2]
 def _check_object(obj: object, where: str) -> dict:
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: not a mapping (Object 'Kind' is missing)")
@@ -3267,6 +3319,7 @@ def _check_object(obj: object, where: str) -> dict:
     return obj
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go, pkg/apis/helm.cattle.io/v1/types.go (chartContent) [CONTRACT MF3]
 def install_chart(obj: dict) -> dict:
     """helm-controller's install of a HelmChart with chartContent: the base64 of a gzip
     tar with ``NAME/Chart.yaml``; returns the chart's name and version."""
@@ -3308,6 +3361,7 @@ def install_chart(obj: dict) -> dict:
     return {"chart": str(meta["name"]), "version": str(meta["version"])}
 
 
+# upstream: k3s-io/k3s pkg/deploy/controller.go (deploy: the file fails as a whole) [CONTRACT MF4]
 def process_manifest(path: str) -> dict:
     """What RKE2 does with one file in server/manifests: apply each object, install each
     HelmChart; the whole file fails when any part does (nothing of it is applied)."""
@@ -3336,6 +3390,7 @@ def process_manifest(path: str) -> dict:
     return rec
 
 
+# upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn, shouldSkipFile; walks subdirs) [CONTRACT MF1]
 def manifest_files() -> list[str]:
     if not os.path.isdir(MANIFESTS_DIR):
         return []
@@ -3400,6 +3455,7 @@ def kubeconfig_ctx(kc: str) -> ssl.SSLContext:
 
 # kubectl flags the stand-in knows, per verb (a flag another verb has is refused, as
 # kubectl does: "error: unknown flag: --x").
+# upstream: kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/drain/drain.go (drain flags) [CONTRACT KC1]
 KUBECTL_VALUE_FLAGS = {"--kubeconfig", "-s", "--server", "--request-timeout", "-n",
                        "--namespace", "-o", "--output", "--raw", "--timeout", "--grace-period",
                        "--skip-wait-for-delete-timeout"}  # fmt: skip
@@ -3418,6 +3474,7 @@ KUBECTL_VERB_FLAGS = {
 _GO_DURATION = re.compile(r"0|([0-9]+(\.[0-9]*)?(ns|us|\u00b5s|ms|s|m|h))+")
 
 
+# upstream: spf13/pflag flag.go (unknown flag, flag needs an argument), golang/go src/time/format.go [CONTRACT KC1]
 def parse_kubectl_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """(positional arguments, flags) like kubectl's flag parsing; raises ValueError
     with kubectl's message for an unknown flag, a missing value or a bad one."""
@@ -3481,6 +3538,7 @@ def get_helmcharts(
     assert callable(req) and callable(fail)
     all_ns = flags.get("-A") == "true" or flags.get("--all-namespaces") == "true"
     ns = flags.get("-n") or flags.get("--namespace") or "default"
+    # upstream: kubernetes/kubernetes staging/src/k8s.io/cli-runtime/pkg/resource/builder.go (by name across all namespaces) [CONTRACT KC3]
     if all_ns and names:
         print(
             "error: a resource cannot be retrieved by name across all namespaces", file=sys.stderr
@@ -3540,6 +3598,7 @@ def kubectl(argv: list[str]) -> int:
     output = flags.get("-o") or flags.get("--output") or ""
     raw = flags.get("--raw", "")
     ignore_not_found = flags.get("--ignore-not-found") == "true"
+    # upstream: kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go (localhost:8080 refused) [CONTRACT KC2]
     try:
         with open(kubeconfig) as f:
             kc = f.read()
@@ -3680,6 +3739,7 @@ def kubectl(argv: list[str]) -> int:
                 code, data = req("GET", f"/api/v1/pods?fieldSelector={q}")
                 if code != 200:
                     return fail(code, data)
+                # upstream: none (stand-in limitation: it cannot evict pods; it runs none); stricter [CONTRACT KC4]
                 if json.loads(data).get("items"):
                     print("error: the stand-in kubectl cannot evict pods", file=sys.stderr)
                     return 1
@@ -3706,6 +3766,7 @@ def kubectl(argv: list[str]) -> int:
 SNAPSHOT_FLAGS = ("--name", "--dir", "--etcd-snapshot-dir", "--config", "-c", "--data-dir", "-d")
 
 
+# upstream: k3s-io/k3s pkg/cli/etcdsnapshot/etcd_snapshot.go (save), rancher/rke2 pkg/cli/cmds/etcd_snapshot.go [CONTRACT ES1 ES3]
 def etcd_snapshot(args: list[str]) -> int:
     """``rke2 etcd-snapshot [save|ls|list] [--name NAME] [--dir DIR] [--config FILE]``.
 
@@ -3809,6 +3870,7 @@ def main(argv: list[str]) -> int:
     if args[0] in ("--version", "-v", "version"):
         print(f"rke2 version {TAG} (mk8s stand-in)\ngo version go1.22.8 X:boringcrypto")
         return 0
+    # upstream: rancher/rke2 install.sh (setup_arch: one tarball per arch); execve ENOEXEC [CONTRACT CL1]
     if node_arch() != ARCH:
         print(f"{argv[0]}: cannot execute binary file: Exec format error", file=sys.stderr)
         return 126
@@ -3819,6 +3881,7 @@ def main(argv: list[str]) -> int:
         return etcd_snapshot(args[1:])
     if cmd == "mk8s-images":
         return show_images()
+    # upstream: urfave/cli help.go (No help topic, exit 3) [CONTRACT CL2]
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
         return 3
