@@ -497,6 +497,7 @@ SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
 _RFC1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
+# upstream: rancher/rke2-docs docs/reference/server_config.md (data-dir, write-kubeconfig, private-registry) [CONTRACT PA1]
 def use_config_paths(cfg: dict[str, object]) -> None:
     """Move every path the node uses where config.yaml says: ``data-dir`` (everything
     under /var/lib/rancher/rke2), ``write-kubeconfig``, ``private-registry``; models
@@ -521,6 +522,7 @@ def use_config_paths(cfg: dict[str, object]) -> None:
     REGISTRIES = cfg_str(cfg, "private-registry", REGISTRIES)
 
 
+# upstream: k3s-io/k3s pkg/util/net.go (GetHostnameAndIPs: lower-case); Kubernetes ValidateNodeName [CONTRACT NM1 NM2]
 def check_node_name(name: str) -> None:
     """k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs;
     node_name() does); the API server then refuses a Node whose name is not an RFC
@@ -534,6 +536,7 @@ def check_node_name(name: str) -> None:
         )
 
 
+# upstream: rancher/rke2-docs docs/install/airgap.md, docs/security/selinux.md; k3s-io/k3s pkg/agent/containerd/config_linux.go [CONTRACT SE1 SE2]
 def check_selinux(cfg: dict[str, object]) -> None:
     """Where SELinux enforces, a tarball install needs the rke2-selinux RPM first
     (rancher/rke2-docs docs/install/airgap.md, "SELinux RPM"): without its policy RKE2
@@ -569,6 +572,7 @@ def check_selinux(cfg: dict[str, object]) -> None:
         )
 
 
+# upstream: rancher/rke2 pkg/cli/cmds/profile_linux.go (validateProfile), docs/security/hardening_guide.md [CONTRACT CS1 CS2 CS3]
 def check_profile(cfg: dict[str, object], role: str) -> None:
     """``profile: cis``: the kernel parameters of CIS_SYSCTLS (read from /proc/sys), then
     (servers) the etcd user and group in /etc/passwd and /etc/group; ``profile: etcd``:
@@ -603,6 +607,7 @@ def check_host(cfg: dict[str, object], role: str) -> None:
     check_profile(cfg, role)
 
 
+# upstream: rancher/rke2-docs docs/security/token.md (first server: short token only) [CONTRACT TK9]
 def check_bootstrap_token(token: str, ca_hash: str) -> None:
     """A full ``K10<CA hash>::server:<secret>`` token cannot bootstrap a new cluster
     without custom CA certificates: its hash names a CA that does not exist yet
@@ -630,6 +635,7 @@ def cni_missing() -> dict[str, list[str]]:
     }
 
 
+# upstream: rancher/rke2-docs docs/reference/server_config.md (cni, default canal); kubelet NetworkReady [CONTRACT CN1]
 def network_problem(cni: str, missing: object) -> str:
     """Why the node's network is not ready: RKE2 runs the cluster's CNI (canal unless
     ``cni:`` says otherwise: rancher/rke2-docs docs/reference/server_config.md) from
@@ -649,6 +655,7 @@ def network_problem(cni: str, missing: object) -> str:
     )
 
 
+# upstream: rancher/rke2 pkg/cli/cmds/agent.go (system-default-registry deprecated on agents) [CONTRACT RG4]
 def agent_registry(cfg: dict[str, object], ac: dict) -> str:
     """An agent's system-default-registry is the one its server hands out; the agent's
     own flag is deprecated and ignored (rancher/rke2 pkg/cli/cmds/agent.go)."""
@@ -2146,7 +2153,7 @@ def run_server(cfg: dict[str, object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(STATE_FILE)
 
-    # upstream: rancher/rke2-docs docs/security/token.md (first server: short token only); friendlier here [CONTRACT TK9]
+    # upstream: rancher/rke2-docs docs/install/ha.md (no server:, no datastore: new cluster) [CONTRACT BS1]
     if not url:
         # No server: and no datastore: a NEW cluster, with its own CAs (rancher/rke2-docs
         # docs/install/ha.md), whatever other servers already run.
@@ -2157,7 +2164,7 @@ def run_server(cfg: dict[str, object]) -> None:
             "agent_token": cfg_str(cfg, "agent-token"),
             "settings": settings,
         }
-        check_bootstrap_token(token, cluster["ca_hash"])
+        check_bootstrap_token(token, cluster["ca_hash"])  # [CONTRACT TK9]
         time.sleep(START_SECONDS)
         state = State({"cluster": cluster, "nodes": {}})
         server = Server(cfg, state, name)
