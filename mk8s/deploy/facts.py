@@ -78,19 +78,29 @@ def record_values(staging_root: str, path: str, sha256: str) -> dict[str, str]:
     }
 
 
+# What RKE2 demands of the host: SELinux (/sys/fs/selinux/enforce, the rke2-selinux RPM),
+# the etcd user and group (in /etc/passwd and /etc/group, where RKE2's Go os/user looks),
+# the CIS kernel parameters (/proc/sys, as RKE2 reads them); and whether the node holds
+# a datastore. Uses $db and $sysctls.
+_HOST_TEXT = (
+    "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-selinux >/dev/null 2>&1; "
+    "then echo rke2_selinux=yes; else echo rke2_selinux=no; fi; "
+    'echo "selinux_enforce=$(cat /sys/fs/selinux/enforce 2>/dev/null)"; '
+    "grep -q '^etcd:' /etc/passwd && echo etcd_user=yes; "
+    "grep -q '^etcd:' /etc/group && echo etcd_group=yes; "
+    'for k in $sysctls; do echo "sysctl $k $(cat "/proc/sys/$(printf %s "$k" | tr . /)" '
+    '2>/dev/null)"; done; '
+    'if [ -d "$db" ]; then echo datastore=yes; fi; '
+)
+
+
 def privileged(
     staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
 ) -> Command:
     """The root part of fact gathering, for the bundle's staging directory; RKE2 is
-    looked for under each of ``prefixes`` (safe paths without spaces, see the schema)
-    and its files where the node's config puts them (``paths``). Also what RKE2
-    demands of the host: SELinux (``/sys/fs/selinux/enforce``; the rke2-selinux RPM),
-    the ``etcd`` user and group (in /etc/passwd and /etc/group, where RKE2's Go
-    ``os/user`` looks) and the CIS kernel parameters (``/proc/sys``, as RKE2 reads them).
-
-    File hashes come from mk8s's own records when the file's size, ctime and inode
-    are unchanged since mk8s checked it, else from sha256sum.
-    """
+    looked for under each of ``prefixes`` (safe paths without spaces, see the schema),
+    its files where the node's config puts them (``paths``). File hashes come from
+    mk8s's records while size, ctime and inode are unchanged, else from sha256sum."""
     root = staging.rstrip("/").rsplit("/", 1)[0] or "/"
     # Every value is assigned to a shell variable once, as its own quoted word, and
     # used only as "$var": no value is ever re-read inside another quote level.
@@ -106,15 +116,8 @@ def privileged(
         'echo "disk_free_kb=$(df -Pk "$d" | awk \'NR==2{{print $4}}\')"; '
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
-        "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-selinux >/dev/null 2>&1; "
-        "then echo rke2_selinux=yes; else echo rke2_selinux=no; fi; "
-        'echo "selinux_enforce=$(cat /sys/fs/selinux/enforce 2>/dev/null)"; '
-        "grep -q '^etcd:' /etc/passwd && echo etcd_user=yes; "
-        "grep -q '^etcd:' /etc/group && echo etcd_group=yes; "
-        'for k in $sysctls; do echo "sysctl $k $(cat "/proc/sys/$(printf %s "$k" | tr . /)" '
-        '2>/dev/null)"; done; '
-        'if [ -d "$db" ]; then echo datastore=yes; fi; '
-        "for u in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
+        + _HOST_TEXT
+        + "for u in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
         "if [ -e $u/nm-cloud-setup.service ]; then "
         'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
         "break; fi; done; "

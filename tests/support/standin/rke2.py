@@ -1095,9 +1095,27 @@ class State:
             return json.loads(json.dumps(self.data))
 
 
-def node_object(name: str, e: dict) -> dict:
+def ready_condition(e: dict) -> dict:
+    """The Node's Ready condition: Unknown once heartbeats stop; False while the node
+    posts status but its network is not ready (network_problem: the CNI cannot start)."""
+    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
     posting = time.time() - e.get("heartbeat", 0) < NODE_GRACE
-    ready = posting and not e.get("network")  # network_problem: the CNI cannot start
+    if posting and not e.get("network"):
+        status, reason, msg = "True", "KubeletReady", "kubelet is posting ready status"
+    elif posting:
+        status, reason, msg = "False", "KubeletNotReady", e["network"]
+    else:
+        status, reason, msg = "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": msg,
+        "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def node_object(name: str, e: dict) -> dict:
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
@@ -1111,7 +1129,6 @@ def node_object(name: str, e: dict) -> dict:
         k, _, v = lab.partition("=")
         labels[k] = v
     created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
-    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
     uid = hashlib.sha256(f"{name}/{e.get('joined', 0)}".encode()).hexdigest()
     spec: dict = {}
     if e.get("unschedulable"):
@@ -1134,19 +1151,7 @@ def node_object(name: str, e: dict) -> dict:
                 {"type": "InternalIP", "address": e.get("address", "")},
                 {"type": "Hostname", "address": name},
             ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else ("False" if posting else "Unknown"),
-                    "reason": "KubeletReady"
-                    if ready
-                    else ("KubeletNotReady" if posting else "NodeStatusUnknown"),
-                    "message": "kubelet is posting ready status"
-                    if ready
-                    else (e["network"] if posting else "Kubelet stopped posting node status."),
-                    "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                }
-            ],
+            "conditions": [ready_condition(e)],
             "nodeInfo": {
                 "kubeletVersion": e.get("version", TAG),
                 "kubeProxyVersion": e.get("version", TAG),
