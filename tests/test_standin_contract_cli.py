@@ -266,6 +266,7 @@ TEST_FILES = {
     "workloads": "test_standin_workloads.py",
     "contract": "test_standin_contract.py",
     "contract_cli": "test_standin_contract_cli.py",
+    "host_rules": "test_standin_host_rules.py",
 }
 
 

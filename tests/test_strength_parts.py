@@ -111,7 +111,7 @@ def test_index_that_is_not_json() -> None:
         json.loads("{")
     with pytest.raises(PartRejected) as e:
         PartsIndex.from_bytes(b"{", "x.parts")
-    assert str(e.value) == f"x.parts is not a parts index (not JSON: {why.value})"
+    assert str(e.value) == f"x.parts (the parts index) is not valid JSON ({why.value})"
 
 
 def test_index_schema_error_names_the_first_field_by_path() -> None:
@@ -121,7 +121,8 @@ def test_index_schema_error_names_the_first_field_by_path() -> None:
     with pytest.raises(PartRejected) as e:
         PartsIndex.from_bytes(json.dumps(doc).encode(), "x.parts")
     assert str(e.value) == (
-        f"x.parts: bundle.sha256: '{'X' * 64}' does not match '^[0-9a-f]{{64}}$'; "
+        f"x.parts: bundle.sha256: '{'X' * 64}' does not match '^[0-9a-f]{{64}}$'"
+        " (and 1 more); "
         "use the .parts file written with the parts"
     )
 
@@ -187,9 +188,11 @@ def test_load_index_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / f"{NAME}.parts"
     with pytest.raises(InputError) as e:
         parts.load_index(missing)
-    assert str(e.value) == f"parts index {missing} does not exist; give the .parts file"
+    assert str(e.value) == (
+        f"parts index {missing} does not exist; copy the .parts file written with the parts again"
+    )
     missing.write_bytes(b"[")
-    with pytest.raises(PartRejected, match=rf"^{NAME}\.parts is not a parts index \(not JSON"):
+    with pytest.raises(PartRejected, match=rf"^{NAME}\.parts \(the parts index\) is not valid"):
         parts.load_index(missing)
 
 
@@ -258,7 +261,7 @@ def test_check_index_signature(tmp_path: Path, ed_key: keys.PrivateKey) -> None:
         "signature (bad header); get the parts again from their source"
     )
     sig.write_bytes(b"x" * 8193)
-    with pytest.raises(InputError) as e:
+    with pytest.raises(PartRejected) as e:  # a damaged signature file is exit 3
         parts.check_index(index, trusted)
     assert (
         f"parts index signature {sig} is larger than 8192 bytes; this cannot be a parts "

@@ -135,7 +135,11 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
         arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True
     )
     old = placed_path(c_art).rsplit("-", 1)[0] + "-000000000000.yaml"
-    cmds = place_workloads(ctx, facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}))
+    cmds = place_workloads(
+        ctx,
+        ctx.cluster.bootstrap,
+        facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}),
+    )
     assert len(cmds) == 2
     # Run the chart command for real, with the staged file and the target moved locally.
     root = tmp_path / "node"
@@ -160,4 +164,9 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
     assert not stale.exists()
     assert old in cmds[0].display()
     done = frozenset({placed_path(c_art), placed_path(m_art)})
-    assert place_workloads(ctx, facts.NodeFacts(**{**fresh.__dict__, "placed": done})) == []
+    assert (
+        place_workloads(
+            ctx, ctx.cluster.bootstrap, facts.NodeFacts(**{**fresh.__dict__, "placed": done})
+        )
+        == []
+    )

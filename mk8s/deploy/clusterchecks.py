@@ -1,29 +1,17 @@
 """Checks of cluster.yaml values that its schema cannot express: URLs, files it names,
-and the RKE2 config keys mk8s manages. Each failure is the Document's one-line
+(the RKE2 config keys are mk8s.deploy.rke2config's). Each failure is the Document's one-line
 ClusterFileError naming file, line and field; none quotes a secret (a URL's userinfo,
 the content of a file).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from mk8s.deploy import registryca
 from mk8s.deploy.clusterfile import Document
 from mk8s.errors import InputError
-
-# mk8s writes these config.yaml keys itself; a user value would silently fight it.
-MANAGED_CONFIG_KEYS = (
-    "server",
-    "token",
-    "token-file",
-    "agent-token",
-    "agent-token-file",
-    "node-name",
-)
 
 
 def check_url(url: str, where: list[str | int], doc: Document) -> None:
@@ -49,18 +37,6 @@ def check_ca_file(path: Path, where: list[str | int], doc: Document) -> None:
         registryca.read_ca(path)
     except InputError as e:
         doc.fail(where, e.problem, e.fix or registryca.FIX)
-
-
-def check_managed_keys(config: Mapping[str, Any], where: list[str | int], doc: Document) -> None:
-    for key in MANAGED_CONFIG_KEYS:
-        if key in config:
-            if key == "server":
-                fix = "remove it; set spec.rke2.serverUrl for a fixed registration address"
-            elif key == "node-name":
-                fix = "remove it; mk8s sets node-name to the node's name in spec.nodes"
-            else:
-                fix = "remove it; set spec.rke2.token.file to choose the token"
-            doc.fail([*where, key], f"{key!r} is managed by mk8s", fix, key=True)
 
 
 def check_identity(identity_file: Path | None, where: list[str | int], doc: Document) -> None:
