@@ -21,6 +21,7 @@ from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
 from mk8s.deploy.session import Session, SessionSettings
 from mk8s.deploy.workloads import placed_path
+from tests.support.registry import TestCA
 
 OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"
 IMAGES = "rke2-images.linux-amd64.tar.zst"
@@ -52,7 +53,8 @@ def _manifest(tag: str, *extra: tuple[str, str, str | None]) -> Lock:
 
 
 def _cluster(tmp_path: Path, rke2: str = "", images: str = "{}", agents: int = 2) -> Cluster:
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n")
+    if not (tmp_path / "ca.pem").exists():
+        (tmp_path / "ca.pem").write_bytes(TestCA.create("CA one").pem())
     (tmp_path / "pw").write_text("pw-one\n")
     workers = "".join(
         f"    - {{address: 10.0.0.{20 + i}, name: w{i}, role: agent}}\n"
@@ -162,7 +164,7 @@ def test_a_new_registry_password_or_ca_restarts(tmp_path: Path) -> None:
     assert plan.start_step(before, cp1, f).commands == ()
     new_password = plan.start_step(_ctx(c, password="pw-two"), cp1, f)
     assert _restarts(new_password) and "registries.yaml changed" in new_password.note
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n")
+    (tmp_path / "ca.pem").write_bytes(TestCA.create("CA two").pem())
     new_ca = plan.start_step(before, cp1, f)
     assert _restarts(new_ca) and new_ca.note.endswith("the registry CA changed")
     shown = [x.display() for x in install_step(before, cp1, f).commands]
@@ -315,7 +317,7 @@ def test_facts_read_the_records_and_the_ca() -> None:
     assert f.running_tag is None and f.effective_tag is None
     g = replace(f, rke2_version=f"rke2 version {NEW} (x)", running_version=OLD)
     assert (g.rke2_tag, g.running_tag, g.effective_tag) == (NEW, OLD, OLD)
-    text = facts.privileged("/var/lib/mk8s/b").display()
+    text = facts.gather("/var/lib/mk8s/b").display()
     for path in (facts.REGISTRY_CA_PATH, facts.RESTART_PENDING, facts.PLACED_IMAGES):
         assert path in text
 

@@ -10,8 +10,10 @@ RKE2 facts this encodes (README, "Deploying"):
   ``rke2.linux-ARCH.tar.gz`` and ``sha256sum-ARCH.txt``; it starts nothing.
 * Image tarballs must be in ``/var/lib/rancher/rke2/agent/images/`` before the first
   start (no registry in an air gap); mk8s places them itself, checked.
-* The first server starts without ``server:``; every other node gets
-  ``server: https://<first server or serverUrl>:9345`` and ``token:``.
+* The first server starts without ``server:`` when the whole cluster is new; every
+  other node gets ``server: https://<first server or serverUrl>:9345`` and ``token:``;
+  a first server without a datastore in an existing cluster joins a live member
+  (:mod:`mk8s.deploy.membership`).
 * Server joins happen one at a time (parallel etcd joins fail).
 """
 
@@ -38,7 +40,6 @@ from mk8s.deploy.context import (
 from mk8s.deploy.facts import (
     CONFIG_PATH,
     RECORD_TEMPLATE,
-    RESTART_PENDING,
     NodeFacts,
     record_values,
 )
@@ -49,8 +50,9 @@ from mk8s.deploy.nodeconfig import (
     mask_secrets,
     node_config,
     registries_bytes,
-    sha256_hex,
 )
+from mk8s.deploy.requirements import host_problems
+from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
 
 START_TIMEOUT = 900.0
@@ -90,6 +92,7 @@ def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
     problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
+    problems += host_problems(cluster, facts)
     for node in cluster.nodes:
         f = facts[node.name]
         name = node.name
@@ -314,12 +317,13 @@ def start_step(
     real, masked = config_bytes(ctx, node)
     unit = service(node)
     active = restart.active(node, f)
-    changed = f.hashes.get(CONFIG_PATH) != sha256_hex(real)
+    changed = restart.config_changes(ctx, node, f)
     why = restart.reasons(ctx, node, f) if active else []
+    pending = ctx.cluster.paths(node).restart_pending
     cmds: list[Command] = []
     if changed:
         if active:
-            cmds.append(restart.mark_pending([restart.CONFIG]))
+            cmds.append(restart.mark_pending(ctx.cluster.paths(node), [restart.CONFIG]))
         cmds.append(
             write_file(
                 CONFIG_PATH,
@@ -335,7 +339,7 @@ def start_step(
     cmds.append(
         Command.script(
             "systemctl enable {unit} && systemctl " + verb + " {unit} && rm -f {pending}",
-            {"unit": unit, "pending": RESTART_PENDING},
+            {"unit": unit, "pending": pending},
             sudo=True,
             description=f"enable and {verb} {unit} (blocks until it reports ready)",
             timeout=START_TIMEOUT,
@@ -345,11 +349,11 @@ def start_step(
     return Step(node.name, "start", tuple(cmds), note=note)
 
 
-def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
+def wait_step(node: Node, timeout: float, version: str | None = None, *, paths: NodePaths) -> Step:
     """Poll until the node is Ready (at ``version``, when given); a server must also
-    answer ``/readyz`` itself."""
-    readyz = readyz_command() if node.is_server else None
-    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version)
+    answer ``/readyz`` itself (with its kubectl and kubeconfig, at ``paths``)."""
+    readyz = readyz_command(paths) if node.is_server else None
+    wait = WaitReady(node.name, readyz, nodes_command(paths), timeout, version)
     return Step(node.name, "wait", (wait,))
 
 

@@ -16,7 +16,7 @@ nothing until the service restarts:
   a replaced archive always restarts.
 
 A run that changes such an input on a running node first records why in
-``RESTART_PENDING`` on the node; the (re)start command removes the record once the
+``mk8s/restart-pending`` of the node's data-dir; the (re)start command removes it once the
 service is up. A later run that finds the record restarts even though the files on
 disk are already right (an earlier run was interrupted between writing and restarting).
 """
@@ -27,20 +27,14 @@ import posixpath
 from collections.abc import Sequence
 
 from mk8s.bundle.manifest import Artifact, ArtifactKind
+from mk8s.deploy import registryca
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context
-from mk8s.deploy.facts import (
-    CONFIG_PATH,
-    IMAGES_DIR,
-    REGISTRIES_PATH,
-    REGISTRY_CA_PATH,
-    RESTART_PENDING,
-    NodeFacts,
-)
+from mk8s.deploy.facts import CONFIG_PATH, REGISTRY_CA_PATH, NodeFacts
 from mk8s.deploy.gates import imports_while_running
-from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
-from mk8s.files import read_regular
+from mk8s.deploy.nodeconfig import config_bytes, config_variants, registries_bytes, sha256_hex
+from mk8s.deploy.rke2config import NodePaths
 
 # The words a pending-restart record holds, one a line.
 CONFIG = "config.yaml"
@@ -55,22 +49,30 @@ def active(node: Node, f: NodeFacts) -> bool:
 
 
 def registry_ca(ctx: Context) -> bytes | None:
-    """The registry CA mk8s writes to every node (spec.images.registry.caFile), or None."""
+    """The registry CA mk8s writes to every node (spec.images.registry.caFile, its
+    certificates only), or None."""
     reg = ctx.cluster.images.registry
     if ctx.cluster.images.distribution != "registry" or reg is None or reg.ca_file is None:
         return None
-    return read_regular(reg.ca_file, what="registry CA file", max_size=1 << 20, fix="fix caFile")
+    return registryca.read_ca(reg.ca_file)
 
 
 def config_changes(ctx: Context, node: Node, f: NodeFacts) -> bool:
-    return f.hashes.get(CONFIG_PATH) != sha256_hex(config_bytes(ctx, node)[0])
+    """Whether this run writes config.yaml: the node's differs from every form RKE2
+    would take as the same (a server with a datastore ignores ``server:``)."""
+    accepted = {sha256_hex(config_bytes(ctx, node)[0])}
+    if node.is_server and f.datastore:  # server: is ignored once a datastore exists
+        accepted |= {sha256_hex(b) for b in config_variants(ctx, node)}
+    return f.hashes.get(CONFIG_PATH) not in accepted
 
 
-def registry_changes(ctx: Context, f: NodeFacts) -> list[str]:
-    """registries.yaml and the registry CA, when this run writes them."""
+def registry_changes(ctx: Context, node: Node, f: NodeFacts) -> list[str]:
+    """registries.yaml (where the node's ``private-registry`` says) and the registry CA,
+    when this run writes them."""
     out = []
     registries = registries_bytes(ctx)
-    if registries is not None and f.hashes.get(REGISTRIES_PATH) != sha256_hex(registries[0]):
+    path = ctx.cluster.paths(node).registries
+    if registries is not None and f.hashes.get(path) != sha256_hex(registries[0]):
         out.append(REGISTRIES)
     ca = registry_ca(ctx)
     if ca is not None and f.hashes.get(REGISTRY_CA_PATH) != sha256_hex(ca):
@@ -94,9 +96,10 @@ def image_changes(ctx: Context, node: Node, f: NodeFacts) -> list[str]:
     """``[IMAGES]`` when this run places image archives that the running RKE2 will not
     import unless it restarts."""
     arch = f.arch or ctx.manifest.release.arch[0]
+    images_dir = ctx.cluster.paths(node).images_dir
     replaced = added = False
     for art in wanted_images(ctx, node, arch):
-        have = f.hashes.get(posixpath.join(IMAGES_DIR, art.name))
+        have = f.hashes.get(posixpath.join(images_dir, art.name))
         replaced |= have is not None and have != art.sha256
         added |= have is None
     running = f.effective_tag
@@ -110,18 +113,20 @@ def reasons(ctx: Context, node: Node, f: NodeFacts) -> list[str]:
     changed without restarting (in that order, each once). Only meaningful for a node
     whose service is active: a stopped service reads everything when it starts."""
     found = [CONFIG] if config_changes(ctx, node, f) else []
-    found += registry_changes(ctx, f) + image_changes(ctx, node, f) + list(f.restart_pending)
+    found += registry_changes(ctx, node, f) + image_changes(ctx, node, f)
+    found += list(f.restart_pending)
     return list(dict.fromkeys(found))
 
 
-def mark_pending(words: Sequence[str]) -> Command:
-    """Record on the node, before the inputs change, that RKE2 must restart (and why)."""
+def mark_pending(paths: NodePaths, words: Sequence[str]) -> Command:
+    """Record on the node, before the inputs change, that RKE2 must restart (and why), in
+    the node's data-dir (``paths``)."""
     return Command.argv(
         "sh",
         "-c",
         'f="$1"; shift; mkdir -p "$(dirname "$f")" && printf "%s\\n" "$@" >> "$f"',
         "mk8s-pending",
-        RESTART_PENDING,
+        paths.restart_pending,
         *words,
         sudo=True,
         timeout=60,

@@ -53,14 +53,13 @@ class GatherFacts(Phase):
     def nodes(self, s: Session) -> Sequence[Node]:
         return s.cluster.nodes
 
-    def command(self, s: Session) -> Command:
-        return facts.gather(staging_dir(s), s.cluster.rke2.prefixes)
+    def command(self, s: Session, node: Node) -> Command:
+        return facts.gather(staging_dir(s), s.cluster.rke2.prefixes, s.cluster.paths(node))
 
     def run(self, s: Session) -> None:
-        cmd = self.command(s)
-
         def one(node: Node) -> None:
-            s.facts[node.name] = facts.parse_gathered(s.run(node, "facts", cmd).stdout)
+            out = s.run(node, "facts", self.command(s, node)).stdout
+            s.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
         running_versions(s)
@@ -72,7 +71,6 @@ class GatherFacts(Phase):
         assert s.verified is not None
         arch = s.verified.manifest.release.arch[0]
         journal = s.journal().get("nodes", {})
-        cmd = self.command(s)
         lines = []
         for n in self.nodes(s):
             entry = journal.get(n.name, {}) if isinstance(journal, dict) else {}
@@ -88,18 +86,19 @@ class GatherFacts(Phase):
                 rke2_version=f"rke2 version {version}" if known else None,
                 server_active=known and n.is_server,
                 agent_active=known and not n.is_server,
+                datastore=known and n.is_server,
                 running_version=version if known else None,
-                **(inputs.assumed(entry) if known else {}),
+                **(inputs.assumed(entry, s.cluster.paths(n)) if known else {}),
             )
             state = f"runs {version} (journal)" if known else "fresh"
             lines.append(f"[{n.name} {n.address} {n.role}] {state}")
-            lines.append(f"  $ {as_user(cmd, n.ssh.user).display()}")
+            lines.append(f"  $ {as_user(self.command(s, n), n.ssh.user).display()}")
             if n.name == s.cluster.servers[0].name:
-                ask = as_user(kubectl.nodes_command(), n.ssh.user).display()
+                ask = kubectl.nodes_command(s.cluster.paths(n))
                 lines += [
                     "  then, here or on the next running server: what each node's running"
                     " RKE2 reports (its kubeletVersion)",
-                    f"  $ {ask}",
+                    f"  $ {as_user(ask, n.ssh.user).display()}",
                 ]
         return lines
 
@@ -114,7 +113,7 @@ def running_versions(s: Session) -> None:
         if not s.facts[node.name].server_active:
             continue
         try:
-            r = s.run(node, "facts", kubectl.nodes_command())
+            r = s.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:

@@ -17,6 +17,7 @@ from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy import facts, restart
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
+from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.session import Session
 from mk8s.deploy.steps import NodeState
 from mk8s.deploy.workloads import placed_path
@@ -25,23 +26,24 @@ from mk8s.deploy.workloads import placed_path
 def node_inputs(s: Session, node: Node) -> dict[str, Any]:
     """The start-only inputs ``node`` has once this run's steps are done, as digests."""
     ctx = s.context
+    paths = ctx.cluster.paths(node)
     f = s.facts.get(node.name)
     arch = (f.arch if f else None) or ctx.manifest.release.arch[0]
     hashes = {facts.CONFIG_PATH: sha256_hex(config_bytes(ctx, node)[0])}
     registries = registries_bytes(ctx)
     if registries is not None:
-        hashes[facts.REGISTRIES_PATH] = sha256_hex(registries[0])
+        hashes[paths.registries] = sha256_hex(registries[0])
     ca = restart.registry_ca(ctx)
     if ca is not None:
         hashes[facts.REGISTRY_CA_PATH] = sha256_hex(ca)
     for art in restart.wanted_images(ctx, node, arch):
-        hashes[posixpath.join(facts.IMAGES_DIR, art.name)] = art.sha256
+        hashes[posixpath.join(paths.images_dir, art.name)] = art.sha256
     placed = []
     if node.is_server:
         arts = ctx.manifest.find(kind=ArtifactKind.CHART) + ctx.manifest.find(
             kind=ArtifactKind.MANIFEST
         )
-        placed = sorted(placed_path(a) for a in arts)
+        placed = sorted(placed_path(a, paths.manifests_dir) for a in arts)
     return {"hashes": hashes, "placed": placed}
 
 
@@ -57,8 +59,9 @@ def record_inputs(s: Session) -> None:
     s.state.write_journal(journal)
 
 
-def assumed(entry: object) -> dict[str, Any]:
-    """NodeFacts fields a dry run takes from a node's journal entry (none if unknown)."""
+def assumed(entry: object, paths: NodePaths = DEFAULT_PATHS) -> dict[str, Any]:
+    """NodeFacts fields a dry run takes from a node's journal entry (none if unknown),
+    for a node whose files are at ``paths``."""
     inputs = entry.get("inputs") if isinstance(entry, dict) else None
     if not isinstance(inputs, dict):
         return {}
@@ -71,7 +74,7 @@ def assumed(entry: object) -> dict[str, Any]:
         "placed_images": {
             posixpath.basename(p): h
             for p, h in hashes.items()
-            if posixpath.dirname(p) == facts.IMAGES_DIR
+            if posixpath.dirname(p) == paths.images_dir
         },
     }
 
