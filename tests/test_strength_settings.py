@@ -167,8 +167,8 @@ def registry_spec(tmp_path: Path, url: str) -> str:
 @pytest.mark.parametrize("port", ["0", "65536", "99999"])
 def test_registry_port_outside_1_to_65535_is_refused(tmp_path: Path, port: str) -> None:
     assert err(tmp_path, registry_spec(tmp_path, f"https://reg.lan:{port}")) == (
-        f"{tmp_path}/cluster.yaml:9: spec.images.registry.url: port {port} is not one of"
-        " 1-65535; give the registry's port, e.g. https://registry.lan:5000"
+        f"{tmp_path}/cluster.yaml:9: spec.images.registry.url: port {port} is out of range"
+        " (1-65535); fix the port"
     )
 
 
