@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
-from mk8s.bundle.versions import parse_tag
+from mk8s.deploy import gates
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
 from mk8s.deploy.context import (
@@ -128,28 +128,13 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
     return problems
 
 
-# RKE2's embedded registry mirror: experimental from these patches of each minor
-# (GA from v1.29.12, v1.30.8, v1.31.4); every minor after 1.29 has it.
-EMBEDDED_REGISTRY_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
-
-
 def embedded_registry_problems(cluster: Cluster, manifest: Lock) -> list[str]:
-    """``distribution: servers`` needs an RKE2 with the embedded registry mirror."""
+    """``distribution: servers`` needs an RKE2 whose agents can pull from the embedded
+    registry mirror (the version gates are in :mod:`mk8s.deploy.gates`)."""
     if cluster.images.distribution != "servers":
         return []
-    v = parse_tag(manifest.release.tag)
-    if v is None or v.major != 1:
-        return []
-    since = EMBEDDED_REGISTRY_SINCE.get(v.minor)
-    ok = v.minor > max(EMBEDDED_REGISTRY_SINCE) or (since is not None and v.patch >= since)
-    if ok:
-        return []
-    first = ", ".join(f"v1.{m}.{p}" for m, p in sorted(EMBEDDED_REGISTRY_SINCE.items()))
-    return [
-        f"spec.images.distribution: servers needs RKE2's embedded registry mirror, which"
-        f" {manifest.release.tag} does not have (it came with {first}); use a newer bundle"
-        " or distribution: all"
-    ]
+    problem = gates.embedded_mirror_problem(manifest.release.tag)
+    return [problem] if problem else []
 
 
 def missing_sans(cluster: Cluster) -> list[str]:
