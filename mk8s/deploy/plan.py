@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
-from mk8s.deploy import gates
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
 from mk8s.deploy.context import (
@@ -130,7 +130,7 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
 
 def embedded_registry_problems(cluster: Cluster, manifest: Lock) -> list[str]:
     """``distribution: servers`` needs an RKE2 whose agents can pull from the embedded
-    registry mirror (the version gates are in :mod:`mk8s.deploy.gates`)."""
+    registry mirror (the version gates are in :mod:`mk8s.rke2gates`)."""
     if cluster.images.distribution != "servers":
         return []
     problem = gates.embedded_mirror_problem(manifest.release.tag)

@@ -7,9 +7,9 @@ first one listed never does) or releases where it is known to be broken
 as their patch (``v1.31.5-rc1`` as ``v1.31.5``); a tag that does not parse has every
 feature (mk8s never guesses a version is old).
 
-Pure: no I/O. Preflight (:func:`embedded_mirror_problem`), image placement and
-restarts (:func:`imports_while_running`) and the image archives a bundle may carry
-(:func:`imports_partial_index`) all read this table.
+Pure: no I/O. Deploy's preflight (:func:`embedded_mirror_problem`) and restarts
+(:func:`imports_while_running`), and the image archives ``bundle create`` may write
+(:func:`imports_partial_index`) all read this table, so it sits beside both sides.
 """
 
 from __future__ import annotations
