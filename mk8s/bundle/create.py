@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -180,7 +181,9 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
         )
     )
     artifacts += [_file_artifact(p) for p in settings.files]
-    artifacts += [_file_artifact(p, ArtifactKind.CHART) for p in settings.charts]
+    artifacts += workloads.pin_charts(
+        settings.charts, partial(_file_artifact, kind=ArtifactKind.CHART)
+    )
     artifacts += [_file_artifact(p, ArtifactKind.MANIFEST) for p in settings.manifests]
     if settings.images:
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
@@ -279,6 +282,7 @@ def create_bundle(
     for server trouble, OutputError when the bundle or lock cannot be written. Nothing
     is left at the output paths on failure.
     """
+    workloads.check_releases(lock.find(kind=ArtifactKind.CHART))
     out = bundle_path(settings.out, lock, force=settings.force)
     if settings.split:
         split_mod.check_free(out, force=settings.force)

@@ -19,12 +19,14 @@ import os
 import re
 import secrets
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from mk8s.bundle.artifactchecks import CHART_NAME, CHART_VERSION
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 from mk8s.files import read_regular
@@ -139,11 +141,32 @@ def _pull(
     return pulled, pulled.archive_sha256, pulled.size
 
 
-def check_chart(path: Path) -> str:
-    """The chart's name; InputError unless ``path`` is a Helm chart archive."""
+# helm-controller keeps a HelmChart's chartContent (the chart's base64) in one ConfigMap,
+# chart-content-NAME (k3s-io/helm-controller pkg/controllers/chart/chart.go,
+# contentConfigMap), and Kubernetes refuses a ConfigMap whose data exceeds 1 MiB
+# ("[]: Too long: must have at most 1048576 bytes", k3s-io/helm-controller#267): the
+# HelmChart is accepted but its install job never runs. A chart's base64 is 4/3 its size.
+CONFIGMAP_MAX = 1 << 20
+MAX_CHART_BYTES = CONFIGMAP_MAX // 4 * 3  # 786432 bytes (768 KiB): base64 of exactly 1 MiB
+# helm-controller names the release and its HelmChart alike and runs helm-install-NAME,
+# a Job whose name is also a label value (at most 63 characters).
+MAX_RELEASE = 50
+
+
+def release_name(chart_name: str) -> str:
+    """The Helm release (and HelmChart object) name deploy installs a chart as: its
+    Chart.yaml name, lower-cased, other characters than ``a-z0-9-`` made ``-``."""
+    name = re.sub(r"[^a-z0-9-]+", "-", chart_name.lower()).strip("-")
+    return name[:MAX_RELEASE].strip("-") or "chart"
+
+
+def check_chart(path: Path) -> tuple[str, str]:
+    """The chart's (name, version) from its Chart.yaml; InputError unless ``path`` is a
+    Helm chart archive that helm-controller can install (at most MAX_CHART_BYTES)."""
     data = read_regular(
         path, what="chart", max_size=MAX_CHART, fix="give a .tgz from `helm package`"
     )
+    too_big(path.name, len(data), f"--chart {path}")
     fix = "give a chart archive made by `helm package`"
     try:
         import io
@@ -161,7 +184,53 @@ def check_chart(path: Path) -> str:
         isinstance(chart.get(k), str) and chart.get(k) for k in ("apiVersion", "name", "version")
     ):
         raise InputError(f"--chart {path}: Chart.yaml lacks apiVersion, name or version", fix)
-    return str(chart["name"])
+    name, version = str(chart["name"]), str(chart["version"])
+    if not CHART_NAME.fullmatch(name) or not CHART_VERSION.fullmatch(version):
+        raise InputError(
+            f"--chart {path}: Chart.yaml name {name[:100]!r} or version {version[:64]!r} is"
+            " not a plain chart name and version",
+            "fix the chart's Chart.yaml (letters, digits, . _ - and a semver version)",
+        )
+    return name, version
+
+
+def too_big(name: str, size: int, what: str) -> None:
+    """InputError when a chart of ``size`` bytes cannot be installed by helm-controller."""
+    if size > MAX_CHART_BYTES:
+        raise InputError(
+            f"{what} is {size} bytes: helm-controller keeps a chart's base64 in one"
+            f" ConfigMap, which Kubernetes limits to {CONFIGMAP_MAX} bytes, so a chart over"
+            f" {MAX_CHART_BYTES} bytes (768 KiB) never installs",
+            "make the chart smaller (a .helmignore for docs, tests and images; fewer vendored"
+            " subcharts), or push it to a chart repository inside the air gap instead",
+        )
+
+
+def pin_charts(paths: Sequence[Path], pin: Callable[[Path], Artifact]) -> list[Artifact]:
+    """The ``--chart`` artifacts (``pin`` hashes a file), each with its Chart.yaml name
+    and version; InputError when two would install as one Helm release."""
+    out = [replace(pin(p), chart=check_chart(p)) for p in paths]
+    check_releases(out)
+    return out
+
+
+def check_releases(charts: Sequence[Artifact]) -> None:
+    """InputError when a chart is too big to install, or two charts share a release:
+    helm-controller keeps one release per HelmChart name, so the later would replace
+    the earlier one."""
+    seen: dict[str, Artifact] = {}
+    for art in charts:
+        too_big(art.name, art.size, f"chart {art.name}")
+        if art.chart is None:
+            continue
+        rel = release_name(art.chart[0])
+        if rel in seen:
+            raise InputError(
+                f"charts {seen[rel].name} and {art.name} both install as Helm release"
+                f" {rel!r}: one would replace the other",
+                "carry one version of each chart",
+            )
+        seen[rel] = art
 
 
 def check_manifest(path: Path) -> int:
@@ -184,6 +253,9 @@ def check_manifest(path: Path) -> int:
 def summary(lock: Lock) -> list[str]:
     """One line per workload the bundle carries (for inspect and status)."""
     lines = [f"image    {image_ref(a)}" for a in lock.find(kind=ArtifactKind.IMAGE)]
-    lines += [f"chart    {a.name}" for a in lock.find(kind=ArtifactKind.CHART)]
+    lines += [
+        f"chart    {a.name}" + (f" ({a.chart[0]} {a.chart[1]})" if a.chart else "")
+        for a in lock.find(kind=ArtifactKind.CHART)
+    ]
     lines += [f"manifest {a.name}" for a in lock.find(kind=ArtifactKind.MANIFEST)]
     return lines

@@ -1,0 +1,61 @@
+"""Charts the bundle no longer carries are uninstalled on purpose, once the servers are
+Ready (helm-controller deletes nothing when a file leaves server/manifests: see
+:mod:`mk8s.deploy.workloads`). The charts mk8s placed are recorded in the journal, so
+a dry run shows the same uninstalls without contacting a node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from mk8s.bundle.manifest import ArtifactKind
+from mk8s.deploy import workloads
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.engine import Phase
+from mk8s.deploy.session import Session
+from mk8s.deploy.steps import Step
+
+JOURNAL_KEY = "workloads"  # the files mk8s placed in server/manifests, last run
+
+
+class UninstallDroppedCharts(Phase):
+    title = "uninstall the charts the bundle no longer carries (kubectl delete helmchart)"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [n for n in s.cluster.servers if n.name in s.facts]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.stop_reason and bool(s.cluster.servers)
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        cmds = workloads.uninstall_dropped(s.context, s.facts[node.name])
+        return [Step(node.name, "uninstall-charts", tuple(cmds))] if cmds else []
+
+    def run_node(self, s: Session, node: Node) -> None:
+        for name in workloads.dropped_charts(s.context, s.facts[node.name]):
+            s.log(f"{node.name}: uninstalling chart {name} (the bundle no longer carries it)")
+        super().run_node(s, node)
+
+    def run(self, s: Session) -> None:
+        super().run(s)
+        if all(s.alive(n) for n in s.cluster.servers):
+            journal = s.journal()
+            journal[JOURNAL_KEY] = placed(s)
+            s.state.write_journal(journal)
+
+    def plan(self, s: Session) -> list[str]:
+        lines = super().plan(s)
+        return lines or ["  (none: every chart mk8s placed is still in the bundle)"]
+
+
+def placed(s: Session) -> list[str]:
+    """The files the bundle's charts and manifests are placed as on every server."""
+    m = s.context.manifest
+    arts = m.find(kind=ArtifactKind.CHART) + m.find(kind=ArtifactKind.MANIFEST)
+    return sorted(workloads.placed_path(a) for a in arts)
+
+
+def journal_placed(s: Session) -> frozenset[str]:
+    """What the last run recorded as placed (for a dry run's assumed facts)."""
+    found = s.journal().get(JOURNAL_KEY)
+    return frozenset(str(p) for p in found) if isinstance(found, list) else frozenset()
