@@ -61,6 +61,7 @@ class LockSettings:
     charts: tuple[Path, ...] = ()
     manifests: tuple[Path, ...] = ()
     registry_auth_file: Path | None = None  # a Docker config.json with credentials
+    all_platforms: bool = False  # carry every platform of a multi-platform --image
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,9 +188,10 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
     artifacts += [_file_artifact(p, ArtifactKind.MANIFEST) for p in settings.manifests]
     if settings.images:
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
-        artifacts += workloads.pin_images(
-            settings.images, settings.arches, cache, settings.registry_auth_file
+        pins = workloads.ImagePins(
+            settings.arches, release.tag, settings.all_platforms, settings.registry_auth_file
         )
+        artifacts += workloads.pin_images(settings.images, pins, cache)
     rel = Release(
         requested=settings.spec,
         tag=release.tag,

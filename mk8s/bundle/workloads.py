@@ -4,6 +4,8 @@
   its registry into a deterministic OCI image-layout archive (every blob checked
   against its digest), one artifact of kind ``image`` whose source is
   ``oci://REGISTRY/REPO:TAG@DIGEST``; a tag is resolved once and the digest pinned.
+  The image's index is kept byte for byte (its digest is the pin a pod uses); only the
+  bundle's platforms of it are carried unless ``--all-platforms``.
   With ``--lock`` the image is pulled again by that digest and must give the same
   archive, byte for byte (anything else is drift: a supply-chain alarm).
 * ``--chart PATH.tgz``: a Helm chart archive (``NAME/Chart.yaml`` with apiVersion,
@@ -20,12 +22,13 @@ import re
 import secrets
 import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from mk8s import rke2gates
 from mk8s.bundle.artifactchecks import CHART_NAME, CHART_VERSION
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
@@ -68,17 +71,40 @@ def _platforms(arches: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"linux/{a}" for a in arches)
 
 
-def pin_images(
-    refs: Sequence[str], arches: Sequence[str], cache_dir: Path, auth_file: Path | None = None
-) -> list[Artifact]:
-    """Pull each reference (a tag is resolved once) and pin its archive in the cache."""
+@dataclass(frozen=True)
+class ImagePins:
+    """How ``--image`` references are pinned: which platforms of an index to carry
+    (``all_platforms``, else those of the bundle's ``arches``) for RKE2 ``tag``."""
+
+    arches: tuple[str, ...]
+    tag: str
+    all_platforms: bool = False
+    auth_file: Path | None = None
+
+
+def pin_images(refs: Sequence[str], pins: ImagePins, cache_dir: Path) -> list[Artifact]:
+    """Pull each reference (a tag is resolved once) and pin its archive in the cache.
+
+    The archive keeps the image's own index, so the digest pinned is the digest a node
+    imports; an index whose other platforms are left out is recorded as such
+    (``Artifact.platforms``). InputError when RKE2 ``pins.tag`` cannot import such an
+    index (the releases before WithSkipMissing: :mod:`mk8s.rke2gates`)."""
     from mk8s.images import parse_reference
 
+    platforms = None if pins.all_platforms else _platforms(pins.arches)
     out: list[Artifact] = []
     for text in dict.fromkeys(refs):
         ref = parse_reference(text)
-        pulled, sha, size = _pull(ref, arches, cache_dir, auth_file)
+        pulled, sha, size = _pull(ref, platforms, cache_dir, pins.auth_file)
         pinned = ref.with_digest(pulled.source_digest)
+        if pulled.partial and not rke2gates.imports_partial_index(pins.tag):
+            raise InputError(
+                f"{pinned} is a multi-platform image of which the bundle would carry"
+                f" {', '.join(pulled.platforms)}, and RKE2 {pins.tag} cannot import an image"
+                " index whose other platforms are absent (it can from"
+                f" {rke2gates.first_releases(rke2gates.Feature.IMPORT_PARTIAL_INDEX)})",
+                "pass --all-platforms to carry every platform of it, or bundle a newer RKE2",
+            )
         name = image_name(ref.registry, ref.repository, ref.tag, pulled.source_digest)
         out.append(
             Artifact(
@@ -88,14 +114,16 @@ def pin_images(
                 size=size,
                 sha256=sha,
                 url=OCI_SCHEME + str(pinned),
+                platforms=pulled.platforms if pulled.partial else (),
             )
         )
     return out
 
 
 def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> dict[str, Path]:
-    """Pull every image the lock pins (by digest) again; ChecksumMismatch when the
-    archive is not the one pinned (naming the image and both hashes)."""
+    """Pull every image the lock pins (by digest) again, the platforms it carried;
+    ChecksumMismatch when the archive is not the one pinned (naming the image and both
+    hashes)."""
     from mk8s.images import parse_reference
 
     files: dict[str, Path] = {}
@@ -105,7 +133,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
         if cached.is_file() and cached.stat().st_size == art.size:
             files[art.path] = cached
             continue
-        _pulled, sha, size = _pull(ref, lock.release.arch, cache_dir, auth_file)
+        _pulled, sha, size = _pull(ref, art.platforms or None, cache_dir, auth_file)
         if sha != art.sha256 or size != art.size:
             raise ChecksumMismatch(
                 f"image {image_ref(art)} gives another archive than the lock pins: expected"
@@ -117,7 +145,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
 
 
 def _pull(
-    ref: Reference, arches: Sequence[str], cache_dir: Path, auth_file: Path | None
+    ref: Reference, platforms: Sequence[str] | None, cache_dir: Path, auth_file: Path | None
 ) -> tuple[PulledImage, str, int]:
     from mk8s.images import RegistrySettings, pull_image
 
@@ -128,9 +156,7 @@ def _pull(
     tmp = cache_dir / "tmp" / f"image-{secrets.token_hex(6)}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pulled = pull_image(
-            ref, tmp, cache_dir=cache_dir, platforms=_platforms(arches), settings=settings
-        )
+        pulled = pull_image(ref, tmp, cache_dir=cache_dir, platforms=platforms, settings=settings)
         final = cache_dir / "sha256" / pulled.archive_sha256
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)

@@ -50,6 +50,7 @@ from mk8s.deploy.nodeconfig import (
     sha256_hex,
 )
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
+from mk8s.deploy.workloads import partial_image_problems
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
@@ -88,6 +89,7 @@ def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
     problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
+    problems += partial_image_problems(cluster, manifest)
     for node in cluster.nodes:
         f = facts[node.name]
         name = node.name

@@ -23,8 +23,10 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-from mk8s.bundle.manifest import Artifact, ArtifactKind
-from mk8s.bundle.workloads import release_name
+from mk8s import rke2gates
+from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.workloads import image_ref, release_name
+from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context, remote_path
 from mk8s.deploy.facts import KUBECONFIG_PATH, KUBECTL, SERVER_MANIFESTS_DIR, NodeFacts
@@ -150,3 +152,28 @@ def uninstall_dropped(ctx: Context, f: NodeFacts) -> list[Command]:
 def any_dropped(ctx: Context, facts: Mapping[str, NodeFacts]) -> bool:
     """Whether some server holds a chart the bundle no longer carries."""
     return any(dropped_charts(ctx, facts[n.name]) for n in ctx.cluster.servers if n.name in facts)
+
+
+def partial_image_problems(cluster: Cluster, manifest: Lock) -> list[str]:
+    """Images whose index the bundle carries in part (``--all-platforms`` not given)
+    keep their pinned digest on a node whose RKE2 imports a partial index (rke2gates),
+    but a registry refuses such an index: registry mode, or an older RKE2, needs them
+    whole."""
+    partial = [a for a in manifest.find(kind=ArtifactKind.IMAGE) if a.platforms]
+    if not partial:
+        return []
+    names = ", ".join(f"{image_ref(a)} ({', '.join(a.platforms)})" for a in partial)
+    fix = "create the bundle with --all-platforms"
+    if cluster.images.distribution == "registry":
+        return [
+            f"spec.images.distribution: registry pushes each image under its pinned digest,"
+            f" but the bundle carries only some platforms of {names}, and a registry stores"
+            f" an image index only with every platform it lists; {fix}, or use"
+            " distribution: all or servers"
+        ]
+    tag = manifest.release.tag
+    if not rke2gates.imports_partial_index(tag):
+        return [
+            f"RKE2 {tag} cannot import an image index without its other platforms: {names}; {fix}"
+        ]
+    return []
