@@ -200,3 +200,47 @@ def test_the_manifest_carries_chart_and_platforms(tmp_path: Path) -> None:
             Lock.from_bytes(json.dumps(broken).encode())
         with pytest.raises(LockError, match=word):
             Lock.from_bytes(json.dumps(broken).encode(), validate=False)
+
+
+def test_the_dry_run_says_which_charts_it_uninstalls(tmp_path: Path) -> None:
+    """After a deploy recorded the charts it placed (the journal), a dry run of a bundle
+    without one of them plans its uninstall, contacting no node."""
+    import sys
+
+    from mk8s.bundle import keys
+    from tests.support.upstream import ExampleUpstream
+
+    keys.write_key_pair(keys.generate_private_key(), tmp_path / "k", b"pw")
+    web = chart_tgz(tmp_path / "web-1.5.0.tgz", "web", "1.5.0")
+    with ExampleUpstream(image_size=4096) as up:
+        env = {**os.environ, **up.env, "MK8S_KEY_PASSPHRASE": "pw"}
+        r = subprocess.run(
+            [sys.executable, "-m", "mk8s", "bundle", "create", "--rke2", "v1.28.x", "--key",
+             "k.key", "--cache", "cache", "-o", "b.tar.zst", "--chart", str(web)],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    (tmp_path / "cluster.yaml").write_text(
+        "apiVersion: mk8s/v1alpha1\nkind: Cluster\nmetadata: {name: demo}\nspec:\n"
+        "  nodes:\n    - {address: 10.0.0.1, name: cp1, role: server}\n"
+    )
+    state = tmp_path / ".mk8s" / "demo"
+    state.mkdir(parents=True, mode=0o700)
+    (tmp_path / ".mk8s").chmod(0o700)
+    web_file = placed_path(chart_art(web))
+    api_file = f"{DIR}/mk8s-chart-api-{'a' * 12}.yaml"
+    journal = {
+        "nodes": {"cp1": {"state": "ready", "version": "v1.28.15+rke2r1", "role": "server"}},
+        "placed": [web_file, api_file],
+    }
+    (state / "journal.json").write_text(json.dumps(journal))
+    r = subprocess.run(
+        [sys.executable, "-m", "mk8s", "deploy", "-f", "cluster.yaml", "--bundle", "b.tar.zst",
+         "--key", "k.pub", "--dry-run"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "# cp1: uninstall chart api: the bundle no longer carries it" in r.stdout
+    (line,) = [ln for ln in r.stdout.splitlines() if "delete helmchart" in ln and "$ " in ln]
+    assert "kube-system api 300s" in line and api_file in line and web_file not in line
+    assert "mk8s web" not in r.stdout  # web is in place already: not written again

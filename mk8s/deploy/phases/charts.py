@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy import workloads
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine import Phase, guarded
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import Step
+from mk8s.deploy.steps import NodeState, Step
 
-JOURNAL_KEY = "workloads"  # the files mk8s placed in server/manifests, last run
+JOURNAL_KEY = "placed"  # the files mk8s placed in server/manifests, last run
 
 
 class UninstallDroppedCharts(Phase):
@@ -37,14 +37,23 @@ class UninstallDroppedCharts(Phase):
         super().run_node(s, node)
 
     def run(self, s: Session) -> None:
-        super().run(s)
-        if all(s.alive(n) for n in s.cluster.servers):
+        # The servers are Ready by now (no longer pending): run on those that are.
+        ready = [n for n in self.nodes(s) if s.outcomes[n.name].state == NodeState.READY]
+        for node in ready:
+            guarded(s, node, self.run_node)
+        if all(s.outcomes[n.name].state == NodeState.READY for n in s.cluster.servers):
             journal = s.journal()
             journal[JOURNAL_KEY] = placed(s)
             s.state.write_journal(journal)
 
     def plan(self, s: Session) -> list[str]:
-        lines = super().plan(s)
+        lines = []
+        for node in self.nodes(s):
+            for name in workloads.dropped_charts(s.context, s.facts[node.name]):
+                lines.append(
+                    f"# {node.name}: uninstall chart {name}: the bundle no longer carries it"
+                )
+        lines += super().plan(s)
         return lines or ["  (none: every chart mk8s placed is still in the bundle)"]
 
 
