@@ -102,3 +102,26 @@ def test_no_other_module_holds_a_version_gate() -> None:
             if pattern.search(line) and "rke2r" not in line:
                 found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert found == []
+
+
+def test_the_stand_in_enforces_the_same_gates() -> None:
+    """The stand-in (tests/support/standin/gates.py) transcribes the same upstream facts
+    on its own; the two tables must agree row for row."""
+    from tests.support.standin import gates as standin
+
+    names = {
+        gates.Feature.EMBEDDED_MIRROR: "embedded-mirror",
+        gates.Feature.EMBEDDED_MIRROR_AGENTS: "embedded-mirror-agents",
+        gates.Feature.IMPORT_WHILE_RUNNING: "import-while-running",
+        gates.Feature.IMPORT_PARTIAL_INDEX: "import-partial-index",
+    }
+    rows = 0
+    for g in gates.GATES:
+        table = standin.SINCE if g.kind == gates.Kind.SINCE else standin.BROKEN
+        want = tuple(tuple(int(x) for x in r[1:].split(".")) for r in g.releases)
+        assert table[names[g.feature]] == want, g
+        rows += 1
+    assert rows == len(standin.SINCE) + len(standin.BROKEN)
+    for tag in ("v1.28.10+rke2r1", "v1.28.11+rke2r1", "v1.31.13+rke2r1", "v1.33.0+rke2r1"):
+        for feature, name in names.items():
+            assert standin.has(name, tag) == gates.has(feature, tag), (feature, tag)

@@ -69,7 +69,11 @@ name) or a docker archive (manifest.json; the config's sha256 must be its file n
 each layer's sha256 its rootfs.diff_ids entry).  A mismatch or a missing blob fails the
 whole file's import, as containerd's does: ``level=error msg="Failed to import FILE:
 image NAME: layer ...: digest mismatch: expected sha256:X got sha256:Y"``; the node
-still starts.  Results (per file, cached by size/mtime/inode) are in
+still starts. An index entry whose manifest the archive lacks (a platform not carried)
+is skipped from v1.27.15/v1.28.11/v1.29.6/v1.30.2 (WithSkipMissing) and fails the file
+before ("content digest sha256:...: not found"). From v1.29.13/v1.30.9/v1.31.5 a
+tarball placed while the node runs is imported within a second; before, at the next
+start only. These release gates are gates.py (embedded, see standin_module).  Results (per file, cached by size/mtime/inode) are in
 /var/lib/rancher/rke2/agent/mk8s-standin-images.json, printed by ``rke2 mk8s-images``:
 {"files": {FILE: {"key", "images", ["error"]}}, "images": [{"name", "digest", "format",
 "file"}]}; name is the io.containerd.image.name (else ref.name) annotation or a
@@ -84,7 +88,11 @@ metadata.name (a ``kind: List`` is unpacked).  A HelmChart (helm.cattle.io/v1) n
 spec.chartContent: base64 of a gzip tar with one NAME/Chart.yaml holding name and
 version; it is then "installed", other objects "applied".  Any failure refuses the
 whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
-"failed" with the error.  Records are per server in the replicated state;
+"failed" with the error.  HelmCharts are objects of the cluster (helmcontroller.py):
+one Helm release per object name, applied from every file when a server starts and
+from a file when it changes, never deleted when a file goes; ``kubectl delete
+helmchart NAME -n NS`` uninstalls; a chartContent over 1 MiB never installs;
+``kubectl get --raw /mk8s/helm-releases`` lists the releases.  Records are per server in the replicated state;
 ``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
 {"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
 "namespace", "status": "applied"|"installed", ["chart", "version",
