@@ -87,12 +87,12 @@ def test_a_new_version_replaces_the_one_release_and_nothing_else(tmp_path: Path)
     api = chart_art(chart_tgz(tmp_path / "web-api-2.0.0.tgz", "web-api", "2.0.0"))
     ctx = _ctx(tmp_path, (new, api))
     f = with_placed(placed_path(old), placed_path(api))
-    (cmd,) = place_workloads(ctx, f)
+    (cmd,) = place_workloads(ctx, ctx.cluster.bootstrap, f)
     argv = words(cmd)
     assert argv[4] == "web" and argv[6] == placed_path(new)
     assert argv[-1] == placed_path(old)  # the old version's file goes
     assert placed_path(api) not in argv  # web-api is another release: left alone
-    assert uninstall_dropped(ctx, f) == []  # an upgrade uninstalls nothing
+    assert uninstall_dropped(ctx, ctx.cluster.bootstrap, f) == []  # an upgrade: nothing
 
 
 def test_a_dropped_chart_is_uninstalled_on_purpose(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_a_dropped_chart_is_uninstalled_on_purpose(tmp_path: Path) -> None:
     manifest = f"{DIR}/mk8s-manifest-extra-{'c' * 12}.yaml"
     f = with_placed(placed_path(web), legacy, gone, manifest)
     assert dropped_charts(ctx, f) == {"gone": [gone], "web-1-4-0": [legacy]}
-    cmds = uninstall_dropped(ctx, f)
+    cmds = uninstall_dropped(ctx, ctx.cluster.bootstrap, f)
     assert [c.description for c in cmds] == [
         "uninstall chart gone: the bundle no longer carries it",
         "uninstall chart web-1-4-0: the bundle no longer carries it",
@@ -231,7 +231,7 @@ def test_the_dry_run_says_which_charts_it_uninstalls(tmp_path: Path) -> None:
     api_file = f"{DIR}/mk8s-chart-api-{'a' * 12}.yaml"
     journal = {
         "nodes": {"cp1": {"state": "ready", "version": "v1.28.15+rke2r1", "role": "server"}},
-        "placed": [web_file, api_file],
+        "placed": {"cp1": [web_file, api_file]},
     }
     (state / "journal.json").write_text(json.dumps(journal))
     r = subprocess.run(

@@ -32,6 +32,7 @@ def check_artifact_name(name: str) -> str | None:
 
 # oci://REGISTRY/REPO[:TAG]@sha256:<64 hex>: an image is only ever pinned by digest.
 _OCI_PINNED = re.compile(r"oci://[^/@]+/[^@]+@sha256:[0-9a-f]{64}")
+_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 
 def check_url(a: Artifact) -> None:
@@ -41,7 +42,7 @@ def check_url(a: Artifact) -> None:
 
     if a.url is None:
         return
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in a.url):
+    if _URL_BAD_CHARS.search(a.url):
         raise ValueError(f"artifact {a.name}: url has spaces or control characters")
     try:
         parts = urlsplit(a.url)

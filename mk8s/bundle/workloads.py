@@ -16,11 +16,9 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import secrets
-import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,10 +27,12 @@ from typing import TYPE_CHECKING
 import yaml
 
 from mk8s import rke2gates
+from mk8s.bundle import charts
 from mk8s.bundle.artifactchecks import CHART_NAME, CHART_VERSION
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
-from mk8s.files import read_regular
+from mk8s.files import open_regular, read_regular
+from mk8s.untrusted import resolve_tag, shown, yaml_nodes
 
 if TYPE_CHECKING:
     from mk8s.images import PulledImage, Reference
@@ -188,36 +188,26 @@ def release_name(chart_name: str) -> str:
 
 def check_chart(path: Path) -> tuple[str, str]:
     """The chart's (name, version) from its Chart.yaml; InputError unless ``path`` is a
-    Helm chart archive that helm-controller can install (at most MAX_CHART_BYTES)."""
-    data = read_regular(
-        path, what="chart", max_size=MAX_CHART, fix="give a .tgz from `helm package`"
-    )
-    too_big(path.name, len(data), f"--chart {path}")
+    Helm chart archive within the bounds of :mod:`mk8s.bundle.charts` (read as a
+    stream, never whole in memory) that helm-controller can install (at most
+    MAX_CHART_BYTES)."""
     fix = "give a chart archive made by `helm package`"
-    try:
-        import io
-
-        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:") as tar:
-            found = [m for m in tar.getmembers() if m.isfile() and m.name.count("/") == 1]
-            meta = next((m for m in found if m.name.endswith("/Chart.yaml")), None)
-            if meta is None:
-                raise InputError(f"--chart {path} has no NAME/Chart.yaml", fix)
-            member = tar.extractfile(meta)
-            chart = yaml.safe_load(member.read() if member else b"")
-    except (OSError, EOFError, tarfile.TarError, yaml.YAMLError, gzip.BadGzipFile) as e:
-        raise InputError(f"--chart {path} is not a chart archive ({type(e).__name__})", fix) from e
-    if not isinstance(chart, dict) or not all(
-        isinstance(chart.get(k), str) and chart.get(k) for k in ("apiVersion", "name", "version")
-    ):
-        raise InputError(f"--chart {path}: Chart.yaml lacks apiVersion, name or version", fix)
-    name, version = str(chart["name"]), str(chart["version"])
-    if not CHART_NAME.fullmatch(name) or not CHART_VERSION.fullmatch(version):
+    with open_regular(path, what="chart", fix=fix) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CHART:
+            raise InputError(f"--chart {path} is larger than {MAX_CHART} bytes", fix)
+        too_big(path.name, size, f"--chart {path}")
+        try:
+            meta = charts.read_chart(f, whole=True)
+        except charts.ChartProblem as e:
+            raise InputError(f"--chart {path}: {e.problem}", fix) from e
+    if not CHART_NAME.fullmatch(meta.name) or not CHART_VERSION.fullmatch(meta.version):
         raise InputError(
-            f"--chart {path}: Chart.yaml name {name[:100]!r} or version {version[:64]!r} is"
-            " not a plain chart name and version",
+            f"--chart {path}: Chart.yaml name {shown(meta.name)!r} or version"
+            f" {shown(meta.version)!r} is not a plain chart name and version",
             "fix the chart's Chart.yaml (letters, digits, . _ - and a semver version)",
         )
-    return name, version
+    return meta.name, meta.version
 
 
 def too_big(name: str, size: int, what: str) -> None:
@@ -240,12 +230,12 @@ def pin_charts(paths: Sequence[Path], pin: Callable[[Path], Artifact]) -> list[A
     return out
 
 
-def check_releases(charts: Sequence[Artifact]) -> None:
+def check_releases(arts: Sequence[Artifact]) -> None:
     """InputError when a chart is too big to install, or two charts share a release:
     helm-controller keeps one release per HelmChart name, so the later would replace
     the earlier one."""
     seen: dict[str, Artifact] = {}
-    for art in charts:
+    for art in arts:
         too_big(art.name, art.size, f"chart {art.name}")
         if art.chart is None:
             continue
@@ -261,19 +251,45 @@ def check_releases(charts: Sequence[Artifact]) -> None:
 
 def check_manifest(path: Path) -> int:
     """How many resources ``path`` holds; InputError unless every YAML document is a
-    mapping with ``apiVersion`` and ``kind``."""
+    mapping with ``apiVersion`` and ``kind`` (non-empty strings, as Kubernetes takes
+    them). Linear: each document is composed, checked and dropped, never constructed."""
     data = read_regular(path, what="manifest", max_size=MAX_MANIFEST, fix="give a YAML file")
     fix = "give Kubernetes manifests: YAML documents with apiVersion and kind"
-    try:
-        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-        raise InputError(f"--manifest {path} is not valid YAML ({type(e).__name__})", fix) from e
-    if not docs:
+
+    def error(problem: str) -> InputError:
+        return InputError(problem, fix)
+
+    count = 0
+    docs = yaml_nodes(
+        data, what=f"--manifest {path}", error=error, max_bytes=MAX_MANIFEST, tags=False
+    )
+    for node in docs:
+        if isinstance(node, yaml.ScalarNode) and resolve_tag(node) == _NULL:
+            continue  # an empty document, as between two "---"
+        count += 1
+        if not _has_type_fields(node):
+            raise error(f"--manifest {path}: document {count} lacks apiVersion or kind")
+    if not count:
         raise InputError(f"--manifest {path} holds no document", fix)
-    for i, d in enumerate(docs):
-        if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind"):
-            raise InputError(f"--manifest {path}: document {i + 1} lacks apiVersion or kind", fix)
-    return len(docs)
+    return count
+
+
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+
+
+def _has_type_fields(node: yaml.Node) -> bool:
+    if not isinstance(node, yaml.MappingNode):
+        return False
+    found = {
+        k.value: v
+        for k, v in node.value
+        if isinstance(k, yaml.ScalarNode) and k.value in ("apiVersion", "kind")
+    }
+    return all(
+        isinstance(v, yaml.ScalarNode) and v.value and resolve_tag(v) == _STR
+        for v in (found.get("apiVersion"), found.get("kind"))
+    )
 
 
 def summary(lock: Lock) -> list[str]:

@@ -101,9 +101,28 @@ def cli(ctx: click.Context, verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+#: An error is at most this many lines of this many characters: a message that
+#: quotes outside data (a lock of 10,000 artifacts) cannot flood the terminal.
+ERROR_LINES = 40
+ERROR_LINE_CHARS = 2000
+
+
+def bounded_message(message: str) -> str:
+    """``message`` made :func:`safe` (newlines kept: mk8s's own multi-line lists) and
+    capped to :data:`ERROR_LINES` lines of :data:`ERROR_LINE_CHARS` characters."""
+    lines = safe(message, keep_newlines=True).split("\n")
+    out = [
+        ln if len(ln) <= ERROR_LINE_CHARS else f"{ln[:ERROR_LINE_CHARS]}... (line cut)"
+        for ln in lines[:ERROR_LINES]
+    ]
+    if len(lines) > ERROR_LINES:
+        out.append(f"... ({len(lines) - ERROR_LINES} more lines)")
+    return "\n".join(out)
+
+
 def _fail(message: str, code: int) -> NoReturn:
     # Messages quote names, versions and paths from files an attacker may have made.
-    click.echo(f"mk8s: error: {safe(message, keep_newlines=True)}", err=True)
+    click.echo(f"mk8s: error: {bounded_message(message)}", err=True)
     sys.exit(code)
 
 

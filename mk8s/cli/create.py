@@ -159,7 +159,9 @@ def lock_cmd(
 ) -> None:
     """Resolve a version and pin every artifact in a lockfile; downloads nothing large
     (images given with --image are pulled, to pin their archives)."""
-    create_mod.check_files(files, workloads.charts, workloads.manifests)
+    create_mod.check_files(
+        files, workloads.charts, workloads.manifests, workloads.registry_auth_file
+    )
     up = _upstream(github_api_url, release_url, raw_url)
     what = (arches, cni, groups, allow_prerelease, files)
     settings = _lock_settings(spec, up, cache_dir, what, workloads)
@@ -266,7 +268,9 @@ def create_cmd(
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
-    create_mod.check_files(files, workloads.charts, workloads.manifests)
+    create_mod.check_files(
+        files, workloads.charts, workloads.manifests, workloads.registry_auth_file
+    )
     split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)

@@ -27,11 +27,15 @@ class WorkloadArgs:
 
     def image_refs(self) -> tuple[str, ...]:
         """``--image`` then the ``--images-file`` lines, each once (InputError for an
-        unreadable file)."""
+        unreadable file or a malformed reference)."""
         from mk8s.bundle.workloads import read_images_file
+        from mk8s.images import parse_reference
 
         listed = read_images_file(self.images_file) if self.images_file is not None else []
-        return tuple(dict.fromkeys([*self.images, *listed]))
+        refs = tuple(dict.fromkeys([*self.images, *listed]))
+        for ref in refs:
+            parse_reference(ref)  # a bad reference is refused before anything is downloaded
+        return refs
 
 
 _OPTIONS = [

@@ -1,6 +1,6 @@
 """The operator's charts and manifests on the servers (pure: commands as values).
 
-RKE2 applies every file in ``/var/lib/rancher/rke2/server/manifests/`` and its
+RKE2 applies every file in ``DATA_DIR/server/manifests/`` and its
 helm-controller installs each ``HelmChart`` there; a chart travels as a HelmChart whose
 ``chartContent`` is the chart archive in base64. Files are named
 ``mk8s-{chart,manifest}-<name>-<12 hex of the sha256>.yaml``, so a converged re-run
@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
 
 from mk8s import rke2gates
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
 from mk8s.bundle.workloads import image_ref, release_name
-from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context, remote_path
-from mk8s.deploy.facts import KUBECONFIG_PATH, KUBECTL, SERVER_MANIFESTS_DIR, NodeFacts
+from mk8s.deploy.facts import SERVER_MANIFESTS_DIR, NodeFacts
 
 HELMCHART_NAMESPACE = "kube-system"
 # kubectl delete waits (by default) for helm-controller's uninstall job (its finalizer).
@@ -62,9 +61,9 @@ def _kind(art: Artifact) -> str:
     return "chart" if art.kind == ArtifactKind.CHART else "manifest"
 
 
-def placed_path(art: Artifact) -> str:
+def placed_path(art: Artifact, manifests_dir: str = SERVER_MANIFESTS_DIR) -> str:
     name = f"mk8s-{_kind(art)}-{resource_name(art)}-{art.sha256[:12]}.yaml"
-    return posixpath.join(SERVER_MANIFESTS_DIR, name)
+    return posixpath.join(manifests_dir, name)
 
 
 def placed_name(path: str) -> tuple[str, str] | None:
@@ -73,19 +72,22 @@ def placed_name(path: str) -> tuple[str, str] | None:
     return (m["kind"], m["name"]) if m else None
 
 
-def _workloads(ctx: Context) -> list[Artifact]:
+def workload_artifacts(ctx: Context) -> list[Artifact]:
+    """The bundle's charts and manifests, in the order they are placed."""
     return [
         *ctx.manifest.find(kind=ArtifactKind.CHART),
         *ctx.manifest.find(kind=ArtifactKind.MANIFEST),
     ]
 
 
-def place_workloads(ctx: Context, f: NodeFacts) -> list[Command]:
-    """Each chart and manifest the server lacks; the file it replaces (the same
-    release or manifest name: an upgrade in place) is removed."""
+def place_workloads(ctx: Context, node: Node, f: NodeFacts) -> list[Command]:
+    """Each chart and manifest the server lacks (in ``DATA_DIR/server/manifests`` of
+    the node's data-dir); the file it replaces (the same release or manifest name: an
+    upgrade in place) is removed."""
+    manifests_dir = ctx.cluster.paths(node).manifests_dir
     cmds: list[Command] = []
-    for art in _workloads(ctx):
-        dest = placed_path(art)
+    for art in workload_artifacts(ctx):
+        dest = placed_path(art, manifests_dir)
         if dest in f.placed:
             continue
         script = _HELMCHART if art.kind == ArtifactKind.CHART else _COPY
@@ -121,7 +123,7 @@ def dropped_charts(ctx: Context, f: NodeFacts) -> dict[str, list[str]]:
     return out
 
 
-def uninstall_dropped(ctx: Context, f: NodeFacts) -> list[Command]:
+def uninstall_dropped(ctx: Context, node: Node, f: NodeFacts) -> list[Command]:
     """For each chart the bundle dropped: delete its HelmChart (helm-controller
     uninstalls the release; kubectl waits for that), then remove its file, so a
     restart of RKE2 cannot apply it again. Deleting an absent HelmChart succeeds, so
@@ -130,13 +132,14 @@ def uninstall_dropped(ctx: Context, f: NodeFacts) -> list[Command]:
         '"$0" --kubeconfig "$1" delete helmchart --namespace "$2" "$3" --ignore-not-found'
         ' --timeout="$4" && shift 4 && rm -f "$@"'
     )
+    paths = ctx.cluster.paths(node)
     return [
         Command.argv(
             "sh",
             "-c",
             script,
-            KUBECTL,
-            KUBECONFIG_PATH,
+            paths.kubectl,
+            paths.kubeconfig,
             HELMCHART_NAMESPACE,
             name,
             f"{UNINSTALL_TIMEOUT}s",
@@ -147,11 +150,6 @@ def uninstall_dropped(ctx: Context, f: NodeFacts) -> list[Command]:
         )
         for name, files in dropped_charts(ctx, f).items()
     ]
-
-
-def any_dropped(ctx: Context, facts: Mapping[str, NodeFacts]) -> bool:
-    """Whether some server holds a chart the bundle no longer carries."""
-    return any(dropped_charts(ctx, facts[n.name]) for n in ctx.cluster.servers if n.name in facts)
 
 
 def partial_image_problems(cluster: Cluster, manifest: Lock) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy import workloads
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase, guarded
@@ -28,7 +27,7 @@ class UninstallDroppedCharts(Phase):
         return not s.stop_reason and bool(s.cluster.servers)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        cmds = workloads.uninstall_dropped(s.context, s.facts[node.name])
+        cmds = workloads.uninstall_dropped(s.context, node, s.facts[node.name])
         return [Step(node.name, "uninstall-charts", tuple(cmds))] if cmds else []
 
     def run_node(self, s: Session, node: Node) -> None:
@@ -57,14 +56,18 @@ class UninstallDroppedCharts(Phase):
         return lines or ["  (none: every chart mk8s placed is still in the bundle)"]
 
 
-def placed(s: Session) -> list[str]:
-    """The files the bundle's charts and manifests are placed as on every server."""
-    m = s.context.manifest
-    arts = m.find(kind=ArtifactKind.CHART) + m.find(kind=ArtifactKind.MANIFEST)
-    return sorted(workloads.placed_path(a) for a in arts)
+def placed(s: Session) -> dict[str, list[str]]:
+    """Per server, the files the bundle's charts and manifests are placed as."""
+    arts = workloads.workload_artifacts(s.context)
+    out = {}
+    for node in s.cluster.servers:
+        where = s.cluster.paths(node).manifests_dir
+        out[node.name] = sorted(workloads.placed_path(a, where) for a in arts)
+    return out
 
 
-def journal_placed(s: Session) -> frozenset[str]:
-    """What the last run recorded as placed (for a dry run's assumed facts)."""
+def journal_placed(s: Session, node: Node) -> frozenset[str]:
+    """What the last run recorded as placed on ``node`` (a dry run's assumed facts)."""
     found = s.journal().get(JOURNAL_KEY)
-    return frozenset(str(p) for p in found) if isinstance(found, list) else frozenset()
+    mine = found.get(node.name) if isinstance(found, dict) else None
+    return frozenset(str(p) for p in mine) if isinstance(mine, list) else frozenset()

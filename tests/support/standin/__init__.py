@@ -123,6 +123,7 @@ def rke2_tarball_size(arch: str, tag: str, names: list[str] | None = None) -> in
     return len(rke2_tarball(arch, tag, dict.fromkeys(names, "0" * 64)))
 
 
+# upstream: rancher/rke2 scripts/package-bundle and bundle/ (the tarball's layout) [CONTRACT IN9]
 def rke2_tarball(arch: str, tag: str, images: Mapping[str, str] | None = None) -> bytes:
     """Deterministic ``rke2.linux-ARCH.tar.gz`` laid out like the real one.
 

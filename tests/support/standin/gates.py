@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+# upstream: see each entry; the rules using them carry their own ids [CONTRACT IP4 IP5 RG5]
 # feature -> the first patch of each minor that has it; a minor above the last listed
 # has it from .0, a minor below the first listed never does.
 SINCE: dict[str, tuple[tuple[int, int, int], ...]] = {

@@ -32,6 +32,7 @@ import time
 CONFIGMAP_MAX = 1 << 20  # bytes of data a ConfigMap may hold
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (contentConfigMap) [CONTRACT HC4]
 def content_error(namespace: str, name: str, content: str) -> str | None:
     """helm-controller's failure for a chartContent its ConfigMap cannot hold, or None."""
     if len(content) <= CONFIGMAP_MAX:
@@ -48,6 +49,7 @@ def _charts(data: dict) -> dict:
     return data.setdefault("helmcharts", {})
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (job: NAME is chart.Name) [CONTRACT HC1]
 def apply(data: dict, obj: dict, file: str) -> tuple[bool, str | None]:
     """The deploy controller applies one HelmChart (``obj``: the manifest record's object
     with chart, version, content, targetNamespace, status, error) from ``file``.
@@ -80,6 +82,7 @@ def apply(data: dict, obj: dict, file: str) -> tuple[bool, str | None]:
     )
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (OnRemove: helm-delete-NAME) [CONTRACT HC3]
 def delete(data: dict, namespace: str, name: str) -> dict | None:
     """``kubectl delete helmchart``: the object goes and helm-controller uninstalls its
     release (OnRemove). Returns the deleted object, None when there is none."""

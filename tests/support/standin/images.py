@@ -42,6 +42,7 @@ def image_tag(tag: str) -> str:
     return tag.replace("+", "-")
 
 
+# upstream: rancher/rke2 scripts/build-images (images-core.txt, images-<cni>.txt), scripts/package-images [CONTRACT IM3]
 def release_images(tag: str) -> dict[str, list[str]]:
     """Image references of release ``tag`` by group (the same for every arch)."""
     t = image_tag(tag)

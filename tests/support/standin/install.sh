@@ -19,6 +19,7 @@ info() { echo "[INFO] " "$@"; }
 warn() { echo "[WARN] " "$@" >&2; }
 fatal() { echo "[ERROR] " "$@" >&2; exit 1; }
 
+# upstream: rancher/rke2 install.sh (setup_env: root; TAR_PREFIX, /opt/rke2 fallback; AGENT_IMAGES_DIR) [CONTRACT IN1 IN9 IN10]
 setup_env() {
     DEFAULT_TAR_PREFIX="/usr/local"
     if [ "$(id -u)" -ne 0 ]; then
@@ -36,6 +37,7 @@ setup_env() {
     INSTALL_RKE2_AGENT_IMAGES_DIR="${INSTALL_RKE2_AGENT_IMAGES_DIR:-/var/lib/rancher/rke2/agent/images}"
 }
 
+# upstream: rancher/rke2 install.sh (check_method_conflict); stricter: tar method only [CONTRACT IN2 IN3]
 check_method_conflict() {
     case "${INSTALL_RKE2_METHOD}" in
     yum | rpm | dnf)
@@ -47,6 +49,7 @@ check_method_conflict() {
     fi
 }
 
+# upstream: rancher/rke2 install.sh (setup_arch); stricter: no s390x [CONTRACT IN4]
 setup_arch() {
     case ${ARCH:=$(uname -m)} in
     x86_64 | amd64) ARCH=amd64 ;;
@@ -71,6 +74,7 @@ setup_tmp() {
     trap cleanup INT EXIT
 }
 
+# upstream: rancher/rke2 install.sh (stage_local_checksums, stage_local_*: cp under set -e) [CONTRACT IN6 IN8]
 stage_local_checksums() {
     info "staging local checksums from ${INSTALL_RKE2_ARTIFACT_PATH}/sha256sum-${ARCH}.txt"
     cp -f "${INSTALL_RKE2_ARTIFACT_PATH}/sha256sum-${ARCH}.txt" "${TMP_CHECKSUMS}"
@@ -97,6 +101,7 @@ stage_local_tarball() {
     cp -f "${INSTALL_RKE2_ARTIFACT_PATH}/rke2.${SUFFIX}.tar.gz" "${TMP_TARBALL}"
 }
 
+# upstream: rancher/rke2 install.sh (verify_airgap_tarball, install_airgap_tarball) [CONTRACT IN8]
 verify_airgap_tarball() {
     [ -n "${AIRGAP_CHECKSUM_EXPECTED}" ] || return 0
     info "verifying airgap tarball"
@@ -125,6 +130,7 @@ install_airgap_tarball() {
     done
 }
 
+# upstream: rancher/rke2 install.sh (verify_tarball) [CONTRACT IN7]
 verify_tarball() {
     info "verifying tarball"
     CHECKSUM_ACTUAL=$(sha256sum "${TMP_TARBALL}" | awk '{print $1}')
@@ -133,6 +139,7 @@ verify_tarball() {
     fi
 }
 
+# upstream: rancher/rke2 install.sh (unpack_tarball) [CONTRACT IN9]
 unpack_tarball() {
     info "unpacking tarball file to ${INSTALL_RKE2_TAR_PREFIX}"
     mkdir -p "${INSTALL_RKE2_TAR_PREFIX}"
@@ -151,6 +158,7 @@ do_install() {
     setup_env
     check_method_conflict
     setup_arch
+    # upstream: rancher/rke2 install.sh (do_install downloads with curl/wget); stricter: air gap only [CONTRACT IN5]
     if [ -z "${INSTALL_RKE2_ARTIFACT_PATH}" ]; then
         fatal "can not find curl or wget for downloading files (the mk8s stand-in installs only from INSTALL_RKE2_ARTIFACT_PATH)"
     fi
@@ -162,6 +170,7 @@ do_install() {
     install_airgap_tarball
     verify_tarball
     unpack_tarball
+    # upstream: rancher/rke2 install.sh (do_install_tar: INSTALL_RKE2_SKIP_RELOAD) [CONTRACT IN10]
     if [ -z "${INSTALL_RKE2_SKIP_RELOAD}" ]; then
         systemctl daemon-reload
     fi

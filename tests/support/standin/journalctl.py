@@ -10,6 +10,7 @@ import sys
 LOGS = "/var/log/mk8s-standin"
 
 
+# upstream: systemd/systemd man/journalctl.xml (-u UNIT, -n N); stricter: -u required [CONTRACT JC1]
 def main(argv: list[str]) -> int:
     units: list[str] = []
     lines = 0

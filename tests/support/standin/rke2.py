@@ -99,6 +99,17 @@ helmchart NAME -n NS`` uninstalls; a chartContent over 1 MiB never installs;
 "targetNamespace"]}], ["error"]}}}}}; ``kubectl get helmcharts [NAME] [-n NS | -A]
 [-o json]`` lists the installed HelmCharts (status.chart, status.version).
 
+Host and config rules (mk8s issue #22; each function cites the upstream file it
+models): the node name is lower-cased and must be an RFC 1123 subdomain, else the node
+never registers; a server with no ``server:`` and no datastore bootstraps a new cluster
+(its own CAs); a full K10 token cannot bootstrap one; a node whose cluster CNI (canal
+unless ``cni:``) has no images on it registers NotReady ("cni plugin not initialized");
+an agent ignores its own ``system-default-registry`` and uses its server's;
+``data-dir``, ``write-kubeconfig`` and ``private-registry`` move the files; where
+/sys/fs/selinux/enforce is 1 the rke2-selinux policy must be installed; ``profile:
+cis`` needs the CIS kernel parameters (/proc/sys) and, on servers, the etcd user and
+group (/etc/passwd, /etc/group).
+
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
   MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
@@ -166,7 +177,9 @@ AGENT_CA = DATA_DIR + "/agent/server-ca.crt"
 NODE_PASSWORD = "/etc/rancher/node/password"
 SUPERVISOR_PORT = 9345
 API_PORT = 6443
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile suffixes); stricter subset [CONTRACT IP1]
 IMAGE_SUFFIXES = (".tar.zst", ".tar.gz", ".tar", ".tar.lz4", ".tar.bz2")
+# upstream: rancher/rke2-docs docs/reference/server_config.md, k3s-io/k3s pkg/daemons/config/types.go [CONTRACT JN2]
 # Critical configuration values (docs.rke2.io server_config): must be equal on all
 # servers.  The stand-in also compares `cni`.
 CRITICAL = {
@@ -283,6 +296,7 @@ def _split_flow(body: str) -> list[str]:
     return items
 
 
+# upstream: k3s-io/k3s pkg/configfilearg/parser.go (readConfigFile: YAML); stricter: a flat subset [CONTRACT CF1]
 def parse_config(text: str, name: str = CONFIG) -> dict[str, object]:
     if text.lstrip().startswith("{"):
         try:
@@ -325,6 +339,7 @@ def parse_config(text: str, name: str = CONFIG) -> dict[str, object]:
     return out
 
 
+# upstream: k3s-io/k3s pkg/configfilearg/parser.go (dotDFiles, `key+` append); rancher/rke2-docs docs/install/configuration.md [CONTRACT CF2]
 def load_config(path: str = CONFIG) -> dict[str, object]:
     cfg: dict[str, object] = {}
     files = [path] if os.path.exists(path) else []
@@ -382,7 +397,8 @@ def node_arch() -> str:
 
 
 def node_name(cfg: dict[str, object]) -> str:
-    return cfg_str(cfg, "node-name") or socket.gethostname()
+    # k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs).
+    return (cfg_str(cfg, "node-name") or socket.gethostname()).lower()
 
 
 def node_address(cfg: dict[str, object]) -> str:
@@ -451,6 +467,7 @@ def image_hashes(names: list[str]) -> dict[str, str]:
     return out
 
 
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage, preloadBootstrapFromRuntime); stricter: fails at once [CONTRACT IM1 IM2]
 def check_images() -> None:
     """RKE2 in an air gap imports the tarballs in agent/images; without its own
     release's images (no registry to pull from) the node never comes up."""
@@ -491,7 +508,191 @@ def check_images() -> None:
     log(f"Found airgap images: {', '.join(found)}")
 
 
+# ---- RKE2's rules on names, paths, token, CNI, SELinux, CIS (mk8s issue #22, part A) ----
+# Each function models one upstream rule and says which file it reads.
+CIS_SYSCTLS = {  # rancher/rke2 pkg/cli/cmds/profile_linux.go: kernelRuntimeParameters
+    "vm.overcommit_memory": 1,
+    "vm.panic_on_oom": 0,
+    "kernel.panic": 10,
+    "kernel.panic_on_oops": 1,
+}
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+_RFC1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+# upstream: rancher/rke2-docs docs/reference/server_config.md (data-dir, write-kubeconfig, private-registry) [CONTRACT PA1]
+def use_config_paths(cfg: dict[str, object]) -> None:
+    """Move every path the node uses where config.yaml says: ``data-dir`` (everything
+    under /var/lib/rancher/rke2), ``write-kubeconfig``, ``private-registry``; models
+    rancher/rke2-docs docs/reference/server_config.md (their defaults)."""
+    global DATA_DIR, SERVER_DIR, STATE_FILE, AGENT_STATE, IMAGES_DIR, IMAGE_HASH_CACHE
+    global NODE_VERSION, SNAPSHOT_DIR, KUBECTL, TLS_DIR, AGENT_CA, IMPORTED_IMAGES
+    global MANIFESTS_DIR, KUBECONFIG, REGISTRIES
+    DATA_DIR = cfg_str(cfg, "data-dir", DATA_DIR).rstrip("/") or "/"
+    SERVER_DIR = DATA_DIR + "/server"
+    STATE_FILE = SERVER_DIR + "/db/mk8s-standin-state.json"
+    AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
+    IMAGES_DIR = DATA_DIR + "/agent/images"
+    IMAGE_HASH_CACHE = DATA_DIR + "/agent/mk8s-standin-image-hashes.json"
+    NODE_VERSION = DATA_DIR + "/mk8s-standin-version.json"
+    SNAPSHOT_DIR = SERVER_DIR + "/db/snapshots"
+    KUBECTL = DATA_DIR + "/bin/kubectl"
+    TLS_DIR = SERVER_DIR + "/tls"
+    AGENT_CA = DATA_DIR + "/agent/server-ca.crt"
+    IMPORTED_IMAGES = DATA_DIR + "/agent/mk8s-standin-images.json"
+    MANIFESTS_DIR = SERVER_DIR + "/manifests"
+    KUBECONFIG = cfg_str(cfg, "write-kubeconfig", KUBECONFIG)
+    REGISTRIES = cfg_str(cfg, "private-registry", REGISTRIES)
+
+
+# upstream: k3s-io/k3s pkg/util/net.go (GetHostnameAndIPs: lower-case); Kubernetes ValidateNodeName [CONTRACT NM1 NM2]
+def check_node_name(name: str) -> None:
+    """k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs;
+    node_name() does); the API server then refuses a Node whose name is not an RFC
+    1123 subdomain (Kubernetes ValidateNodeName), so the node never registers."""
+    if len(name) > 253 or not _RFC1123.fullmatch(name):
+        raise Fatal(
+            f'unable to register node "{name}" with API server: Node "{name}" is invalid: '
+            f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+            "consist of lower case alphanumeric characters, '-' or '.', and must start and "
+            "end with an alphanumeric character"
+        )
+
+
+# upstream: rancher/rke2-docs docs/install/airgap.md, docs/security/selinux.md; k3s-io/k3s pkg/agent/containerd/config_linux.go [CONTRACT SE1 SE2]
+def check_selinux(cfg: dict[str, object]) -> None:
+    """Where SELinux enforces, a tarball install needs the rke2-selinux RPM first
+    (rancher/rke2-docs docs/install/airgap.md, "SELinux RPM"): without its policy RKE2
+    runs in the wrong context and its services are denied (rancher/rke2#3888). The
+    warnings are k3s's (k3s-io/k3s pkg/agent/containerd/config_linux.go); whether the
+    policy is there is asked as install.sh asks (rancher/rke2 install.sh,
+    do_restorecon_tar: rpm -q --quiet rke2-selinux)."""
+    try:
+        with open(SELINUX_ENFORCE) as f:
+            enforcing = f.read().strip() == "1"
+    except OSError:
+        return
+    selinux = cfg.get("selinux") in (True, "true")
+    policy = shutil.which("rpm") is not None and (
+        subprocess.run(["rpm", "-q", "--quiet", "rke2-selinux"], check=False).returncode == 0
+    )
+    if not selinux:
+        log(
+            "SELinux is enabled on this host, but rke2 has not been started with --selinux - "
+            "containerd SELinux support is disabled",
+            "warning",
+        )
+    if enforcing and not policy:
+        log(
+            "SELinux is enabled for rke2 but process is not running in context "
+            "'container_runtime_t', rke2-selinux policy may need to be applied",
+            "warning",
+        )
+        raise Fatal(
+            "SELinux is enforcing and the rke2-selinux policy is not installed: permission "
+            f"denied writing {DATA_DIR}/server/db (avc: denied); install the rke2-selinux RPM "
+            "before installing RKE2"
+        )
+
+
+# upstream: rancher/rke2 pkg/cli/cmds/profile_linux.go (validateProfile), docs/security/hardening_guide.md [CONTRACT CS1 CS2 CS3]
+def check_profile(cfg: dict[str, object], role: str) -> None:
+    """``profile: cis``: the kernel parameters of CIS_SYSCTLS (read from /proc/sys), then
+    (servers) the etcd user and group in /etc/passwd and /etc/group; ``profile: etcd``:
+    the etcd user and group only; any other value is fatal. Models rancher/rke2
+    pkg/cli/cmds/profile_linux.go (validateProfile) and docs/security/hardening_guide.md."""
+    profile = cfg_str(cfg, "profile")
+    if not profile:
+        log("not running in CIS mode", "warning")
+        return
+    if profile not in ("cis", "cis-1.23", "etcd"):
+        raise Fatal("invalid value provided for --profile flag")
+    errors = []
+    if profile != "etcd":
+        for key, want in CIS_SYSCTLS.items():
+            with open("/proc/sys/" + key.replace(".", "/")) as f:
+                got = int(f.read().strip())
+            if got != want:
+                errors.append(f"invalid kernel parameter value {key}={got} - expected {want}")
+    if role == "server":
+        for what, db in (("user", "/etc/passwd"), ("group", "/etc/group")):
+            with open(db) as f:
+                if not any(line.startswith("etcd:") for line in f):
+                    errors.append(f"missing required: {what}: unknown {what} etcd")
+    if errors:
+        raise Fatal("\n".join(errors))
+
+
+def check_host(cfg: dict[str, object], role: str) -> None:
+    """What RKE2 checks of its host and config before it starts anything."""
+    check_node_name(node_name(cfg))
+    check_selinux(cfg)
+    check_profile(cfg, role)
+
+
+# upstream: rancher/rke2-docs docs/security/token.md (first server: short token only) [CONTRACT TK9]
+def check_bootstrap_token(token: str, ca_hash: str) -> None:
+    """A full ``K10<CA hash>::server:<secret>`` token cannot bootstrap a new cluster
+    without custom CA certificates: its hash names a CA that does not exist yet
+    (rancher/rke2-docs docs/security/token.md, Server)."""
+    want, _ = token_secret(token)
+    if want and want != ca_hash:
+        raise Fatal(
+            "failed to bootstrap cluster data: token CA hash does not match the Cluster CA "
+            f"certificate hash: {want} != {ca_hash} (only the short token form can start "
+            "the first server of a new cluster)"
+        )
+
+
+def cni_missing() -> dict[str, list[str]]:
+    """For each CNI of this release: the images it needs (core + its own) that this
+    node's image tarballs lack; {} when the node has no tarballs (it pulls from peers
+    or a registry, checked at start by check_node_images)."""
+    held: set[str] = set()
+    for f in local_image_tarballs():
+        held.update(images_of_tarball(f))
+    if not held:
+        return {}
+    return {
+        c: [i for i in needed_images([c]) if i not in held] for c in release_images() if c != "core"
+    }
+
+
+# upstream: rancher/rke2-docs docs/reference/server_config.md (cni, default canal); kubelet NetworkReady [CONTRACT CN1]
+def network_problem(cni: str, missing: object) -> str:
+    """Why the node's network is not ready: RKE2 runs the cluster's CNI (canal unless
+    ``cni:`` says otherwise: rancher/rke2-docs docs/reference/server_config.md) from
+    images on the node; without them (air gap) the CNI never starts and the kubelet
+    reports NetworkReady=false, so the node stays NotReady."""
+    if not isinstance(missing, dict) or not missing:
+        return ""
+    lacking: list[str] = []
+    for c in [x for x in cni.split(",") if x and x != "none"] or [CRITICAL["cni"]]:
+        lacking += missing.get(c, [f"(no image of CNI {c} in this release)"])
+    if not lacking:
+        return ""
+    return (
+        "container runtime network not ready: NetworkReady=false "
+        "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not "
+        f"initialized (CNI {cni}: {', '.join(lacking[:3])} not on this node, air gap)"
+    )
+
+
+# upstream: rancher/rke2 pkg/cli/cmds/agent.go (system-default-registry deprecated on agents) [CONTRACT RG4]
+def agent_registry(cfg: dict[str, object], ac: dict) -> str:
+    """An agent's system-default-registry is the one its server hands out; the agent's
+    own flag is deprecated and ignored (rancher/rke2 pkg/cli/cmds/agent.go)."""
+    if cfg_str(cfg, "system-default-registry"):
+        log(
+            "system-default-registry: (deprecated) This flag is no longer supported on "
+            "agents; using the server's",
+            "warning",
+        )
+    return str(ac.get("system_default_registry") or "")
+
+
 # ---- versions (RKE2 tags) ------------------------------------------------------------
+# upstream: rancher/rke2 docs/adrs/004-rke2-rc-versioning.md (vX.Y.Z[-rcN]+rke2rK) [CONTRACT VS1]
 def parse_version(tag: str) -> tuple[int, int, int, int, int, int] | None:
     """Sortable key of ``vMAJOR.MINOR.PATCH[-rcN]+rke2rK`` (rc before final, then
     respins), or None."""
@@ -518,6 +719,7 @@ def last_version() -> dict:
     return data if isinstance(data, dict) else {}
 
 
+# upstream: none in code; rancher/rke2-docs docs/upgrades/manual.md + docs/upgrades/roll-back.md; stricter [CONTRACT VS2 VS3]
 def check_node_version(role: str) -> None:
     """Refuse a downgrade (the datastore and kubelet state were written by a newer
     release) and, on a server, a skipped minor (Kubernetes upgrades the control plane
@@ -557,6 +759,7 @@ def running_servers(state: State, exclude: str) -> dict[str, str]:
     }
 
 
+# upstream: kubernetes/website content/en/releases/version-skew-policy.md (not enforced by RKE2); stricter [CONTRACT VS4 VS5]
 def skew_problem(role: str, version: str, servers: dict[str, str]) -> str:
     """Why a ``role`` at ``version`` may not run next to these servers ('' if it may):
     kube-apiservers within one minor of each other; a kubelet never newer than the
@@ -596,6 +799,7 @@ def sd_notify(msg: str) -> None:
         s.sendto(msg.encode(), addr)
 
 
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (setServer: only https:// URLs); friendlier here [CONTRACT TK3]
 def parse_server_url(url: str) -> tuple[str, int]:
     u = urllib.parse.urlsplit(url if "://" in url else "https://" + url)
     if not u.hostname:
@@ -750,6 +954,7 @@ def sign_leaf(
     ``serving`` (serverAuth, with ``sans``) or ``client`` (clientAuth)."""
     lines = []
     for i, san in enumerate(sans or [], 1):
+        # upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (addSANs: IP or DNS, unchecked); stricter [CONTRACT TL2]
         if not re.fullmatch(r"[A-Za-z0-9.:*_-]+", san):
             raise Fatal(f"invalid tls-san / address {san!r} for a certificate")
         lines.append(f"{'IP' if _is_ip(san) else 'DNS'}.{i} = {san}\n")
@@ -795,6 +1000,7 @@ def insecure_ctx() -> ssl.SSLContext:
     return ctx
 
 
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (getCACerts, validateCAHash) [CONTRACT TK1 TK2]
 def join_ctx(url: str, token: str) -> ssl.SSLContext:
     """Fetch the cluster CA from the server's /cacerts; with a full token (K10<hash>::)
     refuse it unless its sha256 is the token's hash (RKE2's check), else trust it."""
@@ -813,6 +1019,7 @@ def join_ctx(url: str, token: str) -> ssl.SSLContext:
     return client_ctx(pem)
 
 
+# upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (genServerCerts: SANs of kube-apiserver) [CONTRACT TL1]
 def serving_sans(cfg: dict[str, object], name: str, address: str) -> list[str]:
     sans = [address, *cfg_list(cfg, "node-ip"), *cfg_list(cfg, "node-external-ip"), name]
     sans += ["127.0.0.1", "::1", "localhost", "kubernetes", "kubernetes.default"]
@@ -825,6 +1032,7 @@ def serving_sans(cfg: dict[str, object], name: str, address: str) -> list[str]:
     return list(dict.fromkeys(s for s in sans if s))
 
 
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (parseToken: K10<ca hash>::<user>:<password> or bare) [CONTRACT TK1]
 def token_secret(token: str) -> tuple[str, str]:
     """(ca_hash or '', secret) of a full K10 token or a plain shared secret."""
     m = re.fullmatch(r"K10([0-9a-f]{64})::[^:]+:(.+)", token)
@@ -911,8 +1119,27 @@ class State:
             return json.loads(json.dumps(self.data))
 
 
+def ready_condition(e: dict) -> dict:
+    """The Node's Ready condition: Unknown once heartbeats stop; False while the node
+    posts status but its network is not ready (network_problem: the CNI cannot start)."""
+    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
+    posting = time.time() - e.get("heartbeat", 0) < NODE_GRACE
+    if posting and not e.get("network"):
+        status, reason, msg = "True", "KubeletReady", "kubelet is posting ready status"
+    elif posting:
+        status, reason, msg = "False", "KubeletNotReady", e["network"]
+    else:
+        status, reason, msg = "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": msg,
+        "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def node_object(name: str, e: dict) -> dict:
-    ready = time.time() - e.get("heartbeat", 0) < NODE_GRACE
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
@@ -926,7 +1153,6 @@ def node_object(name: str, e: dict) -> dict:
         k, _, v = lab.partition("=")
         labels[k] = v
     created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
-    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
     uid = hashlib.sha256(f"{name}/{e.get('joined', 0)}".encode()).hexdigest()
     spec: dict = {}
     if e.get("unschedulable"):
@@ -949,17 +1175,7 @@ def node_object(name: str, e: dict) -> dict:
                 {"type": "InternalIP", "address": e.get("address", "")},
                 {"type": "Hostname", "address": name},
             ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "Unknown",
-                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                    "message": "kubelet is posting ready status"
-                    if ready
-                    else "Kubelet stopped posting node status.",
-                    "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                }
-            ],
+            "conditions": [ready_condition(e)],
             "nodeInfo": {
                 "kubeletVersion": e.get("version", TAG),
                 "kubeProxyVersion": e.get("version", TAG),
@@ -1039,6 +1255,7 @@ def _wants_table(accept: str) -> bool:
     return False
 
 
+# upstream: kubernetes/kubernetes pkg/apis/core/v1/conversion.go (field label conversions); stricter subset [CONTRACT TL6]
 def _select(items: list[dict], query: dict[str, list[str]]) -> list[dict]:
     """labelSelector (k=v, k==v, k!=v, k, !k, comma = and) and fieldSelector on
     metadata.name / spec.nodeName / spec.unschedulable; anything else is refused."""
@@ -1180,6 +1397,7 @@ PATCH_TYPES = (
 )
 
 
+# upstream: kubernetes/kubernetes staging/src/k8s.io/apiserver/pkg/endpoints/handlers/negotiation/errors.go (415) [CONTRACT TL5]
 def parse_node_patch(content_type: str, body: object) -> bool | None:
     """The new spec.unschedulable a node patch asks for (None: unchanged).
 
@@ -1275,6 +1493,7 @@ class Server:
             return self.etcd_snapshot(body)
         return 404, {"message": "not found"}
 
+    # upstream: k3s-io/k3s pkg/etcd/snapshot.go (Snapshot: NAME-NODE-UNIXTIME) [CONTRACT ES2 ES4]
     def etcd_snapshot(self, b: dict) -> tuple:
         """Write ``NAME-<node name>-<unix time>`` into the snapshot dir (RKE2's naming):
         the cluster's registry as JSON (no heartbeats: equal states, equal bytes)."""
@@ -1316,6 +1535,7 @@ class Server:
         if headers.get("x-mk8s-peer") != sha(self.state.cluster["secret"]):
             raise HTTPFail(401, "Unauthorized")
 
+    # upstream: k3s-io/k3s pkg/server/auth/auth.go (doAuth: 401), rancher/rke2-docs docs/security/token.md [CONTRACT TK4]
     def check_token(self, token: str, role: str) -> None:
         c = self.state.cluster
         if not token:
@@ -1341,6 +1561,7 @@ class Server:
         with self.join_lock, self.state.lock:
             live = self.state.live()
             old = live.get(name)
+            # upstream: k3s-io/k3s pkg/nodepassword/validate.go (GetNodeAuthValidator: 403 on ErrVerifyFailed) [CONTRACT JN1]
             if old and old.get("password") != sha(b.get("password", "")):
                 raise HTTPFail(
                     403,
@@ -1351,6 +1572,7 @@ class Server:
             if role == "server":
                 mine = self.state.cluster["settings"]
                 theirs = b.get("settings", {})
+                # upstream: k3s-io/k3s pkg/cluster/bootstrap.go (compareConfig), rancher/rke2-docs docs/reference/server_config.md [CONTRACT JN2]
                 bad = [k for k in sorted(mine) if theirs.get(k, CRITICAL.get(k)) != mine[k]]
                 if bad:
                     detail = "; ".join(
@@ -1361,6 +1583,7 @@ class Server:
                         "failed to validate server configuration: critical configuration "
                         f"value mismatch between servers: {detail}",
                     )
+                # upstream: etcd-io/etcd server/etcdserver/api/membership/errors.go (ErrTooManyLearners) [CONTRACT JN3]
                 others = {n: e for n, e in self.state.learners().items() if n != name}
                 if others:
                     raise HTTPFail(
@@ -1368,6 +1591,7 @@ class Server:
                         "etcdserver: too many learner members in cluster "
                         f"(server {', '.join(others)} is still joining)",
                     )
+            # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4 VS5]
             skew = skew_problem(
                 str(role), str(b.get("version", "")), running_servers(self.state, name)
             )
@@ -1383,6 +1607,9 @@ class Server:
                 "version": b.get("version", TAG),
                 "arch": b.get("arch", "amd64"),
                 "learner": role == "server" and not (old and not old.get("learner")),
+                "network": network_problem(
+                    self.state.cluster["settings"].get("cni", ""), b.get("cni_missing")
+                ),
             }
             if old and old.get("unschedulable"):  # the Node object outlives a kubelet restart
                 entry["unschedulable"] = True
@@ -1441,6 +1668,7 @@ class Server:
         body: object,
         who: Who | None,
     ) -> tuple:
+        # upstream: k3s-io/k3s pkg/daemons/control/server.go (apiServer: anonymous-auth=false, RBAC) [CONTRACT TL3]
         # RKE2 runs kube-apiserver with --anonymous-auth=false: no client certificate, 401.
         if who is None:
             raise HTTPFail(401, "Unauthorized")
@@ -1454,6 +1682,7 @@ class Server:
                 {"kind": path.rsplit("/", 1)[-1]},
             )
         path = path.rstrip("/") or "/"
+        # upstream: kube-apiserver health endpoints are GET only; stand-in answers 405 otherwise [CONTRACT TL7]
         if path in ("/readyz", "/livez", "/healthz") or re.fullmatch(
             r"/(readyz|livez|healthz)/[a-z0-9-]+", path
         ):
@@ -1522,6 +1751,7 @@ class Server:
             name = m.group(1)
             e = self.state.live().get(name)
             if not e or e.get("learner"):
+                # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
                 raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
             if method == "GET":
                 obj = node_object(name, e)
@@ -1631,6 +1861,7 @@ class Server:
                 self.state.save()
             self.state.changed.set()
 
+    # upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn: force at start) [CONTRACT HC1 HC2]
     def apply_helmcharts(self, files: dict[str, dict]) -> bool:
         """The deploy controller applies a file's HelmCharts when this server starts and
         when the file changes (k3s-io/k3s pkg/deploy/controller.go); a file removed from
@@ -1694,6 +1925,7 @@ class Server:
             "items": items,
         }
 
+    # upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (OnRemove) [CONTRACT HC3]
     def delete_helmchart(self, namespace: str, name: str) -> tuple:
         """``kubectl delete helmchart``: helm-controller uninstalls the release."""
         with self.state.lock:
@@ -1796,6 +2028,7 @@ def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
+# upstream: k3s-io/k3s pkg/server/server.go (writeKubeConfig: octal mode, 0600); stricter: refuses bad mode [CONTRACT TL4]
 def kubeconfig_mode(cfg: dict[str, object]) -> int:
     raw = cfg_str(cfg, "write-kubeconfig-mode", "0600")
     try:
@@ -1825,6 +2058,7 @@ def new_cluster_cas() -> dict[str, str]:
     }
 
 
+# upstream: rancher/rke2-docs docs/security/token.md (server/token, agent-token), docs/cluster_access.md [CONTRACT TK8 TL4]
 def write_server_files(
     cluster: dict, cfg: dict[str, object], name: str, kc_mode: int
 ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
@@ -1912,6 +2146,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.manifests_loop, daemon=True).start()
 
 
+# upstream: k3s-io/k3s pkg/agent/config/config.go (retries for ever); differs: gives up/fails fast [CONTRACT JN4]
 def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
     """Fetch and check the cluster CA, then POST the join over verified TLS, retrying
     while the server is unreachable (bounded).  Returns the answer and the context."""
@@ -1958,6 +2193,7 @@ def run_server(cfg: dict[str, object]) -> None:
 
     if state and state.cluster:
         # Restart with existing datastore.
+        # upstream: k3s-io/k3s pkg/cluster/storage.go (getBootstrapKeyFromStorage) [CONTRACT TK7]
         if token and token_secret(token)[1] != state.cluster["secret"]:
             raise Fatal(
                 "bootstrap data already found and encrypted with different token: "
@@ -1968,12 +2204,18 @@ def run_server(cfg: dict[str, object]) -> None:
             log("Starting from existing datastore")
             server = Server(cfg, state, name)
             server.pull_from_peers()  # the cluster's current registry: who runs what
+            # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4]
             skew = skew_problem("server", TAG, running_servers(state, name))
             if skew:
                 raise Fatal(f"refusing to start kube-apiserver {TAG}: {skew}")
             serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
             mine = state.nodes.get(name) or mine
-            state.put(name, {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG})
+            network = network_problem(state.cluster["settings"].get("cni", ""), cni_missing())
+            state.put(
+                name,
+                {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG}
+                | {"network": network},
+            )
             server.push_now()
             server.ready = True
             return
@@ -1981,7 +2223,10 @@ def run_server(cfg: dict[str, object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(STATE_FILE)
 
+    # upstream: rancher/rke2-docs docs/install/ha.md (no server:, no datastore: new cluster) [CONTRACT BS1]
     if not url:
+        # No server: and no datastore: a NEW cluster, with its own CAs (rancher/rke2-docs
+        # docs/install/ha.md), whatever other servers already run.
         log("Bootstrapping a new cluster (no server: in config)")
         cluster = {
             **new_cluster_cas(),
@@ -1989,6 +2234,7 @@ def run_server(cfg: dict[str, object]) -> None:
             "agent_token": cfg_str(cfg, "agent-token"),
             "settings": settings,
         }
+        check_bootstrap_token(token, cluster["ca_hash"])  # [CONTRACT TK9]
         time.sleep(START_SECONDS)
         state = State({"cluster": cluster, "nodes": {}})
         server = Server(cfg, state, name)
@@ -2004,12 +2250,14 @@ def run_server(cfg: dict[str, object]) -> None:
                 "version": TAG,
                 "arch": node_arch(),
                 "learner": False,
+                "network": network_problem(settings["cni"], cni_missing()),
             },
         )
         serve(server, write_server_files(cluster, cfg, name, kubeconfig_mode(cfg)))
         server.ready = True
         return
 
+    # upstream: k3s-io/k3s pkg/cluster/managed.go (RKE2_TOKEN is required to join a cluster) [CONTRACT TK5]
     if not token:
         raise Fatal("--token is required when joining a server (server: is set)")
     log(f"Joining the cluster at {url} as server {name}")
@@ -2023,6 +2271,7 @@ def run_server(cfg: dict[str, object]) -> None:
         "labels": labels,
         "version": TAG,
         "arch": node_arch(),
+        "cni_missing": cni_missing(),
     }
     out, ctx = retry_join(url, body)
     state = State(out["state"])
@@ -2042,12 +2291,14 @@ def run_server(cfg: dict[str, object]) -> None:
     server.ready = True
 
 
+# upstream: k3s-io/k3s pkg/cli/agent/agent.go (Run: --token/--server required) [CONTRACT TK6]
 def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
     check_node_images(cfg, "agent")
     import_images()
     watch_images()
     url = cfg_str(cfg, "server")
+    # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
     if not url:
         raise Fatal("--server is required")
@@ -2064,6 +2315,7 @@ def run_agent(cfg: dict[str, object]) -> None:
         "labels": cfg_list(cfg, "node-label"),
         "version": TAG,
         "arch": node_arch(),
+        "cni_missing": cni_missing(),
     }
     log(f"Joining the cluster at {url} as agent {name}")
     out, _ = retry_join(url, body)
@@ -2092,12 +2344,14 @@ def run_agent(cfg: dict[str, object]) -> None:
                 i += 1
 
 
+# upstream: none: rancher/rke2 bundle/bin/rke2-uninstall.sh does not deregister; friendlier [CONTRACT UI1]
 def leave() -> int:
     """Deregister this node (used by rke2-uninstall.sh).  Best effort."""
     try:
         cfg = load_config()
     except Fatal:
         cfg = {}
+    use_config_paths(cfg)
     name = node_name(cfg)
     if not os.path.exists(NODE_PASSWORD):
         return 0
@@ -2178,6 +2432,7 @@ def release_images() -> dict[str, list[str]]:
     return {"core": [f"docker.io/rancher/rke2-runtime:{t}", "docker.io/rancher/pause:3.6"]}
 
 
+# upstream: rancher/rke2 scripts/build-images (images-core.txt + images-<cni>.txt) [CONTRACT IM3]
 def needed_images(cni: list[str]) -> list[str]:
     """The images a node of this release needs: core plus the images of each CNI."""
     imgs = release_images()
@@ -2198,6 +2453,7 @@ def local_image_tarballs() -> list[str]:
     return found
 
 
+# upstream: rancher/rke2 scripts/package-images, rancher/rke2-docs docs/install/airgap.md (core+canal in rke2-images) [CONTRACT IM3]
 def images_of_tarball(name: str) -> list[str]:
     """The release images an RKE2 image tarball of this node's arch holds, by its name:
     rke2-images.linux-ARCH.* holds core and canal, rke2-images-G.linux-ARCH.* group G."""
@@ -2321,6 +2577,7 @@ def _yaml_key(raw: str, where: str) -> tuple[str, str]:
     return m.group(1).strip(), (m.group(2) or "").strip()
 
 
+# upstream: rancher/wharfie pkg/registries (GetPrivateRegistries: YAML); stricter subset [CONTRACT RG3]
 def parse_yaml_tree(text: str, name: str = REGISTRIES) -> object:
     """Nested block mappings and lists, flow values, comments; or JSON."""
     if text.lstrip().startswith(("{", "[")):
@@ -2409,6 +2666,7 @@ def split_image(ref: str) -> tuple[str, str, str]:
 
 
 # -- server side ------------------------------------------------------------------------
+# upstream: rancher/rke2-docs docs/install/registry_mirror.md (embedded-registry on servers) [CONTRACT RG1]
 def agent_config_answer(server: Server, b: dict) -> tuple:
     """``POST /v1-mk8s/agent-config`` (token checked): what an agent without local
     images needs to know before it joins."""
@@ -2422,6 +2680,7 @@ def agent_config_answer(server: Server, b: dict) -> tuple:
         "embedded_registry": bool(mirrors),
         "mirrors": mirrors,
         "cni": server.state.cluster.get("settings", {}).get("cni", CRITICAL["cni"]),
+        "system_default_registry": cfg_str(server.cfg, "system-default-registry"),
     }
 
 
@@ -2454,6 +2713,7 @@ class MirrorState:
         }
 
 
+# upstream: k3s-io/k3s pkg/spegel/spegel.go, rancher/rke2-docs docs/install/registry_mirror.md (port 5001) [CONTRACT RG1]
 def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
     """Record this server's ``embedded-registry`` setting in its node entry (replicated)
     and, when on, answer on TCP 5001 with the images it holds."""
@@ -2494,6 +2754,7 @@ def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
 
 
 # -- node side --------------------------------------------------------------------------
+# upstream: k3s-io/k3s pkg/agent/config/config.go (retries for ever); differs: gives up/fails fast [CONTRACT JN4]
 def fetch_agent_config(url: str, token: str) -> tuple[dict, ssl.SSLContext]:
     """The cluster's image settings from a server, retried while it is unreachable."""
     host, port = parse_server_url(url)
@@ -2520,6 +2781,7 @@ def fetch_agent_config(url: str, token: str) -> tuple[dict, ssl.SSLContext]:
         time.sleep(1)
 
 
+# upstream: rancher/rke2-docs docs/install/registry_mirror.md (mirrors entry needed); stricter: docker.io only [CONTRACT RG1]
 def check_peer_images(ac: dict, ctx: ssl.SSLContext, needed: list[str]) -> None:
     """Servers mode: embedded mirror on, docker.io mirrored, a peer holding ``needed``."""
     want = f"cannot pull {needed[0]} (air gap)"
@@ -2562,6 +2824,7 @@ def check_peer_images(ac: dict, ctx: ssl.SSLContext, needed: list[str]) -> None:
     )
 
 
+# upstream: rancher/rke2-docs docs/install/private_registry.md, rancher/rke2 pkg/images/images.go; stricter [CONTRACT RG2]
 def check_registry_images(cfg: dict[str, object], needed: list[str]) -> None:
     """Registry mode: system-default-registry serves every image of this release."""
     reg = cfg_str(cfg, "system-default-registry").strip().rstrip("/")
@@ -2637,6 +2900,7 @@ def check_registry_images(cfg: dict[str, object], needed: list[str]) -> None:
     log(f"Images of rke2 {TAG} ({len(needed)}) served by system-default-registry {reg}")
 
 
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage: tarball, else registry pull) [CONTRACT IM1 RG1 RG2]
 def check_node_images(cfg: dict[str, object], role: str) -> None:
     """Local tarballs (check_images), else system-default-registry, else (agents) the
     embedded registry mirror; a server without either refuses as check_images does."""
@@ -2648,20 +2912,25 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
     ctx = None
     if role == "agent":
         url = cfg_str(cfg, "server")
+        # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
         token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
         if not url or not token:
             return  # run_agent refuses: --server / --token is required
         ac, ctx = fetch_agent_config(url, token)
         cni = [c for c in str(ac.get("cni") or CRITICAL["cni"]).split(",") if c and c != "none"]
     needed = needed_images(cni)
-    if cfg_str(cfg, "system-default-registry"):
-        check_registry_images(cfg, needed)
+    registry = cfg_str(cfg, "system-default-registry")
+    if role == "agent":
+        registry = agent_registry(cfg, ac)
+    if registry:
+        check_registry_images({**cfg, "system-default-registry": registry}, needed)
     else:
         assert ctx is not None
         check_mirror_release()
         check_peer_images(ac, ctx, needed)
 
 
+# upstream: rancher/rke2#9197; rancher/rke2-docs docs/install/registry_mirror.md (Version Gate) [CONTRACT RG5]
 def check_mirror_release() -> None:
     """An agent pulls from the embedded registry mirror only on a release that has it
     (rancher/rke2-docs docs/install/registry_mirror.md) and whose agents can bootstrap
@@ -2696,6 +2965,7 @@ class ImageImportError(Exception):
     pass
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile by suffix); stricter: fewer suffixes [CONTRACT IP1]
 def _decompressor(path: str) -> tuple[list[str] | None, str]:
     """(command that decompresses to stdout, or None for the stdlib) by file suffix,
     as RKE2 chooses its reader."""
@@ -2815,6 +3085,7 @@ class _Archive:
             raise ImageImportError(f"{what} {name} is not valid JSON: {e}") from None
 
 
+# upstream: containerd/containerd reference/docker (ParseNormalizedNamed) [CONTRACT IP3]
 def normalize_ref(ref: str) -> str:
     """containerd's (docker's) normal form: ``rancher/pause:3.6`` ->
     ``docker.io/rancher/pause:3.6``, ``busybox`` -> ``docker.io/library/busybox:latest``."""
@@ -2842,6 +3113,7 @@ def _mismatch(what: str, expected: str, got: str) -> ImageImportError:
     return ImageImportError(f"{what}: digest mismatch: expected {expected} got {got}")
 
 
+# upstream: containerd/containerd images/archive/importer.go (blobs written with expected digest) [CONTRACT IP2]
 def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
     """The blob a descriptor names, its digest and size checked."""
     if not isinstance(desc, dict):
@@ -2864,6 +3136,7 @@ def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
     return m
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile: WithSkipMissing, k3s-io/k3s#10136) [CONTRACT IP5]
 def _platform_not_carried(arc: _Archive, kid: object) -> bool:
     """An index entry whose manifest the archive lacks (a platform not carried). RKE2
     imports with WithAllPlatforms(true), and from v1.27.15/v1.28.11/v1.29.6/v1.30.2 with
@@ -2936,6 +3209,7 @@ def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
             raise _mismatch(f"layer {layer['digest']} (uncompressed, diff_id)", diff_ids[i], got)
 
 
+# upstream: containerd/containerd images/archive/importer.go (ImportIndex: oci-layout 1.0.0) [CONTRACT IP2 IP3]
 def _import_oci(arc: _Archive) -> list[dict]:
     layout = arc.json("oci-layout", "file")
     if not isinstance(layout, dict) or layout.get("imageLayoutVersion") != "1.0.0":
@@ -3019,6 +3293,7 @@ def _import_docker(arc: _Archive) -> list[dict]:
     return images
 
 
+# upstream: containerd/containerd images/archive/importer.go (OCI layout or docker save) [CONTRACT IP3]
 def import_archive(path: str) -> list[dict]:
     """The images one tarball in agent/images holds, every blob checked; raises
     ImageImportError (containerd fails the whole file's import)."""
@@ -3032,6 +3307,7 @@ def import_archive(path: str) -> list[dict]:
     )
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadImages: error logged, next file) [CONTRACT IP2 IP4]
 def import_images() -> dict:
     """Import each tarball in agent/images as containerd does at start: a file whose
     import fails is logged (level=error) and its images are left out; the node starts.
@@ -3065,6 +3341,7 @@ def import_images() -> dict:
     return out
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/watcher.go; rancher/rke2-docs docs/add-ons/import-images.md [CONTRACT IP4]
 def watch_images() -> None:
     """From v1.29.13/v1.30.9/v1.31.5 a tarball placed in (or changed in) agent/images
     while RKE2 runs is imported (k3s-io/k3s pkg/agent/containerd/watcher.go; gates.py);
@@ -3095,6 +3372,8 @@ def watch_images() -> None:
 
 def show_images() -> int:
     """``rke2 mk8s-images``: what this node imported (the state file), as JSON."""
+    with contextlib.suppress(Fatal, OSError):
+        use_config_paths(load_config())
     try:
         with open(IMPORTED_IMAGES) as f:
             data = json.load(f)
@@ -3136,6 +3415,7 @@ def _documents(text: str) -> list[tuple[int, str]]:
     return [(n, d) for n, d in docs if any(_strip_comment(x).strip() for x in d.splitlines())]
 
 
+# upstream: k3s-io/k3s pkg/deploy/controller.go (yamlToObjects, toObjects: List unpacked) [CONTRACT MF2]
 def parse_manifest(name: str, data: bytes) -> list[dict]:
     """The objects of one manifest file; ManifestError when it does not parse or an
     object lacks apiVersion, kind or metadata.name."""
@@ -3170,6 +3450,7 @@ def parse_manifest(name: str, data: bytes) -> list[dict]:
     return out
 
 
+# upstream: kubernetes/kubernetes staging/src/k8s.io/apimachinery/pkg/runtime/serializer/json (Object 'Kind' is missing) [CONTRACT MF2]
 def _check_object(obj: object, where: str) -> dict:
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: not a mapping (Object 'Kind' is missing)")
@@ -3184,6 +3465,7 @@ def _check_object(obj: object, where: str) -> dict:
     return obj
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go, pkg/apis/helm.cattle.io/v1/types.go (chartContent) [CONTRACT MF3]
 def install_chart(obj: dict) -> dict:
     """helm-controller's install of a HelmChart with chartContent: the base64 of a gzip
     tar with ``NAME/Chart.yaml``; returns the chart's name and version."""
@@ -3225,6 +3507,7 @@ def install_chart(obj: dict) -> dict:
     return {"chart": str(meta["name"]), "version": str(meta["version"])}
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (contentConfigMap; #267) [CONTRACT HC4]
 def helm_sync(o: dict, spec: dict) -> dict:
     """What helm-controller makes of one HelmChart: its content's hash, and "failed"
     when its chartContent cannot be stored (tests/support/standin/helmcontroller.py)."""
@@ -3236,6 +3519,7 @@ def helm_sync(o: dict, spec: dict) -> dict:
     return out
 
 
+# upstream: k3s-io/k3s pkg/deploy/controller.go (deploy: the file fails as a whole) [CONTRACT MF4]
 def process_manifest(path: str) -> dict:
     """What RKE2 does with one file in server/manifests: apply each object, install each
     HelmChart; the whole file fails when any part does (nothing of it is applied)."""
@@ -3265,6 +3549,7 @@ def process_manifest(path: str) -> dict:
     return rec
 
 
+# upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn, shouldSkipFile; walks subdirs) [CONTRACT MF1]
 def manifest_files() -> list[str]:
     if not os.path.isdir(MANIFESTS_DIR):
         return []
@@ -3329,6 +3614,7 @@ def kubeconfig_ctx(kc: str) -> ssl.SSLContext:
 
 # kubectl flags the stand-in knows, per verb (a flag another verb has is refused, as
 # kubectl does: "error: unknown flag: --x").
+# upstream: kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/drain/drain.go (drain flags) [CONTRACT KC1]
 KUBECTL_VALUE_FLAGS = {"--kubeconfig", "-s", "--server", "--request-timeout", "-n",
                        "--namespace", "-o", "--output", "--raw", "--timeout", "--grace-period",
                        "--skip-wait-for-delete-timeout"}  # fmt: skip
@@ -3347,6 +3633,7 @@ KUBECTL_VERB_FLAGS = {
 _GO_DURATION = re.compile(r"0|([0-9]+(\.[0-9]*)?(ns|us|\u00b5s|ms|s|m|h))+")
 
 
+# upstream: spf13/pflag flag.go (unknown flag, flag needs an argument), golang/go src/time/format.go [CONTRACT KC1]
 def parse_kubectl_args(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """(positional arguments, flags) like kubectl's flag parsing; raises ValueError
     with kubectl's message for an unknown flag, a missing value or a bad one."""
@@ -3410,6 +3697,7 @@ def get_helmcharts(
     assert callable(req) and callable(fail)
     all_ns = flags.get("-A") == "true" or flags.get("--all-namespaces") == "true"
     ns = flags.get("-n") or flags.get("--namespace") or "default"
+    # upstream: kubernetes/kubernetes staging/src/k8s.io/cli-runtime/pkg/resource/builder.go (by name across all namespaces) [CONTRACT KC3]
     if all_ns and names:
         print(
             "error: a resource cannot be retrieved by name across all namespaces", file=sys.stderr
@@ -3485,6 +3773,7 @@ def kubectl(argv: list[str]) -> int:
     output = flags.get("-o") or flags.get("--output") or ""
     raw = flags.get("--raw", "")
     ignore_not_found = flags.get("--ignore-not-found") == "true"
+    # upstream: kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/util/helpers.go (localhost:8080 refused) [CONTRACT KC2]
     try:
         with open(kubeconfig) as f:
             kc = f.read()
@@ -3627,6 +3916,7 @@ def kubectl(argv: list[str]) -> int:
                 code, data = req("GET", f"/api/v1/pods?fieldSelector={q}")
                 if code != 200:
                     return fail(code, data)
+                # upstream: none (stand-in limitation: it cannot evict pods; it runs none); stricter [CONTRACT KC4]
                 if json.loads(data).get("items"):
                     print("error: the stand-in kubectl cannot evict pods", file=sys.stderr)
                     return 1
@@ -3653,6 +3943,7 @@ def kubectl(argv: list[str]) -> int:
 SNAPSHOT_FLAGS = ("--name", "--dir", "--etcd-snapshot-dir", "--config", "-c", "--data-dir", "-d")
 
 
+# upstream: k3s-io/k3s pkg/cli/etcdsnapshot/etcd_snapshot.go (save), rancher/rke2 pkg/cli/cmds/etcd_snapshot.go [CONTRACT ES1 ES3]
 def etcd_snapshot(args: list[str]) -> int:
     """``rke2 etcd-snapshot [save|ls|list] [--name NAME] [--dir DIR] [--config FILE]``.
 
@@ -3682,14 +3973,13 @@ def etcd_snapshot(args: list[str]) -> int:
         opts[
             {"-c": "--config", "-d": "--data-dir", "--etcd-snapshot-dir": "--dir"}.get(flag, flag)
         ] = val
-    if opts.get("--data-dir", DATA_DIR).rstrip("/") != DATA_DIR:
-        log("the stand-in supports only the default --data-dir " + DATA_DIR, "fatal")
-        return 1
     try:
         cfg = load_config(opts.get("--config", CONFIG))
     except (Fatal, OSError) as e:
         log(str(e), "fatal")
         return 1
+    # data-dir and etcd-snapshot-dir come from config.yaml, as for `rke2 server`.
+    use_config_paths({**cfg, **({"data-dir": opts["--data-dir"]} if "--data-dir" in opts else {})})
     where = opts.get("--dir") or cfg_str(cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR
     if sub in ("ls", "list"):
         files = sorted(os.listdir(where)) if os.path.isdir(where) else []
@@ -3757,6 +4047,7 @@ def main(argv: list[str]) -> int:
     if args[0] in ("--version", "-v", "version"):
         print(f"rke2 version {TAG} (mk8s stand-in)\ngo version go1.22.8 X:boringcrypto")
         return 0
+    # upstream: rancher/rke2 install.sh (setup_arch: one tarball per arch); execve ENOEXEC [CONTRACT CL1]
     if node_arch() != ARCH:
         print(f"{argv[0]}: cannot execute binary file: Exec format error", file=sys.stderr)
         return 126
@@ -3767,6 +4058,7 @@ def main(argv: list[str]) -> int:
         return etcd_snapshot(args[1:])
     if cmd == "mk8s-images":
         return show_images()
+    # upstream: urfave/cli help.go (No help topic, exit 3) [CONTRACT CL2]
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
         return 3
@@ -3780,6 +4072,8 @@ def main(argv: list[str]) -> int:
     try:
         log(f"Starting rke2 {TAG} ({cmd})")
         cfg = load_config(config)
+        use_config_paths(cfg)
+        check_host(cfg, cmd)
         if cmd == "server":
             run_server(cfg)
             record_version("server")

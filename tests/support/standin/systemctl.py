@@ -111,6 +111,7 @@ def stopping_file(unit: str) -> str:
     return os.path.join(STATE, unit + ".stopping")
 
 
+# upstream: systemd/systemd man/systemd.service.xml (Restart=always); differs: no restart here [CONTRACT SC2]
 def supervise(unit: str) -> int:
     """Run the service (own session), write its pid, wait, record how it ended."""
     with open(os.path.join(STATE, unit + ".env")) as f:
@@ -207,6 +208,7 @@ def fail_start(unit: str, why: str, reason: str) -> int:
     return 1
 
 
+# upstream: systemd/systemd man/systemd.service.xml (Type=notify waits for READY=1; Conflicts=); bounded wait [CONTRACT SC1 SC3]
 def start(unit: str, no_block: bool = False) -> int:
     path = find_unit(unit)
     if not path:
@@ -464,6 +466,7 @@ def main(argv: list[str]) -> int:
                 rc = rc or disable(unit)
                 if now:
                     stop(unit)
+            # upstream: systemd/systemd man/systemctl.xml (exit status: 3 not active, 5 no such unit) [CONTRACT SC1]
             elif verb == "is-active":
                 st = state_of(unit)
                 out(st)
