@@ -9,6 +9,7 @@ from mk8s.deploy import facts
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, as_user
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.phases.charts import journal_placed
 from mk8s.deploy.session import Session
 from mk8s.errors import PreflightError
 
@@ -83,6 +84,7 @@ class GatherFacts(Phase):
                 server_active=known and n.is_server,
                 agent_active=known and not n.is_server,
                 datastore=known and n.is_server,
+                placed=journal_placed(s, n) if known and n.is_server else frozenset(),
             )
             state = f"runs {version} (journal)" if known else "fresh"
             lines.append(f"[{n.name} {n.address} {n.role}] {state}")
