@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
-from mk8s.deploy import facts, gates, plan, restart, upgrade
+from mk8s.deploy import facts, plan, restart, upgrade
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.deploy.context import Context
@@ -20,7 +21,6 @@ from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
 from mk8s.deploy.session import Session, SessionSettings
-from mk8s.deploy.workloads import placed_path
 from tests.support.registry import TestCA
 
 OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"
@@ -228,11 +228,12 @@ def test_a_replaced_image_archive_restarts_every_release(tmp_path: Path) -> None
     assert _restarts(plan.start_step(_ctx(c, _manifest(tag)), c.node("w1"), f))
 
 
-def test_the_gate_table() -> None:
-    assert not gates.imports_while_running("v1.28.15+rke2r1")
-    assert gates.imports_while_running("v1.33.1+rke2r1")
-    assert not gates.imports_while_running("not a tag")
-    assert not gates.imports_while_running("v1.29.12+rke2r2")
+def test_an_unknown_running_version_restarts_for_new_archives(tmp_path: Path) -> None:
+    # Neither the binary nor the running process says a version: only a restart is sure.
+    c = _cluster(tmp_path)
+    with_multus = _manifest(OLD, (MULTUS, "images", "amd64"))
+    f = replace(converged(_ctx(c), "w1"), rke2_version=None, running_version=None)
+    assert restart.image_changes(_ctx(c, with_multus), c.node("w1"), f) == [restart.IMAGES]
 
 
 # -- what mk8s removes from agent/images ---------------------------------------------------
@@ -346,23 +347,13 @@ def test_running_agents_restart_in_batches_of_max_unavailable(tmp_path: Path) ->
 
 
 def test_the_dry_run_assumes_what_the_journal_says_a_node_runs_with(tmp_path: Path) -> None:
-    chart = ("hello-0.1.0.tgz", "chart", None)
-    ctx = _ctx(_cluster(tmp_path), _manifest(OLD, chart))
+    ctx = _ctx(_cluster(tmp_path))
     cp1 = ctx.cluster.node("cp1")
     f = converged(ctx, "cp1")
-    entry = {
-        "state": "ready",
-        "version": OLD,
-        "inputs": {
-            "hashes": f.hashes,
-            "placed": [placed_path(a) for a in ctx.manifest.find(kind="chart")],
-        },
-    }
-    g = replace(f, **assumed(entry))
-    assert g.hashes == f.hashes and g.placed == {
-        placed_path(a) for a in ctx.manifest.find(kind="chart")
-    }
-    assert g.placed_images == f.placed_images
+    entry = {"state": "ready", "version": OLD, "inputs": {"hashes": f.hashes}}
+    g = replace(f, hashes={}, placed_images={}, running_version=None)
+    g = replace(g, **assumed(entry))
+    assert g.hashes == f.hashes and g.placed_images == f.placed_images
     assert plan.start_step(ctx, cp1, g).commands == ()
     assert install_step(ctx, cp1, g).commands == ()
     assert assumed({"state": "ready"}) == {}

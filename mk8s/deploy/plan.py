@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
-from mk8s.bundle.versions import parse_tag
 from mk8s.deploy import restart
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
@@ -54,6 +54,7 @@ from mk8s.deploy.nodeconfig import (
 from mk8s.deploy.requirements import host_problems
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
+from mk8s.deploy.workloads import partial_image_problems
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
@@ -92,6 +93,7 @@ def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
     problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
+    problems += partial_image_problems(cluster, manifest)
     problems += host_problems(cluster, facts)
     for node in cluster.nodes:
         f = facts[node.name]
@@ -133,28 +135,13 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
     return problems
 
 
-# RKE2's embedded registry mirror: experimental from these patches of each minor
-# (GA from v1.29.12, v1.30.8, v1.31.4); every minor after 1.29 has it.
-EMBEDDED_REGISTRY_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
-
-
 def embedded_registry_problems(cluster: Cluster, manifest: Lock) -> list[str]:
-    """``distribution: servers`` needs an RKE2 with the embedded registry mirror."""
+    """``distribution: servers`` needs an RKE2 whose agents can pull from the embedded
+    registry mirror (the version gates are in :mod:`mk8s.rke2gates`)."""
     if cluster.images.distribution != "servers":
         return []
-    v = parse_tag(manifest.release.tag)
-    if v is None or v.major != 1:
-        return []
-    since = EMBEDDED_REGISTRY_SINCE.get(v.minor)
-    ok = v.minor > max(EMBEDDED_REGISTRY_SINCE) or (since is not None and v.patch >= since)
-    if ok:
-        return []
-    first = ", ".join(f"v1.{m}.{p}" for m, p in sorted(EMBEDDED_REGISTRY_SINCE.items()))
-    return [
-        f"spec.images.distribution: servers needs RKE2's embedded registry mirror, which"
-        f" {manifest.release.tag} does not have (it came with {first}); use a newer bundle"
-        " or distribution: all"
-    ]
+    problem = gates.embedded_mirror_problem(manifest.release.tag)
+    return [problem] if problem else []
 
 
 def missing_sans(cluster: Cluster) -> list[str]:

@@ -11,7 +11,8 @@ nothing until the service restarts:
   included; the registry CA it names is read at start by RKE2's own pulls, so mk8s
   restarts when its content changes too;
 * image archives in ``agent/images``: imported only at start before the January 2025
-  releases (:mod:`mk8s.deploy.gates`); from them on, a watcher imports a new file, but
+  releases (:func:`mk8s.rke2gates.imports_while_running`); from them on, a watcher
+  imports a new file, but
   a replaced one only when its size changed (k3s pkg/agent/containerd/watcher.go), so
   a replaced archive always restarts.
 
@@ -26,13 +27,13 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 
+from mk8s import rke2gates
 from mk8s.bundle.manifest import Artifact, ArtifactKind
 from mk8s.deploy import registryca
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context
 from mk8s.deploy.facts import CONFIG_PATH, REGISTRY_CA_PATH, NodeFacts
-from mk8s.deploy.gates import imports_while_running
 from mk8s.deploy.nodeconfig import config_bytes, config_variants, registries_bytes, sha256_hex
 from mk8s.deploy.rke2config import NodePaths
 
@@ -103,7 +104,7 @@ def image_changes(ctx: Context, node: Node, f: NodeFacts) -> list[str]:
         replaced |= have is not None and have != art.sha256
         added |= have is None
     running = f.effective_tag
-    if replaced or (added and not (running and imports_while_running(running))):
+    if replaced or (added and not (running and rke2gates.imports_while_running(running))):
         return [IMAGES]
     return []
 

@@ -11,6 +11,7 @@ from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, as_user
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.phases import inputs
+from mk8s.deploy.phases.charts import journal_placed
 from mk8s.deploy.session import Session
 from mk8s.errors import Mk8sError, PreflightError
 
@@ -89,6 +90,7 @@ class GatherFacts(Phase):
                 datastore=known and n.is_server,
                 running_version=version if known else None,
                 **(inputs.assumed(entry, s.cluster.paths(n)) if known else {}),
+                placed=journal_placed(s, n) if known and n.is_server else frozenset(),
             )
             state = f"runs {version} (journal)" if known else "fresh"
             lines.append(f"[{n.name} {n.address} {n.role}] {state}")

@@ -3,8 +3,9 @@
 A dry run contacts no node: it assumes every node is as the last deploy left it. To
 tell which nodes a changed start-only input (config.yaml, registries.yaml, the
 registry CA, image archives) would restart, the journal keeps, per node that ended
-Ready, the sha256 of each such file as that run left it and the charts and manifests
-mk8s placed. The digests of files holding secrets are kept only in the journal
+Ready, the sha256 of each such file as that run left it (the charts and manifests a
+server applies are kept beside, see :func:`mk8s.deploy.phases.charts.journal_placed`).
+The digests of files holding secrets are kept only in the journal
 (0600, beside the token itself).
 """
 
@@ -13,14 +14,12 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy import facts, restart
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.session import Session
 from mk8s.deploy.steps import NodeState
-from mk8s.deploy.workloads import placed_path
 
 
 def node_inputs(s: Session, node: Node) -> dict[str, Any]:
@@ -38,13 +37,7 @@ def node_inputs(s: Session, node: Node) -> dict[str, Any]:
         hashes[facts.REGISTRY_CA_PATH] = sha256_hex(ca)
     for art in restart.wanted_images(ctx, node, arch):
         hashes[posixpath.join(paths.images_dir, art.name)] = art.sha256
-    placed = []
-    if node.is_server:
-        arts = ctx.manifest.find(kind=ArtifactKind.CHART) + ctx.manifest.find(
-            kind=ArtifactKind.MANIFEST
-        )
-        placed = sorted(placed_path(a, paths.manifests_dir) for a in arts)
-    return {"hashes": hashes, "placed": placed}
+    return {"hashes": hashes}
 
 
 def record_inputs(s: Session) -> None:
@@ -67,10 +60,8 @@ def assumed(entry: object, paths: NodePaths = DEFAULT_PATHS) -> dict[str, Any]:
         return {}
     raw = inputs.get("hashes")
     hashes = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
-    listed = inputs.get("placed")
     return {
         "hashes": hashes,
-        "placed": frozenset(str(p) for p in listed) if isinstance(listed, list) else frozenset(),
         "placed_images": {
             posixpath.basename(p): h
             for p, h in hashes.items()

@@ -69,7 +69,11 @@ name) or a docker archive (manifest.json; the config's sha256 must be its file n
 each layer's sha256 its rootfs.diff_ids entry).  A mismatch or a missing blob fails the
 whole file's import, as containerd's does: ``level=error msg="Failed to import FILE:
 image NAME: layer ...: digest mismatch: expected sha256:X got sha256:Y"``; the node
-still starts.  Results (per file, cached by size/mtime/inode) are in
+still starts. An index entry whose manifest the archive lacks (a platform not carried)
+is skipped from v1.27.15/v1.28.11/v1.29.6/v1.30.2 (WithSkipMissing) and fails the file
+before ("content digest sha256:...: not found"). From v1.29.13/v1.30.9/v1.31.5 a
+tarball placed while the node runs is imported within a second; before, at the next
+start only. These release gates are gates.py (embedded, see standin_module).  Results (per file, cached by size/mtime/inode) are in
 /var/lib/rancher/rke2/agent/mk8s-standin-images.json, printed by ``rke2 mk8s-images``:
 {"files": {FILE: {"key", "images", ["error"]}}, "images": [{"name", "digest", "format",
 "file"}]}; name is the io.containerd.image.name (else ref.name) annotation or a
@@ -84,7 +88,11 @@ metadata.name (a ``kind: List`` is unpacked).  A HelmChart (helm.cattle.io/v1) n
 spec.chartContent: base64 of a gzip tar with one NAME/Chart.yaml holding name and
 version; it is then "installed", other objects "applied".  Any failure refuses the
 whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
-"failed" with the error.  Records are per server in the replicated state;
+"failed" with the error.  HelmCharts are objects of the cluster (helmcontroller.py):
+one Helm release per object name, applied from every file when a server starts and
+from a file when it changes, never deleted when a file goes; ``kubectl delete
+helmchart NAME -n NS`` uninstalls; a chartContent over 1 MiB never installs;
+``kubectl get --raw /mk8s/helm-releases`` lists the releases.  Records are per server in the replicated state;
 ``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
 {"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
 "namespace", "status": "applied"|"installed", ["chart", "version",
@@ -136,6 +144,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -143,6 +152,9 @@ import zlib
 
 TAG = "@@RKE2_TAG@@"
 ARCH = "@@RKE2_ARCH@@"
+# The stand-in's other node-side modules (gates.py, helmcontroller.py), embedded at build
+# as base64 JSON {name: source}; loaded by standin_module().
+STANDIN_MODULES = "@@STANDIN_MODULES@@"
 # name -> sha256 of this release's airgap image tarballs (rke2-images*.linux-ARCH.tar.zst),
 # taken from the release's own assets when its rke2.linux-ARCH.tar.gz was built.
 IMAGES_JSON = """@@RKE2_IMAGES@@"""
@@ -210,6 +222,17 @@ def log(msg: str, level: str = "info") -> None:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def standin_module(name: str) -> types.ModuleType:
+    """One of the stand-in's embedded modules (STANDIN_MODULES), loaded once."""
+    mod = sys.modules.get(f"mk8s_standin_{name}")
+    if mod is None:
+        source = json.loads(base64.b64decode(STANDIN_MODULES))[name]
+        mod = types.ModuleType(f"mk8s_standin_{name}")
+        sys.modules[mod.__name__] = mod
+        exec(compile(source, f"<mk8s stand-in {name}.py>", "exec"), mod.__dict__)
+    return mod
 
 
 # ---- config.yaml ---------------------------------------------------------------------
@@ -1062,6 +1085,7 @@ class State:
                 if name not in mans or m.get("gen", 0) > mans[name].get("gen", 0):
                     mans[name] = m
                     dirty = True
+            dirty = standin_module("helmcontroller").merge(self.data, other) or dirty
             for name, e in other.get("nodes", {}).items():
                 mine = self.nodes.get(name)
                 if mine is None or e["gen"] > mine["gen"]:
@@ -1688,6 +1712,10 @@ class Server:
                 return 200, API_RESOURCES
             if path == "/mk8s/manifests":
                 return 200, self.manifests_answer()
+            if path == "/mk8s/helm-releases":  # what `helm list -A` would show
+                with self.state.lock:
+                    rel = standin_module("helmcontroller").releases(self.state.data)
+                return 200, {"kind": "Mk8sStandinHelmReleases", "items": rel}
             if path == "/apis/helm.cattle.io/v1/helmcharts" or re.fullmatch(
                 r"/apis/helm\.cattle\.io/v1/namespaces/[^/]+/helmcharts", path
             ):
@@ -1719,6 +1747,9 @@ class Server:
                     "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
                     "items": [],
                 }
+        m = re.fullmatch(r"/apis/helm\.cattle\.io/v1/namespaces/([^/]+)/helmcharts/([^/]+)", path)
+        if m and method == "DELETE":
+            return self.delete_helmchart(m.group(1), m.group(2))
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m:
             name = m.group(1)
@@ -1827,11 +1858,33 @@ class Server:
                     for o in rec["objects"]
                 )
                 log(f"Applied manifest {p}: {what or 'no objects'}")
-        if files != old or not mine:
+        objects_changed = self.apply_helmcharts(files)
+        if files != old or not mine or objects_changed:
             with self.state.lock:
                 self.state.data["manifests"][self.name] = {"gen": now_ns(), "files": files}
                 self.state.save()
             self.state.changed.set()
+
+    # upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn: force at start) [CONTRACT HC1 HC2]
+    def apply_helmcharts(self, files: dict[str, dict]) -> bool:
+        """The deploy controller applies a file's HelmCharts when this server starts and
+        when the file changes (k3s-io/k3s pkg/deploy/controller.go); a file removed from
+        the directory removes nothing (helmcontroller.py). True when an object changed."""
+        helm = standin_module("helmcontroller")
+        changed = False
+        for n, rec in sorted(files.items()):
+            if rec.get("status") != "applied" or APPLIED_FILES.get(n) == rec.get("key"):
+                continue
+            APPLIED_FILES[n] = rec.get("key", "")
+            for o in rec.get("objects", []):
+                if o.get("kind") != "HelmChart":
+                    continue
+                with self.state.lock:
+                    did, line = helm.apply(self.state.data, o, n)
+                changed = changed or did
+                if line:
+                    log(line, "error" if o.get("status") == "failed" else "info")
+        return changed
 
     def manifests_loop(self) -> None:
         while True:
@@ -1849,40 +1902,51 @@ class Server:
         return {"kind": "Mk8sStandinManifests", "apiVersion": "v1", "servers": servers}
 
     def helmcharts(self) -> dict:
-        """The installed HelmCharts (newest record per namespace/name over all servers)."""
+        """The HelmChart objects (helmcontroller.py): a removed file removes none."""
         with self.state.lock:
-            mans = json.loads(json.dumps(self.state.data.get("manifests") or {}))
-        found: dict[tuple[str, str], tuple[int, dict]] = {}
-        for m in mans.values():
-            for f, r in m["files"].items():
-                for o in r.get("objects", []):
-                    if o.get("kind") != "HelmChart" or o.get("status") != "installed":
-                        continue
-                    k = (o["namespace"], o["name"])
-                    if k not in found or m["gen"] > found[k][0]:
-                        found[k] = (m["gen"], dict(o, file=f))
-        items = []
-        for (ns, name), (_, o) in sorted(found.items()):
-            items.append(
-                {
-                    "apiVersion": "helm.cattle.io/v1",
-                    "kind": "HelmChart",
-                    "metadata": {"name": name, "namespace": ns},
-                    "spec": {"targetNamespace": o["targetNamespace"]},
-                    "status": {
-                        "chart": o["chart"],
-                        "version": o["version"],
-                        "state": "installed",
-                        "file": o["file"],
-                    },
-                }
-            )
+            objs = standin_module("helmcontroller").objects(self.state.data)
+        items = [
+            {
+                "apiVersion": "helm.cattle.io/v1",
+                "kind": "HelmChart",
+                "metadata": {"name": o["name"], "namespace": o["namespace"]},
+                "spec": {"targetNamespace": o["targetNamespace"]},
+                "status": {
+                    "chart": o["chart"],
+                    "version": o["version"],
+                    "state": o["status"],
+                    "revision": o["revision"],
+                    "file": o["file"],
+                    **({"error": o["error"]} if o.get("error") else {}),
+                },
+            }
+            for o in objs
+        ]
         return {
             "apiVersion": "helm.cattle.io/v1",
             "kind": "HelmChartList",
             "metadata": {},
             "items": items,
         }
+
+    # upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (OnRemove) [CONTRACT HC3]
+    def delete_helmchart(self, namespace: str, name: str) -> tuple:
+        """``kubectl delete helmchart``: helm-controller uninstalls the release."""
+        with self.state.lock:
+            gone = standin_module("helmcontroller").delete(self.state.data, namespace, name)
+            if gone is not None:
+                self.state.save()
+        if gone is None:
+            raise HTTPFail(
+                404,
+                f'helmcharts.helm.cattle.io "{name}" not found',
+                {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"},
+            )
+        self.state.changed.set()
+        self.push_now()
+        log(f"Helm release {gone['targetNamespace']}/{name} uninstalled (HelmChart deleted)")
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                     "details": {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"}}  # fmt: skip
 
     def self_heartbeat_loop(self) -> None:
         while True:
@@ -2122,6 +2186,7 @@ def run_server(cfg: dict[str, object]) -> None:
     check_node_version("server")
     check_node_images(cfg, "server")
     import_images()
+    watch_images()
     load_start_inputs()
     name = node_name(cfg)
     address = node_address(cfg)
@@ -2237,6 +2302,7 @@ def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
     check_node_images(cfg, "agent")
     import_images()
+    watch_images()
     load_start_inputs()
     url = cfg_str(cfg, "server")
     # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
@@ -2867,7 +2933,25 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
         check_registry_images({**cfg, "system-default-registry": registry}, needed)
     else:
         assert ctx is not None
+        check_mirror_release()
         check_peer_images(ac, ctx, needed)
+
+
+# upstream: rancher/rke2#9197; rancher/rke2-docs docs/install/registry_mirror.md (Version Gate) [CONTRACT RG5]
+def check_mirror_release() -> None:
+    """An agent pulls from the embedded registry mirror only on a release that has it
+    (rancher/rke2-docs docs/install/registry_mirror.md) and whose agents can bootstrap
+    from it: not v1.31.13 or v1.31.14 (rancher/rke2#9197; gates.py)."""
+    gates = standin_module("gates")
+    if not gates.has("embedded-mirror", TAG):
+        raise Fatal(no_tarballs(f"rke2 {TAG} has no embedded registry mirror to pull from"))
+    if not gates.has("embedded-mirror-agents", TAG):
+        raise Fatal(
+            no_tarballs(
+                f"failed to pull images from the embedded registry mirror: rke2 {TAG} agents"
+                " cannot bootstrap from it (rancher/rke2#9197)"
+            )
+        )
 
 
 # ---- image import (containerd's, at node start) ---------------------------------------
@@ -3059,6 +3143,22 @@ def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
     return m
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile: WithSkipMissing, k3s-io/k3s#10136) [CONTRACT IP5]
+def _platform_not_carried(arc: _Archive, kid: object) -> bool:
+    """An index entry whose manifest the archive lacks (a platform not carried). RKE2
+    imports with WithAllPlatforms(true), and from v1.27.15/v1.28.11/v1.29.6/v1.30.2 with
+    WithSkipMissing(), which skips it (k3s-io/k3s pkg/agent/containerd/containerd.go
+    preloadFile; gates.py); before, the whole file fails as containerd's import does."""
+    digest = kid.get("digest") if isinstance(kid, dict) else None
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        return False
+    if arc.get("blobs/sha256/" + digest[7:]) is not None:
+        return False
+    if standin_module("gates").has("import-partial-index", TAG):
+        return True
+    raise ImageImportError(f"content digest {digest}: not found")
+
+
 def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
     """Check a manifest or index and everything below it (containerd writes each blob
     into its content store with the expected digest)."""
@@ -3085,6 +3185,8 @@ def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
                 None,
             ):
                 continue  # an attestation or signature: not an image
+            if _platform_not_carried(arc, kid):
+                continue
             _walk_oci(arc, kid, "manifest", depth + 1)
         return
     if media not in OCI_MANIFEST_TYPES:
@@ -3246,6 +3348,32 @@ def import_images() -> dict:
     return out
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/watcher.go; rancher/rke2-docs docs/add-ons/import-images.md [CONTRACT IP4]
+def watch_images() -> None:
+    """From v1.29.13/v1.30.9/v1.31.5 a tarball placed in agent/images while RKE2 runs
+    is imported (gates.py), as k3s's watcher decides (k3s-io/k3s
+    pkg/agent/containerd/watcher.go): the files present at start are known (Populate);
+    a file is imported when it is new, or when its size changed and its mtime is newer
+    (processImageEvent), never for a same-size replacement; a removed file is forgotten,
+    its images stay imported. An older release imports them when it starts, only."""
+    if not standin_module("gates").has("import-while-running", TAG):
+        return
+
+    def loop() -> None:
+        known = _image_files()
+        while True:
+            time.sleep(WATCH_SECONDS)
+            with contextlib.suppress(OSError):
+                now = _image_files()
+                for n, (size, mtime) in sorted(now.items()):
+                    last = known.get(n)
+                    if last is None or (size != last[0] and mtime > last[1]):
+                        import_while_running(n)
+                known = now
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def show_images() -> int:
     """``rke2 mk8s-images``: what this node imported (the state file), as JSON."""
     with contextlib.suppress(Fatal, OSError):
@@ -3264,6 +3392,9 @@ def show_images() -> int:
 
 # ---- manifests (RKE2's deploy controller and helm-controller) -------------------------
 MANIFESTS_DIR = SERVER_DIR + "/manifests"
+# file -> the size:mtime:inode key this server process last applied (the deploy
+# controller's modTime map: empty at start, so every file is applied again).
+APPLIED_FILES: dict[str, str] = {}
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -3380,6 +3511,18 @@ def install_chart(obj: dict) -> dict:
     return {"chart": str(meta["name"]), "version": str(meta["version"])}
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (contentConfigMap; #267) [CONTRACT HC4]
+def helm_sync(o: dict, spec: dict) -> dict:
+    """What helm-controller makes of one HelmChart: its content's hash, and "failed"
+    when its chartContent cannot be stored (tests/support/standin/helmcontroller.py)."""
+    content = str(spec.get("chartContent") or "")
+    out: dict = {"content": hashlib.sha256(content.encode()).hexdigest()[:16]}
+    err = standin_module("helmcontroller").content_error(o["namespace"], o["name"], content)
+    if err:
+        out.update(status="failed", error=err)
+    return out
+
+
 # upstream: k3s-io/k3s pkg/deploy/controller.go (deploy: the file fails as a whole) [CONTRACT MF4]
 def process_manifest(path: str) -> dict:
     """What RKE2 does with one file in server/manifests: apply each object, install each
@@ -3402,6 +3545,7 @@ def process_manifest(path: str) -> dict:
                 o.update(install_chart(obj), status="installed")
                 spec = obj["spec"]
                 o["targetNamespace"] = str(spec.get("targetNamespace") or o["namespace"])
+                o.update(helm_sync(o, spec))
             rec["objects"].append(o)
         rec["status"] = "applied"
     except ManifestError as e:
@@ -3604,6 +3748,22 @@ def get_helmcharts(
     return 0
 
 
+def delete_helmcharts(req: object, fail: object, names: list[str], flags: dict[str, str]) -> int:
+    """``kubectl delete helmchart NAME... [-n NS] [--ignore-not-found]``."""
+    assert callable(req) and callable(fail)
+    ns = flags.get("-n") or flags.get("--namespace") or "default"
+    rc = 0
+    for name in names:
+        code, data = req("DELETE", f"/apis/helm.cattle.io/v1/namespaces/{ns}/helmcharts/{name}")
+        if code == 404 and flags.get("--ignore-not-found") == "true":
+            continue
+        if code != 200:
+            rc = int(fail(code, data))
+        else:
+            print(f'helmchart.helm.cattle.io "{name}" deleted')
+    return rc
+
+
 def kubectl(argv: list[str]) -> int:
     try:
         pos, flags = parse_kubectl_args(argv)
@@ -3686,6 +3846,8 @@ def kubectl(argv: list[str]) -> int:
             return 0
         if verb == "get" and len(pos) >= 2 and pos[1] in HELMCHART_KINDS:
             return get_helmcharts(req, fail, pos[2:], flags, output)
+        if verb == "delete" and len(pos) >= 3 and pos[1] in HELMCHART_KINDS:
+            return delete_helmcharts(req, fail, pos[2:], flags)
         kinds = ("nodes", "node", "no")
         if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
             path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
@@ -3887,31 +4049,14 @@ def etcd_snapshot(args: list[str]) -> int:
 # that copy (a registries.yaml changed since is not read), and the CA file read at
 # pull time (containerd reads hosts.toml's `ca` files when it resolves a host).
 LOADED_REGISTRIES = "/agent/etc/containerd/mk8s-standin-registries.json"  # under DATA_DIR
-# Image archives: imported at start (import_images); from the January 2025 releases on,
-# also while running (k3s-io/k3s pkg/agent/containerd/watcher.go; the version gate in
-# rancher/rke2-docs docs/add-ons/import-images.md and k3s-io/docs docs/import-images.md:
-# v1.29.13, v1.30.9, v1.31.5, v1.32.0).
-IMPORTS_WHILE_RUNNING_SINCE = {29: 13, 30: 9, 31: 5}
+# Image archives placed while running: watch_images (gates.py), one file at a time.
 WATCH_SECONDS = 0.5
 
 
-def imports_while_running(tag: str) -> bool:
-    v = parse_version(tag)
-    if v is None:
-        return False
-    since = IMPORTS_WHILE_RUNNING_SINCE.get(v[1])
-    if v[0] != 1 or since is None:
-        return (v[0], v[1]) > (1, max(IMPORTS_WHILE_RUNNING_SINCE))
-    return v[2] >= since
-
-
-# upstream: rancher/rke2-docs docs/install/private_registry.md; k3s-io/k3s pkg/agent/containerd/config.go, pkg/agent/containerd/watcher.go [CONTRACT RG5 IP4]
+# upstream: rancher/rke2-docs docs/install/private_registry.md; k3s-io/k3s pkg/agent/containerd/config.go [CONTRACT RG6]
 def load_start_inputs() -> None:
-    """What a starting node loads once: containerd's registry configuration; and, on a
-    release with the image watcher, the watcher."""
+    """What a starting node loads once: containerd's registry configuration."""
     write_file(DATA_DIR + LOADED_REGISTRIES, json.dumps(load_registries(), sort_keys=True), 0o600)
-    if imports_while_running(TAG):
-        threading.Thread(target=watch_images, daemon=True).start()
 
 
 def _image_files() -> dict[str, tuple[int, int]]:
@@ -3923,24 +4068,6 @@ def _image_files() -> dict[str, tuple[int, int]]:
                 st = os.stat(p)
                 out[n] = (st.st_size, st.st_mtime_ns)
     return out
-
-
-# upstream: k3s-io/k3s pkg/agent/containerd/watcher.go (Populate, processImageEvent) [CONTRACT IP4]
-def watch_images() -> None:
-    """k3s's image watcher: the files present at start are known (Populate); a file is
-    imported when it is new, or when its size changed and its mtime is newer
-    (processImageEvent), never for a same-size replacement; a removed file is
-    forgotten, its images stay imported."""
-    known = _image_files()
-    while True:
-        time.sleep(WATCH_SECONDS)
-        with contextlib.suppress(OSError):
-            now = _image_files()
-            for n, (size, mtime) in sorted(now.items()):
-                last = known.get(n)
-                if last is None or (size != last[0] and mtime > last[1]):
-                    import_while_running(n)
-            known = now
 
 
 def import_while_running(name: str) -> None:
@@ -3966,7 +4093,7 @@ def import_while_running(name: str) -> None:
         log(f"Imported images from {p} (while running)")
 
 
-# upstream: k3s-io/k3s pkg/agent/templates/templates.go (hosts.toml: endpoints, ca path), config.go (auth in config.toml) [CONTRACT RG5]
+# upstream: k3s-io/k3s pkg/agent/templates/templates.go (hosts.toml: endpoints, ca path), config.go (auth in config.toml) [CONTRACT RG6]
 def pull(args: list[str]) -> int:
     """``rke2 mk8s-pull REF``: pull REF's manifest with containerd's configuration as
     loaded at the last start (LOADED_REGISTRIES): each mirror endpoint of REF's
