@@ -7,18 +7,19 @@ nothing until the service restarts:
   configuration is changed after starting RKE2, the service must be restarted");
 * ``registries.yaml`` (docs/install/private_registry.md: "Upon startup, RKE2 will
   check to see if /etc/rancher/rke2/registries.yaml exists"): containerd's
-  configuration is generated from it at start (k3s pkg/agent/templates), credentials
-  included; the registry CA it names is read at start by RKE2's own pulls, so mk8s
-  restarts when its content changes too;
+  configuration, credentials included, is generated from it at start (k3s
+  pkg/agent/containerd/config.go); the registry CA it names is read at start by RKE2's
+  own pull of its runtime image (rancher/rke2 pkg/bootstrap/bootstrap.go ``Stage``),
+  while containerd reads the CA file at each pull: mk8s restarts when it changes, so
+  that both use the same CA;
 * image archives in ``agent/images``: imported only at start before the January 2025
   releases (:func:`mk8s.rke2gates.imports_while_running`); from them on, a watcher
-  imports a new file, but
-  a replaced one only when its size changed (k3s pkg/agent/containerd/watcher.go), so
-  a replaced archive always restarts.
+  imports a new file, but a replaced one only when its size changed (k3s
+  pkg/agent/containerd/watcher.go), so a replaced archive always restarts.
 
 A run that changes such an input on a running node first records why in
-``mk8s/restart-pending`` of the node's data-dir; the (re)start command removes it once the
-service is up. A later run that finds the record restarts even though the files on
+``mk8s/restart-pending`` of the node's data-dir; the (re)start command removes it once
+the service is up. A later run that finds the record restarts even though the files on
 disk are already right (an earlier run was interrupted between writing and restarting).
 """
 
