@@ -15,6 +15,12 @@ its version: a new version replaces the file and upgrades that one release. A ch
 the bundle no longer carries is uninstalled on purpose: its HelmChart is deleted with
 kubectl on a server (helm-controller then runs ``helm uninstall``), then its file is
 removed (:func:`uninstall_dropped`).
+
+A placed file is known by its name (the digest of what mk8s placed), never by its
+bytes: each time a server starts, RKE2 rewrites every HelmChart file there in place to
+pass its cluster settings as ``spec.set["global.*"]`` (rancher/rke2
+pkg/bootstrap/bootstrap.go: setChartValues), so the bytes on the node are not the bytes
+mk8s wrote, and comparing them would re-place (and re-install) the chart on every run.
 """
 
 from __future__ import annotations

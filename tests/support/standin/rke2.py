@@ -1176,6 +1176,10 @@ def node_object(name: str, e: dict) -> dict:
                 {"type": "Hostname", "address": name},
             ],
             "conditions": [ready_condition(e)],
+            # upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage: the kubelet of the release that started) [CONTRACT KC6]
+            # What the running process registered: RKE2 runs the kubelet it staged at its
+            # own start, so a binary replaced on disk without a restart still reports the
+            # old version.
             "nodeInfo": {
                 "kubeletVersion": e.get("version", TAG),
                 "kubeProxyVersion": e.get("version", TAG),
@@ -2142,6 +2146,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.gossip_loop, daemon=True).start()
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
     serve_mirror(server, contexts[0])
+    rewrite_helmcharts(server.cfg)
     server.scan_manifests()
     threading.Thread(target=server.manifests_loop, daemon=True).start()
 
@@ -2182,6 +2187,7 @@ def run_server(cfg: dict[str, object]) -> None:
     check_node_images(cfg, "server")
     import_images()
     watch_images()
+    load_start_inputs()
     name = node_name(cfg)
     address = node_address(cfg)
     token = cfg_str(cfg, "token")
@@ -2297,6 +2303,7 @@ def run_agent(cfg: dict[str, object]) -> None:
     check_node_images(cfg, "agent")
     import_images()
     watch_images()
+    load_start_inputs()
     url = cfg_str(cfg, "server")
     # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
@@ -3343,29 +3350,26 @@ def import_images() -> dict:
 
 # upstream: k3s-io/k3s pkg/agent/containerd/watcher.go; rancher/rke2-docs docs/add-ons/import-images.md [CONTRACT IP4]
 def watch_images() -> None:
-    """From v1.29.13/v1.30.9/v1.31.5 a tarball placed in (or changed in) agent/images
-    while RKE2 runs is imported (k3s-io/k3s pkg/agent/containerd/watcher.go; gates.py);
-    an older release imports them when it starts, only."""
+    """From v1.29.13/v1.30.9/v1.31.5 a tarball placed in agent/images while RKE2 runs
+    is imported (gates.py), as k3s's watcher decides (k3s-io/k3s
+    pkg/agent/containerd/watcher.go): the files present at start are known (Populate);
+    a file is imported when it is new, or when its size changed and its mtime is newer
+    (processImageEvent), never for a same-size replacement; a removed file is forgotten,
+    its images stay imported. An older release imports them when it starts, only."""
     if not standin_module("gates").has("import-while-running", TAG):
         return
 
-    def keys() -> dict[str, str]:
-        out = {}
-        for name in local_image_tarballs():
-            with contextlib.suppress(OSError):
-                st = os.stat(os.path.join(IMAGES_DIR, name))
-                out[name] = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-        return out
-
     def loop() -> None:
-        seen = keys()
+        known = _image_files()
         while True:
-            time.sleep(1.0)
-            now = keys()
-            if now != seen:
-                with contextlib.suppress(Exception):
-                    import_images()
-                seen = now
+            time.sleep(WATCH_SECONDS)
+            with contextlib.suppress(OSError):
+                now = _image_files()
+                for n, (size, mtime) in sorted(now.items()):
+                    last = known.get(n)
+                    if last is None or (size != last[0] and mtime > last[1]):
+                        import_while_running(n)
+                known = now
 
     threading.Thread(target=loop, daemon=True).start()
 
@@ -4032,6 +4036,223 @@ def etcd_snapshot(args: list[str]) -> int:
 
 
 # ---- entry ---------------------------------------------------------------------------
+# ---- what RKE2 reads only at start (and what it keeps reading) -------------------------
+# registries.yaml: "Upon startup, RKE2 will check to see if registries.yaml exists" and
+# generates containerd's configuration from it (rancher/rke2-docs
+# docs/install/private_registry.md); k3s writes it when the agent starts
+# (k3s-io/k3s pkg/agent/containerd/config.go: writeContainerdConfig puts each
+# registry's auth into config.toml, which containerd reads when it starts, with RKE2;
+# writeContainerdHosts writes certs.d/HOST/hosts.toml with the mirror endpoints and the
+# *path* of the CA, pkg/agent/templates/templates.go).  The stand-in writes that
+# generated copy, as JSON, to LOADED_REGISTRIES at each start; `rke2 mk8s-pull REF`
+# pulls as `crictl pull` does through containerd: with the mirrors and credentials of
+# that copy (a registries.yaml changed since is not read), and the CA file read at
+# pull time (containerd reads hosts.toml's `ca` files when it resolves a host).
+LOADED_REGISTRIES = "/agent/etc/containerd/mk8s-standin-registries.json"  # under DATA_DIR
+# Image archives placed while running: watch_images (gates.py), one file at a time.
+WATCH_SECONDS = 0.5
+
+
+# upstream: rancher/rke2-docs docs/install/private_registry.md; k3s-io/k3s pkg/agent/containerd/config.go [CONTRACT RG6]
+def load_start_inputs() -> None:
+    """What a starting node loads once: containerd's registry configuration."""
+    write_file(DATA_DIR + LOADED_REGISTRIES, json.dumps(load_registries(), sort_keys=True), 0o600)
+
+
+def _image_files() -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    if os.path.isdir(IMAGES_DIR):
+        for n in os.listdir(IMAGES_DIR):
+            p = os.path.join(IMAGES_DIR, n)
+            if n.endswith(IMAGE_SUFFIXES) and os.path.isfile(p):
+                st = os.stat(p)
+                out[n] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def import_while_running(name: str) -> None:
+    """Import one archive into the running node's store (IMPORTED_IMAGES)."""
+    p = os.path.join(IMAGES_DIR, name)
+    st = os.stat(p)
+    key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    try:
+        rec: dict = {"key": key, "images": import_archive(p)}
+    except ImageImportError as e:
+        rec = {"key": key, "images": [], "error": str(e)}
+        log(f"Failed to import {p}: {e}", "error")
+    try:
+        with open(IMPORTED_IMAGES) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = {"files": {}, "images": []}
+    data["files"][name] = rec
+    data["images"] = [i for i in data["images"] if i.get("file") != name]
+    data["images"] += [dict(i, file=name) for i in rec["images"]]
+    write_file(IMPORTED_IMAGES, json.dumps(data, indent=1, sort_keys=True), 0o644)
+    if not rec.get("error"):
+        log(f"Imported images from {p} (while running)")
+
+
+# upstream: k3s-io/k3s pkg/agent/templates/templates.go (hosts.toml: endpoints, ca path), config.go (auth in config.toml) [CONTRACT RG6]
+def pull(args: list[str]) -> int:
+    """``rke2 mk8s-pull REF``: pull REF's manifest with containerd's configuration as
+    loaded at the last start (LOADED_REGISTRIES): each mirror endpoint of REF's
+    registry in turn (the registry itself when it has none), with that endpoint's
+    credentials and CA.  Exit 0 and ``pulled REF from ENDPOINT``, or 1 and why."""
+    if len(args) != 1:
+        print("usage: rke2 mk8s-pull REF", file=sys.stderr)
+        return 2
+    ref = args[0]
+    with contextlib.suppress(Fatal):
+        use_config_paths(load_config(CONFIG))  # containerd's files follow data-dir
+    try:
+        with open(DATA_DIR + LOADED_REGISTRIES) as f:
+            loaded = json.load(f)
+    except OSError:
+        print("rke2: containerd has no configuration: RKE2 never started here", file=sys.stderr)
+        return 1
+    registry, repo, tag = split_image(ref)
+    mirror = (loaded.get("mirrors") or {}).get(registry) or {}
+    endpoints = list(mirror.get("endpoint") or []) or [f"https://{registry}"]
+    why = []
+    for ep in endpoints:
+        u = urllib.parse.urlsplit(ep if "://" in ep else "https://" + ep)
+        conf = (loaded.get("configs") or {}).get(u.netloc) or {}
+        err = _pull_manifest(u, repo, tag, conf if isinstance(conf, dict) else {})
+        if err is None:
+            print(f"pulled {ref} from {ep}")
+            return 0
+        why.append(f"{ep}: {err}")
+    print(f"rke2: failed to pull {ref}: {'; '.join(why)}", file=sys.stderr)
+    return 1
+
+
+def _pull_manifest(u: urllib.parse.SplitResult, repo: str, tag: str, conf: dict) -> str | None:
+    tls = conf.get("tls") if isinstance(conf.get("tls"), dict) else {}
+    auth = conf.get("auth") if isinstance(conf.get("auth"), dict) else {}
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.get("ca_file") or "") or None)
+    except (OSError, ssl.SSLError) as e:
+        return f"cannot load ca_file {tls.get('ca_file')}: {e}"
+    headers = {"Accept": MANIFEST_ACCEPT}
+    if auth.get("username"):
+        headers["Authorization"] = "Basic " + b64(f"{auth['username']}:{auth.get('password', '')}")
+    try:
+        conn = http.client.HTTPSConnection(u.hostname or "", u.port or 443, timeout=5, context=ctx)
+        try:
+            conn.request("GET", f"/v2/{repo}/manifests/{tag}", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as e:
+        return str(e)
+    return None if resp.status == 200 else f"{resp.status} {resp.reason}"
+
+
+# HelmCharts: each time a server starts, RKE2 passes cluster settings to every HelmChart
+# in server/manifests (rancher/rke2 pkg/bootstrap/bootstrap.go: UpdateManifests ->
+# setChartValues -> rewriteChart): each *.yaml/*.yml file whose objects decode, and in it
+# each helm.cattle.io/v1 HelmChart whose annotation rke2.cattle.io/inject-cluster-config
+# (else RKE2_INJECT_CLUSTER_CONFIG, else true: injectDefault up to v1.35) is true, gets
+# spec.set["global.*"] set where it differs; a changed file is re-encoded and rewritten
+# in place (same inode: truncate and write).  v1.28's value set (no global.prime.*).
+INJECT_ANNOTATION = "rke2.cattle.io/inject-cluster-config"
+
+
+def chart_values(cfg: dict[str, object]) -> dict[str, str]:
+    cidrs = cfg_str(cfg, "cluster-cidr", "10.42.0.0/16").split(",")
+    registry = cfg_str(cfg, "system-default-registry")
+    return {
+        "global.clusterCIDR": ",".join(cidrs),
+        "global.clusterCIDRv4": ",".join(c for c in cidrs if ":" not in c),
+        "global.clusterCIDRv6": ",".join(c for c in cidrs if ":" in c),
+        "global.clusterDNS": cfg_str(cfg, "cluster-dns", "10.43.0.10"),
+        "global.clusterDomain": cfg_str(cfg, "cluster-domain", "cluster.local"),
+        "global.rke2DataDir": cfg_str(cfg, "data-dir", DATA_DIR),
+        "global.serviceCIDR": cfg_str(cfg, "service-cidr", "10.43.0.0/16"),
+        "global.systemDefaultIngressClass": (
+            cfg_list(cfg, "ingress-controller") or ["ingress-nginx"]
+        )[0],
+        "global.systemDefaultRegistry": registry,
+        "global.cattle.systemDefaultRegistry": registry,
+    }
+
+
+def _inject(obj: dict) -> bool:
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    anns = md.get("annotations") if isinstance(md.get("annotations"), dict) else {}
+    for v in (anns.get(INJECT_ANNOTATION), os.environ.get("RKE2_INJECT_CLUSTER_CONFIG")):
+        if str(v).lower() in ("true", "1", "t"):
+            return True
+        if str(v).lower() in ("false", "0", "f"):
+            return False
+    return True
+
+
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (UpdateManifests, setChartValues, rewriteChart) [CONTRACT MF5]
+def rewrite_helmcharts(cfg: dict[str, object]) -> None:
+    values = chart_values(cfg)
+    if not os.path.isdir(MANIFESTS_DIR):
+        return
+    for name in sorted(os.listdir(MANIFESTS_DIR)):
+        p = os.path.join(MANIFESTS_DIR, name)
+        if not name.endswith((".yaml", ".yml")) or not os.path.isfile(p):
+            continue
+        try:
+            with open(p) as f:
+                docs = [parse_yaml_tree(d, name) for _, d in _documents(f.read())]
+        except (OSError, UnicodeDecodeError, Fatal, ManifestError) as e:
+            log(f"Failed to decode manifest {p}: {e}", "warning")
+            continue
+        changed = False
+        for obj in docs:
+            if not isinstance(obj, dict) or obj.get("kind") != "HelmChart":
+                continue
+            if obj.get("apiVersion") != "helm.cattle.io/v1" or not _inject(obj):
+                continue
+            spec = obj.setdefault("spec", {})
+            given = spec.get("set") if isinstance(spec, dict) else None
+            if not isinstance(spec, dict) or not isinstance(given or {}, dict):
+                continue
+            new = dict(given or {})
+            if any(not isinstance(new.get(k, ""), str) for k in values):
+                continue  # NestedString fails on a non-string: the object is left alone
+            for k, v in values.items():
+                if new.get(k, "") != v:
+                    new[k], changed = v, True
+            spec["set"] = new
+        if changed:
+            with open(p, "r+") as f:
+                f.truncate(0)
+                f.write("---\n".join(emit_yaml(d) for d in docs))
+            log(f"Updated manifest {p} to set cluster configuration values")
+
+
+def emit_yaml(value: object, indent: int = 0) -> str:
+    """Block YAML, keys sorted (as sigs.k8s.io/yaml writes), scalars as JSON."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        out = ""
+        for k in sorted(value):
+            key = k if re.fullmatch(r"[A-Za-z0-9_./-]+", k) else json.dumps(k)
+            v = value[k]
+            if isinstance(v, dict | list) and v:
+                out += f"{pad}{key}:\n" + emit_yaml(v, indent + 2)
+            else:
+                out += f"{pad}{key}: {emit_yaml(v).strip()}\n"
+        return out
+    if isinstance(value, list) and value:
+        out = ""
+        for v in value:
+            if isinstance(v, dict | list) and v:
+                out += f"{pad}-\n" + emit_yaml(v, indent + 2)
+            else:
+                out += f"{pad}- {emit_yaml(v).strip()}\n"
+        return out
+    return pad + json.dumps(value) + "\n"
+
+
 def main(argv: list[str]) -> int:
     prog = os.path.basename(argv[0])
     if prog == "kubectl":
@@ -4041,7 +4262,8 @@ def main(argv: list[str]) -> int:
         print(
             "usage: rke2 [--version] server|agent [--config FILE]\n"
             "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]\n"
-            "       rke2 mk8s-images   (the images this node imported, JSON)"
+            "       rke2 mk8s-images   (the images this node imported, JSON)\n"
+            "       rke2 mk8s-pull REF (pull with the registry settings loaded at start)"
         )
         return 0
     if args[0] in ("--version", "-v", "version"):
@@ -4058,6 +4280,8 @@ def main(argv: list[str]) -> int:
         return etcd_snapshot(args[1:])
     if cmd == "mk8s-images":
         return show_images()
+    if cmd == "mk8s-pull":
+        return pull(args[1:])
     # upstream: urfave/cli help.go (No help topic, exit 3) [CONTRACT CL2]
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
