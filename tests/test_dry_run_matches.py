@@ -14,7 +14,9 @@ from tests.test_deploy import World, deploy, world, write_cluster  # noqa: F401
 
 pytestmark = pytest.mark.hosts
 
-_PLAN_CMD = re.compile(r"^\s*(?:on a bad part: |then send it again and: )?\$ (.*)$")
+_PLAN_CMD = re.compile(
+    r"^\s*(?:on a bad part: |then send it again and: |if it does not come up: )?\$ (.*)$"
+)
 
 
 def _plan_commands(text: str) -> dict[str, set[str]]:

@@ -50,6 +50,7 @@ from mk8s.deploy.nodeconfig import (
     sha256_hex,
 )
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
+from mk8s.deploy.units import journal_command, rke2_state_problems, start_command
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
@@ -111,10 +112,11 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
             )
         if f.nm_cloud_setup_enabled:
             problems.append(
-                f"{name}: nm-cloud-setup is enabled, which breaks RKE2 networking; "
-                "disable it (systemctl disable nm-cloud-setup.service nm-cloud-setup.timer) "
-                "and reboot"
+                f"{name}: nm-cloud-setup is enabled, which breaks RKE2 networking (RKE2"
+                " before v1.32.11, v1.33.7 and v1.34.3 refuses to start); disable it"
+                " (systemctl disable nm-cloud-setup.service nm-cloud-setup.timer) and reboot"
             )
+        problems += rke2_state_problems(node, f)
         if f.arch in manifest.release.arch and f.disk_free is not None:
             images = cluster.images.local_tarballs(node)
             need = _bytes_needed(
@@ -297,19 +299,27 @@ def service(node: Node) -> str:
 
 
 def start_step(
-    ctx: Context, node: Node, f: NodeFacts, *, installed_now: bool | None = None
+    ctx: Context,
+    node: Node,
+    f: NodeFacts,
+    *,
+    installed_now: bool | None = None,
+    timeout: float = START_TIMEOUT,
 ) -> Step:
     """Write config.yaml if it differs, then enable and start (or restart) the service.
 
     A node whose config is unchanged, whose RKE2 was not just installed (by default:
     the facts show another version than the bundle's) and whose service is active is
-    left alone: no restart on a converged cluster.
+    left alone: no restart on a converged cluster. A service still activating (an
+    agent retrying a refused join) runs with what it read when it started: it is
+    restarted when that changed, else its start is joined.
     """
     if installed_now is None:
         installed_now = f.rke2_tag != ctx.manifest.release.tag
     real, masked = config_bytes(ctx, node)
     unit = service(node)
     active = f.server_active if node.is_server else f.agent_active
+    activating = f.server_activating if node.is_server else f.agent_activating
     changed = f.hashes.get(CONFIG_PATH) != sha256_hex(real)
     cmds: list[Command] = []
     if changed:
@@ -324,16 +334,8 @@ def start_step(
         )
     if active and not changed and not installed_now:
         return Step(node.name, "start", note=f"{unit} already active with this config")
-    verb = "restart" if active else "start"
-    cmds.append(
-        Command.script(
-            "systemctl enable {unit} && systemctl " + verb + " {unit}",
-            {"unit": unit},
-            sudo=True,
-            description=f"enable and {verb} {unit} (blocks until it reports ready)",
-            timeout=START_TIMEOUT,
-        )
-    )
+    verb = "restart" if active or (activating and (changed or installed_now)) else "start"
+    cmds.append(start_command(unit, verb, block=node.is_server, timeout=timeout))
     return Step(node.name, "start", tuple(cmds))
 
 
@@ -341,7 +343,8 @@ def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
     """Poll until the node is Ready (at ``version``, when given); a server must also
     answer ``/readyz`` itself."""
     readyz = readyz_command() if node.is_server else None
-    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version)
+    explain = journal_command(service(node))
+    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version, explain)
     return Step(node.name, "wait", (wait,))
 
 

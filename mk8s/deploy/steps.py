@@ -46,7 +46,8 @@ class WaitReady:
     """Poll until the node is Ready (a server: its own ``/readyz`` answers ``ok`` too).
 
     ``readyz`` (servers only) runs on the node itself; ``nodes`` lists the cluster's
-    nodes on a server; ``timeout`` bounds the wait.
+    nodes on a server; ``timeout`` bounds the wait. ``explain`` (the unit's journal) is
+    read on the node when it does not come up, to name the likely cause.
     """
 
     node: str
@@ -54,6 +55,7 @@ class WaitReady:
     nodes: Command
     timeout: float
     version: str | None = None  # also at this kubelet version (after an upgrade)
+    explain: Command | None = None
 
     @property
     def probes(self) -> tuple[Command, ...]:
@@ -95,7 +97,7 @@ class Step:
             elif isinstance(a, PlaceUploads):
                 out += [a.command, *a.discard, *a.recheck]
             elif isinstance(a, WaitReady):
-                out += a.probes
+                out += [*a.probes, *([a.explain] if a.explain else [])]
         return tuple(out)
 
     def describe(self, user: str) -> list[str]:
@@ -119,6 +121,10 @@ class Step:
                     f"wait until {a.node} is Ready{at} (at most {a.timeout:.0f}s), polling:"
                 )
                 lines += [f"  $ {as_user(p, user).display()}" for p in a.probes]
+                if a.explain is not None:
+                    lines.append(
+                        f"  if it does not come up: $ {as_user(a.explain, user).display()}"
+                    )
         if not lines and self.note:
             lines.append(f"# {self.note}")
         return lines

@@ -181,7 +181,7 @@ def node_steps(ctx: Context, node: Node, f: NodeFacts, *, ready_timeout: float) 
         else [cordon_command(node.name)]
     )
     change = [install_command(ctx, arch), *remove_old_images(ctx, f, arch)]
-    start = start_step(ctx, node, f, installed_now=True)
+    start = start_step(ctx, node, f, installed_now=True, timeout=ready_timeout)
     return [
         Step(kubectl_node(ctx.cluster, node).name, "cordon", tuple(before)),
         Step(node.name, "install", (*change, *start.commands)),

@@ -1,11 +1,13 @@
-"""Join the agents: started in parallel (bounded), then waited for together."""
+"""Join the agents: started in parallel (bounded, ``--no-block``: an agent whose join is
+refused retries for ever), then waited for together; one not Ready in time is failed
+with the cause its journal names."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
 
-from mk8s.deploy import plan
+from mk8s.deploy import diagnose, plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase, guarded
 from mk8s.deploy.phases.servers import start_steps
@@ -47,6 +49,6 @@ class JoinAgents(Phase):
         for name, result in wait_all_ready(s, launched, s.settings.ready_timeout).items():
             node = s.cluster.node(name)
             if isinstance(result, Mk8sError):
-                s.fail(node, result)
+                s.fail(node, diagnose.explain(s, node, result))
             else:
                 s.mark_ready(node, result)
