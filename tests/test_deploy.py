@@ -384,15 +384,15 @@ def test_rke2_binary_of_another_arch_fails_preflight(
     """A binary that cannot execute answers nothing to --version: not "not installed"."""
     hs, d = small
     a1 = hs.by_name("a1")
-    a1.path("/usr/local/bin/rke2").write_bytes(standin.rke2_program("arm64", "v1.28.15+rke2r1"))
-    a1.path("/usr/local/bin/rke2").chmod(0o755)
+    foreign = standin.rke2_program("arm64", "v1.28.15+rke2r1").decode()
+    a1.run("cat > /usr/local/bin/rke2 && chmod 755 /usr/local/bin/rke2", input=foreign, check=True)
     try:
         r = deploy(d, world.bundle, world.pub)
         assert r.returncode == 1, r.stdout + r.stderr
         assert "a1: /usr/local/bin/rke2 is installed but does not run" in r.stderr, r.stderr
         assert "Exec format error" in r.stderr and "mk8s reset --node a1" in r.stderr
     finally:
-        a1.path("/usr/local/bin/rke2").unlink()
+        a1.run("rm -f /usr/local/bin/rke2", check=True)
     _unchanged(hs)
 
 

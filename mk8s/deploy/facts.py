@@ -93,9 +93,9 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
         "if systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null; "
         "then echo nm_cloud_setup=enabled; fi; "
         'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
-        'v=$("$p/bin/rke2" --version 2>&1); rc=$?; if [ $rc = 0 ]; then '
-        'echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
-        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; break; fi; '
+        'if [ -f "$p/bin/rke2" ]; then v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
+        'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
+        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; break; fi; '
         "done; "
         "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '

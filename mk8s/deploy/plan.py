@@ -50,7 +50,12 @@ from mk8s.deploy.nodeconfig import (
     sha256_hex,
 )
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
-from mk8s.deploy.units import journal_command, rke2_state_problems, start_command
+from mk8s.deploy.units import (
+    active_command,
+    journal_command,
+    rke2_state_problems,
+    start_command,
+)
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
@@ -344,7 +349,8 @@ def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
     answer ``/readyz`` itself."""
     readyz = readyz_command() if node.is_server else None
     explain = journal_command(service(node))
-    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version, explain)
+    active = None if node.is_server else active_command(service(node))
+    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version, explain, active)
     return Step(node.name, "wait", (wait,))
 
 

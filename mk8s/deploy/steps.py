@@ -47,7 +47,10 @@ class WaitReady:
 
     ``readyz`` (servers only) runs on the node itself; ``nodes`` lists the cluster's
     nodes on a server; ``timeout`` bounds the wait. ``explain`` (the unit's journal) is
-    read on the node when it does not come up, to name the likely cause.
+    read on the node when it does not come up, to name the likely cause. ``active``
+    (agents) prints the unit's state on the node: a node listed Ready counts only once
+    its own unit is active too, since a Node object an earlier install left behind
+    stays Ready for a while after its kubelet is gone.
     """
 
     node: str
@@ -56,11 +59,13 @@ class WaitReady:
     timeout: float
     version: str | None = None  # also at this kubelet version (after an upgrade)
     explain: Command | None = None
+    active: Command | None = None
 
     @property
     def probes(self) -> tuple[Command, ...]:
         """The commands a poll sends."""
-        return (self.readyz, self.nodes) if self.readyz is not None else (self.nodes,)
+        first = (self.readyz, self.nodes) if self.readyz is not None else (self.nodes,)
+        return first + ((self.active,) if self.active is not None else ())
 
 
 Action = Command | FileUpload | PlaceUploads | WaitReady

@@ -58,11 +58,12 @@ def rke2_state_problems(node: Node, f: NodeFacts) -> list[str]:
     and leaves its data behind)."""
     problems = []
     if f.rke2_exec_error:
+        foreign = "Exec format error" in f.rke2_exec_error
         problems.append(
             f"{node.name}: {f.rke2_prefix or ''}/bin/rke2 is installed but does not run on"
-            f" this {f.uname_m} node ({f.rke2_exec_error}): it is a binary for another"
-            f" architecture; remove it (mk8s reset --node {node.name} --yes), then deploy"
-            " again"
+            f" this {f.uname_m} node ({f.rke2_exec_error})"
+            + (": it is a binary for another architecture" if foreign else "")
+            + f"; remove it (mk8s reset --node {node.name} --yes), then deploy again"
         )
     if node.is_server:
         other_up, other, role = f.agent_active or f.agent_activating, "rke2-agent", "a server"
@@ -75,6 +76,18 @@ def rke2_state_problems(node: Node, f: NodeFacts) -> list[str]:
             f" {node.name} --yes), then deploy again"
         )
     return problems
+
+
+def active_command(unit: str) -> Command:
+    return Command.argv(
+        "systemctl",
+        "is-active",
+        unit,
+        sudo=True,
+        check=False,
+        timeout=30,
+        description=f"{unit}'s state (active once RKE2 reported ready)",
+    )
 
 
 def journal_command(unit: str) -> Command:
@@ -164,6 +177,7 @@ def likely_cause(name: str, journal: str) -> tuple[str, str] | None:
 
 __all__ = [
     "CAUSES",
+    "active_command",
     "journal_command",
     "likely_cause",
     "rke2_state_problems",
