@@ -318,7 +318,7 @@ def test_etcd_snapshot_cli_refusals(rke2: ModuleType, capsys: pytest.CaptureFixt
         (["restore"], 3, 'No help topic for "restore"'),
         (["save", "--nme", "x"], 1, "flag provided but not defined: --nme"),
         (["save", "--name"], 1, "flag needs an argument: --name"),
-        (["save", "--data-dir", "/srv/rke2"], 1, "only the default --data-dir"),
+        (["save", "--data-dir", "/srv/rke2"], 1, "etcd database not found in /srv/rke2/server/db"),
         (["save"], 1, "etcd database not found"),  # no etcd on this node
     ]:
         assert rke2.etcd_snapshot(args) == rc, args

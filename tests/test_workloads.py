@@ -40,7 +40,7 @@ def make_chart(
 
 
 def test_chart_validation(tmp_path: Path) -> None:
-    assert workloads.check_chart(make_chart(tmp_path / "hello-0.1.0.tgz")) == "hello"
+    assert workloads.check_chart(make_chart(tmp_path / "hello-0.1.0.tgz")) == ("hello", "0.1.0")
     with pytest.raises(InputError, match="no NAME/Chart.yaml"):
         workloads.check_chart(make_chart(tmp_path / "a.tgz", None))
     with pytest.raises(InputError, match="lacks apiVersion, name or version"):
@@ -58,6 +58,12 @@ def test_chart_validation(tmp_path: Path) -> None:
         ("- a\n- b\n", "lacks apiVersion or kind"),
         ("key: [unclosed\n", "not valid YAML"),
         ("", "holds no document"),
+        ("---\n---\n", "holds no document"),
+        ("apiVersion: null\nkind: ConfigMap\n", "document 1 lacks apiVersion or kind"),
+        ("apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: 5\n", "document 2 lacks"),
+        ("apiVersion: v1\nkind: ''\n", "lacks apiVersion or kind"),
+        ("apiVersion: v1\nkind: [x]\n", "lacks apiVersion or kind"),
+        ("a: " + "[" * 65 + "]" * 65 + "\n", "nested deeper than 64 levels"),
     ],
 )
 def test_manifest_validation(tmp_path: Path, text: str, match: str | None) -> None:
@@ -115,6 +121,7 @@ def _art(path: Path, kind: ArtifactKind) -> Artifact:
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         url=path.as_uri(),
+        chart=workloads.check_chart(path) if kind == ArtifactKind.CHART else None,
     )
 
 
@@ -124,12 +131,16 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
     man.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
     c_art, m_art = _art(chart, ArtifactKind.CHART), _art(man, ArtifactKind.MANIFEST)
     ctx = _ctx(tmp_path, (c_art, m_art))
-    assert resource_name(c_art) == "hello-0-1-0"
+    assert resource_name(c_art) == "hello"  # the chart's name: its Helm release
     fresh = facts.NodeFacts(
         arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True
     )
     old = placed_path(c_art).rsplit("-", 1)[0] + "-000000000000.yaml"
-    cmds = place_workloads(ctx, facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}))
+    cmds = place_workloads(
+        ctx,
+        ctx.cluster.bootstrap,
+        facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}),
+    )
     assert len(cmds) == 2
     # Run the chart command for real, with the staged file and the target moved locally.
     root = tmp_path / "node"
@@ -143,15 +154,20 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
     script = argv[4]
     assert isinstance(script, str)
     r = subprocess.run(
-        ["sh", "-c", script, "mk8s", "hello-0-1-0", str(staged), str(dest), str(stale)],
+        ["sh", "-c", script, "mk8s", "hello", str(staged), str(dest), str(stale)],
         capture_output=True,
         text=True,
     )
     assert r.returncode == 0, r.stderr
     doc = yaml.safe_load(dest.read_text())
-    assert doc["kind"] == "HelmChart" and doc["metadata"]["name"] == "hello-0-1-0"
+    assert doc["kind"] == "HelmChart" and doc["metadata"]["name"] == "hello"
     assert base64.b64decode(doc["spec"]["chartContent"]) == chart.read_bytes()
     assert not stale.exists()
     assert old in cmds[0].display()
     done = frozenset({placed_path(c_art), placed_path(m_art)})
-    assert place_workloads(ctx, facts.NodeFacts(**{**fresh.__dict__, "placed": done})) == []
+    assert (
+        place_workloads(
+            ctx, ctx.cluster.bootstrap, facts.NodeFacts(**{**fresh.__dict__, "placed": done})
+        )
+        == []
+    )

@@ -11,19 +11,21 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from mk8s import __version__
+from mk8s.bundle.artifactchecks import check_artifact_name, check_url, check_workload
 from mk8s.errors import InputError, LockError
-from mk8s.schemas import json_path, validator
+from mk8s.schemas import first_problem
+from mk8s.untrusted import load_json, shown
 
 SCHEMA = "manifest.schema.json"
+#: A lock or manifest of 10,000 artifacts with long URLs stays under this.
+MAX_BYTES = 16 << 20
 LOCK_KIND = "mk8s.lock"
 BUNDLE_KIND = "mk8s.bundle"
 MANIFEST_NAME = "mk8s-bundle.json"
@@ -75,6 +77,10 @@ class Artifact:
     sha256: str
     url: str | None = None
     arch: str | None = None
+    # A chart's (name, version) from its Chart.yaml: the name is its Helm release.
+    chart: tuple[str, str] | None = None
+    # An image whose index lists more platforms than the archive carries: the carried.
+    platforms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, ArtifactKind):
@@ -95,6 +101,10 @@ class Artifact:
             out["url"] = self.url
         if self.arch is not None:
             out["arch"] = self.arch
+        if self.chart is not None:
+            out["chart"] = {"name": self.chart[0], "version": self.chart[1]}
+        if self.platforms:
+            out["platforms"] = list(self.platforms)
         return out
 
     @classmethod
@@ -107,6 +117,8 @@ class Artifact:
             sha256=data["sha256"],
             url=data.get("url"),
             arch=data.get("arch"),
+            chart=(data["chart"]["name"], data["chart"]["version"]) if "chart" in data else None,
+            platforms=tuple(data.get("platforms") or ()),
         )
 
 
@@ -196,31 +208,18 @@ class Lock:
         ``validate=False`` skips the JSON Schema (and its ~50 ms import): for
         ``bundle inspect``, which verifies nothing; a malformed file still raises
         LockError, without the field's path."""
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LockError(
-                f"{source} is not valid JSON ({e})",
-                "regenerate it with `mk8s bundle lock`",
-            ) from e
-        except RecursionError as e:
-            raise LockError(
-                f"{source} is nested too deeply to be a lock or manifest",
-                "regenerate it with `mk8s bundle lock`",
-            ) from e
+        fix = "regenerate it with `mk8s bundle lock`"
+        obj = load_json(
+            data,
+            what=source,
+            error=lambda problem: LockError(problem, fix),
+            max_bytes=MAX_BYTES,
+        )
         if not isinstance(obj, dict):
-            raise LockError(
-                f"{source} is JSON but not an object", "regenerate it with `mk8s bundle lock`"
-            )
-        if validate:
-            errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
-            if errors:
-                first = errors[0]
-                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-                raise LockError(
-                    f"{source}: {json_path(first.absolute_path)}: {first.message}{more}",
-                    "regenerate it with `mk8s bundle lock`",
-                )
+            raise LockError(f"{source} is JSON but not an object", fix)
+        wrong = first_problem(SCHEMA, obj) if validate else None
+        if wrong:
+            raise LockError(f"{source}: {wrong}", fix)
         try:
             return cls(
                 release=Release.from_json(obj["rke2"]),
@@ -231,10 +230,7 @@ class Lock:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             # Only reachable without validation, or for invariants the schema cannot say.
-            raise LockError(
-                f"{source} is malformed ({type(e).__name__}: {e})",
-                "regenerate it with `mk8s bundle lock`",
-            ) from e
+            raise LockError(f"{source} is malformed ({type(e).__name__}: {shown(e)})", fix) from e
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -273,57 +269,6 @@ def bundle_id(manifest_bytes: bytes) -> str:
 def now_utc() -> str:
     """The current time in the format of ``resolvedAt``."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
-
-
-def check_artifact_name(name: str) -> str | None:
-    """Why ``name`` cannot be an artifact's file name, or None if it can."""
-    if not name or len(name) > 80:
-        return "must be 1 to 80 characters"
-    if not set(name) <= _NAME_CHARS:
-        return "may hold only letters, digits and . _ + -"
-    if name.startswith("."):
-        return "must not start with a dot"
-    return None
-
-
-# oci://REGISTRY/REPO[:TAG]@sha256:<64 hex>: an image is only ever pinned by digest.
-_OCI_PINNED = re.compile(r"oci://[^/@]+/[^@]+@sha256:[0-9a-f]{64}")
-
-
-def _check_url(a: Artifact) -> None:
-    if a.url is None:
-        return
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in a.url):
-        raise ValueError(f"artifact {a.name}: url has spaces or control characters")
-    try:
-        parts = urlsplit(a.url)
-        parts.port  # noqa: B018  (raises ValueError for a bad port)
-    except ValueError as e:
-        raise ValueError(f"artifact {a.name}: url is not a valid URL ({e})") from e
-    if (parts.scheme == "oci") != (a.kind == ArtifactKind.IMAGE):
-        raise ValueError(f"artifact {a.name}: only an image comes from oci://, and always")
-    if parts.scheme == "oci":
-        if not _OCI_PINNED.fullmatch(a.url):
-            raise ValueError(
-                f"artifact {a.name}: oci:// url must be pinned as REGISTRY/REPO@sha256:DIGEST"
-            )
-        return
-    if parts.scheme == "file":
-        if a.kind not in LOCAL_KINDS:
-            raise ValueError(
-                f"artifact {a.name}: a {a.kind} artifact must come from upstream, not file://"
-            )
-        return
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"artifact {a.name}: url must be http(s) or file://")
-    if "@" in parts.netloc:
-        raise ValueError(
-            f"artifact {a.name}: url holds credentials; keep them in ~/.netrc or in "
-            "MK8S_RELEASE_URL at run time, never in a lock"
-        )
 
 
 def _check_release(r: Release) -> None:
@@ -373,7 +318,8 @@ def _check_invariants(lock: Lock) -> None:
             or not set(a.sha256) <= set("0123456789abcdef")
         ):
             raise ValueError(f"artifact {a.name}: bad size or sha256")
-        _check_url(a)
+        check_url(a)
+        check_workload(a)
     if lock.kind == BUNDLE_KIND and lock.created_by is None:
         raise ValueError("a bundle manifest needs createdBy")
 
@@ -401,5 +347,6 @@ __all__ = [
     "artifact_path",
     "build_lock",
     "bundle_id",
+    "check_artifact_name",
     "now_utc",
 ]

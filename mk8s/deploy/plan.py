@@ -10,8 +10,10 @@ RKE2 facts this encodes (README, "Deploying"):
   ``rke2.linux-ARCH.tar.gz`` and ``sha256sum-ARCH.txt``; it starts nothing.
 * Image tarballs must be in ``/var/lib/rancher/rke2/agent/images/`` before the first
   start (no registry in an air gap); mk8s places them itself, checked.
-* The first server starts without ``server:``; every other node gets
-  ``server: https://<first server or serverUrl>:9345`` and ``token:``.
+* The first server starts without ``server:`` when the whole cluster is new; every
+  other node gets ``server: https://<first server or serverUrl>:9345`` and ``token:``;
+  a first server without a datastore in an existing cluster joins a live member
+  (:mod:`mk8s.deploy.membership`).
 * Server joins happen one at a time (parallel etcd joins fail).
 """
 
@@ -22,8 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
-from mk8s.bundle.versions import parse_tag
+from mk8s.deploy import restart
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
 from mk8s.deploy.context import (
@@ -47,8 +50,9 @@ from mk8s.deploy.nodeconfig import (
     mask_secrets,
     node_config,
     registries_bytes,
-    sha256_hex,
 )
+from mk8s.deploy.requirements import host_problems
+from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
 from mk8s.deploy.units import (
     active_command,
@@ -56,6 +60,7 @@ from mk8s.deploy.units import (
     rke2_state_problems,
     start_command,
 )
+from mk8s.deploy.workloads import partial_image_problems
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
@@ -94,6 +99,8 @@ def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
     problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
+    problems += partial_image_problems(cluster, manifest)
+    problems += host_problems(cluster, facts)
     for node in cluster.nodes:
         f = facts[node.name]
         name = node.name
@@ -135,28 +142,13 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
     return problems
 
 
-# RKE2's embedded registry mirror: experimental from these patches of each minor
-# (GA from v1.29.12, v1.30.8, v1.31.4); every minor after 1.29 has it.
-EMBEDDED_REGISTRY_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
-
-
 def embedded_registry_problems(cluster: Cluster, manifest: Lock) -> list[str]:
-    """``distribution: servers`` needs an RKE2 with the embedded registry mirror."""
+    """``distribution: servers`` needs an RKE2 whose agents can pull from the embedded
+    registry mirror (the version gates are in :mod:`mk8s.rke2gates`)."""
     if cluster.images.distribution != "servers":
         return []
-    v = parse_tag(manifest.release.tag)
-    if v is None or v.major != 1:
-        return []
-    since = EMBEDDED_REGISTRY_SINCE.get(v.minor)
-    ok = v.minor > max(EMBEDDED_REGISTRY_SINCE) or (since is not None and v.patch >= since)
-    if ok:
-        return []
-    first = ", ".join(f"v1.{m}.{p}" for m, p in sorted(EMBEDDED_REGISTRY_SINCE.items()))
-    return [
-        f"spec.images.distribution: servers needs RKE2's embedded registry mirror, which"
-        f" {manifest.release.tag} does not have (it came with {first}); use a newer bundle"
-        " or distribution: all"
-    ]
+    problem = gates.embedded_mirror_problem(manifest.release.tag)
+    return [problem] if problem else []
 
 
 def missing_sans(cluster: Cluster) -> list[str]:
@@ -313,21 +305,27 @@ def start_step(
 ) -> Step:
     """Write config.yaml if it differs, then enable and start (or restart) the service.
 
-    A node whose config is unchanged, whose RKE2 was not just installed (by default:
-    the facts show another version than the bundle's) and whose service is active is
-    left alone: no restart on a converged cluster. A service still activating (an
-    agent retrying a refused join) runs with what it read when it started: it is
-    restarted when that changed, else its start is joined.
+    A running service is restarted when RKE2 was just installed (by default: the facts
+    show another version than the bundle's) or when a start-only input changes, in this
+    run or an earlier one that did not get to restart (:func:`restart.reasons`);
+    otherwise it is left alone: no restart on a converged cluster. The (re)start clears
+    the node's pending-restart record once the service is up (an agent's, which does
+    not block, once it is queued). A service still activating is restarted when its
+    config changed or RKE2 was just installed, else its start is joined.
     """
     if installed_now is None:
         installed_now = f.rke2_tag != ctx.manifest.release.tag
     real, masked = config_bytes(ctx, node)
     unit = service(node)
-    active = f.server_active if node.is_server else f.agent_active
+    active = restart.active(node, f)
     activating = f.server_activating if node.is_server else f.agent_activating
-    changed = f.hashes.get(CONFIG_PATH) != sha256_hex(real)
+    changed = restart.config_changes(ctx, node, f)
+    why = restart.reasons(ctx, node, f) if active else []
+    pending = ctx.cluster.paths(node).restart_pending
     cmds: list[Command] = []
     if changed:
+        if active:
+            cmds.append(restart.mark_pending(ctx.cluster.paths(node), [restart.CONFIG]))
         cmds.append(
             write_file(
                 CONFIG_PATH,
@@ -337,20 +335,25 @@ def start_step(
                 shown=masked.decode(),
             )
         )
-    if active and not changed and not installed_now:
+    if active and not why and not installed_now:
         return Step(node.name, "start", note=f"{unit} already active with this config")
+    # A service still activating (an agent retrying a refused join) runs with what it
+    # read when it started: restart it when that changed, else join its start.
     verb = "restart" if active or (activating and (changed or installed_now)) else "start"
-    cmds.append(start_command(unit, verb, block=node.is_server, timeout=timeout))
-    return Step(node.name, "start", tuple(cmds))
+    cmds.append(start_command(unit, verb, block=node.is_server, timeout=timeout, pending=pending))
+    note = restart.describe(why) if why and not installed_now else ""
+    return Step(node.name, "start", tuple(cmds), note=note)
 
 
-def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
+def wait_step(node: Node, timeout: float, version: str | None = None, *, paths: NodePaths) -> Step:
     """Poll until the node is Ready (at ``version``, when given); a server must also
-    answer ``/readyz`` itself."""
-    readyz = readyz_command() if node.is_server else None
+    answer ``/readyz`` itself (with its kubectl and kubeconfig, at ``paths``). An agent
+    counts once its own unit is active too; the unit's journal names why a node does not
+    come up."""
+    readyz = readyz_command(paths) if node.is_server else None
     explain = journal_command(service(node))
     active = None if node.is_server else active_command(service(node))
-    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version, explain, active)
+    wait = WaitReady(node.name, readyz, nodes_command(paths), timeout, version, explain, active)
     return Step(node.name, "wait", (wait,))
 
 

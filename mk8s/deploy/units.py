@@ -23,8 +23,11 @@ def unit_of(node: Node) -> str:
     return "rke2-server" if node.is_server else "rke2-agent"
 
 
-def start_command(unit: str, verb: str, *, block: bool, timeout: float) -> Command:
-    """``systemctl enable UNIT && systemctl VERB UNIT``.
+def start_command(
+    unit: str, verb: str, *, block: bool, timeout: float, pending: str | None = None
+) -> Command:
+    """``systemctl enable UNIT && systemctl VERB UNIT`` (then ``rm -f PENDING``, the
+    node's pending-restart record, when given).
 
     A blocking start returns when RKE2 reports ready, fails when it exits first, and
     never returns while it retries: an agent whose join is refused (a wrong token, a
@@ -33,18 +36,21 @@ def start_command(unit: str, verb: str, *, block: bool, timeout: float) -> Comma
     only after it) and is stopped after ``timeout``; an agent's does not
     (``--no-block``): the agents start together and their wait step bounds them.
     """
+    text = "systemctl enable {unit} && systemctl " + verb + ("" if block else " --no-block")
+    text += " {unit}" + (" && rm -f {pending}" if pending else "")
+    values = {"unit": unit, **({"pending": pending} if pending else {})}
     if block:
         return Command.script(
-            "systemctl enable {unit} && systemctl " + verb + " {unit}",
-            {"unit": unit},
+            text,
+            values,
             sudo=True,
             description=f"enable and {verb} {unit} (blocks until it reports ready, "
             f"at most {timeout:.0f}s)",
             timeout=timeout,
         )
     return Command.script(
-        "systemctl enable {unit} && systemctl " + verb + " --no-block {unit}",
-        {"unit": unit},
+        text,
+        values,
         sudo=True,
         description=f"enable and {verb} {unit} (returns at once; the wait step bounds it)",
         timeout=60,

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mk8s.bundle.manifest import ArtifactKind, Lock
+from mk8s.bundle.manifest import Lock
 from mk8s.bundle.versions import Version, parse_tag
 from mk8s.deploy import kubectl
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context
-from mk8s.deploy.facts import IMAGES_DIR, KUBECONFIG_PATH, KUBECTL, NodeFacts
-from mk8s.deploy.install import install_command
+from mk8s.deploy.facts import NodeFacts
+from mk8s.deploy.install import install_command, remove_unneeded_images
 from mk8s.deploy.plan import service, start_step, wait_step
+from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.steps import Step
 
-SNAPSHOT_DIR = "/var/lib/rancher/rke2/server/db/snapshots"
+SNAPSHOT_DIR = DEFAULT_PATHS.snapshot_dir  # a node's config may move it (NodePaths)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class UpgradePlan:
     target: str
     nodes: tuple[str, ...]  # in upgrade order: servers (file order), then agents
     versions: Mapping[str, str]  # node -> version it runs now
+    on_disk: Mapping[str, str] = field(default_factory=dict)  # node -> its binary's version
 
     @property
     def needed(self) -> bool:
@@ -54,15 +56,19 @@ def _target(manifest_tag: str) -> Version:
 
 def plan_upgrade(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> UpgradePlan:
     """The nodes that run an older RKE2 than the bundle (nodes without RKE2 are new and
-    join at the bundle's version after the upgrade)."""
+    join at the bundle's version after the upgrade). What a node runs is what its
+    running RKE2 reports when a server told (``NodeFacts.effective_tag``), else its
+    binary on disk: after an interrupted upgrade the disk holds the new version while
+    the old one still runs, and such a node is upgraded (restarted), not skipped."""
     target = _target(manifest.release.tag)
-    versions = {n.name: facts[n.name].rke2_tag or "" for n in cluster.nodes}
+    versions = {n.name: facts[n.name].effective_tag or "" for n in cluster.nodes}
+    on_disk = {n.name: facts[n.name].rke2_tag or "" for n in cluster.nodes}
     older = [
         n.name
         for n in [*cluster.servers, *cluster.agents]
         if (v := _version(versions[n.name])) is not None and v < target
     ]
-    return UpgradePlan(manifest.release.tag, tuple(older), versions)
+    return UpgradePlan(manifest.release.tag, tuple(older), versions, on_disk)
 
 
 def refusals(plan: UpgradePlan) -> list[str]:
@@ -71,6 +77,9 @@ def refusals(plan: UpgradePlan) -> list[str]:
     target = _target(plan.target)
     problems: list[str] = []
     for name, tag in plan.versions.items():
+        disk = plan.on_disk.get(name, "")
+        if (d := _version(disk)) is not None and d > target:
+            tag = disk  # installing the bundle over a newer binary is a downgrade too
         v = _version(tag)
         if v is None:
             continue
@@ -95,11 +104,13 @@ def batches(agents: Sequence[Node], size: int) -> list[list[Node]]:
     return [list(agents[i : i + size]) for i in range(0, len(agents), size)]
 
 
-def kubectl_on_server(*args: str, timeout: float = 120, description: str = "") -> Command:
+def kubectl_on_server(
+    *args: str, paths: NodePaths, timeout: float = 120, description: str = ""
+) -> Command:
     return Command.argv(
-        KUBECTL,
+        paths.kubectl,
         "--kubeconfig",
-        KUBECONFIG_PATH,
+        paths.kubeconfig,
         *args,
         sudo=True,
         timeout=timeout,
@@ -107,15 +118,15 @@ def kubectl_on_server(*args: str, timeout: float = 120, description: str = "") -
     )
 
 
-def cordon_command(name: str) -> Command:
-    return kubectl_on_server("cordon", name, description=f"cordon {name}")
+def cordon_command(name: str, paths: NodePaths) -> Command:
+    return kubectl_on_server("cordon", name, paths=paths, description=f"cordon {name}")
 
 
-def uncordon_command(name: str) -> Command:
-    return kubectl_on_server("uncordon", name, description=f"uncordon {name}")
+def uncordon_command(name: str, paths: NodePaths) -> Command:
+    return kubectl_on_server("uncordon", name, paths=paths, description=f"uncordon {name}")
 
 
-def drain_command(name: str, timeout: int) -> Command:
+def drain_command(name: str, timeout: int, paths: NodePaths) -> Command:
     return kubectl_on_server(
         "drain",
         name,
@@ -123,40 +134,20 @@ def drain_command(name: str, timeout: int) -> Command:
         "--delete-emptydir-data",
         "--force",
         f"--timeout={timeout}s",
+        paths=paths,
         timeout=timeout + 60,
         description=f"cordon and drain {name} (at most {timeout}s)",
     )
 
 
-def remove_old_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
-    """``rm`` the image tarballs in agent/images that the new release does not have."""
-    keep = {a.name for a in ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch)}
-    old = sorted(
-        p
-        for p in f.hashes
-        if posixpath.dirname(p) == IMAGES_DIR and posixpath.basename(p) not in keep
-    )
-    if not old:
-        return []
-    return [
-        Command.argv(
-            "rm",
-            "-f",
-            *old,
-            sudo=True,
-            timeout=60,
-            description=f"remove image tarballs {ctx.manifest.release.tag} lacks",
-        )
-    ]
-
-
-def snapshot_command(f: NodeFacts, target: str) -> Command:
-    """``rke2 etcd-snapshot save --name mk8s-pre-<target>``; prints the snapshot's path."""
+def snapshot_command(f: NodeFacts, target: str, paths: NodePaths = DEFAULT_PATHS) -> Command:
+    """``rke2 etcd-snapshot save --name mk8s-pre-<target>``; prints the snapshot's path
+    (in the node's etcd-snapshot-dir: RKE2 reads it and data-dir from config.yaml)."""
     prefix = f.rke2_prefix or "/usr/local"
     name = snapshot_name(target)
     return Command.script(
         "{rke2} etcd-snapshot save --name {name} >&2 && ls -t {dir}/{name}* | head -n 1",
-        {"rke2": posixpath.join(prefix, "bin", "rke2"), "name": name, "dir": SNAPSHOT_DIR},
+        {"rke2": posixpath.join(prefix, "bin", "rke2"), "name": name, "dir": paths.snapshot_dir},
         sudo=True,
         timeout=600,
         description=f"etcd snapshot {name} before the upgrade",
@@ -175,18 +166,23 @@ def node_steps(ctx: Context, node: Node, f: NodeFacts, *, ready_timeout: float) 
     opts = ctx.cluster.options.upgrade
     arch = f.arch or ctx.manifest.release.arch[0]
     # kubectl drain cordons the node before it evicts: one command, one round trip.
+    where = kubectl_node(ctx.cluster, node)
+    kpaths = ctx.cluster.paths(where)
     before = (
-        [drain_command(node.name, opts.drain_timeout)]
+        [drain_command(node.name, opts.drain_timeout, kpaths)]
         if opts.drain
-        else [cordon_command(node.name)]
+        else [cordon_command(node.name, kpaths)]
     )
-    change = [install_command(ctx, arch), *remove_old_images(ctx, f, arch)]
+    # The binary on disk may be the target already (an interrupted upgrade): then the
+    # node only restarts.
+    install = [install_command(ctx, arch)] if f.rke2_tag != ctx.manifest.release.tag else []
+    change = [*install, *remove_unneeded_images(ctx, node, f, arch)]
     start = start_step(ctx, node, f, installed_now=True, timeout=ready_timeout)
     return [
-        Step(kubectl_node(ctx.cluster, node).name, "cordon", tuple(before)),
+        Step(where.name, "cordon", tuple(before)),
         Step(node.name, "install", (*change, *start.commands)),
-        wait_step(node, ready_timeout, ctx.manifest.release.tag),
-        Step(kubectl_node(ctx.cluster, node).name, "uncordon", (uncordon_command(node.name),)),
+        wait_step(node, ready_timeout, ctx.manifest.release.tag, paths=ctx.cluster.paths(node)),
+        Step(where.name, "uncordon", (uncordon_command(node.name, kpaths),)),
     ]
 
 

@@ -1,10 +1,12 @@
 """OCI image-layout archives: write them deterministically, read the images they hold.
 
 An archive is a tar of ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``
-(the OCI image-layout spec). Written bytes depend only on the content: members
-sorted by name, directories 0755 and files 0644, uid/gid 0 with no owner names, one
-fixed mtime, GNU tar headers (base-256 sizes beyond 8 GiB). Reading checks that every
-blob the images need is present, has its descriptor's size and hashes to its name.
+(the OCI image-layout spec). An image index may list manifests the archive does not
+carry (the platforms a bundle left out); the image is then ``partial``. Written bytes
+depend only on the content: members sorted by name, directories 0755 and files 0644,
+uid/gid 0 with no owner names, one fixed mtime, GNU tar headers (base-256 sizes beyond
+8 GiB). Reading checks that every blob the carried images need is present, has its
+descriptor's size and hashes to its name.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from mk8s.images.model import (
     ANN_REF_NAME,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_INDEX_DEPTH,
     OCI_INDEX,
     ArchiveImage,
     BlobSource,
@@ -159,15 +162,21 @@ def _image(scan: ArchiveScan, desc: Descriptor) -> ArchiveImage:
     root = walker.manifest(desc)
     platforms: list[str] = []
     if root.media_type in INDEX_TYPES:
-        for kid in children(root.data, root.media_type, walker.where(root.digest)):
-            if kid.platform is not None:
-                platforms.append(str(kid.platform))
+        kids = children(root.data, root.media_type, walker.where(root.digest))
+        carried = [k for k in kids if scan.has(blob_member(k.digest))]
+        if not any(k.media_type in INDEX_TYPES | MANIFEST_TYPES for k in carried):
+            raise ImageArchiveError(
+                f"{scan.path}: the index {root.digest} carries none of the images it lists",
+                "the archive is incomplete; recreate it",
+            )
+        platforms = [str(k.platform) for k in carried if k.platform is not None]
     return ArchiveImage(
         names=_names(desc),
         root=root,
         manifests=tuple(walker.manifests),
         blobs=tuple(walker.blobs.values()),
         platforms=tuple(platforms),
+        partial=walker.partial,
     )
 
 
@@ -184,27 +193,47 @@ def _names(desc: Descriptor) -> tuple[str, ...]:
     return ()
 
 
+#: Manifests one image may reach (a platform each: a few dozen at most).
+MAX_MANIFESTS = 1000
+
+
 class _Walker:
-    """Collects an image's manifests (children before parents) and blobs, checked."""
+    """Collects an image's manifests (children before parents) and blobs, checked,
+    within :data:`MAX_INDEX_DEPTH` and :data:`MAX_MANIFESTS` (a chain of 1,500 indexes
+    or indexes that fan out to the same index are refused, not walked)."""
 
     def __init__(self, scan: ArchiveScan) -> None:
         self.scan = scan
         self.manifests: list[Manifest] = []
         self.blobs: dict[str, BlobSource] = {}
+        self.partial = False  # an index lists a manifest the archive does not carry
+        self.seen: set[str] = set()
+        self.visited = 0
 
     def where(self, digest: str) -> str:
         return f"{self.scan.path}: {blob_member(digest)}"
 
-    def manifest(self, desc: Descriptor) -> Manifest:
+    def manifest(self, desc: Descriptor, depth: int = 1) -> Manifest:
+        self.visited += 1
+        if depth > MAX_INDEX_DEPTH or self.visited > MAX_MANIFESTS:
+            raise ImageArchiveError(
+                f"{self.scan.path}: an image nests indexes deeper than {MAX_INDEX_DEPTH} levels"
+                f" or reaches more than {MAX_MANIFESTS} manifests",
+                "this is not an image archive mk8s carries; save the image again",
+            )
         self.check(desc)
         data = self.scan.document(blob_member(desc.digest))
         media = desc.media_type or Manifest.from_bytes(data, self.where(desc.digest)).media_type
         m = Manifest.from_bytes(data, self.where(desc.digest), media)
         for kid in children(data, media, self.where(desc.digest)):
             if media in INDEX_TYPES:
-                if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES:
-                    continue  # not an image (an attestation, a signature): not carried
-                self.manifests.append(self.manifest(kid))
+                if not self.scan.has(blob_member(kid.digest)):
+                    self.partial = True  # a platform (or attestation) not carried
+                    continue
+                if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES or kid.digest in self.seen:
+                    continue  # not an image (an attestation, a signature), or listed twice
+                self.seen.add(kid.digest)
+                self.manifests.append(self.manifest(kid, depth + 1))
             else:
                 self.check(kid)
                 self.blobs.setdefault(

@@ -3,17 +3,17 @@
 Parsing is strict where a wrong value would make us fetch or write the wrong bytes
 (digests, sizes, media types) and lenient elsewhere (unknown fields are kept in the
 original bytes, which is what gets stored and pushed: manifests are never re-encoded
-unless mk8s writes a new one, e.g. a filtered index or a docker-archive's manifest).
+unless mk8s writes a new one, e.g. a docker-archive's manifest).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mk8s import untrusted
 from mk8s.images.errors import ImageArchiveError
 from mk8s.images.reference import is_digest
 
@@ -31,6 +31,10 @@ MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 << 20
 """Registries refuse manifests over 4 MiB; so do we, before reading more."""
+MAX_JSON = 8 << 20
+"""The largest JSON document (a manifest, a config, ``index.json``) mk8s parses."""
+MAX_INDEX_DEPTH = 8
+"""Indexes nest (an index may list indexes); real images use one or two levels."""
 
 # Annotations mk8s writes into an OCI layout's index.json.
 ANN_REF_NAME = "org.opencontainers.image.ref.name"
@@ -145,11 +149,9 @@ class Descriptor:
 
 
 def load_json(data: bytes, where: str) -> dict[str, Any]:
-    """Parse a JSON object; raise ImageArchiveError naming ``where`` otherwise."""
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise ImageArchiveError(f"{where} is not valid JSON: {e}") from e
+    """Parse a JSON object within :mod:`mk8s.untrusted`'s bounds; raise
+    ImageArchiveError naming ``where`` otherwise."""
+    doc = untrusted.load_json(data, what=where, error=ImageArchiveError, max_bytes=MAX_JSON)
     if not isinstance(doc, dict):
         raise ImageArchiveError(f"{where} is not a JSON object")
     return doc
@@ -185,16 +187,6 @@ def children(data: bytes, media_type: str, where: str) -> list[Descriptor]:
         f"{where}: media type {media_type!r} is not an image manifest or index",
         "only OCI and Docker schema 2 images are supported (schema 1 is obsolete)",
     )
-
-
-def make_index(manifests: Iterable[Descriptor], media_type: str = OCI_INDEX) -> bytes:
-    """A new image index listing ``manifests`` (canonical JSON)."""
-    doc: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "manifests": [d.to_json() for d in manifests],
-    }
-    return canonical_json(doc)
 
 
 @dataclass(frozen=True)
@@ -240,6 +232,8 @@ class ArchiveImage:
     manifests: tuple[Manifest, ...]
     blobs: tuple[BlobSource, ...]
     platforms: tuple[str, ...] = ()
+    # The index lists manifests the archive does not carry (platforms left out).
+    partial: bool = False
 
     @property
     def size(self) -> int:

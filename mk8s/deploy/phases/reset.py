@@ -18,10 +18,16 @@ from collections.abc import Sequence
 
 from mk8s.deploy import kubectl, plan
 from mk8s.deploy.cluster import Node
+from mk8s.deploy.command import Command
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.session import Session
 from mk8s.deploy.steps import NodeState, Step
 from mk8s.errors import ConnectError, DeployError, Mk8sError
+
+
+def uninstall(s: Session, node: Node) -> Command:
+    """rke2-uninstall.sh, told the node's data-dir."""
+    return kubectl.uninstall_command(s.cluster.paths(node), s.cluster.rke2.prefixes)
 
 
 def reset_targets(s: Session, node_name: str | None) -> list[Node]:
@@ -63,7 +69,7 @@ def remove_from_cluster(s: Session, name: str, servers: Sequence[Node]) -> str:
             reasons.append(f"{server.name}: not reachable")
             continue
         try:
-            r = s.run(server, "reset", kubectl.delete_node_command(name))
+            r = s.run(server, "reset", kubectl.delete_node_command(name, s.cluster.paths(server)))
         except Mk8sError as e:
             reasons.append(str(e))
             continue
@@ -93,7 +99,8 @@ class RemoveFromCluster(Phase):
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         assert self.node_name is not None
-        return [Step(node.name, "reset", (kubectl.delete_node_command(self.node_name),))]
+        cmd = kubectl.delete_node_command(self.node_name, s.cluster.paths(node))
+        return [Step(node.name, "reset", (cmd,))]
 
     def run(self, s: Session) -> None:
         assert self.node_name is not None
@@ -134,12 +141,13 @@ class Uninstall(Phase):
         return [n for n in servers if n.name != node.name and (s.dry_run or s.alive(n))]
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        uninstall = Step(node.name, "reset", (kubectl.uninstall_command(s.cluster.rke2.prefixes),))
+        removal = Step(node.name, "reset", (uninstall(s, node),))
         removers = self.removers(s, node)
         if not removers:
-            return [uninstall]
-        delete = Step(removers[0].name, "reset", (kubectl.delete_node_command(node.name),))
-        return [delete, uninstall]
+            return [removal]
+        on = removers[0]
+        delete = kubectl.delete_node_command(node.name, s.cluster.paths(on))
+        return [Step(on.name, "reset", (delete,)), removal]
 
     def plan(self, s: Session) -> list[str]:
         lines: list[str] = []
@@ -162,7 +170,7 @@ class Uninstall(Phase):
                 s.log(f"{node.name}: NOT removed from the cluster ({why}); uninstalling it")
         start = time.monotonic()
         try:
-            s.run(node, "reset", kubectl.uninstall_command(s.cluster.rke2.prefixes))
+            s.run(node, "reset", uninstall(s, node))
         except Mk8sError as e:
             s.fail(node, e)
             return

@@ -68,9 +68,8 @@ class ProbeNodes(Phase):
         st = statuses(s)[node.name]
         st.reachable = True
         try:
-            f = facts.parse_gathered(
-                s.run(node, "status", facts.gather("/nonexistent", s.cluster.rke2.prefixes)).stdout
-            )
+            cmd = facts.gather("/nonexistent", s.cluster.rke2.prefixes, s.cluster.paths(node))
+            f = facts.parse_gathered(s.run(node, "status", cmd).stdout)
         except Mk8sError as e:
             st.error = str(e)
             return
@@ -92,7 +91,21 @@ class AskReadiness(Phase):
             return
         for st in statuses(s).values():
             st.ready, version = kubectl.node_ready(listing, st.node.name)
-            st.version = st.version or version
+            note_running(st, version)
+
+
+def note_running(st: NodeStatus, running: str) -> None:
+    """The version a node runs is what its running RKE2 reports; a different binary on
+    disk (an upgrade interrupted before the restart) is said as such."""
+    installed = st.version
+    if running and st.service.endswith(" active"):
+        st.version = running
+        if installed and installed != running and not st.error:
+            st.error = (
+                f"{installed} is installed but {running} still runs (an upgrade stopped"
+                f" before the restart): run mk8s deploy with the {installed} bundle"
+            )
+    st.version = st.version or running
 
 
 def ask_any_server(s: Session) -> str | None:
@@ -101,7 +114,7 @@ def ask_any_server(s: Session) -> str | None:
         if node.name not in s.conns:
             continue
         try:
-            r = s.run(node, "status", kubectl.nodes_command())
+            r = s.run(node, "status", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:
@@ -123,7 +136,8 @@ class FetchKubeconfig(Phase):
                 errors.append(failed[node.name])
                 continue
             try:
-                text = s.run(node, "kubeconfig", kubectl.kubeconfig_command()).stdout
+                cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
+                text = s.run(node, "kubeconfig", cmd).stdout
             except Mk8sError as e:
                 errors.append(str(e))
                 continue

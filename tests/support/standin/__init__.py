@@ -93,6 +93,7 @@ def rke2_program(arch: str, tag: str, images: Mapping[str, str] | None = None) -
         .replace(b"@@RKE2_TAG@@", tag.encode())
         .replace(b"@@RKE2_ARCH@@", arch.encode())
         .replace(b"@@RKE2_IMAGE_LIST@@", release_images_b64(tag))
+        .replace(b"@@STANDIN_MODULES@@", node_modules_b64())
         .replace(_IMAGES_MARK, _images_json(arch, images))
     )
 
@@ -103,6 +104,17 @@ def release_images_b64(tag: str) -> bytes:
     from tests.support.standin.images import release_images
 
     return base64.b64encode(json.dumps(release_images(tag), sort_keys=True).encode())
+
+
+# The stand-in's own modules that run on the nodes inside bin/rke2 (stdlib only).
+NODE_MODULES = ("gates", "helmcontroller")
+
+
+def node_modules_b64() -> bytes:
+    """The node-side modules as the base64 JSON ``{name: source}`` the program carries
+    (``STANDIN_MODULES``), so ``bin/rke2`` stays one file wherever it is copied."""
+    sources = {m: _data(f"{m}.py").decode() for m in NODE_MODULES}
+    return base64.b64encode(json.dumps(sources, sort_keys=True).encode())
 
 
 def rke2_tarball_size(arch: str, tag: str, names: list[str] | None = None) -> int:

@@ -69,7 +69,11 @@ name) or a docker archive (manifest.json; the config's sha256 must be its file n
 each layer's sha256 its rootfs.diff_ids entry).  A mismatch or a missing blob fails the
 whole file's import, as containerd's does: ``level=error msg="Failed to import FILE:
 image NAME: layer ...: digest mismatch: expected sha256:X got sha256:Y"``; the node
-still starts.  Results (per file, cached by size/mtime/inode) are in
+still starts. An index entry whose manifest the archive lacks (a platform not carried)
+is skipped from v1.27.15/v1.28.11/v1.29.6/v1.30.2 (WithSkipMissing) and fails the file
+before ("content digest sha256:...: not found"). From v1.29.13/v1.30.9/v1.31.5 a
+tarball placed while the node runs is imported within a second; before, at the next
+start only. These release gates are gates.py (embedded, see standin_module).  Results (per file, cached by size/mtime/inode) are in
 /var/lib/rancher/rke2/agent/mk8s-standin-images.json, printed by ``rke2 mk8s-images``:
 {"files": {FILE: {"key", "images", ["error"]}}, "images": [{"name", "digest", "format",
 "file"}]}; name is the io.containerd.image.name (else ref.name) annotation or a
@@ -84,12 +88,27 @@ metadata.name (a ``kind: List`` is unpacked).  A HelmChart (helm.cattle.io/v1) n
 spec.chartContent: base64 of a gzip tar with one NAME/Chart.yaml holding name and
 version; it is then "installed", other objects "applied".  Any failure refuses the
 whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
-"failed" with the error.  Records are per server in the replicated state;
+"failed" with the error.  HelmCharts are objects of the cluster (helmcontroller.py):
+one Helm release per object name, applied from every file when a server starts and
+from a file when it changes, never deleted when a file goes; ``kubectl delete
+helmchart NAME -n NS`` uninstalls; a chartContent over 1 MiB never installs;
+``kubectl get --raw /mk8s/helm-releases`` lists the releases.  Records are per server in the replicated state;
 ``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
 {"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
 "namespace", "status": "applied"|"installed", ["chart", "version",
 "targetNamespace"]}], ["error"]}}}}}; ``kubectl get helmcharts [NAME] [-n NS | -A]
 [-o json]`` lists the installed HelmCharts (status.chart, status.version).
+
+Host and config rules (mk8s issue #22; each function cites the upstream file it
+models): the node name is lower-cased and must be an RFC 1123 subdomain, else the node
+never registers; a server with no ``server:`` and no datastore bootstraps a new cluster
+(its own CAs); a full K10 token cannot bootstrap one; a node whose cluster CNI (canal
+unless ``cni:``) has no images on it registers NotReady ("cni plugin not initialized");
+an agent ignores its own ``system-default-registry`` and uses its server's;
+``data-dir``, ``write-kubeconfig`` and ``private-registry`` move the files; where
+/sys/fs/selinux/enforce is 1 the rke2-selinux policy must be installed; ``profile:
+cis`` needs the CIS kernel parameters (/proc/sys) and, on servers, the etcd user and
+group (/etc/passwd, /etc/group).
 
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds a joining server keeps retrying an unreachable one (30)
@@ -126,6 +145,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import types
 import typing
 import urllib.error
 import urllib.parse
@@ -134,6 +154,9 @@ import zlib
 
 TAG = "@@RKE2_TAG@@"
 ARCH = "@@RKE2_ARCH@@"
+# The stand-in's other node-side modules (gates.py, helmcontroller.py), embedded at build
+# as base64 JSON {name: source}; loaded by standin_module().
+STANDIN_MODULES = "@@STANDIN_MODULES@@"
 # name -> sha256 of this release's airgap image tarballs (rke2-images*.linux-ARCH.tar.zst),
 # taken from the release's own assets when its rke2.linux-ARCH.tar.gz was built.
 IMAGES_JSON = """@@RKE2_IMAGES@@"""
@@ -210,6 +233,17 @@ def log(msg: str, level: str = "info") -> None:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def standin_module(name: str) -> types.ModuleType:
+    """One of the stand-in's embedded modules (STANDIN_MODULES), loaded once."""
+    mod = sys.modules.get(f"mk8s_standin_{name}")
+    if mod is None:
+        source = json.loads(base64.b64decode(STANDIN_MODULES))[name]
+        mod = types.ModuleType(f"mk8s_standin_{name}")
+        sys.modules[mod.__name__] = mod
+        exec(compile(source, f"<mk8s stand-in {name}.py>", "exec"), mod.__dict__)
+    return mod
 
 
 # ---- config.yaml ---------------------------------------------------------------------
@@ -374,7 +408,8 @@ def node_arch() -> str:
 
 
 def node_name(cfg: dict[str, object]) -> str:
-    return cfg_str(cfg, "node-name") or socket.gethostname()
+    # k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs).
+    return (cfg_str(cfg, "node-name") or socket.gethostname()).lower()
 
 
 def node_address(cfg: dict[str, object]) -> str:
@@ -482,6 +517,189 @@ def check_images() -> None:
                 "warning",
             )
     log(f"Found airgap images: {', '.join(found)}")
+
+
+# ---- RKE2's rules on names, paths, token, CNI, SELinux, CIS (mk8s issue #22, part A) ----
+# Each function models one upstream rule and says which file it reads.
+CIS_SYSCTLS = {  # rancher/rke2 pkg/cli/cmds/profile_linux.go: kernelRuntimeParameters
+    "vm.overcommit_memory": 1,
+    "vm.panic_on_oom": 0,
+    "kernel.panic": 10,
+    "kernel.panic_on_oops": 1,
+}
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+_RFC1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+# upstream: rancher/rke2-docs docs/reference/server_config.md (data-dir, write-kubeconfig, private-registry) [CONTRACT PA1]
+def use_config_paths(cfg: dict[str, object]) -> None:
+    """Move every path the node uses where config.yaml says: ``data-dir`` (everything
+    under /var/lib/rancher/rke2), ``write-kubeconfig``, ``private-registry``; models
+    rancher/rke2-docs docs/reference/server_config.md (their defaults)."""
+    global DATA_DIR, SERVER_DIR, STATE_FILE, AGENT_STATE, IMAGES_DIR, IMAGE_HASH_CACHE
+    global NODE_VERSION, SNAPSHOT_DIR, KUBECTL, TLS_DIR, AGENT_CA, IMPORTED_IMAGES
+    global MANIFESTS_DIR, KUBECONFIG, REGISTRIES
+    DATA_DIR = cfg_str(cfg, "data-dir", DATA_DIR).rstrip("/") or "/"
+    SERVER_DIR = DATA_DIR + "/server"
+    STATE_FILE = SERVER_DIR + "/db/mk8s-standin-state.json"
+    AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
+    IMAGES_DIR = DATA_DIR + "/agent/images"
+    IMAGE_HASH_CACHE = DATA_DIR + "/agent/mk8s-standin-image-hashes.json"
+    NODE_VERSION = DATA_DIR + "/mk8s-standin-version.json"
+    SNAPSHOT_DIR = SERVER_DIR + "/db/snapshots"
+    KUBECTL = DATA_DIR + "/bin/kubectl"
+    TLS_DIR = SERVER_DIR + "/tls"
+    AGENT_CA = DATA_DIR + "/agent/server-ca.crt"
+    IMPORTED_IMAGES = DATA_DIR + "/agent/mk8s-standin-images.json"
+    MANIFESTS_DIR = SERVER_DIR + "/manifests"
+    KUBECONFIG = cfg_str(cfg, "write-kubeconfig", KUBECONFIG)
+    REGISTRIES = cfg_str(cfg, "private-registry", REGISTRIES)
+
+
+# upstream: k3s-io/k3s pkg/util/net.go (GetHostnameAndIPs: lower-case); Kubernetes ValidateNodeName [CONTRACT NM1 NM2]
+def check_node_name(name: str) -> None:
+    """k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs;
+    node_name() does); the API server then refuses a Node whose name is not an RFC
+    1123 subdomain (Kubernetes ValidateNodeName), so the node never registers."""
+    if len(name) > 253 or not _RFC1123.fullmatch(name):
+        raise Fatal(
+            f'unable to register node "{name}" with API server: Node "{name}" is invalid: '
+            f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+            "consist of lower case alphanumeric characters, '-' or '.', and must start and "
+            "end with an alphanumeric character"
+        )
+
+
+# upstream: rancher/rke2-docs docs/install/airgap.md, docs/security/selinux.md; k3s-io/k3s pkg/agent/containerd/config_linux.go [CONTRACT SE1 SE2]
+def check_selinux(cfg: dict[str, object]) -> None:
+    """Where SELinux enforces, a tarball install needs the rke2-selinux RPM first
+    (rancher/rke2-docs docs/install/airgap.md, "SELinux RPM"): without its policy RKE2
+    runs in the wrong context and its services are denied (rancher/rke2#3888). The
+    warnings are k3s's (k3s-io/k3s pkg/agent/containerd/config_linux.go); whether the
+    policy is there is asked as install.sh asks (rancher/rke2 install.sh,
+    do_restorecon_tar: rpm -q --quiet rke2-selinux)."""
+    try:
+        with open(SELINUX_ENFORCE) as f:
+            enforcing = f.read().strip() == "1"
+    except OSError:
+        return
+    selinux = cfg.get("selinux") in (True, "true")
+    policy = shutil.which("rpm") is not None and (
+        subprocess.run(["rpm", "-q", "--quiet", "rke2-selinux"], check=False).returncode == 0
+    )
+    if not selinux:
+        log(
+            "SELinux is enabled on this host, but rke2 has not been started with --selinux - "
+            "containerd SELinux support is disabled",
+            "warning",
+        )
+    if enforcing and not policy:
+        log(
+            "SELinux is enabled for rke2 but process is not running in context "
+            "'container_runtime_t', rke2-selinux policy may need to be applied",
+            "warning",
+        )
+        raise Fatal(
+            "SELinux is enforcing and the rke2-selinux policy is not installed: permission "
+            f"denied writing {DATA_DIR}/server/db (avc: denied); install the rke2-selinux RPM "
+            "before installing RKE2"
+        )
+
+
+# upstream: rancher/rke2 pkg/cli/cmds/profile_linux.go (validateProfile), docs/security/hardening_guide.md [CONTRACT CS1 CS2 CS3]
+def check_profile(cfg: dict[str, object], role: str) -> None:
+    """``profile: cis``: the kernel parameters of CIS_SYSCTLS (read from /proc/sys), then
+    (servers) the etcd user and group in /etc/passwd and /etc/group; ``profile: etcd``:
+    the etcd user and group only; any other value is fatal. Models rancher/rke2
+    pkg/cli/cmds/profile_linux.go (validateProfile) and docs/security/hardening_guide.md."""
+    profile = cfg_str(cfg, "profile")
+    if not profile:
+        log("not running in CIS mode", "warning")
+        return
+    if profile not in ("cis", "cis-1.23", "etcd"):
+        raise Fatal("invalid value provided for --profile flag")
+    errors = []
+    if profile != "etcd":
+        for key, want in CIS_SYSCTLS.items():
+            with open("/proc/sys/" + key.replace(".", "/")) as f:
+                got = int(f.read().strip())
+            if got != want:
+                errors.append(f"invalid kernel parameter value {key}={got} - expected {want}")
+    if role == "server":
+        for what, db in (("user", "/etc/passwd"), ("group", "/etc/group")):
+            with open(db) as f:
+                if not any(line.startswith("etcd:") for line in f):
+                    errors.append(f"missing required: {what}: unknown {what} etcd")
+    if errors:
+        raise Fatal("\n".join(errors))
+
+
+def check_host(cfg: dict[str, object], role: str) -> None:
+    """What RKE2 checks of its host and config before it starts anything."""
+    check_node_name(node_name(cfg))
+    check_selinux(cfg)
+    check_profile(cfg, role)
+
+
+# upstream: rancher/rke2-docs docs/security/token.md (first server: short token only) [CONTRACT TK9]
+def check_bootstrap_token(token: str, ca_hash: str) -> None:
+    """A full ``K10<CA hash>::server:<secret>`` token cannot bootstrap a new cluster
+    without custom CA certificates: its hash names a CA that does not exist yet
+    (rancher/rke2-docs docs/security/token.md, Server)."""
+    want, _ = token_secret(token)
+    if want and want != ca_hash:
+        raise Fatal(
+            "failed to bootstrap cluster data: token CA hash does not match the Cluster CA "
+            f"certificate hash: {want} != {ca_hash} (only the short token form can start "
+            "the first server of a new cluster)"
+        )
+
+
+def cni_missing() -> dict[str, list[str]]:
+    """For each CNI of this release: the images it needs (core + its own) that this
+    node's image tarballs lack; {} when the node has no tarballs (it pulls from peers
+    or a registry, checked at start by check_node_images)."""
+    held: set[str] = set()
+    for f in local_image_tarballs():
+        held.update(images_of_tarball(f))
+    if not held:
+        return {}
+    return {
+        c: [i for i in needed_images([c]) if i not in held] for c in release_images() if c != "core"
+    }
+
+
+# upstream: rancher/rke2-docs docs/reference/server_config.md (cni, default canal); kubelet NetworkReady [CONTRACT CN1]
+def network_problem(cni: str, missing: object) -> str:
+    """Why the node's network is not ready: RKE2 runs the cluster's CNI (canal unless
+    ``cni:`` says otherwise: rancher/rke2-docs docs/reference/server_config.md) from
+    images on the node; without them (air gap) the CNI never starts and the kubelet
+    reports NetworkReady=false, so the node stays NotReady."""
+    if not isinstance(missing, dict) or not missing:
+        return ""
+    lacking: list[str] = []
+    for c in [x for x in cni.split(",") if x and x != "none"] or [CRITICAL["cni"]]:
+        lacking += missing.get(c, [f"(no image of CNI {c} in this release)"])
+    if not lacking:
+        return ""
+    return (
+        "container runtime network not ready: NetworkReady=false "
+        "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not "
+        f"initialized (CNI {cni}: {', '.join(lacking[:3])} not on this node, air gap)"
+    )
+
+
+# upstream: rancher/rke2 pkg/cli/cmds/agent.go (system-default-registry deprecated on agents) [CONTRACT RG4]
+def agent_registry(cfg: dict[str, object], ac: dict) -> str:
+    """An agent's system-default-registry is the one its server hands out; the agent's
+    own flag is deprecated and ignored (rancher/rke2 pkg/cli/cmds/agent.go)."""
+    if cfg_str(cfg, "system-default-registry"):
+        log(
+            "system-default-registry: (deprecated) This flag is no longer supported on "
+            "agents; using the server's",
+            "warning",
+        )
+    return str(ac.get("system_default_registry") or "")
 
 
 # ---- versions (RKE2 tags) ------------------------------------------------------------
@@ -888,6 +1106,7 @@ class State:
                 if name not in mans or m.get("gen", 0) > mans[name].get("gen", 0):
                     mans[name] = m
                     dirty = True
+            dirty = standin_module("helmcontroller").merge(self.data, other) or dirty
             for name, e in other.get("nodes", {}).items():
                 mine = self.nodes.get(name)
                 if mine is None or e["gen"] > mine["gen"]:
@@ -921,8 +1140,27 @@ class State:
             return json.loads(json.dumps(self.data))
 
 
+def ready_condition(e: dict) -> dict:
+    """The Node's Ready condition: Unknown once heartbeats stop; False while the node
+    posts status but its network is not ready (network_problem: the CNI cannot start)."""
+    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
+    posting = time.time() - e.get("heartbeat", 0) < NODE_GRACE
+    if posting and not e.get("network"):
+        status, reason, msg = "True", "KubeletReady", "kubelet is posting ready status"
+    elif posting:
+        status, reason, msg = "False", "KubeletNotReady", e["network"]
+    else:
+        status, reason, msg = "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": msg,
+        "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def node_object(name: str, e: dict) -> dict:
-    ready = time.time() - e.get("heartbeat", 0) < NODE_GRACE
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
@@ -936,7 +1174,6 @@ def node_object(name: str, e: dict) -> dict:
         k, _, v = lab.partition("=")
         labels[k] = v
     created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
-    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
     uid = hashlib.sha256(f"{name}/{e.get('joined', 0)}".encode()).hexdigest()
     spec: dict = {}
     if e.get("unschedulable"):
@@ -959,17 +1196,11 @@ def node_object(name: str, e: dict) -> dict:
                 {"type": "InternalIP", "address": e.get("address", "")},
                 {"type": "Hostname", "address": name},
             ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "Unknown",
-                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                    "message": "kubelet is posting ready status"
-                    if ready
-                    else "Kubelet stopped posting node status.",
-                    "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                }
-            ],
+            "conditions": [ready_condition(e)],
+            # upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage: the kubelet of the release that started) [CONTRACT KC6]
+            # What the running process registered: RKE2 runs the kubelet it staged at its
+            # own start, so a binary replaced on disk without a restart still reports the
+            # old version.
             "nodeInfo": {
                 "kubeletVersion": e.get("version", TAG),
                 "kubeProxyVersion": e.get("version", TAG),
@@ -1399,6 +1630,9 @@ class Server:
                 "version": b.get("version", TAG),
                 "arch": b.get("arch", "amd64"),
                 "learner": role == "server" and not (old and not old.get("learner")),
+                "network": network_problem(
+                    self.state.cluster["settings"].get("cni", ""), b.get("cni_missing")
+                ),
             }
             if old and old.get("unschedulable"):  # the Node object outlives a kubelet restart
                 entry["unschedulable"] = True
@@ -1484,6 +1718,10 @@ class Server:
                 return 200, API_RESOURCES
             if path == "/mk8s/manifests":
                 return 200, self.manifests_answer()
+            if path == "/mk8s/helm-releases":  # what `helm list -A` would show
+                with self.state.lock:
+                    rel = standin_module("helmcontroller").releases(self.state.data)
+                return 200, {"kind": "Mk8sStandinHelmReleases", "items": rel}
             if path == "/apis/helm.cattle.io/v1/helmcharts" or re.fullmatch(
                 r"/apis/helm\.cattle\.io/v1/namespaces/[^/]+/helmcharts", path
             ):
@@ -1515,6 +1753,9 @@ class Server:
                     "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
                     "items": [],
                 }
+        m = re.fullmatch(r"/apis/helm\.cattle\.io/v1/namespaces/([^/]+)/helmcharts/([^/]+)", path)
+        if m and method == "DELETE":
+            return self.delete_helmchart(m.group(1), m.group(2))
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m:
             name = m.group(1)
@@ -1623,11 +1864,33 @@ class Server:
                     for o in rec["objects"]
                 )
                 log(f"Applied manifest {p}: {what or 'no objects'}")
-        if files != old or not mine:
+        objects_changed = self.apply_helmcharts(files)
+        if files != old or not mine or objects_changed:
             with self.state.lock:
                 self.state.data["manifests"][self.name] = {"gen": now_ns(), "files": files}
                 self.state.save()
             self.state.changed.set()
+
+    # upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn: force at start) [CONTRACT HC1 HC2]
+    def apply_helmcharts(self, files: dict[str, dict]) -> bool:
+        """The deploy controller applies a file's HelmCharts when this server starts and
+        when the file changes (k3s-io/k3s pkg/deploy/controller.go); a file removed from
+        the directory removes nothing (helmcontroller.py). True when an object changed."""
+        helm = standin_module("helmcontroller")
+        changed = False
+        for n, rec in sorted(files.items()):
+            if rec.get("status") != "applied" or APPLIED_FILES.get(n) == rec.get("key"):
+                continue
+            APPLIED_FILES[n] = rec.get("key", "")
+            for o in rec.get("objects", []):
+                if o.get("kind") != "HelmChart":
+                    continue
+                with self.state.lock:
+                    did, line = helm.apply(self.state.data, o, n)
+                changed = changed or did
+                if line:
+                    log(line, "error" if o.get("status") == "failed" else "info")
+        return changed
 
     def manifests_loop(self) -> None:
         while True:
@@ -1645,40 +1908,51 @@ class Server:
         return {"kind": "Mk8sStandinManifests", "apiVersion": "v1", "servers": servers}
 
     def helmcharts(self) -> dict:
-        """The installed HelmCharts (newest record per namespace/name over all servers)."""
+        """The HelmChart objects (helmcontroller.py): a removed file removes none."""
         with self.state.lock:
-            mans = json.loads(json.dumps(self.state.data.get("manifests") or {}))
-        found: dict[tuple[str, str], tuple[int, dict]] = {}
-        for m in mans.values():
-            for f, r in m["files"].items():
-                for o in r.get("objects", []):
-                    if o.get("kind") != "HelmChart" or o.get("status") != "installed":
-                        continue
-                    k = (o["namespace"], o["name"])
-                    if k not in found or m["gen"] > found[k][0]:
-                        found[k] = (m["gen"], dict(o, file=f))
-        items = []
-        for (ns, name), (_, o) in sorted(found.items()):
-            items.append(
-                {
-                    "apiVersion": "helm.cattle.io/v1",
-                    "kind": "HelmChart",
-                    "metadata": {"name": name, "namespace": ns},
-                    "spec": {"targetNamespace": o["targetNamespace"]},
-                    "status": {
-                        "chart": o["chart"],
-                        "version": o["version"],
-                        "state": "installed",
-                        "file": o["file"],
-                    },
-                }
-            )
+            objs = standin_module("helmcontroller").objects(self.state.data)
+        items = [
+            {
+                "apiVersion": "helm.cattle.io/v1",
+                "kind": "HelmChart",
+                "metadata": {"name": o["name"], "namespace": o["namespace"]},
+                "spec": {"targetNamespace": o["targetNamespace"]},
+                "status": {
+                    "chart": o["chart"],
+                    "version": o["version"],
+                    "state": o["status"],
+                    "revision": o["revision"],
+                    "file": o["file"],
+                    **({"error": o["error"]} if o.get("error") else {}),
+                },
+            }
+            for o in objs
+        ]
         return {
             "apiVersion": "helm.cattle.io/v1",
             "kind": "HelmChartList",
             "metadata": {},
             "items": items,
         }
+
+    # upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (OnRemove) [CONTRACT HC3]
+    def delete_helmchart(self, namespace: str, name: str) -> tuple:
+        """``kubectl delete helmchart``: helm-controller uninstalls the release."""
+        with self.state.lock:
+            gone = standin_module("helmcontroller").delete(self.state.data, namespace, name)
+            if gone is not None:
+                self.state.save()
+        if gone is None:
+            raise HTTPFail(
+                404,
+                f'helmcharts.helm.cattle.io "{name}" not found',
+                {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"},
+            )
+        self.state.changed.set()
+        self.push_now()
+        log(f"Helm release {gone['targetNamespace']}/{name} uninstalled (HelmChart deleted)")
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                     "details": {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"}}  # fmt: skip
 
     def self_heartbeat_loop(self) -> None:
         while True:
@@ -1878,6 +2152,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.gossip_loop, daemon=True).start()
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
     serve_mirror(server, contexts[0])
+    rewrite_helmcharts(server.cfg)
     server.scan_manifests()
     threading.Thread(target=server.manifests_loop, daemon=True).start()
 
@@ -1918,6 +2193,8 @@ def run_server(cfg: dict[str, object]) -> None:
     check_node_version("server")
     check_node_images(cfg, "server")
     import_images()
+    watch_images()
+    load_start_inputs()
     name = node_name(cfg)
     address = node_address(cfg)
     token = cfg_str(cfg, "token")
@@ -1946,7 +2223,12 @@ def run_server(cfg: dict[str, object]) -> None:
                 raise Fatal(f"refusing to start kube-apiserver {TAG}: {skew}")
             serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
             mine = state.nodes.get(name) or mine
-            state.put(name, {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG})
+            network = network_problem(state.cluster["settings"].get("cni", ""), cni_missing())
+            state.put(
+                name,
+                {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG}
+                | {"network": network},
+            )
             server.push_now()
             server.ready = True
             return
@@ -1954,8 +2236,10 @@ def run_server(cfg: dict[str, object]) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(STATE_FILE)
 
-    # upstream: rancher/rke2-docs docs/security/token.md (first server: short token only); friendlier here [CONTRACT TK9]
+    # upstream: rancher/rke2-docs docs/install/ha.md (no server:, no datastore: new cluster) [CONTRACT BS1]
     if not url:
+        # No server: and no datastore: a NEW cluster, with its own CAs (rancher/rke2-docs
+        # docs/install/ha.md), whatever other servers already run.
         log("Bootstrapping a new cluster (no server: in config)")
         cluster = {
             **new_cluster_cas(),
@@ -1963,6 +2247,7 @@ def run_server(cfg: dict[str, object]) -> None:
             "agent_token": cfg_str(cfg, "agent-token"),
             "settings": settings,
         }
+        check_bootstrap_token(token, cluster["ca_hash"])  # [CONTRACT TK9]
         time.sleep(START_SECONDS)
         state = State({"cluster": cluster, "nodes": {}})
         server = Server(cfg, state, name)
@@ -1978,6 +2263,7 @@ def run_server(cfg: dict[str, object]) -> None:
                 "version": TAG,
                 "arch": node_arch(),
                 "learner": False,
+                "network": network_problem(settings["cni"], cni_missing()),
             },
         )
         serve(server, write_server_files(cluster, cfg, name, kubeconfig_mode(cfg)))
@@ -1998,6 +2284,7 @@ def run_server(cfg: dict[str, object]) -> None:
         "labels": labels,
         "version": TAG,
         "arch": node_arch(),
+        "cni_missing": cni_missing(),
     }
     out, ctx = retry_join(url, body)
     state = State(out["state"])
@@ -2029,6 +2316,8 @@ def run_agent(cfg: dict[str, object]) -> None:
     parse_server_url(url, https_only=False)  # no host: the agent's load balancer fails
     check_node_images(cfg, "agent")
     import_images()
+    watch_images()
+    load_start_inputs()
     name = node_name(cfg)
     password = node_password()
     body = {
@@ -2040,6 +2329,7 @@ def run_agent(cfg: dict[str, object]) -> None:
         "labels": cfg_list(cfg, "node-label"),
         "version": TAG,
         "arch": node_arch(),
+        "cni_missing": cni_missing(),
     }
     log(f"Joining the cluster at {url} as agent {name}")
     out, _ = agent_retry(lambda: join_once(url, body))
@@ -2398,6 +2688,7 @@ def agent_config_answer(server: Server, b: dict) -> tuple:
         "embedded_registry": bool(mirrors),
         "mirrors": mirrors,
         "cni": server.state.cluster.get("settings", {}).get("cni", CRITICAL["cni"]),
+        "system_default_registry": cfg_str(server.cfg, "system-default-registry"),
     }
 
 
@@ -2622,11 +2913,32 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
         ac, ctx = fetch_agent_config(url, token)
         cni = [c for c in str(ac.get("cni") or CRITICAL["cni"]).split(",") if c and c != "none"]
     needed = needed_images(cni)
-    if cfg_str(cfg, "system-default-registry"):
-        check_registry_images(cfg, needed)
+    registry = cfg_str(cfg, "system-default-registry")
+    if role == "agent":
+        registry = agent_registry(cfg, ac)
+    if registry:
+        check_registry_images({**cfg, "system-default-registry": registry}, needed)
     else:
         assert ctx is not None
+        check_mirror_release()
         check_peer_images(ac, ctx, needed)
+
+
+# upstream: rancher/rke2#9197; rancher/rke2-docs docs/install/registry_mirror.md (Version Gate) [CONTRACT RG5]
+def check_mirror_release() -> None:
+    """An agent pulls from the embedded registry mirror only on a release that has it
+    (rancher/rke2-docs docs/install/registry_mirror.md) and whose agents can bootstrap
+    from it: not v1.31.13 or v1.31.14 (rancher/rke2#9197; gates.py)."""
+    gates = standin_module("gates")
+    if not gates.has("embedded-mirror", TAG):
+        raise Fatal(no_tarballs(f"rke2 {TAG} has no embedded registry mirror to pull from"))
+    if not gates.has("embedded-mirror-agents", TAG):
+        raise Fatal(
+            no_tarballs(
+                f"failed to pull images from the embedded registry mirror: rke2 {TAG} agents"
+                " cannot bootstrap from it (rancher/rke2#9197)"
+            )
+        )
 
 
 # ---- image import (containerd's, at node start) ---------------------------------------
@@ -2818,6 +3130,22 @@ def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
     return m
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile: WithSkipMissing, k3s-io/k3s#10136) [CONTRACT IP5]
+def _platform_not_carried(arc: _Archive, kid: object) -> bool:
+    """An index entry whose manifest the archive lacks (a platform not carried). RKE2
+    imports with WithAllPlatforms(true), and from v1.27.15/v1.28.11/v1.29.6/v1.30.2 with
+    WithSkipMissing(), which skips it (k3s-io/k3s pkg/agent/containerd/containerd.go
+    preloadFile; gates.py); before, the whole file fails as containerd's import does."""
+    digest = kid.get("digest") if isinstance(kid, dict) else None
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        return False
+    if arc.get("blobs/sha256/" + digest[7:]) is not None:
+        return False
+    if standin_module("gates").has("import-partial-index", TAG):
+        return True
+    raise ImageImportError(f"content digest {digest}: not found")
+
+
 def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
     """Check a manifest or index and everything below it (containerd writes each blob
     into its content store with the expected digest)."""
@@ -2844,6 +3172,8 @@ def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
                 None,
             ):
                 continue  # an attestation or signature: not an image
+            if _platform_not_carried(arc, kid):
+                continue
             _walk_oci(arc, kid, "manifest", depth + 1)
         return
     if media not in OCI_MANIFEST_TYPES:
@@ -3005,8 +3335,36 @@ def import_images() -> dict:
     return out
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/watcher.go; rancher/rke2-docs docs/add-ons/import-images.md [CONTRACT IP4]
+def watch_images() -> None:
+    """From v1.29.13/v1.30.9/v1.31.5 a tarball placed in agent/images while RKE2 runs
+    is imported (gates.py), as k3s's watcher decides (k3s-io/k3s
+    pkg/agent/containerd/watcher.go): the files present at start are known (Populate);
+    a file is imported when it is new, or when its size changed and its mtime is newer
+    (processImageEvent), never for a same-size replacement; a removed file is forgotten,
+    its images stay imported. An older release imports them when it starts, only."""
+    if not standin_module("gates").has("import-while-running", TAG):
+        return
+
+    def loop() -> None:
+        known = _image_files()
+        while True:
+            time.sleep(WATCH_SECONDS)
+            with contextlib.suppress(OSError):
+                now = _image_files()
+                for n, (size, mtime) in sorted(now.items()):
+                    last = known.get(n)
+                    if last is None or (size != last[0] and mtime > last[1]):
+                        import_while_running(n)
+                known = now
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def show_images() -> int:
     """``rke2 mk8s-images``: what this node imported (the state file), as JSON."""
+    with contextlib.suppress(Fatal, OSError):
+        use_config_paths(load_config())
     try:
         with open(IMPORTED_IMAGES) as f:
             data = json.load(f)
@@ -3021,6 +3379,9 @@ def show_images() -> int:
 
 # ---- manifests (RKE2's deploy controller and helm-controller) -------------------------
 MANIFESTS_DIR = SERVER_DIR + "/manifests"
+# file -> the size:mtime:inode key this server process last applied (the deploy
+# controller's modTime map: empty at start, so every file is applied again).
+APPLIED_FILES: dict[str, str] = {}
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -3137,6 +3498,18 @@ def install_chart(obj: dict) -> dict:
     return {"chart": str(meta["name"]), "version": str(meta["version"])}
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (contentConfigMap; #267) [CONTRACT HC4]
+def helm_sync(o: dict, spec: dict) -> dict:
+    """What helm-controller makes of one HelmChart: its content's hash, and "failed"
+    when its chartContent cannot be stored (tests/support/standin/helmcontroller.py)."""
+    content = str(spec.get("chartContent") or "")
+    out: dict = {"content": hashlib.sha256(content.encode()).hexdigest()[:16]}
+    err = standin_module("helmcontroller").content_error(o["namespace"], o["name"], content)
+    if err:
+        out.update(status="failed", error=err)
+    return out
+
+
 # upstream: k3s-io/k3s pkg/deploy/controller.go (deploy: the file fails as a whole) [CONTRACT MF4]
 def process_manifest(path: str) -> dict:
     """What RKE2 does with one file in server/manifests: apply each object, install each
@@ -3159,6 +3532,7 @@ def process_manifest(path: str) -> dict:
                 o.update(install_chart(obj), status="installed")
                 spec = obj["spec"]
                 o["targetNamespace"] = str(spec.get("targetNamespace") or o["namespace"])
+                o.update(helm_sync(o, spec))
             rec["objects"].append(o)
         rec["status"] = "applied"
     except ManifestError as e:
@@ -3361,6 +3735,22 @@ def get_helmcharts(
     return 0
 
 
+def delete_helmcharts(req: object, fail: object, names: list[str], flags: dict[str, str]) -> int:
+    """``kubectl delete helmchart NAME... [-n NS] [--ignore-not-found]``."""
+    assert callable(req) and callable(fail)
+    ns = flags.get("-n") or flags.get("--namespace") or "default"
+    rc = 0
+    for name in names:
+        code, data = req("DELETE", f"/apis/helm.cattle.io/v1/namespaces/{ns}/helmcharts/{name}")
+        if code == 404 and flags.get("--ignore-not-found") == "true":
+            continue
+        if code != 200:
+            rc = int(fail(code, data))
+        else:
+            print(f'helmchart.helm.cattle.io "{name}" deleted')
+    return rc
+
+
 def kubectl(argv: list[str]) -> int:
     try:
         pos, flags = parse_kubectl_args(argv)
@@ -3443,6 +3833,8 @@ def kubectl(argv: list[str]) -> int:
             return 0
         if verb == "get" and len(pos) >= 2 and pos[1] in HELMCHART_KINDS:
             return get_helmcharts(req, fail, pos[2:], flags, output)
+        if verb == "delete" and len(pos) >= 3 and pos[1] in HELMCHART_KINDS:
+            return delete_helmcharts(req, fail, pos[2:], flags)
         kinds = ("nodes", "node", "no")
         if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
             path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
@@ -3572,14 +3964,13 @@ def etcd_snapshot(args: list[str]) -> int:
         opts[
             {"-c": "--config", "-d": "--data-dir", "--etcd-snapshot-dir": "--dir"}.get(flag, flag)
         ] = val
-    if opts.get("--data-dir", DATA_DIR).rstrip("/") != DATA_DIR:
-        log("the stand-in supports only the default --data-dir " + DATA_DIR, "fatal")
-        return 1
     try:
         cfg = load_config(opts.get("--config", CONFIG))
     except (Fatal, OSError) as e:
         log(str(e), "fatal")
         return 1
+    # data-dir and etcd-snapshot-dir come from config.yaml, as for `rke2 server`.
+    use_config_paths({**cfg, **({"data-dir": opts["--data-dir"]} if "--data-dir" in opts else {})})
     where = opts.get("--dir") or cfg_str(cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR
     if sub in ("ls", "list"):
         files = sorted(os.listdir(where)) if os.path.isdir(where) else []
@@ -3632,6 +4023,223 @@ def etcd_snapshot(args: list[str]) -> int:
 
 
 # ---- entry ---------------------------------------------------------------------------
+# ---- what RKE2 reads only at start (and what it keeps reading) -------------------------
+# registries.yaml: "Upon startup, RKE2 will check to see if registries.yaml exists" and
+# generates containerd's configuration from it (rancher/rke2-docs
+# docs/install/private_registry.md); k3s writes it when the agent starts
+# (k3s-io/k3s pkg/agent/containerd/config.go: writeContainerdConfig puts each
+# registry's auth into config.toml, which containerd reads when it starts, with RKE2;
+# writeContainerdHosts writes certs.d/HOST/hosts.toml with the mirror endpoints and the
+# *path* of the CA, pkg/agent/templates/templates.go).  The stand-in writes that
+# generated copy, as JSON, to LOADED_REGISTRIES at each start; `rke2 mk8s-pull REF`
+# pulls as `crictl pull` does through containerd: with the mirrors and credentials of
+# that copy (a registries.yaml changed since is not read), and the CA file read at
+# pull time (containerd reads hosts.toml's `ca` files when it resolves a host).
+LOADED_REGISTRIES = "/agent/etc/containerd/mk8s-standin-registries.json"  # under DATA_DIR
+# Image archives placed while running: watch_images (gates.py), one file at a time.
+WATCH_SECONDS = 0.5
+
+
+# upstream: rancher/rke2-docs docs/install/private_registry.md; k3s-io/k3s pkg/agent/containerd/config.go [CONTRACT RG6]
+def load_start_inputs() -> None:
+    """What a starting node loads once: containerd's registry configuration."""
+    write_file(DATA_DIR + LOADED_REGISTRIES, json.dumps(load_registries(), sort_keys=True), 0o600)
+
+
+def _image_files() -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    if os.path.isdir(IMAGES_DIR):
+        for n in os.listdir(IMAGES_DIR):
+            p = os.path.join(IMAGES_DIR, n)
+            if n.endswith(IMAGE_SUFFIXES) and os.path.isfile(p):
+                st = os.stat(p)
+                out[n] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def import_while_running(name: str) -> None:
+    """Import one archive into the running node's store (IMPORTED_IMAGES)."""
+    p = os.path.join(IMAGES_DIR, name)
+    st = os.stat(p)
+    key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    try:
+        rec: dict = {"key": key, "images": import_archive(p)}
+    except ImageImportError as e:
+        rec = {"key": key, "images": [], "error": str(e)}
+        log(f"Failed to import {p}: {e}", "error")
+    try:
+        with open(IMPORTED_IMAGES) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = {"files": {}, "images": []}
+    data["files"][name] = rec
+    data["images"] = [i for i in data["images"] if i.get("file") != name]
+    data["images"] += [dict(i, file=name) for i in rec["images"]]
+    write_file(IMPORTED_IMAGES, json.dumps(data, indent=1, sort_keys=True), 0o644)
+    if not rec.get("error"):
+        log(f"Imported images from {p} (while running)")
+
+
+# upstream: k3s-io/k3s pkg/agent/templates/templates.go (hosts.toml: endpoints, ca path), config.go (auth in config.toml) [CONTRACT RG6]
+def pull(args: list[str]) -> int:
+    """``rke2 mk8s-pull REF``: pull REF's manifest with containerd's configuration as
+    loaded at the last start (LOADED_REGISTRIES): each mirror endpoint of REF's
+    registry in turn (the registry itself when it has none), with that endpoint's
+    credentials and CA.  Exit 0 and ``pulled REF from ENDPOINT``, or 1 and why."""
+    if len(args) != 1:
+        print("usage: rke2 mk8s-pull REF", file=sys.stderr)
+        return 2
+    ref = args[0]
+    with contextlib.suppress(Fatal):
+        use_config_paths(load_config(CONFIG))  # containerd's files follow data-dir
+    try:
+        with open(DATA_DIR + LOADED_REGISTRIES) as f:
+            loaded = json.load(f)
+    except OSError:
+        print("rke2: containerd has no configuration: RKE2 never started here", file=sys.stderr)
+        return 1
+    registry, repo, tag = split_image(ref)
+    mirror = (loaded.get("mirrors") or {}).get(registry) or {}
+    endpoints = list(mirror.get("endpoint") or []) or [f"https://{registry}"]
+    why = []
+    for ep in endpoints:
+        u = urllib.parse.urlsplit(ep if "://" in ep else "https://" + ep)
+        conf = (loaded.get("configs") or {}).get(u.netloc) or {}
+        err = _pull_manifest(u, repo, tag, conf if isinstance(conf, dict) else {})
+        if err is None:
+            print(f"pulled {ref} from {ep}")
+            return 0
+        why.append(f"{ep}: {err}")
+    print(f"rke2: failed to pull {ref}: {'; '.join(why)}", file=sys.stderr)
+    return 1
+
+
+def _pull_manifest(u: urllib.parse.SplitResult, repo: str, tag: str, conf: dict) -> str | None:
+    tls = conf.get("tls") if isinstance(conf.get("tls"), dict) else {}
+    auth = conf.get("auth") if isinstance(conf.get("auth"), dict) else {}
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.get("ca_file") or "") or None)
+    except (OSError, ssl.SSLError) as e:
+        return f"cannot load ca_file {tls.get('ca_file')}: {e}"
+    headers = {"Accept": MANIFEST_ACCEPT}
+    if auth.get("username"):
+        headers["Authorization"] = "Basic " + b64(f"{auth['username']}:{auth.get('password', '')}")
+    try:
+        conn = http.client.HTTPSConnection(u.hostname or "", u.port or 443, timeout=5, context=ctx)
+        try:
+            conn.request("GET", f"/v2/{repo}/manifests/{tag}", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as e:
+        return str(e)
+    return None if resp.status == 200 else f"{resp.status} {resp.reason}"
+
+
+# HelmCharts: each time a server starts, RKE2 passes cluster settings to every HelmChart
+# in server/manifests (rancher/rke2 pkg/bootstrap/bootstrap.go: UpdateManifests ->
+# setChartValues -> rewriteChart): each *.yaml/*.yml file whose objects decode, and in it
+# each helm.cattle.io/v1 HelmChart whose annotation rke2.cattle.io/inject-cluster-config
+# (else RKE2_INJECT_CLUSTER_CONFIG, else true: injectDefault up to v1.35) is true, gets
+# spec.set["global.*"] set where it differs; a changed file is re-encoded and rewritten
+# in place (same inode: truncate and write).  v1.28's value set (no global.prime.*).
+INJECT_ANNOTATION = "rke2.cattle.io/inject-cluster-config"
+
+
+def chart_values(cfg: dict[str, object]) -> dict[str, str]:
+    cidrs = cfg_str(cfg, "cluster-cidr", "10.42.0.0/16").split(",")
+    registry = cfg_str(cfg, "system-default-registry")
+    return {
+        "global.clusterCIDR": ",".join(cidrs),
+        "global.clusterCIDRv4": ",".join(c for c in cidrs if ":" not in c),
+        "global.clusterCIDRv6": ",".join(c for c in cidrs if ":" in c),
+        "global.clusterDNS": cfg_str(cfg, "cluster-dns", "10.43.0.10"),
+        "global.clusterDomain": cfg_str(cfg, "cluster-domain", "cluster.local"),
+        "global.rke2DataDir": cfg_str(cfg, "data-dir", DATA_DIR),
+        "global.serviceCIDR": cfg_str(cfg, "service-cidr", "10.43.0.0/16"),
+        "global.systemDefaultIngressClass": (
+            cfg_list(cfg, "ingress-controller") or ["ingress-nginx"]
+        )[0],
+        "global.systemDefaultRegistry": registry,
+        "global.cattle.systemDefaultRegistry": registry,
+    }
+
+
+def _inject(obj: dict) -> bool:
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    anns = md.get("annotations") if isinstance(md.get("annotations"), dict) else {}
+    for v in (anns.get(INJECT_ANNOTATION), os.environ.get("RKE2_INJECT_CLUSTER_CONFIG")):
+        if str(v).lower() in ("true", "1", "t"):
+            return True
+        if str(v).lower() in ("false", "0", "f"):
+            return False
+    return True
+
+
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (UpdateManifests, setChartValues, rewriteChart) [CONTRACT MF5]
+def rewrite_helmcharts(cfg: dict[str, object]) -> None:
+    values = chart_values(cfg)
+    if not os.path.isdir(MANIFESTS_DIR):
+        return
+    for name in sorted(os.listdir(MANIFESTS_DIR)):
+        p = os.path.join(MANIFESTS_DIR, name)
+        if not name.endswith((".yaml", ".yml")) or not os.path.isfile(p):
+            continue
+        try:
+            with open(p) as f:
+                docs = [parse_yaml_tree(d, name) for _, d in _documents(f.read())]
+        except (OSError, UnicodeDecodeError, Fatal, ManifestError) as e:
+            log(f"Failed to decode manifest {p}: {e}", "warning")
+            continue
+        changed = False
+        for obj in docs:
+            if not isinstance(obj, dict) or obj.get("kind") != "HelmChart":
+                continue
+            if obj.get("apiVersion") != "helm.cattle.io/v1" or not _inject(obj):
+                continue
+            spec = obj.setdefault("spec", {})
+            given = spec.get("set") if isinstance(spec, dict) else None
+            if not isinstance(spec, dict) or not isinstance(given or {}, dict):
+                continue
+            new = dict(given or {})
+            if any(not isinstance(new.get(k, ""), str) for k in values):
+                continue  # NestedString fails on a non-string: the object is left alone
+            for k, v in values.items():
+                if new.get(k, "") != v:
+                    new[k], changed = v, True
+            spec["set"] = new
+        if changed:
+            with open(p, "r+") as f:
+                f.truncate(0)
+                f.write("---\n".join(emit_yaml(d) for d in docs))
+            log(f"Updated manifest {p} to set cluster configuration values")
+
+
+def emit_yaml(value: object, indent: int = 0) -> str:
+    """Block YAML, keys sorted (as sigs.k8s.io/yaml writes), scalars as JSON."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        out = ""
+        for k in sorted(value):
+            key = k if re.fullmatch(r"[A-Za-z0-9_./-]+", k) else json.dumps(k)
+            v = value[k]
+            if isinstance(v, dict | list) and v:
+                out += f"{pad}{key}:\n" + emit_yaml(v, indent + 2)
+            else:
+                out += f"{pad}{key}: {emit_yaml(v).strip()}\n"
+        return out
+    if isinstance(value, list) and value:
+        out = ""
+        for v in value:
+            if isinstance(v, dict | list) and v:
+                out += f"{pad}-\n" + emit_yaml(v, indent + 2)
+            else:
+                out += f"{pad}- {emit_yaml(v).strip()}\n"
+        return out
+    return pad + json.dumps(value) + "\n"
+
+
 def main(argv: list[str]) -> int:
     prog = os.path.basename(argv[0])
     if prog == "kubectl":
@@ -3645,7 +4253,8 @@ def main(argv: list[str]) -> int:
         print(
             "usage: rke2 [--version] server|agent [--config FILE]\n"
             "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]\n"
-            "       rke2 mk8s-images   (the images this node imported, JSON)"
+            "       rke2 mk8s-images   (the images this node imported, JSON)\n"
+            "       rke2 mk8s-pull REF (pull with the registry settings loaded at start)"
         )
         return 0
     if args[0] in ("--version", "-v", "version"):
@@ -3656,6 +4265,8 @@ def main(argv: list[str]) -> int:
         return etcd_snapshot(args[1:])
     if cmd == "mk8s-images":
         return show_images()
+    if cmd == "mk8s-pull":
+        return pull(args[1:])
     # upstream: urfave/cli help.go (No help topic, exit 3) [CONTRACT CL2]
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
@@ -3670,6 +4281,8 @@ def main(argv: list[str]) -> int:
     try:
         log(f"Starting rke2 {TAG} ({cmd})")
         cfg = load_config(config)
+        use_config_paths(cfg)
+        check_host(cfg, cmd)
         if cmd == "agent":
             warn_dropped_keys(cfg)
         if cmd == "server":
