@@ -136,13 +136,14 @@ def start(h: Host, role: str, *, ok: bool = True) -> subprocess.CompletedProcess
 
 
 def why_start_failed(h: Host, role: str) -> str:
-    """Start the unit, expecting RKE2 to refuse to start; return what it said.
+    """Start the unit, expecting RKE2 to refuse to start; return what it said
+    (systemctl's error, then the unit's log since this start).
 
     Both units are Type=notify: when the service exits before it is ready,
-    `systemctl start` itself fails (and prints the log's last lines)."""
+    `systemctl start` itself fails."""
     p = start(h, role, ok=False)
     assert p.returncode != 0, p.stdout + p.stderr
-    return p.stderr
+    return p.stderr + this_start(ssh(h, f"journalctl -u rke2-{role}").stdout)
 
 
 def this_start(log: str) -> str:

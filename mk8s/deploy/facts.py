@@ -123,7 +123,7 @@ def privileged(
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
         + _HOST_TEXT
-        # RKE2's own units (before v1.32.11/v1.33.7/v1.34.3) ask exactly this:
+        # RKE2's own units (rke2gates.Feature.NM_CLOUD_SETUP_ALLOWED) ask exactly this:
         + "if systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null; "
         "then echo nm_cloud_setup=enabled; fi; "
         'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '

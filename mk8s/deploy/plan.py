@@ -125,7 +125,9 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
         if f.nm_cloud_setup_enabled:
             problems.append(
                 f"{name}: nm-cloud-setup is enabled, which breaks RKE2 networking (RKE2"
-                " before v1.32.11, v1.33.7 and v1.34.3 refuses to start); disable it"
+                " before "
+                + gates.first_releases(gates.Feature.NM_CLOUD_SETUP_ALLOWED)
+                + " refuses to start); disable it"
                 " (systemctl disable nm-cloud-setup.service nm-cloud-setup.timer) and reboot"
             )
         problems += rke2_state_problems(node, f)

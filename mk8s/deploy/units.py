@@ -59,9 +59,9 @@ def start_command(
 
 def rke2_state_problems(node: Node, f: NodeFacts) -> list[str]:
     """A binary that does not run here, or the other role's service running: RKE2 does
-    not turn a server into an agent or back (from v1.32.13, v1.33.9, v1.34.5, v1.35.2
-    its units skip starting next to each other; before, starting one stops the other
-    and leaves its data behind)."""
+    not turn a server into an agent or back (its units skip starting next to each other,
+    rke2gates.Feature.UNITS_REFUSE_OTHER_ROLE; before, starting one stops the other and
+    leaves its data behind)."""
     problems = []
     if f.rke2_exec_error:
         foreign = "Exec format error" in f.rke2_exec_error

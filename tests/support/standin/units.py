@@ -2,7 +2,8 @@
 of CONTRACT.md), rendered from the ``rke2-server.service`` / ``rke2-agent.service``
 templates beside this file.
 
-Read from rancher/rke2 ``bundle/lib/systemd/system/rke2-*.service`` at the release tags:
+Read from rancher/rke2 ``bundle/lib/systemd/system/rke2-*.service`` at the release tags
+(the releases are rows of gates.py):
 
 * VG1: up to v1.32.12, v1.33.8, v1.34.4, v1.35.1 each unit ``Conflicts=`` the other
   (starting one stops the other); from v1.32.13, v1.33.9, v1.34.5, v1.35.2 and in every
@@ -20,37 +21,19 @@ share the machine's kernel), and the nm-cloud-setup check calls ``systemctl`` fr
 
 from __future__ import annotations
 
-import re
+from tests.support.standin import gates
 
-# minor -> first patch with ExecCondition; every minor above the highest has it.
-EXEC_CONDITION_SINCE = {32: 13, 33: 9, 34: 5, 35: 2}
-# minor -> first patch without the nm-cloud-setup check; 1.31 and older always have it,
-# minors above the highest never.
-NM_CLOUD_SETUP_GONE = {32: 11, 33: 7, 34: 3}
 OTHER = {"server": "agent", "agent": "server"}
-
-
-def _minor_patch(tag: str) -> tuple[int, int]:
-    m = re.match(r"v1\.(\d+)\.(\d+)", tag)
-    if not m:
-        raise ValueError(f"not an RKE2 release tag: {tag!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 # upstream: rancher/rke2 bundle/lib/systemd/system/rke2-*.service at each tag (ExecCondition=) [CONTRACT UN3]
 def has_exec_condition(tag: str) -> bool:
-    minor, patch = _minor_patch(tag)
-    if minor > max(EXEC_CONDITION_SINCE):
-        return True
-    return minor in EXEC_CONDITION_SINCE and patch >= EXEC_CONDITION_SINCE[minor]
+    return gates.has("units-exec-condition", tag)
 
 
 # upstream: rancher/rke2 bundle/lib/systemd/system/rke2-*.service at each tag (nm-cloud-setup ExecStartPre) [CONTRACT UN4]
 def has_nm_cloud_setup_check(tag: str) -> bool:
-    minor, patch = _minor_patch(tag)
-    if minor < min(NM_CLOUD_SETUP_GONE):
-        return True
-    return minor in NM_CLOUD_SETUP_GONE and patch < NM_CLOUD_SETUP_GONE[minor]
+    return not gates.has("nm-cloud-setup-allowed", tag)
 
 
 def render(template: bytes, role: str, tag: str) -> bytes:
