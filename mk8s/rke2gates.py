@@ -27,6 +27,8 @@ class Feature(StrEnum):
     EMBEDDED_MIRROR_AGENTS = "agents pulling from the embedded registry mirror"
     IMPORT_WHILE_RUNNING = "importing images placed in agent/images while RKE2 runs"
     IMPORT_PARTIAL_INDEX = "importing an image index whose other platforms are not carried"
+    UNITS_REFUSE_OTHER_ROLE = "units that skip starting next to the other role's (ExecCondition=)"
+    NM_CLOUD_SETUP_ALLOWED = "starting while nm-cloud-setup.service is enabled"
 
 
 class Kind(StrEnum):
@@ -78,6 +80,22 @@ GATES: tuple[Gate, ...] = (
         # file ("content digest sha256:...: not found").
         "rancher/rke2#5944 (backports #5977, #5978, #5979); k3s-io/k3s#10136,"
         " pkg/agent/containerd/containerd.go preloadFile",
+    ),
+    Gate(
+        Feature.UNITS_REFUSE_OTHER_ROLE,
+        Kind.SINCE,
+        ("v1.32.13", "v1.33.9", "v1.34.5", "v1.35.2"),
+        # Before: Conflicts= (starting one unit stops the other and leaves its data).
+        "rancher/rke2 bundle/lib/systemd/system/rke2-*.service at each tag (commit"
+        ' "Prevent a node transform from agent/server to server/agent")',
+    ),
+    Gate(
+        Feature.NM_CLOUD_SETUP_ALLOWED,
+        Kind.SINCE,
+        ("v1.32.11", "v1.33.7", "v1.34.3"),
+        # Before (and in every 1.31 and older): an ExecStartPre refuses to start while
+        # nm-cloud-setup.service is enabled.
+        "rancher/rke2 bundle/lib/systemd/system/rke2-*.service at each tag",
     ),
 )
 

@@ -24,6 +24,7 @@ import yaml
 
 from mk8s.bundle import create, keys, upstream
 from mk8s.deploy.state import StateDir
+from tests.support import standin
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
 
@@ -323,10 +324,27 @@ def test_version_mismatch_is_refused(cluster5: tuple[HostSet, Path], world: Worl
 
 def test_reset_whole_cluster(cluster5: tuple[HostSet, Path]) -> None:
     hs, d = cluster5
+    before = len(audit(d))
     r = mk8s("reset", "-f", "cluster.yaml", "--yes", cwd=d)
     assert r.returncode == 0, r.stderr
-    order = [str(x["node"]) for x in audit(d)[-5:] if "uninstall" in str(x.get("command"))]
+    new = audit(d)[before:]
+    order = [str(x["node"]) for x in new if "uninstall" in str(x.get("command"))]
     assert order[:2] and set(order[:2]) == {"w1", "w2"} and order[-1] == "cp1"
+    # RKE2's uninstall leaves a node registered: each is deleted from the cluster (on
+    # the first server) before its uninstall, so a reset that stops halfway leaves no
+    # node whose reinstall would be refused
+    for name in ("w1", "w2", "cp3", "cp2"):
+        deleted = next(
+            i for i, x in enumerate(new) if f"delete node {name} " in str(x.get("command"))
+        )
+        assert new[deleted]["node"] == "cp1" and new[deleted]["exit"] == 0
+        uninstalled = next(
+            i
+            for i, x in enumerate(new)
+            if x["node"] == name and "uninstall" in str(x.get("command"))
+        )
+        assert deleted < uninstalled
+    assert not [x for x in new if "delete node cp1 " in str(x.get("command"))]
     for h in hs.hosts:
         assert not h.path("/usr/local/bin/rke2").exists()
 
@@ -357,6 +375,24 @@ def test_wrong_arch_fails_preflight(small: tuple[HostSet, Path], world: World) -
     arm = _make_bundle(world.up, d, world.key, arches=("arm64",), name="arm.tar.zst")
     r = deploy(d, arm, world.pub)
     assert r.returncode == 1 and "is amd64 but the bundle holds only arm64" in r.stderr
+    _unchanged(hs)
+
+
+def test_rke2_binary_of_another_arch_fails_preflight(
+    small: tuple[HostSet, Path], world: World
+) -> None:
+    """A binary that cannot execute answers nothing to --version: not "not installed"."""
+    hs, d = small
+    a1 = hs.by_name("a1")
+    foreign = standin.rke2_program("arm64", "v1.28.15+rke2r1").decode()
+    a1.run("cat > /usr/local/bin/rke2 && chmod 755 /usr/local/bin/rke2", input=foreign, check=True)
+    try:
+        r = deploy(d, world.bundle, world.pub)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "a1: /usr/local/bin/rke2 is installed but does not run" in r.stderr, r.stderr
+        assert "Exec format error" in r.stderr and "mk8s reset --node a1" in r.stderr
+    finally:
+        a1.run("rm -f /usr/local/bin/rke2", check=True)
     _unchanged(hs)
 
 
@@ -440,6 +476,31 @@ def test_failed_agent_install_others_finish_and_rerun_fixes(
     assert "a2" in r.stderr and "failed" in r.stdout
     assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True}
     hs.by_name("a2").run("rm -rf /usr/local/bin/rke2")
+    r = deploy(d, world.bundle, world.pub)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True, "a2": True}
+
+
+def test_agent_reinstalled_by_hand_is_refused_named_and_reset_brings_it_back(
+    small: tuple[HostSet, Path], world: World
+) -> None:
+    """rke2-uninstall.sh leaves the node in the cluster: the reinstalled agent's new node
+    password is refused and it retries for ever (its start never returns). mk8s bounds
+    the wait, names the cause, and reset --node (which deletes the node) fixes it."""
+    hs, d = small
+    assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True, "a2": True}
+    hs.by_name("a2").run("/usr/local/bin/rke2-uninstall.sh", check=True)
+    assert "a2" in kubectl_nodes(hs, "s1")  # still registered
+    t0 = time.monotonic()
+    r = deploy(d, world.bundle, world.pub, "--wait", "15")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert time.monotonic() - t0 < 150
+    out = r.stdout + r.stderr
+    assert "a2 was not Ready within 15s" in out, out
+    assert "likely cause: the cluster refuses its node password" in out, out
+    assert "mk8s reset --node a2 --yes" in out, out
+    r = mk8s("reset", "-f", "cluster.yaml", "--node", "a2", "--yes", cwd=d)
+    assert r.returncode == 0, r.stdout + r.stderr
     r = deploy(d, world.bundle, world.pub)
     assert r.returncode == 0, r.stdout + r.stderr
     assert kubectl_nodes(hs, "s1") == {"s1": True, "a1": True, "a2": True}

@@ -14,7 +14,9 @@ from tests.test_deploy import World, deploy, world, write_cluster  # noqa: F401
 
 pytestmark = pytest.mark.hosts
 
-_PLAN_CMD = re.compile(r"^\s*(?:on a bad part: |then send it again and: )?\$ (.*)$")
+_PLAN_CMD = re.compile(
+    r"^\s*(?:on a bad part: |then send it again and: |if it does not come up: )?\$ (.*)$"
+)
 
 
 def _plan_commands(text: str) -> dict[str, set[str]]:
@@ -64,4 +66,6 @@ def test_every_command_of_a_real_deploy_is_in_the_dry_run(
         assert len([c for node, c in sent if node == n and "chown" in c]) == 1, n
     # And the plan is not a superset by accident: the real run used most of it.
     used = {c for _, c in sent}
-    assert len(used & every_planned) >= len(every_planned) - 3 * len(names)
+    # (not counting the journal read that names why a node did not come up)
+    normal = {c for c in every_planned if "journalctl -u rke2-" not in c}
+    assert len(used & normal) >= len(normal) - 3 * len(names)

@@ -114,6 +114,8 @@ def test_the_stand_in_enforces_the_same_gates() -> None:
         gates.Feature.EMBEDDED_MIRROR_AGENTS: "embedded-mirror-agents",
         gates.Feature.IMPORT_WHILE_RUNNING: "import-while-running",
         gates.Feature.IMPORT_PARTIAL_INDEX: "import-partial-index",
+        gates.Feature.UNITS_REFUSE_OTHER_ROLE: "units-exec-condition",
+        gates.Feature.NM_CLOUD_SETUP_ALLOWED: "nm-cloud-setup-allowed",
     }
     rows = 0
     for g in gates.GATES:
@@ -122,6 +124,7 @@ def test_the_stand_in_enforces_the_same_gates() -> None:
         assert table[names[g.feature]] == want, g
         rows += 1
     assert rows == len(standin.SINCE) + len(standin.BROKEN)
-    for tag in ("v1.28.10+rke2r1", "v1.28.11+rke2r1", "v1.31.13+rke2r1", "v1.33.0+rke2r1"):
+    tags = ("v1.28.10+rke2r1", "v1.28.11+rke2r1", "v1.31.13+rke2r1", "v1.33.0+rke2r1")
+    for tag in (*tags, "v1.32.12+rke2r1", "v1.33.9+rke2r1", "v1.35.0+rke2r1", "v1.36.1+rke2r1"):
         for feature, name in names.items():
             assert standin.has(name, tag) == gates.has(feature, tag), (feature, tag)

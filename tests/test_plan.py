@@ -236,7 +236,7 @@ def test_start_step_writes_config_then_starts_and_masks_token(tmp_path: Path) ->
         "mkdir -p /etc/rancher/rke2 && umask 077 && cat > /etc/rancher/rke2/config.yaml."
         "mk8s-tmp && chmod 0600 /etc/rancher/rke2/config.yaml.mk8s-tmp && mv -f "
         "/etc/rancher/rke2/config.yaml.mk8s-tmp /etc/rancher/rke2/config.yaml",
-        "systemctl enable rke2-agent && systemctl start rke2-agent"
+        "systemctl enable rke2-agent && systemctl start --no-block rke2-agent"
         " && rm -f /var/lib/rancher/rke2/mk8s/restart-pending",
     ]
     assert all("s3cret" not in s for s in shown)

@@ -27,6 +27,7 @@ KNOBS = (
     "MK8S_STANDIN_START_SECONDS=0.1\n"
     "MK8S_STANDIN_HEARTBEAT=0.5\n"
     "MK8S_STANDIN_NODE_GRACE=2.5\n"
+    "MK8S_STANDIN_AGENT_RETRY=0.5\n"
 )
 
 
@@ -35,11 +36,11 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_artifacts(tmp_path_factory.mktemp("artifacts"))
 
 
-def make_artifacts(d: Path) -> Path:
+def make_artifacts(d: Path, tag: str = TAG) -> Path:
     """The release files install.sh reads, plus install.sh itself, in ``d``."""
-    tarball = standin.rke2_tarball(ARCH, TAG)
-    images = standin.image_tarball(f"rke2-images.linux-{ARCH}.tar.zst", tag=TAG)
-    extra = standin.image_tarball(f"rke2-images-multus.linux-{ARCH}.tar.zst", tag=TAG)
+    tarball = standin.rke2_tarball(ARCH, tag)
+    images = standin.image_tarball(f"rke2-images.linux-{ARCH}.tar.zst", tag=tag)
+    extra = standin.image_tarball(f"rke2-images-multus.linux-{ARCH}.tar.zst", tag=tag)
     (d / f"rke2.linux-{ARCH}.tar.gz").write_bytes(tarball)
     (d / f"rke2-images.linux-{ARCH}.tar.zst").write_bytes(images)
     (d / f"rke2-images-multus.linux-{ARCH}.tar.zst").write_bytes(extra)
@@ -48,7 +49,7 @@ def make_artifacts(d: Path) -> Path:
         + standin.sha256sum_line(f"rke2-images.linux-{ARCH}.tar.zst", images)
         + standin.sha256sum_line(f"rke2-images-multus.linux-{ARCH}.tar.zst", extra)
     )
-    (d / "install.sh").write_bytes(standin.install_script(TAG))
+    (d / "install.sh").write_bytes(standin.install_script(tag))
     return d
 
 
@@ -74,7 +75,9 @@ RESET = (
     "for u in /usr/local/bin/rke2-uninstall.sh /opt/*/bin/rke2-uninstall.sh; do"
     " [ -x $u ] && $u >/dev/null 2>&1; done;"
     f" rm -rf {ART} /var/lib/rancher /etc/rancher /etc/default/rke2-* /opt/*;"
-    " rm -f /etc/systemd/system/rke2-* /etc/systemd/system/multi-user.target.wants/rke2-*; true"
+    " rm -f /etc/systemd/system/rke2-* /etc/systemd/system/multi-user.target.wants/rke2-*;"
+    " rm -f /etc/systemd/system/nm-cloud-setup.service"
+    " /etc/systemd/system/multi-user.target.wants/nm-cloud-setup.service; true"
 )
 
 
@@ -133,20 +136,39 @@ def start(h: Host, role: str, *, ok: bool = True) -> subprocess.CompletedProcess
 
 
 def why_start_failed(h: Host, role: str) -> str:
-    """Start the unit, expecting the service to fail; return what it said.
+    """Start the unit, expecting RKE2 to refuse to start; return what it said
+    (systemctl's error, then the unit's log since this start).
 
-    rke2-server is Type=notify: `systemctl start` itself fails.  rke2-agent is
-    Type=exec: start succeeds at once and the agent fails afterwards."""
+    Both units are Type=notify: when the service exits before it is ready,
+    `systemctl start` itself fails."""
     p = start(h, role, ok=False)
-    if role == "server":
-        assert p.returncode != 0
-        return p.stderr
-    assert p.returncode == 0, p.stderr
-    deadline = time.monotonic() + 10
-    while ssh(h, "systemctl is-failed rke2-agent", ok=False).returncode != 0:
-        assert time.monotonic() < deadline, "the agent did not fail"
+    assert p.returncode != 0, p.stdout + p.stderr
+    return p.stderr + this_start(ssh(h, f"journalctl -u rke2-{role}").stdout)
+
+
+def this_start(log: str) -> str:
+    """The part of a unit's log written since its last start."""
+    return log.rsplit(" Starting rke2-", 1)[-1]
+
+
+def why_agent_waits(h: Host, timeout: float = 15) -> str:
+    """Start rke2-agent expecting its server to refuse the join; return what it logged.
+
+    Like upstream's, the agent retries a refused join for ever, so a blocking
+    `systemctl start` would never return: it is started with --no-block, seen
+    "activating" and retrying, and stopped again."""
+    ssh(h, "systemctl enable rke2-agent && systemctl start --no-block rke2-agent")
+    deadline = time.monotonic() + timeout
+    while True:
+        log = this_start(ssh(h, "journalctl -u rke2-agent").stdout)
+        if log.count("Waiting to retrieve agent configuration") >= 2:
+            break
+        assert "level=fatal" not in log, log
+        assert time.monotonic() < deadline, f"the agent did not retry its join\n{log}"
         time.sleep(0.2)
-    return ssh(h, "journalctl -u rke2-agent").stdout
+    assert ssh(h, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "activating"
+    ssh(h, "systemctl stop rke2-agent")
+    return log
 
 
 def bootstrap(h: Host, artifacts: Path, **cfg: object) -> str:
@@ -197,6 +219,8 @@ def test_three_servers_two_agents_by_hand(nodes: list[Host], artifacts: Path) ->
         for h in (w1, w2)
     ]
     assert [p.wait(30) for p in procs] == [0, 0]
+    # Type=notify: `systemctl start rke2-agent` returned once each agent had joined
+    assert {"w1", "w2"} <= set(ready_nodes(cp1))
     want = {"cp1", "cp2", "cp3", "w1", "w2"}
     assert wait_ready(cp3, want) == dict.fromkeys(want, True)
     table = ssh(cp2, f"{KUBECTL} get nodes").stdout.splitlines()
@@ -225,14 +249,17 @@ def test_three_servers_two_agents_by_hand(nodes: list[Host], artifacts: Path) ->
     w2.start()
     assert wait_ready(cp1, want)["w2"] is True
 
-    # Uninstall deregisters the node; the cluster survives the first server going away.
+    # Uninstall, as upstream's, leaves the node registered in the cluster ...
     ssh(w1, "rke2-uninstall.sh")
-    assert "w1" not in ready_nodes(cp2)
+    assert "w1" in ready_nodes(cp2)
     assert not w1.path("/usr/local/bin/rke2").exists()
     assert not w1.path("/var/lib/rancher/rke2").exists()
-    # ... and the node comes back under the same name after a fresh install
+    # ... so a fresh install under the same name (a new node password) is refused ...
     install(w1, artifacts)
     configure(w1, "agent", server=url, token="s3cret")
+    assert "Node password rejected" in why_agent_waits(w1)
+    # ... until the operator deletes the node from the cluster; then it joins again
+    ssh(cp2, f"{KUBECTL} delete node w1")
     start(w1, "agent")
     assert wait_ready(cp2, want)["w1"] is True
     # a joined server restarts from its own datastore (no new join)
@@ -337,11 +364,13 @@ def test_join_wrong_token(nodes: list[Host], artifacts: Path, role: str) -> None
     token = bootstrap(cp1, artifacts, token="right")
     install(other, artifacts)
     url = f"https://{cp1.address}:9345"
+    # a server's join fails its start; an agent retries for ever (its start never returns)
+    refused = why_start_failed if role == "server" else lambda h, _: why_agent_waits(h)
     configure(other, role, server=url, token="wrong")
-    assert "token mismatch" in why_start_failed(other, role)
+    assert "token mismatch" in refused(other, role)
     # a full token with another CA hash is refused too
     configure(other, role, server=url, token="K10" + "0" * 64 + "::server:right")
-    assert "token CA hash does not match" in why_start_failed(other, role)
+    assert "token CA hash does not match" in refused(other, role)
     # the right one works
     configure(other, role, server=url, token=token)
     start(other, role)
@@ -404,7 +433,7 @@ def test_duplicate_node_name_rejected(nodes: list[Host], artifacts: Path) -> Non
     bootstrap(cp1, artifacts, token="t")
     install(w1, artifacts)
     configure(w1, "agent", server=f"https://{cp1.address}:9345", token="t", node_name="cp1")
-    assert "Node password rejected" in why_start_failed(w1, "agent")
+    assert "Node password rejected" in why_agent_waits(w1)
 
 
 def test_systemctl_standin(nodes: list[Host], artifacts: Path) -> None:
@@ -418,10 +447,83 @@ def test_systemctl_standin(nodes: list[Host], artifacts: Path) -> None:
     configure(h, "server", token="t")
     ssh(h, "systemctl enable --now rke2-server")
     assert ssh(h, "systemctl show -p ActiveState --value rke2-server").stdout.strip() == "active"
-    # starting the agent stops the server (Conflicts=), then it fails (no server:)
-    ssh(h, "systemctl start rke2-agent")
-    time.sleep(0.5)
+    # v1.28's units conflict: starting the agent stops the server; the agent is
+    # Type=notify, so its start fails when it exits before it is ready (no server:)
+    p = ssh(h, "systemctl start rke2-agent", ok=False)
+    assert p.returncode == 1 and "--server is required" in p.stderr
     assert ssh(h, "systemctl is-active rke2-server", ok=False).stdout.strip() == "inactive"
     assert ssh(h, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "failed"
     ssh(h, "systemctl stop rke2-agent; systemctl disable rke2-server")
     assert ssh(h, "systemctl is-enabled rke2-server", ok=False).returncode == 1
+
+
+def test_agent_start_returns_once_it_joined(nodes: list[Host], artifacts: Path) -> None:
+    """rke2-agent is Type=notify with TimeoutStartSec=0: its start returns when the
+    agent has joined, and waits for ever until then."""
+    cp1, w1 = nodes[0], nodes[3]
+    install(w1, artifacts)
+    configure(w1, "agent", server=f"https://{cp1.address}:9345", token="t")  # no server yet
+    ssh(w1, "systemctl enable rke2-agent && systemctl start --no-block rke2-agent")
+    assert ssh(w1, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "activating"
+    # no time limit, whatever the caller's environment says: timeout(1) ends the wait
+    p = ssh(w1, "MK8S_SYSTEMCTL_START_TIMEOUT=1 timeout 4 systemctl start rke2-agent", ok=False)
+    assert p.returncode == 124, p.stdout + p.stderr
+    assert ssh(w1, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "activating"
+    assert "Waiting to retrieve agent configuration" in ssh(w1, "journalctl -u rke2-agent").stdout
+    # once a server is there, the retrying agent joins and a start waiting for it returns
+    bootstrap(cp1, artifacts, token="t")
+    ssh(w1, "timeout 60 systemctl start rke2-agent")
+    assert ssh(w1, "systemctl is-active rke2-agent").stdout.strip() == "active"
+    assert "w1" in ready_nodes(cp1)
+
+
+def test_units_from_v1_33_9_refuse_to_start_next_to_the_other_role(
+    nodes: list[Host], tmp_path: Path
+) -> None:
+    """rancher/rke2 v1.32.13, v1.33.9, v1.34.5, v1.35.2 and 1.36 on: ExecCondition=
+    instead of Conflicts=; the unit is skipped (inactive, start succeeds)."""
+    h = nodes[0]
+    install(h, make_artifacts(tmp_path, "v1.33.9+rke2r1"))
+    assert (
+        "Conflicts=" not in h.path("/usr/local/lib/systemd/system/rke2-agent.service").read_text()
+    )
+    configure(h, "server", token="t")
+    start(h, "server")
+    ssh(h, "systemctl start rke2-agent")
+    assert ssh(h, "systemctl is-active rke2-server").stdout.strip() == "active"
+    assert ssh(h, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "inactive"
+    log = ssh(h, "journalctl -u rke2-agent").stdout
+    assert "Error: rke2-server is running!" in log and "Skipped due to 'exec-condition'" in log
+
+
+@pytest.mark.parametrize(("tag", "refused"), [(TAG, True), ("v1.33.7+rke2r1", False)])
+def test_nm_cloud_setup_enabled_refuses_releases_before_its_removal(
+    nodes: list[Host], tmp_path: Path, tag: str, refused: bool
+) -> None:
+    h = nodes[0]
+    install(h, make_artifacts(tmp_path, tag))
+    ssh(
+        h,
+        "printf '[Service]\\nExecStart=/bin/true\\n[Install]\\nWantedBy=multi-user.target\\n'"
+        " > /etc/systemd/system/nm-cloud-setup.service && systemctl enable nm-cloud-setup",
+    )
+    configure(h, "server", token="t")
+    p = start(h, "server", ok=not refused)
+    log = ssh(h, "journalctl -u rke2-server").stdout
+    if refused:
+        assert p.returncode == 1 and "the control process exited with error code" in p.stderr
+        assert "is-enabled --quiet nm-cloud-setup.service" in log
+        assert "Starting rke2" not in this_start(log)  # RKE2 itself never ran
+    else:
+        assert ssh(h, "systemctl is-active rke2-server").stdout.strip() == "active"
+
+
+def test_uninstall_and_killall_need_root(nodes: list[Host], artifacts: Path) -> None:
+    h = nodes[0]
+    install(h, artifacts)
+    for script in ("rke2-killall.sh", "rke2-uninstall.sh"):
+        p = ssh(h, f"/usr/local/bin/{script}", user="ops", ok=False)
+        assert p.returncode == 1 and "must be run as root" in p.stderr, p.stderr
+    assert h.path("/usr/local/bin/rke2").exists()
+    ssh(h, "sudo -n /usr/local/bin/rke2-uninstall.sh", user="ops")  # the way to run it
+    assert not h.path("/usr/local/bin/rke2").exists()

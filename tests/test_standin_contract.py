@@ -106,11 +106,85 @@ def test_join_tokens_are_checked_by_the_server(rke2: ModuleType) -> None:
     check("s3cret", "agent")  # the short server token joins agents too
 
 
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"embedded-registry": True},
+        {"enable-servicelb": True},
+        {"secrets-encryption-provider": "secretbox"},
+        {"supervisor-metrics": True},
+    ],
+)
+def test_a_server_with_other_critical_settings_is_refused(
+    rke2: ModuleType, setting: dict[str, object]
+) -> None:
+    srv = cluster_server(rke2)
+    body = {"role": "server", "name": "cp2", "token": "s3cret", "password": "p"}
+    theirs = rke2.critical_settings(setting)
+    code, msg = http_fail(rke2, srv.join, {**body, "settings": theirs})  # type: ignore[attr-defined]
+    assert code == 400 and "critical configuration value mismatch" in msg
+    assert next(iter(setting)) in msg
+    # the control: a cluster with the same settings lets it join
+    same = cluster_server(rke2)
+    same.state.cluster["settings"] = theirs  # type: ignore[attr-defined]
+    joined = same.join({**body, "settings": theirs, "version": rke2.TAG})  # type: ignore[attr-defined]
+    assert joined[0] == 200
+
+
 def test_an_agent_needs_a_server_and_a_token(rke2: ModuleType) -> None:
     assert "--server is required" in fatal(rke2, rke2.run_agent, {"token": "t"})
     assert "--token is required" in fatal(
         rke2, rke2.run_agent, {"server": "https://192.0.2.1:9345"}
     )
+
+
+def test_an_agent_takes_no_agent_token(
+    rke2: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = {"server": "https://192.0.2.1:9345", "agent-token": "agent-secret"}
+    assert "--token is required" in fatal(rke2, rke2.run_agent, cfg)
+    rke2.warn_dropped_keys(cfg)
+    assert "Unknown flag --agent-token found in config.yaml, skipping" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://192.0.2.1:9345", "only https:// URLs are supported, invalid scheme"),
+        ("192.0.2.1:9345", "invalid server url"),
+        ("cp1", "invalid server url"),
+    ],
+)
+def test_a_server_url_that_is_not_https_is_refused(rke2: ModuleType, url: str, why: str) -> None:
+    assert why in fatal(rke2, rke2.parse_server_url, url)
+    # the control: an https URL without a port goes to 443 (Go's default), not 9345
+    assert rke2.parse_server_url("https://cp1") == ("cp1", 443)
+    assert rke2.parse_server_url("https://cp1:9345") == ("cp1", 9345)
+
+
+def test_an_agent_retries_every_refusal_for_ever(
+    rke2: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(rke2, "AGENT_RETRY", 0)
+    refusals = [
+        rke2.HTTPFail(401, "token mismatch: agent token rejected by the server"),
+        rke2.HTTPFail(403, "Node password rejected, duplicate hostname"),
+        rke2.Fatal("token CA hash does not match the Cluster CA certificate hash"),
+        rke2.Fatal("only https:// URLs are supported, invalid scheme: http://x:9345"),
+        ConnectionRefusedError("connection refused"),
+    ]
+    attempts = iter(refusals)
+
+    def attempt() -> str:
+        e = next(attempts, None)
+        if e is not None:
+            raise e
+        return "joined"
+
+    assert rke2.agent_retry(attempt) == "joined"  # it gave up on none of them
+    err = capsys.readouterr().err
+    assert err.count("Waiting to retrieve agent configuration; server is not ready") == 5
+    assert "Node password rejected" in err and "token mismatch" in err
 
 
 def test_a_server_join_needs_a_token_and_a_restart_the_datastore_token(rke2: ModuleType) -> None:

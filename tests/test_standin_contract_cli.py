@@ -222,8 +222,12 @@ def test_a_binary_of_another_arch_does_not_run(
     tmp_path: Path, rke2: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
     other = program(tmp_path, OTHER_ARCH, "rke2_standin_other")
-    assert other.main(["/usr/local/bin/rke2", "server"]) == 126
-    assert "Exec format error" in capsys.readouterr().err
+    for argv in (["server"], ["--version"], ["--help"], []):
+        assert other.main(["/usr/local/bin/rke2", *argv]) == 126, argv
+        out = capsys.readouterr()
+        assert "Exec format error" in out.err and out.out == "", argv
+    assert rke2.main(["/usr/local/bin/rke2", "--version"]) == 0  # the control: its own arch
+    assert capsys.readouterr().out.startswith(f"rke2 version {TAG}")
     assert rke2.main(["/usr/local/bin/rke2", "serve"]) == 3
     assert 'No help topic for "serve"' in capsys.readouterr().err
 

@@ -38,6 +38,7 @@ from tests.test_standin import (
     ssh,
     start,
     wait_ready,
+    why_agent_waits,
     why_start_failed,
 )
 
@@ -382,7 +383,7 @@ def test_join_refuses_a_token_whose_ca_hash_does_not_match(
     for h, role in ((cp2, "server"), (w1, "agent")):
         install(h, artifacts)
         configure(h, role, server=url, token=wrong)
-        msg = why_start_failed(h, role)
+        msg = why_start_failed(h, role) if role == "server" else why_agent_waits(h)
         assert "token CA hash does not match the Cluster CA certificate hash" in msg, msg
     # the joiner refused before sending its token: the cluster never saw it
     state = json.loads(
@@ -473,8 +474,8 @@ def test_join_verifies_the_server_certificate(nodes: dict[str, Host], artifacts:
     token = bootstrap(cp1, artifacts, token="t")
     install(w1, artifacts)
     configure(w1, "agent", server=f"https://{other}:9345", token=token)
-    msg = why_start_failed(w1, "agent")
-    assert "certificate verify failed" in msg and other in msg, msg
+    msg = why_agent_waits(w1)
+    assert "certificate verify failed" in msg, msg
     # named by a tls-san, the same address works
     configure(cp1, "server", token="t", tls_san=[other])
     ssh(cp1, "systemctl restart rke2-server")

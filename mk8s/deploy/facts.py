@@ -123,12 +123,13 @@ def privileged(
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
         + _HOST_TEXT
-        + "for u in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
-        "if [ -e $u/nm-cloud-setup.service ]; then "
-        'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
-        "break; fi; done; "
+        # RKE2's own units (rke2gates.Feature.NM_CLOUD_SETUP_ALLOWED) ask exactly this:
+        + "if systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null; "
+        "then echo nm_cloud_setup=enabled; fi; "
         'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
-        'echo "rke2_version=$("$p/bin/rke2" --version 2>/dev/null | head -n 1)"; break; fi; '
+        'if [ -f "$p/bin/rke2" ]; then v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
+        'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
+        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; break; fi; '
         "done; "
         "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
@@ -221,8 +222,14 @@ class NodeFacts:
     nm_cloud_setup_enabled: bool = False
     rke2_version: str | None = None
     rke2_prefix: str | None = None  # where install.sh put it (/usr/local, /opt/rke2, ...)
+    # ``rke2 --version`` failed: "exit 126: ...Exec format error" (a binary of another arch)
+    rke2_exec_error: str | None = None
     server_active: bool = False
     agent_active: bool = False
+    # started, not yet ready: a Type=notify unit whose RKE2 has not reported ready (an
+    # agent retrying a refused join stays so for ever)
+    server_activating: bool = False
+    agent_activating: bool = False
     node_token: str | None = field(default=None, repr=False)
     hashes: dict[str, str] = field(default_factory=dict)
     partial: dict[str, int] = field(default_factory=dict)
@@ -311,8 +318,11 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             nm_cloud_setup_enabled=p.get("nm_cloud_setup") == "enabled",
             rke2_version=p.get("rke2_version") or None,
             rke2_prefix=p.get("rke2_prefix") or None,
+            rke2_exec_error=p.get("rke2_exec_error") or None,
             server_active=p.get("server_active") == "active",
             agent_active=p.get("agent_active") == "active",
+            server_activating=p.get("server_active") == "activating",
+            agent_activating=p.get("agent_active") == "activating",
             node_token=p.get("node_token") or None,
             hashes=hashes,
             partial=partial,

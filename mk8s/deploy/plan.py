@@ -54,6 +54,12 @@ from mk8s.deploy.nodeconfig import (
 from mk8s.deploy.requirements import host_problems
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
+from mk8s.deploy.units import (
+    active_command,
+    journal_command,
+    rke2_state_problems,
+    start_command,
+)
 from mk8s.deploy.workloads import partial_image_problems
 
 START_TIMEOUT = 900.0
@@ -118,10 +124,13 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
             )
         if f.nm_cloud_setup_enabled:
             problems.append(
-                f"{name}: nm-cloud-setup is enabled, which breaks RKE2 networking; "
-                "disable it (systemctl disable nm-cloud-setup.service nm-cloud-setup.timer) "
-                "and reboot"
+                f"{name}: nm-cloud-setup is enabled, which breaks RKE2 networking (RKE2"
+                " before "
+                + gates.first_releases(gates.Feature.NM_CLOUD_SETUP_ALLOWED)
+                + " refuses to start); disable it"
+                " (systemctl disable nm-cloud-setup.service nm-cloud-setup.timer) and reboot"
             )
+        problems += rke2_state_problems(node, f)
         if f.arch in manifest.release.arch and f.disk_free is not None:
             images = cluster.images.local_tarballs(node)
             need = _bytes_needed(
@@ -289,7 +298,12 @@ def service(node: Node) -> str:
 
 
 def start_step(
-    ctx: Context, node: Node, f: NodeFacts, *, installed_now: bool | None = None
+    ctx: Context,
+    node: Node,
+    f: NodeFacts,
+    *,
+    installed_now: bool | None = None,
+    timeout: float = START_TIMEOUT,
 ) -> Step:
     """Write config.yaml if it differs, then enable and start (or restart) the service.
 
@@ -297,13 +311,16 @@ def start_step(
     show another version than the bundle's) or when a start-only input changes, in this
     run or an earlier one that did not get to restart (:func:`restart.reasons`);
     otherwise it is left alone: no restart on a converged cluster. The (re)start clears
-    the node's pending-restart record once the service is up.
+    the node's pending-restart record once the service is up (an agent's, which does
+    not block, once it is queued). A service still activating is restarted when its
+    config changed or RKE2 was just installed, else its start is joined.
     """
     if installed_now is None:
         installed_now = f.rke2_tag != ctx.manifest.release.tag
     real, masked = config_bytes(ctx, node)
     unit = service(node)
     active = restart.active(node, f)
+    activating = f.server_activating if node.is_server else f.agent_activating
     changed = restart.config_changes(ctx, node, f)
     why = restart.reasons(ctx, node, f) if active else []
     pending = ctx.cluster.paths(node).restart_pending
@@ -322,25 +339,23 @@ def start_step(
         )
     if active and not why and not installed_now:
         return Step(node.name, "start", note=f"{unit} already active with this config")
-    verb = "restart" if active else "start"
-    cmds.append(
-        Command.script(
-            "systemctl enable {unit} && systemctl " + verb + " {unit} && rm -f {pending}",
-            {"unit": unit, "pending": pending},
-            sudo=True,
-            description=f"enable and {verb} {unit} (blocks until it reports ready)",
-            timeout=START_TIMEOUT,
-        )
-    )
+    # A service still activating (an agent retrying a refused join) runs with what it
+    # read when it started: restart it when that changed, else join its start.
+    verb = "restart" if active or (activating and (changed or installed_now)) else "start"
+    cmds.append(start_command(unit, verb, block=node.is_server, timeout=timeout, pending=pending))
     note = restart.describe(why) if why and not installed_now else ""
     return Step(node.name, "start", tuple(cmds), note=note)
 
 
 def wait_step(node: Node, timeout: float, version: str | None = None, *, paths: NodePaths) -> Step:
     """Poll until the node is Ready (at ``version``, when given); a server must also
-    answer ``/readyz`` itself (with its kubectl and kubeconfig, at ``paths``)."""
+    answer ``/readyz`` itself (with its kubectl and kubeconfig, at ``paths``). An agent
+    counts once its own unit is active too; the unit's journal names why a node does not
+    come up."""
     readyz = readyz_command(paths) if node.is_server else None
-    wait = WaitReady(node.name, readyz, nodes_command(paths), timeout, version)
+    explain = journal_command(service(node))
+    active = None if node.is_server else active_command(service(node))
+    wait = WaitReady(node.name, readyz, nodes_command(paths), timeout, version, explain, active)
     return Step(node.name, "wait", (wait,))
 
 

@@ -46,7 +46,11 @@ class WaitReady:
     """Poll until the node is Ready (a server: its own ``/readyz`` answers ``ok`` too).
 
     ``readyz`` (servers only) runs on the node itself; ``nodes`` lists the cluster's
-    nodes on a server; ``timeout`` bounds the wait.
+    nodes on a server; ``timeout`` bounds the wait. ``explain`` (the unit's journal) is
+    read on the node when it does not come up, to name the likely cause. ``active``
+    (agents) prints the unit's state on the node: a node listed Ready counts only once
+    its own unit is active too, since a Node object an earlier install left behind
+    stays Ready for a while after its kubelet is gone.
     """
 
     node: str
@@ -54,11 +58,14 @@ class WaitReady:
     nodes: Command
     timeout: float
     version: str | None = None  # also at this kubelet version (after an upgrade)
+    explain: Command | None = None
+    active: Command | None = None
 
     @property
     def probes(self) -> tuple[Command, ...]:
         """The commands a poll sends."""
-        return (self.readyz, self.nodes) if self.readyz is not None else (self.nodes,)
+        first = (self.readyz, self.nodes) if self.readyz is not None else (self.nodes,)
+        return first + ((self.active,) if self.active is not None else ())
 
 
 Action = Command | FileUpload | PlaceUploads | WaitReady
@@ -95,7 +102,7 @@ class Step:
             elif isinstance(a, PlaceUploads):
                 out += [a.command, *a.discard, *a.recheck]
             elif isinstance(a, WaitReady):
-                out += a.probes
+                out += [*a.probes, *([a.explain] if a.explain else [])]
         return tuple(out)
 
     def describe(self, user: str) -> list[str]:
@@ -120,6 +127,10 @@ class Step:
                     f"wait until {a.node} is Ready{at} (at most {a.timeout:.0f}s), polling:"
                 )
                 lines += [f"  $ {as_user(p, user).display()}" for p in a.probes]
+                if a.explain is not None:
+                    lines.append(
+                        f"  if it does not come up: $ {as_user(a.explain, user).display()}"
+                    )
         if not lines and self.note:
             lines.append(f"# {self.note}")
         return lines

@@ -177,7 +177,7 @@ def node_steps(ctx: Context, node: Node, f: NodeFacts, *, ready_timeout: float) 
     # node only restarts.
     install = [install_command(ctx, arch)] if f.rke2_tag != ctx.manifest.release.tag else []
     change = [*install, *remove_unneeded_images(ctx, node, f, arch)]
-    start = start_step(ctx, node, f, installed_now=True)
+    start = start_step(ctx, node, f, installed_now=True, timeout=ready_timeout)
     return [
         Step(where.name, "cordon", tuple(before)),
         Step(node.name, "install", (*change, *start.commands)),

@@ -1,4 +1,6 @@
-"""Join the agents: started in parallel (bounded), then waited for together.
+"""Join the agents: started in parallel (bounded, ``--no-block``: an agent whose join is
+refused retries for ever), then waited for together; one not Ready in time is failed
+with the cause its journal names.
 
 Running agents that must restart to take a start-only change (:mod:`..restart`) go
 after the others, in batches of ``options.upgrade.maxUnavailable`` (the number of
@@ -10,16 +12,17 @@ the rest.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
-from mk8s.deploy import plan, restart, upgrade
+from mk8s.deploy import diagnose, plan, restart, upgrade
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase, guarded
 from mk8s.deploy.phases.servers import start_steps
 from mk8s.deploy.readiness import wait_all_ready
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
-from mk8s.errors import Mk8sError
+from mk8s.deploy.steps import NodeState, Step, WaitReady
+from mk8s.errors import DeployError, Mk8sError
 
 
 def restarting(s: Session, node: Node) -> bool:
@@ -85,9 +88,41 @@ def start_all(s: Session, nodes: Sequence[Node]) -> None:
 
     s.parallel(nodes, lambda n: guarded(s, n, launch))
     # Waiting holds no worker: one node list per poll interval answers for all.
-    for name, result in wait_all_ready(s, launched, s.settings.ready_timeout).items():
+    deadline = time.monotonic() + s.settings.ready_timeout
+    results = wait_all_ready(s, launched, s.settings.ready_timeout)
+    listed = [s.cluster.node(n) for n, r in results.items() if not isinstance(r, Mk8sError)]
+    results.update(confirm_active(s, listed, deadline))
+    for name, result in results.items():
         node = s.cluster.node(name)
         if isinstance(result, Mk8sError):
-            s.fail(node, result)
+            s.fail(node, diagnose.explain(s, node, result))
         else:
             s.mark_ready(node, result)
+
+
+def confirm_active(s: Session, nodes: Sequence[Node], deadline: float) -> dict[str, Mk8sError]:
+    """Of ``nodes`` (listed Ready), those whose own rke2-agent has not reported ready
+    by ``deadline``: the Ready node may be the Node object an earlier install left
+    (it stays Ready for a grace period after its kubelet is gone) while this agent's
+    join is refused and retried."""
+    pending = {n.name: n for n in nodes}
+    state: dict[str, str] = {}
+    while True:
+        for name, node in list(pending.items()):
+            wait = start_steps(s, node)[1].actions[0]
+            assert isinstance(wait, WaitReady) and wait.active is not None
+            state[name] = s.run(node, "wait-ready", wait.active).stdout.strip()
+            if state[name] == "active":
+                del pending[name]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(s.settings.poll_interval)
+    return {
+        name: DeployError(
+            f"{name} was not Ready within {s.settings.ready_timeout:.0f}s (the cluster lists"
+            f" a node {name}, but its rke2-agent is {state[name] or 'unknown'}: it has not"
+            " joined)",
+            f"look at `journalctl -u rke2-agent` on {name}, then deploy again",
+        )
+        for name in pending
+    }

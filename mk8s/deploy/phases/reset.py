@@ -1,10 +1,14 @@
 """Day-2 reset: take one node out of the cluster and uninstall RKE2 from it, or
 uninstall the whole cluster (agents first, then the servers, the first one last).
 
-A node is uninstalled only after the cluster let it go: if no other server could
-delete it from the cluster, reset stops with the reason (its later re-join would be
-refused with "Node password rejected"), unless ``--force``. A node already gone from
-the cluster is fine.
+RKE2's uninstall script leaves the node registered in its cluster (rancher/rke2
+``bundle/bin/rke2-uninstall.sh``), and a node reinstalled under the same name is then
+refused ("Node password rejected") until it is deleted. So a node is uninstalled only
+after the cluster let it go: with ``--node``, if no other server could delete it from
+the cluster, reset stops with the reason, unless ``--force``; in a whole-cluster reset
+each node is deleted from the cluster (on the first server still up) before its
+uninstall, so a reset that stops halfway leaves no stale node behind. A node already
+gone from the cluster is fine.
 """
 
 from __future__ import annotations
@@ -55,6 +59,28 @@ class ConnectForReset(Phase):
                 s.fail(s.cluster.node(name), ConnectError(err))
 
 
+def remove_from_cluster(s: Session, name: str, servers: Sequence[Node]) -> str:
+    """``kubectl delete node NAME`` on the first of ``servers`` that can: "" when done,
+    else why none could. RKE2's uninstall script leaves the node registered, and a
+    node reinstalled under its name is then refused ("Node password rejected")."""
+    reasons: list[str] = []
+    for server in servers:
+        if server.name not in s.conns:
+            reasons.append(f"{server.name}: not reachable")
+            continue
+        try:
+            r = s.run(server, "reset", kubectl.delete_node_command(name, s.cluster.paths(server)))
+        except Mk8sError as e:
+            reasons.append(str(e))
+            continue
+        if r.exit_code == 0:
+            s.log(f"{name}: removed from the cluster (on {server.name})")
+            return ""
+        last = (r.stderr.strip() or r.stdout.strip()).splitlines()
+        reasons.append(f"{server.name}: exited {r.exit_code}: {last[-1] if last else ''}")
+    return "; ".join(reasons) or "no other server"
+
+
 class RemoveFromCluster(Phase):
     title = "remove the node from the cluster (on another server)"
 
@@ -78,23 +104,9 @@ class RemoveFromCluster(Phase):
 
     def run(self, s: Session) -> None:
         assert self.node_name is not None
-        reasons: list[str] = []
-        for server in self.nodes(s):
-            if server.name not in s.conns:
-                reasons.append(f"{server.name}: not reachable")
-                continue
-            try:
-                cmd = kubectl.delete_node_command(self.node_name, s.cluster.paths(server))
-                r = s.run(server, "reset", cmd)
-            except Mk8sError as e:
-                reasons.append(str(e))
-                continue
-            if r.exit_code == 0:
-                s.log(f"{self.node_name}: removed from the cluster (on {server.name})")
-                return
-            last = (r.stderr.strip() or r.stdout.strip()).splitlines()
-            reasons.append(f"{server.name}: exited {r.exit_code}: {last[-1] if last else ''}")
-        why = "; ".join(reasons) or "no other server"
+        why = remove_from_cluster(s, self.node_name, self.nodes(s))
+        if not why:
+            return
         if self.force:
             s.log(f"{self.node_name}: NOT removed from the cluster ({why}); going on (--force)")
             return
@@ -119,12 +131,43 @@ class Uninstall(Phase):
     def should_run(self, s: Session) -> bool:
         return True
 
+    def removers(self, s: Session, node: Node) -> list[Node]:
+        """Whole-cluster reset: the servers, first server first, still up to delete
+        ``node`` from the cluster before its uninstall (none for the last one left)."""
+        if self.node_name is not None:
+            return []  # RemoveFromCluster did it
+        first = s.cluster.bootstrap
+        servers = [first, *(n for n in s.cluster.servers if n.name != first.name)]
+        return [n for n in servers if n.name != node.name and (s.dry_run or s.alive(n))]
+
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [Step(node.name, "reset", (uninstall(s, node),))]
+        removal = Step(node.name, "reset", (uninstall(s, node),))
+        removers = self.removers(s, node)
+        if not removers:
+            return [removal]
+        on = removers[0]
+        delete = kubectl.delete_node_command(node.name, s.cluster.paths(on))
+        return [Step(on.name, "reset", (delete,)), removal]
+
+    def plan(self, s: Session) -> list[str]:
+        lines: list[str] = []
+        for node in self.nodes(s):
+            lines.append(f"[{node.name} {node.address} {node.role}]")
+            for step in self.steps(s, node):
+                user = s.cluster.node(step.node).ssh.user
+                on = "" if step.node == node.name else f"on {step.node}: "
+                lines += [f"  {on}{line}" for line in step.describe(user)]
+        return lines
 
     def run_node(self, s: Session, node: Node) -> None:
         if node.name not in s.conns or not s.alive(node):
             return
+        removers = self.removers(s, node)
+        if removers:
+            # The whole cluster goes: a node no server could delete is uninstalled anyway.
+            why = remove_from_cluster(s, node.name, removers)
+            if why:
+                s.log(f"{node.name}: NOT removed from the cluster ({why}); uninstalling it")
         start = time.monotonic()
         try:
             s.run(node, "reset", uninstall(s, node))

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import plan
+from mk8s.deploy import diagnose, plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase, guarded
 from mk8s.deploy.session import Session
 from mk8s.deploy.steps import NodeState, Step
+from mk8s.errors import Mk8sError
 
 
 def start_steps(s: Session, node: Node) -> list[Step]:
     """Write config.yaml and start the service (if needed), then wait until Ready."""
-    start = plan.start_step(s.context, node, s.facts[node.name])
+    start = plan.start_step(s.context, node, s.facts[node.name], timeout=s.settings.ready_timeout)
     return [start, plan.wait_step(node, s.settings.ready_timeout, paths=s.cluster.paths(node))]
 
 
@@ -43,8 +44,11 @@ def start_and_wait(s: Session, node: Node) -> None:
     start, wait = start_steps(s, node)
     if start.commands:
         s.log(f"{node.name}: starting {plan.service(node)}")
-    s.execute(node, start)
-    s.execute(node, wait)
+    try:
+        s.execute(node, start)
+        s.execute(node, wait)
+    except Mk8sError as e:  # failed, stopped after its timeout, or not Ready in time
+        raise diagnose.explain(s, node, e) from e
 
 
 class BootstrapServer(Phase):

@@ -13,7 +13,7 @@ import posixpath
 import threading
 from collections.abc import Sequence
 
-from mk8s.deploy import kubectl, upgrade
+from mk8s.deploy import diagnose, kubectl, upgrade
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.session import Session
@@ -146,7 +146,12 @@ def upgrade_node(s: Session, node: Node) -> None:
     s.log(f"{node.name}: upgrading to {upgrade_plan(s).target}")
     s.mark_cordoned(node, True)
     for step in steps:
-        s.execute(s.cluster.node(step.node), step)
+        try:
+            s.execute(s.cluster.node(step.node), step)
+        except Mk8sError as e:
+            if step.node == node.name and step.name in ("install", "wait"):
+                raise diagnose.explain(s, node, e) from e  # the restart or the wait
+            raise
     s.mark_cordoned(node, False)
 
 

@@ -13,6 +13,7 @@ Public API (used by the example upstream and the test hosts):
                                           ``image_tarball(name, tag=tag)`` for IMAGE_GROUPS)
     install_script(tag) -> bytes          install.sh as served at the tag
     systemctl_script() -> bytes           the systemctl stand-in the hosts install
+    unit_file(role, tag) -> bytes         rke2-server/agent.service as release ``tag`` has it
     journalctl_script() -> bytes          the journalctl stand-in the hosts install
     image_tarball(name, tag="") -> bytes  a small fake airgap image tarball (.tar.zst bytes);
                                           different bytes per tag when a tag is given
@@ -139,8 +140,8 @@ def rke2_tarball(arch: str, tag: str, images: Mapping[str, str] | None = None) -
         "bin/rke2": (program, 0o755),
         "bin/rke2-killall.sh": (_data("rke2-killall.sh"), 0o755),
         "bin/rke2-uninstall.sh": (_data("rke2-uninstall.sh"), 0o755),
-        "lib/systemd/system/rke2-server.service": (_data("rke2-server.service"), 0o644),
-        "lib/systemd/system/rke2-agent.service": (_data("rke2-agent.service"), 0o644),
+        "lib/systemd/system/rke2-server.service": (unit_file("server", tag), 0o644),
+        "lib/systemd/system/rke2-agent.service": (unit_file("agent", tag), 0o644),
         "lib/systemd/system/rke2-server.env": (b"HOME=/root\n", 0o644),
         "lib/systemd/system/rke2-agent.env": (b"HOME=/root\n", 0o644),
         "share/rke2/rke2-cis-sysctl.conf": (
@@ -179,6 +180,13 @@ def _gzip(data: bytes, level: int) -> bytes:
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level) as gz:
         gz.write(data)
     return out.getvalue()
+
+
+def unit_file(role: str, tag: str) -> bytes:
+    """``rke2-ROLE.service`` as release ``tag`` ships it (see units.py)."""
+    from tests.support.standin import units
+
+    return units.render(_data(f"rke2-{role}.service"), role, tag)
 
 
 def install_script(tag: str) -> bytes:
@@ -273,4 +281,5 @@ __all__ = [
     "sha256sum_line",
     "standin_images",
     "systemctl_script",
+    "unit_file",
 ]

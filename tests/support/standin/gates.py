@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-# upstream: see each entry; the rules using them carry their own ids [CONTRACT IP4 IP5 RG5]
+# upstream: see each entry; the rules using them carry their own ids [CONTRACT IP4 IP5 RG5 UN3 UN4]
 # feature -> the first patch of each minor that has it; a minor above the last listed
 # has it from .0, a minor below the first listed never does.
 SINCE: dict[str, tuple[tuple[int, int, int], ...]] = {
@@ -26,6 +26,13 @@ SINCE: dict[str, tuple[tuple[int, int, int], ...]] = {
     # backports #5977-#5979), WithSkipMissing(); before, an index whose other platforms
     # are absent fails the file: "content digest sha256:...: not found".
     "import-partial-index": ((1, 27, 15), (1, 28, 11), (1, 29, 6), (1, 30, 2)),
+    # rancher/rke2 bundle/lib/systemd/system/rke2-*.service at each tag: ExecCondition=
+    # skips starting one unit while the other role's is active (commit "Prevent a node
+    # transform from agent/server to server/agent"); Conflicts= before (units.py).
+    "units-exec-condition": ((1, 32, 13), (1, 33, 9), (1, 34, 5), (1, 35, 2)),
+    # the same files: the ExecStartPre refusing to start while nm-cloud-setup.service is
+    # enabled is gone from these releases and every 1.35 (units.py).
+    "nm-cloud-setup-allowed": ((1, 32, 11), (1, 33, 7), (1, 34, 3)),
 }
 # feature -> releases on which it is broken.
 BROKEN: dict[str, tuple[tuple[int, int, int], ...]] = {

@@ -1,18 +1,19 @@
 #!/bin/sh
-# mk8s stand-in for rke2-uninstall.sh: deregister the node from its cluster (when a
-# server is reachable), stop everything, remove what install.sh and the service
-# created.  install.sh rewrites /usr/local here when it installs elsewhere.
+# mk8s stand-in for rke2-uninstall.sh: stop everything, remove what install.sh and the
+# service created.  The node stays registered in its cluster, as upstream: its Node
+# object and node password outlive it, and a reinstall under the same name is refused
+# ("Node password rejected") until the node is deleted from the cluster.
+# install.sh rewrites /usr/local here when it installs elsewhere.
 # upstream: rancher/rke2 bundle/bin/rke2-uninstall.sh (removes files; does not deregister the node) [CONTRACT UI1 UI2]
 set -e
-# upstream: rancher/rke2 bundle/bin/rke2-uninstall.sh refuses non-root; friendlier: sudo [CONTRACT UI3]
-[ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+# upstream: rancher/rke2 bundle/bin/rke2-uninstall.sh (root only: "must be run as root", exit 1) [CONTRACT UI3]
+if [ "$(id -u)" -ne 0 ]; then
+    echo "[$(date +'%Y-%m-%d %H:%M:%S')] ERROR: $(basename "$0"): must be run as root" >&2
+    exit 1
+fi
 PREFIX=/usr/local
 RKE2_DATA_DIR=${RKE2_DATA_DIR:-/var/lib/rancher/rke2}
 
-if [ -x "${PREFIX}/bin/rke2" ]; then
-    # upstream: none (stand-in only); friendlier than upstream [CONTRACT UI1]
-    "${PREFIX}/bin/rke2" mk8s-standin-leave || true
-fi
 if [ -x "${PREFIX}/bin/rke2-killall.sh" ]; then
     "${PREFIX}/bin/rke2-killall.sh"
 fi

@@ -111,7 +111,8 @@ cis`` needs the CIS kernel parameters (/proc/sys) and, on servers, the etcd user
 group (/etc/passwd, /etc/group).
 
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
-  MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
+  MK8S_STANDIN_JOIN_TIMEOUT     seconds a joining server keeps retrying an unreachable one (30)
+  MK8S_STANDIN_AGENT_RETRY      seconds between an agent's join attempts (5; it never gives up)
   MK8S_STANDIN_LEARNER_SECONDS  length of a server join's learner phase (1.5)
   MK8S_STANDIN_START_SECONDS    bootstrap time of a first server (0.3)
   MK8S_STANDIN_HEARTBEAT        node heartbeat interval (1)
@@ -145,6 +146,7 @@ import tempfile
 import threading
 import time
 import types
+import typing
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -192,6 +194,14 @@ CRITICAL = {
     "egress-selector-mode": "agent",
     "service-cidr": "10.43.0.0/16",
     "cni": "canal",
+    # k3s CriticalControlArgs fields with an RKE2 server flag: EmbeddedRegistry,
+    # DisableServiceLB (RKE2's enable-servicelb), EncryptProvider, SupervisorMetrics.
+    # EncryptSecrets is not here: rancher/rke2 pkg/rke2/rke2.go (Server) sets
+    # secrets-encryption to true on every server, so it cannot differ.
+    "embedded-registry": "false",
+    "enable-servicelb": "false",
+    "secrets-encryption-provider": "aescbc",
+    "supervisor-metrics": "false",
 }
 
 
@@ -203,6 +213,7 @@ def env_float(name: str, default: float) -> float:
 
 
 JOIN_TIMEOUT = env_float("MK8S_STANDIN_JOIN_TIMEOUT", 30)
+AGENT_RETRY = env_float("MK8S_STANDIN_AGENT_RETRY", 5)
 LEARNER_SECONDS = env_float("MK8S_STANDIN_LEARNER_SECONDS", 1.5)
 START_SECONDS = env_float("MK8S_STANDIN_START_SECONDS", 0.3)
 HEARTBEAT = env_float("MK8S_STANDIN_HEARTBEAT", 1)
@@ -799,12 +810,22 @@ def sd_notify(msg: str) -> None:
         s.sendto(msg.encode(), addr)
 
 
-# upstream: k3s-io/k3s pkg/clientaccess/token.go (setServer: only https:// URLs); friendlier here [CONTRACT TK3]
-def parse_server_url(url: str) -> tuple[str, int]:
-    u = urllib.parse.urlsplit(url if "://" in url else "https://" + url)
+# upstream: k3s-io/k3s pkg/clientaccess/token.go (setServer: "only https:// URLs are supported"),
+# pkg/agent/loadbalancer/utility.go (parseURL: an https URL without a port goes to 443) [CONTRACT TK3]
+def parse_server_url(url: str, *, https_only: bool = True) -> tuple[str, int]:
+    """(host, port) of ``server:``.  A URL without a host does not start; one that is not
+    https:// is refused (an agent retries it for ever: its load balancer keeps the
+    scheme and setServer refuses it on each attempt); no port means 443, not 9345."""
+    u = urllib.parse.urlsplit(url)
+    try:
+        port = u.port
+    except ValueError:
+        raise Fatal(f"invalid server url {url!r}: bad port") from None
     if not u.hostname:
         raise Fatal(f"invalid server url {url!r}")
-    return u.hostname, u.port or SUPERVISOR_PORT
+    if https_only and u.scheme != "https":
+        raise Fatal(f"only https:// URLs are supported, invalid scheme: {url}")
+    return u.hostname, port or 443
 
 
 REASONS = {
@@ -1484,8 +1505,6 @@ class Server:
             return self.promote(body)
         if path == "/v1-mk8s/heartbeat":
             return self.heartbeat(body)
-        if path == "/v1-mk8s/leave":
-            return self.leave(body)
         if path == "/v1-mk8s/agent-config":
             return agent_config_answer(self, body)
         if path == "/v1-mk8s/sync":
@@ -1648,19 +1667,6 @@ class Server:
             e["heartbeat"] = time.time()
             self.state.changed.set()
         return 200, {"servers": [e["address"] for e in self.state.members().values()]}
-
-    def leave(self, b: dict) -> tuple:
-        name = b.get("name", "")
-        with self.state.lock:
-            e = self.state.live().get(name)
-            if not e:
-                return 200, {"ok": True}
-            if e.get("password") != sha(b.get("password", "")):
-                raise HTTPFail(403, "node password mismatch")
-            self.state.put(name, {**e, "deleted": True})
-        self.push_now()
-        log(f"node {name} left the cluster")
-        return 200, {"ok": True}
 
     # -- API on 6443 --
     def api(
@@ -2151,10 +2157,11 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.manifests_loop, daemon=True).start()
 
 
-# upstream: k3s-io/k3s pkg/agent/config/config.go (retries for ever); differs: gives up/fails fast [CONTRACT JN4]
+# upstream: k3s-io/k3s pkg/cluster/bootstrap.go (a joining server's bootstrap error ends it); differs: retried [CONTRACT JN5]
 def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
-    """Fetch and check the cluster CA, then POST the join over verified TLS, retrying
-    while the server is unreachable (bounded).  Returns the answer and the context."""
+    """A joining server: fetch and check the cluster CA, then POST the join over
+    verified TLS, retrying while the server is unreachable (bounded; an agent retries
+    for ever: agent_retry).  Returns the answer and the context."""
     host, port = parse_server_url(url)
     deadline = time.monotonic() + JOIN_TIMEOUT
     last = ""
@@ -2300,17 +2307,17 @@ def run_server(cfg: dict[str, object]) -> None:
 # upstream: k3s-io/k3s pkg/cli/agent/agent.go (Run: --token/--server required) [CONTRACT TK6]
 def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
-    check_node_images(cfg, "agent")
-    import_images()
-    watch_images()
-    load_start_inputs()
     url = cfg_str(cfg, "server")
-    # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
-    token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
+    token = agent_token(cfg)
     if not url:
         raise Fatal("--server is required")
     if not token:
         raise Fatal("--token is required")
+    parse_server_url(url, https_only=False)  # no host: the agent's load balancer fails
+    check_node_images(cfg, "agent")
+    import_images()
+    watch_images()
+    load_start_inputs()
     name = node_name(cfg)
     password = node_password()
     body = {
@@ -2325,7 +2332,7 @@ def run_agent(cfg: dict[str, object]) -> None:
         "cni_missing": cni_missing(),
     }
     log(f"Joining the cluster at {url} as agent {name}")
-    out, _ = retry_join(url, body)
+    out, _ = agent_retry(lambda: join_once(url, body))
     ca_pem = out["cluster"]["ca_pem"]
     write_file(AGENT_CA, ca_pem, 0o644)
     install_kubectl()
@@ -2351,58 +2358,52 @@ def run_agent(cfg: dict[str, object]) -> None:
                 i += 1
 
 
-# upstream: none: rancher/rke2 bundle/bin/rke2-uninstall.sh does not deregister; friendlier [CONTRACT UI1]
-def leave() -> int:
-    """Deregister this node (used by rke2-uninstall.sh).  Best effort."""
-    try:
-        cfg = load_config()
-    except Fatal:
-        cfg = {}
-    use_config_paths(cfg)
-    name = node_name(cfg)
-    if not os.path.exists(NODE_PASSWORD):
-        return 0
-    with open(NODE_PASSWORD) as f:
-        body = {"name": name, "password": f.read().strip()}
-    targets = []
-    ca_pem = ""
-    st = State.load()
-    if st:
-        targets.append("127.0.0.1")
-        targets += [e["address"] for n, e in st.members().items() if n != name]
-        ca_pem = st.cluster.get("ca_pem", "")
-    if os.path.exists(AGENT_STATE):
-        with open(AGENT_STATE) as f:
-            targets += json.load(f).get("servers", [])
-    if not ca_pem and os.path.exists(AGENT_CA):
-        with open(AGENT_CA) as f:
-            ca_pem = f.read()
-    if not ca_pem:
-        print(f"node {name}: no cluster CA on this node; not deregistered")
-        return 0
-    if cfg_str(cfg, "server"):
-        targets.append(parse_server_url(cfg_str(cfg, "server"))[0])
-    done = False
-    for addr in dict.fromkeys(targets):
+# upstream: rancher/rke2 pkg/cli/cmds/agent.go (an agent has token and token-file, no agent-token);
+# k3s-io/k3s pkg/configfilearg/parser.go (a key that is no flag is dropped with a warning) [CONTRACT TK6]
+SERVER_ONLY_KEYS = ("agent-token", "agent-token-file")
+
+
+def agent_token(cfg: dict[str, object]) -> str:
+    """The agent's join token: ``token`` only (``agent-token`` is a server flag that an
+    agent's config parser drops: "Unknown flag --agent-token found in config.yaml")."""
+    return cfg_str(cfg, "token")
+
+
+def warn_dropped_keys(cfg: dict[str, object]) -> None:
+    for key in SERVER_ONLY_KEYS:
+        if key in cfg:
+            log(f"Unknown flag --{key} found in config.yaml, skipping", "warning")
+
+
+def join_once(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
+    """One join: fetch and check the cluster CA, then POST the join over verified TLS."""
+    host, port = parse_server_url(url)
+    ctx = join_ctx(url, body["token"])
+    out = call(host, port, "POST", "/v1-mk8s/join", body, timeout=5, ctx=ctx)
+    assert isinstance(out, dict)
+    return out, ctx
+
+
+R = typing.TypeVar("R")
+
+
+# upstream: k3s-io/k3s pkg/agent/config/config.go (Get: retried every 5 s until it works, for ever) [CONTRACT JN4]
+def agent_retry(attempt: typing.Callable[[], R]) -> R:
+    """An agent's way with its server: whatever the refusal (unreachable, a CA hash or
+    certificate that does not verify, 401 for the token, 403 for the node password, a
+    URL that is not https), log it and try again, for ever.  With Type=notify and
+    TimeoutStartSec=0, `systemctl start rke2-agent` then never returns."""
+    while True:
         try:
-            call(
-                addr,
-                SUPERVISOR_PORT,
-                "POST",
-                "/v1-mk8s/leave",
-                body,
-                timeout=2,
-                ctx=client_ctx(ca_pem),
-            )
-            done = True
-            if addr != "127.0.0.1":
-                break
-        except (OSError, HTTPFail, ValueError):
-            continue
-    print(
-        f"node {name}: {'removed from the cluster' if done else 'no server reachable to deregister'}"
-    )
-    return 0
+            return attempt()
+        except HTTPFail as e:
+            reason = e.message
+        except ssl.SSLCertVerificationError as e:
+            reason = f"CA cert validation failed: {e}"
+        except (Fatal, OSError) as e:
+            reason = str(e)
+        log(f"Waiting to retrieve agent configuration; server is not ready: {reason}")
+        time.sleep(AGENT_RETRY)
 
 
 # ---- images without local tarballs: embedded registry mirror and a private registry ----
@@ -2766,31 +2767,18 @@ def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
 
 
 # -- node side --------------------------------------------------------------------------
-# upstream: k3s-io/k3s pkg/agent/config/config.go (retries for ever); differs: gives up/fails fast [CONTRACT JN4]
 def fetch_agent_config(url: str, token: str) -> tuple[dict, ssl.SSLContext]:
-    """The cluster's image settings from a server, retried while it is unreachable."""
-    host, port = parse_server_url(url)
-    deadline = time.monotonic() + JOIN_TIMEOUT
-    last = ""
-    while True:
-        try:
-            ctx = join_ctx(url, token)
-            out = call(host, port, "POST", "/v1-mk8s/agent-config", {"token": token}, ctx=ctx)
-            assert isinstance(out, dict)
-            return out, ctx
-        except HTTPFail as e:
-            raise Fatal(f"failed to join cluster at {url}: {e.message}") from None
-        except ssl.SSLCertVerificationError as e:
-            raise Fatal(f"failed to join cluster at {url}: {e}") from None
-        except OSError as e:
-            last = str(e)
-            log(f"Failed to validate connection to cluster at {url}: {last}; retrying", "warning")
-        if time.monotonic() > deadline:
-            raise Fatal(
-                f"cannot reach server {url}: {last} "
-                f"(gave up after {JOIN_TIMEOUT:g}s; is the server running and port {port} open?)"
-            )
-        time.sleep(1)
+    """The cluster's image settings from a server, asked until it answers (an agent
+    never gives up: agent_retry)."""
+
+    def once() -> tuple[dict, ssl.SSLContext]:
+        host, port = parse_server_url(url)
+        ctx = join_ctx(url, token)
+        out = call(host, port, "POST", "/v1-mk8s/agent-config", {"token": token}, ctx=ctx)
+        assert isinstance(out, dict)
+        return out, ctx
+
+    return agent_retry(once)
 
 
 # upstream: rancher/rke2-docs docs/install/registry_mirror.md (mirrors entry needed); stricter: docker.io only [CONTRACT RG1]
@@ -2924,8 +2912,7 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
     ctx = None
     if role == "agent":
         url = cfg_str(cfg, "server")
-        # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
-        token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
+        token = agent_token(cfg)
         if not url or not token:
             return  # run_agent refuses: --server / --token is required
         ac, ctx = fetch_agent_config(url, token)
@@ -4263,6 +4250,10 @@ def main(argv: list[str]) -> int:
     if prog == "kubectl":
         return kubectl(argv[1:])
     args = argv[1:]
+    # upstream: rancher/rke2 install.sh (setup_arch: one tarball per arch); execve ENOEXEC [CONTRACT CL1]
+    if node_arch() != ARCH:  # the shell cannot execute it: nothing runs, not even --version
+        print(f"{argv[0]}: cannot execute binary file: Exec format error", file=sys.stderr)
+        return 126
     if not args or args[0] in ("-h", "--help", "help"):
         print(
             "usage: rke2 [--version] server|agent [--config FILE]\n"
@@ -4274,13 +4265,7 @@ def main(argv: list[str]) -> int:
     if args[0] in ("--version", "-v", "version"):
         print(f"rke2 version {TAG} (mk8s stand-in)\ngo version go1.22.8 X:boringcrypto")
         return 0
-    # upstream: rancher/rke2 install.sh (setup_arch: one tarball per arch); execve ENOEXEC [CONTRACT CL1]
-    if node_arch() != ARCH:
-        print(f"{argv[0]}: cannot execute binary file: Exec format error", file=sys.stderr)
-        return 126
     cmd = args[0]
-    if cmd == "mk8s-standin-leave":
-        return leave()
     if cmd == "etcd-snapshot":
         return etcd_snapshot(args[1:])
     if cmd == "mk8s-images":
@@ -4303,6 +4288,8 @@ def main(argv: list[str]) -> int:
         cfg = load_config(config)
         use_config_paths(cfg)
         check_host(cfg, cmd)
+        if cmd == "agent":
+            warn_dropped_keys(cfg)
         if cmd == "server":
             run_server(cfg)
             record_version("server")

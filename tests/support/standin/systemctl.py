@@ -7,14 +7,20 @@ stop, restart, try-restart, is-active, is-enabled, is-failed, status, show
 unknown verb.  Units are looked up in /etc/systemd/system,
 /usr/local/lib/systemd/system, /usr/lib/systemd/system, /lib/systemd/system.
 
-`start` of a Type=notify unit blocks until the service sends READY=1 to
-$NOTIFY_SOCKET, exits, or MK8S_SYSTEMCTL_START_TIMEOUT (default 120 s) runs out
-(real systemd with TimeoutStartSec=0 would wait for ever).  On failure it exits
-1, prints systemd's message and the last lines of the unit's log.  Type=exec /
-simple units return once the process is running.  Services run in their own
-session (they survive the SSH session), log to /var/log/mk8s-standin/UNIT.log
-(see the journalctl stand-in), and keep state under /run/mk8s-systemd.  There
-is no automatic restart (Restart= is ignored).
+`start` stops the units its unit `Conflicts=` with, runs `ExecCondition=` (exit 1-254:
+the unit is skipped, not failed, and start succeeds) and `ExecStartPre=` (a failure
+fails the unit unless the command has a `-` prefix), then the service.  A Type=notify
+unit is "activating" until the service sends READY=1 to $NOTIFY_SOCKET (read by the
+unit's supervisor), then "active"; a blocking `start` of it (also of one already
+activating) waits for that, for the service to exit (failed), or for a stop or
+restart (the job is canceled), with no time limit when TimeoutStartSec= is 0 or
+infinity, as the rke2 units set it (else that limit, by default 90 s).  The unit's
+lock is not held while a start waits.  On failure start exits 1, prints systemd's
+message and the last lines of the unit's log.  Type=exec / simple units are active
+once the process runs.  Services run in their own session (they survive the SSH
+session), log to /var/log/mk8s-standin/UNIT.log (see the journalctl stand-in), and
+keep state under /run/mk8s-systemd.  There is no automatic restart (Restart= is
+ignored).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 UNIT_DIRS = (
@@ -40,7 +48,7 @@ UNIT_DIRS = (
 STATE = "/run/mk8s-systemd"
 LOGS = "/var/log/mk8s-standin"
 WANTS = "/etc/systemd/system/multi-user.target.wants"
-START_TIMEOUT = float(os.environ.get("MK8S_SYSTEMCTL_START_TIMEOUT", "120"))
+DEFAULT_START_TIMEOUT = 90.0  # systemd DefaultTimeoutStartSec=
 QUIET = False
 
 
@@ -116,6 +124,7 @@ def supervise(unit: str) -> int:
     """Run the service (own session), write its pid, wait, record how it ended."""
     with open(os.path.join(STATE, unit + ".env")) as f:
         spec = json.load(f)
+    sock = notify_socket(spec["env"].get("NOTIFY_SOCKET", ""))
     with open(log_file(unit), "ab") as logf:
         try:
             p = subprocess.Popen(
@@ -135,6 +144,11 @@ def supervise(unit: str) -> int:
     with open(pid_file(unit) + ".tmp", "w") as f:
         f.write(f"{p.pid} {proc_start(p.pid)}\n")
     os.replace(pid_file(unit) + ".tmp", pid_file(unit))
+    if sock is None:
+        mark_ready(unit, spec.get("invocation", ""))
+    else:
+        args = (sock, unit, spec.get("invocation", ""))
+        threading.Thread(target=await_ready, args=args, daemon=True).start()
     rc = p.wait()
     with open(exit_file(unit), "w") as f:
         f.write(f"{rc}\n")
@@ -144,6 +158,53 @@ def supervise(unit: str) -> int:
         with open(log_file(unit), "ab") as logf:
             logf.write(f"{unit}: Main process exited, code=exited, status={rc}/FAILURE\n".encode())
     return 0
+
+
+# upstream: systemd/systemd man/sd_notify.xml (READY=1 on $NOTIFY_SOCKET), man/systemd.service.xml (Type=notify) [CONTRACT SC1]
+def notify_socket(path: str) -> socket.socket | None:
+    """The unit's notify socket, bound by its supervisor (it lives as long as the
+    service, so READY=1 is seen whether or not a `systemctl start` waits)."""
+    if not path:
+        return None
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    return sock
+
+
+def await_ready(sock: socket.socket, unit: str, invocation: str) -> None:
+    while True:
+        msg = sock.recv(4096).decode(errors="replace")
+        if "READY=1" in msg.split("\n"):
+            mark_ready(unit, invocation)
+            return
+
+
+def ready_file(unit: str) -> str:
+    return os.path.join(STATE, unit + ".ready")
+
+
+def mark_ready(unit: str, invocation: str) -> None:
+    with open(ready_file(unit) + ".tmp", "w") as f:
+        f.write(invocation + "\n")
+    os.replace(ready_file(unit) + ".tmp", ready_file(unit))
+
+
+def invocation_of(unit: str) -> str:
+    try:
+        with open(os.path.join(STATE, unit + ".env")) as f:
+            return str(json.load(f).get("invocation", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def is_ready(unit: str) -> bool:
+    try:
+        with open(ready_file(unit)) as f:
+            return f.read().strip() == invocation_of(unit)
+    except OSError:
+        return False
 
 
 def pid_file(unit: str) -> str:
@@ -179,7 +240,7 @@ def main_pid(unit: str) -> int:
 
 def state_of(unit: str) -> str:
     if main_pid(unit):
-        return "activating" if os.path.exists(os.path.join(STATE, unit + ".starting")) else "active"
+        return "active" if is_ready(unit) else "activating"
     if os.path.exists(failed_file(unit)):
         return "failed"
     return "inactive"
@@ -193,11 +254,13 @@ def tail(path: str, n: int = 10) -> str:
         return ""
 
 
-def fail_start(unit: str, why: str, reason: str) -> int:
+def fail_start(unit: str, why: str, reason: str, quiet: bool = False) -> int:
     with open(failed_file(unit), "w") as f:
         f.write(why + "\n")
     with contextlib.suppress(OSError):
         os.unlink(pid_file(unit))
+    if quiet:  # --no-block: the job's result is not reported
+        return 1
     err(
         f"Job for {unit} failed because {reason}.\n"
         f'See "systemctl status {unit}" and "journalctl -xeu {unit}" for details.'
@@ -208,8 +271,9 @@ def fail_start(unit: str, why: str, reason: str) -> int:
     return 1
 
 
-# upstream: systemd/systemd man/systemd.service.xml (Type=notify waits for READY=1; Conflicts=); bounded wait [CONTRACT SC1 SC3]
+# upstream: systemd/systemd man/systemd.service.xml (Conflicts=, ExecCondition=, ExecStartPre=, Type=notify) [CONTRACT SC1]
 def start(unit: str, no_block: bool = False) -> int:
+    """Launch the unit (the caller holds its lock); wait_started then waits, unlocked."""
     path = find_unit(unit)
     if not path:
         err(f"Failed to start {unit}: Unit {unit} not found.")
@@ -246,22 +310,21 @@ def start(unit: str, no_block: bool = False) -> int:
     os.makedirs(LOGS, exist_ok=True)
     with contextlib.suppress(OSError):
         os.unlink(failed_file(unit))
-    sock = None
-    if typ == "notify":
-        sock_path = os.path.join(STATE, unit + ".notify")
-        with contextlib.suppress(OSError):
-            os.unlink(sock_path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sock.bind(sock_path)
-        env["NOTIFY_SOCKET"] = sock_path
     with open(log_file(unit), "ab") as logf:
         logf.write(f"-- {time.strftime('%b %d %H:%M:%S')} Starting {unit} --\n".encode())
-    for f in (pid_file(unit), exit_file(unit), stopping_file(unit)):
+    pre = run_start_pre(unit, u, env, no_block)
+    if pre is not None:
+        return 0 if no_block else pre
+    if typ == "notify":
+        env["NOTIFY_SOCKET"] = os.path.join(STATE, unit + ".notify")
+    for f in (pid_file(unit), exit_file(unit), stopping_file(unit), ready_file(unit)):
         with contextlib.suppress(OSError):
             os.unlink(f)
     # A detached supervisor runs the service and records how it ended (for is-active).
+    timeout = start_timeout(u)
+    spec = {"argv": argv, "env": env, "invocation": env["INVOCATION_ID"], "timeout": timeout}
     with open(os.path.join(STATE, unit + ".env"), "w") as f:
-        json.dump({"argv": argv, "env": env}, f)
+        json.dump(spec, f)
     sup = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "__supervise", unit],
         cwd="/",
@@ -277,29 +340,95 @@ def start(unit: str, no_block: bool = False) -> int:
         time.sleep(0.01)
     if os.path.exists(exit_file(unit)) and not os.path.exists(pid_file(unit)):
         return fail_start(unit, "exec", "the control process failed at step EXEC")
-    with open(pid_file(unit)) as f:
-        pid = int(f.read().split()[0])
-    if sock is None or no_block:
-        return 0
-    starting = os.path.join(STATE, unit + ".starting")
-    open(starting, "w").close()
+    return 0
+
+
+# upstream: systemd/systemd man/systemd.service.xml (ExecCondition=: exit 1-254 skips the unit; ExecStartPre=) [CONTRACT SC4]
+def run_start_pre(
+    unit: str, u: dict[str, list[str]], env: dict[str, str], no_block: bool
+) -> int | None:
+    """Run ExecCondition= then ExecStartPre= (output to the unit's log).  None: go on
+    and start the service; 0: skipped by a condition; 1: the unit failed."""
+    desc = (u.get("Unit.Description") or [unit])[-1]
+    for key in ("ExecCondition", "ExecStartPre"):
+        for line in u.get(f"Service.{key}", []):
+            ignore = line.startswith("-")
+            rc = control(unit, shlex.split(line.lstrip("-@+!:")), env)
+            if rc == 0 or (ignore and key == "ExecStartPre"):
+                continue
+            if key == "ExecCondition" and 0 < rc < 255:
+                log_line(unit, f"{unit}: Skipped due to 'exec-condition'.")
+                log_line(unit, f"Condition check resulted in {desc} being skipped.")
+                return 0
+            log_line(unit, f"{unit}: Control process exited, code=exited, status={rc}/FAILURE")
+            log_line(unit, f"{unit}: Failed with result 'exit-code'.")
+            log_line(unit, f"Failed to start {desc}.")
+            why = "the control process exited with error code"
+            return fail_start(unit, "exit-code", why, quiet=no_block)
+    return None
+
+
+def control(unit: str, argv: list[str], env: dict[str, str]) -> int:
+    """One control command, its output into the unit's log; its exit status."""
+    with open(log_file(unit), "ab") as logf:
+        try:
+            done = subprocess.run(
+                argv, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=logf, stderr=logf
+            )
+            return done.returncode
+        except OSError as e:
+            logf.write(f"{unit}: Failed at step EXEC spawning {argv[0]}: {e}\n".encode())
+            return 203
+
+
+def log_line(unit: str, msg: str) -> None:
+    with open(log_file(unit), "ab") as logf:
+        logf.write(f"{msg}\n".encode())
+
+
+_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+
+
+# upstream: systemd/systemd man/systemd.service.xml (TimeoutStartSec=0 or infinity: no limit) [CONTRACT SC3]
+def start_timeout(u: dict[str, list[str]]) -> float | None:
+    """TimeoutStartSec= in seconds; None for no limit (0 or infinity: the rke2 units)."""
+    raw = (u.get("Service.TimeoutStartSec") or [""])[-1].strip()
+    if not raw:
+        return DEFAULT_START_TIMEOUT
+    if raw == "infinity":
+        return None
+    total = 0.0
+    for num, unit in re.findall(r"([0-9.]+)\s*([a-z]*)", raw):
+        total += float(num) * _SECONDS.get(unit or "s", 1)
+    return total or None
+
+
+def wait_started(unit: str) -> int:
+    """A blocking start: wait until the unit is active, fails, or its start job is
+    canceled (stopped or restarted meanwhile).  Holds no lock."""
+    invocation = invocation_of(unit)
     try:
-        sock.settimeout(0.2)
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with contextlib.suppress(TimeoutError, socket.timeout):
-                msg = sock.recv(4096).decode(errors="replace")
-                if "READY=1" in msg.split("\n"):
-                    return 0
-            if not main_pid(unit):
-                return fail_start(unit, "exit-code", "the control process exited with error code")
-            if time.monotonic() > deadline:
-                kill_unit(unit, pid)
-                return fail_start(unit, "timeout", "a timeout was exceeded")
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(starting)
-        sock.close()
+        with open(os.path.join(STATE, unit + ".env")) as f:
+            timeout = json.load(f).get("timeout")
+    except (OSError, ValueError):
+        timeout = DEFAULT_START_TIMEOUT
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if invocation_of(unit) != invocation:
+            err(f"Job for {unit} canceled.")
+            return 1
+        if is_ready(unit):
+            return 0
+        pid = main_pid(unit)
+        if not pid:
+            if os.path.exists(stopping_file(unit)) or not os.path.exists(pid_file(unit)):
+                err(f"Job for {unit} canceled.")
+                return 1
+            return fail_start(unit, "exit-code", "the control process exited with error code")
+        if deadline is not None and time.monotonic() > deadline:
+            kill_unit(unit, pid)
+            return fail_start(unit, "timeout", "a timeout was exceeded")
+        time.sleep(0.1)
 
 
 def kill_unit(unit: str, pid: int) -> None:
@@ -442,6 +571,8 @@ def main(argv: list[str]) -> int:
         err("Too few arguments.")
         return 1
     rc = 0
+    starts = ("start", "restart", "try-restart", "enable")
+    waits = [] if no_block or verb not in starts or (verb == "enable" and not now) else units
     for unit in units:
         lock = open(os.path.join(STATE, unit + ".lock"), "w")  # noqa: SIM115
         if verb in ("start", "restart", "try-restart", "stop", "enable", "disable"):
@@ -503,6 +634,9 @@ def main(argv: list[str]) -> int:
                 return 1
         finally:
             lock.close()
+    for unit in waits:  # a start job waits for its unit outside the unit's lock
+        if not rc and main_pid(unit):
+            rc = wait_started(unit)
     return rc
 
 
