@@ -1,7 +1,9 @@
 """RKE2 stand-in artifacts for the test world (SPEC 9).
 
 Everything that runs on a node is Python 3 stdlib or POSIX sh, kept here as data
-files (``rke2.py``, ``systemctl.py``, ``journalctl.py``, ``install.sh``, ...).
+files (``rke2.py``, ``systemctl.py``, ``journalctl.py``, ``install.sh``, ...).  The
+modules ``bin/rke2`` imports on a node (``NODE_MODULES``: etcd, API objects,
+certificates) travel in the tarball as the package ``share/rke2/mk8s_standin``.
 
 Public API (used by the example upstream and the test hosts):
     rke2_tarball(arch, tag, images=None) -> bytes
@@ -45,6 +47,8 @@ MTIME = 1_700_000_000  # fixed member mtime: same inputs -> same bytes
 # rke2-images.linux-ARCH (core + canal), "core" is core only.
 IMAGE_GROUPS = ("", "core", "canal", "cilium", "calico", "flannel", "multus")
 _IMAGES_MARK = b"@@RKE2_IMAGES@@"
+# bin/rke2's own modules, shipped as share/rke2/mk8s_standin/NAME.py
+NODE_MODULES = ("apiobjects.py", "certs.py", "etcd.py")
 
 
 def _data(name: str) -> bytes:
@@ -136,6 +140,8 @@ def rke2_tarball(arch: str, tag: str, images: Mapping[str, str] | None = None) -
             0o644,
         ),
         "share/rke2/LICENSE.txt": (b"mk8s test stand-in for RKE2 (not RKE2).\n", 0o644),
+        "share/rke2/mk8s_standin/__init__.py": (b'"""The RKE2 stand-in\'s modules."""\n', 0o644),
+        **{f"share/rke2/mk8s_standin/{m}": (_data(m), 0o644) for m in NODE_MODULES},
     }
     dirs = sorted({str(Path(p).parents[i]) for p in files for i in range(len(Path(p).parts) - 1)})
     raw = io.BytesIO()

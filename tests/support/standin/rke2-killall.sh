@@ -1,5 +1,7 @@
 #!/bin/sh
-# mk8s stand-in for rke2-killall.sh: stop the rke2 services and any rke2 process left.
+# mk8s stand-in for rke2-killall.sh: stop the rke2 services and any rke2 process left,
+# etcd included (RKE2's kills its static pods' processes; the stand-in's etcd is a child
+# of rke2 server whose data dir is under /var/lib/rancher/rke2/server/db/etcd).
 # upstream: rancher/rke2 bundle/bin/rke2-killall.sh (stop units, kill rke2 processes; root only) [CONTRACT KL1 UI3]
 [ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
 for unit in rke2-server rke2-agent; do
@@ -8,7 +10,7 @@ done
 for d in /proc/[0-9]*; do
     pid=${d#/proc/}
     [ "${pid}" = "$$" ] && continue
-    if tr '\0' ' ' <"${d}/cmdline" 2>/dev/null | grep -Eq '/bin/rke2 (server|agent)'; then
+    if tr '\0' ' ' <"${d}/cmdline" 2>/dev/null | grep -Eq '/bin/rke2 (server|agent)|etcd .*--data-dir=/var/lib/rancher/rke2/server/db/etcd'; then
         kill -9 "${pid}" 2>/dev/null || true
     fi
 done
