@@ -320,6 +320,11 @@ def test_deleting_a_server_node_removes_its_etcd_member(servers: list[Host]) -> 
     ssh(cp3, f"rm -rf {DB}")
     start(cp3, "server")
     assert len(wait_members(cp1, 3)) == 3
+    # a server whose db is removed while its member is still in the cluster is refused
+    ssh(cp3, f"systemctl stop rke2-server && rm -rf {DB}")
+    p = start(cp3, "server", ok=False)
+    assert p.returncode != 0 and "duplicate node name found" in p.stderr
+    assert len(members(cp1)) == 3
 
 
 # ---- certificates ---------------------------------------------------------------------------

@@ -48,7 +48,14 @@ MTIME = 1_700_000_000  # fixed member mtime: same inputs -> same bytes
 IMAGE_GROUPS = ("", "core", "canal", "cilium", "calico", "flannel", "multus")
 _IMAGES_MARK = b"@@RKE2_IMAGES@@"
 # bin/rke2's own modules, shipped as share/rke2/mk8s_standin/NAME.py
-NODE_MODULES = ("apiobjects.py", "certs.py", "etcd.py")
+NODE_MODULES = (
+    "apiformat.py",
+    "apiobjects.py",
+    "certs.py",
+    "etcd.py",
+    "members.py",
+    "snapshots.py",
+)
 
 
 def _data(name: str) -> bytes:

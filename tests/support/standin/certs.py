@@ -209,6 +209,7 @@ def _norm_san(s: str) -> str:
     return s.lower() if not _is_ip(s) else s.lower().replace("::1", "0:0:0:0:0:0:0:1")
 
 
+# upstream: rancher/rke2-docs docs/security/certificates.md (renewed within 120 days, same key) [CONTRACT CR1]
 def ensure_leaf(
     crt_path: str,
     key_path: str,
@@ -259,6 +260,7 @@ def is_leaf(name: str) -> bool:
     return name.endswith((".crt", ".key")) and "-ca" not in name and name != "service.key"
 
 
+# upstream: k3s-io/k3s pkg/cli/cert/cert.go (rotate, backupCertificates) [CONTRACT CR2]
 def rotate(server_dir: str, agent_dir: str) -> tuple[str, list[str]]:
     """``rke2 certificate rotate``: back up ``server/tls`` to ``server/tls-<unix time>``
     (an agent: ``agent/tls-<unix time>``) and delete every leaf certificate and key, so

@@ -82,6 +82,7 @@ def url(host: str, port: int) -> str:
     return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
 
 
+# upstream: k3s-io/k3s pkg/etcd/etcd.go (setName, IsInitialized, newCluster) [CONTRACT ET1]
 def member_name(paths: Paths, node: str, force: bool = False, value: str = "") -> str:
     """This server's etcd member name, kept in ``db/etcd/name`` (k3s ``setName``): the one
     there ('' if none), else (``force``) a new ``<node>-<8 hex>`` or ``value``."""
@@ -281,6 +282,7 @@ class Member:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    # upstream: etcd-io/etcd server/etcdserver/server.go (removed member), rafthttp (failed to find local node) [CONTRACT ET5]
     def problem(self) -> str:
         """What etcd said that means this member cannot serve: removed from the cluster,
         or unknown to its peers (data from before a cluster reset); '' if nothing."""
@@ -357,168 +359,3 @@ class Member:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-
-
-# ---- membership (k3s pkg/etcd/etcd.go join, manageLearners, RemovePeer) ----------------
-def join_cluster(client: Client, name: str, node: str, peer_url: str) -> str:
-    """Add this server as a learner unless the cluster has it already; the
-    ``--initial-cluster`` it must start with.  Refuses a second member of the same node."""
-    cluster, add = [], True
-    host = peer_url.split("://", 1)[1].rsplit(":", 1)[0]
-    for m in client.members():
-        mname = m.get("name", "")
-        for peer in m.get("peerURLs", []):
-            same_host = peer.split("://", 1)[1].rsplit(":", 1)[0] == host
-            if not mname and same_host:
-                mname = name  # an unstarted member with our address is us
-            if mname == name and same_host:
-                add = False
-            cluster.append(f"{mname}={peer}")
-        node_of = mname[: mname.rfind("-")] if mname.rfind("-") > 1 else mname
-        if mname != name and node_of == node:
-            raise EtcdError(
-                f"duplicate node name found, please use a unique name for this node "
-                f"(etcd member {mname} of node {node} is still in the cluster)"
-            )
-    if add:
-        add_learner(client, peer_url)
-        cluster.append(f"{name}={peer_url}")
-    return ",".join(cluster)
-
-
-def add_learner(client: Client, peer_url: str, patience: float = 10) -> None:
-    """``MemberAddAsLearner``.  etcd refuses any member add until every voting member has
-    been connected for 5 s ("unhealthy cluster", etcdserver ``mayAddMember``): right after
-    a promotion.  k3s then exits and systemd starts it again (Restart=always, 5 s); the
-    stand-in retries in place for ``patience`` seconds.  "too many learner members" is
-    not retried: the start fails, as RKE2's does."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            client.call("cluster/member/add", {"peerURLs": [peer_url], "isLearner": True})
-            return
-        except EtcdError as e:
-            if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
-                raise
-        time.sleep(0.5)
-
-
-def manage_learners(
-    client: Client, local: str, promote_after: float, stale: float, log: Callable[[str], None]
-) -> None:
-    """One round of the leader's learner management: promote a learner that has been one
-    for ``promote_after`` seconds (etcd refuses until it caught up), remove one that never
-    started within ``stale`` seconds."""
-    st = client.status(local)
-    if str(st.get("header", {}).get("member_id")) != str(st.get("leader")):
-        return
-    now = time.monotonic()
-    seen = _LEARNERS_SEEN
-    for m in client.members():
-        if not m.get("isLearner"):
-            continue
-        first = seen.setdefault(m["ID"], now)
-        if not m.get("name") and now - first > stale:
-            client.call("cluster/member/remove", {"ID": m["ID"]})
-            log(f"Removed learner {m['peerURLs']} from etcd cluster: it never started")
-        elif now - first >= promote_after:
-            with contextlib.suppress(EtcdError):  # not in sync with the leader yet
-                client.call("cluster/member/promote", {"ID": m["ID"]})
-                log(f"Promoted learner {m.get('name')}")
-        break  # etcd allows one learner at a time
-
-
-_LEARNERS_SEEN: dict[str, float] = {}
-
-
-def remove_peer(client: Client, name: str, address: str) -> bool:
-    """Remove the member with this name and peer address (k3s ``RemovePeer``)."""
-    for m in client.members():
-        if m.get("name") != name:
-            continue
-        for peer in m.get("peerURLs", []):
-            if peer.split("://", 1)[1].rsplit(":", 1)[0].strip("[]") == address:
-                client.call("cluster/member/remove", {"ID": m["ID"]})
-                return True
-    return False
-
-
-# ---- snapshots (k3s pkg/etcd/snapshot.go, pkg/cli/etcdsnapshot) -----------------------
-def etcdctl(paths: Paths, args: list[str], timeout: float = 60) -> str:
-    t = paths.tls_file
-    tls = [
-        f"--cacert={t('server-ca.crt')}",
-        f"--cert={t('client.crt')}",
-        f"--key={t('client.key')}",
-    ]
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "ETCDCTL_API": "3"}
-    try:
-        p = subprocess.run(
-            ["etcdctl", *tls, *args], capture_output=True, text=True, timeout=timeout, env=env
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise EtcdError(f"etcdctl {args[0]}: {e}") from None
-    if p.returncode != 0:
-        lines = [ln for ln in p.stderr.splitlines() if ln.startswith(("Error", "error"))]
-        raise EtcdError(f"etcdctl {' '.join(args[:2])}: {(lines or [p.stderr.strip()])[-1]}")
-    return p.stdout
-
-
-def snapshot_save(paths: Paths, path: str) -> None:
-    etcdctl(paths, [f"--endpoints={url('127.0.0.1', CLIENT_PORT)}", "snapshot", "save", path])
-
-
-def snapshot_restore(paths: Paths, snapshot: str, name: str, peer_url: str) -> None:
-    """``etcdctl snapshot restore`` into ``db/etcd`` as a one-member cluster (its hash is
-    checked); the old ``db/etcd`` is moved to ``db/etcd-old-<unix time>`` first."""
-    if os.path.exists(paths.etcd):
-        old = f"{paths.etcd}-old-{int(time.time())}"
-        os.rename(paths.etcd, old)
-    etcdctl(
-        paths,
-        ["snapshot", "restore", snapshot, f"--name={name}", f"--data-dir={paths.etcd}",
-         f"--initial-cluster={name}={peer_url}", f"--initial-advertise-peer-urls={peer_url}"],
-    )  # fmt: skip
-
-
-def list_snapshots(snapdir: str) -> list[dict]:
-    """The snapshot files in ``snapdir``: name, location, size, created (the unix time at
-    the end of the name, else the file's mtime), oldest first (k3s listLocalSnapshots)."""
-    out = []
-    for f in sorted(os.listdir(snapdir)) if os.path.isdir(snapdir) else []:
-        path = os.path.join(snapdir, f)
-        if not os.path.isfile(path):
-            continue
-        st = os.stat(path)
-        base = f.removesuffix(".zip")
-        tail = base[base.rfind("-") + 1 :]
-        created = int(tail) if tail.isdigit() else int(st.st_mtime)
-        out.append({"name": f, "location": "file://" + path, "size": st.st_size,
-                    "created": created})  # fmt: skip
-    return sorted(out, key=lambda s: (s["created"], s["name"]))
-
-
-def format_snapshots(items: list[dict]) -> str:
-    """``Name Location Size Created`` as k3s prints it (Go tabwriter, padding 1)."""
-    rows = [["Name", "Location", "Size", "Created"]]
-    for s in items:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s["created"]))
-        rows.append([s["name"], s["location"], str(s["size"]), ts])
-    widths = [max(len(r[c]) for r in rows) + 1 for c in range(3)]
-    return "".join("".join(r[c].ljust(widths[c]) for c in range(3)) + r[3] + "\n" for r in rows)
-
-
-def delete_snapshots(snapdir: str, names: list[str]) -> list[str]:
-    """Remove these snapshot files (and their ``../.metadata/NAME``); the names deleted."""
-    deleted = []
-    for n in names:
-        if not n or "/" in n or n in (".", ".."):
-            continue
-        try:
-            os.unlink(os.path.join(snapdir, n))
-        except FileNotFoundError:
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(snapdir, "..", ".metadata", n))
-        deleted.append(n)
-    return deleted

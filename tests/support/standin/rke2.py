@@ -143,22 +143,28 @@ import zlib
 
 # ---- etcd: node-side modules, shipped beside bin/rke2 in share/rke2/mk8s_standin -------
 def _standin_modules() -> tuple:
-    """(apiobjects, certs, etcd) from the release's share/rke2; Nones for the kubectl copy
+    """The stand-in's own modules from the release's share/rke2; Nones for the kubectl copy
     in the data dir, which has none beside it (and needs none)."""
     share = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "..", "share", "rke2")
     if os.path.isdir(os.path.join(share, "mk8s_standin")):
         sys.path.insert(0, os.path.normpath(share))
     try:
-        from mk8s_standin import apiobjects, certs, etcd
+        from mk8s_standin import apiobjects, certs, etcd, members, snapshots
     except ImportError:
         try:  # the repository's copy: unit tests import this program as a module
-            from tests.support.standin import apiobjects, certs, etcd  # type: ignore[no-redef]
+            from tests.support.standin import (  # type: ignore[no-redef]
+                apiobjects,
+                certs,
+                etcd,
+                members,
+                snapshots,
+            )
         except ImportError:
-            return None, None, None
-    return apiobjects, certs, etcd
+            return None, None, None, None, None
+    return apiobjects, certs, etcd, members, snapshots
 
 
-apiobjects, certs, etcd = _standin_modules()
+apiobjects, certs, etcd, members, snapshots = _standin_modules()
 # ---- etcd end ----
 
 TAG = "@@RKE2_TAG@@"
@@ -1136,6 +1142,7 @@ class Server:
     ) -> tuple:
         try:
             return self._handle(port, method, target, headers, body, who)
+        # upstream: etcd-io/etcd raft quorum; kube-apiserver's etcd3 store (quorum reads) [CONTRACT ET4]
         except etcd.EtcdError as e:  # no quorum, an election, etcd down: the API says so
             timeout = "timed out" in str(e) or "not reachable" in str(e)
             raise HTTPFail(504 if timeout else 500, str(e)) from None
@@ -1394,7 +1401,7 @@ class Server:
 
     def healthy(self) -> bool:
         """etcd answers a quorum read on this server (kube-apiserver's etcd readiness)."""
-        if not self.ready:
+        if not self.ready or self.state.client is None:
             return False
         try:
             self.state.client.get("/registry/health")
@@ -1493,7 +1500,9 @@ class Server:
         while True:
             time.sleep(max(0.1, min(LEARNER_SECONDS / 3, 1.0)))
             with contextlib.suppress(etcd.EtcdError, KeyError, ValueError):
-                etcd.manage_learners(self.state.client, local, LEARNER_SECONDS, LEARNER_STALE, log)
+                members.manage_learners(
+                    self.state.client, local, LEARNER_SECONDS, LEARNER_STALE, log
+                )
 
 
 def make_handler(server: Server) -> type:
@@ -1814,7 +1823,7 @@ def join_datastore(cfg: dict[str, object], member: etcd.Member, name: str, body:
     mname = etcd.member_name(paths, name) or etcd.member_name(paths, name, force=True)
     log(f"Adding member {mname}={member.peer_url} to etcd cluster as a learner")
     try:
-        initial = etcd.join_cluster(etcd.Client(urls, paths), mname, name, member.peer_url)
+        initial = members.join_cluster(etcd.Client(urls, paths), mname, name, member.peer_url)
     except etcd.EtcdError as e:
         if "duplicate node name" in str(e):
             with contextlib.suppress(OSError):
@@ -1826,6 +1835,7 @@ def join_datastore(cfg: dict[str, object], member: etcd.Member, name: str, body:
     return cluster
 
 
+# upstream: k3s-io/k3s pkg/etcd/etcd.go (Start: IsInitialized, existing member) [CONTRACT ET1]
 def restart_datastore(member: etcd.Member, name: str, token: str) -> tuple[dict, bool]:
     """A server with etcd data: start it as the member it is (k3s ``IsInitialized``);
     (bootstrap data, whether it was just reset)."""
@@ -1882,6 +1892,7 @@ def register_server(store: apiobjects.Store, body: dict, member: str, was_reset:
     store.heartbeat(name)
 
 
+# upstream: k3s-io/k3s pkg/etcd/member_controller.go (onRemove -> RemovePeer) [CONTRACT ET6]
 def delete_node(server: Server, name: str, e: dict) -> None:
     """Delete a Node; for a server, remove its etcd member too, as k3s's member controller
     does on the Node's removal (pkg/etcd/member_controller.go onRemove -> RemovePeer)."""
@@ -1890,33 +1901,39 @@ def delete_node(server: Server, name: str, e: dict) -> None:
     if e["role"] != "server" or not member:
         return
 
-    def remove() -> None:
-        deadline = time.monotonic() + 60
+    def remove(patience: float) -> bool:
+        deadline = time.monotonic() + patience
         while True:
             try:
                 log(f"Removing name={member} address={address} from etcd")
-                etcd.remove_peer(server.state.client, member, address)
-                return
+                members.remove_peer(server.state.client, member, address)
+                return True
             except etcd.EtcdError as ex:  # e.g. "unhealthy cluster" right after a join
                 if time.monotonic() > deadline:
                     log(f"failed to remove etcd member {member}: {ex}", "error")
-                    return
+                    return False
                 time.sleep(0.5)
 
-    threading.Thread(target=remove, daemon=True).start()
+    # at once when etcd lets it (an uninstall kills this server right after), else retried
+    if not remove(0):
+        threading.Thread(target=remove, args=(60,), daemon=True).start()
 
 
 # upstream: k3s-io/k3s pkg/etcd/snapshot.go (Snapshot: NAME-NODE-UNIXTIME), snapshot_handler.go [CONTRACT ES2 ES4]
 def snapshot_answer(server: Server, b: dict) -> tuple:
     """``POST /db/snapshot`` (k3s pkg/etcd/snapshot_handler.go): save, list or delete."""
+    if not server.ready:
+        raise HTTPFail(503, "etcd is not ready yet")
     op = b.get("operation")
     where = str(b.get("dir") or cfg_str(server.cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR)
     if not where.startswith("/"):
         raise HTTPFail(400, f"snapshot dir must be absolute: {where!r}")
     if op == "list":
-        return 200, {"items": etcd.list_snapshots(where)}
+        return 200, {"items": snapshots.list_snapshots(where)}
     if op == "delete":
-        return 200, {"deleted": etcd.delete_snapshots(where, [str(n) for n in b.get("names", [])])}
+        return 200, {
+            "deleted": snapshots.delete_snapshots(where, [str(n) for n in b.get("names", [])])
+        }
     if op != "save":
         raise HTTPFail(400, f"unknown etcd snapshot operation {op!r}")
     name = str(b.get("name", ""))
@@ -1932,7 +1949,7 @@ def snapshot_answer(server: Server, b: dict) -> tuple:
     path = os.path.join(where, fname)
     log(f"Saving etcd snapshot to {path}")
     try:
-        etcd.snapshot_save(etcd_paths(), path)
+        snapshots.snapshot_save(etcd_paths(), path)
     except etcd.EtcdError as e:
         log(f"Failed to take etcd snapshot: {e}", "error")
         raise HTTPFail(500, f"Failed to take etcd snapshot: {e}") from None
@@ -1973,8 +1990,17 @@ def run_server(cfg: dict[str, object]) -> None:
     register_server(store, body, etcd.member_name(etcd_paths(), name), was_reset)
     server = Server(cfg, store, name, member)
     serve(server, write_server_files(cluster, cfg, name, kubeconfig_mode(cfg)))
-    member.watch(lambda why: (log(f"etcd exited: {why}", "fatal"), os._exit(1)))
+    member.watch(etcd_exited)
     server.ready = True
+
+
+# upstream: k3s-io/k3s pkg/etcd/etcd.go (Reset, Restore), pkg/cluster/managed.go [CONTRACT ET8]
+def etcd_exited(why: str) -> None:
+    """rke2 server exits with its etcd (k3s: "etcd exited"), after a moment for the answer
+    in flight (the request that removed this member, for one)."""
+    log(f"etcd exited: {why}", "fatal")
+    time.sleep(0.5)
+    os._exit(1)
 
 
 def cluster_reset(cfg: dict[str, object]) -> int:
@@ -1995,7 +2021,7 @@ def cluster_reset(cfg: dict[str, object]) -> int:
     if restore:
         log(f"Restoring etcd snapshot {restore}; the current database moves to {paths.etcd}-old-*")
         try:
-            etcd.snapshot_restore(paths, restore, mname, member.peer_url)
+            snapshots.snapshot_restore(paths, restore, mname, member.peer_url)
         except etcd.EtcdError as e:
             raise Fatal(f"etcd: snapshot restore failed: {e}") from None
     etcd.member_name(paths, name, value=mname)
@@ -2026,6 +2052,7 @@ def read_token_file() -> str:
         return ""
 
 
+# upstream: k3s-io/k3s pkg/cli/server/server.go, pkg/cluster/managed.go (start), pkg/etcd/etcd.go (Reset) [CONTRACT ET7]
 def check_reset(paths: etcd.Paths, restore: str, token: str) -> None:
     """What k3s refuses before a cluster reset touches anything."""
     if restore and not token and not os.path.exists(TOKEN_FILE):
@@ -3675,7 +3702,7 @@ def etcd_snapshot(args: list[str]) -> int:
     if out is None:
         return 1
     if sub in ("ls", "list", "l"):
-        sys.stdout.write(etcd.format_snapshots(out.get("items", [])))
+        sys.stdout.write(snapshots.format_snapshots(out.get("items", [])))
     elif sub == "delete":
         for n in names:
             if n in out.get("deleted", []):
