@@ -23,9 +23,15 @@ does what RKE2's embedded etcd does (k3s-io/k3s pkg/etcd/etcd.go unless noted):
   (pkg/etcd/snapshot.go), restored with ``etcdctl snapshot restore`` into a new
   one-member cluster (``Restore``, ``Reset``).
 
+This module runs the member and talks to it; ``members.py`` manages membership,
+``snapshots.py`` the snapshots.
+
 Deviations: the stand-in uses etcd's default heartbeat and election timeouts (100 ms /
 1 s; k3s sets 500 ms / 5 s) and a small backend quota and snapshot count, so that
-elections and memory stay small on test hosts.
+elections and memory stay small on test hosts.  RKE2 runs etcd as a static pod, and
+rke2-server.service has ``KillMode=process``: ``systemctl stop rke2-server`` leaves
+etcd running until ``rke2-killall.sh``; the stand-in's etcd stops with the service (its
+systemctl stops the unit's whole process group).
 """
 
 from __future__ import annotations

@@ -799,6 +799,14 @@ def etcd_paths() -> etcd.Paths:
 # ---- etcd end ----
 
 
+def node_annotations(e: dict) -> dict[str, str]:
+    out = {"rke2.io/node-args": json.dumps([e["role"]])}
+    if e.get("etcd_member"):  # k3s pkg/etcd/metadata_controller.go (the member controller's keys)
+        out["etcd.rke2.cattle.io/node-name"] = e["etcd_member"]
+        out["etcd.rke2.cattle.io/node-address"] = e.get("address", "")
+    return out
+
+
 def node_object(name: str, e: dict) -> dict:
     ready = time.time() - e.get("heartbeat", 0) < NODE_GRACE
     labels = {
@@ -816,10 +824,6 @@ def node_object(name: str, e: dict) -> dict:
     created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
     hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
     uid = hashlib.sha256(f"{name}/{e.get('joined', 0)}".encode()).hexdigest()
-    annotations = {"rke2.io/node-args": json.dumps([e["role"]])}
-    if e.get("etcd_member"):  # k3s pkg/etcd/metadata_controller.go (the member controller's keys)
-        annotations["etcd.rke2.cattle.io/node-name"] = e["etcd_member"]
-        annotations["etcd.rke2.cattle.io/node-address"] = e.get("address", "")
     spec: dict = {}
     if e.get("unschedulable"):
         spec["unschedulable"] = True
@@ -832,7 +836,7 @@ def node_object(name: str, e: dict) -> dict:
             "uid": f"{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:32]}",
             "resourceVersion": str(e.get("rv", 0)),
             "labels": labels,
-            "annotations": annotations,
+            "annotations": node_annotations(e),
             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         "spec": spec,
@@ -1354,50 +1358,60 @@ class Server:
                 }
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m:
-            name = m.group(1)
-            e = self.state.node(name)
-            if not e:
-                # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
-                raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
-            if method == "GET":
-                obj = node_object(name, e)
-                return 200, node_table([obj], query) if table else obj
-            if method == "DELETE":
-                delete_node(self, name, e)
-                return 200, {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "details": {
-                        "name": name,
-                        "kind": "nodes",
-                        "uid": node_object(name, e)["metadata"]["uid"],
-                    },
-                }
-            if method == "PATCH":
-                unschedulable = parse_node_patch(headers.get("content-type", ""), body)
-                with self.state.lock:
-                    e = self.state.node(name) or e
-                    if unschedulable is not None:
-                        e["unschedulable"] = unschedulable
-                    self.state.put(name, e)
-                return 200, node_object(name, self.state.node(name) or e)
-            raise HTTPFail(405, f"the stand-in does not support {method} on nodes")
+            return self.node_api(m.group(1), method, query, headers, body, table)
         m = re.fullmatch(r"/api/v1/(?:namespaces/([^/]+)/)?([a-z]+)(?:/([^/]+))?", path)
         if m and m.group(2) in apiobjects.RESOURCES:  # objects in etcd (apiobjects)
-            ns, resource, name = m.group(1) or "", m.group(2), m.group(3) or ""
-            code, out = self.objects.handle(
-                method, resource, ns, name, query, body, headers.get("content-type", ""), _select
-            )
-            if table and method == "GET":
-                items = out.get("items", [out]) if out.get("kind") != "Status" else []
-                include = (query.get("includeObject") or ["Metadata"])[0]
-                return code, apiobjects.table(resource, items, include)
-            return code, out
+            return self.objects_api(m.groups(), method, query, headers, body, table)
         if path.startswith(("/api/", "/apis/")) and method not in ("GET",):
             raise HTTPFail(405, f"the stand-in does not support {method} {path}")
         raise HTTPFail(404, "the server could not find the requested resource")
+
+    def node_api(
+        self, name: str, method: str, query: dict, headers: dict, body: object, table: bool
+    ) -> tuple:
+        """GET, DELETE and PATCH (cordon) of /api/v1/nodes/NAME."""
+        e = self.state.node(name)
+        if not e:
+            # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
+            raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
+        if method == "GET":
+            obj = node_object(name, e)
+            return 200, node_table([obj], query) if table else obj
+        if method == "DELETE":
+            delete_node(self, name, e)
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": name,
+                    "kind": "nodes",
+                    "uid": node_object(name, e)["metadata"]["uid"],
+                },
+            }
+        if method == "PATCH":
+            unschedulable = parse_node_patch(headers.get("content-type", ""), body)
+            with self.state.lock:
+                e = self.state.node(name) or e
+                if unschedulable is not None:
+                    e["unschedulable"] = unschedulable
+                self.state.put(name, e)
+            return 200, node_object(name, self.state.node(name) or e)
+        raise HTTPFail(405, f"the stand-in does not support {method} on nodes")
+
+    def objects_api(
+        self, where: tuple, method: str, query: dict, headers: dict, body: object, table: bool
+    ) -> tuple:
+        """/api/v1/[namespaces/NS/]RESOURCE[/NAME] of the objects kept in etcd."""
+        ns, resource, name = where[0] or "", where[1], where[2] or ""
+        ctype = headers.get("content-type", "")
+        code, out = self.objects.handle(method, resource, ns, name, query, body, ctype, _select)
+        if table and method == "GET":
+            items = out.get("items", [out]) if out.get("kind") != "Status" else []
+            include = (query.get("includeObject") or ["Metadata"])[0]
+            return code, apiobjects.table(resource, items, include)
+        return code, out
 
     def healthy(self) -> bool:
         """etcd answers a quorum read on this server (kube-apiserver's etcd readiness)."""
@@ -3848,6 +3862,11 @@ def main(argv: list[str]) -> int:
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
         return 3
+    return service(cmd, args[1:])
+
+
+def service(cmd: str, args: list[str]) -> int:
+    """``rke2 server|agent [flags]``: run until stopped, or refuse with a fatal line."""
     flags: dict[str, object] = {"config": CONFIG}
     for i, a in enumerate(args):
         if cmd == "agent" and a in ("-c", "--config") and i + 1 < len(args):
@@ -3857,7 +3876,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, terminate)
     try:
         if cmd == "server":
-            flags |= server_flags(args[1:])
+            flags |= server_flags(args)
         log(f"Starting rke2 {TAG} ({cmd})")
         cfg = load_config(str(flags.pop("config")))
         cfg.update(flags)

@@ -302,6 +302,7 @@ def start(unit: str, no_block: bool = False) -> int:
         sock.close()
 
 
+# upstream: rancher/rke2 bundle/lib/systemd/system/rke2-server.service (KillMode=process); friendlier [CONTRACT SC4]
 def kill_unit(unit: str, pid: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(OSError):
