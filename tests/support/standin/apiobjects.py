@@ -104,6 +104,11 @@ class Store:
             for n, (e, rev) in sorted(self._json(NODES).items())
         }
 
+    def record(self, name: str) -> dict | None:
+        """The node's record alone (no lease)."""
+        kv = self.client.get(NODES + name)
+        return dict(json.loads(kv["value"]), rv=kv["mod_revision"]) if kv else None
+
     def node(self, name: str) -> dict | None:
         kv = self.client.get(NODES + name)
         if kv is None:

@@ -4,14 +4,20 @@
 # of rke2 server whose data dir is under /var/lib/rancher/rke2/server/db/etcd).
 # upstream: rancher/rke2 bundle/bin/rke2-killall.sh (stop units, kill rke2 processes; root only) [CONTRACT KL1 UI3]
 [ "$(id -u)" -eq 0 ] || exec sudo "$0" "$@"
+# kill -9 the processes matching $1 (a grep -E pattern over the command line)
+killtree() {
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        [ "${pid}" = "$$" ] && continue
+        if tr '\0' ' ' <"${d}/cmdline" 2>/dev/null | grep -Eq "$1"; then
+            kill -9 "${pid}" 2>/dev/null || true
+        fi
+    done
+}
+# etcd first, as upstream's killall kills the pods (etcd is not stopped with the unit there)
+killtree 'etcd .*--data-dir=/var/lib/rancher/rke2/server/db/etcd'
 for unit in rke2-server rke2-agent; do
     systemctl stop "${unit}" >/dev/null 2>&1 || true
 done
-for d in /proc/[0-9]*; do
-    pid=${d#/proc/}
-    [ "${pid}" = "$$" ] && continue
-    if tr '\0' ' ' <"${d}/cmdline" 2>/dev/null | grep -Eq '/bin/rke2 (server|agent)|etcd .*--data-dir=/var/lib/rancher/rke2/server/db/etcd'; then
-        kill -9 "${pid}" 2>/dev/null || true
-    fi
-done
+killtree '/bin/rke2 (server|agent)'
 exit 0

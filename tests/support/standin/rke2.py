@@ -1139,6 +1139,7 @@ class Server:
         self.ready = False
         self.join_lock = threading.Lock()
         self.objects = apiobjects.Objects(state.client)
+        self._servers: tuple[float, list[str]] = (0.0, [])
 
     # -- request handling (both ports) --
     def handle(
@@ -1256,14 +1257,25 @@ class Server:
 
     def heartbeat(self, b: dict) -> tuple:
         name = b.get("name", "")
-        e = self.state.node(name)
+        e = self.state.record(name)
         if not e or e.get("password") != sha(b.get("password", "")):
             raise HTTPFail(404, f"node {name} is not registered")
         self.state.heartbeat(name)
-        return 200, {"servers": [e["address"] for e in self.state.members().values()]}
+        return 200, {"servers": self.server_addresses()}
+
+    def server_addresses(self) -> list[str]:
+        """The servers' addresses (what an agent may fail over to), read at most once a
+        heartbeat interval."""
+        at, addresses = self._servers
+        if time.monotonic() - at > HEARTBEAT:
+            addresses = [e["address"] for e in self.state.members().values()]
+            self._servers = (time.monotonic(), addresses)
+        return list(addresses)
 
     def leave(self, b: dict) -> tuple:
         name = b.get("name", "")
+        if not self.healthy(timeout=0.8):  # no quorum: say so now rather than time out
+            raise HTTPFail(503, "etcd does not answer: the cluster has lost quorum")
         e = self.state.node(name)
         if not e:
             return 200, {"ok": True}
@@ -1413,12 +1425,12 @@ class Server:
             return code, apiobjects.table(resource, items, include)
         return code, out
 
-    def healthy(self) -> bool:
+    def healthy(self, timeout: float = 0) -> bool:
         """etcd answers a quorum read on this server (kube-apiserver's etcd readiness)."""
         if not self.ready or self.state.client is None:
             return False
         try:
-            self.state.client.get("/registry/health")
+            self.state.client.call("kv/range", {"key": b64("/registry/health")}, timeout=timeout)
         except etcd.EtcdError:
             return False
         return True
