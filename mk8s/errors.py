@@ -47,6 +47,11 @@ class ClusterFileError(InputError):
     """cluster.yaml is missing, malformed or fails its schema."""
 
 
+class ConfigConflict(InputError):
+    """cluster.yaml asks for what the nodes or the bundle cannot give (found at preflight,
+    before anything changed): fix the file, the token or the bundle."""
+
+
 class VersionNotFound(InputError):
     """A version spec matches no RKE2 release."""
 

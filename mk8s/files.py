@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -79,16 +81,44 @@ def read_regular(
     error: type[Mk8sError] = InputError,
     fix: str = "check the path",
     missing: str | None = None,
+    too_large: type[Mk8sError] | None = None,
 ) -> bytes:
-    """The bytes of a regular file of at most ``max_size`` bytes, else ``error``."""
+    """The bytes of a regular file of at most ``max_size`` bytes, else ``error``
+    (``too_large`` instead, if given, for a file over the cap: a damaged file that
+    came with a bundle is a rejected bundle, not a bad path)."""
     with open_regular(path, what=what, error=error, fix=fix, missing=missing) as f:
         try:
             data = f.read(max_size + 1)
         except OSError as e:
             raise error(f"cannot read {what} {path}: {e.strerror or e}", fix) from e
     if len(data) > max_size:
-        raise error(f"{what} {path} is larger than {max_size} bytes; this cannot be a {what}", fix)
+        raise (too_large or error)(
+            f"{what} {path} is larger than {max_size} bytes; this cannot be a {what}", fix
+        )
     return data
+
+
+class BoundedReader(io.RawIOBase):
+    """A readable stream over ``raw`` (a decompressor) that raises ``error()`` once more
+    than ``limit`` bytes came out of it: a decompression bomb costs at most ``limit``
+    bytes of work, whatever its header claims. ``left`` is what may still be read."""
+
+    def __init__(self, raw: BinaryIO, limit: int, error: Callable[[], Exception]) -> None:
+        super().__init__()
+        self.raw = raw
+        self.left = limit
+        self._error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        self.left -= len(data)
+        if self.left < 0:
+            raise self._error()
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def sha256_file(f: BinaryIO) -> tuple[str, int]:
@@ -144,6 +174,7 @@ def open_append_private(path: Path) -> BinaryIO:
 __all__ = [
     "KIB",
     "MIB",
+    "BoundedReader",
     "atomic_write",
     "open_append_private",
     "open_regular",

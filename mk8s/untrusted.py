@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
 import yaml
@@ -133,6 +133,108 @@ def load_json(
     return obj
 
 
+#: The tag :func:`yaml_nodes` leaves on an implicitly tagged node when asked not to
+#: resolve tags (``tags=False``); :func:`resolve_tag` gives the real one.
+UNRESOLVED = "tag:mk8s,2025:unresolved"
+_IMPLICIT: dict[Any, list[tuple[str, Any]]] = yaml.SafeLoader.yaml_implicit_resolvers
+_WILDCARD = _IMPLICIT.get(None, [])
+_RESOLVERS = {k: v + _WILDCARD for k, v in _IMPLICIT.items() if k is not None}
+_DEFAULT_TAGS = {
+    yaml.ScalarNode: yaml.SafeLoader.DEFAULT_SCALAR_TAG,
+    yaml.SequenceNode: yaml.SafeLoader.DEFAULT_SEQUENCE_TAG,
+    yaml.MappingNode: yaml.SafeLoader.DEFAULT_MAPPING_TAG,
+}
+
+
+def _implicit_tag(kind: Any, value: Any, plain: bool) -> str:
+    """PyYAML's implicit tag (its SafeLoader's resolvers), without path resolvers."""
+    if kind is yaml.ScalarNode and plain:
+        for tag, regexp in _RESOLVERS.get(value[:1], _WILDCARD):
+            if regexp.match(value):
+                return str(tag)
+    return str(_DEFAULT_TAGS[kind])
+
+
+def resolve_tag(node: yaml.Node) -> str:
+    """The tag of a node from ``yaml_nodes(..., tags=False)`` (a plain scalar is
+    resolved as PyYAML would; a non-specific ``!`` counts as no tag)."""
+    if node.tag != UNRESOLVED:
+        return str(node.tag)
+    plain = isinstance(node, yaml.ScalarNode) and not node.style  # libyaml: "", PyYAML: None
+    return _implicit_tag(type(node), node.value, plain)
+
+
+def _loaders() -> tuple[Any, Any]:
+    """libyaml's parser (PyYAML's pure-Python one takes over 30 s for 16 MiB), one
+    resolving implicit tags as PyYAML does and one leaving them :data:`UNRESOLVED` (a
+    checker that reads a few keys need not resolve two million scalars); pure Python
+    where libyaml is missing. libyaml refuses nesting past 1000 levels itself, so its C
+    recursion is bounded too."""
+    base = getattr(yaml, "CSafeLoader", None) or yaml.SafeLoader
+
+    class Resolving(base):  # type: ignore[misc,valid-type]
+        def resolve(self, kind: Any, value: Any, implicit: tuple[bool, bool]) -> str:
+            # a collection gets a bool, a scalar (plain_implicit, quoted_implicit)
+            return _implicit_tag(kind, value, kind is yaml.ScalarNode and implicit[0])
+
+        def descend_resolver(self, *_: object) -> None:
+            pass
+
+        def ascend_resolver(self, *_: object) -> None:
+            pass
+
+    class Bare(Resolving):
+        def resolve(self, kind: Any, value: Any, implicit: tuple[bool, bool]) -> str:
+            return UNRESOLVED
+
+    return Resolving, Bare
+
+
+_LOADER, _BARE_LOADER = _loaders()
+
+
+def yaml_nodes(
+    data: bytes | str,
+    *,
+    what: str,
+    error: ErrorFactory,
+    max_bytes: int,
+    max_depth: int = MAX_DEPTH,
+    tags: bool = True,
+) -> Iterator[yaml.Node]:
+    """Each YAML document's root node, composed and checked (nesting, values, aliases
+    counted per use) one at a time: nothing is constructed, so a caller that only looks
+    at a few keys of each document stays linear and light (with ``tags=False``, implicit
+    tags are left :data:`UNRESOLVED`: see :func:`resolve_tag`). Every failure is
+    ``error(problem)``."""
+    if len(data) > max_bytes:
+        _fail(error, f"{what} is larger than {max_bytes} bytes")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        _fail(error, f"{what} is not UTF-8 text", e)
+    loader = (_LOADER if tags else _BARE_LOADER)(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                _check_graph(node, what=what, error=error, max_depth=max_depth)
+                yield node
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" (line {mark.line + 1})" if mark else ""
+        if "maximum nesting depth" in str(e.problem):  # libyaml's own limit (1000)
+            _fail(error, f"{what} is nested deeper than {max_depth} levels{where}", e)
+        problem = shown(e.problem or e.context or "invalid YAML", limit=120)
+        _fail(error, f"{what} is not valid YAML{where}: {problem}", e)
+    except yaml.YAMLError as e:
+        _fail(error, f"{what} is not valid YAML: {shown(e, limit=120)}", e)
+    except RecursionError as e:
+        _fail(error, f"{what} is nested deeper than {max_depth} levels", e)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(
     data: bytes | str,
     *,
@@ -146,54 +248,45 @@ def load_yaml(
     ``error(problem)``. Nodes are counted and depth-checked on the composed graph, where
     an alias is a shared node, so an alias bomb is refused before it is expanded.
     With ``multi`` it returns the list of non-empty documents."""
-    if len(data) > max_bytes:
-        _fail(error, f"{what} is larger than {max_bytes} bytes")
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-    except UnicodeDecodeError as e:
-        _fail(error, f"{what} is not UTF-8 text", e)
     docs: list[Any] = []
-    loader = yaml.SafeLoader(text)
-    try:
-        while loader.check_node():
-            node = loader.get_node()
-            if node is None:
-                continue
-            _check_graph(node, what=what, error=error, max_depth=max_depth)
-            docs.append(loader.construct_document(node))
-            if not multi and loader.check_node():
-                _fail(error, f"{what} holds more than one YAML document")
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = shown(e.problem or e.context or "invalid YAML", limit=120)
-        _fail(error, f"{what} is not valid YAML{where}: {problem}", e)
-    except yaml.YAMLError as e:
-        _fail(error, f"{what} is not valid YAML: {shown(e, limit=120)}", e)
-    except RecursionError as e:
-        _fail(error, f"{what} is nested deeper than {max_depth} levels", e)
-    except ValueError as e:  # int() of a huge number, a bad timestamp
-        _fail(error, f"{what} holds a value YAML cannot read: {shown(e, limit=120)}", e)
-    finally:
-        loader.dispose()
+    for node in yaml_nodes(data, what=what, error=error, max_bytes=max_bytes, max_depth=max_depth):
+        if docs and not multi:
+            _fail(error, f"{what} holds more than one YAML document")
+        try:
+            docs.append(yaml.constructor.SafeConstructor().construct_document(node))
+        except yaml.YAMLError as e:
+            _fail(error, f"{what} is not valid YAML: {shown(e, limit=120)}", e)
+        except ValueError as e:  # int() of a huge number, a bad timestamp
+            _fail(error, f"{what} holds a value YAML cannot read: {shown(e, limit=120)}", e)
     if multi:
         return [d for d in docs if d is not None]
     return docs[0] if docs else None
 
 
 def _check_graph(root: yaml.Node, *, what: str, error: ErrorFactory, max_depth: int) -> None:
-    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
-    seen = 0
-    while stack:
-        node, depth = stack.pop()
-        seen += 1
-        if seen > MAX_VALUES:
-            _fail(error, f"{what} expands to more than {MAX_VALUES} values (YAML aliases?)")
+    """Count every node as the constructed document would hold it (an alias once per
+    use) and check the nesting, one level at a time (no tuple per node: this walk is a
+    fifth of checking a 16 MiB manifest); a level never grows past the value cap."""
+    mapping, sequence = yaml.MappingNode, yaml.SequenceNode
+    level: list[yaml.Node] = [root]
+    depth = seen = 0
+    while level:
+        depth += 1
+        seen += len(level)
         if depth > max_depth:
-            line = node.start_mark.line + 1
+            line = level[0].start_mark.line + 1
             _fail(error, f"{what} is nested deeper than {max_depth} levels (line {line})")
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                stack += [(k, depth + 1), (v, depth + 1)]
-        elif isinstance(node, yaml.SequenceNode):
-            stack += [(item, depth + 1) for item in node.value]
+        below: list[yaml.Node] = []
+        for node in level:
+            if isinstance(node, mapping):
+                for pair in node.value:
+                    below += pair
+            elif isinstance(node, sequence):
+                below += node.value
+            else:
+                continue
+            if seen + len(below) > MAX_VALUES:
+                break
+        if seen + len(below) > MAX_VALUES:
+            _fail(error, f"{what} expands to more than {MAX_VALUES} values (YAML aliases?)")
+        level = below

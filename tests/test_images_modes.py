@@ -19,6 +19,9 @@ from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
 from mk8s.errors import ClusterFileError
+from tests.support.registry import TestCA
+
+CA_PEM = TestCA.create().pem()
 
 
 def _manifest(tag: str = "v1.28.15+rke2r1") -> Lock:
@@ -45,7 +48,7 @@ def _manifest(tag: str = "v1.28.15+rke2r1") -> Lock:
 
 
 def _cluster(tmp_path: Path, images: str, rke2: str = "") -> Cluster:
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
+    (tmp_path / "ca.pem").write_bytes(CA_PEM)
     (tmp_path / "pw").write_text("s3cret-pw\n")
     p = tmp_path / "c.yaml"
     p.write_text(f"""apiVersion: mk8s/v1alpha1
@@ -133,7 +136,10 @@ def test_registry_mode(tmp_path: Path) -> None:
     ctx = _ctx(c, "s3cret-pw")
     for node in c.nodes:
         assert "rke2-images.linux-amd64.tar.zst" not in _names(plan.upload_step(ctx, node, FRESH))
-        assert plan.node_config(ctx, node)["system-default-registry"] == "reg.internal:5000"
+        # A server option: agents ignore it (rancher/rke2 pkg/cli/cmds/agent.go) and use
+        # the registry their server hands out, so only servers get it.
+        sdr = plan.node_config(ctx, node).get("system-default-registry")
+        assert sdr == ("reg.internal:5000" if node.is_server else None)
         shown = [x.display() for x in plan.install_step(ctx, node, FRESH).commands]
         assert any(REGISTRY_CA_PATH in x for x in shown)
         assert not any("s3cret-pw" in x for x in shown)

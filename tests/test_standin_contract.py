@@ -253,7 +253,7 @@ def test_etcd_snapshot_cli_refusals(rke2: ModuleType, capsys: pytest.CaptureFixt
         (["restore"], 3, 'No help topic for "restore"'),
         (["save", "--nme", "x"], 1, "flag provided but not defined: --nme"),
         (["save", "--name"], 1, "flag needs an argument: --name"),
-        (["save", "--data-dir", "/srv/rke2"], 1, "only the default --data-dir"),
+        (["save", "--data-dir", "/srv/rke2"], 1, "open /srv/rke2/server/token"),
         (["delete"], 1, "no snapshots given for removal"),
         (["ls", "extra"], 1, "does not take any arguments"),
         (["save"], 1, "not an etcd server"),  # no etcd on this node

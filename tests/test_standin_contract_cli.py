@@ -267,6 +267,7 @@ TEST_FILES = {
     "etcd": "test_standin_etcd.py",
     "contract": "test_standin_contract.py",
     "contract_cli": "test_standin_contract_cli.py",
+    "host_rules": "test_standin_host_rules.py",
 }
 
 

@@ -132,3 +132,35 @@ def test_document_line_of_a_value_or_its_key(tmp_path: Path) -> None:
     assert doc.line(["spec", "nodes", 0, "role"]) == 9
     assert doc.line(["spec", "nodes", 3]) == 8  # the nearest parent that exists
     assert doc.data["metadata"]["name"] == "lab"
+
+
+# -- what a refusal may quote: one line, no secret, sizes not values ------------------
+
+
+def test_a_reader_error_is_one_line(tmp_path: Path) -> None:
+    msg = refused(tmp_path, "apiVersion: mk8s/v1alpha1\x07\nmk8s: error: forged\n")
+    assert msg.startswith("c.yaml: not valid YAML: unacceptable character #x0007")
+    assert "\n" not in msg and msg.endswith("; fix the YAML syntax")
+
+
+def test_a_schema_error_quotes_sizes_not_values(tmp_path: Path) -> None:
+    sans = ", ".join(str(i) for i in range(3000))
+    text = VALID.replace("spec:\n", f"spec:\n  rke2:\n    serverUrl: 'https://{'a' * 300}/x'\n")
+    msg = refused(tmp_path, text)
+    assert msg.startswith("c.yaml:8: spec.rke2.serverUrl: 'https://aaaa")
+    assert "aaaa... (" in msg and " more characters)" in msg  # shown() cut it at 300
+    text = VALID.replace(
+        "metadata:\n  name:\n    lab\n", f"metadata:\n  name: lab\n  x: [{sans}]\n"
+    )
+    msg = refused(tmp_path, text)
+    assert "h2999" not in msg and len(msg) < 400
+
+
+def test_a_schema_error_masks_a_url_password_and_escapes_key_names(tmp_path: Path) -> None:
+    text = VALID.replace("spec:\n", "spec:\n  rke2:\n    serverUrl: 'ftp://u:s3cret@x'\n")
+    msg = refused(tmp_path, text)
+    assert msg.startswith("c.yaml:8: spec.rke2.serverUrl: 'ftp://***@x' does not match ")
+    assert "s3cret" not in msg
+    text = VALID.replace("spec:\n", 'spec:\n  "a\\nmk8s: error: forged": 1\n')
+    msg = refused(tmp_path, text)
+    assert "spec.a\\nmk8s: error: forged: unknown field" in msg and "\n" not in msg

@@ -173,6 +173,9 @@ def test_schema_errors_name_the_first_field_and_count_the_rest() -> None:
 def test_not_json_and_malformed() -> None:
     with pytest.raises(LockError) as e:
         Lock.from_bytes(b"\xff", source="mk8s.lock")
+    assert str(e.value) == "mk8s.lock is not UTF-8 text; regenerate it with `mk8s bundle lock`"
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(b"{", source="mk8s.lock")
     assert str(e.value).startswith("mk8s.lock is not valid JSON (")
     assert str(e.value).endswith("); regenerate it with `mk8s bundle lock`")
     with pytest.raises(LockError) as e:
@@ -291,3 +294,46 @@ def test_now_is_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> 
 
     utc = calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
     assert abs(utc - time.time()) < 60
+
+
+# -- what a refusal may quote ----------------------------------------------------------
+
+
+def _doc(arts: list[dict[str, Any]]) -> dict[str, Any]:
+    doc = lock(art("artifacts/rke2.linux-amd64.tar.gz")).to_json()
+    doc["artifacts"] = arts
+    return doc
+
+
+def test_too_many_artifacts_quotes_the_count_not_the_list() -> None:
+    one = art("artifacts/files/f.bin").to_json()
+    arts = [
+        {**one, "name": f"f{i}.bin", "path": f"artifacts/files/f{i}.bin"} for i in range(10_001)
+    ]
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(json.dumps(_doc(arts)).encode(), source="big.lock")
+    assert str(e.value) == (
+        "big.lock: artifacts: has 10001 items; at most 10000 are allowed;"
+        " regenerate it with `mk8s bundle lock`"
+    )
+
+
+def test_errors_are_counted_up_to_a_thousand() -> None:
+    arts = [{"name": f"f{i}.bin"} for i in range(600)]  # four missing fields each
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(json.dumps(_doc(arts)).encode(), source="m")
+    assert str(e.value).endswith(" (and 999+ more); regenerate it with `mk8s bundle lock`")
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(json.dumps(_doc(arts[:2])).encode(), source="m")
+    assert str(e.value).startswith("m: artifacts[0]: ")
+    assert str(e.value).endswith(" (and 7 more); regenerate it with `mk8s bundle lock`")
+
+
+def test_a_malformed_value_is_shown_masked_and_cut() -> None:
+    doc = lock(art("artifacts/rke2.linux-amd64.tar.gz")).to_json()
+    doc["resolvedAt"] = "https://robot:s3cret@reg.lan/" + "a" * 500
+    with pytest.raises(LockError) as e:
+        Lock.from_bytes(json.dumps(doc).encode(), source="m", validate=False)
+    msg = str(e.value)
+    assert msg.startswith("m is malformed (ValueError: resolvedAt 'https://***@reg.lan/aaa")
+    assert "s3cret" not in msg and " more characters)); regenerate it" in msg

@@ -335,7 +335,7 @@ def test_find_by_kind_and_arch() -> None:
         (b"7", "mk8s.lock is JSON but not an object"),
         (
             b"[" * 100_000 + b"]" * 100_000,
-            "mk8s.lock is nested too deeply to be a lock or manifest",
+            "mk8s.lock is nested deeper than 64 levels",
         ),
     ],
 )

@@ -4,6 +4,7 @@ deploy engine relies on (batch size, image tarballs per node, RKE2 prefixes)."""
 
 from __future__ import annotations
 
+import hashlib
 import textwrap
 from pathlib import Path
 
@@ -20,6 +21,9 @@ from mk8s.deploy.cluster import (
     load_cluster,
 )
 from mk8s.errors import ClusterFileError
+from tests.support.registry import TestCA
+
+CA_PEM = TestCA.create().pem()
 
 HEAD = """\
 apiVersion: mk8s/v1alpha1
@@ -145,7 +149,7 @@ def test_servers_mode_needs_no_registry(tmp_path: Path) -> None:
 
 def registry_spec(tmp_path: Path, url: str) -> str:
     """spec.images for a registry with CA and credentials (lines 6-12), files made."""
-    (tmp_path / "ca.pem").write_text("ca")
+    (tmp_path / "ca.pem").write_bytes(CA_PEM)
     (tmp_path / "pw").write_text("pw\n")
     return indent(
         f"""\
@@ -158,6 +162,20 @@ def registry_spec(tmp_path: Path, url: str) -> str:
             passwordFile: pw
         """
     )
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "99999"])
+def test_registry_port_outside_1_to_65535_is_refused(tmp_path: Path, port: str) -> None:
+    assert err(tmp_path, registry_spec(tmp_path, f"https://reg.lan:{port}")) == (
+        f"{tmp_path}/cluster.yaml:9: spec.images.registry.url: port {port} is not one of"
+        " 1-65535; give the registry's port, e.g. https://registry.lan:5000"
+    )
+
+
+@pytest.mark.parametrize("url", ["https://reg.lan:1", "https://reg.lan:65535/", "https://reg.lan"])
+def test_registry_ports_1_to_65535_and_none_are_taken(tmp_path: Path, url: str) -> None:
+    c = load_cluster(write(tmp_path, registry_spec(tmp_path, url)))
+    assert c.images.registry is not None and c.images.registry.url == url
 
 
 def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) -> None:
@@ -205,6 +223,111 @@ def test_registry_files_must_exist(tmp_path: Path, key: str, line: int) -> None:
     c = load_cluster(write(tmp_path, spec), check_files=False)
     assert c.images.registry is not None
     assert missing in (c.images.registry.ca_file, c.images.registry.password_file)
+
+
+def _ca_error(tmp_path: Path, content: bytes) -> str:
+    spec = registry_spec(tmp_path, "https://reg.lan")
+    (tmp_path / "ca.pem").write_bytes(content)
+    return err(tmp_path, spec)
+
+
+def _pem(label: str, body: bytes = b"AAAA") -> bytes:
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, body, label)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"hunter2\n", "is not a PEM certificate"),
+        (b"", "is not a PEM certificate"),
+        (_pem(b"CERTIFICATE"), "is not a PEM certificate"),
+        (_pem(b"PRIVATE KEY", b"c2VjcmV0LWtleQ=="), "holds a private key"),
+        (CA_PEM + _pem(b"EC PRIVATE KEY", b"c2VjcmV0LWtleQ=="), "holds a private key"),
+        (CA_PEM + b"\nPRIVATE KEY c2VjcmV0LWtleQ==\n", "holds a private key"),
+        (CA_PEM + _pem(b"X509 CRL"), "holds PEM blocks that are not certificates"),
+    ],
+)
+def test_a_ca_file_must_be_certificates_only(tmp_path: Path, content: bytes, problem: str) -> None:
+    msg = _ca_error(tmp_path, content)
+    ca = tmp_path / "ca.pem"
+    assert msg.startswith(
+        f"{tmp_path}/cluster.yaml:10: spec.images.registry.caFile: {ca} {problem}"
+    )
+    assert msg.endswith(
+        "; caFile must be the PEM certificate(s) of the CA that signed the registry's certificate"
+    )
+    assert "hunter2" not in msg and "c2VjcmV0" not in msg and "AAAA" not in msg
+
+
+def test_a_ca_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
+    import os
+
+    spec = registry_spec(tmp_path, "https://reg.lan")
+    (tmp_path / "ca.pem").unlink()
+    os.mkfifo(tmp_path / "ca.pem")
+    assert "is a FIFO, not a regular file" in err(tmp_path, spec)
+
+
+def test_only_the_certificates_of_a_ca_file_are_uploaded(tmp_path: Path) -> None:
+    from mk8s.deploy import registryca
+
+    second = TestCA.create("second").pem()
+    p = tmp_path / "ca.pem"
+    p.write_bytes(b"# a comment openssl writes\n" + CA_PEM + b"\n" + second)
+    assert registryca.read_ca(p) == CA_PEM + second
+    shown = registryca.describe(CA_PEM + second, p)
+    sha = hashlib.sha256(CA_PEM + second).hexdigest()
+    assert shown == f"<2 certificate(s) from ca.pem, {len(CA_PEM + second)} bytes, sha256 {sha}>"
+
+
+@pytest.mark.parametrize(
+    ("key", "url", "problem"),
+    [
+        ("url", "https://reg.lan:0", "port 0 is out of range (1-65535)"),
+        ("url", "https://reg.lan:65536", "port 65536 is out of range (1-65535)"),
+        ("url", "https://reg.lan:99999/", "port 99999 is out of range (1-65535)"),
+        ("serverUrl", "https://k8s.lan:99999", "port 99999 is out of range (1-65535)"),
+        ("serverUrl", "https://k8s.lan:123456789012", "port 12345678 is out of range (1-65535)"),
+        (
+            "serverUrl",
+            "https://robot:s3cret@k8s.lan:9345",
+            "the URL holds a user name or password (https://USER:PASSWORD@...)",
+        ),
+    ],
+)
+def test_urls_need_a_real_port_and_no_userinfo(
+    tmp_path: Path, key: str, url: str, problem: str
+) -> None:
+    if key == "url":
+        spec = indent(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
+        where, line = "spec.images.registry.url", 8
+    else:
+        spec = indent(f"rke2:\n  serverUrl: '{url}'\n")
+        where, line = "spec.rke2.serverUrl", 7
+    msg = err(tmp_path, spec)
+    assert msg.startswith(f"{tmp_path}/cluster.yaml:{line}: {where}: {problem}; "), msg
+    assert "s3cret" not in msg
+
+
+@pytest.mark.parametrize(("port", "past"), [("1", "0"), ("65535", "65536"), ("", "99999")])
+def test_ports_in_range_are_taken_one_past_is_not(tmp_path: Path, port: str, past: str) -> None:
+    def spec(url: str) -> str:
+        images = f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n"
+        return indent(images) + indent(f"rke2: {{serverUrl: '{url}'}}\n")
+
+    url = f"https://reg.lan:{port}" if port else "https://reg.lan"
+    c = load_cluster(write(tmp_path, spec(url)))
+    assert c.images.registry is not None and c.images.registry.url == url
+    assert c.rke2.server_url == url
+    assert f"port {past} is out of range" in err(tmp_path, spec(f"https://reg.lan:{past}"))
+
+
+def test_a_registry_url_with_userinfo_never_echoes_the_password(tmp_path: Path) -> None:
+    url = "https://robot:s3cret@reg.lan:5000"
+    spec = indent(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
+    msg = err(tmp_path, spec)
+    assert msg.startswith(f"{tmp_path}/cluster.yaml:8: spec.images.registry.url: 'https://***@")
+    assert "s3cret" not in msg
 
 
 def _node(role: str) -> Node:

@@ -58,6 +58,12 @@ def test_chart_validation(tmp_path: Path) -> None:
         ("- a\n- b\n", "lacks apiVersion or kind"),
         ("key: [unclosed\n", "not valid YAML"),
         ("", "holds no document"),
+        ("---\n---\n", "holds no document"),
+        ("apiVersion: null\nkind: ConfigMap\n", "document 1 lacks apiVersion or kind"),
+        ("apiVersion: v1\nkind: ConfigMap\n---\napiVersion: v1\nkind: 5\n", "document 2 lacks"),
+        ("apiVersion: v1\nkind: ''\n", "lacks apiVersion or kind"),
+        ("apiVersion: v1\nkind: [x]\n", "lacks apiVersion or kind"),
+        ("a: " + "[" * 65 + "]" * 65 + "\n", "nested deeper than 64 levels"),
     ],
 )
 def test_manifest_validation(tmp_path: Path, text: str, match: str | None) -> None:
@@ -129,7 +135,11 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
         arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True
     )
     old = placed_path(c_art).rsplit("-", 1)[0] + "-000000000000.yaml"
-    cmds = place_workloads(ctx, facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}))
+    cmds = place_workloads(
+        ctx,
+        ctx.cluster.bootstrap,
+        facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}),
+    )
     assert len(cmds) == 2
     # Run the chart command for real, with the staged file and the target moved locally.
     root = tmp_path / "node"
@@ -154,4 +164,9 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
     assert not stale.exists()
     assert old in cmds[0].display()
     done = frozenset({placed_path(c_art), placed_path(m_art)})
-    assert place_workloads(ctx, facts.NodeFacts(**{**fresh.__dict__, "placed": done})) == []
+    assert (
+        place_workloads(
+            ctx, ctx.cluster.bootstrap, facts.NodeFacts(**{**fresh.__dict__, "placed": done})
+        )
+        == []
+    )

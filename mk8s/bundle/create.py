@@ -241,18 +241,31 @@ def _check_local(art: Artifact, path: Path) -> None:
             f"{path} ({art.name}) differs from the lock, which pins sha256 {art.sha256}",
             "restore the original file, or lock again on purpose",
         )
+    # A lock is the user's file too: what it calls a chart or a manifest is checked as
+    # `bundle lock` checked it, so no bundle carries one that deploy would refuse.
+    if art.kind == ArtifactKind.CHART:
+        workloads.check_chart(path)
+    elif art.kind == ArtifactKind.MANIFEST:
+        workloads.check_manifest(path)
 
 
 def check_files(
-    paths: Sequence[Path], charts: Sequence[Path] = (), manifests: Sequence[Path] = ()
+    paths: Sequence[Path],
+    charts: Sequence[Path] = (),
+    manifests: Sequence[Path] = (),
+    registry_auth_file: Path | None = None,
 ) -> None:
-    """Refuse unusable ``--file``, ``--chart`` and ``--manifest`` inputs before anything
-    is resolved or downloaded.
+    """Refuse unusable ``--file``, ``--chart``, ``--manifest`` and
+    ``--registry-auth-file`` inputs before anything is resolved or downloaded.
 
     InputError (exit 2) for a name a bundle cannot carry, two files with one name, a
-    chart that is not a chart archive, a manifest that is not Kubernetes YAML, or
-    anything that is not a readable regular file.
+    chart that is not a chart archive, a manifest that is not Kubernetes YAML, an auth
+    file that is not a Docker config, or anything that is not a readable regular file.
     """
+    if registry_auth_file is not None:
+        from mk8s.images.auth import read_auth_file
+
+        read_auth_file(registry_auth_file)
     for chart in charts:
         _file_artifact(chart, ArtifactKind.CHART)
         workloads.check_chart(chart)

@@ -26,9 +26,10 @@ from typing import Any, BinaryIO
 import requests
 
 from mk8s.bundle.http import UpstreamSettings, new_session
-from mk8s.bundle.transfer import CHUNK, Cancelled, Transfer
+from mk8s.bundle.transfer import CHUNK, Transfer
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
+from mk8s.net import Cancelled
 
 STALE_PART_SECONDS = 24 * 3600
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")

@@ -2,8 +2,9 @@
 
 :class:`UpstreamSettings` holds the three configurable endpoints (GitHub, a mirror or
 a test server), takes credentials out of URLs (used at run time, never written), and
-validates every URL. :func:`get_with_retries` and the helpers here are shared by the
-releases client (:mod:`mk8s.bundle.upstream`) and the downloader (:mod:`.fetch`).
+validates every URL. :func:`get_document` and the helpers here are shared by the releases client
+(:mod:`mk8s.bundle.upstream`) and the downloader (:mod:`.fetch`); both reach the
+network only through :mod:`mk8s.net` (deadlines, byte caps, one retry budget).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 
-from mk8s import __version__
+from mk8s import net
 from mk8s.errors import InputError, UpstreamError
+from mk8s.untrusted import shown
 
 REPO = "rancher/rke2"
 DEFAULT_API_URL = "https://api.github.com"
@@ -54,6 +56,7 @@ class UpstreamSettings:
     retries: int = 5
     backoff: float = 1.0
     backoff_max: float = 30.0
+    limits: net.Limits = field(default_factory=net.Limits.from_env)
 
     def __post_init__(self) -> None:
         credentials = dict(self.credentials)
@@ -92,6 +95,10 @@ class UpstreamSettings:
     def timeout(self) -> tuple[float, float]:
         return (self.connect_timeout, self.read_timeout)
 
+    @property
+    def policy(self) -> net.RetryPolicy:
+        return net.RetryPolicy(self.retries, self.backoff, self.backoff_max)
+
     def auth_headers(self, url: str) -> dict[str, str]:
         """The ``Authorization`` header for ``url``, or nothing.
 
@@ -125,19 +132,19 @@ def check_url(url: str, what: str) -> str:
     Refuses control characters and whitespace, an empty host, a malformed IPv6
     literal and a port that is not a number in 1-65535.
     """
-    shown = redact_url(url)
+    safe_url = shown(redact_url(url), limit=300)
     fix = "give a full URL such as https://mirror.example/path"
     if not url or any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
-        raise InputError(f"{what} {shown!r} has spaces or control characters", fix)
+        raise InputError(f"{what} {safe_url!r} has spaces or control characters", fix)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise InputError(f"{what} {shown!r} is not a valid URL ({e})", fix) from e
+        raise InputError(f"{what} {safe_url!r} is not a valid URL ({e})", fix) from e
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"{what} {shown!r} is not an http(s) URL with a host", fix)
+        raise InputError(f"{what} {safe_url!r} is not an http(s) URL with a host", fix)
     if port == 0:
-        raise InputError(f"{what} {shown!r} has port 0", fix)
+        raise InputError(f"{what} {safe_url!r} has port 0", fix)
     return url
 
 
@@ -159,26 +166,10 @@ def redact_url(url: str) -> str:
         return "<invalid URL>"
 
 
-def new_session() -> requests.Session:
-    """A session that honours proxy and CA-bundle variables (``HTTPS_PROXY``,
-    ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``SSL_CERT_FILE``) like any requests client."""
-    session = requests.Session()
-    session.trust_env = True
-    ca = os.environ.get("SSL_CERT_FILE")
-    if ca and not os.environ.get("REQUESTS_CA_BUNDLE") and not os.environ.get("CURL_CA_BUNDLE"):
-        # requests reads REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE only; honour OpenSSL's name too.
-        session.verify = ca
-    session.headers["User-Agent"] = f"mk8s/{__version__}"
-    return session
-
-
-# -- retries ---------------------------------------------------------------------------
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
+# -- requests --------------------------------------------------------------------------
+new_session = net.new_session
+#: A page of the release list (100 releases with their assets).
+MAX_RELEASE_PAGE = 32 << 20
 
 
 def rate_limit_error(response: requests.Response, url: str) -> UpstreamError | None:
@@ -205,74 +196,97 @@ def rate_limit_error(response: requests.Response, url: str) -> UpstreamError | N
     else:
         at = ""
     return UpstreamError(
-        f"rate limited by {urlsplit(url).netloc} (HTTP {response.status_code}) at {url}{at}",
+        f"rate limited by {urlsplit(url).netloc} (HTTP {response.status_code}) at"
+        f" {shown(url, limit=300)}{at}",
         f"retry then, or {AUTH_HINT}",
     )
 
 
-def short_retry_after(response: requests.Response, settings: UpstreamSettings) -> float | None:
-    """The wait a 429/503 asks for with ``Retry-After`` if it is short enough to honour."""
-    value = response.headers.get("Retry-After", "")
-    if value.isdigit() and float(value) <= settings.backoff_max:
-        return float(value)
-    return None
+@dataclass(frozen=True)
+class Document:
+    """A small answer read whole: its bytes, headers and parsed ``Link`` header."""
+
+    data: bytes
+    headers: Mapping[str, str]
+    links: Mapping[str, Mapping[str, str]]
 
 
-def get_with_retries(
+def get_document(
     session: requests.Session,
     url: str,
     settings: UpstreamSettings,
     *,
     what: str,
+    cap: int,
     headers: Mapping[str, str] | None = None,
-    stream: bool = False,
     sleep: Callable[[float], Any] = time.sleep,
-) -> requests.Response:
-    """GET ``url``, retrying connection errors, timeouts, 5xx and 429 with backoff.
+) -> Document:
+    """GET ``url`` and read its body (at most ``cap`` bytes), retrying connection
+    errors, timeouts, 5xx and 429 within one :class:`mk8s.net.RetryBudget`.
 
-    Returns the first 2xx response. Raises UpstreamError for a rate limit (saying when
-    it resets), for a 4xx (naming ``what`` and the URL), and when retries run out.
+    Raises UpstreamError for a rate limit (saying when it resets), for a 4xx (naming
+    ``what`` and the URL), for a body over ``cap`` and when the retries are spent.
     """
     hdrs = {**settings.auth_headers(url), **(headers or {})}
-    last = ""
-    delay = 0.0
-    for attempt in range(settings.retries + 1):
-        if attempt:
-            sleep(delay)
-        delay = settings.backoff_delay(attempt)
+    deadline = settings.limits.deadline(cap)
+    budget = net.RetryBudget(settings.policy, 2 * deadline, sleep=sleep)
+    shown_url = shown(url, limit=300)
+    while True:
+        wait, error = None, None
         try:
-            r = session.get(url, headers=hdrs, timeout=settings.timeout, stream=stream)
-        except TRANSIENT_ERRORS as e:
-            last = f"{type(e).__name__}: {e}"
-            if attempt == settings.retries:
+            with net.send(
+                session,
+                "GET",
+                url,
+                headers=hdrs,
+                timeout=settings.timeout,
+                stream=True,
+                limits=settings.limits,
+                deadline=deadline,
+            ) as r:
+                _judge(r, url, what, settings)
+                data = net.read_body(r, cap, what=f"{what} at {shown_url}", error=UpstreamError)
+                return Document(data, r.headers, r.links)
+        except net.RetryStatus as e:
+            last, wait = e.reason, e.wait
+        except net.TRANSIENT as e:
+            last, error = net.reason(e), e
+        except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
+            raise UpstreamError(
+                f"cannot follow {shown_url} for {what} ({shown(e, limit=160)})",
+                "check the MK8S_* URLs and the server",
+            ) from None
+        if not budget.retry(wait=wait, error=error):
+            if last.startswith("HTTP "):
                 raise UpstreamError(
-                    f"cannot reach {url} for {what} after {attempt + 1} attempts ({last})",
-                    "check the network, proxy settings and the MK8S_* URLs",
-                ) from e
-            continue
-        limited = rate_limit_error(r, url)
-        if limited is not None and (r.status_code != 429 or short_retry_after(r, settings) is None):
-            r.close()
-            raise limited
-        if r.status_code in RETRY_STATUS:
-            last = f"HTTP {r.status_code}"
-            wait = short_retry_after(r, settings)
-            r.close()
-            if attempt == settings.retries:
-                raise UpstreamError(
-                    f"{url} answered HTTP {r.status_code} for {what} after {attempt + 1} attempts",
+                    f"{shown_url} answered {last} for {what} after {budget.tries} attempts",
                     "the server is failing; try again later",
                 )
-            delay = max(delay, wait or 0.0)
-            continue
-        if r.status_code >= 400:
-            r.close()
             raise UpstreamError(
-                f"{url} answered HTTP {r.status_code} {r.reason} for {what}",
-                _fix_for_status(r.status_code),
+                f"cannot reach {shown_url} for {what} after {budget.tries} attempts ({last})",
+                "check the network, proxy settings and the MK8S_* URLs",
             )
-        return r
-    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _judge(r: requests.Response, url: str, what: str, settings: UpstreamSettings) -> None:
+    """Raise for an answer that is not the document: RetryStatus for what to retry."""
+    limited = rate_limit_error(r, url)
+    wait = net.retry_after(r, settings.backoff_max)
+    if limited is not None and (r.status_code != 429 or wait is None):
+        raise limited
+    if r.status_code in net.RETRY_STATUS:
+        raise net.RetryStatus(f"HTTP {r.status_code}", wait)
+    if r.status_code >= 400:
+        raise status_error(r, url, what)
+
+
+def status_error(r: requests.Response, url: str, what: str) -> UpstreamError:
+    """``URL answered HTTP N REASON for WHAT``, the server's reason shown safely."""
+    return UpstreamError(
+        f"{shown(url, limit=300)} answered HTTP {r.status_code} {shown(r.reason, limit=80)}"
+        f" for {what}",
+        _fix_for_status(r.status_code),
+    )
 
 
 def _fix_for_status(status: int) -> str:

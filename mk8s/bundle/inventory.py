@@ -16,15 +16,13 @@ is the size of the largest image archive.
 from __future__ import annotations
 
 import shutil
-import tarfile
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-import yaml
-
+from mk8s.bundle import charts
 from mk8s.bundle.keys import TrustedKey
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
 from mk8s.errors import Mk8sError
@@ -35,8 +33,10 @@ if TYPE_CHECKING:
 SBOM_KIND = ArtifactKind.SBOM
 _IMAGE_SUFFIXES = (".tar", ".tar.zst", ".tar.gz", ".tgz", ".oci")
 _CHART_SUFFIXES = (".tgz", ".tar.gz")
-MAX_CHART_YAML = 256 << 10
-MAX_CHART_MEMBERS = 10_000
+#: An image archive listed for an SBOM or a diff unpacks to at most this many times
+#: its size (and at least IMAGES_MIN_BUDGET bytes): a bomb costs seconds, not hours.
+IMAGES_RATIO = 16
+IMAGES_MIN_BUDGET = 256 << 20
 
 
 @dataclass(frozen=True, order=True)
@@ -98,58 +98,49 @@ def may_be_chart(art: Artifact) -> bool:
 def read_contents(art: Artifact, path: Path) -> Contents | None:
     """The images and charts in ``art``, stored at ``path``; None if it cannot hold any.
 
-    Never raises for bad content: an image tarball that cannot be read is reported in
-    ``problem`` (an SBOM must still list the artifact and its hash).
+    Never raises for bad content: an image tarball or chart that cannot be read within
+    the bounds is reported in ``problem`` (an SBOM must still list the artifact and its
+    hash); a ``file`` that is neither is just a file. A chart is read first and up to
+    its ``Chart.yaml`` only (:mod:`mk8s.bundle.charts`); an archive that is a chart is
+    not scanned for images.
     """
     if not (may_hold_images(art) or may_be_chart(art)):
         return None
-    images: tuple[Image, ...] = ()
+    found: tuple[Chart, ...] = ()
     problem = None
-    if may_hold_images(art):
+    if may_be_chart(art):
+        try:
+            with open(path, "rb") as f:
+                meta = charts.read_chart(f)
+            found = (Chart(meta.name, meta.version, meta.app_version),)
+        except charts.ChartProblem as e:
+            if art.kind == "chart":
+                problem = f"not a readable chart: {e.problem}"
+    images: tuple[Image, ...] = ()
+    if may_hold_images(art) and not found:
         try:
             images = _images(path)
         except Mk8sError as e:
             if art.kind == "images":
                 problem = f"not a readable image archive: {e.problem}"
-    charts = _chart(path) if may_be_chart(art) else ()
-    if not images and not charts and problem is None:
+    if not images and not found and problem is None:
         return None
-    return Contents(images, charts, problem)
+    return Contents(images, found, problem)
+
+
+def image_budget(path: Path) -> int:
+    """Bytes an image archive may unpack to when only listed: :data:`IMAGES_RATIO`
+    times its size, at least :data:`IMAGES_MIN_BUDGET` (RKE2's zstd image tarballs
+    unpack to about 3 times their size; their layers inside are not compressed)."""
+    return max(IMAGES_MIN_BUDGET, IMAGES_RATIO * path.stat().st_size)
 
 
 def _images(path: Path) -> tuple[Image, ...]:
     from mk8s.images import list_images  # requests & co.: only when images are read
 
-    found = {Image(i.name, i.tag, i.digest, tuple(sorted(i.platforms))) for i in list_images(path)}
+    listed = list_images(path, max_unpacked=image_budget(path))
+    found = {Image(i.name, i.tag, i.digest, tuple(sorted(i.platforms))) for i in listed}
     return tuple(sorted(found, key=lambda i: (i.name or "", i.tag or "", i.digest)))
-
-
-def _chart(path: Path) -> tuple[Chart, ...]:
-    """``Chart.yaml`` of a Helm chart archive (``NAME/Chart.yaml``), if it is one."""
-    try:
-        with tarfile.open(path, mode="r:gz") as tf:
-            for n, info in enumerate(tf):
-                if n >= MAX_CHART_MEMBERS:
-                    return ()
-                parts = info.name.strip("/").split("/")
-                if len(parts) == 2 and parts[1] == "Chart.yaml" and info.isfile():
-                    if info.size > MAX_CHART_YAML:
-                        return ()
-                    f = tf.extractfile(info)
-                    doc = yaml.safe_load(f.read()) if f is not None else None
-                    return _chart_of(doc)
-    except (tarfile.TarError, OSError, EOFError, yaml.YAMLError, ValueError):
-        return ()
-    return ()
-
-
-def _chart_of(doc: object) -> tuple[Chart, ...]:
-    if not isinstance(doc, dict):
-        return ()
-    name, version, app = doc.get("name"), doc.get("version"), doc.get("appVersion")
-    if not isinstance(name, str) or not isinstance(version, str | int | float):
-        return ()
-    return (Chart(name, str(version), None if app is None else str(app)),)
 
 
 def from_lock(lock: Lock) -> Inventory:

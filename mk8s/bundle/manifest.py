@@ -21,9 +21,12 @@ from urllib.parse import urlsplit
 
 from mk8s import __version__
 from mk8s.errors import InputError, LockError
-from mk8s.schemas import json_path, validator
+from mk8s.schemas import first_problem
+from mk8s.untrusted import load_json, shown
 
 SCHEMA = "manifest.schema.json"
+#: A lock or manifest of 10,000 artifacts with long URLs stays under this.
+MAX_BYTES = 16 << 20
 LOCK_KIND = "mk8s.lock"
 BUNDLE_KIND = "mk8s.bundle"
 MANIFEST_NAME = "mk8s-bundle.json"
@@ -196,31 +199,18 @@ class Lock:
         ``validate=False`` skips the JSON Schema (and its ~50 ms import): for
         ``bundle inspect``, which verifies nothing; a malformed file still raises
         LockError, without the field's path."""
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise LockError(
-                f"{source} is not valid JSON ({e})",
-                "regenerate it with `mk8s bundle lock`",
-            ) from e
-        except RecursionError as e:
-            raise LockError(
-                f"{source} is nested too deeply to be a lock or manifest",
-                "regenerate it with `mk8s bundle lock`",
-            ) from e
+        fix = "regenerate it with `mk8s bundle lock`"
+        obj = load_json(
+            data,
+            what=source,
+            error=lambda problem: LockError(problem, fix),
+            max_bytes=MAX_BYTES,
+        )
         if not isinstance(obj, dict):
-            raise LockError(
-                f"{source} is JSON but not an object", "regenerate it with `mk8s bundle lock`"
-            )
-        if validate:
-            errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
-            if errors:
-                first = errors[0]
-                more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-                raise LockError(
-                    f"{source}: {json_path(first.absolute_path)}: {first.message}{more}",
-                    "regenerate it with `mk8s bundle lock`",
-                )
+            raise LockError(f"{source} is JSON but not an object", fix)
+        wrong = first_problem(SCHEMA, obj) if validate else None
+        if wrong:
+            raise LockError(f"{source}: {wrong}", fix)
         try:
             return cls(
                 release=Release.from_json(obj["rke2"]),
@@ -231,10 +221,7 @@ class Lock:
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             # Only reachable without validation, or for invariants the schema cannot say.
-            raise LockError(
-                f"{source} is malformed ({type(e).__name__}: {e})",
-                "regenerate it with `mk8s bundle lock`",
-            ) from e
+            raise LockError(f"{source} is malformed ({type(e).__name__}: {shown(e)})", fix) from e
 
     # -- derived -----------------------------------------------------------------------
     @property
@@ -293,10 +280,13 @@ def check_artifact_name(name: str) -> str | None:
 _OCI_PINNED = re.compile(r"oci://[^/@]+/[^@]+@sha256:[0-9a-f]{64}")
 
 
+_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _check_url(a: Artifact) -> None:
     if a.url is None:
         return
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in a.url):
+    if _URL_BAD_CHARS.search(a.url):
         raise ValueError(f"artifact {a.name}: url has spaces or control characters")
     try:
         parts = urlsplit(a.url)

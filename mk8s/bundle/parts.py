@@ -30,7 +30,8 @@ from typing import Any
 from mk8s.bundle.keys import UNSIGNED, Signature, TrustedKey, verify_signature
 from mk8s.errors import BundleRejected, InputError
 from mk8s.files import read_regular
-from mk8s.schemas import json_path, validator
+from mk8s.schemas import first_problem
+from mk8s.untrusted import load_json
 
 SCHEMA = "parts.schema.json"
 PARTS_KIND = "mk8s.parts"
@@ -123,17 +124,12 @@ class PartsIndex:
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> PartsIndex:
         """Parse and validate; PartRejected (exit 3) naming the field otherwise."""
-        try:
-            obj = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as e:
-            raise PartRejected(f"{source} is not a parts index (not JSON: {e})") from e
-        errors = sorted(validator(SCHEMA).iter_errors(obj), key=lambda e: list(e.path))
-        if errors:
-            first = errors[0]
-            raise PartRejected(
-                f"{source}: {json_path(first.absolute_path)}: {first.message}",
-                "use the .parts file written with the parts",
-            )
+        obj = load_json(
+            data, what=f"{source} (the parts index)", error=PartRejected, max_bytes=MAX_INDEX
+        )
+        wrong = first_problem(SCHEMA, obj)
+        if wrong:
+            raise PartRejected(f"{source}: {wrong}", "use the .parts file written with the parts")
         b = obj["bundle"]
         parts = tuple(Part(p["name"], p["size"], p["sha256"]) for p in obj["parts"])
         return cls(b["name"], b["size"], b["sha256"], obj["partSize"], parts)
@@ -183,7 +179,11 @@ def locate(path: Path) -> Path | None:
 def load_index(index_path: Path) -> tuple[PartsIndex, bytes]:
     """The index and its exact bytes; InputError if unreadable, PartRejected if bad."""
     data = read_regular(
-        index_path, what="parts index", max_size=MAX_INDEX, fix="give the .parts file"
+        index_path,
+        what="parts index",
+        max_size=MAX_INDEX,
+        fix="copy the .parts file written with the parts again",
+        too_large=PartRejected,  # it came with the parts: a damaged one rejects them
     )
     return PartsIndex.from_bytes(data, index_path.name), data
 
@@ -266,7 +266,9 @@ def check_index(
             f"the parts index signature {sig_path.name} is missing",
             "copy the .parts.sig file with the parts",
         )
-    raw = read_regular(sig_path, what="parts index signature", max_size=8192)
+    raw = read_regular(
+        sig_path, what="parts index signature", max_size=8192, too_large=PartRejected
+    )
     try:
         sig = Signature.from_bytes(raw)
         signer = None

@@ -57,7 +57,7 @@ def find_bad_part(paths: Sequence[Path], index_parts: Sequence[Part]) -> PartRej
     for path, part in zip(paths, index_parts, strict=True):
         h = hashlib.sha256()
         size = 0
-        with open_regular(path, what="part", fix=AGAIN) as f:
+        with open_regular(path, what="part", error=PartRejected, fix=AGAIN) as f:
             while data := f.read(CHUNK):
                 h.update(data)
                 size += len(data)
@@ -118,7 +118,9 @@ class PartsReader(io.RawIOBase):
 
     def _open_next(self) -> None:
         i = self._next
-        self._file = open_regular(self.paths[i], what="part", fix=AGAIN)
+        # A part removed or replaced since part_paths checked it is rejected like
+        # any other missing part (exit 3), not as a file the user named.
+        self._file = open_regular(self.paths[i], what="part", error=PartRejected, fix=AGAIN)
         self._left = self.index.parts[i].size
         self._hash = hashlib.sha256()
         self._next += 1

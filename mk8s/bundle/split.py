@@ -130,7 +130,7 @@ def split_bundle(
                 os.replace(tmp, final)
         except OSError as e:
             _discard(temps)
-            raise _output_error(e, target) from e
+            raise _output_error(e, f"the parts of {target.name}") from e
         except BaseException:
             _discard(temps)
             raise
@@ -169,13 +169,13 @@ def _discard(paths: list[Path]) -> None:
             p.unlink()
 
 
-def _output_error(e: OSError, target: Path) -> OutputError:
+def _output_error(e: OSError, what: str) -> OutputError:
     if e.errno == errno.ENOSPC:
         return OutputError(
-            f"no space left on the device writing the parts of {target.name}",
+            f"no space left on the device writing {what}",
             "free some space or write them elsewhere with -o",
         )
-    return OutputError(f"cannot write the parts of {target.name}: {e.strerror or e}")
+    return OutputError(f"cannot write {what}: {e.strerror or e}")
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def join_parts(path: Path, out: Path | None = None, *, force: bool = False) -> J
         os.replace(tmp, target)
     except OSError as e:
         _discard([tmp])
-        raise _output_error(e, target) from e
+        raise _output_error(e, str(target)) from e
     except BaseException:
         _discard([tmp])
         raise

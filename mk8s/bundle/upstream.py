@@ -26,21 +26,21 @@ from mk8s.bundle.http import (
     DEFAULT_RAW_URL,
     DEFAULT_RELEASE_URL,
     MAX_PAGES,
+    MAX_RELEASE_PAGE,
     PER_PAGE,
     REPO,
-    RETRY_STATUS,
-    TRANSIENT_ERRORS,
+    Document,
     UpstreamSettings,
     check_url,
-    get_with_retries,
+    get_document,
     new_session,
     rate_limit_error,
     redact_url,
-    short_retry_after,
     split_credentials,
 )
 from mk8s.bundle.versions import SPEC_HELP, Version, VersionSpec, parse_spec, parse_tag
 from mk8s.errors import InputError, UpstreamError, VersionNotFound
+from mk8s.untrusted import load_json, shown
 
 
 # -- releases --------------------------------------------------------------------------
@@ -109,18 +109,21 @@ def list_releases(
     try:
         while url is not None:
             if url in seen or len(seen) >= MAX_PAGES:
-                raise UpstreamError(f"the release list's Link headers loop at {url}")
+                raise UpstreamError(
+                    f"the release list's Link headers loop at {shown(url, limit=300)}"
+                )
             seen.add(url)
-            with get_with_retries(
+            page = get_document(
                 s,
                 url,
                 settings,
                 what="the release list",
+                cap=MAX_RELEASE_PAGE,
                 headers={"Accept": "application/vnd.github+json"},
                 sleep=sleep,
-            ) as r:
-                out.extend(_parse_page(r, url))
-                nxt = r.links.get("next", {}).get("url")
+            )
+            out.extend(_parse_page(page, url))
+            nxt = page.links.get("next", {}).get("url")
             url = nxt or None
     finally:
         if own:
@@ -128,27 +131,20 @@ def list_releases(
     return out
 
 
-def _parse_page(r: requests.Response, url: str) -> list[UpstreamRelease]:
-    try:
-        data = r.json()
-    except ValueError as e:
-        ctype = r.headers.get("Content-Type", "no content type")
-        raise UpstreamError(
-            f"{url} did not answer JSON ({ctype}): is MK8S_GITHUB_API_URL a GitHub API?",
-            "point MK8S_GITHUB_API_URL at the API root (https://api.github.com or "
-            "https://HOST/api/v3 for GitHub Enterprise)",
-        ) from e
+def _parse_page(page: Document, url: str) -> list[UpstreamRelease]:
+    where = shown(url, limit=300)
+    ctype = shown(page.headers.get("Content-Type", "no content type"), limit=80)
+    fix = "point MK8S_GITHUB_API_URL at the API root (https://api.github.com or "
+    fix += "https://HOST/api/v3 for GitHub Enterprise)"
+
+    def unusable(problem: str) -> UpstreamError:
+        why = f"{where} did not answer JSON ({ctype}; {problem})"
+        return UpstreamError(f"{why}: is MK8S_GITHUB_API_URL a GitHub API?", fix)
+
+    data = load_json(page.data, what="the answer", error=unusable, max_bytes=MAX_RELEASE_PAGE)
     if not isinstance(data, list):
-        raise UpstreamError(
-            f"{url} answered JSON that is not a list of releases",
-            "point MK8S_GITHUB_API_URL at the API root",
-        )
-    out = []
-    for item in data:
-        rel = _parse_release(item)
-        if rel is not None:
-            out.append(rel)
-    return out
+        raise UpstreamError(f"{where} answered JSON that is not a list of releases", fix)
+    return [rel for rel in map(_parse_release, data) if rel is not None]
 
 
 def _parse_release(item: Any) -> UpstreamRelease | None:
@@ -375,14 +371,12 @@ __all__ = [
     "MAX_PAGES",
     "PER_PAGE",
     "REPO",
-    "RETRY_STATUS",
-    "TRANSIENT_ERRORS",
     "ReleaseAsset",
     "UpstreamRelease",
     "UpstreamSettings",
     "asset_url",
     "check_url",
-    "get_with_retries",
+    "get_document",
     "image_groups",
     "images_name",
     "install_script_url",
@@ -396,7 +390,6 @@ __all__ = [
     "resolve_release",
     "select_assets",
     "sha256sums_name",
-    "short_retry_after",
     "split_credentials",
     "tarball_name",
 ]

@@ -14,20 +14,20 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import secrets
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from mk8s.bundle import charts
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
-from mk8s.files import read_regular
+from mk8s.files import open_regular, read_regular
+from mk8s.untrusted import resolve_tag, yaml_nodes
 
 if TYPE_CHECKING:
     from mk8s.images import PulledImage, Reference
@@ -140,45 +140,60 @@ def _pull(
 
 
 def check_chart(path: Path) -> str:
-    """The chart's name; InputError unless ``path`` is a Helm chart archive."""
-    data = read_regular(
-        path, what="chart", max_size=MAX_CHART, fix="give a .tgz from `helm package`"
-    )
+    """The chart's name; InputError unless ``path`` is a Helm chart archive within the
+    bounds of :mod:`mk8s.bundle.charts` (read as a stream, never whole in memory)."""
     fix = "give a chart archive made by `helm package`"
-    try:
-        import io
-
-        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(data)), mode="r:") as tar:
-            found = [m for m in tar.getmembers() if m.isfile() and m.name.count("/") == 1]
-            meta = next((m for m in found if m.name.endswith("/Chart.yaml")), None)
-            if meta is None:
-                raise InputError(f"--chart {path} has no NAME/Chart.yaml", fix)
-            member = tar.extractfile(meta)
-            chart = yaml.safe_load(member.read() if member else b"")
-    except (OSError, EOFError, tarfile.TarError, yaml.YAMLError, gzip.BadGzipFile) as e:
-        raise InputError(f"--chart {path} is not a chart archive ({type(e).__name__})", fix) from e
-    if not isinstance(chart, dict) or not all(
-        isinstance(chart.get(k), str) and chart.get(k) for k in ("apiVersion", "name", "version")
-    ):
-        raise InputError(f"--chart {path}: Chart.yaml lacks apiVersion, name or version", fix)
-    return str(chart["name"])
+    with open_regular(path, what="chart", fix=fix) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CHART:
+            raise InputError(f"--chart {path} is larger than {MAX_CHART} bytes", fix)
+        try:
+            return charts.read_chart(f, whole=True).name
+        except charts.ChartProblem as e:
+            raise InputError(f"--chart {path}: {e.problem}", fix) from e
 
 
 def check_manifest(path: Path) -> int:
     """How many resources ``path`` holds; InputError unless every YAML document is a
-    mapping with ``apiVersion`` and ``kind``."""
+    mapping with ``apiVersion`` and ``kind`` (non-empty strings, as Kubernetes takes
+    them). Linear: each document is composed, checked and dropped, never constructed."""
     data = read_regular(path, what="manifest", max_size=MAX_MANIFEST, fix="give a YAML file")
     fix = "give Kubernetes manifests: YAML documents with apiVersion and kind"
-    try:
-        docs = [d for d in yaml.safe_load_all(data.decode("utf-8")) if d is not None]
-    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as e:
-        raise InputError(f"--manifest {path} is not valid YAML ({type(e).__name__})", fix) from e
-    if not docs:
+
+    def error(problem: str) -> InputError:
+        return InputError(problem, fix)
+
+    count = 0
+    docs = yaml_nodes(
+        data, what=f"--manifest {path}", error=error, max_bytes=MAX_MANIFEST, tags=False
+    )
+    for node in docs:
+        if isinstance(node, yaml.ScalarNode) and resolve_tag(node) == _NULL:
+            continue  # an empty document, as between two "---"
+        count += 1
+        if not _has_type_fields(node):
+            raise error(f"--manifest {path}: document {count} lacks apiVersion or kind")
+    if not count:
         raise InputError(f"--manifest {path} holds no document", fix)
-    for i, d in enumerate(docs):
-        if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind"):
-            raise InputError(f"--manifest {path}: document {i + 1} lacks apiVersion or kind", fix)
-    return len(docs)
+    return count
+
+
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+
+
+def _has_type_fields(node: yaml.Node) -> bool:
+    if not isinstance(node, yaml.MappingNode):
+        return False
+    found = {
+        k.value: v
+        for k, v in node.value
+        if isinstance(k, yaml.ScalarNode) and k.value in ("apiVersion", "kind")
+    }
+    return all(
+        isinstance(v, yaml.ScalarNode) and v.value and resolve_tag(v) == _STR
+        for v in (found.get("apiVersion"), found.get("kind"))
+    )
 
 
 def summary(lock: Lock) -> list[str]:

@@ -139,9 +139,13 @@ def _lock_settings(
 
 def _image_refs(images: tuple[str, ...], images_file: Path | None) -> tuple[str, ...]:
     from mk8s.bundle.workloads import read_images_file
+    from mk8s.images import parse_reference
 
     listed = read_images_file(images_file) if images_file is not None else []
-    return tuple(dict.fromkeys([*images, *listed]))
+    refs = tuple(dict.fromkeys([*images, *listed]))
+    for ref in refs:
+        parse_reference(ref)  # a bad reference is refused before anything is downloaded
+    return refs
 
 
 def upstream_options(f: F) -> F:
@@ -212,7 +216,7 @@ def lock_cmd(
 ) -> None:
     """Resolve a version and pin every artifact in a lockfile; downloads nothing large
     (images given with --image are pulled, to pin their archives)."""
-    create_mod.check_files(files, charts, manifests)
+    create_mod.check_files(files, charts, manifests, registry_auth_file)
     up = _upstream(github_api_url, release_url, raw_url)
     what = (arches, cni, groups, allow_prerelease, files, images, images_file)
     settings = _lock_settings(spec, up, cache_dir, what, charts, manifests, registry_auth_file)
@@ -323,7 +327,7 @@ def create_cmd(
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
-    create_mod.check_files(files, charts, manifests)
+    create_mod.check_files(files, charts, manifests, registry_auth_file)
     split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)

@@ -10,8 +10,10 @@ from mk8s import ui
 from mk8s.bundle import keys
 from mk8s.deploy import ops
 from mk8s.deploy.apply import DeploySettings, deploy
-from mk8s.deploy.cluster import load_cluster
+from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.cluster import load_cluster as _load_cluster
 from mk8s.errors import DeployError
+from mk8s.untrusted import shown_list
 
 CLUSTER_FILE = click.option(
     "-f",
@@ -21,6 +23,15 @@ CLUSTER_FILE = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="The cluster.yaml file.",
 )
+
+
+def load_cluster(path: Path) -> Cluster:
+    """cluster.yaml, validated; what the loader changed (a node name it lower-cased)
+    is said once, as a warning."""
+    cluster = _load_cluster(path)
+    for line in cluster.notes:
+        ui.warn(line)
+    return cluster
 
 
 @click.command("deploy")
@@ -104,7 +115,7 @@ def deploy_cmd(
     if not report.ok:
         bad = [o.node.name for o in report.outcomes.values() if o.state != "ready"]
         raise DeployError(
-            f"{len(bad)} node(s) not Ready: {', '.join(bad)}",
+            f"{len(bad)} node(s) not Ready: {shown_list(bad)}",
             "fix what the table says, then run the same deploy again (it resumes)",
         )
 

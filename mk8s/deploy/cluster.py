@@ -17,52 +17,32 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
+from mk8s.deploy.clusterchecks import check_ca_file, check_identity, check_url
 from mk8s.deploy.clusterfile import Document, read_document
+from mk8s.deploy.rke2config import (
+    NodePaths,
+    config_problems,
+    node_name_problem,
+    node_paths,
+    registered_name,
+    suggest_name,
+)
+from mk8s.deploy.sshsettings import Bastion as Bastion
+from mk8s.deploy.sshsettings import SSHSettings as SSHSettings
+from mk8s.deploy.sshsettings import resolve, ssh_settings
 from mk8s.errors import ClusterFileError
+from mk8s.untrusted import shown, shown_list
 
-DEFAULT_USER = "root"
-DEFAULT_PORT = 22
-DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
-DEFAULT_HOST_KEY_POLICY = "strict"
 DEFAULT_CONCURRENCY = 10
 DEFAULT_STAGING_DIR = "/var/lib/mk8s"
-# mk8s writes these config.yaml keys itself; a user value would silently fight it.
-MANAGED_CONFIG_KEYS = (
-    "server",
-    "token",
-    "token-file",
-    "agent-token",
-    "agent-token-file",
-    "node-name",
-)
 Role = Literal["server", "agent"]
-HostKeyPolicy = Literal["strict", "accept-new"]
-
-
-@dataclass(frozen=True)
-class Bastion:
-    """A jump host the node is reached through (``ssh -J user@address:port``)."""
-
-    address: str
-    user: str
-    port: int = DEFAULT_PORT
-
-
-@dataclass(frozen=True)
-class SSHSettings:
-    """Everything needed to open one node's SSH connection (spec.ssh + node.ssh)."""
-
-    user: str = DEFAULT_USER
-    port: int = DEFAULT_PORT
-    identity_file: Path | None = None  # None: use the ssh-agent
-    known_hosts: Path = field(default_factory=lambda: Path(DEFAULT_KNOWN_HOSTS).expanduser())
-    host_key_policy: HostKeyPolicy = "strict"
-    bastion: Bastion | None = None
 
 
 @dataclass(frozen=True)
 class Node:
-    """One machine. ``index`` is its position in spec.nodes, ``line`` its line."""
+    """One machine. ``index`` is its position in spec.nodes, ``line`` its line.
+    ``name`` is the name the node registers under: lower case (see
+    :func:`mk8s.deploy.rke2config.registered_name`)."""
 
     name: str
     address: str
@@ -162,6 +142,8 @@ class Cluster:
     nodes: tuple[Node, ...]
     options: Options
     images: ImagesSettings = field(default_factory=ImagesSettings)
+    # What the loader changed and the user should hear about (one line each).
+    notes: tuple[str, ...] = ()
 
     @property
     def servers(self) -> tuple[Node, ...]:
@@ -177,12 +159,19 @@ class Cluster:
         return self.servers[0]
 
     def node(self, name: str) -> Node:
-        """The node called ``name``; raises ClusterFileError naming the known names."""
+        """The node called ``name`` (in any case: node names are lower case); raises
+        ClusterFileError naming the known names."""
         for n in self.nodes:
-            if n.name == name:
+            if n.name == registered_name(name):
                 return n
-        known = ", ".join(n.name for n in self.nodes)
-        raise ClusterFileError(f"{self.path}: no node is named {name!r}", f"use one of: {known}")
+        known = shown_list(n.name for n in self.nodes)
+        raise ClusterFileError(
+            f"{self.path}: no node is named {shown(repr(name), limit=80)}", f"use one of: {known}"
+        )
+
+    def paths(self, node: Node) -> NodePaths:
+        """Where RKE2 keeps its files on ``node`` (data-dir, write-kubeconfig, ...)."""
+        return node_paths(self, node)
 
 
 # --------------------------------------------------------------------------- loading
@@ -201,11 +190,6 @@ def load_cluster(path: str | os.PathLike[str], *, check_files: bool = True) -> C
     return _build(doc, check_files=check_files)
 
 
-def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base / p
-
-
 def _string_list(value: str | Iterable[str]) -> tuple[str, ...]:
     """One string is one item (never one item per character)."""
     return (value,) if isinstance(value, str) else tuple(value)
@@ -215,34 +199,22 @@ def _freeze(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 
 
-def _ssh_settings(block: Mapping[str, Any], base: Path) -> SSHSettings:
-    """SSH settings from one merged block (spec.ssh updated with node.ssh)."""
-    user = str(block.get("user", DEFAULT_USER))
-    bastion = None
-    if block.get("bastion") is not None:
-        b = block["bastion"]
-        bastion = Bastion(address=b["address"], user=b.get("user", user), port=b.get("port", 22))
-    identity = block.get("identityFile")
-    return SSHSettings(
-        user=user,
-        port=int(block.get("port", DEFAULT_PORT)),
-        identity_file=_resolve(base, identity) if identity is not None else None,
-        known_hosts=_resolve(base, block.get("knownHosts", DEFAULT_KNOWN_HOSTS)),
-        host_key_policy=cast(HostKeyPolicy, block.get("hostKeyPolicy", DEFAULT_HOST_KEY_POLICY)),
-        bastion=bastion,
-    )
-
-
 def _build(doc: Document, *, check_files: bool) -> Cluster:
     base = doc.path.resolve().parent
     spec: dict[str, Any] = doc.data["spec"]
     ssh_block: dict[str, Any] = spec.get("ssh", {})
     options_block: dict[str, Any] = spec.get("options", {})
     rke2 = _rke2_settings(doc, spec.get("rke2", {}), base, check_files=check_files)
-    cluster_ssh = _ssh_settings(ssh_block, base)
+    cluster_ssh = ssh_settings(ssh_block, base)
     if check_files:
-        _check_identity(cluster_ssh, ["spec", "ssh", "identityFile"], doc)
+        check_identity(cluster_ssh.identity_file, ["spec", "ssh", "identityFile"], doc)
     nodes = _nodes(doc, spec["nodes"], ssh_block, cluster_ssh, base, check_files=check_files)
+    notes = tuple(
+        f"{doc.label}:{n.line}: node name {raw!r} registers as {n.name!r} (RKE2 lower-cases"
+        f" node names); mk8s calls it {n.name}"
+        for n, raw in zip(nodes, (_raw_name(r) for r in spec["nodes"]), strict=True)
+        if raw != n.name
+    )
     return Cluster(
         name=doc.data["metadata"]["name"],
         path=doc.path,
@@ -255,6 +227,7 @@ def _build(doc: Document, *, check_files: bool) -> Cluster:
             upgrade=_upgrade_options(options_block.get("upgrade", {})),
         ),
         images=_images(doc, spec.get("images", {}), base, check_files=check_files),
+        notes=notes,
     )
 
 
@@ -275,19 +248,33 @@ def _images(
     if reg is not None:
         registry = RegistrySettings(
             url=reg["url"],
-            ca_file=_resolve(base, reg["caFile"]) if "caFile" in reg else None,
+            ca_file=resolve(base, reg["caFile"]) if "caFile" in reg else None,
             username=reg.get("username"),
-            password_file=_resolve(base, reg["passwordFile"]) if "passwordFile" in reg else None,
+            password_file=resolve(base, reg["passwordFile"]) if "passwordFile" in reg else None,
         )
+        port = registry.host.rpartition(":")[2] if ":" in registry.host else ""
+        if port and not 1 <= int(port) <= 65535:
+            doc.fail(
+                [*where, "registry", "url"],
+                f"port {port} is not one of 1-65535",
+                "give the registry's port, e.g. https://registry.lan:5000",
+            )
         if (registry.username is None) != (registry.password_file is None):
             doc.fail(
                 [*where, "registry"],
                 "username and passwordFile go together",
                 "give both, or neither for a registry without authentication",
             )
-        for key, path in (("caFile", registry.ca_file), ("passwordFile", registry.password_file)):
-            if check_files and path is not None and not path.is_file():
-                doc.fail([*where, "registry", key], f"{path} does not exist", "fix the path")
+        check_url(registry.url, [*where, "registry", "url"], doc)
+        if check_files and registry.password_file and not registry.password_file.is_file():
+            what = "is not a regular file" if registry.password_file.exists() else "does not exist"
+            doc.fail(
+                [*where, "registry", "passwordFile"],
+                f"{registry.password_file} {what}",
+                "fix the path",
+            )
+        if check_files and registry.ca_file is not None:
+            check_ca_file(registry.ca_file, [*where, "registry", "caFile"], doc)
     return ImagesSettings(distribution=distribution, registry=registry)
 
 
@@ -303,10 +290,12 @@ def _rke2_settings(
     doc: Document, block: dict[str, Any], base: Path, *, check_files: bool
 ) -> RKE2Settings:
     for name in ("config", "serverConfig", "agentConfig"):
-        _check_managed_keys(block.get(name, {}), ["spec", "rke2", name], doc)
+        _check_config(block.get(name, {}), ["spec", "rke2", name], doc, name == "agentConfig")
+    if "serverUrl" in block:
+        check_url(block["serverUrl"], ["spec", "rke2", "serverUrl"], doc)
     token_file = None
     if "token" in block:
-        token_file = _resolve(base, block["token"]["file"])
+        token_file = resolve(base, block["token"]["file"])
         if check_files and not token_file.is_file():
             doc.fail(
                 ["spec", "rke2", "token", "file"],
@@ -326,6 +315,27 @@ def _rke2_settings(
     )
 
 
+def _raw_name(raw: Mapping[str, Any]) -> str:
+    return str(raw.get("name", raw["address"]))
+
+
+def _node_name(doc: Document, raw: Mapping[str, Any], where: list[str | int]) -> str:
+    """The name the node registers under (lower case); ClusterFileError if Kubernetes
+    would refuse it."""
+    given = _raw_name(raw)
+    name = registered_name(given)
+    problem = node_name_problem(name)
+    if problem is None:
+        return name
+    if "name" in raw:
+        doc.fail([*where, "name"], f"node name {problem}", f"rename it, e.g. {suggest_name(name)}")
+    doc.fail(
+        [*where, "address"],
+        f"the node has no name and its address is not a node name: {problem}",
+        f"give it a name, e.g. name: {suggest_name(name)}",
+    )
+
+
 def _nodes(
     doc: Document,
     items: list[dict[str, Any]],
@@ -341,12 +351,12 @@ def _nodes(
     for i, raw in enumerate(items):
         where: list[str | int] = ["spec", "nodes", i]
         address = str(raw["address"])
-        name = str(raw.get("name", address))
+        name = _node_name(doc, raw, where)
         # RKE2 node names and DNS names are case-insensitive: "CP1" and "cp1" collide.
-        if name.lower() in names:
+        if name in names:
             doc.fail(
                 [*where, "name"] if "name" in raw else [*where, "address"],
-                f"node name {name!r} is already used by spec.nodes[{names[name.lower()]}]"
+                f"node name {_raw_name(raw)!r} is already used by spec.nodes[{names[name]}]"
                 + ("" if "name" in raw else " (a node's name defaults to its address)"),
                 "give each node a unique name",
             )
@@ -356,11 +366,11 @@ def _nodes(
                 f"address {address!r} is already used by spec.nodes[{addresses[address.lower()]}]",
                 "list each machine once",
             )
-        names[name.lower()] = addresses[address.lower()] = i
-        node_ssh = _ssh_settings({**ssh_block, **raw.get("ssh", {})}, base)
+        names[name] = addresses[address.lower()] = i
+        node_ssh = ssh_settings({**ssh_block, **raw.get("ssh", {})}, base)
         if check_files and node_ssh.identity_file != cluster_ssh.identity_file:
-            _check_identity(node_ssh, [*where, "ssh", "identityFile"], doc)
-        _check_managed_keys(raw.get("config", {}), [*where, "config"], doc)
+            check_identity(node_ssh.identity_file, [*where, "ssh", "identityFile"], doc)
+        _check_config(raw.get("config", {}), [*where, "config"], doc, raw["role"] == "agent")
         nodes.append(
             Node(
                 name=name,
@@ -382,23 +392,8 @@ def _nodes(
     return nodes
 
 
-def _check_managed_keys(config: Mapping[str, Any], where: list[str | int], doc: Document) -> None:
-    for key in MANAGED_CONFIG_KEYS:
-        if key in config:
-            if key == "server":
-                fix = "remove it; set spec.rke2.serverUrl for a fixed registration address"
-            elif key == "node-name":
-                fix = "remove it; mk8s sets node-name to the node's name in spec.nodes"
-            else:
-                fix = "remove it; set spec.rke2.token.file to choose the token"
-            doc.fail([*where, key], f"{key!r} is managed by mk8s", fix, key=True)
-
-
-def _check_identity(ssh: SSHSettings, where: list[str | int], doc: Document) -> None:
-    if ssh.identity_file is not None and not ssh.identity_file.is_file():
-        what = "is not a regular file" if ssh.identity_file.exists() else "does not exist"
-        doc.fail(
-            where,
-            f"{ssh.identity_file} {what}",
-            "fix the path, or remove identityFile to use the ssh-agent",
-        )
+def _check_config(
+    config: Mapping[str, Any], where: list[str | int], doc: Document, agents_only: bool
+) -> None:
+    for key, problem, fix in config_problems(config, agents_only=agents_only):
+        doc.fail([*where, key], problem, fix, key=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,8 +20,9 @@ import yaml
 
 from mk8s.errors import ClusterFileError
 from mk8s.files import read_regular
-from mk8s.schemas import json_path
+from mk8s.schemas import MAX_ERRORS, json_path, problem
 from mk8s.schemas import validator as schema_validator
+from mk8s.untrusted import shown
 
 SCHEMA = "cluster.schema.json"
 API_VERSION = "mk8s/v1alpha1"
@@ -79,7 +81,7 @@ def _parse(label: str, text: str) -> tuple[yaml.Node, Any]:
         # YAML error like any other, never a crash.
         loader = yaml.SafeLoader(text)
     except yaml.YAMLError as e:
-        raise ClusterFileError(f"{label}: not valid YAML: {e}", "fix the YAML syntax") from e
+        raise ClusterFileError(f"{label}: not valid YAML: {shown(e)}", "fix the YAML syntax") from e
     try:
         root = loader.get_single_node()
         if root is None:
@@ -93,10 +95,10 @@ def _parse(label: str, text: str) -> tuple[yaml.Node, Any]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{label}:{mark.line + 1}" if mark else label
-        problem = e.problem or e.context or "invalid YAML"
+        problem = shown(e.problem or e.context or "invalid YAML")
         raise ClusterFileError(f"{where}: not valid YAML: {problem}", "fix the YAML syntax") from e
     except yaml.YAMLError as e:
-        raise ClusterFileError(f"{label}: not valid YAML: {e}", "fix the YAML syntax") from e
+        raise ClusterFileError(f"{label}: not valid YAML: {shown(e)}", "fix the YAML syntax") from e
     except RecursionError as e:
         raise ClusterFileError(
             f"{label}: nested more than this parser can follow", "a cluster file is shallow"
@@ -192,19 +194,20 @@ def _validate(label: str, root: yaml.Node, data: dict[str, Any]) -> None:
     if data.get("apiVersion") != API_VERSION:
         raise ClusterFileError(
             f"{label}:{_locate(root, ['apiVersion'])}: apiVersion:"
-            f" {data.get('apiVersion')!r} is not supported",
+            f" {shown(repr(data.get('apiVersion')))} is not supported",
             f"set apiVersion: {API_VERSION}",
         )
     if data.get("kind") != KIND:
         raise ClusterFileError(
-            f"{label}:{_locate(root, ['kind'])}: kind: {data.get('kind')!r} is not {KIND!r}",
+            f"{label}:{_locate(root, ['kind'])}: kind: {shown(repr(data.get('kind')))} is not"
+            f" {KIND!r}",
             f"set kind: {KIND} (is this a cluster file?)",
         )
     validator = schema_validator(SCHEMA)
     found: list[tuple[int, str]] = []
-    for err in _expand(validator.iter_errors(data)):
+    for err in islice(_expand(validator.iter_errors(data)), MAX_ERRORS):
         path = list(err.absolute_path)
-        message = err.message
+        message = problem(err)
         line = _locate(root, path)
         if (
             err.validator == "additionalProperties"
@@ -224,9 +227,9 @@ def _validate(label: str, root: yaml.Node, data: dict[str, Any]) -> None:
     lines = [m for _, m in found]
     if len(lines) == 1:
         raise ClusterFileError(lines[0], None)
-    shown = lines[:MAX_ERRORS_SHOWN]
-    more = len(lines) - len(shown)
-    body = "\n".join(shown) + (f"\n... and {more} more" if more else "")
+    first = lines[:MAX_ERRORS_SHOWN]
+    more = len(lines) - len(first)
+    body = "\n".join(first) + (f"\n... and {more} more" if more else "")
     raise ClusterFileError(f"{label}: {len(lines)} errors against the schema\n{body}", None)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mk8s.bundle.manifest import Artifact, Lock
-from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Secret
 
 SUPERVISOR_PORT = 9345
@@ -31,6 +31,11 @@ class Context:
     local_artifacts: Mapping[str, Path] = field(default_factory=dict)  # bundle path -> file
     # spec.images.registry's password (from its passwordFile), for registries.yaml.
     registry_password: Secret | None = None
+    # The server the cluster is reached through ("": the first server), and where the
+    # first server registers when it has no datastore but the cluster exists ("": it
+    # bootstraps, or starts from its datastore). See mk8s.deploy.membership.
+    anchor: str = ""
+    first_joins: str = ""
 
     @property
     def staging(self) -> str:
@@ -44,12 +49,17 @@ class Context:
     def api_host(self) -> str:
         return api_host(self.cluster)
 
+    @property
+    def anchor_node(self) -> Node:
+        """The server to ask about the cluster (node list, kubeconfig)."""
+        return self.cluster.node(self.anchor) if self.anchor else self.cluster.bootstrap
+
 
 def server_url(cluster: Cluster) -> str:
     """Where joining nodes register: ``serverUrl`` or the first server on 9345."""
     if cluster.rke2.server_url:
         return cluster.rke2.server_url
-    return f"https://{host_for_url(cluster.bootstrap.address)}:{SUPERVISOR_PORT}"
+    return supervisor_url(cluster.bootstrap.address)
 
 
 def api_host(cluster: Cluster) -> str:
@@ -57,6 +67,11 @@ def api_host(cluster: Cluster) -> str:
     if cluster.rke2.server_url:
         return urlsplit(cluster.rke2.server_url).hostname or cluster.bootstrap.address
     return cluster.bootstrap.address
+
+
+def supervisor_url(address: str) -> str:
+    """``https://ADDRESS:9345``: where a server takes registrations."""
+    return f"https://{host_for_url(address)}:{SUPERVISOR_PORT}"
 
 
 def host_for_url(address: str) -> str:

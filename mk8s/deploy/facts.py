@@ -12,20 +12,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mk8s.deploy.command import Command
+from mk8s.deploy.rke2config import CONFIG_DIR as CONFIG_DIR
+from mk8s.deploy.rke2config import CONFIG_PATH as CONFIG_PATH
+from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 
 # install.sh puts RKE2 under one of these (INSTALL_RKE2_TAR_PREFIX, or /opt/rke2 when
 # /usr/local is read-only or a mount point); mk8s looks in each, in this order.
 DEFAULT_PREFIXES = ("/usr/local", "/opt/rke2")
-CONFIG_DIR = "/etc/rancher/rke2"
-CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
-REGISTRIES_PATH = f"{CONFIG_DIR}/registries.yaml"
-KUBECONFIG_PATH = f"{CONFIG_DIR}/rke2.yaml"
-DATA_DIR = "/var/lib/rancher/rke2"
-IMAGES_DIR = f"{DATA_DIR}/agent/images"
-# RKE2 applies every manifest here (and helm-controller installs its HelmCharts).
-SERVER_MANIFESTS_DIR = f"{DATA_DIR}/server/manifests"
-NODE_TOKEN_PATH = f"{DATA_DIR}/server/node-token"
-KUBECTL = f"{DATA_DIR}/bin/kubectl"
+# RKE2's default paths; a node's config can move them (rke2config.NodePaths).
+REGISTRIES_PATH = DEFAULT_PATHS.registries
+KUBECONFIG_PATH = DEFAULT_PATHS.kubeconfig
+DATA_DIR = DEFAULT_PATHS.data_dir
+IMAGES_DIR = DEFAULT_PATHS.images_dir
+SERVER_MANIFESTS_DIR = DEFAULT_PATHS.manifests_dir
+NODE_TOKEN_PATH = DEFAULT_PATHS.node_token
+KUBECTL = DEFAULT_PATHS.kubectl
+# The kernel parameters RKE2's CIS profile requires, with their values: rancher/rke2
+# pkg/cli/cmds/profile_linux.go (kernelRuntimeParameters, read from /proc/sys) and
+# bundle/share/rke2/rke2-cis-sysctl.conf.
+CIS_SYSCTLS = {
+    "vm.panic_on_oom": 0,
+    "vm.overcommit_memory": 1,
+    "kernel.panic": 10,
+    "kernel.panic_on_oops": 1,
+}
 
 UNAME_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
@@ -68,19 +78,36 @@ def record_values(staging_root: str, path: str, sha256: str) -> dict[str, str]:
     }
 
 
-def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
-    """The root part of fact gathering, for the bundle's staging directory; RKE2 is
-    looked for under each of ``prefixes`` (safe paths without spaces, see the schema).
+# What RKE2 demands of the host: SELinux (/sys/fs/selinux/enforce, the rke2-selinux RPM),
+# the etcd user and group (in /etc/passwd and /etc/group, where RKE2's Go os/user looks),
+# the CIS kernel parameters (/proc/sys, as RKE2 reads them); and whether the node holds
+# a datastore. Uses $db and $sysctls.
+_HOST_TEXT = (
+    "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-selinux >/dev/null 2>&1; "
+    "then echo rke2_selinux=yes; else echo rke2_selinux=no; fi; "
+    'echo "selinux_enforce=$(cat /sys/fs/selinux/enforce 2>/dev/null)"; '
+    "grep -q '^etcd:' /etc/passwd && echo etcd_user=yes; "
+    "grep -q '^etcd:' /etc/group && echo etcd_group=yes; "
+    'for k in $sysctls; do echo "sysctl $k $(cat "/proc/sys/$(printf %s "$k" | tr . /)" '
+    '2>/dev/null)"; done; '
+    'if [ -d "$db" ]; then echo datastore=yes; fi; '
+)
 
-    File hashes come from mk8s's own records when the file's size, ctime and inode
-    are unchanged since mk8s checked it, else from sha256sum.
-    """
+
+def privileged(
+    staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
+) -> Command:
+    """The root part of fact gathering, for the bundle's staging directory; RKE2 is
+    looked for under each of ``prefixes`` (safe paths without spaces, see the schema),
+    its files where the node's config puts them (``paths``). File hashes come from
+    mk8s's records while size, ctime and inode are unchanged, else from sha256sum."""
     root = staging.rstrip("/").rsplit("/", 1)[0] or "/"
     # Every value is assigned to a shell variable once, as its own quoted word, and
     # used only as "$var": no value is ever re-read inside another quote level.
     return Command.script(
         "sums={sums}; staging={staging}; prefixes={prefixes}; config={config}; "
         "registries={registries}; token={token}; images={images}; manifests={manifests}; "
+        "db={db}; sysctls={sysctls}; "
         'h() {{ k="$sums/$(printf %s "${{1#/}}" | tr / %)"; '
         "s=$(stat -c '%s %.9Z %i' \"$1\"); "
         'if [ -f "$k" ] && [ "$(cut -d" " -f2- "$k")" = "$s" ]; then cut -d" " -f1 "$k"; '
@@ -89,7 +116,8 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
         'echo "disk_free_kb=$(df -Pk "$d" | awk \'NR==2{{print $4}}\')"; '
         "if command -v rpm >/dev/null 2>&1 && rpm -q rke2-common >/dev/null 2>&1; "
         "then echo rpm=yes; else echo rpm=no; fi; "
-        "for u in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
+        + _HOST_TEXT
+        + "for u in /etc/systemd/system /usr/lib/systemd/system /lib/systemd/system; do "
         "if [ -e $u/nm-cloud-setup.service ]; then "
         'echo "nm_cloud_setup=$(systemctl is-enabled nm-cloud-setup.service 2>/dev/null)"; '
         "break; fi; done; "
@@ -114,10 +142,12 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
             "staging": staging,
             "prefixes": " ".join(prefixes),
             "config": CONFIG_PATH,
-            "registries": REGISTRIES_PATH,
-            "token": NODE_TOKEN_PATH,
-            "images": IMAGES_DIR,
-            "manifests": SERVER_MANIFESTS_DIR,
+            "registries": paths.registries,
+            "token": paths.node_token,
+            "images": paths.images_dir,
+            "manifests": paths.manifests_dir,
+            "db": paths.db_dir,
+            "sysctls": " ".join(CIS_SYSCTLS),
         },
         sudo=True,
         description="gather RKE2 and disk facts",
@@ -125,10 +155,12 @@ def privileged(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Comm
     )
 
 
-def gather(staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
+def gather(
+    staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
+) -> Command:
     """Every fact in one round trip: the basic part, then the root part when the login
     is root or may ``sudo -n``. Split the output with :func:`parse_gathered`."""
-    priv = privileged(staging, prefixes).render()  # holds no secret
+    priv = privileged(staging, prefixes, paths).render()  # holds no secret
     return Command.script(
         _BASIC_TEXT + f"; echo '{PRIVILEGED_MARK}'; "
         'if [ "$(id -u)" = 0 ]; then sh -c {p}; '
@@ -166,6 +198,11 @@ class NodeFacts:
     hashes: dict[str, str] = field(default_factory=dict)
     partial: dict[str, int] = field(default_factory=dict)
     placed: frozenset[str] = frozenset()  # mk8s-* files in the server manifests dir
+    datastore: bool = False  # DATA_DIR/server/db exists: the server initialised or joined
+    selinux_enforcing: bool = False  # /sys/fs/selinux/enforce says 1
+    rke2_selinux: bool = False  # the rke2-selinux RPM is installed
+    etcd_user: bool = False  # an etcd user in /etc/passwd and an etcd group in /etc/group
+    sysctls: dict[str, str] = field(default_factory=dict)  # CIS_SYSCTLS key -> value read
 
     @property
     def can_root(self) -> bool:
@@ -208,9 +245,13 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
         hashes: dict[str, str] = {}
         partial: dict[str, int] = {}
         placed: set[str] = set()
+        sysctls: dict[str, str] = {}
         for line in privileged_out.splitlines():
             if line.startswith("placed /"):
                 placed.add(line.removeprefix("placed "))
+            words = line.split(" ", 2)
+            if words[0] == "sysctl" and len(words) > 1 and words[1] in CIS_SYSCTLS:
+                sysctls[words[1]] = words[2].strip() if len(words) > 2 else ""
             parts = line.split(" ", 2)
             if len(parts) == 3 and parts[0] == "sha256" and len(parts[1]) == 64:
                 hashes[parts[2]] = parts[1]
@@ -229,5 +270,10 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             hashes=hashes,
             partial=partial,
             placed=frozenset(placed),
+            datastore=p.get("datastore") == "yes",
+            selinux_enforcing=p.get("selinux_enforce") == "1",
+            rke2_selinux=p.get("rke2_selinux") == "yes",
+            etcd_user=p.get("etcd_user") == "yes" and p.get("etcd_group") == "yes",
+            sysctls=sysctls,
         )
     return NodeFacts(**facts)  # type: ignore[arg-type]

@@ -6,14 +6,14 @@ from __future__ import annotations
 import posixpath
 
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.deploy import registryca
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file
 from mk8s.deploy.context import Context, remote_path
-from mk8s.deploy.facts import IMAGES_DIR, RECORD_TEMPLATE, REGISTRIES_PATH, NodeFacts, record_values
+from mk8s.deploy.facts import RECORD_TEMPLATE, NodeFacts, record_values
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes, sha256_hex
 from mk8s.deploy.steps import Step
 from mk8s.deploy.workloads import place_workloads
-from mk8s.files import read_regular
 
 
 def install_dir(ctx: Context, arch: str) -> str:
@@ -29,11 +29,11 @@ def install_step(ctx: Context, node: Node, f: NodeFacts, *, run_install: bool = 
     if run_install and f.rke2_tag != ctx.manifest.release.tag:
         cmds.append(install_command(ctx, arch))
     if ctx.cluster.images.local_tarballs(node):
-        cmds += place_images(ctx, f, arch)
+        cmds += place_images(ctx, node, f, arch)
     if node.is_server:
-        cmds += place_workloads(ctx, f)
+        cmds += place_workloads(ctx, node, f)
     cmds += write_registry_ca(ctx, f)
-    cmds += write_registries(ctx, f)
+    cmds += write_registries(ctx, node, f)
     return Step(
         node.name,
         "install",
@@ -68,19 +68,21 @@ def install_command(ctx: Context, arch: str) -> Command:
     )
 
 
-def place_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
-    """The image tarballs the node lacks, checked into place (none when all are there)."""
+def place_images(ctx: Context, node: Node, f: NodeFacts, arch: str) -> list[Command]:
+    """The image tarballs the node lacks, checked into place (none when all are there),
+    in ``DATA_DIR/agent/images`` of the node's data-dir."""
+    images_dir = ctx.cluster.paths(node).images_dir
     # Every missing image tarball in one command: hard-linked (or copied) from the
     # staging directory, checked, and its hash recorded.
     parts: list[str] = []
-    values: dict[str, str] = {"dir": IMAGES_DIR}
+    values: dict[str, str] = {"dir": images_dir}
     names = []
     wanted = [
         *ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch),
         *ctx.manifest.find(kind=ArtifactKind.IMAGE),  # the operator's, all platforms
     ]
     for i, art in enumerate(wanted):
-        dest = posixpath.join(IMAGES_DIR, art.name)
+        dest = posixpath.join(images_dir, art.name)
         if f.hashes.get(dest) == art.sha256:
             continue
         names.append(art.name)
@@ -113,20 +115,30 @@ def write_registry_ca(ctx: Context, f: NodeFacts) -> list[Command]:
     reg = ctx.cluster.images.registry
     if ctx.cluster.images.distribution != "registry" or reg is None or reg.ca_file is None:
         return []
-    pem = read_regular(reg.ca_file, what="registry CA file", max_size=1 << 20, fix="fix caFile")
+    pem = registryca.read_ca(reg.ca_file)  # certificates only: 0644 on the node
     if f.hashes.get(REGISTRY_CA_PATH) == sha256_hex(pem):
-        return []
-    return [write_file(REGISTRY_CA_PATH, pem, mode=0o644, description="write the registry's CA")]
-
-
-def write_registries(ctx: Context, f: NodeFacts) -> list[Command]:
-    """registries.yaml (0600) when the cluster has one and the node's differs."""
-    registries = registries_bytes(ctx)
-    if registries is None or f.hashes.get(REGISTRIES_PATH) == sha256_hex(registries[0]):
         return []
     return [
         write_file(
-            REGISTRIES_PATH,
+            REGISTRY_CA_PATH,
+            pem,
+            mode=0o644,
+            description="write the registry's CA",
+            shown=registryca.describe(pem, reg.ca_file),
+        )
+    ]
+
+
+def write_registries(ctx: Context, node: Node, f: NodeFacts) -> list[Command]:
+    """registries.yaml (0600) when the cluster has one and the node's differs, where the
+    node's ``private-registry`` says (default /etc/rancher/rke2/registries.yaml)."""
+    registries = registries_bytes(ctx)
+    path = ctx.cluster.paths(node).registries
+    if registries is None or f.hashes.get(path) == sha256_hex(registries[0]):
+        return []
+    return [
+        write_file(
+            path,
             Secret(registries[0].decode()),
             mode=0o600,
             description="write registries.yaml (0600)",

@@ -1,5 +1,7 @@
-"""Fixed commands and answers of RKE2's own tools on a node: kubectl, the uninstall
-script, the admin kubeconfig (pure: commands as values, parsing of their output)."""
+"""Commands and answers of RKE2's own tools on a node: kubectl, the uninstall script,
+the admin kubeconfig (pure: commands as values, parsing of their output). Each takes
+the node's :class:`~mk8s.deploy.rke2config.NodePaths`: kubectl lives in
+``DATA_DIR/bin`` and the admin kubeconfig where ``write-kubeconfig`` puts it."""
 
 from __future__ import annotations
 
@@ -8,14 +10,15 @@ from collections.abc import Sequence
 
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import API_PORT, host_for_url
-from mk8s.deploy.facts import DEFAULT_PREFIXES, KUBECONFIG_PATH, KUBECTL
+from mk8s.deploy.facts import DEFAULT_PREFIXES
+from mk8s.deploy.rke2config import DEFAULT_DATA_DIR, NodePaths
 
 
-def readyz_command() -> Command:
+def readyz_command(paths: NodePaths) -> Command:
     return Command.argv(
-        KUBECTL,
+        paths.kubectl,
         "--kubeconfig",
-        KUBECONFIG_PATH,
+        paths.kubeconfig,
         "get",
         "--raw",
         "/readyz",
@@ -26,11 +29,11 @@ def readyz_command() -> Command:
     )
 
 
-def nodes_command() -> Command:
+def nodes_command(paths: NodePaths) -> Command:
     return Command.argv(
-        KUBECTL,
+        paths.kubectl,
         "--kubeconfig",
-        KUBECONFIG_PATH,
+        paths.kubeconfig,
         "get",
         "nodes",
         "-o",
@@ -42,29 +45,34 @@ def nodes_command() -> Command:
     )
 
 
-def kubeconfig_command() -> Command:
+def kubeconfig_command(paths: NodePaths) -> Command:
     return Command.argv(
-        "cat", KUBECONFIG_PATH, sudo=True, timeout=30, description="read the admin kubeconfig"
+        "cat", paths.kubeconfig, sudo=True, timeout=30, description="read the admin kubeconfig"
     )
 
 
-def uninstall_command(prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
-    """RKE2's own uninstall script, from whichever prefix install.sh used."""
+def uninstall_command(paths: NodePaths, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
+    """RKE2's own uninstall script, from whichever prefix install.sh used. The script
+    removes ``RKE2_DATA_DIR`` (default /var/lib/rancher/rke2; it does not read
+    config.yaml: rancher/rke2 bundle/bin/rke2-uninstall.sh), so a moved data-dir is
+    passed to it."""
+    env = "" if paths.data_dir == DEFAULT_DATA_DIR else "RKE2_DATA_DIR={data} "
     return Command.script(
         'prefixes={prefixes}; for p in $prefixes; do if [ -x "$p/bin/rke2-uninstall.sh" ]; then '
-        "exec \"$p/bin/rke2-uninstall.sh\"; fi; done; echo 'RKE2 is not installed'",
-        {"prefixes": " ".join(prefixes)},
+        + env
+        + "exec \"$p/bin/rke2-uninstall.sh\"; fi; done; echo 'RKE2 is not installed'",
+        {"prefixes": " ".join(prefixes), **({"data": paths.data_dir} if env else {})},
         sudo=True,
         timeout=600,
         description="uninstall RKE2 (rke2-uninstall.sh)",
     )
 
 
-def delete_node_command(name: str) -> Command:
+def delete_node_command(name: str, paths: NodePaths) -> Command:
     return Command.argv(
-        KUBECTL,
+        paths.kubectl,
         "--kubeconfig",
-        KUBECONFIG_PATH,
+        paths.kubeconfig,
         "delete",
         "node",
         name,
@@ -92,10 +100,17 @@ def rewrite_kubeconfig(text: str, host: str) -> str:
 def node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
     """(Ready?, kubelet version) of node ``name`` in ``kubectl get nodes -o json``;
     (False, "") for anything unreadable."""
+    ready, version, _ = node_status(nodes_json, name)
+    return ready, version
+
+
+def node_status(nodes_json: str, name: str) -> tuple[bool, str, str]:
+    """(Ready?, kubelet version, the Ready condition's message) of node ``name``;
+    (False, "", "") for anything unreadable or a node not listed."""
     try:
         data = json.loads(nodes_json)
     except ValueError:
-        return False, ""
+        return False, "", ""
     items = data.get("items", []) if isinstance(data, dict) else []
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict) or item.get("metadata", {}).get("name") != name:
@@ -104,5 +119,5 @@ def node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
         version = str(status.get("nodeInfo", {}).get("kubeletVersion", ""))
         for cond in status.get("conditions", []):
             if isinstance(cond, dict) and cond.get("type") == "Ready":
-                return cond.get("status") == "True", version
-    return False, ""
+                return cond.get("status") == "True", version, str(cond.get("message", ""))
+    return False, "", ""

@@ -1,9 +1,11 @@
 """config.yaml and registries.yaml of a node, real and masked (pure).
 
 Layers: ``spec.rke2.config``, then ``serverConfig``/``agentConfig``, then the node's
-own ``config``, then what mk8s manages (``node-name``, ``server``, ``token``, the
-servers' ``tls-san``). The masked form replaces every secret-looking value by ``***``
-for dry-run output and logs; only the real form ever reaches a node, on stdin.
+own ``config`` (:func:`mk8s.deploy.rke2config.user_config`), then what mk8s manages
+(``node-name``, ``server``, ``token``, the servers' ``tls-san``, and on servers the
+bundle's ``cni`` and ``system-default-registry``). The masked form replaces every
+secret-looking value by ``***`` for dry-run output and logs; only the real form ever
+reaches a node, on stdin.
 """
 
 from __future__ import annotations
@@ -17,19 +19,19 @@ import yaml
 
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import MASK
-from mk8s.deploy.context import Context
+from mk8s.deploy.context import Context, supervisor_url
+from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI, plain, user_config
 
 
 def node_config(ctx: Context, node: Node) -> dict[str, Any]:
     """The config.yaml of one node: cluster config, role config, node config, then ours."""
     rke2 = ctx.cluster.rke2
-    role_config = rke2.server_config if node.is_server else rke2.agent_config
-    config: dict[str, Any] = {}
-    for layer in (rke2.config, role_config, node.config):
-        config.update(_plain(layer))
+    config = user_config(ctx.cluster, node)
     config.setdefault("node-name", node.name)
     if node.name != ctx.cluster.bootstrap.name:
         config["server"] = ctx.server_url
+    elif ctx.first_joins:
+        config["server"] = ctx.first_joins  # the first server rejoins a live member
     if node.is_server:
         given = config.get("tls-san") or []
         sans = [str(s) for s in given] if isinstance(given, list | tuple) else [str(given)]
@@ -41,12 +43,29 @@ def node_config(ctx: Context, node: Node) -> dict[str, Any]:
                 sans.append(san)
         if sans:
             config["tls-san"] = sans
+        # RKE2 runs canal unless told otherwise (rke2-docs reference/server_config.md):
+        # a bundle made for another CNI carries that CNI's images only.
+        if ctx.manifest.release.cni != RKE2_DEFAULT_CNI:
+            config.setdefault("cni", ctx.manifest.release.cni)
     images = ctx.cluster.images
     if images.distribution == "servers" and node.is_server:
         config["embedded-registry"] = True
-    if images.distribution == "registry" and images.registry is not None:
+    if images.distribution == "registry" and images.registry is not None and node.is_server:
+        # A server option: agents take the registry their server hands out.
         config["system-default-registry"] = images.registry.host
     return config
+
+
+def config_variants(ctx: Context, node: Node) -> list[bytes]:
+    """The real bytes of config.yaml that are equivalent for a server that already has
+    a datastore: RKE2 then ignores ``server:`` (rke2-docs install/ha.md), so a first
+    server that rejoined keeps its config and is not restarted for it."""
+    config = {**node_config(ctx, node), "token": ctx.token.reveal()}
+    urls = {ctx.server_url, ctx.first_joins}
+    urls |= {supervisor_url(n.address) for n in ctx.cluster.servers if n.name != node.name}
+    out = [_dump({k: v for k, v in config.items() if k != "server"})]
+    out += [_dump({**config, "server": u}) for u in sorted(u for u in urls if u)]
+    return out
 
 
 # Config keys whose values are secrets (RKE2's etcd-s3-secret-key, a registry's
@@ -105,7 +124,7 @@ def image_sources(ctx: Context) -> list[str]:
 def registries(ctx: Context) -> dict[str, Any] | None:
     """registries.yaml as data: the user's spec.rke2.registries plus what
     spec.images needs (mk8s's entries win for the registries it manages)."""
-    user = _plain(ctx.cluster.rke2.registries) if ctx.cluster.rke2.registries else None
+    user = plain(ctx.cluster.rke2.registries) if ctx.cluster.rke2.registries else None
     images = ctx.cluster.images
     if images.distribution == "all":
         return user
@@ -141,12 +160,3 @@ def registries_bytes(ctx: Context) -> tuple[bytes, bytes] | None:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    """Read-only mappings from the cluster model as plain dicts/lists for YAML."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value

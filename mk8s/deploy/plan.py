@@ -10,8 +10,10 @@ RKE2 facts this encodes (README, "Deploying"):
   ``rke2.linux-ARCH.tar.gz`` and ``sha256sum-ARCH.txt``; it starts nothing.
 * Image tarballs must be in ``/var/lib/rancher/rke2/agent/images/`` before the first
   start (no registry in an air gap); mk8s places them itself, checked.
-* The first server starts without ``server:``; every other node gets
-  ``server: https://<first server or serverUrl>:9345`` and ``token:``.
+* The first server starts without ``server:`` when the whole cluster is new; every
+  other node gets ``server: https://<first server or serverUrl>:9345`` and ``token:``;
+  a first server without a datastore in an existing cluster joins a live member
+  (:mod:`mk8s.deploy.membership`).
 * Server joins happen one at a time (parallel etcd joins fail).
 """
 
@@ -44,11 +46,14 @@ from mk8s.deploy.install import install_step
 from mk8s.deploy.kubectl import nodes_command, readyz_command, rewrite_kubeconfig
 from mk8s.deploy.nodeconfig import (
     config_bytes,
+    config_variants,
     mask_secrets,
     node_config,
     registries_bytes,
     sha256_hex,
 )
+from mk8s.deploy.requirements import host_problems
+from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
 
 START_TIMEOUT = 900.0
@@ -88,6 +93,7 @@ def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
     problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
+    problems += host_problems(cluster, facts)
     for node in cluster.nodes:
         f = facts[node.name]
         name = node.name
@@ -310,7 +316,10 @@ def start_step(
     real, masked = config_bytes(ctx, node)
     unit = service(node)
     active = f.server_active if node.is_server else f.agent_active
-    changed = f.hashes.get(CONFIG_PATH) != sha256_hex(real)
+    accepted = {sha256_hex(real)}
+    if node.is_server and f.datastore:  # server: is ignored once a datastore exists
+        accepted |= {sha256_hex(b) for b in config_variants(ctx, node)}
+    changed = f.hashes.get(CONFIG_PATH) not in accepted
     cmds: list[Command] = []
     if changed:
         cmds.append(
@@ -337,11 +346,11 @@ def start_step(
     return Step(node.name, "start", tuple(cmds))
 
 
-def wait_step(node: Node, timeout: float, version: str | None = None) -> Step:
+def wait_step(node: Node, timeout: float, version: str | None = None, *, paths: NodePaths) -> Step:
     """Poll until the node is Ready (at ``version``, when given); a server must also
-    answer ``/readyz`` itself."""
-    readyz = readyz_command() if node.is_server else None
-    wait = WaitReady(node.name, readyz, nodes_command(), timeout, version)
+    answer ``/readyz`` itself (with its kubectl and kubeconfig, at ``paths``)."""
+    readyz = readyz_command(paths) if node.is_server else None
+    wait = WaitReady(node.name, readyz, nodes_command(paths), timeout, version)
     return Step(node.name, "wait", (wait,))
 
 

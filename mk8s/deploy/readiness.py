@@ -42,16 +42,20 @@ class NodesPoller:
         age = self.s.settings.poll_interval if max_age is None else max_age
         with self._lock:
             if time.monotonic() - self._at >= age:
-                r = self.s.run(asker or self.first, "wait-ready", kubectl.nodes_command())
+                node = asker or self.first
+                cmd = kubectl.nodes_command(self.s.cluster.paths(node))
+                r = self.s.run(node, "wait-ready", cmd)
                 self._json, self._at = r.stdout, time.monotonic()
             return self._json
 
 
 def poller(session: Session) -> NodesPoller:
-    """The session's one shared poller (asking the first server by default)."""
+    """The session's one shared poller (asking the server the cluster is reached
+    through by default: the first server, or the live member it rejoins)."""
     found = session.extra.get("poller")
     if not isinstance(found, NodesPoller):
-        found = session.extra["poller"] = NodesPoller(session, session.cluster.bootstrap)
+        first = session.context.anchor_node if session.ctx else session.cluster.bootstrap
+        found = session.extra["poller"] = NodesPoller(session, first)
     return found
 
 
@@ -91,12 +95,13 @@ def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
             # Before any server answers, the first server is the one to ask; a server
             # that is itself up answers for the whole cluster.
             listing = shared.nodes_json(node if node.is_server else None, max_age=delay)
-            ready, version = kubectl.node_ready(listing, node.name)
+            ready, version, why = kubectl.node_status(listing, node.name)
             if ready and wait.version in (None, version):
                 return version
             last = f"node {node.name} is not Ready yet" + (
                 f" at {wait.version} (it runs {version or 'unknown'})" if wait.version else ""
             )
+            last += f": {why}" if why and not ready else ""
         if time.monotonic() >= deadline:
             raise _timeout(node, wait.timeout, last)
         delay = next(delays)
@@ -118,8 +123,9 @@ def wait_all_ready(
             listing, last = shared.nodes_json(max_age=delay), ""
         except Mk8sError as e:
             listing, last = "", str(e)
+        why: dict[str, str] = {}
         for node in list(pending):
-            ready, version = kubectl.node_ready(listing, node.name)
+            ready, version, why[node.name] = kubectl.node_status(listing, node.name)
             if ready:
                 results[node.name] = version
                 pending.remove(node)
@@ -127,7 +133,7 @@ def wait_all_ready(
             break
         if time.monotonic() >= deadline:
             for node in pending:
-                results[node.name] = _timeout(node, timeout, last)
+                results[node.name] = _timeout(node, timeout, last or why.get(node.name, ""))
             break
         delay = next(delays)
         time.sleep(delay)

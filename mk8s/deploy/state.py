@@ -23,6 +23,7 @@ from typing import Any
 
 from mk8s.errors import InputError, OutputError, StateLockedError
 from mk8s.files import atomic_write, open_append_private, read_regular
+from mk8s.untrusted import load_json
 
 STATE_ROOT = ".mk8s"
 
@@ -32,6 +33,7 @@ def _private_file(path: Path, data: bytes) -> None:
 
 
 MAX_TOKEN_FILE = 64 << 10
+MAX_JOURNAL = 16 << 20  # a line per node and step: a few KiB for 100 nodes
 
 
 def read_token_file(path: Path) -> str:
@@ -122,11 +124,14 @@ class StateDir:
         return self.path / "journal.json"
 
     def read_journal(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.journal_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        """The journal, or an empty one when there is none or it is unusable (a FIFO,
+        too large, not JSON, nested too deeply: mk8s then reads the nodes afresh)."""
+        if not self.journal_path.exists():
             return {"nodes": {}}
-        except (OSError, ValueError):
+        try:
+            raw = read_regular(self.journal_path, what="journal", max_size=MAX_JOURNAL)
+            data = load_json(raw, what="journal", error=InputError, max_bytes=MAX_JOURNAL)
+        except InputError:
             return {"nodes": {}}
         return data if isinstance(data, dict) and "nodes" in data else {"nodes": {}}
 

@@ -20,12 +20,13 @@ from mk8s.deploy import kubectl
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context
-from mk8s.deploy.facts import IMAGES_DIR, KUBECONFIG_PATH, KUBECTL, NodeFacts
+from mk8s.deploy.facts import NodeFacts
 from mk8s.deploy.install import install_command
 from mk8s.deploy.plan import service, start_step, wait_step
+from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.steps import Step
 
-SNAPSHOT_DIR = "/var/lib/rancher/rke2/server/db/snapshots"
+SNAPSHOT_DIR = DEFAULT_PATHS.snapshot_dir  # a node's config may move it (NodePaths)
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,13 @@ def batches(agents: Sequence[Node], size: int) -> list[list[Node]]:
     return [list(agents[i : i + size]) for i in range(0, len(agents), size)]
 
 
-def kubectl_on_server(*args: str, timeout: float = 120, description: str = "") -> Command:
+def kubectl_on_server(
+    *args: str, paths: NodePaths, timeout: float = 120, description: str = ""
+) -> Command:
     return Command.argv(
-        KUBECTL,
+        paths.kubectl,
         "--kubeconfig",
-        KUBECONFIG_PATH,
+        paths.kubeconfig,
         *args,
         sudo=True,
         timeout=timeout,
@@ -107,15 +110,15 @@ def kubectl_on_server(*args: str, timeout: float = 120, description: str = "") -
     )
 
 
-def cordon_command(name: str) -> Command:
-    return kubectl_on_server("cordon", name, description=f"cordon {name}")
+def cordon_command(name: str, paths: NodePaths) -> Command:
+    return kubectl_on_server("cordon", name, paths=paths, description=f"cordon {name}")
 
 
-def uncordon_command(name: str) -> Command:
-    return kubectl_on_server("uncordon", name, description=f"uncordon {name}")
+def uncordon_command(name: str, paths: NodePaths) -> Command:
+    return kubectl_on_server("uncordon", name, paths=paths, description=f"uncordon {name}")
 
 
-def drain_command(name: str, timeout: int) -> Command:
+def drain_command(name: str, timeout: int, paths: NodePaths) -> Command:
     return kubectl_on_server(
         "drain",
         name,
@@ -123,18 +126,20 @@ def drain_command(name: str, timeout: int) -> Command:
         "--delete-emptydir-data",
         "--force",
         f"--timeout={timeout}s",
+        paths=paths,
         timeout=timeout + 60,
         description=f"cordon and drain {name} (at most {timeout}s)",
     )
 
 
-def remove_old_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
+def remove_old_images(ctx: Context, node: Node, f: NodeFacts, arch: str) -> list[Command]:
     """``rm`` the image tarballs in agent/images that the new release does not have."""
     keep = {a.name for a in ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch)}
+    images_dir = ctx.cluster.paths(node).images_dir
     old = sorted(
         p
         for p in f.hashes
-        if posixpath.dirname(p) == IMAGES_DIR and posixpath.basename(p) not in keep
+        if posixpath.dirname(p) == images_dir and posixpath.basename(p) not in keep
     )
     if not old:
         return []
@@ -150,13 +155,14 @@ def remove_old_images(ctx: Context, f: NodeFacts, arch: str) -> list[Command]:
     ]
 
 
-def snapshot_command(f: NodeFacts, target: str) -> Command:
-    """``rke2 etcd-snapshot save --name mk8s-pre-<target>``; prints the snapshot's path."""
+def snapshot_command(f: NodeFacts, target: str, paths: NodePaths = DEFAULT_PATHS) -> Command:
+    """``rke2 etcd-snapshot save --name mk8s-pre-<target>``; prints the snapshot's path
+    (in the node's etcd-snapshot-dir: RKE2 reads it and data-dir from config.yaml)."""
     prefix = f.rke2_prefix or "/usr/local"
     name = snapshot_name(target)
     return Command.script(
         "{rke2} etcd-snapshot save --name {name} >&2 && ls -t {dir}/{name}* | head -n 1",
-        {"rke2": posixpath.join(prefix, "bin", "rke2"), "name": name, "dir": SNAPSHOT_DIR},
+        {"rke2": posixpath.join(prefix, "bin", "rke2"), "name": name, "dir": paths.snapshot_dir},
         sudo=True,
         timeout=600,
         description=f"etcd snapshot {name} before the upgrade",
@@ -175,18 +181,20 @@ def node_steps(ctx: Context, node: Node, f: NodeFacts, *, ready_timeout: float) 
     opts = ctx.cluster.options.upgrade
     arch = f.arch or ctx.manifest.release.arch[0]
     # kubectl drain cordons the node before it evicts: one command, one round trip.
+    where = kubectl_node(ctx.cluster, node)
+    kpaths = ctx.cluster.paths(where)
     before = (
-        [drain_command(node.name, opts.drain_timeout)]
+        [drain_command(node.name, opts.drain_timeout, kpaths)]
         if opts.drain
-        else [cordon_command(node.name)]
+        else [cordon_command(node.name, kpaths)]
     )
-    change = [install_command(ctx, arch), *remove_old_images(ctx, f, arch)]
+    change = [install_command(ctx, arch), *remove_old_images(ctx, node, f, arch)]
     start = start_step(ctx, node, f, installed_now=True)
     return [
-        Step(kubectl_node(ctx.cluster, node).name, "cordon", tuple(before)),
+        Step(where.name, "cordon", tuple(before)),
         Step(node.name, "install", (*change, *start.commands)),
-        wait_step(node, ready_timeout, ctx.manifest.release.tag),
-        Step(kubectl_node(ctx.cluster, node).name, "uncordon", (uncordon_command(node.name),)),
+        wait_step(node, ready_timeout, ctx.manifest.release.tag, paths=ctx.cluster.paths(node)),
+        Step(where.name, "uncordon", (uncordon_command(node.name, kpaths),)),
     ]
 
 

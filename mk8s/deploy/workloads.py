@@ -13,6 +13,7 @@ import posixpath
 import re
 
 from mk8s.bundle.manifest import Artifact, ArtifactKind
+from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context, remote_path
 from mk8s.deploy.facts import SERVER_MANIFESTS_DIR, NodeFacts
@@ -34,20 +35,22 @@ def resource_name(art: Artifact) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", stem).strip("-")[:53].strip("-") or "mk8s"
 
 
-def placed_path(art: Artifact) -> str:
+def placed_path(art: Artifact, manifests_dir: str = SERVER_MANIFESTS_DIR) -> str:
     kind = "chart" if art.kind == ArtifactKind.CHART else "manifest"
     name = f"mk8s-{kind}-{resource_name(art)}-{art.sha256[:12]}.yaml"
-    return posixpath.join(SERVER_MANIFESTS_DIR, name)
+    return posixpath.join(manifests_dir, name)
 
 
-def place_workloads(ctx: Context, f: NodeFacts) -> list[Command]:
-    """Each chart and manifest the server lacks, and the older versions removed."""
+def place_workloads(ctx: Context, node: Node, f: NodeFacts) -> list[Command]:
+    """Each chart and manifest the server lacks, and the older versions removed (in
+    ``DATA_DIR/server/manifests`` of the node's data-dir)."""
+    manifests_dir = ctx.cluster.paths(node).manifests_dir
     cmds: list[Command] = []
     for art in [
         *ctx.manifest.find(kind=ArtifactKind.CHART),
         *ctx.manifest.find(kind=ArtifactKind.MANIFEST),
     ]:
-        dest = placed_path(art)
+        dest = placed_path(art, manifests_dir)
         if dest in f.placed:
             continue
         script = _HELMCHART if art.kind == ArtifactKind.CHART else _COPY

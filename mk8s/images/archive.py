@@ -23,12 +23,16 @@ from typing import IO, BinaryIO, cast
 
 import zstandard
 
+from mk8s.files import BoundedReader
 from mk8s.images.errors import ImageArchiveError
+from mk8s.untrusted import shown
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_DOCUMENT = 8 << 20
 """JSON members up to this size are kept in memory by the scan (configs included)."""
+MAX_DOCUMENTS = 64 << 20
+"""All the JSON members one scan keeps (an archive of 100 images keeps about 1 MiB)."""
 _CHUNK = 1 << 20
 
 
@@ -89,8 +93,25 @@ def normalise(name: str) -> str:
 
 
 @contextlib.contextmanager
-def open_stream(path: Path) -> Iterator[IO[bytes]]:
-    """The decompressed bytes of ``path`` (zstd, gzip or none, by magic)."""
+def open_stream(path: Path, max_unpacked: int | None = None) -> Iterator[IO[bytes]]:
+    """The decompressed bytes of ``path`` (zstd, gzip or none, by magic); with
+    ``max_unpacked``, a :class:`~mk8s.files.BoundedReader` that refuses more."""
+    with _open_stream(path) as stream:
+        if max_unpacked is None:
+            yield stream
+            return
+
+        def too_big() -> ImageArchiveError:
+            return ImageArchiveError(
+                f"{path} unpacks to more than {max_unpacked} bytes",
+                "this is not an image archive that mk8s reads (a decompression bomb?)",
+            )
+
+        yield cast(IO[bytes], BoundedReader(cast(BinaryIO, stream), max_unpacked, too_big))
+
+
+@contextlib.contextmanager
+def _open_stream(path: Path) -> Iterator[IO[bytes]]:
     try:
         raw = open(path, "rb")  # noqa: SIM115 (closed below)
     except OSError as e:
@@ -110,8 +131,8 @@ def open_stream(path: Path) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def _tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
-    with open_stream(path) as stream:
+def _tar_stream(path: Path, max_unpacked: int | None = None) -> Iterator[tarfile.TarFile]:
+    with open_stream(path, max_unpacked) as stream:
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tf:
                 yield tf
@@ -122,12 +143,20 @@ def _tar_stream(path: Path) -> Iterator[tarfile.TarFile]:
             ) from e
 
 
-def scan_archive(path: Path) -> ArchiveScan:
-    """First pass over ``path``: hash every member and keep the JSON documents."""
+def scan_archive(path: Path, *, max_unpacked: int | None = None) -> ArchiveScan:
+    """First pass over ``path``: hash every member and keep the JSON documents (at
+    most :data:`MAX_DOCUMENTS` bytes of them). With ``max_unpacked``, an archive that
+    decompresses to more (or whose member header claims more) is ImageArchiveError."""
     scan = ArchiveScan(Path(path))
-    with _tar_stream(scan.path) as tf:
+    kept = 0
+    with _tar_stream(scan.path, max_unpacked) as tf:
         for info in tf:
             name = normalise(info.name)
+            if max_unpacked is not None and info.size > max_unpacked:
+                raise ImageArchiveError(
+                    f"{path}: member {shown(info.name, limit=80)} claims {info.size} bytes,"
+                    f" more than the {max_unpacked} this archive may unpack to"
+                )
             if info.issym() or info.islnk():
                 base = posixpath.dirname(name) if info.issym() else ""
                 scan.links[name] = normalise(posixpath.join(base, info.linkname))
@@ -138,6 +167,11 @@ def scan_archive(path: Path) -> ArchiveScan:
                 member, doc = _hash_member(name, info.size, f)
                 scan.members[name] = member
                 if doc is not None:
+                    kept += len(doc)
+                    if kept > MAX_DOCUMENTS:
+                        raise ImageArchiveError(
+                            f"{path} holds more than {MAX_DOCUMENTS} bytes of JSON documents"
+                        )
                     scan.documents[name] = doc
     return scan
 

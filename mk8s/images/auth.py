@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,9 +23,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mk8s.files import read_regular
 from mk8s.images.errors import CredentialsFileError
 from mk8s.images.reference import DOCKER_HUB
+from mk8s.untrusted import load_json
 
+#: A Docker config holds a few registries' entries: a few KiB.
+MAX_AUTH_FILE = 1 << 20
 _HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
@@ -100,25 +103,32 @@ def resolve_credentials(
     return find_credentials(registry, env)
 
 
-def _read_auths(path: Path) -> dict[str, Any]:
+def read_auth_file(path: Path) -> dict[str, Any]:
+    """The ``auths`` of the auth file ``path``, which must be a regular file of at most
+    :data:`MAX_AUTH_FILE` bytes of JSON nested at most 64 levels; CredentialsFileError
+    (exit 2) otherwise, never quoting the file (it holds secrets)."""
+    fix = "give a Docker config.json (docker/podman login writes one)"
+    raw = read_regular(
+        path, what="registry auth file", max_size=MAX_AUTH_FILE, error=CredentialsFileError, fix=fix
+    )
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return {}
-    except OSError as e:
-        raise CredentialsFileError(
-            f"cannot read {path}: {e.strerror}", "fix its permissions or unset the variable"
-        ) from e
-    try:
-        doc = json.loads(raw)
-    except ValueError as e:
-        # ``from None``: the decoder's message quotes the document, which holds secrets.
-        raise CredentialsFileError(
-            f"{path} is not valid JSON (line {getattr(e, 'lineno', '?')})",
-            "fix the file, or log in again with docker/podman login",
-        ) from None
+        doc = load_json(
+            raw,
+            what=f"registry auth file {path}",
+            error=lambda problem: CredentialsFileError(problem, fix),
+            max_bytes=MAX_AUTH_FILE,
+        )
+    except CredentialsFileError as e:
+        # ``from None``: the decoder's exception holds the document, which holds secrets.
+        raise CredentialsFileError(e.problem, e.fix) from None
     auths = doc.get("auths") if isinstance(doc, dict) else None
     return auths if isinstance(auths, dict) else {}
+
+
+def _read_auths(path: Path) -> dict[str, Any]:
+    if not path.exists():  # a default place with no file: no credentials from there
+        return {}
+    return read_auth_file(path)
 
 
 def _decode_entry(entry: Any, path: Path, registry: str) -> Credentials | None:

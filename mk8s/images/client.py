@@ -1,29 +1,28 @@
-"""A small client for the OCI distribution API, on ``requests``.
+"""A small client for the OCI distribution API, on ``requests`` through :mod:`mk8s.net`.
 
-It owns the wire: TLS (system CAs, or a given CA file), authentication (HTTP basic,
-or bearer tokens from the registry's token realm, with basic credentials or
-anonymously), retries with backoff on connection errors, timeouts, 5xx and 429
-(honouring a short ``Retry-After``), resuming a cut blob download with ``Range``, and
-checking every byte against its digest while it streams. Uploads go in bounded chunks
-(each chunk is re-sent on a transient failure), are hashed while they stream, and are
-only committed (``PUT ?digest=``) when the hash matches; a mismatch cancels the upload.
+It owns the wire: TLS (system CAs, or a given CA file), authentication (basic, or
+bearer tokens: :mod:`.challenge`), retries within one budget on connection errors,
+timeouts, 5xx and 429 (honouring a short ``Retry-After``), a deadline on every request,
+resumed blob downloads checked against digest and declared size as they stream, and
+chunked uploads committed (``PUT ?digest=``) only when the hash matches.
 
-It never logs or raises a header, a password or a token; messages name the registry,
-the repository and the digest.
+Everything a registry says is outside input: manifests are read with a 4 MiB cap, error
+and token bodies with 64 KiB, and any text shown goes through
+:func:`mk8s.untrusted.shown` with this client's password and tokens masked.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import time
-from collections.abc import Mapping
-from typing import BinaryIO
-from urllib.parse import urlencode, urljoin, urlsplit
+from collections.abc import Callable, Mapping
+from typing import BinaryIO, TypeVar
+from urllib.parse import urlencode, urljoin
 
 import requests
 
+from mk8s import net
 from mk8s.callbacks import TransferProgress
+from mk8s.images import challenge
 from mk8s.images.auth import Credentials, find_credentials
 from mk8s.images.errors import (
     ImageNotFound,
@@ -32,32 +31,21 @@ from mk8s.images.errors import (
     RegistryTLSError,
 )
 from mk8s.images.model import ACCEPT, MAX_MANIFEST, Manifest, media_type_of, sha256_digest
-from mk8s.images.reference import DOCKER_HUB, DOCKER_HUB_API
+from mk8s.images.reference import DOCKER_HUB, DOCKER_HUB_API, is_digest
 from mk8s.images.transfer import (
-    RETRY_STATUS,
-    TRANSIENT,
     ClientStats,
-    Download,
     RegistrySettings,
+    Reply,
+    download,
     error_codes,
     mismatch,
-    new_session,
-    read_capped,
-    retry_after,
     url_path,
 )
 from mk8s.images.upload import cancel_upload
+from mk8s.untrusted import shown
 
 log = logging.getLogger(__name__)
-
-_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
-
-
-class _Retry(Exception):
-    def __init__(self, reason: str, wait: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.wait = wait
+T = TypeVar("T")
 
 
 class RegistryClient:
@@ -73,19 +61,20 @@ class RegistryClient:
     ) -> None:
         self.registry = registry
         self.settings = settings or RegistrySettings()
+        self.limits = net.Limits.from_env(self.settings.env)
         if credentials is None and self.settings.use_docker_config:
             credentials = find_credentials(registry, self.settings.env)
-        self._credentials = credentials
+        self.credentials = credentials
         host = DOCKER_HUB_API if registry == DOCKER_HUB else registry
         scheme = "http" if self.settings.plain_http else "https"
         self.base_url = f"{scheme}://{host}"
-        self.session = session or new_session()
+        self.session = session or net.new_session()
         # Passed with every request: a session's own ``verify`` loses to
         # REQUESTS_CA_BUNDLE when trust_env is on (a requests quirk), a given CA must not.
-        self._verify: str | None = str(self.settings.ca_file) if self.settings.ca_file else None
+        self.verify: str | None = str(self.settings.ca_file) if self.settings.ca_file else None
         self.stats = ClientStats()
-        self._basic = False  # the registry asked for basic auth: send it up front
-        self._tokens: dict[str, str] = {}  # bearer token by scope
+        self.basic = False  # the registry asked for basic auth: send it up front
+        self.tokens: dict[str, str] = {}  # bearer token by scope
         self.known_blobs: dict[str, str] = {}
         """digest -> a repository seen holding it: the source of cross-repository mounts."""
 
@@ -98,6 +87,14 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def secrets(self) -> list[str]:
+        """What no message may show: the password, the basic header, the tokens."""
+        out = list(self.tokens.values())
+        if self.credentials is not None:
+            out += [self.credentials.password, self.credentials.basic_header().split()[1]]
+        return out
+
     # -- API: manifests ------------------------------------------------------------------
     def get_manifest(self, repository: str, ref: str, *, image: str) -> Manifest:
         """GET a manifest or index by tag or digest; its bytes are checked.
@@ -108,11 +105,23 @@ class RegistryClient:
         RegistryAuthError, RegistryTLSError or RegistryError.
         """
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
-        with self._request("GET", url, repository, headers={"Accept": ACCEPT}, stream=True) as r:
-            self._expect(r, (200,), f"manifest {ref} of {repository}")
-            data = read_capped(r, MAX_MANIFEST, f"the manifest of {image}")
-            header_digest = r.headers.get("Docker-Content-Digest")
-            content_type = r.headers.get("Content-Type")
+
+        def once() -> tuple[bytes, str | None, str | None]:
+            with self._authed("GET", url, repository, {"Accept": ACCEPT}) as r:
+                if r.status_code != 200:
+                    self._expect(Reply.of(r), (200,), f"manifest {ref} of {repository}")
+                data = net.read_body(
+                    r, MAX_MANIFEST, what=f"the manifest of {image}", error=RegistryError
+                )
+                return data, r.headers.get("Docker-Content-Digest"), r.headers.get("Content-Type")
+
+        data, header_digest, content_type = self._retrying("GET", url, once)
+        if header_digest is not None and not is_digest(header_digest):
+            raise RegistryError(
+                f"{self.registry} sent {shown(header_digest, limit=80)!r} as the digest of"
+                f" {image}, which is not a sha256 digest",
+                "the registry does not follow the distribution API; check it",
+            )
         got = sha256_digest(data)
         want = ref if ref.startswith("sha256:") else header_digest
         if want and want != got:
@@ -120,13 +129,14 @@ class RegistryClient:
         return Manifest(data, media_type_of(data, f"the manifest of {image}", content_type), got)
 
     def manifest_digest(self, repository: str, ref: str) -> str | None:
-        """HEAD a manifest: its digest, or None when the registry has no such ref."""
+        """HEAD a manifest: its digest, or None (no such ref, or no valid digest sent)."""
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
-        with self._request("HEAD", url, repository, headers={"Accept": ACCEPT}) as r:
-            if r.status_code == 404:
-                return None
-            self._expect(r, (200,), f"manifest {ref} of {repository}")
-            return r.headers.get("Docker-Content-Digest")
+        r = self._request("HEAD", url, repository, headers={"Accept": ACCEPT})
+        if r.status_code == 404:
+            return None
+        self._expect(r, (200,), f"manifest {ref} of {repository}")
+        got = r.headers.get("Docker-Content-Digest")
+        return got if got is not None and is_digest(got) else None
 
     def put_manifest(self, repository: str, ref: str, manifest: Manifest) -> str:
         """PUT the exact bytes of ``manifest`` under a tag or its digest.
@@ -139,12 +149,11 @@ class RegistryClient:
             )
         url = f"{self.base_url}/v2/{repository}/manifests/{ref}"
         headers = {"Content-Type": manifest.media_type}
-        with self._request(
-            "PUT", url, repository, headers=headers, data=manifest.data, push=True
-        ) as r:
-            self._expect(r, (201, 200), f"pushing manifest {ref} to {repository}")
-            got = r.headers.get("Docker-Content-Digest")
+        r = self._request("PUT", url, repository, headers=headers, data=manifest.data, push=True)
+        self._expect(r, (201, 200), f"pushing manifest {ref} to {repository}")
+        got = r.headers.get("Docker-Content-Digest")
         if got and got != manifest.digest:
+            got = got if is_digest(got) else shown(got, limit=80)
             raise mismatch(f"{self.registry}/{repository}:{ref}", "manifest", manifest.digest, got)
         return manifest.digest
 
@@ -152,10 +161,10 @@ class RegistryClient:
     def blob_exists(self, repository: str, digest: str) -> bool:
         """HEAD a blob in ``repository``."""
         url = f"{self.base_url}/v2/{repository}/blobs/{digest}"
-        with self._request("HEAD", url, repository) as r:
-            if r.status_code == 404:
-                return False
-            self._expect(r, (200,), f"blob {digest} of {repository}")
+        r = self._request("HEAD", url, repository)
+        if r.status_code == 404:
+            return False
+        self._expect(r, (200,), f"blob {digest} of {repository}")
         self.known_blobs.setdefault(digest, repository)
         return True
 
@@ -165,35 +174,33 @@ class RegistryClient:
         digest: str,
         out: BinaryIO,
         *,
+        size: int,
         image: str,
         progress: TransferProgress | None = None,
     ) -> int:
-        """Stream a blob into ``out`` (empty, writable, seekable); return its size.
+        """Stream a blob of ``size`` bytes (what its descriptor declares) into ``out``
+        (empty, writable, seekable); return its size.
 
         A cut transfer resumes with ``Range: bytes=N-`` (or restarts when the registry
-        answers 200 or a wrong ``Content-Range``). The bytes are hashed as they arrive;
-        raises ChecksumMismatch naming ``image`` and both digests if they differ.
+        answers 200 or a wrong ``Content-Range``); no byte past ``size`` is taken. The
+        bytes are hashed as they arrive; raises ChecksumMismatch naming ``image`` and
+        both digests (or both sizes) if they differ.
         """
-        dl = Download(self, repository, digest, out, progress)
-        dl.run()
-        got = "sha256:" + dl.hasher.hexdigest()
-        if got != digest:
-            raise mismatch(image, "blob", digest, got)
-        self.stats.bytes_downloaded += dl.done
-        return dl.done
+        download(self, repository, digest, size, out, image=image, progress=progress)
+        return size
 
     def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Ask the registry to link a blob it holds in another repository (no bytes
         move). True when mounted; False when it wants an upload instead."""
         query = urlencode({"mount": digest, "from": source_repository})
         url = f"{self.base_url}/v2/{repository}/blobs/uploads/?{query}"
-        with self._request("POST", url, repository, data=b"", push=True) as r:
-            if r.status_code == 201:
-                self.stats.blobs_mounted += 1
-                self.known_blobs.setdefault(digest, repository)
-                return True
-            self._expect(r, (202,), f"mounting {digest} into {repository}")
-            location = r.headers.get("Location")
+        r = self._request("POST", url, repository, data=b"", push=True)
+        if r.status_code == 201:
+            self.stats.blobs_mounted += 1
+            self.known_blobs.setdefault(digest, repository)
+            return True
+        self._expect(r, (202,), f"mounting {digest} into {repository}")
+        location = r.headers.get("Location")
         if location:  # an upload session we will not use
             cancel_upload(self, repository, urljoin(self.base_url, location))
         return False
@@ -223,35 +230,58 @@ class RegistryClient:
         *,
         headers: Mapping[str, str] | None = None,
         data: bytes | None = None,
-        stream: bool = False,
         push: bool = False,
         retry: bool = True,
-    ) -> requests.Response:
-        """One API call with authentication and retries; returns the final response
-        (any status, the caller judges it) or raises RegistryError after the retries."""
-        attempts = self.settings.retries + 1 if retry else 1
-        last = ""
-        for attempt in range(attempts):
-            if attempt:
-                self.stats.retries += 1
+    ) -> Reply:
+        """One API call with authentication and retries: the final answer (any status,
+        the caller judges it; at most 64 KiB of body), or RegistryError."""
+
+        def once() -> Reply:
+            with self._authed(method, url, repository, headers, data=data, push=push) as r:
+                return Reply.of(r)
+
+        return self._retrying(method, url, once, retry=retry, sending=len(data or b""))
+
+    def _retrying(
+        self, method: str, url: str, once: Callable[[], T], *, retry: bool = True, sending: int = 0
+    ) -> T:
+        """``once()`` until it returns, retrying what :mod:`mk8s.net` calls transient
+        and :class:`~mk8s.net.RetryStatus` within one :class:`~mk8s.net.RetryBudget`."""
+        seconds = 2 * self.limits.deadline(MAX_MANIFEST + sending)
+        budget = net.RetryBudget(self.settings.policy, seconds)
+        while True:
+            wait, error = None, None
             try:
-                return self._authed(method, url, repository, headers, data, stream, push)
-            except _Retry as e:
-                last = e.reason
-                wait = e.wait if e.wait is not None else self.settings.backoff_delay(attempt)
-            except requests.exceptions.SSLError as e:
-                raise self._tls_error(e) from e
-            except TRANSIENT as e:
-                last = type(e).__name__
-                wait = self.settings.backoff_delay(attempt)
-            if attempt + 1 < attempts:
-                log.debug("%s %s: %s, retrying in %.1fs", method, url_path(url), last, wait)
-                time.sleep(wait)
-        raise RegistryError(
-            f"{method} {url_path(url)} on {self.registry} failed after {attempts}"
-            f" attempts ({last})",
-            "check the network and that the registry is up, then run the command again",
-        )
+                return once()
+            except net.RetryStatus as e:
+                last, wait = e.reason, e.wait
+            except net.TRANSIENT as e:
+                last, error = net.reason(e), e
+            except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
+                raise RegistryError(
+                    f"{method} {shown(url_path(url), limit=120)} on {self.registry} failed"
+                    f" ({shown(e, limit=160, secrets=self.secrets)})",
+                    "the registry does not follow the distribution API; check it",
+                ) from None
+            if not retry or not budget.retry(wait=wait, error=error):
+                raise RegistryError(
+                    f"{method} {shown(url_path(url), limit=120)} on {self.registry} failed"
+                    f" after {budget.tries + (not retry)} attempts ({last})",
+                    "check the network and that the registry is up, then run the command again",
+                )
+            self.stats.retries += 1
+            log.debug("%s %s: %s, retrying", method, shown(url_path(url), limit=120), last)
+
+    def _blob_try(
+        self, url: str, repository: str, headers: dict[str, str], deadline: float, digest: str
+    ) -> requests.Response:
+        """One GET of a blob for :func:`mk8s.images.transfer.download`: a response to
+        stream (200, 206, or 416 on a resume), else the error it means."""
+        r = self._authed("GET", url, repository, headers, deadline=deadline)
+        if r.status_code not in (200, 206) and not (r.status_code == 416 and "Range" in headers):
+            with r:
+                self._expect(Reply.of(r), (200, 206), f"blob {digest} in {repository}")
+        return r
 
     def _authed(
         self,
@@ -259,24 +289,27 @@ class RegistryClient:
         url: str,
         repository: str,
         headers: Mapping[str, str] | None,
-        data: bytes | None,
-        stream: bool,
-        push: bool,
+        *,
+        data: bytes | None = None,
+        push: bool = False,
+        deadline: float | None = None,
     ) -> requests.Response:
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}"
-        r = self._send(method, url, headers, data, stream, scope)
+        if deadline is None:
+            deadline = self.limits.deadline(MAX_MANIFEST + len(data or b""))
+        r = self._send(method, url, headers, data, scope, deadline)
         if r.status_code == 401:
-            challenge = r.headers.get("WWW-Authenticate", "")
+            found = r.headers.get("WWW-Authenticate", "")
             r.close()
-            self._answer_challenge(challenge, scope)
-            r = self._send(method, url, headers, data, stream, scope)
+            challenge.answer(self, found, scope)
+            r = self._send(method, url, headers, data, scope, deadline)
             if r.status_code == 401:
                 r.close()
-                raise self._refused() if self._credentials else self._needs_credentials()
-        if r.status_code in RETRY_STATUS:
-            wait = retry_after(r, self.settings)
+                raise self.refused() if self.credentials else self.needs_credentials()
+        if r.status_code in net.RETRY_STATUS:
+            wait = net.retry_after(r, self.settings.backoff_max)
             r.close()
-            raise _Retry(f"HTTP {r.status_code}", wait)
+            raise net.RetryStatus(f"HTTP {r.status_code}", wait)
         return r
 
     def _send(
@@ -285,108 +318,54 @@ class RegistryClient:
         url: str,
         headers: Mapping[str, str] | None,
         data: bytes | None,
-        stream: bool,
         scope: str,
+        deadline: float,
     ) -> requests.Response:
         h = dict(headers or {})
         auth = self._auth_header(scope)
         if auth is not None:
             h["Authorization"] = auth
         self.stats.requests[method] += 1
-        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
-        return self.session.request(
-            method,
-            url,
-            headers=h,
-            data=data,
-            stream=stream,
-            timeout=timeout,
-            allow_redirects=True,
-            verify=self._verify,
-        )
-
-    def _auth_header(self, scope: str) -> str | None:
-        token = self._tokens.get(scope)
-        if token is not None:
-            return f"Bearer {token}"
-        if self._basic and self._credentials is not None:
-            return self._credentials.basic_header()
-        return None
-
-    def _answer_challenge(self, challenge: str, scope: str) -> None:
-        kind = challenge.split(" ", 1)[0].lower()
-        params = dict(_CHALLENGE_PARAM.findall(challenge))
-        if kind == "basic":
-            if self._credentials is None:
-                raise self._needs_credentials()
-            if self._basic:
-                raise self._refused()
-            self._basic = True
-        elif kind == "bearer" and params.get("realm"):
-            self._tokens[scope] = self._fetch_token(params, scope)
-        else:
-            raise RegistryAuthError(
-                f"{self.registry} asked for an authentication scheme mk8s does not speak",
-                "use a registry with basic or token authentication",
-            )
-
-    def _fetch_token(self, params: Mapping[str, str], scope: str) -> str:
-        realm = params["realm"]
-        # A challenge may name several scopes, space-separated (a cross-repository
-        # mount needs push on one repository and pull on another): one parameter each.
-        query: dict[str, str | list[str]] = {"scope": (params.get("scope") or scope).split()}
-        if params.get("service"):
-            query["service"] = params["service"]
-        headers: dict[str, str] = {}
-        if self._credentials is not None:
-            if urlsplit(realm).scheme != "https" and not self.settings.plain_http:
-                raise RegistryAuthError(
-                    f"{self.registry} sends credentials to a token service without TLS",
-                    "refusing to send the password in clear; fix the registry's token realm",
-                )
-            headers["Authorization"] = self._credentials.basic_header()
-        timeout = (self.settings.connect_timeout, self.settings.read_timeout)
         try:
-            r = self.session.get(
-                realm, params=query, headers=headers, timeout=timeout, verify=self._verify
+            return net.send(
+                self.session,
+                method,
+                url,
+                headers=h,
+                data=data,
+                stream=True,
+                timeout=self.settings.timeout,
+                allow_redirects=True,
+                verify=self.verify,
+                limits=self.limits,
+                deadline=deadline,
             )
         except requests.exceptions.SSLError as e:
-            raise self._tls_error(e) from e
-        except TRANSIENT as e:
-            raise _Retry(f"token service: {type(e).__name__}") from e
-        with r:
-            if r.status_code in (401, 403):
-                raise self._refused() if self._credentials else self._needs_credentials()
-            if r.status_code in RETRY_STATUS:
-                raise _Retry(f"token service HTTP {r.status_code}", retry_after(r, self.settings))
-            try:
-                doc = r.json()
-                token = doc.get("token") or doc.get("access_token")
-            except (ValueError, AttributeError):
-                token = None
-            if r.status_code != 200 or not isinstance(token, str) or not token:
-                raise RegistryAuthError(
-                    f"the token service of {self.registry} answered HTTP {r.status_code} "
-                    "without a token",
-                    "check the registry's auth configuration",
-                )
-            return token
+            raise self.tls_error(e) from e
+
+    def _auth_header(self, scope: str) -> str | None:
+        token = self.tokens.get(scope)
+        if token is not None:
+            return f"Bearer {token}"
+        if self.basic and self.credentials is not None:
+            return self.credentials.basic_header()
+        return None
 
     # -- errors ----------------------------------------------------------------------------
-    def _refused(self) -> RegistryAuthError:
-        user = self._credentials.username if self._credentials else "anonymous"
+    def refused(self) -> RegistryAuthError:
+        user = shown(self.credentials.username, limit=80) if self.credentials else "anonymous"
         return RegistryAuthError(
             f"{self.registry} refused the credentials of user {user!r}",
             "check the username and password (or docker login again)",
         )
 
-    def _needs_credentials(self) -> RegistryAuthError:
+    def needs_credentials(self) -> RegistryAuthError:
         return RegistryAuthError(
             f"{self.registry} requires credentials and none were found",
             "log in with docker login, or give a username and password file",
         )
 
-    def _tls_error(self, e: requests.exceptions.SSLError) -> RegistryTLSError:
+    def tls_error(self, e: requests.exceptions.SSLError) -> RegistryTLSError:
         reason = (
             "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(e) else "TLS failed"
         )
@@ -396,15 +375,10 @@ class RegistryClient:
             "or check that the address is the registry's",
         )
 
-    def _expect(
-        self,
-        r: requests.Response,
-        ok: tuple[int, ...],
-        what: str,
-    ) -> None:
+    def _expect(self, r: Reply, ok: tuple[int, ...], what: str) -> None:
         if r.status_code in ok:
             return
-        detail = error_codes(r)
+        detail = error_codes(r.body, self.secrets)
         if r.status_code == 404:
             raise ImageNotFound(
                 f"{self.registry} has no {what}{detail}",

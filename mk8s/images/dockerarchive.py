@@ -14,13 +14,13 @@ uncompressed layer must hash to the config's ``rootfs.diff_ids`` entry for it
 
 from __future__ import annotations
 
-import json
 import posixpath
 import re
 from typing import Any
 
+from mk8s import untrusted
 from mk8s.errors import ChecksumMismatch
-from mk8s.images.archive import GZIP_MAGIC, ZSTD_MAGIC, ArchiveScan, Member
+from mk8s.images.archive import GZIP_MAGIC, MAX_DOCUMENT, ZSTD_MAGIC, ArchiveScan, Member
 from mk8s.images.errors import ImageArchiveError
 from mk8s.images.model import (
     OCI_CONFIG,
@@ -49,10 +49,9 @@ def is_docker_archive(scan: ArchiveScan) -> bool:
 def read_docker_archive(scan: ArchiveScan) -> list[ArchiveImage]:
     """One :class:`ArchiveImage` per ``manifest.json`` entry, checked as described above."""
     where = f"{scan.path}: manifest.json"
-    try:
-        entries = json.loads(scan.document("manifest.json"))
-    except ValueError as e:
-        raise ImageArchiveError(f"{where} is not valid JSON: {e}") from e
+    entries = untrusted.load_json(
+        scan.document("manifest.json"), what=where, error=ImageArchiveError, max_bytes=MAX_DOCUMENT
+    )
     if not isinstance(entries, list):
         raise ImageArchiveError(f"{where} is not a list of images")
     return [_image(scan, e, f"{where} entry {n}") for n, e in enumerate(entries, 1)]

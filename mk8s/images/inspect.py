@@ -34,9 +34,10 @@ class ImageInfo:
         return f"{name}{tag}@{self.digest}"
 
 
-def read_archive(path: Path) -> tuple[str, list[ArchiveImage]]:
-    """(``"oci"`` or ``"docker"``, its images); ImageArchiveError for anything else."""
-    scan = scan_archive(Path(path))
+def read_archive(path: Path, *, max_unpacked: int | None = None) -> tuple[str, list[ArchiveImage]]:
+    """(``"oci"`` or ``"docker"``, its images); ImageArchiveError for anything else
+    (and for an archive that unpacks to more than ``max_unpacked`` bytes)."""
+    scan = scan_archive(Path(path), max_unpacked=max_unpacked)
     return images_of(scan)
 
 
@@ -53,10 +54,10 @@ def images_of(scan: ArchiveScan) -> tuple[str, list[ArchiveImage]]:
     )
 
 
-def list_images(path: Path) -> list[ImageInfo]:
+def list_images(path: Path, *, max_unpacked: int | None = None) -> list[ImageInfo]:
     """One :class:`ImageInfo` per name (an image with two tags is listed twice; an
     unnamed image once, with name None)."""
-    _, images = read_archive(path)
+    _, images = read_archive(path, max_unpacked=max_unpacked)
     out: list[ImageInfo] = []
     for image in images:
         names: list[str | None] = list(image.names) or [None]

@@ -26,6 +26,7 @@ from mk8s.images.model import (
     ANN_REF_NAME,
     INDEX_TYPES,
     MANIFEST_TYPES,
+    MAX_INDEX_DEPTH,
     OCI_INDEX,
     ArchiveImage,
     BlobSource,
@@ -184,27 +185,43 @@ def _names(desc: Descriptor) -> tuple[str, ...]:
     return ()
 
 
+#: Manifests one image may reach (a platform each: a few dozen at most).
+MAX_MANIFESTS = 1000
+
+
 class _Walker:
-    """Collects an image's manifests (children before parents) and blobs, checked."""
+    """Collects an image's manifests (children before parents) and blobs, checked,
+    within :data:`MAX_INDEX_DEPTH` and :data:`MAX_MANIFESTS` (a chain of 1,500 indexes
+    or indexes that fan out to the same index are refused, not walked)."""
 
     def __init__(self, scan: ArchiveScan) -> None:
         self.scan = scan
         self.manifests: list[Manifest] = []
         self.blobs: dict[str, BlobSource] = {}
+        self.seen: set[str] = set()
+        self.visited = 0
 
     def where(self, digest: str) -> str:
         return f"{self.scan.path}: {blob_member(digest)}"
 
-    def manifest(self, desc: Descriptor) -> Manifest:
+    def manifest(self, desc: Descriptor, depth: int = 1) -> Manifest:
+        self.visited += 1
+        if depth > MAX_INDEX_DEPTH or self.visited > MAX_MANIFESTS:
+            raise ImageArchiveError(
+                f"{self.scan.path}: an image nests indexes deeper than {MAX_INDEX_DEPTH} levels"
+                f" or reaches more than {MAX_MANIFESTS} manifests",
+                "this is not an image archive mk8s carries; save the image again",
+            )
         self.check(desc)
         data = self.scan.document(blob_member(desc.digest))
         media = desc.media_type or Manifest.from_bytes(data, self.where(desc.digest)).media_type
         m = Manifest.from_bytes(data, self.where(desc.digest), media)
         for kid in children(data, media, self.where(desc.digest)):
             if media in INDEX_TYPES:
-                if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES:
-                    continue  # not an image (an attestation, a signature): not carried
-                self.manifests.append(self.manifest(kid))
+                if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES or kid.digest in self.seen:
+                    continue  # not an image (an attestation, a signature), or listed twice
+                self.seen.add(kid.digest)
+                self.manifests.append(self.manifest(kid, depth + 1))
             else:
                 self.check(kid)
                 self.blobs.setdefault(

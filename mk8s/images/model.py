@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from mk8s import untrusted
 from mk8s.images.errors import ImageArchiveError
 from mk8s.images.reference import is_digest
 
@@ -31,6 +32,10 @@ MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 MAX_MANIFEST = 4 << 20
 """Registries refuse manifests over 4 MiB; so do we, before reading more."""
+MAX_JSON = 8 << 20
+"""The largest JSON document (a manifest, a config, ``index.json``) mk8s parses."""
+MAX_INDEX_DEPTH = 8
+"""Indexes nest (an index may list indexes); real images use one or two levels."""
 
 # Annotations mk8s writes into an OCI layout's index.json.
 ANN_REF_NAME = "org.opencontainers.image.ref.name"
@@ -145,11 +150,9 @@ class Descriptor:
 
 
 def load_json(data: bytes, where: str) -> dict[str, Any]:
-    """Parse a JSON object; raise ImageArchiveError naming ``where`` otherwise."""
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise ImageArchiveError(f"{where} is not valid JSON: {e}") from e
+    """Parse a JSON object within :mod:`mk8s.untrusted`'s bounds; raise
+    ImageArchiveError naming ``where`` otherwise."""
+    doc = untrusted.load_json(data, what=where, error=ImageArchiveError, max_bytes=MAX_JSON)
     if not isinstance(doc, dict):
         raise ImageArchiveError(f"{where} is not a JSON object")
     return doc

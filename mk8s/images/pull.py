@@ -21,16 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import OutputError
+from mk8s.errors import ChecksumMismatch, OutputError
+from mk8s.images.archive import scan_archive
 from mk8s.images.auth import Credentials
 from mk8s.images.client import RegistryClient, RegistrySettings
-from mk8s.images.errors import ImageNotFound
-from mk8s.images.layout import layout_index, write_layout
+from mk8s.images.errors import ImageArchiveError, ImageNotFound, RegistryError
+from mk8s.images.layout import layout_index, read_layout, write_layout
 from mk8s.images.model import (
     ANN_IMAGE_NAME,
     ANN_REF_NAME,
     ANN_SOURCE_DIGEST,
     INDEX_TYPES,
+    MANIFEST_TYPES,
+    MAX_INDEX_DEPTH,
+    MAX_JSON,
     Descriptor,
     Manifest,
     Platform,
@@ -39,8 +43,11 @@ from mk8s.images.model import (
     make_index,
 )
 from mk8s.images.reference import Reference, parse_reference
+from mk8s.untrusted import shown, shown_list
 
 DEFAULT_PLATFORMS = ("linux/amd64",)
+MAX_MANIFESTS = 1000
+"""Manifests one image may hold (a multi-platform index with attestations has < 50)."""
 
 
 @dataclass(frozen=True)
@@ -79,10 +86,21 @@ def pull_image(
     the cache or ``dest`` cannot be written; ``dest`` is only written when complete.
     """
     ref = parse_reference(reference) if isinstance(reference, str) else reference
+    for text in platforms or ():
+        Platform.parse(text)  # the caller's input: a bad one is exit 2, not the registry's
     own = client is None
     cl = client or RegistryClient(ref.registry, settings, credentials=credentials)
     try:
         return _Puller(cl, ref, Path(cache_dir), progress).pull(Path(dest), platforms, mtime)
+    except ImageArchiveError as e:
+        # Every document here came from the registry: what is a broken input file on the
+        # disconnected side is a registry answering nonsense here (exit 1).
+        # ``from None``: the cause quotes the registry's text unmasked (the debug log).
+        raise RegistryError(
+            f"{ref.registry} served {ref} as something mk8s cannot use:"
+            f" {shown(e.problem, limit=400, secrets=cl.secrets)}",
+            "check the image in the registry (mk8s carries OCI and Docker schema 2 images)",
+        ) from None
     finally:
         if own:
             cl.close()
@@ -99,6 +117,7 @@ class _Puller:
         self.image = str(ref)
         self.docs: dict[str, bytes] = {}
         self.blobs: dict[str, Path] = {}
+        self.sizes: dict[str, int] = {}
 
     def pull(self, dest: Path, platforms: Sequence[str] | None, mtime: int) -> PulledImage:
         source = self.client.get_manifest(self.ref.repository, self.ref.ref, image=self.image)
@@ -111,6 +130,11 @@ class _Puller:
         index = layout_index([root.descriptor(annotations=self._annotations(pinned))])
         blobs: dict[str, Path | bytes] = {**self.docs, **self.blobs}
         sha = write_layout(dest, index, blobs, mtime=mtime)
+        try:  # the very checks the disconnected side makes, so no bundle signs what it refuses
+            read_layout(scan_archive(dest))
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
         return PulledImage(
             reference=pinned,
             source_digest=source.digest,
@@ -142,7 +166,7 @@ class _Puller:
             want = Platform.parse(text)
             match = next((d for d in listed if d.platform and want.matches(d.platform)), None)
             if match is None:
-                have = ", ".join(sorted({str(d.platform) for d in listed if d.platform}))
+                have = shown_list(sorted({str(d.platform) for d in listed if d.platform}))
                 raise ImageNotFound(
                     f"{self.image} has no {want} image (it has: {have or 'none'})",
                     "pick one of the platforms it has",
@@ -160,26 +184,47 @@ class _Puller:
         """A single-platform image must be one of the wanted platforms (its config's
         ``os``/``architecture``/``variant`` say which): never carry the wrong arch."""
         config = children(root.data, root.media_type, f"the manifest of {self.image}")[0]
+        if config.size > MAX_JSON:
+            raise ImageArchiveError(f"its config is {config.size} bytes, over {MAX_JSON}")
         doc = load_json(self.blobs[config.digest].read_bytes(), f"the config of {self.image}")
         have = Platform.from_json(doc)
         if have is None:
             return ()
         if platforms is not None and not any(Platform.parse(p).matches(have) for p in platforms):
             raise ImageNotFound(
-                f"{self.image} is a {have} image, not {', '.join(platforms)}",
+                f"{self.image} is a {shown(have, limit=80)} image, not {', '.join(platforms)}",
                 "pull an image (or an index) built for the wanted platform",
             )
         return (str(have),)
 
-    def _walk(self, m: Manifest) -> None:
-        """Store ``m``, then fetch what it points at (manifests, then blobs)."""
+    def _walk(self, m: Manifest, depth: int = 1) -> None:
+        """Store ``m``, then fetch what it points at (manifests, then blobs): each
+        distinct digest once, indexes at most MAX_INDEX_DEPTH deep, every size and
+        media type as its descriptor says (what the disconnected side checks)."""
         self.docs[m.digest] = m.data
-        for d in children(m.data, m.media_type, f"the manifest {m.digest} of {self.image}"):
-            if m.media_type in INDEX_TYPES:
-                kid = self.client.get_manifest(self.ref.repository, d.digest, image=self.image)
-                self._walk(kid)
-            else:
-                self.blobs[d.digest] = self._blob(d)
+        kids = children(m.data, m.media_type, f"the manifest {m.digest} of {self.image}")
+        if m.media_type not in INDEX_TYPES:
+            for d in kids:
+                self._keep_blob(d)
+            return
+        if depth > MAX_INDEX_DEPTH:
+            raise ImageArchiveError(f"its indexes are nested deeper than {MAX_INDEX_DEPTH} levels")
+        for d in kids:
+            if d.media_type not in INDEX_TYPES | MANIFEST_TYPES or d.digest in self.docs:
+                continue  # not an image (an attestation): not carried; or already walked
+            if len(self.docs) >= MAX_MANIFESTS:
+                raise ImageArchiveError(f"it lists more than {MAX_MANIFESTS} manifests")
+            got = self.client.get_manifest(self.ref.repository, d.digest, image=self.image)
+            if len(got.data) != d.size:
+                raise _size_lie(self.image, "manifest", d, len(got.data))
+            self._walk(Manifest(got.data, d.media_type, got.digest), depth + 1)
+
+    def _keep_blob(self, d: Descriptor) -> None:
+        if d.digest not in self.blobs:
+            self.sizes[d.digest] = d.size
+            self.blobs[d.digest] = self._blob(d)
+        elif self.sizes[d.digest] != d.size:
+            raise _size_lie(self.image, "blob", d, self.sizes[d.digest])
 
     def _blob(self, d: Descriptor) -> Path:
         final = self.cache / "sha256" / d.digest.split(":", 1)[1]
@@ -198,9 +243,21 @@ class _Puller:
         try:
             with open(part, "xb") as f:
                 self.client.download_blob(
-                    self.ref.repository, d.digest, f, image=self.image, progress=self.progress
+                    self.ref.repository,
+                    d.digest,
+                    f,
+                    size=d.size,
+                    image=self.image,
+                    progress=self.progress,
                 )
             os.replace(part, final)
         finally:
             part.unlink(missing_ok=True)
         return final
+
+
+def _size_lie(image: str, what: str, d: Descriptor, got: int) -> ChecksumMismatch:
+    return ChecksumMismatch(
+        f"{image}: {what} {d.digest} has {got} bytes, its descriptor says {d.size}",
+        "do not use it: the registry's copy is damaged or was tampered with",
+    )

@@ -30,6 +30,17 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 MAX_NAME = 255
 
 
+def registry_error(registry: str) -> str | None:
+    """Why ``registry`` (``host[:port]``) is not a registry address, or None."""
+    if not _REGISTRY.match(registry):
+        return "is not a valid registry host[:port]"
+    after_host = registry[registry.rfind("]") + 1 :]  # past an IPv6 literal's colons
+    port = after_host.rpartition(":")[2] if ":" in after_host else ""
+    if port and not 1 <= int(port) <= 65535:
+        return f"has port {port}, not one of 1-65535"
+    return None
+
+
 def is_digest(value: str) -> bool:
     """True for a well-formed ``sha256:<64 lowercase hex>`` digest."""
     return bool(_DIGEST.match(value))
@@ -91,9 +102,10 @@ class Reference:
         ``reg.lan:5000/rancher/foo:v1``: the mirror-with-rewrite layout that
         ``registries.yaml`` expresses.
         """
-        if not _REGISTRY.match(registry):
+        why = registry_error(registry)
+        if why is not None:
             raise ImageReferenceError(
-                f"{registry!r} is not a valid registry host[:port]",
+                f"{registry!r} {why}",
                 "give the target registry as host or host:port, without a scheme",
             )
         path = f"{prefix.strip('/')}/{self.repository}" if prefix.strip("/") else self.repository
@@ -162,9 +174,10 @@ def _split_registry(rest: str, text: str) -> tuple[str, str]:
     first, sep, remainder = rest.partition("/")
     if sep and ("." in first or ":" in first or first == "localhost"):
         registry, repository = first, remainder
-        if not _REGISTRY.match(registry):
+        why = registry_error(registry)
+        if why is not None:
             raise ImageReferenceError(
-                f"{registry!r} in {text!r} is not a valid registry host[:port]",
+                f"{registry!r} in {text!r} {why}",
                 "write the registry as a host name or address, with an optional :port",
             )
     else:

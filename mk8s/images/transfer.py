@@ -1,18 +1,18 @@
-"""The transfer side of the registry client: settings, retries, blob downloads.
+"""The transfer side of the registry client: settings, blob downloads, error texts.
 
-:class:`Download` fetches one blob across retries, resuming with ``Range`` and hashing
-as it streams; the helpers read bounded bodies and build the error messages that name
-the image and both digests on a mismatch.
+:func:`download` fetches one blob with :class:`mk8s.net.RangeDownload` (resumed with
+``Range``, hashed while it streams, never past the size its descriptor declares); the
+helpers build the messages that name the image and both digests on a mismatch, and the
+one-line summary of a registry's error body (shown through :func:`mk8s.untrusted.shown`,
+with the client's credentials masked).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
-import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -20,38 +20,29 @@ from urllib.parse import urlsplit
 
 import requests
 
-from mk8s import __version__
+from mk8s import net
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch
+from mk8s.errors import ChecksumMismatch, Mk8sError, OutputError
 from mk8s.images.errors import RegistryError
+from mk8s.untrusted import load_json, shown
 
 if TYPE_CHECKING:
     from mk8s.images.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-TRANSIENT: tuple[type[BaseException], ...] = (
-    requests.ConnectionError,
-    requests.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-)
-CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 UPLOAD_RANGE = re.compile(r"^(?:bytes=)?0-(\d+)$")
-READ = 1 << 16
-"""Download read size: a cut connection loses at most this much already-received data
-(urllib3 drops a partial read), and the resume asks only for the rest."""
-
-"""``progress(digest, bytes_done, total)``; ``bytes_done`` may fall back to 0."""
 
 
 @dataclass(frozen=True)
 class RegistrySettings:
     """How to reach registries. ``ca_file`` None trusts the system CAs (and
-    ``REQUESTS_CA_BUNDLE``); ``use_docker_config`` looks credentials up in the Docker
-    config when none are given; ``plain_http`` is for registries without TLS.
-    ``retries`` counts retries after the first try; delays double from ``backoff``
-    up to ``backoff_max`` seconds. Uploads go in ``chunk_size`` pieces."""
+    ``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``); ``use_docker_config`` looks credentials
+    up in the Docker config when none are given; ``plain_http`` is for registries
+    without TLS. ``retries`` counts stalled retries after the first try; delays double
+    from ``backoff`` up to ``backoff_max`` seconds (see :class:`mk8s.net.RetryBudget`).
+    Uploads go in ``chunk_size`` pieces. ``env`` (default: the process environment)
+    also carries the deadlines of :class:`mk8s.net.Limits`."""
 
     ca_file: Path | None = None
     use_docker_config: bool = True
@@ -64,8 +55,13 @@ class RegistrySettings:
     chunk_size: int = 8 << 20
     env: Mapping[str, str] | None = field(default=None, repr=False)
 
-    def backoff_delay(self, attempt: int) -> float:
-        return float(min(self.backoff * (2**attempt), self.backoff_max))
+    @property
+    def policy(self) -> net.RetryPolicy:
+        return net.RetryPolicy(self.retries, self.backoff, self.backoff_max)
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
 
 
 @dataclass
@@ -80,114 +76,77 @@ class ClientStats:
     retries: int = 0
 
 
-class Download:
-    """One blob download across retries: bytes written and the running hash."""
+@dataclass(frozen=True)
+class Reply:
+    """A registry's answer whose body mk8s only glances at: at most 64 KiB of it."""
 
-    def __init__(
-        self,
-        client: RegistryClient,
-        repository: str,
-        digest: str,
-        out: BinaryIO,
-        progress: TransferProgress | None,
-    ) -> None:
-        self.client = client
-        self.repository = repository
-        self.digest = digest
-        self.out = out
-        self.progress = progress
-        self.url = f"{client.base_url}/v2/{repository}/blobs/{digest}"
-        self.done = 0
-        self.total: int | None = None
-        self.hasher = hashlib.sha256()
+    status_code: int
+    headers: Mapping[str, str]
+    body: bytes
 
-    def restart(self) -> None:
-        self.out.seek(0)
-        self.out.truncate()
-        self.done = 0
-        self.hasher = hashlib.sha256()
+    @classmethod
+    def of(cls, r: requests.Response) -> Reply:
+        return cls(r.status_code, r.headers, net.peek_body(r))
 
-    def run(self) -> None:
-        settings = self.client.settings
-        failures = 0
-        last = ""
-        while True:
-            before = self.done
-            try:
-                if self._attempt():
-                    return
-                last = "the connection closed early"
-            except TRANSIENT as e:
-                last = type(e).__name__
-            # A try that moved bytes earns a fresh budget: a flaky link finishes, a dead
-            # one still fails after ``retries`` tries.
-            failures = 0 if self.done > before else failures + 1
-            if failures > settings.retries:
-                raise RegistryError(
-                    f"downloading {self.digest} from {self.client.registry}/{self.repository} "
-                    f"failed after {settings.retries + 1} attempts ({last})",
-                    "check the network, then run the command again (finished blobs are cached)",
-                )
-            self.client.stats.retries += 1
-            log.debug("blob %s cut at %d bytes (%s); resuming", self.digest, self.done, last)
-            time.sleep(settings.backoff_delay(failures - 1) if failures else 0.0)
 
-    def _attempt(self) -> bool:
-        headers = {"Accept-Encoding": "identity"}
-        if self.done:
-            headers["Range"] = f"bytes={self.done}-"
-        r = self.client._request("GET", self.url, self.repository, headers=headers, stream=True)
-        with r:
-            if r.status_code == 416 and self.done:
-                self.restart()
-                return False
-            self.client._expect(r, (200, 206), f"blob {self.digest} in {self.repository}")
-            self._place(r)
-            for chunk in r.iter_content(READ):
-                self.out.write(chunk)
-                self.hasher.update(chunk)
-                self.done += len(chunk)
-                if self.progress is not None:
-                    self.progress(self.digest, self.done, self.total)
-        return self.total is None or self.done >= self.total
+def download(
+    client: RegistryClient,
+    repository: str,
+    digest: str,
+    size: int,
+    out: BinaryIO,
+    *,
+    image: str,
+    progress: TransferProgress | None,
+) -> None:
+    """Stream blob ``digest`` (declared ``size`` bytes) into ``out`` and check it:
+    ChecksumMismatch (naming ``image``) for other bytes or another size."""
+    url = f"{client.base_url}/v2/{repository}/blobs/{digest}"
+    where = f"{client.registry}/{repository}"
+    fix = "do not use it: the registry's copy is damaged or was tampered with"
 
-    def _place(self, r: requests.Response) -> None:
-        if r.status_code == 206:
-            m = CONTENT_RANGE.match(r.headers.get("Content-Range", ""))
-            if m is None or int(m[1]) != self.done:
-                self.restart()
-                raise requests.exceptions.ChunkedEncodingError("bad Content-Range on resume")
-            self.total = None if m[3] == "*" else int(m[3])
-            return
-        if self.done:
-            self.restart()  # 200: the registry ignored Range and sends it all again
-        length = r.headers.get("Content-Length", "")
-        self.total = int(length) if length.isdigit() else None
+    def report(done: int, total: int | None) -> None:
+        if progress is not None:
+            progress(digest, done, total)
+
+    errors = net.DownloadErrors(
+        too_big=lambda why: ChecksumMismatch(
+            f"{image}: blob {digest} is {size} bytes by its descriptor, but {why}", fix
+        ),
+        failed=lambda why: RegistryError(
+            f"downloading {digest} from {where} failed {why}",
+            "check the network, then run the command again (finished blobs are cached)",
+        ),
+        write=lambda e: OutputError(f"cannot write blob {digest} to the cache: {e.strerror}"),
+    )
+    dl = net.RangeDownload(
+        out,
+        size=size,
+        budget=size,
+        limits=client.limits,
+        policy=client.settings.policy,
+        errors=errors,
+        progress=report,
+    )
+    dl.run(lambda headers, deadline: client._blob_try(url, repository, headers, deadline, digest))
+    client.stats.retries += dl.retries.tries
+    got = "sha256:" + dl.hasher.hexdigest()
+    if got != digest:
+        raise mismatch(image, "blob", digest, got)
+    if dl.done != size:
+        raise ChecksumMismatch(
+            f"{image}: blob {digest} has {dl.done} bytes, its descriptor says {size}", fix
+        )
+    client.stats.bytes_downloaded += dl.done
 
 
 # -- helpers --------------------------------------------------------------------------------
-def new_session() -> requests.Session:
-    s = requests.Session()
-    s.trust_env = True  # proxies and REQUESTS_CA_BUNDLE, like any requests client
-    s.headers["User-Agent"] = f"mk8s/{__version__}"
-    return s
-
-
 def mismatch(image: str, what: str, want: str, got: str) -> ChecksumMismatch:
     return ChecksumMismatch(
         f"{image}: {what} should be {want} but its bytes are {got}",
         "do not use it: the registry's copy is damaged or was tampered with; "
         "re-push the image or check the registry's storage",
     )
-
-
-def read_capped(r: requests.Response, cap: int, what: str) -> bytes:
-    buf = bytearray()
-    for chunk in r.iter_content(65536):
-        buf += chunk
-        if len(buf) > cap:
-            raise RegistryError(f"{what} is larger than {cap} bytes", "this is not a manifest")
-    return bytes(buf)
 
 
 def read_exact(source: BinaryIO, n: int, image: str, digest: str) -> bytes:
@@ -200,21 +159,22 @@ def read_exact(source: BinaryIO, n: int, image: str, digest: str) -> bytes:
     return data
 
 
-def retry_after(r: requests.Response, settings: RegistrySettings) -> float | None:
-    value = r.headers.get("Retry-After", "")
-    if value.isdigit() and float(value) <= settings.backoff_max:
-        return float(value)
-    return None
+def error_codes(body: bytes, secrets: Iterable[str] = ()) -> str:
+    """`` (CODE: message; ...)`` from a distribution error body, if it has one: shown
+    as one line, capped, with ``secrets`` (and any credential) masked."""
 
+    def unusable(problem: str) -> Mk8sError:
+        return RegistryError(problem)
 
-def error_codes(r: requests.Response) -> str:
-    """`` (CODE: message)`` from the distribution error body, if any."""
     try:
-        errors = r.json().get("errors") or []
-        parts = [f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
-    except (ValueError, AttributeError):
+        doc = load_json(body, what="an error body", error=unusable, max_bytes=net.MAX_SMALL)
+    except RegistryError:
         return ""
-    return f" ({'; '.join(parts)[:300]})" if parts else ""
+    errors = doc.get("errors") if isinstance(doc, dict) else None
+    if not isinstance(errors, list):
+        return ""
+    parts = [f"{e.get('code')}: {e.get('message')}" for e in errors[:10] if isinstance(e, dict)]
+    return f" ({shown('; '.join(parts), limit=300, secrets=secrets)})" if parts else ""
 
 
 def url_path(url: str) -> str:

@@ -11,11 +11,9 @@ import logging
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlencode, urljoin, urlsplit
 
-import requests
-
 from mk8s.callbacks import TransferProgress
 from mk8s.images.errors import RegistryError
-from mk8s.images.transfer import UPLOAD_RANGE, mismatch, read_exact
+from mk8s.images.transfer import UPLOAD_RANGE, Reply, mismatch, read_exact
 
 if TYPE_CHECKING:
     from mk8s.images.client import RegistryClient
@@ -71,12 +69,12 @@ def upload_blob(
 
 def start_upload(client: RegistryClient, repository: str) -> str:
     url = f"{client.base_url}/v2/{repository}/blobs/uploads/"
-    with client._request("POST", url, repository, data=b"", push=True) as r:
-        client._expect(r, (202,), f"starting an upload to {repository}")
-        return upload_location(client, r, repository)
+    r = client._request("POST", url, repository, data=b"", push=True)
+    client._expect(r, (202,), f"starting an upload to {repository}")
+    return upload_location(client, r, repository)
 
 
-def upload_location(client: RegistryClient, r: requests.Response, repository: str) -> str:
+def upload_location(client: RegistryClient, r: Reply, repository: str) -> str:
     location = r.headers.get("Location")
     if not location:
         raise RegistryError(
@@ -100,12 +98,10 @@ def patch_chunk(
             "Content-Type": "application/octet-stream",
             "Content-Range": f"{start}-{end}",
         }
-        with client._request(
-            "PATCH", location, repository, headers=headers, data=chunk, push=True
-        ) as r:
-            if r.status_code != 416:
-                client._expect(r, (202,), f"uploading to {repository}")
-                return upload_location(client, r, repository)
+        r = client._request("PATCH", location, repository, headers=headers, data=chunk, push=True)
+        if r.status_code != 416:
+            client._expect(r, (202,), f"uploading to {repository}")
+            return upload_location(client, r, repository)
         have = upload_offset(client, repository, location)
         if have == end + 1:
             return location
@@ -119,9 +115,9 @@ def patch_chunk(
 
 
 def upload_offset(client: RegistryClient, repository: str, location: str) -> int:
-    with client._request("GET", location, repository, push=True) as r:
-        m = UPLOAD_RANGE.match(r.headers.get("Range", ""))
-        return int(m[1]) + 1 if m and r.status_code == 204 else 0
+    r = client._request("GET", location, repository, push=True)
+    m = UPLOAD_RANGE.match(r.headers.get("Range", ""))
+    return int(m[1]) + 1 if m and r.status_code == 204 else 0
 
 
 def check_upload_digest(hasher: hashlib._Hash, digest: str, image: str) -> None:
@@ -136,15 +132,14 @@ def finish_upload(
     sep = "&" if urlsplit(location).query else "?"
     url = f"{location}{sep}{urlencode({'digest': digest})}"
     headers = {"Content-Type": "application/octet-stream"}
-    with client._request("PUT", url, repository, headers=headers, data=body, push=True) as r:
-        if r.status_code in (404, 400) and client.blob_exists(repository, digest):
-            return  # a retried PUT whose first try had committed the blob
-        client._expect(r, (201,), f"committing blob {digest} to {repository}")
+    r = client._request("PUT", url, repository, headers=headers, data=body, push=True)
+    if r.status_code in (404, 400) and client.blob_exists(repository, digest):
+        return  # a retried PUT whose first try had committed the blob
+    client._expect(r, (201,), f"committing blob {digest} to {repository}")
 
 
 def cancel_upload(client: RegistryClient, repository: str, location: str) -> None:
     try:
-        with client._request("DELETE", location, repository, push=True, retry=False):
-            pass
+        client._request("DELETE", location, repository, push=True, retry=False)
     except Exception as e:  # best effort: the registry purges stale uploads itself
         log.debug("cancelling an upload to %s failed: %s", repository, type(e).__name__)

@@ -18,6 +18,7 @@ import zstandard
 
 from mk8s.bundle import keys
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
+from mk8s.bundle.split import SplitResult, split_bundle
 from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
 
 TAG = "v1.28.15+rke2r1"
@@ -138,3 +139,23 @@ def sign_members(members: list[Member], key: keys.PrivateKey) -> list[Member]:
     """Re-sign the (possibly edited) manifest member in place."""
     members[1] = Member(members[1].name, keys.sign(key, members[0].data).to_bytes())
     return members
+
+
+def split_data(
+    folder: Path,
+    data: bytes,
+    part_size: int,
+    key: keys.PrivateKey | None = None,
+    name: str = "b.tar.zst",
+) -> SplitResult:
+    """Split ``data`` (any bytes: the parts layer never looks inside) into
+    ``folder/parts``, signed with ``key`` or unsigned; the source is ``folder/src/name``."""
+    src = folder / "src" / name
+    src.parent.mkdir(parents=True, exist_ok=True)
+    src.write_bytes(data)
+    (folder / "parts").mkdir(exist_ok=True)
+
+    def signature(index: bytes) -> keys.Signature:
+        return keys.sign(key, index) if key is not None else keys.unsigned()
+
+    return split_bundle(src, part_size, signature, out=folder / "parts" / name)

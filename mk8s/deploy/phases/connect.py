@@ -51,14 +51,13 @@ class GatherFacts(Phase):
     def nodes(self, s: Session) -> Sequence[Node]:
         return s.cluster.nodes
 
-    def command(self, s: Session) -> Command:
-        return facts.gather(staging_dir(s), s.cluster.rke2.prefixes)
+    def command(self, s: Session, node: Node) -> Command:
+        return facts.gather(staging_dir(s), s.cluster.rke2.prefixes, s.cluster.paths(node))
 
     def run(self, s: Session) -> None:
-        cmd = self.command(s)
-
         def one(node: Node) -> None:
-            s.facts[node.name] = facts.parse_gathered(s.run(node, "facts", cmd).stdout)
+            out = s.run(node, "facts", self.command(s, node)).stdout
+            s.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
 
@@ -68,7 +67,6 @@ class GatherFacts(Phase):
         assert s.verified is not None
         arch = s.verified.manifest.release.arch[0]
         journal = s.journal().get("nodes", {})
-        cmd = self.command(s)
         lines = []
         for n in self.nodes(s):
             entry = journal.get(n.name, {}) if isinstance(journal, dict) else {}
@@ -84,8 +82,9 @@ class GatherFacts(Phase):
                 rke2_version=f"rke2 version {version}" if known else None,
                 server_active=known and n.is_server,
                 agent_active=known and not n.is_server,
+                datastore=known and n.is_server,
             )
             state = f"runs {version} (journal)" if known else "fresh"
             lines.append(f"[{n.name} {n.address} {n.role}] {state}")
-            lines.append(f"  $ {as_user(cmd, n.ssh.user).display()}")
+            lines.append(f"  $ {as_user(self.command(s, n), n.ssh.user).display()}")
         return lines

@@ -34,18 +34,22 @@ class WriteKubeconfig(Phase):
         self.out = out
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [s.cluster.bootstrap]
+        # A server of the running cluster: the first server, or (when it rejoins) the
+        # live member it joined.
+        return [s.context.anchor_node]
 
     def should_run(self, s: Session) -> bool:
         # Also after a later server failed: the cluster the first server runs is usable.
         return s.dry_run or s.outcomes[s.cluster.bootstrap.name].state == NodeState.READY
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [Step(node.name, "kubeconfig", (kubectl.kubeconfig_command(),))]
+        cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
+        return [Step(node.name, "kubeconfig", (cmd,))]
 
     def run(self, s: Session) -> None:
-        first = s.cluster.bootstrap
-        text = s.run(first, "kubeconfig", kubectl.kubeconfig_command()).stdout
+        node = s.context.anchor_node
+        cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
+        text = s.run(node, "kubeconfig", cmd).stdout
         s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
 
     def plan(self, s: Session) -> list[str]:

@@ -1,29 +1,57 @@
-"""Preflight (every node fit, or nothing changes) and the join token."""
+"""Preflight (every node fit, or nothing changes) and the join token.
+
+Problems of the cluster file (a CNI the bundle lacks, SELinux without ``selinux:
+true``, a full token for a new cluster) are ConfigConflict (exit 2); problems of the
+hosts are PreflightError (exit 1). Either way nothing was changed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import plan
+from mk8s.deploy import membership, plan
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
+from mk8s.deploy.context import Context, supervisor_url
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.requirements import input_problems
 from mk8s.deploy.session import Session
 from mk8s.deploy.state import StateDir, read_token_file
-from mk8s.errors import PreflightError
+from mk8s.errors import ConfigConflict, PreflightError
+
+
+def cluster_membership(s: Session) -> membership.Membership:
+    """Where the cluster stands (new, or which live server it is reached through),
+    computed once from the facts."""
+    found = s.extra.get("membership")
+    if not isinstance(found, membership.Membership):
+        found = s.extra["membership"] = membership.membership(s.cluster, s.facts)
+    return found
 
 
 class Preflight(Phase):
-    title = "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup (changes nothing)"
+    title = (
+        "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup, SELinux, CIS, CNI, the"
+        " cluster's servers (changes nothing)"
+    )
 
     def run(self, s: Session) -> None:
-        """PreflightError listing every problem on every node; nothing was changed."""
+        """PreflightError listing every problem on every node (ConfigConflict, exit 2,
+        when one of them is the cluster file's); nothing was changed."""
         assert s.verified is not None
+        conflicts = input_problems(s.cluster, s.verified.manifest, s.facts)
+        m = cluster_membership(s)
         problems = plan.preflight(s.cluster, s.verified.manifest, s.facts)
-        if problems:
-            raise PreflightError(
-                f"preflight failed on {len(problems)} check(s), nothing was changed: "
-                + "; ".join(problems)
+        problems += membership.problems(s.cluster, s.facts, m)
+        if conflicts or problems:
+            error = ConfigConflict if conflicts else PreflightError
+            raise error(
+                f"preflight failed on {len(conflicts) + len(problems)} check(s), nothing was"
+                " changed: " + "; ".join(conflicts + problems)
+            )
+        if m.rejoin:
+            s.log(
+                f"{s.cluster.bootstrap.name}: has no datastore; it joins the running"
+                f" cluster through {m.anchor}"
             )
 
     def plan(self, s: Session) -> list[str]:
@@ -50,8 +78,16 @@ class Token(Phase):
 
 def _context(s: Session, token: Secret, password: Secret | None) -> Context:
     assert s.verified is not None
+    m = cluster_membership(s)
+    anchor = s.cluster.node(m.anchor)
     return Context(
-        s.cluster, s.verified.manifest, s.verified.bundle_id, token, registry_password=password
+        s.cluster,
+        s.verified.manifest,
+        s.verified.bundle_id,
+        token,
+        registry_password=password,
+        anchor=m.anchor,
+        first_joins=supervisor_url(anchor.address) if m.rejoin else "",
     )
 
 
@@ -65,9 +101,12 @@ def registry_password(s: Session) -> Secret | None:
 
 def resolve_token(s: Session) -> Secret:
     """spec.rke2.token.file, else the stored token, else the running cluster's, else a
-    new one (stored 0600). PreflightError if it is not the running cluster's token."""
+    new one (stored 0600). PreflightError if it is not the running cluster's token;
+    ConfigConflict if it is a full token and the cluster is new."""
     cluster = s.cluster
-    existing = s.facts[cluster.bootstrap.name].node_token
+    m = cluster_membership(s)
+    anchor = cluster.node(m.anchor)
+    existing = s.facts[anchor.name].node_token
     if cluster.rke2.token_file is not None:
         token = read_token_file(cluster.rke2.token_file)
     else:
@@ -81,17 +120,32 @@ def resolve_token(s: Session) -> Secret:
             token = stored or StateDir.new_token()
             if stored is None:
                 s.state.write_token(token)
+    where = (
+        f"spec.rke2.token.file ({cluster.rke2.token_file})"
+        if cluster.rke2.token_file
+        else f"{s.state.token_path}"
+    )
     if existing and not token_matches(existing, token):
-        where = (
-            f"spec.rke2.token.file ({cluster.rke2.token_file})"
-            if cluster.rke2.token_file
-            else f"{s.state.token_path}"
-        )
         raise PreflightError(
             f"the token in {where} is not the token of the running cluster on "
-            f"{cluster.bootstrap.name}; nothing was changed",
-            "use the cluster's original token (it is in /var/lib/rancher/rke2/server/"
-            "node-token on the first server)",
+            f"{anchor.name}; nothing was changed",
+            f"use the cluster's original token (it is in {s.cluster.paths(anchor).node_token}"
+            f" on {anchor.name})",
+        )
+    if m.new_cluster and membership.is_full_token(token):
+        # rancher/rke2-docs docs/security/token.md: without custom CA certificates only
+        # the short (secret) form can start the first server; the CA hash of a full
+        # token names a CA that does not exist yet.
+        raise ConfigConflict(
+            f"the token in {where} is a full K10<CA hash>::server:<secret> token, which"
+            " cannot bootstrap a new cluster (its CA hash names a CA that does not exist"
+            " yet; RKE2 takes it only with custom CA certificates); nothing was changed",
+            f"put only the secret part (after '::server:') in {where}"
+            + (
+                ""
+                if cluster.rke2.token_file
+                else ", or delete that file to let mk8s generate a new token"
+            ),
         )
     return Secret(token)
 

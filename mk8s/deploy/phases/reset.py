@@ -14,10 +14,16 @@ from collections.abc import Sequence
 
 from mk8s.deploy import kubectl, plan
 from mk8s.deploy.cluster import Node
+from mk8s.deploy.command import Command
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.session import Session
 from mk8s.deploy.steps import NodeState, Step
 from mk8s.errors import ConnectError, DeployError, Mk8sError
+
+
+def uninstall(s: Session, node: Node) -> Command:
+    """rke2-uninstall.sh, told the node's data-dir."""
+    return kubectl.uninstall_command(s.cluster.paths(node), s.cluster.rke2.prefixes)
 
 
 def reset_targets(s: Session, node_name: str | None) -> list[Node]:
@@ -67,7 +73,8 @@ class RemoveFromCluster(Phase):
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         assert self.node_name is not None
-        return [Step(node.name, "reset", (kubectl.delete_node_command(self.node_name),))]
+        cmd = kubectl.delete_node_command(self.node_name, s.cluster.paths(node))
+        return [Step(node.name, "reset", (cmd,))]
 
     def run(self, s: Session) -> None:
         assert self.node_name is not None
@@ -77,7 +84,8 @@ class RemoveFromCluster(Phase):
                 reasons.append(f"{server.name}: not reachable")
                 continue
             try:
-                r = s.run(server, "reset", kubectl.delete_node_command(self.node_name))
+                cmd = kubectl.delete_node_command(self.node_name, s.cluster.paths(server))
+                r = s.run(server, "reset", cmd)
             except Mk8sError as e:
                 reasons.append(str(e))
                 continue
@@ -112,14 +120,14 @@ class Uninstall(Phase):
         return True
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [Step(node.name, "reset", (kubectl.uninstall_command(s.cluster.rke2.prefixes),))]
+        return [Step(node.name, "reset", (uninstall(s, node),))]
 
     def run_node(self, s: Session, node: Node) -> None:
         if node.name not in s.conns or not s.alive(node):
             return
         start = time.monotonic()
         try:
-            s.run(node, "reset", kubectl.uninstall_command(s.cluster.rke2.prefixes))
+            s.run(node, "reset", uninstall(s, node))
         except Mk8sError as e:
             s.fail(node, e)
             return

@@ -20,7 +20,7 @@ from mk8s.deploy.steps import NodeState, Step
 def start_steps(s: Session, node: Node) -> list[Step]:
     """Write config.yaml and start the service (if needed), then wait until Ready."""
     start = plan.start_step(s.context, node, s.facts[node.name])
-    return [start, plan.wait_step(node, s.settings.ready_timeout)]
+    return [start, plan.wait_step(node, s.settings.ready_timeout, paths=s.cluster.paths(node))]
 
 
 def unchanged(s: Session, node: Node) -> bool:

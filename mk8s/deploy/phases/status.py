@@ -68,9 +68,8 @@ class ProbeNodes(Phase):
         st = statuses(s)[node.name]
         st.reachable = True
         try:
-            f = facts.parse_gathered(
-                s.run(node, "status", facts.gather("/nonexistent", s.cluster.rke2.prefixes)).stdout
-            )
+            cmd = facts.gather("/nonexistent", s.cluster.rke2.prefixes, s.cluster.paths(node))
+            f = facts.parse_gathered(s.run(node, "status", cmd).stdout)
         except Mk8sError as e:
             st.error = str(e)
             return
@@ -101,7 +100,7 @@ def ask_any_server(s: Session) -> str | None:
         if node.name not in s.conns:
             continue
         try:
-            r = s.run(node, "status", kubectl.nodes_command())
+            r = s.run(node, "status", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:
@@ -123,7 +122,8 @@ class FetchKubeconfig(Phase):
                 errors.append(failed[node.name])
                 continue
             try:
-                text = s.run(node, "kubeconfig", kubectl.kubeconfig_command()).stdout
+                cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
+                text = s.run(node, "kubeconfig", cmd).stdout
             except Mk8sError as e:
                 errors.append(str(e))
                 continue

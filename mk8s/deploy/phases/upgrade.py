@@ -48,7 +48,9 @@ class UpgradePreflight(Phase):
         plan = upgrade_plan(s)
         problems = upgrade.refusals(plan)
         if not problems:
-            listing = s.run(s.cluster.bootstrap, "upgrade", kubectl.nodes_command()).stdout
+            first = s.cluster.bootstrap
+            cmd = kubectl.nodes_command(s.cluster.paths(first))
+            listing = s.run(first, "upgrade", cmd).stdout
             for name, tag in plan.versions.items():
                 if tag and not kubectl.node_ready(listing, name)[0]:
                     problems.append(
@@ -96,14 +98,16 @@ class Snapshot(Phase):
         return not s.stop_reason and upgrading(s, s.cluster.bootstrap)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        cmd = upgrade.snapshot_command(s.facts[node.name], upgrade_plan(s).target)
+        cmd = upgrade.snapshot_command(
+            s.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
+        )
         return [Step(node.name, "snapshot", (cmd,))]
 
     def run(self, s: Session) -> None:
         first = s.cluster.bootstrap
         cmd = self.steps(s, first)[0].commands[0]
         path = s.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
-        if not path or not path[0].startswith(upgrade.SNAPSHOT_DIR + "/"):
+        if not path or not path[0].startswith(s.cluster.paths(first).snapshot_dir + "/"):
             raise PreflightError(
                 f"{first.name}: the etcd snapshot was not found after `rke2 etcd-snapshot"
                 f" save`; nothing was upgraded",
@@ -229,7 +233,8 @@ class UncordonLeftovers(Phase):
         for node in self.nodes(s):
             where = upgrade.kubectl_node(s.cluster, node)
             try:
-                s.run(where, "uncordon", upgrade.uncordon_command(node.name))
+                cmd = upgrade.uncordon_command(node.name, s.cluster.paths(where))
+                s.run(where, "uncordon", cmd)
             except Mk8sError as e:
                 s.fail(node, e)
                 continue

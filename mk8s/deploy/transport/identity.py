@@ -13,8 +13,10 @@ import paramiko
 
 from mk8s.callbacks import PassphrasePrompt
 from mk8s.errors import ConnectError
+from mk8s.files import open_regular
 
 PASSPHRASE_ENV = "MK8S_SSH_PASSPHRASE"  # noqa: S105  (a variable name, not a secret)
+MAX_IDENTITY_FILE = 64 << 10  # an RSA-16384 key in PEM is under 13 KiB
 
 _identity_cache: dict[tuple[str, float], paramiko.PKey] = {}
 _identity_lock = threading.Lock()
@@ -61,6 +63,13 @@ def load_identity(path: Path, prompt: PassphrasePrompt | None = None) -> paramik
 
 
 def _load_key(path: Path, passphrase: str | None) -> paramiko.PKey:
+    # paramiko reads the whole file: a FIFO or a huge file is refused first.
+    with open_regular(path, what="identity file", error=ConnectError) as f:
+        if os.fstat(f.fileno()).st_size > MAX_IDENTITY_FILE:
+            raise ConnectError(
+                f"identity file {path} is larger than {MAX_IDENTITY_FILE} bytes",
+                "point ssh.identityFile at an OpenSSH or PEM private key",
+            )
     try:
         # from_path wants bytes (cryptography does the decryption).
         secret = None if passphrase is None else passphrase.encode()

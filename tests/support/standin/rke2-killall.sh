@@ -15,7 +15,7 @@ killtree() {
     done
 }
 # etcd first, as upstream's killall kills the pods (etcd is not stopped with the unit there)
-killtree 'etcd .*--data-dir=/var/lib/rancher/rke2/server/db/etcd'
+killtree 'etcd .*--data-dir=[^ ]*/server/db/etcd'
 for unit in rke2-server rke2-agent; do
     systemctl stop "${unit}" >/dev/null 2>&1 || true
 done

@@ -100,6 +100,17 @@ whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
 "targetNamespace"]}], ["error"]}}}}}; ``kubectl get helmcharts [NAME] [-n NS | -A]
 [-o json]`` lists the installed HelmCharts (status.chart, status.version).
 
+Host and config rules (mk8s issue #22; each function cites the upstream file it
+models): the node name is lower-cased and must be an RFC 1123 subdomain, else the node
+never registers; a server with no ``server:`` and no datastore bootstraps a new cluster
+(its own CAs); a full K10 token cannot bootstrap one; a node whose cluster CNI (canal
+unless ``cni:``) has no images on it registers NotReady ("cni plugin not initialized");
+an agent ignores its own ``system-default-registry`` and uses its server's;
+``data-dir``, ``write-kubeconfig`` and ``private-registry`` move the files; where
+/sys/fs/selinux/enforce is 1 the rke2-selinux policy must be installed; ``profile:
+cis`` needs the CIS kernel parameters (/proc/sys) and, on servers, the etcd user and
+group (/etc/passwd, /etc/group).
+
 Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_JOIN_TIMEOUT     seconds to keep retrying an unreachable server (30)
   MK8S_STANDIN_LEARNER_SECONDS  the etcd leader promotes a learner after this long (1.5)
@@ -405,7 +416,8 @@ def node_arch() -> str:
 
 
 def node_name(cfg: dict[str, object]) -> str:
-    return cfg_str(cfg, "node-name") or socket.gethostname()
+    # k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs).
+    return (cfg_str(cfg, "node-name") or socket.gethostname()).lower()
 
 
 def node_address(cfg: dict[str, object]) -> str:
@@ -513,6 +525,192 @@ def check_images() -> None:
                 "warning",
             )
     log(f"Found airgap images: {', '.join(found)}")
+
+
+# ---- RKE2's rules on names, paths, token, CNI, SELinux, CIS (mk8s issue #22, part A) ----
+# Each function models one upstream rule and says which file it reads.
+CIS_SYSCTLS = {  # rancher/rke2 pkg/cli/cmds/profile_linux.go: kernelRuntimeParameters
+    "vm.overcommit_memory": 1,
+    "vm.panic_on_oom": 0,
+    "kernel.panic": 10,
+    "kernel.panic_on_oops": 1,
+}
+SELINUX_ENFORCE = "/sys/fs/selinux/enforce"
+_RFC1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+# upstream: rancher/rke2-docs docs/reference/server_config.md (data-dir, write-kubeconfig, private-registry) [CONTRACT PA1]
+def use_config_paths(cfg: dict[str, object]) -> None:
+    """Move every path the node uses where config.yaml says: ``data-dir`` (everything
+    under /var/lib/rancher/rke2), ``write-kubeconfig``, ``private-registry``; models
+    rancher/rke2-docs docs/reference/server_config.md (their defaults)."""
+    global DATA_DIR, SERVER_DIR, BOOTSTRAP_FILE, TOKEN_FILE, ETCD_LOG_DIR, AGENT_STATE
+    global IMAGES_DIR, IMAGE_HASH_CACHE
+    global NODE_VERSION, SNAPSHOT_DIR, KUBECTL, TLS_DIR, AGENT_CA, IMPORTED_IMAGES
+    global MANIFESTS_DIR, KUBECONFIG, REGISTRIES
+    DATA_DIR = cfg_str(cfg, "data-dir", DATA_DIR).rstrip("/") or "/"
+    SERVER_DIR = DATA_DIR + "/server"
+    BOOTSTRAP_FILE = SERVER_DIR + "/cred/mk8s-standin-bootstrap.json"
+    TOKEN_FILE = SERVER_DIR + "/token"
+    ETCD_LOG_DIR = DATA_DIR + "/agent/logs"
+    AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
+    IMAGES_DIR = DATA_DIR + "/agent/images"
+    IMAGE_HASH_CACHE = DATA_DIR + "/agent/mk8s-standin-image-hashes.json"
+    NODE_VERSION = DATA_DIR + "/mk8s-standin-version.json"
+    SNAPSHOT_DIR = SERVER_DIR + "/db/snapshots"
+    KUBECTL = DATA_DIR + "/bin/kubectl"
+    TLS_DIR = SERVER_DIR + "/tls"
+    AGENT_CA = DATA_DIR + "/agent/server-ca.crt"
+    IMPORTED_IMAGES = DATA_DIR + "/agent/mk8s-standin-images.json"
+    MANIFESTS_DIR = SERVER_DIR + "/manifests"
+    KUBECONFIG = cfg_str(cfg, "write-kubeconfig", KUBECONFIG)
+    REGISTRIES = cfg_str(cfg, "private-registry", REGISTRIES)
+
+
+# upstream: k3s-io/k3s pkg/util/net.go (GetHostnameAndIPs: lower-case); Kubernetes ValidateNodeName [CONTRACT NM1 NM2]
+def check_node_name(name: str) -> None:
+    """k3s lower-cases the node name (k3s-io/k3s pkg/util/net.go GetHostnameAndIPs;
+    node_name() does); the API server then refuses a Node whose name is not an RFC
+    1123 subdomain (Kubernetes ValidateNodeName), so the node never registers."""
+    if len(name) > 253 or not _RFC1123.fullmatch(name):
+        raise Fatal(
+            f'unable to register node "{name}" with API server: Node "{name}" is invalid: '
+            f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must '
+            "consist of lower case alphanumeric characters, '-' or '.', and must start and "
+            "end with an alphanumeric character"
+        )
+
+
+# upstream: rancher/rke2-docs docs/install/airgap.md, docs/security/selinux.md; k3s-io/k3s pkg/agent/containerd/config_linux.go [CONTRACT SE1 SE2]
+def check_selinux(cfg: dict[str, object]) -> None:
+    """Where SELinux enforces, a tarball install needs the rke2-selinux RPM first
+    (rancher/rke2-docs docs/install/airgap.md, "SELinux RPM"): without its policy RKE2
+    runs in the wrong context and its services are denied (rancher/rke2#3888). The
+    warnings are k3s's (k3s-io/k3s pkg/agent/containerd/config_linux.go); whether the
+    policy is there is asked as install.sh asks (rancher/rke2 install.sh,
+    do_restorecon_tar: rpm -q --quiet rke2-selinux)."""
+    try:
+        with open(SELINUX_ENFORCE) as f:
+            enforcing = f.read().strip() == "1"
+    except OSError:
+        return
+    selinux = cfg.get("selinux") in (True, "true")
+    policy = shutil.which("rpm") is not None and (
+        subprocess.run(["rpm", "-q", "--quiet", "rke2-selinux"], check=False).returncode == 0
+    )
+    if not selinux:
+        log(
+            "SELinux is enabled on this host, but rke2 has not been started with --selinux - "
+            "containerd SELinux support is disabled",
+            "warning",
+        )
+    if enforcing and not policy:
+        log(
+            "SELinux is enabled for rke2 but process is not running in context "
+            "'container_runtime_t', rke2-selinux policy may need to be applied",
+            "warning",
+        )
+        raise Fatal(
+            "SELinux is enforcing and the rke2-selinux policy is not installed: permission "
+            f"denied writing {DATA_DIR}/server/db (avc: denied); install the rke2-selinux RPM "
+            "before installing RKE2"
+        )
+
+
+# upstream: rancher/rke2 pkg/cli/cmds/profile_linux.go (validateProfile), docs/security/hardening_guide.md [CONTRACT CS1 CS2 CS3]
+def check_profile(cfg: dict[str, object], role: str) -> None:
+    """``profile: cis``: the kernel parameters of CIS_SYSCTLS (read from /proc/sys), then
+    (servers) the etcd user and group in /etc/passwd and /etc/group; ``profile: etcd``:
+    the etcd user and group only; any other value is fatal. Models rancher/rke2
+    pkg/cli/cmds/profile_linux.go (validateProfile) and docs/security/hardening_guide.md."""
+    profile = cfg_str(cfg, "profile")
+    if not profile:
+        log("not running in CIS mode", "warning")
+        return
+    if profile not in ("cis", "cis-1.23", "etcd"):
+        raise Fatal("invalid value provided for --profile flag")
+    errors = []
+    if profile != "etcd":
+        for key, want in CIS_SYSCTLS.items():
+            with open("/proc/sys/" + key.replace(".", "/")) as f:
+                got = int(f.read().strip())
+            if got != want:
+                errors.append(f"invalid kernel parameter value {key}={got} - expected {want}")
+    if role == "server":
+        for what, db in (("user", "/etc/passwd"), ("group", "/etc/group")):
+            with open(db) as f:
+                if not any(line.startswith("etcd:") for line in f):
+                    errors.append(f"missing required: {what}: unknown {what} etcd")
+    if errors:
+        raise Fatal("\n".join(errors))
+
+
+def check_host(cfg: dict[str, object], role: str) -> None:
+    """What RKE2 checks of its host and config before it starts anything."""
+    check_node_name(node_name(cfg))
+    check_selinux(cfg)
+    check_profile(cfg, role)
+
+
+# upstream: rancher/rke2-docs docs/security/token.md (first server: short token only) [CONTRACT TK9]
+def check_bootstrap_token(token: str, ca_hash: str) -> None:
+    """A full ``K10<CA hash>::server:<secret>`` token cannot bootstrap a new cluster
+    without custom CA certificates: its hash names a CA that does not exist yet
+    (rancher/rke2-docs docs/security/token.md, Server)."""
+    want, _ = token_secret(token)
+    if want and want != ca_hash:
+        raise Fatal(
+            "failed to bootstrap cluster data: token CA hash does not match the Cluster CA "
+            f"certificate hash: {want} != {ca_hash} (only the short token form can start "
+            "the first server of a new cluster)"
+        )
+
+
+def cni_missing() -> dict[str, list[str]]:
+    """For each CNI of this release: the images it needs (core + its own) that this
+    node's image tarballs lack; {} when the node has no tarballs (it pulls from peers
+    or a registry, checked at start by check_node_images)."""
+    held: set[str] = set()
+    for f in local_image_tarballs():
+        held.update(images_of_tarball(f))
+    if not held:
+        return {}
+    return {
+        c: [i for i in needed_images([c]) if i not in held] for c in release_images() if c != "core"
+    }
+
+
+# upstream: rancher/rke2-docs docs/reference/server_config.md (cni, default canal); kubelet NetworkReady [CONTRACT CN1]
+def network_problem(cni: str, missing: object) -> str:
+    """Why the node's network is not ready: RKE2 runs the cluster's CNI (canal unless
+    ``cni:`` says otherwise: rancher/rke2-docs docs/reference/server_config.md) from
+    images on the node; without them (air gap) the CNI never starts and the kubelet
+    reports NetworkReady=false, so the node stays NotReady."""
+    if not isinstance(missing, dict) or not missing:
+        return ""
+    lacking: list[str] = []
+    for c in [x for x in cni.split(",") if x and x != "none"] or [CRITICAL["cni"]]:
+        lacking += missing.get(c, [f"(no image of CNI {c} in this release)"])
+    if not lacking:
+        return ""
+    return (
+        "container runtime network not ready: NetworkReady=false "
+        "reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not "
+        f"initialized (CNI {cni}: {', '.join(lacking[:3])} not on this node, air gap)"
+    )
+
+
+# upstream: rancher/rke2 pkg/cli/cmds/agent.go (system-default-registry deprecated on agents) [CONTRACT RG4]
+def agent_registry(cfg: dict[str, object], ac: dict) -> str:
+    """An agent's system-default-registry is the one its server hands out; the agent's
+    own flag is deprecated and ignored (rancher/rke2 pkg/cli/cmds/agent.go)."""
+    if cfg_str(cfg, "system-default-registry"):
+        log(
+            "system-default-registry: (deprecated) This flag is no longer supported on "
+            "agents; using the server's",
+            "warning",
+        )
+    return str(ac.get("system_default_registry") or "")
 
 
 # ---- versions (RKE2 tags) ------------------------------------------------------------
@@ -807,8 +1005,27 @@ def node_annotations(e: dict) -> dict[str, str]:
     return out
 
 
+def ready_condition(e: dict) -> dict:
+    """The Node's Ready condition: Unknown once heartbeats stop; False while the node
+    posts status but its network is not ready (network_problem: the CNI cannot start)."""
+    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
+    posting = time.time() - e.get("heartbeat", 0) < NODE_GRACE
+    if posting and not e.get("network"):
+        status, reason, msg = "True", "KubeletReady", "kubelet is posting ready status"
+    elif posting:
+        status, reason, msg = "False", "KubeletNotReady", e["network"]
+    else:
+        status, reason, msg = "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": reason,
+        "message": msg,
+        "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def node_object(name: str, e: dict) -> dict:
-    ready = time.time() - e.get("heartbeat", 0) < NODE_GRACE
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
@@ -822,7 +1039,6 @@ def node_object(name: str, e: dict) -> dict:
         k, _, v = lab.partition("=")
         labels[k] = v
     created = datetime.datetime.fromtimestamp(e.get("joined", 0), datetime.UTC)
-    hb = datetime.datetime.fromtimestamp(e.get("heartbeat", 0), datetime.UTC)
     uid = hashlib.sha256(f"{name}/{e.get('joined', 0)}".encode()).hexdigest()
     spec: dict = {}
     if e.get("unschedulable"):
@@ -845,17 +1061,7 @@ def node_object(name: str, e: dict) -> dict:
                 {"type": "InternalIP", "address": e.get("address", "")},
                 {"type": "Hostname", "address": name},
             ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "Unknown",
-                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                    "message": "kubelet is posting ready status"
-                    if ready
-                    else "Kubelet stopped posting node status.",
-                    "lastHeartbeatTime": hb.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                }
-            ],
+            "conditions": [ready_condition(e)],
             "nodeInfo": {
                 "kubeletVersion": e.get("version", TAG),
                 "kubeProxyVersion": e.get("version", TAG),
@@ -1242,7 +1448,8 @@ class Server:
             if skew:
                 raise HTTPFail(400, skew)
             if role == "agent":  # a server registers its Node once its etcd member is voting
-                entry = node_entry(b, old)
+                cni = self.state.cluster["settings"].get("cni", "")
+                entry = node_entry(b, old) | {"network": network_problem(cni, b.get("cni_missing"))}
                 self.state.put(name, entry)
                 self.state.heartbeat(name)
         log(f"{role} {name} joined from {b.get('address', '')}")
@@ -1798,16 +2005,18 @@ def wait_member(member: etcd.Member, timeout: float) -> None:
 def new_datastore(cfg: dict[str, object], member: etcd.Member, name: str, token: str) -> dict:
     """The first server: a new etcd cluster of one member.  CAs already on disk are reused
     (rke2-docs security/certificates.md, custom CAs)."""
+    # No server: and no datastore: a NEW cluster (rancher/rke2-docs docs/install/ha.md),
+    # whatever other servers already run.
     log("Bootstrapping a new cluster (no server: in config)")
     disk = load_bootstrap() or {}
     cas = {k: v for k, v in disk.items() if k.endswith(("_pem", "_key")) or k == "ca_hash"}
-    # upstream: rancher/rke2-docs docs/security/token.md (first server: short token only); friendlier here [CONTRACT TK9]
     cluster = {
         **(cas or new_cluster_cas()),
         "secret": token_secret(token)[1] if token else disk.get("secret") or secrets.token_hex(32),
         "agent_token": cfg_str(cfg, "agent-token"),
         "settings": critical_settings(cfg),
     }
+    check_bootstrap_token(token, cluster["ca_hash"])  # [CONTRACT TK9]
     time.sleep(START_SECONDS)
     save_bootstrap(cluster)
     write_etcd_files(cluster, name, member.address)
@@ -1914,7 +2123,8 @@ def register_server(store: apiobjects.Store, body: dict, member: str, was_reset:
             f"not match server node-passwd entry (node {name!r} is registered from "
             f"{old.get('address')})"
         )
-    store.put(name, node_entry(body, old) | {"etcd_member": member})
+    network = network_problem(store.cluster["settings"].get("cni", ""), body.get("cni_missing"))
+    store.put(name, node_entry(body, old) | {"etcd_member": member, "network": network})
     store.heartbeat(name)
 
 
@@ -1999,11 +2209,13 @@ def run_server(cfg: dict[str, object]) -> None:
         "labels": cfg_list(cfg, "node-label"),
         "version": TAG,
         "arch": node_arch(),
+        "cni_missing": cni_missing(),
     }
     member = etcd.Member(etcd_paths(), body["address"])
     was_reset = False
     if etcd_paths().initialized():
         cluster, was_reset = restart_datastore(member, name, token)
+    # upstream: rancher/rke2-docs docs/install/ha.md (no server:, no datastore: new cluster) [CONTRACT BS1]
     elif not cfg_str(cfg, "server"):
         cluster = new_datastore(cfg, member, name, token)
     else:
@@ -2020,7 +2232,6 @@ def run_server(cfg: dict[str, object]) -> None:
     server.ready = True
 
 
-# upstream: k3s-io/k3s pkg/etcd/etcd.go (Reset, Restore), pkg/cluster/managed.go [CONTRACT ET8]
 def etcd_exited(why: str) -> None:
     """rke2 server exits with its etcd (k3s: "etcd exited"), after a moment for the answer
     in flight (the request that removed this member, for one)."""
@@ -2029,6 +2240,7 @@ def etcd_exited(why: str) -> None:
     os._exit(1)
 
 
+# upstream: k3s-io/k3s pkg/etcd/etcd.go (Reset, Restore), pkg/cluster/managed.go [CONTRACT ET8]
 def cluster_reset(cfg: dict[str, object]) -> int:
     """``rke2 server --cluster-reset [--cluster-reset-restore-path=FILE]`` (k3s
     pkg/cluster/managed.go ``start``, pkg/etcd/etcd.go ``Reset``, ``Restore``): etcd becomes
@@ -2145,6 +2357,7 @@ def run_agent(cfg: dict[str, object]) -> None:
         "labels": cfg_list(cfg, "node-label"),
         "version": TAG,
         "arch": node_arch(),
+        "cni_missing": cni_missing(),
     }
     log(f"Joining the cluster at {url} as agent {name}")
     out, _ = retry_join(url, body)
@@ -2180,6 +2393,7 @@ def leave() -> int:
         cfg = load_config()
     except Fatal:
         cfg = {}
+    use_config_paths(cfg)
     name = node_name(cfg)
     if not os.path.exists(NODE_PASSWORD):
         return 0
@@ -2506,6 +2720,7 @@ def agent_config_answer(server: Server, b: dict) -> tuple:
         "embedded_registry": bool(mirrors),
         "mirrors": mirrors,
         "cni": server.state.cluster.get("settings", {}).get("cni", CRITICAL["cni"]),
+        "system_default_registry": cfg_str(server.cfg, "system-default-registry"),
     }
 
 
@@ -2744,8 +2959,11 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
         ac, ctx = fetch_agent_config(url, token)
         cni = [c for c in str(ac.get("cni") or CRITICAL["cni"]).split(",") if c and c != "none"]
     needed = needed_images(cni)
-    if cfg_str(cfg, "system-default-registry"):
-        check_registry_images(cfg, needed)
+    registry = cfg_str(cfg, "system-default-registry")
+    if role == "agent":
+        registry = agent_registry(cfg, ac)
+    if registry:
+        check_registry_images({**cfg, "system-default-registry": registry}, needed)
     else:
         assert ctx is not None
         check_peer_images(ac, ctx, needed)
@@ -3129,6 +3347,8 @@ def import_images() -> dict:
 
 def show_images() -> int:
     """``rke2 mk8s-images``: what this node imported (the state file), as JSON."""
+    with contextlib.suppress(Fatal, OSError):
+        use_config_paths(load_config())
     try:
         with open(IMPORTED_IMAGES) as f:
             data = json.load(f)
@@ -3707,9 +3927,6 @@ def etcd_snapshot(args: list[str]) -> int:
     except ValueError as e:
         print(f"Incorrect Usage: {e}", file=sys.stderr)
         return 1
-    if opts.get("--data-dir", DATA_DIR).rstrip("/") != DATA_DIR:
-        log("the stand-in supports only the default --data-dir " + DATA_DIR, "fatal")
-        return 1
     if names and sub != "delete":
         log("this command does not take any arguments", "fatal")
         return 1
@@ -3721,6 +3938,8 @@ def etcd_snapshot(args: list[str]) -> int:
     except (Fatal, OSError) as e:
         log(str(e), "fatal")
         return 1
+    # data-dir and etcd-snapshot-dir come from config.yaml, as for `rke2 server`.
+    use_config_paths({**cfg, **({"data-dir": opts["--data-dir"]} if "--data-dir" in opts else {})})
     body: dict = {"operation": {"ls": "list", "l": "list"}.get(sub, sub), "names": names}
     body["dir"] = opts.get("--dir") or cfg_str(cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR
     body["name"] = opts.get("--name", "on-demand")
@@ -3781,16 +4000,20 @@ def certificate(args: list[str]) -> int:
     if not args or args[0] != "rotate":
         print(f'rke2 certificate: No help topic for "{args[0] if args else ""}"', file=sys.stderr)
         return 3
+    aliases = {"-d": "--data-dir", "-c": "--config"}
     try:
-        opts, rest = parse_flags(
-            args[1:], ("--data-dir", "-d", "--config", "-c"), {"-d": "--data-dir"}
-        )
+        opts, rest = parse_flags(args[1:], ("--data-dir", "-d", "--config", "-c"), aliases)
+        cfg = load_config(opts.get("--config", CONFIG))
     except ValueError as e:
         print(f"Incorrect Usage: {e}", file=sys.stderr)
         return 1
-    if rest or opts.get("--data-dir", DATA_DIR).rstrip("/") != DATA_DIR:
-        log("the stand-in rotates all certificates of the default --data-dir only", "fatal")
+    except (Fatal, OSError) as e:
+        log(str(e), "fatal")
         return 1
+    if rest:
+        log("the stand-in rotates all certificates (no arguments, no --service)", "fatal")
+        return 1
+    use_config_paths({**cfg, **({"data-dir": opts["--data-dir"]} if "--data-dir" in opts else {})})
     server = os.path.isdir(SERVER_DIR)
     log("Server detected, rotating agent and server certificates" if server
         else "Agent detected, rotating agent certificates")  # fmt: skip
@@ -3892,6 +4115,8 @@ def service(cmd: str, args: list[str]) -> int:
         log(f"Starting rke2 {TAG} ({cmd})")
         cfg = load_config(str(flags.pop("config")))
         cfg.update(flags)
+        use_config_paths(cfg)
+        check_host(cfg, cmd)
         if cmd == "server" and cfg.get("cluster-reset") in (True, "true"):
             return cluster_reset(cfg)
         if cmd == "server":
