@@ -1488,7 +1488,7 @@ class Server:
             return 200, {"ok": True}
         if e.get("password") != sha(b.get("password", "")):
             raise HTTPFail(403, "node password mismatch")
-        delete_node(self, name, e)
+        delete_node(self, name, e, patience=0)  # an uninstall kills this server next
         log(f"node {name} left the cluster")
         return 200, {"ok": True}
 
@@ -2129,9 +2129,13 @@ def register_server(store: apiobjects.Store, body: dict, member: str, was_reset:
 
 
 # upstream: k3s-io/k3s pkg/etcd/member_controller.go (onRemove -> RemovePeer) [CONTRACT ET6]
-def delete_node(server: Server, name: str, e: dict) -> None:
+def delete_node(server: Server, name: str, e: dict, patience: float = 6) -> None:
     """Delete a Node; for a server, remove its etcd member too, as k3s's member controller
-    does on the Node's removal (pkg/etcd/member_controller.go onRemove -> RemovePeer)."""
+    does on the Node's removal (pkg/etcd/member_controller.go onRemove -> RemovePeer).
+    That controller works moments after the delete and retries; the stand-in tries for
+    ``patience`` seconds before it answers (etcd refuses to remove a member until the
+    others have been connected for 5 s, so a test acting seconds after a join sees what
+    a cluster joined minutes earlier does), then goes on retrying in the background."""
     server.state.delete(name)
     member, address = e.get("etcd_member"), e.get("address", "")
     if e["role"] != "server" or not member:
@@ -2150,8 +2154,7 @@ def delete_node(server: Server, name: str, e: dict) -> None:
                     return False
                 time.sleep(0.5)
 
-    # at once when etcd lets it (an uninstall kills this server right after), else retried
-    if not remove(0):
+    if not remove(patience):
         threading.Thread(target=remove, args=(60,), daemon=True).start()
 
 
