@@ -13,6 +13,9 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(venv)
 # stand-in's kubeconfig is tested with a real kubectl (any recent one will do).
 extra_pkgs=()
 command -v docker-registry >/dev/null 2>&1 || { need_apt+=(docker-registry); extra_pkgs+=(docker-registry); }
+# Real containerd judges every image archive mk8s places on a node (tests/support/containerd.py).
+command -v ctr >/dev/null 2>&1 && command -v containerd >/dev/null 2>&1 || {
+  need_apt+=(containerd); extra_pkgs+=(containerd); }
 if ! command -v kubectl >/dev/null 2>&1; then
   need_apt+=(kubectl)
   extra_pkgs+=(kubernetes-client)

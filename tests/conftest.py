@@ -11,6 +11,7 @@ import pytest
 
 from mk8s.bundle import keys
 from mk8s.cli import main
+from tests.support.containerd import Containerd, containerd_for_tests
 from tests.support.hosts import HostSet, hostset_for_tests
 
 
@@ -74,3 +75,12 @@ def make_hosts(tmp_path: Path) -> Iterator[Callable[..., HostSet]]:
     yield make
     for hs in started:
         hs.close()
+
+
+# ---- real containerd (tests/support/containerd.py) ----------------------------------
+@pytest.fixture(scope="session")
+def containerd() -> Iterator[Containerd]:
+    """One private containerd for the whole session, judging image archives as RKE2
+    imports them. Skips when not root; fails instead when MK8S_REQUIRE_HOSTS=1."""
+    with containerd_for_tests() as c:
+        yield c

@@ -174,22 +174,36 @@ def test_install_step_commands(tmp_path: Path) -> None:
     )
     img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
     assert shown[1].startswith(
-        "mkdir -p /var/lib/rancher/rke2/agent/images && (ln -f "
-        f"/var/lib/mk8s/b1d/rke2-images.linux-amd64.tar.zst {img} 2>/dev/null"
+        "mkdir -p /var/lib/rancher/rke2/agent/images /var/lib/rancher/rke2/mk8s/images && "
+        f"(ln -f /var/lib/mk8s/b1d/rke2-images.linux-amd64.tar.zst {img} 2>/dev/null"
     )
     assert "sha256sum -c --quiet - && mkdir -p /var/lib/mk8s/.sums" in shown[1]
+    # mk8s records what it placed (an upgrade removes only that)
+    assert shown[1].endswith(
+        f"&& echo {MANIFEST.artifacts[1].sha256} > "
+        "/var/lib/rancher/rke2/mk8s/images/rke2-images.linux-amd64.tar.zst"
+    )
     assert len(shown) == 2
     # installed at the right tag with images in place: nothing to do
     img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
+    sha = MANIFEST.artifacts[1].sha256
     done = facts.NodeFacts(
         **{
             **FRESH.__dict__,
             "rke2_version": f"rke2 version {TAG} (x)",
-            "hashes": {img: MANIFEST.artifacts[1].sha256},
+            "hashes": {img: sha},
+            "placed_images": {"rke2-images.linux-amd64.tar.zst": sha},
         }
     )
     assert MANIFEST.artifacts[1].name == "rke2-images.linux-amd64.tar.zst"
     assert plan.install_step(c, c.cluster.nodes[0], done).commands == ()
+    # in place with the right bytes but no record (an older mk8s placed it): adopted
+    older = facts.NodeFacts(**{**done.__dict__, "placed_images": {}})
+    (adopt,) = plan.install_step(c, c.cluster.nodes[0], older).commands
+    assert adopt.display().endswith(
+        "/var/lib/rancher/rke2/mk8s/images "
+        f"/var/lib/rancher/rke2/mk8s/images/rke2-images.linux-amd64.tar.zst {sha}"
+    )
 
 
 def test_node_config_layers_and_managed_keys(tmp_path: Path) -> None:
@@ -222,7 +236,8 @@ def test_start_step_writes_config_then_starts_and_masks_token(tmp_path: Path) ->
         "mkdir -p /etc/rancher/rke2 && umask 077 && cat > /etc/rancher/rke2/config.yaml."
         "mk8s-tmp && chmod 0600 /etc/rancher/rke2/config.yaml.mk8s-tmp && mv -f "
         "/etc/rancher/rke2/config.yaml.mk8s-tmp /etc/rancher/rke2/config.yaml",
-        "systemctl enable rke2-agent && systemctl start rke2-agent",
+        "systemctl enable rke2-agent && systemctl start rke2-agent"
+        " && rm -f /var/lib/rancher/rke2/mk8s/restart-pending",
     ]
     assert all("s3cret" not in s for s in shown)
     assert "s3cret-token" in step.commands[0].stdin_bytes().decode()  # type: ignore[union-attr]
@@ -236,15 +251,25 @@ def test_converged_node_is_left_alone(tmp_path: Path) -> None:
         **{
             **FRESH.__dict__,
             "server_active": True,
-            "hashes": {facts.CONFIG_PATH: hashlib.sha256(real).hexdigest()},
+            "hashes": {
+                facts.CONFIG_PATH: hashlib.sha256(real).hexdigest(),
+                f"{facts.IMAGES_DIR}/{MANIFEST.artifacts[1].name}": MANIFEST.artifacts[1].sha256,
+            },
         }
     )
     assert plan.start_step(c, node, f, installed_now=False).commands == ()
     # a changed config restarts, an inactive service starts
-    changed = facts.NodeFacts(**{**f.__dict__, "hashes": {}})
-    assert [x.display() for x in plan.start_step(c, node, changed, installed_now=False).commands][
-        -1
-    ] == "systemctl enable rke2-server && systemctl restart rke2-server"
+    changed = facts.NodeFacts(**{**f.__dict__, "hashes": {**f.hashes, facts.CONFIG_PATH: "0"}})
+    shown = [x.display() for x in plan.start_step(c, node, changed, installed_now=False).commands]
+    assert shown[-1] == (
+        "systemctl enable rke2-server && systemctl restart rke2-server"
+        " && rm -f /var/lib/rancher/rke2/mk8s/restart-pending"
+    )
+    # the restart is remembered on the node before config.yaml changes
+    assert shown[0] == (
+        'sh -c \'f="$1"; shift; mkdir -p "$(dirname "$f")" && printf "%s\\n" "$@" >> "$f"\''
+        " mk8s-pending /var/lib/rancher/rke2/mk8s/restart-pending config.yaml"
+    )
 
 
 def test_rewrite_kubeconfig() -> None:

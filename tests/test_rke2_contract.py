@@ -151,7 +151,9 @@ def test_a_rejoined_first_server_is_not_restarted_for_its_server_line(tmp_path: 
     joining["w1"] = node_facts()
     joined_bytes = config_bytes(ctx(c, found=joining), c.node("cp1"))[0]
     both = node_facts(datastore=True, server_active=True, rke2_version=f"rke2 version {TAG}")
-    now = {"cp1": replace(both, hashes={facts.CONFIG_PATH: sha256_hex(joined_bytes)})}
+    # its images in place (else placing them would restart it: RKE2 imports at start)
+    images = {f"{facts.IMAGES_DIR}/{a.name}": a.sha256 for a in manifest().find(kind="images")}
+    now = {"cp1": replace(both, hashes={facts.CONFIG_PATH: sha256_hex(joined_bytes), **images})}
     now |= {"cp2": both, "w1": node_facts(agent_active=True)}
     cx = ctx(c, found=now)
     assert cx.first_joins == ""

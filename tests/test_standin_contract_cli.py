@@ -268,6 +268,10 @@ TEST_FILES = {
     "contract": "test_standin_contract.py",
     "contract_cli": "test_standin_contract_cli.py",
     "host_rules": "test_standin_host_rules.py",
+    "restart": "test_standin_restart.py",
+    "restart_e2e": "test_restart_e2e.py",
+    "helm": "test_standin_helm.py",
+    "gates": "test_standin_gates.py",
 }
 
 

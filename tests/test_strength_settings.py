@@ -24,6 +24,7 @@ from mk8s.errors import ClusterFileError
 from tests.support.registry import TestCA
 
 CA_PEM = TestCA.create().pem()
+CA_FIX = "caFile must be the PEM certificate(s) of the CA that signed the registry's certificate"
 
 HEAD = """\
 apiVersion: mk8s/v1alpha1
@@ -167,8 +168,8 @@ def registry_spec(tmp_path: Path, url: str) -> str:
 @pytest.mark.parametrize("port", ["0", "65536", "99999"])
 def test_registry_port_outside_1_to_65535_is_refused(tmp_path: Path, port: str) -> None:
     assert err(tmp_path, registry_spec(tmp_path, f"https://reg.lan:{port}")) == (
-        f"{tmp_path}/cluster.yaml:9: spec.images.registry.url: port {port} is not one of"
-        " 1-65535; give the registry's port, e.g. https://registry.lan:5000"
+        f"{tmp_path}/cluster.yaml:9: spec.images.registry.url: port {port} is out of range"
+        " (1-65535); fix the port"
     )
 
 
@@ -265,7 +266,41 @@ def test_a_ca_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
     spec = registry_spec(tmp_path, "https://reg.lan")
     (tmp_path / "ca.pem").unlink()
     os.mkfifo(tmp_path / "ca.pem")
-    assert "is a FIFO, not a regular file" in err(tmp_path, spec)
+    assert err(tmp_path, spec) == (
+        f"{tmp_path}/cluster.yaml:10: spec.images.registry.caFile: registry CA file"
+        f" {tmp_path}/ca.pem is a FIFO, not a regular file; {CA_FIX}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"x" * (1 << 20), None),
+        (
+            b"x" * ((1 << 20) + 1),
+            "registry CA file {p} is larger than 1048576 bytes; this cannot be a registry CA file",
+        ),
+        (
+            b"-----BEGIN RSA PRIVATE KEY-----\n",
+            "{p} holds a private key, not only certificates;"
+            " it would be readable by everyone on every node",
+        ),
+        (_pem(b"PKCS7"), "{p} holds PEM blocks that are not certificates"),
+        (b"hunter2", "{p} is not a PEM certificate"),
+    ],
+)
+def test_registry_ca_messages(tmp_path: Path, content: bytes, problem: str | None) -> None:
+    from mk8s.deploy import registryca
+    from mk8s.errors import InputError
+
+    p = tmp_path / "ca.pem"
+    p.write_bytes(content)
+    with pytest.raises(InputError) as e:
+        registryca.read_ca(p)
+    if problem is None:  # at the size cap: read, and refused only as no certificate
+        assert str(e.value) == f"{p} is not a PEM certificate; {CA_FIX}"
+    else:
+        assert str(e.value) == problem.format(p=p) + f"; {CA_FIX}"
 
 
 def test_only_the_certificates_of_a_ca_file_are_uploaded(tmp_path: Path) -> None:
@@ -291,8 +326,12 @@ def test_only_the_certificates_of_a_ca_file_are_uploaded(tmp_path: Path) -> None
         (
             "serverUrl",
             "https://robot:s3cret@k8s.lan:9345",
-            "the URL holds a user name or password (https://USER:PASSWORD@...)",
+            "the URL holds a user name or password (https://USER:PASSWORD@...); remove them:"
+            " give the registry's credentials with username and passwordFile",
         ),
+        ("serverUrl", "https://[fd00::1]:99999", "port 99999 is out of range (1-65535)"),
+        ("serverUrl", "https://k8s.lan:\u0665", "port \u0665 is out of range (1-65535)"),
+        ("serverUrl", "https://k8s.lan:9345:1", "port 9345:1 is out of range (1-65535)"),
     ],
 )
 def test_urls_need_a_real_port_and_no_userinfo(
@@ -305,7 +344,8 @@ def test_urls_need_a_real_port_and_no_userinfo(
         spec = indent(f"rke2:\n  serverUrl: '{url}'\n")
         where, line = "spec.rke2.serverUrl", 7
     msg = err(tmp_path, spec)
-    assert msg.startswith(f"{tmp_path}/cluster.yaml:{line}: {where}: {problem}; "), msg
+    fix = "" if "; remove them" in problem else "; fix the port"
+    assert msg == f"{tmp_path}/cluster.yaml:{line}: {where}: {problem}{fix}"
     assert "s3cret" not in msg
 
 
@@ -320,6 +360,14 @@ def test_ports_in_range_are_taken_one_past_is_not(tmp_path: Path, port: str, pas
     assert c.images.registry is not None and c.images.registry.url == url
     assert c.rke2.server_url == url
     assert f"port {past} is out of range" in err(tmp_path, spec(f"https://reg.lan:{past}"))
+
+
+@pytest.mark.parametrize("url", ["https://[fd00::1]", "https://[fd00::1]:9345"])
+def test_an_ipv6_server_url_has_its_port_after_the_brackets(tmp_path: Path, url: str) -> None:
+    c = load_cluster(write(tmp_path, indent(f"rke2: {{serverUrl: '{url}', tlsSan: [fd00::1]}}\n")))
+    assert c.rke2.server_url == url
+    bad = "https://[fd00::1]:0"
+    assert "port 0 is out" in err(tmp_path, indent(f"rke2: {{serverUrl: '{bad}'}}\n"))
 
 
 def test_a_registry_url_with_userinfo_never_echoes_the_password(tmp_path: Path) -> None:

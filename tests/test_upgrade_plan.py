@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,7 +129,15 @@ def test_node_steps_in_order_with_drain_and_old_images_removed(tmp_path: Path) -
     install = [x for x in shown if "install.sh" in x]
     assert install and "INSTALL_RKE2_ARTIFACT_PATH" in install[0]
     rm = [x for x in shown if x.startswith("rm -f")]
-    assert rm == [f"rm -f {facts.IMAGES_DIR}/rke2-images-old.linux-amd64.tar.zst"]
+    # mk8s placed neither file (no record of it): the upgrade removes nothing
+    assert rm == []
+    old = "rke2-images-old.linux-amd64.tar.zst"
+    f = replace(f, placed_images={old: "0" * 64})
+    shown = [
+        c.display() for s in upgrade.node_steps(ctx, w1, f, ready_timeout=30) for c in s.commands
+    ]
+    rm = [x for x in shown if x.startswith("rm -f")]
+    assert rm == [f"rm -f {facts.IMAGES_DIR}/{old} {facts.PLACED_IMAGES}/{old}"]
     assert any("systemctl restart rke2-agent" in x for x in shown)
     wait = steps[2].actions[0]
     assert isinstance(wait, WaitReady) and wait.version == NEW

@@ -40,7 +40,7 @@ def make_chart(
 
 
 def test_chart_validation(tmp_path: Path) -> None:
-    assert workloads.check_chart(make_chart(tmp_path / "hello-0.1.0.tgz")) == "hello"
+    assert workloads.check_chart(make_chart(tmp_path / "hello-0.1.0.tgz")) == ("hello", "0.1.0")
     with pytest.raises(InputError, match="no NAME/Chart.yaml"):
         workloads.check_chart(make_chart(tmp_path / "a.tgz", None))
     with pytest.raises(InputError, match="lacks apiVersion, name or version"):
@@ -121,6 +121,7 @@ def _art(path: Path, kind: ArtifactKind) -> Artifact:
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         url=path.as_uri(),
+        chart=workloads.check_chart(path) if kind == ArtifactKind.CHART else None,
     )
 
 
@@ -130,7 +131,7 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
     man.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
     c_art, m_art = _art(chart, ArtifactKind.CHART), _art(man, ArtifactKind.MANIFEST)
     ctx = _ctx(tmp_path, (c_art, m_art))
-    assert resource_name(c_art) == "hello-0-1-0"
+    assert resource_name(c_art) == "hello"  # the chart's name: its Helm release
     fresh = facts.NodeFacts(
         arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True
     )
@@ -153,13 +154,13 @@ def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> N
     script = argv[4]
     assert isinstance(script, str)
     r = subprocess.run(
-        ["sh", "-c", script, "mk8s", "hello-0-1-0", str(staged), str(dest), str(stale)],
+        ["sh", "-c", script, "mk8s", "hello", str(staged), str(dest), str(stale)],
         capture_output=True,
         text=True,
     )
     assert r.returncode == 0, r.stderr
     doc = yaml.safe_load(dest.read_text())
-    assert doc["kind"] == "HelmChart" and doc["metadata"]["name"] == "hello-0-1-0"
+    assert doc["kind"] == "HelmChart" and doc["metadata"]["name"] == "hello"
     assert base64.b64decode(doc["spec"]["chartContent"]) == chart.read_bytes()
     assert not stale.exists()
     assert old in cmds[0].display()

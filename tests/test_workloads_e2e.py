@@ -19,9 +19,12 @@ import pytest
 import yaml
 
 from mk8s.bundle import keys
+from mk8s.images import parse_reference
 from tests.support import oci
-from tests.support.hosts import hostset_for_tests
+from tests.support.containerd import Containerd, Imported
+from tests.support.hosts import Host, hostset_for_tests
 from tests.support.registry import TestRegistry, registry_for_tests
+from tests.support.standin import images as release
 from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
 from tests.test_workloads import make_chart
 
@@ -156,9 +159,27 @@ def test_the_bundle_carries_and_pins_the_workloads(
     assert info.platforms == ("linux/amd64",) or list(info.platforms) == ["linux/amd64"]
 
 
+def judge_node(containerd: Containerd, h: Host) -> Imported:
+    """Import every image tarball the node holds into real containerd."""
+    return containerd.judge(sorted(h.path("/var/lib/rancher/rke2/agent/images").iterdir()))
+
+
+def pod_references(lock: dict) -> dict[str, str]:
+    """What a pod may name for each image the lock pins: REPO@DIGEST and REPO:TAG."""
+    out = {}
+    for a in lock["artifacts"]:
+        if a["kind"] == "image":
+            ref = parse_reference(a["url"].removeprefix("oci://"))
+            out[f"{ref.name}@{ref.digest}"] = ref.digest
+            if ref.tag:
+                out[f"{ref.name}:{ref.tag}"] = ref.digest
+    return out
+
+
 def test_deploy_places_the_workloads_and_a_rerun_changes_nothing(
     bundle: Path,
     world: World,
+    containerd: Containerd,
     tmp_path: Path,
 ) -> None:
     with hostset_for_tests(2, tmp_path / "hosts", names=["cp1", "w1"]) as hs:
@@ -174,7 +195,7 @@ def test_deploy_places_the_workloads_and_a_rerun_changes_nothing(
             p.name
             for p in hs.by_name("cp1").path("/var/lib/rancher/rke2/server/manifests").glob("mk8s-*")
         )
-        assert len(mans) == 2 and mans[0].startswith("mk8s-chart-hello-0-1-0-")
+        assert len(mans) == 2 and mans[0].startswith("mk8s-chart-hello-")  # the release
         chart = yaml.safe_load(
             hs.by_name("cp1").path("/var/lib/rancher/rke2/server/manifests/" + mans[0]).read_text()
         )
@@ -186,14 +207,18 @@ def test_deploy_places_the_workloads_and_a_rerun_changes_nothing(
         ).exists() or not list(
             hs.by_name("w1").path("/var/lib/rancher/rke2/server/manifests").glob("mk8s-*")
         )
-        # Each node imported the three images the way containerd does (names, digests).
+        # Real containerd judges what each node got: every reference a pod could use
+        # resolves, the lock's REPO@sha256 pins (the multi-platform one too) and tags.
+        lock = json.loads((bundle.parent / "mk8s.lock").read_text())
         for n in ("cp1", "w1"):
+            judged = judge_node(containerd, hs.by_name(n))
+            assert judged.errors == {}, judged.errors
+            for ref, digest in pod_references(lock).items():
+                assert judged.resolves(ref) == digest, (n, ref, sorted(judged.refs))
+            tag = lock["rke2"]["tag"]
+            for ref in release.images_in(tag, "rke2-images.linux-amd64.tar.zst"):
+                assert judged.resolves(ref), (n, ref)  # the release's docker archive
             got = json.loads(hs.by_name(n).run("rke2 mk8s-images").stdout)
-            names = {i["name"] for i in got["images"]}
-            acme = sorted(x for x in names if "/acme/" in x)
-            assert len(acme) == 3, names
-            for repo in ("acme/web", "acme/api", "acme/multi"):
-                assert any(repo in x for x in acme), (repo, acme)
             assert not [f for f, v in got["files"].items() if v.get("error")], got["files"]
         # The server applied the manifest and installed the chart.
         raw = hs.by_name("cp1").run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -60,6 +61,7 @@ class LockSettings:
     charts: tuple[Path, ...] = ()
     manifests: tuple[Path, ...] = ()
     registry_auth_file: Path | None = None  # a Docker config.json with credentials
+    all_platforms: bool = False  # carry every platform of a multi-platform --image
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,13 +182,16 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
         )
     )
     artifacts += [_file_artifact(p) for p in settings.files]
-    artifacts += [_file_artifact(p, ArtifactKind.CHART) for p in settings.charts]
+    artifacts += workloads.pin_charts(
+        settings.charts, partial(_file_artifact, kind=ArtifactKind.CHART)
+    )
     artifacts += [_file_artifact(p, ArtifactKind.MANIFEST) for p in settings.manifests]
     if settings.images:
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
-        artifacts += workloads.pin_images(
-            settings.images, settings.arches, cache, settings.registry_auth_file
+        pins = workloads.ImagePins(
+            settings.arches, release.tag, settings.all_platforms, settings.registry_auth_file
         )
+        artifacts += workloads.pin_images(settings.images, pins, cache)
     rel = Release(
         requested=settings.spec,
         tag=release.tag,
@@ -292,6 +297,7 @@ def create_bundle(
     for server trouble, OutputError when the bundle or lock cannot be written. Nothing
     is left at the output paths on failure.
     """
+    workloads.check_releases(lock.find(kind=ArtifactKind.CHART))
     out = bundle_path(settings.out, lock, force=settings.force)
     if settings.split:
         split_mod.check_free(out, force=settings.force)

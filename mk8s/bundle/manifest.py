@@ -11,15 +11,14 @@ from __future__ import annotations
 import calendar
 import hashlib
 import json
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 from mk8s import __version__
+from mk8s.bundle.artifactchecks import check_artifact_name, check_url, check_workload
 from mk8s.errors import InputError, LockError
 from mk8s.schemas import first_problem
 from mk8s.untrusted import load_json, shown
@@ -78,6 +77,10 @@ class Artifact:
     sha256: str
     url: str | None = None
     arch: str | None = None
+    # A chart's (name, version) from its Chart.yaml: the name is its Helm release.
+    chart: tuple[str, str] | None = None
+    # An image whose index lists more platforms than the archive carries: the carried.
+    platforms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, ArtifactKind):
@@ -98,6 +101,10 @@ class Artifact:
             out["url"] = self.url
         if self.arch is not None:
             out["arch"] = self.arch
+        if self.chart is not None:
+            out["chart"] = {"name": self.chart[0], "version": self.chart[1]}
+        if self.platforms:
+            out["platforms"] = list(self.platforms)
         return out
 
     @classmethod
@@ -110,6 +117,8 @@ class Artifact:
             sha256=data["sha256"],
             url=data.get("url"),
             arch=data.get("arch"),
+            chart=(data["chart"]["name"], data["chart"]["version"]) if "chart" in data else None,
+            platforms=tuple(data.get("platforms") or ()),
         )
 
 
@@ -262,60 +271,6 @@ def now_utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
-
-
-def check_artifact_name(name: str) -> str | None:
-    """Why ``name`` cannot be an artifact's file name, or None if it can."""
-    if not name or len(name) > 80:
-        return "must be 1 to 80 characters"
-    if not set(name) <= _NAME_CHARS:
-        return "may hold only letters, digits and . _ + -"
-    if name.startswith("."):
-        return "must not start with a dot"
-    return None
-
-
-# oci://REGISTRY/REPO[:TAG]@sha256:<64 hex>: an image is only ever pinned by digest.
-_OCI_PINNED = re.compile(r"oci://[^/@]+/[^@]+@sha256:[0-9a-f]{64}")
-
-
-_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
-
-
-def _check_url(a: Artifact) -> None:
-    if a.url is None:
-        return
-    if _URL_BAD_CHARS.search(a.url):
-        raise ValueError(f"artifact {a.name}: url has spaces or control characters")
-    try:
-        parts = urlsplit(a.url)
-        parts.port  # noqa: B018  (raises ValueError for a bad port)
-    except ValueError as e:
-        raise ValueError(f"artifact {a.name}: url is not a valid URL ({e})") from e
-    if (parts.scheme == "oci") != (a.kind == ArtifactKind.IMAGE):
-        raise ValueError(f"artifact {a.name}: only an image comes from oci://, and always")
-    if parts.scheme == "oci":
-        if not _OCI_PINNED.fullmatch(a.url):
-            raise ValueError(
-                f"artifact {a.name}: oci:// url must be pinned as REGISTRY/REPO@sha256:DIGEST"
-            )
-        return
-    if parts.scheme == "file":
-        if a.kind not in LOCAL_KINDS:
-            raise ValueError(
-                f"artifact {a.name}: a {a.kind} artifact must come from upstream, not file://"
-            )
-        return
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"artifact {a.name}: url must be http(s) or file://")
-    if "@" in parts.netloc:
-        raise ValueError(
-            f"artifact {a.name}: url holds credentials; keep them in ~/.netrc or in "
-            "MK8S_RELEASE_URL at run time, never in a lock"
-        )
-
-
 def _check_release(r: Release) -> None:
     """Types and shapes the schema also states: here so that an unvalidated manifest
     (``bundle inspect``) is still a well-formed object."""
@@ -363,7 +318,8 @@ def _check_invariants(lock: Lock) -> None:
             or not set(a.sha256) <= set("0123456789abcdef")
         ):
             raise ValueError(f"artifact {a.name}: bad size or sha256")
-        _check_url(a)
+        check_url(a)
+        check_workload(a)
     if lock.kind == BUNDLE_KIND and lock.created_by is None:
         raise ValueError("a bundle manifest needs createdBy")
 
@@ -391,5 +347,6 @@ __all__ = [
     "artifact_path",
     "build_lock",
     "bundle_id",
+    "check_artifact_name",
     "now_utc",
 ]

@@ -4,6 +4,8 @@
   its registry into a deterministic OCI image-layout archive (every blob checked
   against its digest), one artifact of kind ``image`` whose source is
   ``oci://REGISTRY/REPO:TAG@DIGEST``; a tag is resolved once and the digest pinned.
+  The image's index is kept byte for byte (its digest is the pin a pod uses); only the
+  bundle's platforms of it are carried unless ``--all-platforms``.
   With ``--lock`` the image is pulled again by that digest and must give the same
   archive, byte for byte (anything else is drift: a supply-chain alarm).
 * ``--chart PATH.tgz``: a Helm chart archive (``NAME/Chart.yaml`` with apiVersion,
@@ -17,17 +19,20 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
+from mk8s import rke2gates
 from mk8s.bundle import charts
+from mk8s.bundle.artifactchecks import CHART_NAME, CHART_VERSION
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 from mk8s.files import open_regular, read_regular
-from mk8s.untrusted import resolve_tag, yaml_nodes
+from mk8s.untrusted import resolve_tag, shown, yaml_nodes
 
 if TYPE_CHECKING:
     from mk8s.images import PulledImage, Reference
@@ -66,17 +71,40 @@ def _platforms(arches: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"linux/{a}" for a in arches)
 
 
-def pin_images(
-    refs: Sequence[str], arches: Sequence[str], cache_dir: Path, auth_file: Path | None = None
-) -> list[Artifact]:
-    """Pull each reference (a tag is resolved once) and pin its archive in the cache."""
+@dataclass(frozen=True)
+class ImagePins:
+    """How ``--image`` references are pinned: which platforms of an index to carry
+    (``all_platforms``, else those of the bundle's ``arches``) for RKE2 ``tag``."""
+
+    arches: tuple[str, ...]
+    tag: str
+    all_platforms: bool = False
+    auth_file: Path | None = None
+
+
+def pin_images(refs: Sequence[str], pins: ImagePins, cache_dir: Path) -> list[Artifact]:
+    """Pull each reference (a tag is resolved once) and pin its archive in the cache.
+
+    The archive keeps the image's own index, so the digest pinned is the digest a node
+    imports; an index whose other platforms are left out is recorded as such
+    (``Artifact.platforms``). InputError when RKE2 ``pins.tag`` cannot import such an
+    index (the releases before WithSkipMissing: :mod:`mk8s.rke2gates`)."""
     from mk8s.images import parse_reference
 
+    platforms = None if pins.all_platforms else _platforms(pins.arches)
     out: list[Artifact] = []
     for text in dict.fromkeys(refs):
         ref = parse_reference(text)
-        pulled, sha, size = _pull(ref, arches, cache_dir, auth_file)
+        pulled, sha, size = _pull(ref, platforms, cache_dir, pins.auth_file)
         pinned = ref.with_digest(pulled.source_digest)
+        if pulled.partial and not rke2gates.imports_partial_index(pins.tag):
+            raise InputError(
+                f"{pinned} is a multi-platform image of which the bundle would carry"
+                f" {', '.join(pulled.platforms)}, and RKE2 {pins.tag} cannot import an image"
+                " index whose other platforms are absent (it can from"
+                f" {rke2gates.first_releases(rke2gates.Feature.IMPORT_PARTIAL_INDEX)})",
+                "pass --all-platforms to carry every platform of it, or bundle a newer RKE2",
+            )
         name = image_name(ref.registry, ref.repository, ref.tag, pulled.source_digest)
         out.append(
             Artifact(
@@ -86,14 +114,16 @@ def pin_images(
                 size=size,
                 sha256=sha,
                 url=OCI_SCHEME + str(pinned),
+                platforms=pulled.platforms if pulled.partial else (),
             )
         )
     return out
 
 
 def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> dict[str, Path]:
-    """Pull every image the lock pins (by digest) again; ChecksumMismatch when the
-    archive is not the one pinned (naming the image and both hashes)."""
+    """Pull every image the lock pins (by digest) again, the platforms it carried;
+    ChecksumMismatch when the archive is not the one pinned (naming the image and both
+    hashes)."""
     from mk8s.images import parse_reference
 
     files: dict[str, Path] = {}
@@ -103,7 +133,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
         if cached.is_file() and cached.stat().st_size == art.size:
             files[art.path] = cached
             continue
-        _pulled, sha, size = _pull(ref, lock.release.arch, cache_dir, auth_file)
+        _pulled, sha, size = _pull(ref, art.platforms or None, cache_dir, auth_file)
         if sha != art.sha256 or size != art.size:
             raise ChecksumMismatch(
                 f"image {image_ref(art)} gives another archive than the lock pins: expected"
@@ -115,7 +145,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
 
 
 def _pull(
-    ref: Reference, arches: Sequence[str], cache_dir: Path, auth_file: Path | None
+    ref: Reference, platforms: Sequence[str] | None, cache_dir: Path, auth_file: Path | None
 ) -> tuple[PulledImage, str, int]:
     from mk8s.images import RegistrySettings, pull_image
 
@@ -126,9 +156,7 @@ def _pull(
     tmp = cache_dir / "tmp" / f"image-{secrets.token_hex(6)}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        pulled = pull_image(
-            ref, tmp, cache_dir=cache_dir, platforms=_platforms(arches), settings=settings
-        )
+        pulled = pull_image(ref, tmp, cache_dir=cache_dir, platforms=platforms, settings=settings)
         final = cache_dir / "sha256" / pulled.archive_sha256
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, final)
@@ -139,18 +167,86 @@ def _pull(
     return pulled, pulled.archive_sha256, pulled.size
 
 
-def check_chart(path: Path) -> str:
-    """The chart's name; InputError unless ``path`` is a Helm chart archive within the
-    bounds of :mod:`mk8s.bundle.charts` (read as a stream, never whole in memory)."""
+# helm-controller keeps a HelmChart's chartContent (the chart's base64) in one ConfigMap,
+# chart-content-NAME (k3s-io/helm-controller pkg/controllers/chart/chart.go,
+# contentConfigMap), and Kubernetes refuses a ConfigMap whose data exceeds 1 MiB
+# ("[]: Too long: must have at most 1048576 bytes", k3s-io/helm-controller#267): the
+# HelmChart is accepted but its install job never runs. A chart's base64 is 4/3 its size.
+CONFIGMAP_MAX = 1 << 20
+MAX_CHART_BYTES = CONFIGMAP_MAX // 4 * 3  # 786432 bytes (768 KiB): base64 of exactly 1 MiB
+# helm-controller names the release and its HelmChart alike and runs helm-install-NAME,
+# a Job whose name is also a label value (at most 63 characters).
+MAX_RELEASE = 50
+
+
+def release_name(chart_name: str) -> str:
+    """The Helm release (and HelmChart object) name deploy installs a chart as: its
+    Chart.yaml name, lower-cased, other characters than ``a-z0-9-`` made ``-``."""
+    name = re.sub(r"[^a-z0-9-]+", "-", chart_name.lower()).strip("-")
+    return name[:MAX_RELEASE].strip("-") or "chart"
+
+
+def check_chart(path: Path) -> tuple[str, str]:
+    """The chart's (name, version) from its Chart.yaml; InputError unless ``path`` is a
+    Helm chart archive within the bounds of :mod:`mk8s.bundle.charts` (read as a
+    stream, never whole in memory) that helm-controller can install (at most
+    MAX_CHART_BYTES)."""
     fix = "give a chart archive made by `helm package`"
     with open_regular(path, what="chart", fix=fix) as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_CHART:
             raise InputError(f"--chart {path} is larger than {MAX_CHART} bytes", fix)
+        too_big(path.name, size, f"--chart {path}")
         try:
-            return charts.read_chart(f, whole=True).name
+            meta = charts.read_chart(f, whole=True)
         except charts.ChartProblem as e:
             raise InputError(f"--chart {path}: {e.problem}", fix) from e
+    if not CHART_NAME.fullmatch(meta.name) or not CHART_VERSION.fullmatch(meta.version):
+        raise InputError(
+            f"--chart {path}: Chart.yaml name {shown(meta.name)!r} or version"
+            f" {shown(meta.version)!r} is not a plain chart name and version",
+            "fix the chart's Chart.yaml (letters, digits, . _ - and a semver version)",
+        )
+    return meta.name, meta.version
+
+
+def too_big(name: str, size: int, what: str) -> None:
+    """InputError when a chart of ``size`` bytes cannot be installed by helm-controller."""
+    if size > MAX_CHART_BYTES:
+        raise InputError(
+            f"{what} is {size} bytes: helm-controller keeps a chart's base64 in one"
+            f" ConfigMap, which Kubernetes limits to {CONFIGMAP_MAX} bytes, so a chart over"
+            f" {MAX_CHART_BYTES} bytes (768 KiB) never installs",
+            "make the chart smaller (a .helmignore for docs, tests and images; fewer vendored"
+            " subcharts), or push it to a chart repository inside the air gap instead",
+        )
+
+
+def pin_charts(paths: Sequence[Path], pin: Callable[[Path], Artifact]) -> list[Artifact]:
+    """The ``--chart`` artifacts (``pin`` hashes a file), each with its Chart.yaml name
+    and version; InputError when two would install as one Helm release."""
+    out = [replace(pin(p), chart=check_chart(p)) for p in paths]
+    check_releases(out)
+    return out
+
+
+def check_releases(arts: Sequence[Artifact]) -> None:
+    """InputError when a chart is too big to install, or two charts share a release:
+    helm-controller keeps one release per HelmChart name, so the later would replace
+    the earlier one."""
+    seen: dict[str, Artifact] = {}
+    for art in arts:
+        too_big(art.name, art.size, f"chart {art.name}")
+        if art.chart is None:
+            continue
+        rel = release_name(art.chart[0])
+        if rel in seen:
+            raise InputError(
+                f"charts {seen[rel].name} and {art.name} both install as Helm release"
+                f" {rel!r}: one would replace the other",
+                "carry one version of each chart",
+            )
+        seen[rel] = art
 
 
 def check_manifest(path: Path) -> int:
@@ -199,6 +295,9 @@ def _has_type_fields(node: yaml.Node) -> bool:
 def summary(lock: Lock) -> list[str]:
     """One line per workload the bundle carries (for inspect and status)."""
     lines = [f"image    {image_ref(a)}" for a in lock.find(kind=ArtifactKind.IMAGE)]
-    lines += [f"chart    {a.name}" for a in lock.find(kind=ArtifactKind.CHART)]
+    lines += [
+        f"chart    {a.name}" + (f" ({a.chart[0]} {a.chart[1]})" if a.chart else "")
+        for a in lock.find(kind=ArtifactKind.CHART)
+    ]
     lines += [f"manifest {a.name}" for a in lock.find(kind=ArtifactKind.MANIFEST)]
     return lines

@@ -14,6 +14,7 @@ from mk8s.bundle import create as create_mod
 from mk8s.bundle import keys, parts, upstream
 from mk8s.bundle.versions import SPEC_HELP
 from mk8s.cli.common import passphrase_reader
+from mk8s.cli.workloads import WorkloadArgs, workload_options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,60 +68,16 @@ def selection_options(f: F) -> F:
     return f
 
 
-def workload_options(f: F) -> F:
-    for opt in reversed(
-        [
-            click.option(
-                "--image",
-                "images",
-                multiple=True,
-                metavar="REF",
-                help="Carry one of your images (REF or REF@sha256:DIGEST; a tag is pinned"
-                " to its digest); repeat. Credentials from the Docker config.",
-            ),
-            click.option(
-                "--images-file",
-                type=click.Path(path_type=Path, dir_okay=False),
-                help="Image references to carry, one a line.",
-            ),
-            click.option(
-                "--chart",
-                "charts",
-                multiple=True,
-                type=click.Path(path_type=Path, dir_okay=False),
-                help="A Helm chart archive (.tgz) deploy installs; repeat.",
-            ),
-            click.option(
-                "--manifest",
-                "manifests",
-                multiple=True,
-                type=click.Path(path_type=Path, dir_okay=False),
-                help="Kubernetes manifests (YAML) deploy applies; repeat.",
-            ),
-            click.option(
-                "--registry-auth-file",
-                type=click.Path(path_type=Path, dir_okay=False),
-                help="Registry credentials for --image: a Docker config.json"
-                " [default: REGISTRY_AUTH_FILE, else ~/.docker/config.json].",
-            ),
-        ]
-    ):
-        f = opt(f)
-    return f
-
-
 def _lock_settings(
     spec: str,
     up: upstream.UpstreamSettings,
     cache_dir: Path | None,
     what: tuple[Any, ...],
-    charts: tuple[Path, ...],
-    manifests: tuple[Path, ...],
-    registry_auth_file: Path | None = None,
+    workloads: WorkloadArgs,
 ) -> create_mod.LockSettings:
-    """LockSettings from the selection options (arches, cni, groups, prerelease, files,
-    images, images file)."""
-    arches, cni, groups, allow_prerelease, files, images, images_file = what
+    """LockSettings from the selection options (arches, cni, groups, prerelease, files)
+    and the workload options."""
+    arches, cni, groups, allow_prerelease, files = what
     return create_mod.LockSettings(
         spec=spec,
         upstream=up,
@@ -130,22 +87,12 @@ def _lock_settings(
         allow_prerelease=allow_prerelease,
         files=files,
         cache_dir=cache_dir,
-        images=_image_refs(images, images_file),
-        charts=charts,
-        manifests=manifests,
-        registry_auth_file=registry_auth_file,
+        images=workloads.image_refs(),
+        charts=workloads.charts,
+        manifests=workloads.manifests,
+        registry_auth_file=workloads.registry_auth_file,
+        all_platforms=workloads.all_platforms,
     )
-
-
-def _image_refs(images: tuple[str, ...], images_file: Path | None) -> tuple[str, ...]:
-    from mk8s.bundle.workloads import read_images_file
-    from mk8s.images import parse_reference
-
-    listed = read_images_file(images_file) if images_file is not None else []
-    refs = tuple(dict.fromkeys([*images, *listed]))
-    for ref in refs:
-        parse_reference(ref)  # a bad reference is refused before anything is downloaded
-    return refs
 
 
 def upstream_options(f: F) -> F:
@@ -203,11 +150,7 @@ def lock_cmd(
     groups: tuple[str, ...],
     allow_prerelease: bool,
     files: tuple[Path, ...],
-    images: tuple[str, ...],
-    images_file: Path | None,
-    charts: tuple[Path, ...],
-    manifests: tuple[Path, ...],
-    registry_auth_file: Path | None,
+    workloads: WorkloadArgs,
     github_api_url: str | None,
     release_url: str | None,
     raw_url: str | None,
@@ -216,10 +159,12 @@ def lock_cmd(
 ) -> None:
     """Resolve a version and pin every artifact in a lockfile; downloads nothing large
     (images given with --image are pulled, to pin their archives)."""
-    create_mod.check_files(files, charts, manifests, registry_auth_file)
+    create_mod.check_files(
+        files, workloads.charts, workloads.manifests, workloads.registry_auth_file
+    )
     up = _upstream(github_api_url, release_url, raw_url)
-    what = (arches, cni, groups, allow_prerelease, files, images, images_file)
-    settings = _lock_settings(spec, up, cache_dir, what, charts, manifests, registry_auth_file)
+    what = (arches, cni, groups, allow_prerelease, files)
+    settings = _lock_settings(spec, up, cache_dir, what, workloads)
     lock = create_mod.lock_release(settings)
     create_mod.write_lock(lock, out)
     click.echo(
@@ -305,11 +250,7 @@ def create_cmd(
     release_url: str | None,
     raw_url: str | None,
     cache_dir: Path | None,
-    images: tuple[str, ...],
-    images_file: Path | None,
-    charts: tuple[Path, ...],
-    manifests: tuple[Path, ...],
-    registry_auth_file: Path | None,
+    workloads: WorkloadArgs,
     jobs: int | None,
     include_self: bool,
     force: bool,
@@ -327,7 +268,9 @@ def create_cmd(
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
-    create_mod.check_files(files, charts, manifests, registry_auth_file)
+    create_mod.check_files(
+        files, workloads.charts, workloads.manifests, workloads.registry_auth_file
+    )
     split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)
@@ -342,10 +285,8 @@ def create_cmd(
             lock = create_mod.read_lock(lock_path)
         else:
             assert spec is not None
-            what = (arches, cni, groups, allow_prerelease, files, images, images_file)
-            settings = _lock_settings(
-                spec, up, cache_dir, what, charts, manifests, registry_auth_file
-            )
+            what = (arches, cni, groups, allow_prerelease, files)
+            settings = _lock_settings(spec, up, cache_dir, what, workloads)
             lock = create_mod.lock_release(settings, progress)
         created = create_mod.create_bundle(
             lock,
@@ -359,7 +300,7 @@ def create_cmd(
                 force=force,
                 split=split,
                 sbom=sbom,
-                registry_auth_file=registry_auth_file,
+                registry_auth_file=workloads.registry_auth_file,
             ),
             progress,
         )
@@ -377,6 +318,7 @@ _SELECTION = {
     "images_file": "--images-file",
     "charts": "--chart",
     "manifests": "--manifest",
+    "all_platforms": "--all-platforms",
 }
 
 

@@ -20,6 +20,7 @@ from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine import run_phases
 from mk8s.deploy.phases import deploy_phases
+from mk8s.deploy.phases.inputs import record_inputs
 from mk8s.deploy.session import Connect, NodeOutcome, Session, SessionSettings, connect_ssh
 from mk8s.deploy.steps import NodeState
 
@@ -108,6 +109,7 @@ def deploy(
         try:
             run_phases(phases, s)
             _record_workloads(s)
+            record_inputs(s)
         except KeyboardInterrupt:
             raise s.interrupted("deploy", "it resumes where this one stopped") from None
         finally:

@@ -252,13 +252,6 @@ def _images(
             username=reg.get("username"),
             password_file=resolve(base, reg["passwordFile"]) if "passwordFile" in reg else None,
         )
-        port = registry.host.rpartition(":")[2] if ":" in registry.host else ""
-        if port and not 1 <= int(port) <= 65535:
-            doc.fail(
-                [*where, "registry", "url"],
-                f"port {port} is not one of 1-65535",
-                "give the registry's port, e.g. https://registry.lan:5000",
-            )
         if (registry.username is None) != (registry.password_file is None):
             doc.fail(
                 [*where, "registry"],

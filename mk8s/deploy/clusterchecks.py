@@ -17,15 +17,15 @@ from mk8s.errors import InputError
 def check_url(url: str, where: list[str | int], doc: Document) -> None:
     """An ``https://HOST[:PORT]`` address: no user or password in it (it would travel
     into config files and plans), and a port RKE2 and this machine can dial (1-65535)."""
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
+    netloc = urlsplit(url).netloc
+    if "@" in netloc:
         doc.fail(
             where,
             "the URL holds a user name or password (https://USER:PASSWORD@...)",
             "remove them: give the registry's credentials with username and passwordFile",
         )
-    port = parts.netloc.rpartition(":")[2] if ":" in parts.netloc else ""
-    if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+    port = netloc.rpartition("]")[2].partition(":")[2]  # after an IPv6 literal, if any
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         doc.fail(where, f"port {port[:8]} is out of range (1-65535)", "fix the port")
 
 
@@ -36,7 +36,7 @@ def check_ca_file(path: Path, where: list[str | int], doc: Document) -> None:
     try:
         registryca.read_ca(path)
     except InputError as e:
-        doc.fail(where, e.problem, e.fix or registryca.FIX)
+        doc.fail(where, e.problem, registryca.FIX)
 
 
 def check_identity(identity_file: Path | None, where: list[str | int], doc: Document) -> None:

@@ -27,6 +27,12 @@ IMAGES_DIR = DEFAULT_PATHS.images_dir
 SERVER_MANIFESTS_DIR = DEFAULT_PATHS.manifests_dir
 NODE_TOKEN_PATH = DEFAULT_PATHS.node_token
 KUBECTL = DEFAULT_PATHS.kubectl
+# The registry's CA (spec.images.registry.caFile), for registries.yaml's tls.ca_file.
+REGISTRY_CA_PATH = f"{CONFIG_DIR}/mk8s-registry-ca.pem"
+# mk8s's own records (rke2config.NodePaths): a restart a run could not do yet, and the
+# image archives it placed in agent/images.
+RESTART_PENDING = DEFAULT_PATHS.restart_pending
+PLACED_IMAGES = DEFAULT_PATHS.placed_images
 # The kernel parameters RKE2's CIS profile requires, with their values: rancher/rke2
 # pkg/cli/cmds/profile_linux.go (kernelRuntimeParameters, read from /proc/sys) and
 # bundle/share/rke2/rke2-cis-sysctl.conf.
@@ -155,12 +161,35 @@ def privileged(
     )
 
 
+def records(paths: NodePaths = DEFAULT_PATHS) -> Command:
+    """The root part's last piece: mk8s's records on the node (a restart a run could not
+    do yet, the image archives it placed) and the hash of the registry CA it wrote
+    (RKE2 reads both at start, see :mod:`mk8s.deploy.restart`)."""
+    return Command.script(
+        "pending={pending}; placedimg={placedimg}; regca={regca}; "
+        '[ -f "$regca" ] && echo "sha256 $(sha256sum "$regca" | cut -d" " -f1) $regca"; '
+        'if [ -f "$pending" ]; then '
+        'echo "restart_pending=$(sort -u "$pending" | tr "\\n" " ")"; fi; '
+        'if [ -d "$placedimg" ]; then for f in "$placedimg"/*; do [ -f "$f" ] && '
+        'echo "mk8s_image $(head -c 64 "$f") $(basename "$f")"; done; fi; true',
+        {
+            "pending": paths.restart_pending,
+            "placedimg": paths.placed_images,
+            "regca": REGISTRY_CA_PATH,
+        },
+        sudo=True,
+        description="read mk8s's records",
+        timeout=60,
+    )
+
+
 def gather(
     staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
 ) -> Command:
     """Every fact in one round trip: the basic part, then the root part when the login
     is root or may ``sudo -n``. Split the output with :func:`parse_gathered`."""
-    priv = privileged(staging, prefixes, paths).render()  # holds no secret
+    # neither holds a secret
+    priv = privileged(staging, prefixes, paths).render() + "; " + records(paths).render()
     return Command.script(
         _BASIC_TEXT + f"; echo '{PRIVILEGED_MARK}'; "
         'if [ "$(id -u)" = 0 ]; then sh -c {p}; '
@@ -203,10 +232,28 @@ class NodeFacts:
     rke2_selinux: bool = False  # the rke2-selinux RPM is installed
     etcd_user: bool = False  # an etcd user in /etc/passwd and an etcd group in /etc/group
     sysctls: dict[str, str] = field(default_factory=dict)  # CIS_SYSCTLS key -> value read
+    # Start-only inputs an earlier run changed without restarting RKE2 (RESTART_PENDING).
+    restart_pending: tuple[str, ...] = ()
+    # Image archives mk8s placed in agent/images: name -> sha256 (PLACED_IMAGES).
+    placed_images: dict[str, str] = field(default_factory=dict)
+    # What the running RKE2 reports (its node's kubeletVersion), when a server told.
+    running_version: str | None = None
 
     @property
     def can_root(self) -> bool:
         return self.root or self.sudo
+
+    @property
+    def running_tag(self) -> str | None:
+        """The RKE2 tag the running process reports, when known and a tag."""
+        v = (self.running_version or "").strip()
+        return v if v.startswith("v") and "+rke2r" in v else None
+
+    @property
+    def effective_tag(self) -> str | None:
+        """What the node really runs: the running version when known, else the binary on
+        disk (after an interrupted upgrade the disk is new while the old one runs)."""
+        return self.running_tag or self.rke2_tag
 
     @property
     def rke2_tag(self) -> str | None:
@@ -275,5 +322,19 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             rke2_selinux=p.get("rke2_selinux") == "yes",
             etcd_user=p.get("etcd_user") == "yes" and p.get("etcd_group") == "yes",
             sysctls=sysctls,
+            **_parse_records(privileged_out, p),
         )
     return NodeFacts(**facts)  # type: ignore[arg-type]
+
+
+def _parse_records(out: str, pairs: dict[str, str]) -> dict[str, object]:
+    """restart_pending and placed_images from the lines of :func:`records`."""
+    placed: dict[str, str] = {}
+    for line in out.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0] == "mk8s_image" and len(parts[1]) == 64:
+            placed[parts[2]] = parts[1]
+    return {
+        "restart_pending": tuple(pairs.get("restart_pending", "").split()),
+        "placed_images": placed,
+    }

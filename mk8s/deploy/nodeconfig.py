@@ -20,6 +20,7 @@ import yaml
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import MASK
 from mk8s.deploy.context import Context, supervisor_url
+from mk8s.deploy.facts import REGISTRY_CA_PATH
 from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI, plain, user_config
 
 
@@ -106,8 +107,6 @@ def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
 # Where RKE2's own images come from: these registries are mirrored (embedded registry)
 # or redirected (a registry in the air gap).
 IMAGE_REGISTRIES = ("docker.io",)
-# The registry's CA on every node, for registries.yaml's tls.ca_file.
-REGISTRY_CA_PATH = "/etc/rancher/rke2/mk8s-registry-ca.pem"
 
 
 def image_sources(ctx: Context) -> list[str]:

@@ -24,8 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
-from mk8s.bundle.versions import parse_tag
+from mk8s.deploy import restart
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file
 from mk8s.deploy.context import (
@@ -46,15 +47,14 @@ from mk8s.deploy.install import install_step
 from mk8s.deploy.kubectl import nodes_command, readyz_command, rewrite_kubeconfig
 from mk8s.deploy.nodeconfig import (
     config_bytes,
-    config_variants,
     mask_secrets,
     node_config,
     registries_bytes,
-    sha256_hex,
 )
 from mk8s.deploy.requirements import host_problems
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
+from mk8s.deploy.workloads import partial_image_problems
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
@@ -93,6 +93,7 @@ def needs(ctx: Context, node: Node, arch: str) -> list[Artifact]:
 def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> list[str]:
     """Every reason a node is unfit, as one line each naming the node and the fix."""
     problems: list[str] = missing_sans(cluster) + embedded_registry_problems(cluster, manifest)
+    problems += partial_image_problems(cluster, manifest)
     problems += host_problems(cluster, facts)
     for node in cluster.nodes:
         f = facts[node.name]
@@ -134,28 +135,13 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
     return problems
 
 
-# RKE2's embedded registry mirror: experimental from these patches of each minor
-# (GA from v1.29.12, v1.30.8, v1.31.4); every minor after 1.29 has it.
-EMBEDDED_REGISTRY_SINCE = {26: 13, 27: 10, 28: 6, 29: 1}
-
-
 def embedded_registry_problems(cluster: Cluster, manifest: Lock) -> list[str]:
-    """``distribution: servers`` needs an RKE2 with the embedded registry mirror."""
+    """``distribution: servers`` needs an RKE2 whose agents can pull from the embedded
+    registry mirror (the version gates are in :mod:`mk8s.rke2gates`)."""
     if cluster.images.distribution != "servers":
         return []
-    v = parse_tag(manifest.release.tag)
-    if v is None or v.major != 1:
-        return []
-    since = EMBEDDED_REGISTRY_SINCE.get(v.minor)
-    ok = v.minor > max(EMBEDDED_REGISTRY_SINCE) or (since is not None and v.patch >= since)
-    if ok:
-        return []
-    first = ", ".join(f"v1.{m}.{p}" for m, p in sorted(EMBEDDED_REGISTRY_SINCE.items()))
-    return [
-        f"spec.images.distribution: servers needs RKE2's embedded registry mirror, which"
-        f" {manifest.release.tag} does not have (it came with {first}); use a newer bundle"
-        " or distribution: all"
-    ]
+    problem = gates.embedded_mirror_problem(manifest.release.tag)
+    return [problem] if problem else []
 
 
 def missing_sans(cluster: Cluster) -> list[str]:
@@ -307,21 +293,24 @@ def start_step(
 ) -> Step:
     """Write config.yaml if it differs, then enable and start (or restart) the service.
 
-    A node whose config is unchanged, whose RKE2 was not just installed (by default:
-    the facts show another version than the bundle's) and whose service is active is
-    left alone: no restart on a converged cluster.
+    A running service is restarted when RKE2 was just installed (by default: the facts
+    show another version than the bundle's) or when a start-only input changes, in this
+    run or an earlier one that did not get to restart (:func:`restart.reasons`);
+    otherwise it is left alone: no restart on a converged cluster. The (re)start clears
+    the node's pending-restart record once the service is up.
     """
     if installed_now is None:
         installed_now = f.rke2_tag != ctx.manifest.release.tag
     real, masked = config_bytes(ctx, node)
     unit = service(node)
-    active = f.server_active if node.is_server else f.agent_active
-    accepted = {sha256_hex(real)}
-    if node.is_server and f.datastore:  # server: is ignored once a datastore exists
-        accepted |= {sha256_hex(b) for b in config_variants(ctx, node)}
-    changed = f.hashes.get(CONFIG_PATH) not in accepted
+    active = restart.active(node, f)
+    changed = restart.config_changes(ctx, node, f)
+    why = restart.reasons(ctx, node, f) if active else []
+    pending = ctx.cluster.paths(node).restart_pending
     cmds: list[Command] = []
     if changed:
+        if active:
+            cmds.append(restart.mark_pending(ctx.cluster.paths(node), [restart.CONFIG]))
         cmds.append(
             write_file(
                 CONFIG_PATH,
@@ -331,19 +320,20 @@ def start_step(
                 shown=masked.decode(),
             )
         )
-    if active and not changed and not installed_now:
+    if active and not why and not installed_now:
         return Step(node.name, "start", note=f"{unit} already active with this config")
     verb = "restart" if active else "start"
     cmds.append(
         Command.script(
-            "systemctl enable {unit} && systemctl " + verb + " {unit}",
-            {"unit": unit},
+            "systemctl enable {unit} && systemctl " + verb + " {unit} && rm -f {pending}",
+            {"unit": unit, "pending": pending},
             sudo=True,
             description=f"enable and {verb} {unit} (blocks until it reports ready)",
             timeout=START_TIMEOUT,
         )
     )
-    return Step(node.name, "start", tuple(cmds))
+    note = restart.describe(why) if why and not installed_now else ""
+    return Step(node.name, "start", tuple(cmds), note=note)
 
 
 def wait_step(node: Node, timeout: float, version: str | None = None, *, paths: NodePaths) -> Step:

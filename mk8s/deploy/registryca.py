@@ -30,13 +30,13 @@ def read_ca(path: Path) -> bytes:
     """The PEM certificates in ``path``; InputError (exit 2) for a file that is not a
     regular file of certificates only (a private key, a password, anything else)."""
     data = read_regular(path, what="registry CA file", max_size=MAX_CA_FILE, fix=FIX)
-    labels = {m.group(1) for m in _BEGIN.finditer(data)}
-    if any(b"PRIVATE KEY" in label for label in labels) or b"PRIVATE KEY" in data:
+    if b"PRIVATE KEY" in data:  # any PEM label of a key: PRIVATE, RSA/EC/ENCRYPTED PRIVATE
         raise InputError(
             f"{path} holds a private key, not only certificates; it would be readable by"
             " everyone on every node",
             FIX,
         )
+    labels = {m.group(1) for m in _BEGIN.finditer(data)}
     if labels - {b"CERTIFICATE"}:
         raise InputError(f"{path} holds PEM blocks that are not certificates", FIX)
     try:

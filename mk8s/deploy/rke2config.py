@@ -88,6 +88,17 @@ class NodePaths:
     def snapshot_dir(self) -> str:
         return self.etcd_snapshot_dir or f"{self.db_dir}/snapshots"
 
+    # mk8s's own records (mk8s.deploy.restart), gone with RKE2's data at uninstall.
+    @property
+    def restart_pending(self) -> str:
+        """The start-only inputs a run changed before it could restart RKE2."""
+        return f"{self.data_dir}/mk8s/restart-pending"
+
+    @property
+    def placed_images(self) -> str:
+        """Per image archive mk8s placed in agent/images, a file NAME with its sha256."""
+        return f"{self.data_dir}/mk8s/images"
+
 
 DEFAULT_PATHS = NodePaths()
 

@@ -99,8 +99,9 @@ class Step:
         return tuple(out)
 
     def describe(self, user: str) -> list[str]:
-        """The step as the plan prints it: what the node runs, secrets masked."""
-        lines: list[str] = []
+        """The step as the plan prints it: what the node runs, secrets masked; its note
+        (why it runs, or why nothing needs to) as a ``#`` line first."""
+        lines: list[str] = [f"# {self.note}"] if self.note and self.actions else []
         for a in self.actions:
             if isinstance(a, Command):
                 lines.append(f"$ {as_user(a, user).display()}")

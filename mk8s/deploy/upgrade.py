@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mk8s.bundle.manifest import ArtifactKind, Lock
+from mk8s.bundle.manifest import Lock
 from mk8s.bundle.versions import Version, parse_tag
 from mk8s.deploy import kubectl
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context
 from mk8s.deploy.facts import NodeFacts
-from mk8s.deploy.install import install_command
+from mk8s.deploy.install import install_command, remove_unneeded_images
 from mk8s.deploy.plan import service, start_step, wait_step
 from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.steps import Step
@@ -36,6 +36,7 @@ class UpgradePlan:
     target: str
     nodes: tuple[str, ...]  # in upgrade order: servers (file order), then agents
     versions: Mapping[str, str]  # node -> version it runs now
+    on_disk: Mapping[str, str] = field(default_factory=dict)  # node -> its binary's version
 
     @property
     def needed(self) -> bool:
@@ -55,15 +56,19 @@ def _target(manifest_tag: str) -> Version:
 
 def plan_upgrade(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) -> UpgradePlan:
     """The nodes that run an older RKE2 than the bundle (nodes without RKE2 are new and
-    join at the bundle's version after the upgrade)."""
+    join at the bundle's version after the upgrade). What a node runs is what its
+    running RKE2 reports when a server told (``NodeFacts.effective_tag``), else its
+    binary on disk: after an interrupted upgrade the disk holds the new version while
+    the old one still runs, and such a node is upgraded (restarted), not skipped."""
     target = _target(manifest.release.tag)
-    versions = {n.name: facts[n.name].rke2_tag or "" for n in cluster.nodes}
+    versions = {n.name: facts[n.name].effective_tag or "" for n in cluster.nodes}
+    on_disk = {n.name: facts[n.name].rke2_tag or "" for n in cluster.nodes}
     older = [
         n.name
         for n in [*cluster.servers, *cluster.agents]
         if (v := _version(versions[n.name])) is not None and v < target
     ]
-    return UpgradePlan(manifest.release.tag, tuple(older), versions)
+    return UpgradePlan(manifest.release.tag, tuple(older), versions, on_disk)
 
 
 def refusals(plan: UpgradePlan) -> list[str]:
@@ -72,6 +77,9 @@ def refusals(plan: UpgradePlan) -> list[str]:
     target = _target(plan.target)
     problems: list[str] = []
     for name, tag in plan.versions.items():
+        disk = plan.on_disk.get(name, "")
+        if (d := _version(disk)) is not None and d > target:
+            tag = disk  # installing the bundle over a newer binary is a downgrade too
         v = _version(tag)
         if v is None:
             continue
@@ -132,29 +140,6 @@ def drain_command(name: str, timeout: int, paths: NodePaths) -> Command:
     )
 
 
-def remove_old_images(ctx: Context, node: Node, f: NodeFacts, arch: str) -> list[Command]:
-    """``rm`` the image tarballs in agent/images that the new release does not have."""
-    keep = {a.name for a in ctx.manifest.find(kind=ArtifactKind.IMAGES, arch=arch)}
-    images_dir = ctx.cluster.paths(node).images_dir
-    old = sorted(
-        p
-        for p in f.hashes
-        if posixpath.dirname(p) == images_dir and posixpath.basename(p) not in keep
-    )
-    if not old:
-        return []
-    return [
-        Command.argv(
-            "rm",
-            "-f",
-            *old,
-            sudo=True,
-            timeout=60,
-            description=f"remove image tarballs {ctx.manifest.release.tag} lacks",
-        )
-    ]
-
-
 def snapshot_command(f: NodeFacts, target: str, paths: NodePaths = DEFAULT_PATHS) -> Command:
     """``rke2 etcd-snapshot save --name mk8s-pre-<target>``; prints the snapshot's path
     (in the node's etcd-snapshot-dir: RKE2 reads it and data-dir from config.yaml)."""
@@ -188,7 +173,10 @@ def node_steps(ctx: Context, node: Node, f: NodeFacts, *, ready_timeout: float) 
         if opts.drain
         else [cordon_command(node.name, kpaths)]
     )
-    change = [install_command(ctx, arch), *remove_old_images(ctx, node, f, arch)]
+    # The binary on disk may be the target already (an interrupted upgrade): then the
+    # node only restarts.
+    install = [install_command(ctx, arch)] if f.rke2_tag != ctx.manifest.release.tag else []
+    change = [*install, *remove_unneeded_images(ctx, node, f, arch)]
     start = start_step(ctx, node, f, installed_now=True)
     return [
         Step(where.name, "cordon", tuple(before)),

@@ -69,6 +69,10 @@ class ArchiveScan:
             )
         return found
 
+    def has(self, name: str) -> bool:
+        """Whether the archive holds the regular file ``name`` (following links)."""
+        return self.resolve(name) in self.members
+
     def document(self, name: str) -> bytes:
         """A JSON member's bytes; ImageArchiveError if absent or too big to be one."""
         target = self.resolve(name)

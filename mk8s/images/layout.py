@@ -1,10 +1,12 @@
 """OCI image-layout archives: write them deterministically, read the images they hold.
 
 An archive is a tar of ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``
-(the OCI image-layout spec). Written bytes depend only on the content: members
-sorted by name, directories 0755 and files 0644, uid/gid 0 with no owner names, one
-fixed mtime, GNU tar headers (base-256 sizes beyond 8 GiB). Reading checks that every
-blob the images need is present, has its descriptor's size and hashes to its name.
+(the OCI image-layout spec). An image index may list manifests the archive does not
+carry (the platforms a bundle left out); the image is then ``partial``. Written bytes
+depend only on the content: members sorted by name, directories 0755 and files 0644,
+uid/gid 0 with no owner names, one fixed mtime, GNU tar headers (base-256 sizes beyond
+8 GiB). Reading checks that every blob the carried images need is present, has its
+descriptor's size and hashes to its name.
 """
 
 from __future__ import annotations
@@ -160,15 +162,21 @@ def _image(scan: ArchiveScan, desc: Descriptor) -> ArchiveImage:
     root = walker.manifest(desc)
     platforms: list[str] = []
     if root.media_type in INDEX_TYPES:
-        for kid in children(root.data, root.media_type, walker.where(root.digest)):
-            if kid.platform is not None:
-                platforms.append(str(kid.platform))
+        kids = children(root.data, root.media_type, walker.where(root.digest))
+        carried = [k for k in kids if scan.has(blob_member(k.digest))]
+        if not any(k.media_type in INDEX_TYPES | MANIFEST_TYPES for k in carried):
+            raise ImageArchiveError(
+                f"{scan.path}: the index {root.digest} carries none of the images it lists",
+                "the archive is incomplete; recreate it",
+            )
+        platforms = [str(k.platform) for k in carried if k.platform is not None]
     return ArchiveImage(
         names=_names(desc),
         root=root,
         manifests=tuple(walker.manifests),
         blobs=tuple(walker.blobs.values()),
         platforms=tuple(platforms),
+        partial=walker.partial,
     )
 
 
@@ -198,6 +206,7 @@ class _Walker:
         self.scan = scan
         self.manifests: list[Manifest] = []
         self.blobs: dict[str, BlobSource] = {}
+        self.partial = False  # an index lists a manifest the archive does not carry
         self.seen: set[str] = set()
         self.visited = 0
 
@@ -218,6 +227,9 @@ class _Walker:
         m = Manifest.from_bytes(data, self.where(desc.digest), media)
         for kid in children(data, media, self.where(desc.digest)):
             if media in INDEX_TYPES:
+                if not self.scan.has(blob_member(kid.digest)):
+                    self.partial = True  # a platform (or attestation) not carried
+                    continue
                 if kid.media_type not in INDEX_TYPES | MANIFEST_TYPES or kid.digest in self.seen:
                     continue  # not an image (an attestation, a signature), or listed twice
                 self.seen.add(kid.digest)

@@ -3,14 +3,13 @@
 Parsing is strict where a wrong value would make us fetch or write the wrong bytes
 (digests, sizes, media types) and lenient elsewhere (unknown fields are kept in the
 original bytes, which is what gets stored and pushed: manifests are never re-encoded
-unless mk8s writes a new one, e.g. a filtered index or a docker-archive's manifest).
+unless mk8s writes a new one, e.g. a docker-archive's manifest).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,16 +189,6 @@ def children(data: bytes, media_type: str, where: str) -> list[Descriptor]:
     )
 
 
-def make_index(manifests: Iterable[Descriptor], media_type: str = OCI_INDEX) -> bytes:
-    """A new image index listing ``manifests`` (canonical JSON)."""
-    doc: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": media_type,
-        "manifests": [d.to_json() for d in manifests],
-    }
-    return canonical_json(doc)
-
-
 @dataclass(frozen=True)
 class Manifest:
     """A manifest or index: its exact bytes, media type and the digest of the bytes."""
@@ -243,6 +232,8 @@ class ArchiveImage:
     manifests: tuple[Manifest, ...]
     blobs: tuple[BlobSource, ...]
     platforms: tuple[str, ...] = ()
+    # The index lists manifests the archive does not carry (platforms left out).
+    partial: bool = False
 
     @property
     def size(self) -> int:

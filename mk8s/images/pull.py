@@ -1,11 +1,14 @@
 """Pull an image from its registry into an OCI image-layout archive.
 
 The reference is resolved once: a tag becomes the digest of what the registry served
-(:attr:`PulledImage.reference` carries it, for the caller to pin in the lock). For a
-multi-platform index only the wanted platforms are kept, and the index is re-written
-to list just those (its digest then differs from the source's, which
-:attr:`PulledImage.source_digest` and an ``index.json`` annotation keep); asking for
-every platform keeps the index byte for byte. Every manifest and blob is checked
+(:attr:`PulledImage.reference` carries it, for the caller to pin in the lock). The root
+is always stored byte for byte, so the digest a node imports is the one pinned (k3s
+tags an imported image ``REPO@<digest of what was imported>``: k3s-io/k3s
+pkg/agent/containerd/containerd.go ``retagImages``). For a multi-platform index only
+the wanted platforms' manifests and blobs are carried; the index still lists the others
+(:attr:`PulledImage.partial`), which a recent RKE2 imports (WithSkipMissing; the
+releases are in :mod:`mk8s.rke2gates`) but a registry refuses to store (it needs every
+manifest an index lists). Every manifest and blob is checked
 against its digest while it streams (ChecksumMismatch names the image and both
 digests). Blobs land in a content cache (``CACHE/sha256/<hex>``, the layout the bundle
 downloads use), so a second pull downloads nothing, and the archive is written with
@@ -40,7 +43,6 @@ from mk8s.images.model import (
     Platform,
     children,
     load_json,
-    make_index,
 )
 from mk8s.images.reference import Reference, parse_reference
 from mk8s.untrusted import shown, shown_list
@@ -53,8 +55,9 @@ MAX_MANIFESTS = 1000
 @dataclass(frozen=True)
 class PulledImage:
     """A pulled image: ``reference`` pinned to ``source_digest`` (what the registry
-    serves for it), ``digest`` of the root stored in the archive (equal unless an index
-    was filtered), the kept ``platforms``, and the archive with its sha256 and size."""
+    serves for it, and the root stored in the archive: ``digest``), the carried
+    ``platforms``, whether the index lists manifests the archive does not carry
+    (``partial``), and the archive with its sha256 and size."""
 
     reference: Reference
     source_digest: str
@@ -63,6 +66,7 @@ class PulledImage:
     archive: Path
     archive_sha256: str
     size: int
+    partial: bool = False
 
 
 def pull_image(
@@ -123,11 +127,15 @@ class _Puller:
         source = self.client.get_manifest(self.ref.repository, self.ref.ref, image=self.image)
         pinned = self.ref.with_digest(source.digest)
         self.image = str(pinned)
-        root, kept = self._select(source, platforms)
-        self._walk(root)
-        if root.media_type not in INDEX_TYPES:
-            kept = self._check_single(root, platforms)
-        index = layout_index([root.descriptor(annotations=self._annotations(pinned))])
+        carried, kept = self._select(source, platforms)
+        self._walk(source, only=carried)
+        partial = False
+        if source.media_type not in INDEX_TYPES:
+            kept = self._check_single(source, platforms)
+        else:  # an entry not walked (a platform left out, a non-image) is not carried
+            listed = children(source.data, source.media_type, f"the index of {self.image}")
+            partial = any(d.digest not in self.docs for d in listed)
+        index = layout_index([source.descriptor(annotations=self._annotations(pinned))])
         blobs: dict[str, Path | bytes] = {**self.docs, **self.blobs}
         sha = write_layout(dest, index, blobs, mtime=mtime)
         try:  # the very checks the disconnected side makes, so no bundle signs what it refuses
@@ -138,11 +146,12 @@ class _Puller:
         return PulledImage(
             reference=pinned,
             source_digest=source.digest,
-            digest=root.digest,
+            digest=source.digest,
             platforms=kept,
             archive=dest,
             archive_sha256=sha,
             size=dest.stat().st_size,
+            partial=partial,
         )
 
     def _annotations(self, pinned: Reference) -> tuple[tuple[str, str], ...]:
@@ -154,13 +163,13 @@ class _Puller:
 
     def _select(
         self, source: Manifest, platforms: Sequence[str] | None
-    ) -> tuple[Manifest, tuple[str, ...]]:
-        """The root to store (the source, or an index filtered to ``platforms``)."""
+    ) -> tuple[list[Descriptor] | None, tuple[str, ...]]:
+        """The index entries to carry (None: all of them) and the carried platforms."""
         if source.media_type not in INDEX_TYPES:
-            return source, ()  # its config says which platform: see _check_single
+            return None, ()  # its config says which platform: see _check_single
         listed = children(source.data, source.media_type, f"the index of {self.image}")
         if platforms is None:
-            return source, tuple(str(d.platform) for d in listed if d.platform)
+            return None, tuple(str(d.platform) for d in listed if d.platform)
         keep: list[Descriptor] = []
         for text in platforms:
             want = Platform.parse(text)
@@ -174,11 +183,7 @@ class _Puller:
             if match not in keep:
                 keep.append(match)
         kept = tuple(str(d.platform) for d in keep)
-        if keep == listed:
-            return source, kept
-        return Manifest.from_bytes(
-            make_index(keep, source.media_type), "index", source.media_type
-        ), kept
+        return (None if keep == listed else keep), kept
 
     def _check_single(self, root: Manifest, platforms: Sequence[str] | None) -> tuple[str, ...]:
         """A single-platform image must be one of the wanted platforms (its config's
@@ -197,10 +202,11 @@ class _Puller:
             )
         return (str(have),)
 
-    def _walk(self, m: Manifest, depth: int = 1) -> None:
+    def _walk(self, m: Manifest, depth: int = 1, only: list[Descriptor] | None = None) -> None:
         """Store ``m``, then fetch what it points at (manifests, then blobs): each
         distinct digest once, indexes at most MAX_INDEX_DEPTH deep, every size and
-        media type as its descriptor says (what the disconnected side checks)."""
+        media type as its descriptor says (what the disconnected side checks); of an
+        index, only the entries in ``only`` when given (the platforms carried)."""
         self.docs[m.digest] = m.data
         kids = children(m.data, m.media_type, f"the manifest {m.digest} of {self.image}")
         if m.media_type not in INDEX_TYPES:
@@ -210,6 +216,8 @@ class _Puller:
         if depth > MAX_INDEX_DEPTH:
             raise ImageArchiveError(f"its indexes are nested deeper than {MAX_INDEX_DEPTH} levels")
         for d in kids:
+            if only is not None and d not in only:
+                continue  # a platform the bundle does not carry
             if d.media_type not in INDEX_TYPES | MANIFEST_TYPES or d.digest in self.docs:
                 continue  # not an image (an attestation): not carried; or already walked
             if len(self.docs) >= MAX_MANIFESTS:

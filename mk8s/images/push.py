@@ -83,6 +83,7 @@ def push_archive(
         raise ImageArchiveError(
             f"{path} is a {found} archive, not {kind}", "use the push for its kind"
         )
+    _refuse_partial(images, Path(path))
     retarget = rewrite or (lambda ref: ref.retarget(client.registry, prefix))
     plan = [(img, _targets(img, retarget, name, scan.path)) for img in images]
     report = PushReport()
@@ -91,6 +92,21 @@ def push_archive(
         for source, target in targets:
             report.images.append(PushedImage(source, _put_manifests(client, image, target, report)))
     return report
+
+
+def _refuse_partial(images: list[ArchiveImage], path: Path) -> None:
+    """A registry stores an index only with every manifest it lists (distribution
+    answers MANIFEST_BLOB_UNKNOWN), so an index the archive carries in part could not
+    be pushed under its digest: refuse before anything is sent."""
+    for img in images:
+        if img.partial:
+            name = img.names[0] if img.names else img.root.digest
+            raise ImageArchiveError(
+                f"{path}: {name} carries {', '.join(img.platforms) or 'part'} of what its"
+                f" index {img.root.digest} lists, and a registry stores an index only with"
+                " every manifest it lists, so that pinned digest could not exist there",
+                "create the bundle with --all-platforms to push its images into a registry",
+            )
 
 
 def _targets(

@@ -327,6 +327,7 @@ class ExampleUpstream:
         object_port: int = 0,
         max_per_page: int = 100,
         seed: str = "mk8s-example",
+        extra_tags: tuple[str, ...] = (),
     ) -> None:
         self.image_size = image_size
         self.sizes = dict(sizes or {})
@@ -335,6 +336,12 @@ class ExampleUpstream:
         self.faults = Faults()
         self.requests: list[Recorded] = []
         self.releases = make_releases()
+        for i, tag in enumerate(extra_tags):  # later patches (``v1.29.13+rke2r1``), published
+            minor = int(tag.split(".")[1])
+            when = BASE_DATE + timedelta(days=30 * 24 + 10 + i)
+            self.releases.insert(
+                0, FakeRelease(tag, 99000000 + i, when, assets=_asset_names(minor))
+            )
         self._by_tag = {r.tag: r for r in self.releases}
         self._generation: dict[tuple[str, str], int] = {}
         self._blobs: dict[str, Blob] = {}

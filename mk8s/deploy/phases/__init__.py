@@ -4,8 +4,9 @@ A deploy is :func:`deploy_phases`: verify, connect, gather facts, preflight, tok
 (when the bundle is newer than the cluster: upgrade preflight and an etcd snapshot),
 stage and install (in the background, per node), (the rolling upgrade: servers one at
 a time, agents in batches), the first server, the other servers one at a time, the
-agents in parallel, the kubeconfig. Day-2 operations are lists of
-phases of their own (:mod:`.status`, :mod:`.reset`), run by the same engine.
+charts the bundle dropped uninstalled, the agents in parallel, the kubeconfig. Day-2
+operations are lists of phases of their own (:mod:`.status`, :mod:`.reset`), run by the
+same engine.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from mk8s.bundle import keys
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.phases.agents import JoinAgents
+from mk8s.deploy.phases.charts import UninstallDroppedCharts
 from mk8s.deploy.phases.connect import Connect, GatherFacts
 from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
@@ -57,6 +59,7 @@ def deploy_phases(
         UpgradeAgents(),
         BootstrapServer(),
         JoinServers(),
+        UninstallDroppedCharts(),
         PeerPorts(),
         JoinAgents(),
         UncordonLeftovers(),

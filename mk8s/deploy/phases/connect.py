@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import PurePosixPath
 
-from mk8s.deploy import facts
+from mk8s.deploy import facts, kubectl, restart
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, as_user
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.phases import inputs
+from mk8s.deploy.phases.charts import journal_placed
 from mk8s.deploy.session import Session
-from mk8s.errors import PreflightError
+from mk8s.errors import Mk8sError, PreflightError
 
 
 class Connect(Phase):
@@ -60,10 +63,12 @@ class GatherFacts(Phase):
             s.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
+        running_versions(s)
 
     def plan(self, s: Session) -> list[str]:
         # A dry run contacts no node: it assumes each node as the journal says the last
-        # run left it (its RKE2 version, running), or fresh, of the bundle's first arch.
+        # run left it (its RKE2 version, running, its start-only inputs), or fresh, of
+        # the bundle's first arch.
         assert s.verified is not None
         arch = s.verified.manifest.release.arch[0]
         journal = s.journal().get("nodes", {})
@@ -83,8 +88,43 @@ class GatherFacts(Phase):
                 server_active=known and n.is_server,
                 agent_active=known and not n.is_server,
                 datastore=known and n.is_server,
+                running_version=version if known else None,
+                **(inputs.assumed(entry, s.cluster.paths(n)) if known else {}),
+                placed=journal_placed(s, n) if known and n.is_server else frozenset(),
             )
             state = f"runs {version} (journal)" if known else "fresh"
             lines.append(f"[{n.name} {n.address} {n.role}] {state}")
             lines.append(f"  $ {as_user(self.command(s, n), n.ssh.user).display()}")
+            if n.name == s.cluster.servers[0].name:
+                ask = kubectl.nodes_command(s.cluster.paths(n))
+                lines += [
+                    "  then, here or on the next running server: what each node's running"
+                    " RKE2 reports (its kubeletVersion)",
+                    f"  $ {as_user(ask, n.ssh.user).display()}",
+                ]
         return lines
+
+
+def running_versions(s: Session) -> None:
+    """Ask the first running server what each running node's RKE2 reports (its node's
+    ``status.nodeInfo.kubeletVersion``: the kubelet runs from the release RKE2 staged at
+    its own start, so an RKE2 binary replaced on disk without a restart still reports
+    the old version). Nodes stay as their binary says when no server answers."""
+    listing = None
+    for node in s.cluster.servers:
+        if not s.facts[node.name].server_active:
+            continue
+        try:
+            r = s.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
+        except Mk8sError:
+            continue
+        if r.exit_code == 0:
+            listing = r.stdout
+            break
+    if listing is None:
+        return
+    for node in s.cluster.nodes:
+        f = s.facts[node.name]
+        version = kubectl.node_ready(listing, node.name)[1]
+        if version and restart.active(node, f):
+            s.facts[node.name] = replace(f, running_version=version)

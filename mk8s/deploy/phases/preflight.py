@@ -65,9 +65,13 @@ class Token(Phase):
         s.ctx = _context(s, resolve_token(s), registry_password(s))
 
     def plan(self, s: Session) -> list[str]:
+        # The token and registry password this machine already has (never shown), so
+        # that the plan can tell which nodes' files really change; else a placeholder.
         placeholder = Secret("dry-run-never-shown")
-        password = placeholder if s.cluster.images.registry else None
-        s.ctx = _context(s, placeholder, password)
+        token_file = s.cluster.rke2.token_file
+        stored = read_token_file(token_file) if token_file else s.state.read_token()
+        password = registry_password(s) or (placeholder if s.cluster.images.registry else None)
+        s.ctx = _context(s, Secret(stored) if stored else placeholder, password)
         if s.cluster.rke2.token_file is not None:
             return [f"  from spec.rke2.token.file ({s.cluster.rke2.token_file})"]
         return [

@@ -91,7 +91,21 @@ class AskReadiness(Phase):
             return
         for st in statuses(s).values():
             st.ready, version = kubectl.node_ready(listing, st.node.name)
-            st.version = st.version or version
+            note_running(st, version)
+
+
+def note_running(st: NodeStatus, running: str) -> None:
+    """The version a node runs is what its running RKE2 reports; a different binary on
+    disk (an upgrade interrupted before the restart) is said as such."""
+    installed = st.version
+    if running and st.service.endswith(" active"):
+        st.version = running
+        if installed and installed != running and not st.error:
+            st.error = (
+                f"{installed} is installed but {running} still runs (an upgrade stopped"
+                f" before the restart): run mk8s deploy with the {installed} bundle"
+            )
+    st.version = st.version or running
 
 
 def ask_any_server(s: Session) -> str | None:

@@ -1,9 +1,7 @@
 """RKE2 stand-in artifacts for the test world (SPEC 9).
 
 Everything that runs on a node is Python 3 stdlib or POSIX sh, kept here as data
-files (``rke2.py``, ``systemctl.py``, ``journalctl.py``, ``install.sh``, ...).  The
-modules ``bin/rke2`` imports on a node (``NODE_MODULES``: etcd, API objects,
-certificates) travel in the tarball as the package ``share/rke2/mk8s_standin``.
+files (``rke2.py``, ``systemctl.py``, ``journalctl.py``, ``install.sh``, ...).
 
 Public API (used by the example upstream and the test hosts):
     rke2_tarball(arch, tag, images=None) -> bytes
@@ -47,15 +45,6 @@ MTIME = 1_700_000_000  # fixed member mtime: same inputs -> same bytes
 # rke2-images.linux-ARCH (core + canal), "core" is core only.
 IMAGE_GROUPS = ("", "core", "canal", "cilium", "calico", "flannel", "multus")
 _IMAGES_MARK = b"@@RKE2_IMAGES@@"
-# bin/rke2's own modules, shipped as share/rke2/mk8s_standin/NAME.py
-NODE_MODULES = (
-    "apiformat.py",
-    "apiobjects.py",
-    "certs.py",
-    "etcd.py",
-    "members.py",
-    "snapshots.py",
-)
 
 
 def _data(name: str) -> bytes:
@@ -103,6 +92,7 @@ def rke2_program(arch: str, tag: str, images: Mapping[str, str] | None = None) -
         .replace(b"@@RKE2_TAG@@", tag.encode())
         .replace(b"@@RKE2_ARCH@@", arch.encode())
         .replace(b"@@RKE2_IMAGE_LIST@@", release_images_b64(tag))
+        .replace(b"@@STANDIN_MODULES@@", node_modules_b64())
         .replace(_IMAGES_MARK, _images_json(arch, images))
     )
 
@@ -113,6 +103,26 @@ def release_images_b64(tag: str) -> bytes:
     from tests.support.standin.images import release_images
 
     return base64.b64encode(json.dumps(release_images(tag), sort_keys=True).encode())
+
+
+# The stand-in's own modules that run on the nodes inside bin/rke2 (stdlib only).
+NODE_MODULES = (
+    "apiformat",
+    "apiobjects",
+    "certs",
+    "etcd",
+    "gates",
+    "helmcontroller",
+    "members",
+    "snapshots",
+)
+
+
+def node_modules_b64() -> bytes:
+    """The node-side modules as the base64 JSON ``{name: source}`` the program carries
+    (``STANDIN_MODULES``), so ``bin/rke2`` stays one file wherever it is copied."""
+    sources = {m: _data(f"{m}.py").decode() for m in NODE_MODULES}
+    return base64.b64encode(json.dumps(sources, sort_keys=True).encode())
 
 
 def rke2_tarball_size(arch: str, tag: str, names: list[str] | None = None) -> int:
@@ -147,8 +157,6 @@ def rke2_tarball(arch: str, tag: str, images: Mapping[str, str] | None = None) -
             0o644,
         ),
         "share/rke2/LICENSE.txt": (b"mk8s test stand-in for RKE2 (not RKE2).\n", 0o644),
-        "share/rke2/mk8s_standin/__init__.py": (b'"""The RKE2 stand-in\'s modules."""\n', 0o644),
-        **{f"share/rke2/mk8s_standin/{m}": (_data(m), 0o644) for m in NODE_MODULES},
     }
     dirs = sorted({str(Path(p).parents[i]) for p in files for i in range(len(Path(p).parts) - 1)})
     raw = io.BytesIO()

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 NODES = "/registry/minions/"
 LEASES = "/registry/leases/kube-node-lease/"
 MANIFESTS = "/registry/mk8s-standin/manifests/"
+HELMCHARTS = "/registry/helm.cattle.io/helmcharts/"
 BOOTSTRAP = "/bootstrap/"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _VERBS = ["create", "delete", "get", "list", "patch", "update"]
@@ -134,6 +135,17 @@ class Store:
 
     def manifests(self) -> dict[str, dict]:
         return {n: v for n, (v, _) in self._json(MANIFESTS).items()}
+
+    def helm_data(self) -> dict:
+        """helmcontroller.py's state: ``{"helmcharts": {"NS/NAME": object}}``, from etcd."""
+        return {"helmcharts": {k: v for k, (v, _) in self._json(HELMCHARTS).items()}}
+
+    def save_helm(self, data: dict) -> None:
+        """Write back the HelmCharts helmcontroller.py changed in ``data``."""
+        before = self.helm_data()["helmcharts"]
+        for key, obj in data.get("helmcharts", {}).items():
+            if before.get(key) != obj:
+                self.client.put(HELMCHARTS + key, json.dumps(obj, sort_keys=True).encode())
 
     def put_manifests(self, server: str, record: dict) -> None:
         self.client.put(MANIFESTS + server, json.dumps(record, sort_keys=True).encode())

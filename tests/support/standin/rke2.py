@@ -78,7 +78,11 @@ name) or a docker archive (manifest.json; the config's sha256 must be its file n
 each layer's sha256 its rootfs.diff_ids entry).  A mismatch or a missing blob fails the
 whole file's import, as containerd's does: ``level=error msg="Failed to import FILE:
 image NAME: layer ...: digest mismatch: expected sha256:X got sha256:Y"``; the node
-still starts.  Results (per file, cached by size/mtime/inode) are in
+still starts. An index entry whose manifest the archive lacks (a platform not carried)
+is skipped from v1.27.15/v1.28.11/v1.29.6/v1.30.2 (WithSkipMissing) and fails the file
+before ("content digest sha256:...: not found"). From v1.29.13/v1.30.9/v1.31.5 a
+tarball placed while the node runs is imported within a second; before, at the next
+start only. These release gates are gates.py (embedded, see standin_module).  Results (per file, cached by size/mtime/inode) are in
 /var/lib/rancher/rke2/agent/mk8s-standin-images.json, printed by ``rke2 mk8s-images``:
 {"files": {FILE: {"key", "images", ["error"]}}, "images": [{"name", "digest", "format",
 "file"}]}; name is the io.containerd.image.name (else ref.name) annotation or a
@@ -93,7 +97,11 @@ metadata.name (a ``kind: List`` is unpacked).  A HelmChart (helm.cattle.io/v1) n
 spec.chartContent: base64 of a gzip tar with one NAME/Chart.yaml holding name and
 version; it is then "installed", other objects "applied".  Any failure refuses the
 whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
-"failed" with the error.  Records are per server in the replicated state;
+"failed" with the error.  HelmCharts are objects of the cluster (helmcontroller.py):
+one Helm release per object name, applied from every file when a server starts and
+from a file when it changes, never deleted when a file goes; ``kubectl delete
+helmchart NAME -n NS`` uninstalls; a chartContent over 1 MiB never installs;
+``kubectl get --raw /mk8s/helm-releases`` lists the releases.  Records are per server in etcd;
 ``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
 {"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
 "namespace", "status": "applied"|"installed", ["chart", "version",
@@ -128,6 +136,9 @@ import datetime
 import hashlib
 import http.client
 import http.server
+import importlib
+import importlib.abc
+import importlib.util
 import io
 import ipaddress
 import json
@@ -146,40 +157,17 @@ import tarfile
 import tempfile
 import threading
 import time
+import types
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
 
-
-# ---- etcd: node-side modules, shipped beside bin/rke2 in share/rke2/mk8s_standin -------
-def _standin_modules() -> tuple:
-    """The stand-in's own modules from the release's share/rke2; Nones for the kubectl copy
-    in the data dir, which has none beside it (and needs none)."""
-    share = os.path.join(os.path.dirname(os.path.realpath(sys.argv[0])), "..", "share", "rke2")
-    if os.path.isdir(os.path.join(share, "mk8s_standin")):
-        sys.path.insert(0, os.path.normpath(share))
-    try:
-        from mk8s_standin import apiobjects, certs, etcd, members, snapshots
-    except ImportError:
-        try:  # the repository's copy: unit tests import this program as a module
-            from tests.support.standin import (  # type: ignore[no-redef]
-                apiobjects,
-                certs,
-                etcd,
-                members,
-                snapshots,
-            )
-        except ImportError:
-            return None, None, None, None, None
-    return apiobjects, certs, etcd, members, snapshots
-
-
-apiobjects, certs, etcd, members, snapshots = _standin_modules()
-# ---- etcd end ----
-
 TAG = "@@RKE2_TAG@@"
 ARCH = "@@RKE2_ARCH@@"
+# The stand-in's other node-side modules (gates.py, helmcontroller.py, etcd.py, ...),
+# embedded at build as base64 JSON {name: source}; loaded by standin_module().
+STANDIN_MODULES = "@@STANDIN_MODULES@@"
 # name -> sha256 of this release's airgap image tarballs (rke2-images*.linux-ARCH.tar.zst),
 # taken from the release's own assets when its rke2.linux-ARCH.tar.gz was built.
 IMAGES_JSON = """@@RKE2_IMAGES@@"""
@@ -252,6 +240,52 @@ def log(msg: str, level: str = "info") -> None:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+class _Embedded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports ``mk8s_standin.NAME`` from STANDIN_MODULES, so that the embedded modules'
+    relative imports (``from .etcd import Client``) find their siblings."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+        pkg, _, name = fullname.partition(".")
+        if pkg != "mk8s_standin" or name not in self.sources:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        name = module.__name__.split(".", 1)[1]
+        exec(compile(self.sources[name], f"<mk8s stand-in {name}.py>", "exec"), module.__dict__)
+
+
+def standin_module(name: str) -> types.ModuleType:
+    """One of the stand-in's embedded modules (STANDIN_MODULES), loaded once."""
+    if "mk8s_standin" not in sys.modules:
+        package = types.ModuleType("mk8s_standin")
+        package.__path__ = []
+        sys.modules["mk8s_standin"] = package
+        sys.meta_path.insert(0, _Embedded(json.loads(base64.b64decode(STANDIN_MODULES))))
+    return importlib.import_module(f"mk8s_standin.{name}")
+
+
+class _Lazy:
+    """An embedded module, loaded when first used (``etcd.Member`` ...)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(standin_module(self.name), attr)
+
+
+# ---- etcd: the modules of the datastore (etcd.py, members.py, snapshots.py), the API's
+# objects (apiobjects.py, apiformat.py) and certificates (certs.py)
+apiobjects, certs, etcd, members, snapshots = (
+    _Lazy(n) for n in ("apiobjects", "certs", "etcd", "members", "snapshots")
+)
+# ---- etcd end ----
 
 
 # ---- config.yaml ---------------------------------------------------------------------
@@ -989,8 +1023,6 @@ def save_bootstrap(cluster: dict) -> None:
 
 
 def etcd_paths() -> etcd.Paths:
-    if etcd is None:
-        raise Fatal("the stand-in's etcd module is missing (share/rke2/mk8s_standin)")
     return etcd.Paths(SERVER_DIR, ETCD_LOG_DIR)
 
 
@@ -1062,6 +1094,10 @@ def node_object(name: str, e: dict) -> dict:
                 {"type": "Hostname", "address": name},
             ],
             "conditions": [ready_condition(e)],
+            # upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (Stage: the kubelet of the release that started) [CONTRACT KC6]
+            # What the running process registered: RKE2 runs the kubelet it staged at its
+            # own start, so a binary replaced on disk without a restart still reports the
+            # old version.
             "nodeInfo": {
                 "kubeletVersion": e.get("version", TAG),
                 "kubeProxyVersion": e.get("version", TAG),
@@ -1544,6 +1580,9 @@ class Server:
                 )
             if path == "/mk8s/manifests":
                 return 200, self.manifests_answer()
+            if path == "/mk8s/helm-releases":  # what `helm list -A` would show
+                rel = standin_module("helmcontroller").releases(self.state.helm_data())
+                return 200, {"kind": "Mk8sStandinHelmReleases", "items": rel}
             if path == "/apis/helm.cattle.io/v1/helmcharts" or re.fullmatch(
                 r"/apis/helm\.cattle\.io/v1/namespaces/[^/]+/helmcharts", path
             ):
@@ -1575,6 +1614,9 @@ class Server:
                     "metadata": {"resourceVersion": str(time.time_ns() // 1000)},
                     "items": [],
                 }
+        m = re.fullmatch(r"/apis/helm\.cattle\.io/v1/namespaces/([^/]+)/helmcharts/([^/]+)", path)
+        if m and method == "DELETE":
+            return self.delete_helmchart(m.group(1), m.group(2))
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m:
             return self.node_api(m.group(1), method, query, headers, body, table)
@@ -1669,8 +1711,32 @@ class Server:
                     for o in rec["objects"]
                 )
                 log(f"Applied manifest {p}: {what or 'no objects'}")
-        if files != old or not mine:
+        objects_changed = self.apply_helmcharts(files)
+        if files != old or not mine or objects_changed:
             self.state.put_manifests(self.name, {"gen": now_ns(), "files": files})
+
+    # upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn: force at start) [CONTRACT HC1 HC2]
+    def apply_helmcharts(self, files: dict[str, dict]) -> bool:
+        """The deploy controller applies a file's HelmCharts when this server starts and
+        when the file changes (k3s-io/k3s pkg/deploy/controller.go); a file removed from
+        the directory removes nothing (helmcontroller.py). True when an object changed."""
+        helm = standin_module("helmcontroller")
+        changed = False
+        for n, rec in sorted(files.items()):
+            if rec.get("status") != "applied" or APPLIED_FILES.get(n) == rec.get("key"):
+                continue
+            APPLIED_FILES[n] = rec.get("key", "")
+            for o in rec.get("objects", []):
+                if o.get("kind") != "HelmChart":
+                    continue
+                with self.state.lock:
+                    data = self.state.helm_data()
+                    did, line = helm.apply(data, o, n)
+                    self.state.save_helm(data)
+                changed = changed or did
+                if line:
+                    log(line, "error" if o.get("status") == "failed" else "info")
+        return changed
 
     def manifests_loop(self) -> None:
         while True:
@@ -1687,39 +1753,49 @@ class Server:
         return {"kind": "Mk8sStandinManifests", "apiVersion": "v1", "servers": servers}
 
     def helmcharts(self) -> dict:
-        """The installed HelmCharts (newest record per namespace/name over all servers)."""
-        mans = self.state.manifests()
-        found: dict[tuple[str, str], tuple[int, dict]] = {}
-        for m in mans.values():
-            for f, r in m["files"].items():
-                for o in r.get("objects", []):
-                    if o.get("kind") != "HelmChart" or o.get("status") != "installed":
-                        continue
-                    k = (o["namespace"], o["name"])
-                    if k not in found or m["gen"] > found[k][0]:
-                        found[k] = (m["gen"], dict(o, file=f))
-        items = []
-        for (ns, name), (_, o) in sorted(found.items()):
-            items.append(
-                {
-                    "apiVersion": "helm.cattle.io/v1",
-                    "kind": "HelmChart",
-                    "metadata": {"name": name, "namespace": ns},
-                    "spec": {"targetNamespace": o["targetNamespace"]},
-                    "status": {
-                        "chart": o["chart"],
-                        "version": o["version"],
-                        "state": "installed",
-                        "file": o["file"],
-                    },
-                }
-            )
+        """The HelmChart objects (helmcontroller.py): a removed file removes none."""
+        objs = standin_module("helmcontroller").objects(self.state.helm_data())
+        items = [
+            {
+                "apiVersion": "helm.cattle.io/v1",
+                "kind": "HelmChart",
+                "metadata": {"name": o["name"], "namespace": o["namespace"]},
+                "spec": {"targetNamespace": o["targetNamespace"]},
+                "status": {
+                    "chart": o["chart"],
+                    "version": o["version"],
+                    "state": o["status"],
+                    "revision": o["revision"],
+                    "file": o["file"],
+                    **({"error": o["error"]} if o.get("error") else {}),
+                },
+            }
+            for o in objs
+        ]
         return {
             "apiVersion": "helm.cattle.io/v1",
             "kind": "HelmChartList",
             "metadata": {},
             "items": items,
         }
+
+    # upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (OnRemove) [CONTRACT HC3]
+    def delete_helmchart(self, namespace: str, name: str) -> tuple:
+        """``kubectl delete helmchart``: helm-controller uninstalls the release."""
+        with self.state.lock:
+            data = self.state.helm_data()
+            gone = standin_module("helmcontroller").delete(data, namespace, name)
+            if gone is not None:
+                self.state.save_helm(data)
+        if gone is None:
+            raise HTTPFail(
+                404,
+                f'helmcharts.helm.cattle.io "{name}" not found',
+                {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"},
+            )
+        log(f"Helm release {gone['targetNamespace']}/{name} uninstalled (HelmChart deleted)")
+        return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
+                     "details": {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"}}  # fmt: skip
 
     def self_heartbeat_loop(self) -> None:
         while True:
@@ -1924,6 +2000,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
     threading.Thread(target=server.learners_loop, daemon=True).start()
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
     serve_mirror(server, contexts[0])
+    rewrite_helmcharts(server.cfg)
     server.scan_manifests()
     threading.Thread(target=server.manifests_loop, daemon=True).start()
 
@@ -2200,6 +2277,8 @@ def run_server(cfg: dict[str, object]) -> None:
     check_node_version("server")
     check_node_images(cfg, "server")
     import_images()
+    watch_images()
+    load_start_inputs()
     name = node_name(cfg)
     token = cfg_str(cfg, "token")
     body = {
@@ -2342,6 +2421,8 @@ def run_agent(cfg: dict[str, object]) -> None:
     check_node_version("agent")
     check_node_images(cfg, "agent")
     import_images()
+    watch_images()
+    load_start_inputs()
     url = cfg_str(cfg, "server")
     # upstream: rancher/rke2 pkg/cli/cmds/agent.go (agents: token/token-file, no agent-token); friendlier [CONTRACT TK6]
     token = cfg_str(cfg, "token") or cfg_str(cfg, "agent-token")
@@ -2443,7 +2524,7 @@ def leave() -> int:
 
 # ---- images without local tarballs: embedded registry mirror and a private registry ----
 # Servers mode (spec.images.distribution: servers): a server with `embedded-registry:
-# true` records that in its node entry of the replicated cluster state and answers on
+# true` records that in its node entry (in etcd, like the cluster state) and answers on
 # TCP 5001 (HTTPS, its serving certificate from the cluster's server CA, no client
 # certificate) `GET /v1-mk8s/images` with the images its local tarballs hold.  An
 # agent without local tarballs asks a server for the cluster's image settings
@@ -2758,7 +2839,7 @@ class MirrorState:
 
 # upstream: k3s-io/k3s pkg/spegel/spegel.go, rancher/rke2-docs docs/install/registry_mirror.md (port 5001) [CONTRACT RG1]
 def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
-    """Record this server's ``embedded-registry`` setting in its node entry (replicated)
+    """Record this server's ``embedded-registry`` setting in its node entry (in etcd)
     and, when on, answer on TCP 5001 with the images it holds."""
     on = server.cfg.get("embedded-registry") in (True, "true")
     with server.state.lock:
@@ -2969,7 +3050,25 @@ def check_node_images(cfg: dict[str, object], role: str) -> None:
         check_registry_images({**cfg, "system-default-registry": registry}, needed)
     else:
         assert ctx is not None
+        check_mirror_release()
         check_peer_images(ac, ctx, needed)
+
+
+# upstream: rancher/rke2#9197; rancher/rke2-docs docs/install/registry_mirror.md (Version Gate) [CONTRACT RG5]
+def check_mirror_release() -> None:
+    """An agent pulls from the embedded registry mirror only on a release that has it
+    (rancher/rke2-docs docs/install/registry_mirror.md) and whose agents can bootstrap
+    from it: not v1.31.13 or v1.31.14 (rancher/rke2#9197; gates.py)."""
+    gates = standin_module("gates")
+    if not gates.has("embedded-mirror", TAG):
+        raise Fatal(no_tarballs(f"rke2 {TAG} has no embedded registry mirror to pull from"))
+    if not gates.has("embedded-mirror-agents", TAG):
+        raise Fatal(
+            no_tarballs(
+                f"failed to pull images from the embedded registry mirror: rke2 {TAG} agents"
+                " cannot bootstrap from it (rancher/rke2#9197)"
+            )
+        )
 
 
 # ---- image import (containerd's, at node start) ---------------------------------------
@@ -3161,6 +3260,22 @@ def _check_blob(arc: _Archive, desc: object, what: str) -> dict:
     return m
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/containerd.go (preloadFile: WithSkipMissing, k3s-io/k3s#10136) [CONTRACT IP5]
+def _platform_not_carried(arc: _Archive, kid: object) -> bool:
+    """An index entry whose manifest the archive lacks (a platform not carried). RKE2
+    imports with WithAllPlatforms(true), and from v1.27.15/v1.28.11/v1.29.6/v1.30.2 with
+    WithSkipMissing(), which skips it (k3s-io/k3s pkg/agent/containerd/containerd.go
+    preloadFile; gates.py); before, the whole file fails as containerd's import does."""
+    digest = kid.get("digest") if isinstance(kid, dict) else None
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        return False
+    if arc.get("blobs/sha256/" + digest[7:]) is not None:
+        return False
+    if standin_module("gates").has("import-partial-index", TAG):
+        return True
+    raise ImageImportError(f"content digest {digest}: not found")
+
+
 def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
     """Check a manifest or index and everything below it (containerd writes each blob
     into its content store with the expected digest)."""
@@ -3187,6 +3302,8 @@ def _walk_oci(arc: _Archive, desc: dict, what: str, depth: int = 0) -> None:
                 None,
             ):
                 continue  # an attestation or signature: not an image
+            if _platform_not_carried(arc, kid):
+                continue
             _walk_oci(arc, kid, "manifest", depth + 1)
         return
     if media not in OCI_MANIFEST_TYPES:
@@ -3348,6 +3465,32 @@ def import_images() -> dict:
     return out
 
 
+# upstream: k3s-io/k3s pkg/agent/containerd/watcher.go; rancher/rke2-docs docs/add-ons/import-images.md [CONTRACT IP4]
+def watch_images() -> None:
+    """From v1.29.13/v1.30.9/v1.31.5 a tarball placed in agent/images while RKE2 runs
+    is imported (gates.py), as k3s's watcher decides (k3s-io/k3s
+    pkg/agent/containerd/watcher.go): the files present at start are known (Populate);
+    a file is imported when it is new, or when its size changed and its mtime is newer
+    (processImageEvent), never for a same-size replacement; a removed file is forgotten,
+    its images stay imported. An older release imports them when it starts, only."""
+    if not standin_module("gates").has("import-while-running", TAG):
+        return
+
+    def loop() -> None:
+        known = _image_files()
+        while True:
+            time.sleep(WATCH_SECONDS)
+            with contextlib.suppress(OSError):
+                now = _image_files()
+                for n, (size, mtime) in sorted(now.items()):
+                    last = known.get(n)
+                    if last is None or (size != last[0] and mtime > last[1]):
+                        import_while_running(n)
+                known = now
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def show_images() -> int:
     """``rke2 mk8s-images``: what this node imported (the state file), as JSON."""
     with contextlib.suppress(Fatal, OSError):
@@ -3366,6 +3509,9 @@ def show_images() -> int:
 
 # ---- manifests (RKE2's deploy controller and helm-controller) -------------------------
 MANIFESTS_DIR = SERVER_DIR + "/manifests"
+# file -> the size:mtime:inode key this server process last applied (the deploy
+# controller's modTime map: empty at start, so every file is applied again).
+APPLIED_FILES: dict[str, str] = {}
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -3482,6 +3628,18 @@ def install_chart(obj: dict) -> dict:
     return {"chart": str(meta["name"]), "version": str(meta["version"])}
 
 
+# upstream: k3s-io/helm-controller pkg/controllers/chart/chart.go (contentConfigMap; #267) [CONTRACT HC4]
+def helm_sync(o: dict, spec: dict) -> dict:
+    """What helm-controller makes of one HelmChart: its content's hash, and "failed"
+    when its chartContent cannot be stored (tests/support/standin/helmcontroller.py)."""
+    content = str(spec.get("chartContent") or "")
+    out: dict = {"content": hashlib.sha256(content.encode()).hexdigest()[:16]}
+    err = standin_module("helmcontroller").content_error(o["namespace"], o["name"], content)
+    if err:
+        out.update(status="failed", error=err)
+    return out
+
+
 # upstream: k3s-io/k3s pkg/deploy/controller.go (deploy: the file fails as a whole) [CONTRACT MF4]
 def process_manifest(path: str) -> dict:
     """What RKE2 does with one file in server/manifests: apply each object, install each
@@ -3504,6 +3662,7 @@ def process_manifest(path: str) -> dict:
                 o.update(install_chart(obj), status="installed")
                 spec = obj["spec"]
                 o["targetNamespace"] = str(spec.get("targetNamespace") or o["namespace"])
+                o.update(helm_sync(o, spec))
             rec["objects"].append(o)
         rec["status"] = "applied"
     except ManifestError as e:
@@ -3706,6 +3865,22 @@ def get_helmcharts(
     return 0
 
 
+def delete_helmcharts(req: object, fail: object, names: list[str], flags: dict[str, str]) -> int:
+    """``kubectl delete helmchart NAME... [-n NS] [--ignore-not-found]``."""
+    assert callable(req) and callable(fail)
+    ns = flags.get("-n") or flags.get("--namespace") or "default"
+    rc = 0
+    for name in names:
+        code, data = req("DELETE", f"/apis/helm.cattle.io/v1/namespaces/{ns}/helmcharts/{name}")
+        if code == 404 and flags.get("--ignore-not-found") == "true":
+            continue
+        if code != 200:
+            rc = int(fail(code, data))
+        else:
+            print(f'helmchart.helm.cattle.io "{name}" deleted')
+    return rc
+
+
 def kubectl(argv: list[str]) -> int:
     try:
         pos, flags = parse_kubectl_args(argv)
@@ -3788,6 +3963,8 @@ def kubectl(argv: list[str]) -> int:
             return 0
         if verb == "get" and len(pos) >= 2 and pos[1] in HELMCHART_KINDS:
             return get_helmcharts(req, fail, pos[2:], flags, output)
+        if verb == "delete" and len(pos) >= 3 and pos[1] in HELMCHART_KINDS:
+            return delete_helmcharts(req, fail, pos[2:], flags)
         kinds = ("nodes", "node", "no")
         if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
             path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
@@ -4066,6 +4243,223 @@ def terminate(*_: object) -> None:
 
 
 # ---- entry ---------------------------------------------------------------------------
+# ---- what RKE2 reads only at start (and what it keeps reading) -------------------------
+# registries.yaml: "Upon startup, RKE2 will check to see if registries.yaml exists" and
+# generates containerd's configuration from it (rancher/rke2-docs
+# docs/install/private_registry.md); k3s writes it when the agent starts
+# (k3s-io/k3s pkg/agent/containerd/config.go: writeContainerdConfig puts each
+# registry's auth into config.toml, which containerd reads when it starts, with RKE2;
+# writeContainerdHosts writes certs.d/HOST/hosts.toml with the mirror endpoints and the
+# *path* of the CA, pkg/agent/templates/templates.go).  The stand-in writes that
+# generated copy, as JSON, to LOADED_REGISTRIES at each start; `rke2 mk8s-pull REF`
+# pulls as `crictl pull` does through containerd: with the mirrors and credentials of
+# that copy (a registries.yaml changed since is not read), and the CA file read at
+# pull time (containerd reads hosts.toml's `ca` files when it resolves a host).
+LOADED_REGISTRIES = "/agent/etc/containerd/mk8s-standin-registries.json"  # under DATA_DIR
+# Image archives placed while running: watch_images (gates.py), one file at a time.
+WATCH_SECONDS = 0.5
+
+
+# upstream: rancher/rke2-docs docs/install/private_registry.md; k3s-io/k3s pkg/agent/containerd/config.go [CONTRACT RG6]
+def load_start_inputs() -> None:
+    """What a starting node loads once: containerd's registry configuration."""
+    write_file(DATA_DIR + LOADED_REGISTRIES, json.dumps(load_registries(), sort_keys=True), 0o600)
+
+
+def _image_files() -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    if os.path.isdir(IMAGES_DIR):
+        for n in os.listdir(IMAGES_DIR):
+            p = os.path.join(IMAGES_DIR, n)
+            if n.endswith(IMAGE_SUFFIXES) and os.path.isfile(p):
+                st = os.stat(p)
+                out[n] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def import_while_running(name: str) -> None:
+    """Import one archive into the running node's store (IMPORTED_IMAGES)."""
+    p = os.path.join(IMAGES_DIR, name)
+    st = os.stat(p)
+    key = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+    try:
+        rec: dict = {"key": key, "images": import_archive(p)}
+    except ImageImportError as e:
+        rec = {"key": key, "images": [], "error": str(e)}
+        log(f"Failed to import {p}: {e}", "error")
+    try:
+        with open(IMPORTED_IMAGES) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = {"files": {}, "images": []}
+    data["files"][name] = rec
+    data["images"] = [i for i in data["images"] if i.get("file") != name]
+    data["images"] += [dict(i, file=name) for i in rec["images"]]
+    write_file(IMPORTED_IMAGES, json.dumps(data, indent=1, sort_keys=True), 0o644)
+    if not rec.get("error"):
+        log(f"Imported images from {p} (while running)")
+
+
+# upstream: k3s-io/k3s pkg/agent/templates/templates.go (hosts.toml: endpoints, ca path), config.go (auth in config.toml) [CONTRACT RG6]
+def pull(args: list[str]) -> int:
+    """``rke2 mk8s-pull REF``: pull REF's manifest with containerd's configuration as
+    loaded at the last start (LOADED_REGISTRIES): each mirror endpoint of REF's
+    registry in turn (the registry itself when it has none), with that endpoint's
+    credentials and CA.  Exit 0 and ``pulled REF from ENDPOINT``, or 1 and why."""
+    if len(args) != 1:
+        print("usage: rke2 mk8s-pull REF", file=sys.stderr)
+        return 2
+    ref = args[0]
+    with contextlib.suppress(Fatal):
+        use_config_paths(load_config(CONFIG))  # containerd's files follow data-dir
+    try:
+        with open(DATA_DIR + LOADED_REGISTRIES) as f:
+            loaded = json.load(f)
+    except OSError:
+        print("rke2: containerd has no configuration: RKE2 never started here", file=sys.stderr)
+        return 1
+    registry, repo, tag = split_image(ref)
+    mirror = (loaded.get("mirrors") or {}).get(registry) or {}
+    endpoints = list(mirror.get("endpoint") or []) or [f"https://{registry}"]
+    why = []
+    for ep in endpoints:
+        u = urllib.parse.urlsplit(ep if "://" in ep else "https://" + ep)
+        conf = (loaded.get("configs") or {}).get(u.netloc) or {}
+        err = _pull_manifest(u, repo, tag, conf if isinstance(conf, dict) else {})
+        if err is None:
+            print(f"pulled {ref} from {ep}")
+            return 0
+        why.append(f"{ep}: {err}")
+    print(f"rke2: failed to pull {ref}: {'; '.join(why)}", file=sys.stderr)
+    return 1
+
+
+def _pull_manifest(u: urllib.parse.SplitResult, repo: str, tag: str, conf: dict) -> str | None:
+    tls = conf.get("tls") if isinstance(conf.get("tls"), dict) else {}
+    auth = conf.get("auth") if isinstance(conf.get("auth"), dict) else {}
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.get("ca_file") or "") or None)
+    except (OSError, ssl.SSLError) as e:
+        return f"cannot load ca_file {tls.get('ca_file')}: {e}"
+    headers = {"Accept": MANIFEST_ACCEPT}
+    if auth.get("username"):
+        headers["Authorization"] = "Basic " + b64(f"{auth['username']}:{auth.get('password', '')}")
+    try:
+        conn = http.client.HTTPSConnection(u.hostname or "", u.port or 443, timeout=5, context=ctx)
+        try:
+            conn.request("GET", f"/v2/{repo}/manifests/{tag}", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException) as e:
+        return str(e)
+    return None if resp.status == 200 else f"{resp.status} {resp.reason}"
+
+
+# HelmCharts: each time a server starts, RKE2 passes cluster settings to every HelmChart
+# in server/manifests (rancher/rke2 pkg/bootstrap/bootstrap.go: UpdateManifests ->
+# setChartValues -> rewriteChart): each *.yaml/*.yml file whose objects decode, and in it
+# each helm.cattle.io/v1 HelmChart whose annotation rke2.cattle.io/inject-cluster-config
+# (else RKE2_INJECT_CLUSTER_CONFIG, else true: injectDefault up to v1.35) is true, gets
+# spec.set["global.*"] set where it differs; a changed file is re-encoded and rewritten
+# in place (same inode: truncate and write).  v1.28's value set (no global.prime.*).
+INJECT_ANNOTATION = "rke2.cattle.io/inject-cluster-config"
+
+
+def chart_values(cfg: dict[str, object]) -> dict[str, str]:
+    cidrs = cfg_str(cfg, "cluster-cidr", "10.42.0.0/16").split(",")
+    registry = cfg_str(cfg, "system-default-registry")
+    return {
+        "global.clusterCIDR": ",".join(cidrs),
+        "global.clusterCIDRv4": ",".join(c for c in cidrs if ":" not in c),
+        "global.clusterCIDRv6": ",".join(c for c in cidrs if ":" in c),
+        "global.clusterDNS": cfg_str(cfg, "cluster-dns", "10.43.0.10"),
+        "global.clusterDomain": cfg_str(cfg, "cluster-domain", "cluster.local"),
+        "global.rke2DataDir": cfg_str(cfg, "data-dir", DATA_DIR),
+        "global.serviceCIDR": cfg_str(cfg, "service-cidr", "10.43.0.0/16"),
+        "global.systemDefaultIngressClass": (
+            cfg_list(cfg, "ingress-controller") or ["ingress-nginx"]
+        )[0],
+        "global.systemDefaultRegistry": registry,
+        "global.cattle.systemDefaultRegistry": registry,
+    }
+
+
+def _inject(obj: dict) -> bool:
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    anns = md.get("annotations") if isinstance(md.get("annotations"), dict) else {}
+    for v in (anns.get(INJECT_ANNOTATION), os.environ.get("RKE2_INJECT_CLUSTER_CONFIG")):
+        if str(v).lower() in ("true", "1", "t"):
+            return True
+        if str(v).lower() in ("false", "0", "f"):
+            return False
+    return True
+
+
+# upstream: rancher/rke2 pkg/bootstrap/bootstrap.go (UpdateManifests, setChartValues, rewriteChart) [CONTRACT MF5]
+def rewrite_helmcharts(cfg: dict[str, object]) -> None:
+    values = chart_values(cfg)
+    if not os.path.isdir(MANIFESTS_DIR):
+        return
+    for name in sorted(os.listdir(MANIFESTS_DIR)):
+        p = os.path.join(MANIFESTS_DIR, name)
+        if not name.endswith((".yaml", ".yml")) or not os.path.isfile(p):
+            continue
+        try:
+            with open(p) as f:
+                docs = [parse_yaml_tree(d, name) for _, d in _documents(f.read())]
+        except (OSError, UnicodeDecodeError, Fatal, ManifestError) as e:
+            log(f"Failed to decode manifest {p}: {e}", "warning")
+            continue
+        changed = False
+        for obj in docs:
+            if not isinstance(obj, dict) or obj.get("kind") != "HelmChart":
+                continue
+            if obj.get("apiVersion") != "helm.cattle.io/v1" or not _inject(obj):
+                continue
+            spec = obj.setdefault("spec", {})
+            given = spec.get("set") if isinstance(spec, dict) else None
+            if not isinstance(spec, dict) or not isinstance(given or {}, dict):
+                continue
+            new = dict(given or {})
+            if any(not isinstance(new.get(k, ""), str) for k in values):
+                continue  # NestedString fails on a non-string: the object is left alone
+            for k, v in values.items():
+                if new.get(k, "") != v:
+                    new[k], changed = v, True
+            spec["set"] = new
+        if changed:
+            with open(p, "r+") as f:
+                f.truncate(0)
+                f.write("---\n".join(emit_yaml(d) for d in docs))
+            log(f"Updated manifest {p} to set cluster configuration values")
+
+
+def emit_yaml(value: object, indent: int = 0) -> str:
+    """Block YAML, keys sorted (as sigs.k8s.io/yaml writes), scalars as JSON."""
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        out = ""
+        for k in sorted(value):
+            key = k if re.fullmatch(r"[A-Za-z0-9_./-]+", k) else json.dumps(k)
+            v = value[k]
+            if isinstance(v, dict | list) and v:
+                out += f"{pad}{key}:\n" + emit_yaml(v, indent + 2)
+            else:
+                out += f"{pad}{key}: {emit_yaml(v).strip()}\n"
+        return out
+    if isinstance(value, list) and value:
+        out = ""
+        for v in value:
+            if isinstance(v, dict | list) and v:
+                out += f"{pad}-\n" + emit_yaml(v, indent + 2)
+            else:
+                out += f"{pad}- {emit_yaml(v).strip()}\n"
+        return out
+    return pad + json.dumps(value) + "\n"
+
+
 def main(argv: list[str]) -> int:
     prog = os.path.basename(argv[0])
     if prog == "kubectl":
@@ -4077,7 +4471,8 @@ def main(argv: list[str]) -> int:
             "       rke2 server --cluster-reset [--cluster-reset-restore-path FILE] [--token T]\n"
             "       rke2 etcd-snapshot [save|ls|delete] [--name NAME] [--dir DIR] [NAME...]\n"
             "       rke2 certificate rotate\n"
-            "       rke2 mk8s-images   (the images this node imported, JSON)"
+            "       rke2 mk8s-images   (the images this node imported, JSON)\n"
+            "       rke2 mk8s-pull REF (pull with the registry settings loaded at start)"
         )
         return 0
     if args[0] in ("--version", "-v", "version"):
@@ -4096,6 +4491,8 @@ def main(argv: list[str]) -> int:
         return certificate(args[1:])
     if cmd == "mk8s-images":
         return show_images()
+    if cmd == "mk8s-pull":
+        return pull(args[1:])
     # upstream: urfave/cli help.go (No help topic, exit 3) [CONTRACT CL2]
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
