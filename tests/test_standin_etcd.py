@@ -287,6 +287,33 @@ def test_cluster_reset_restores_a_snapshot_and_the_others_rejoin(
     assert wait_ready(cp2, {"cp1", "cp2", "cp3"}) == {"cp1": True, "cp2": True, "cp3": True}
 
 
+def test_a_snapshot_and_the_token_restore_the_cluster_on_a_fresh_host(
+    servers: list[Host], artifacts: Path, kubectl_bin: str, tmp_path: Path
+) -> None:
+    """Restoring to new hosts (backup_restore.md): the snapshot carries the cluster's CAs,
+    read with the token; the restored server has the old cluster's CA and objects."""
+    cp1, _, cp3 = servers
+    kubectl(kubectl_bin, kubeconfig(cp1, tmp_path / "kc1"), "create", "configmap", "kept",
+            "--from-literal=k=v")  # fmt: skip
+    path = snapshot(cp1, "move")
+    ca = cp1.path(f"{TLS}/server-ca.crt").read_text()
+    for h in servers:
+        ssh(h, "systemctl stop rke2-server")
+    cp3.run(RESET, check=True)  # a fresh host: no data dir, no token, no CAs
+    install(cp3, artifacts)
+    cp3.put(cp1.path(path), "/root/snap")
+    configure(cp3, "server", token="wrong")
+    reset = f"{RKE2} server --cluster-reset --cluster-reset-restore-path=/root/snap"
+    p = ssh(cp3, reset, ok=False)
+    assert p.returncode != 0 and "encrypted with different token" in p.stderr
+    ssh(cp3, f"{reset} --token s3cret")  # the flag wins over config.yaml
+    configure(cp3, "server", token="s3cret")
+    start(cp3, "server")
+    assert cp3.path(f"{TLS}/server-ca.crt").read_text() == ca  # the snapshot's CA
+    assert configmap_value(kubectl_bin, kubeconfig(cp3, tmp_path / "kc3"), "kept") == "v"
+    assert [m["name"].rsplit("-", 1)[0] for m in members(cp3)] == ["cp3"]
+
+
 def test_cluster_reset_refusals(servers: list[Host]) -> None:
     cp1 = servers[0]
     path = snapshot(cp1, "x")
