@@ -290,8 +290,9 @@ def test_cluster_reset_restores_a_snapshot_and_the_others_rejoin(
 def test_a_snapshot_and_the_token_restore_the_cluster_on_a_fresh_host(
     servers: list[Host], artifacts: Path, kubectl_bin: str, tmp_path: Path
 ) -> None:
-    """Restoring a snapshot to new nodes (rke2-docs backup_restore.md): the snapshot carries the cluster's CAs,
-    read with the token; the restored server has the old cluster's CA and objects."""
+    """Restoring a snapshot to new nodes (rke2-docs backup_restore.md): the snapshot
+    carries the cluster's CAs, read with the token; the restored server has the old
+    cluster's CA and objects."""
     cp1, _, cp3 = servers
     kubectl(kubectl_bin, kubeconfig(cp1, tmp_path / "kc1"), "create", "configmap", "kept",
             "--from-literal=k=v")  # fmt: skip
