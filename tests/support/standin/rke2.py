@@ -2625,7 +2625,12 @@ def _flow(text: str, where: str) -> object:
         if pos < len(text) and text[pos] in "'\"":
             q = text[pos]
             pos += 1
-            while pos < len(text) and text[pos] != q:
+            while pos < len(text):
+                if text[pos] == q and q == "'" and text[pos + 1 : pos + 2] == "'":
+                    pos += 2  # '' is a quote inside a single-quoted scalar (YAML 1.2 7.3.2)
+                    continue
+                if text[pos] == q:
+                    break
                 pos += 2 if text[pos] == "\\" and q == '"' else 1
             pos += 1
             return text[start:pos]
