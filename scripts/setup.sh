@@ -20,9 +20,16 @@ if ! command -v kubectl >/dev/null 2>&1; then
   need_apt+=(kubectl)
   extra_pkgs+=(kubernetes-client)
 fi
+# The stand-in RKE2 servers run a real etcd member each (etcd-server) and take and
+# restore snapshots with etcdctl (etcd-client).
+for cmd in etcd etcdctl; do
+  command -v "$cmd" >/dev/null 2>&1 || need_apt+=("$cmd")
+done
+command -v etcd >/dev/null 2>&1 || extra_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || extra_pkgs+=(etcd-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing ${need_apt[*]}; run as root, or install python3-venv openssh-server sudo iproute2 zstd docker-registry kubernetes-client" >&2
+    echo "setup: missing ${need_apt[*]}; run as root, or install python3-venv openssh-server sudo iproute2 zstd docker-registry kubernetes-client etcd-server etcd-client" >&2
     exit 1
   fi
   echo "setup: installing system packages (missing: ${need_apt[*]})"

@@ -245,7 +245,10 @@ def test_moved_paths_are_honoured(tmp_path: Path, hs: HostSet, bundles: Bundles)
     assert r.returncode == 0, r.stdout + r.stderr
     r = mk8s("kubeconfig", "-f", "cluster.yaml", "-o", "again.kubeconfig", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    # A snapshot lands in etcd-snapshot-dir (rke2 etcd-snapshot reads config.yaml).
+    # A snapshot lands in etcd-snapshot-dir (rke2 etcd-snapshot reads config.yaml); RKE2
+    # creates only its default dir (k3s-io/k3s pkg/etcd/snapshot.go snapshotDir): this one
+    # is made by hand (mk8s does not make it yet).
+    cp1.run("mkdir -m 0700 /var/lib/rke2snaps", check=True)
     snap = cp1.run("/usr/local/bin/rke2 etcd-snapshot save --name probe")
     assert snap.returncode == 0, snap.stderr
     assert [p.name.split("-")[0] for p in cp1.path("/var/lib/rke2snaps").iterdir()] == ["probe"]

@@ -20,6 +20,12 @@ TAG = "v1.28.15+rke2r1"
 ARCH = "amd64"
 ART = "/var/lib/mk8s/artifacts"
 KUBECTL = "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
+# etcdctl (Debian's etcd-client) on a server, with the server's etcd client certificate
+ETCD_TLS = "/var/lib/rancher/rke2/server/tls/etcd"
+ETCDCTL = (
+    f"etcdctl --endpoints https://127.0.0.1:2379 --cacert {ETCD_TLS}/server-ca.crt"
+    f" --cert {ETCD_TLS}/client.crt --key {ETCD_TLS}/client.key"
+)
 # Fast knobs for the stand-in, read by the service from /etc/default/rke2-*.
 KNOBS = (
     "MK8S_STANDIN_JOIN_TIMEOUT=3\n"
@@ -169,6 +175,13 @@ def why_agent_waits(h: Host, timeout: float = 15) -> str:
     assert ssh(h, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "activating"
     ssh(h, "systemctl stop rke2-agent")
     return log
+
+
+def etcd_members(h: Host) -> list[dict]:
+    """``etcdctl member list`` on a server, sorted by name."""
+    p = h.run(f"{ETCDCTL} member list -w json", timeout=30)
+    assert p.returncode == 0, p.stderr
+    return sorted(json.loads(p.stdout)["members"], key=lambda m: m.get("name", ""))
 
 
 def bootstrap(h: Host, artifacts: Path, **cfg: object) -> str:
@@ -398,9 +411,8 @@ def test_one_server_join_at_a_time(nodes: list[Host], artifacts: Path) -> None:
         [*cp2.hostset.ssh_argv(cp2), "systemctl start rke2-server"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    state = cp1.path("/var/lib/rancher/rke2/server/db/mk8s-standin-state.json")
     deadline = time.monotonic() + 10
-    while not json.loads(state.read_text())["nodes"].get("cp2", {}).get("learner"):
+    while not any(m.get("isLearner") for m in etcd_members(cp1)):  # an etcd learner
         assert time.monotonic() < deadline and first.poll() is None, "cp2 never became a learner"
         time.sleep(0.05)
     p = start(cp3, "server", ok=False)

@@ -6,7 +6,6 @@ stand-in program itself (tests/support/standin_program.py)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from types import ModuleType
 
@@ -48,7 +47,8 @@ def cluster_server(rke2: ModuleType, agent_token: str = "") -> object:
         "agent_token": agent_token,
         "settings": rke2.critical_settings({}),
     }
-    return rke2.Server({}, rke2.State({"cluster": cluster, "nodes": {}}), "cp1")
+    # the datastore client: none here (no etcd), so whatever needs etcd fails as without it
+    return rke2.Server({}, rke2.apiobjects.Store(None, cluster), "cp1", None)
 
 
 # ---- config.yaml (CONTRACT CF1, CF2) ---------------------------------------------------
@@ -124,11 +124,9 @@ def test_a_server_with_other_critical_settings_is_refused(
     code, msg = http_fail(rke2, srv.join, {**body, "settings": theirs})  # type: ignore[attr-defined]
     assert code == 400 and "critical configuration value mismatch" in msg
     assert next(iter(setting)) in msg
-    # the control: a cluster with the same settings lets it join
-    same = cluster_server(rke2)
-    same.state.cluster["settings"] = theirs  # type: ignore[attr-defined]
-    joined = same.join({**body, "settings": theirs, "version": rke2.TAG})  # type: ignore[attr-defined]
-    assert joined[0] == 200
+    # the control: the same settings pass the check (the join itself needs etcd)
+    assert rke2.critical_mismatch(theirs, theirs) == ""
+    assert rke2.critical_mismatch(rke2.critical_settings({}), theirs) in msg
 
 
 def test_an_agent_needs_a_server_and_a_token(rke2: ModuleType) -> None:
@@ -191,10 +189,10 @@ def test_a_server_join_needs_a_token_and_a_restart_the_datastore_token(rke2: Mod
     put_images(rke2, f"rke2-images.linux-{ARCH}.tar.zst", TAG)
     msg = fatal(rke2, rke2.run_server, {"server": "https://192.0.2.1:9345"})
     assert "--token is required when joining" in msg
-    # a datastore written with another token: the restart is refused
-    state = {"cluster": {"secret": "first", "ca_hash": "a" * 64}, "nodes": {}}
-    Path(rke2.STATE_FILE).parent.mkdir(parents=True)
-    Path(rke2.STATE_FILE).write_text(json.dumps(state))
+    # an etcd member whose bootstrap data has another token: the restart is refused
+    Path(rke2.SERVER_DIR, "db/etcd/member/wal").mkdir(parents=True)
+    Path(rke2.BOOTSTRAP_FILE).parent.mkdir(parents=True)
+    Path(rke2.BOOTSTRAP_FILE).write_text(json.dumps({"secret": "first", "ca_hash": "a" * 64}))
     msg = fatal(rke2, rke2.run_server, {"token": "second"})
     assert "bootstrap data already found and encrypted with different token" in msg
 
@@ -239,7 +237,11 @@ def test_version_skew_between_nodes_is_refused(rke2: ModuleType) -> None:
 # ---- TLS, kubeconfig and the API (CONTRACT TL2, TL3, TL4, TL5, TL6, TL7) ----------------
 def test_a_tls_san_that_is_no_host_name_is_refused(rke2: ModuleType) -> None:
     sans = ["k8s.example", "10.0.0.1", "bad name;x"]
-    assert "invalid tls-san" in fatal(rke2, rke2.sign_leaf, "", "", "/CN=x", "serving", sans)
+    cluster = {"ca_pem": "", "ca_key": ""}
+    leaf = rke2.leaf
+    assert "invalid tls-san" in fatal(
+        rke2, leaf, "serving", cluster, "ca", "/CN=x", "serving", sans
+    )
 
 
 def test_a_write_kubeconfig_mode_that_is_not_octal_is_refused(rke2: ModuleType) -> None:
@@ -258,7 +260,7 @@ def test_the_api_needs_a_client_certificate_of_system_masters(rke2: ModuleType) 
     assert code == 403 and "alice" in msg
     assert api("GET", "/readyz", {}, {}, None, admin)[0] == 503  # not ready yet
     srv.ready = True  # type: ignore[attr-defined]
-    assert api("GET", "/readyz", {}, {}, None, admin) == (200, "ok")
+    assert api("GET", "/readyz", {}, {}, None, admin)[0] == 503  # nor without etcd
     assert http_fail(rke2, api, "POST", "/readyz", {}, {}, None, admin)[0] == 405
     assert http_fail(rke2, api, "POST", "/api/v1/namespaces/x/pods", {}, {}, None, admin)[0] == 405
     assert http_fail(rke2, api, "GET", "/apis/apps/v1/deployments", {}, {}, None, admin)[0] == 404
@@ -302,15 +304,20 @@ def test_a_node_patch_beyond_spec_unschedulable_is_refused(
 # ---- etcd-snapshot (CONTRACT ES1, ES3, ES4) ---------------------------------------------
 def test_etcd_snapshot_refusals_on_the_server(rke2: ModuleType, tmp_path: Path) -> None:
     srv = cluster_server(rke2)
-    snap = srv.etcd_snapshot  # type: ignore[attr-defined]
+
+    def snap(body: dict) -> tuple:
+        return rke2.snapshot_answer(srv, {"operation": "save", **body})  # type: ignore[no-any-return]
+
     assert http_fail(rke2, snap, {"name": "x"})[0] == 503  # etcd not ready
     srv.ready = True  # type: ignore[attr-defined]
     code, msg = http_fail(rke2, snap, {"name": "x", "dir": "relative/dir"})
     assert code == 400 and "must be absolute" in msg
     code, msg = http_fail(rke2, snap, {"name": "../x", "dir": str(tmp_path)})
     assert code == 400 and "invalid snapshot name" in msg
-    code, out = snap({"name": "ok", "dir": str(tmp_path / "snaps")})
-    assert code == 200 and re.fullmatch(r"ok-cp1-\d+", out["name"])
+    code, msg = http_fail(rke2, snap, {"name": "ok", "dir": str(tmp_path / "nope")})
+    assert code == 500 and "no such file or directory" in msg  # only the default dir is made
+    code, msg = http_fail(rke2, rke2.snapshot_answer, srv, {"operation": "restore"})
+    assert code == 400 and "unknown etcd snapshot operation" in msg
 
 
 def test_etcd_snapshot_cli_refusals(rke2: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
@@ -318,8 +325,10 @@ def test_etcd_snapshot_cli_refusals(rke2: ModuleType, capsys: pytest.CaptureFixt
         (["restore"], 3, 'No help topic for "restore"'),
         (["save", "--nme", "x"], 1, "flag provided but not defined: --nme"),
         (["save", "--name"], 1, "flag needs an argument: --name"),
-        (["save", "--data-dir", "/srv/rke2"], 1, "etcd database not found in /srv/rke2/server/db"),
-        (["save"], 1, "etcd database not found"),  # no etcd on this node
+        (["save", "--data-dir", "/srv/rke2"], 1, "open /srv/rke2/server/token"),
+        (["delete"], 1, "no snapshots given for removal"),
+        (["ls", "extra"], 1, "does not take any arguments"),
+        (["save"], 1, "not an etcd server"),  # no etcd on this node
     ]:
         assert rke2.etcd_snapshot(args) == rc, args
         assert why in capsys.readouterr().err, args

@@ -268,6 +268,7 @@ TEST_FILES = {
     "upgrade": "test_standin_upgrade.py",
     "images": "test_standin_images.py",
     "workloads": "test_standin_workloads.py",
+    "etcd": "test_standin_etcd.py",
     "contract": "test_standin_contract.py",
     "contract_cli": "test_standin_contract_cli.py",
     "host_rules": "test_standin_host_rules.py",

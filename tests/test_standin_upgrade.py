@@ -329,6 +329,10 @@ def test_server_two_minors_apart_is_refused(
     assert f"refusing to start kube-apiserver {SKIP}: version skew: server cp1 runs {OLD}" in (
         p.stderr
     )
+    # with cp2 down, cp1 is one of two etcd members: no quorum, no API (etcd's own rule)
+    assert ssh(cp1, f"{KUBECTL} get nodes", ok=False).returncode != 0
+    install(cp2, releases[NEW])
+    ssh(cp2, "systemctl restart rke2-server")
     assert versions(cp1) == {"cp1": OLD, "cp2": NEW}
 
 
@@ -420,13 +424,20 @@ def test_etcd_snapshot_save(nodes: dict[str, Host], releases: dict[str, Path]) -
     assert f"Saving etcd snapshot to {path}" in p.stderr
     snap = cp1.path(path)
     assert snap.stat().st_mode & 0o777 == 0o600
-    content = json.loads(snap.read_text())
-    assert content["rke2Version"] == OLD and set(content["nodes"]) == {"cp1", "w1"}
-    assert content["nodes"]["w1"]["version"] == OLD
+    # a real etcd snapshot (etcdctl reads it) of the cluster's Nodes
+    assert cp1.run(f"etcdctl snapshot status {path}").returncode == 0
+    content = snap.read_bytes()
+    assert b"/registry/minions/cp1" in content and b"/registry/minions/w1" in content
+    assert f'"version": "{OLD}"'.encode() in content
     # default name, and --dir
     p = ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot save")
     assert re.search(r"Snapshot on-demand-cp1-\d+ saved\.", p.stderr)
-    ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot save --name x --dir /root/snaps")
+    p = ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot save --name x --dir /root/snaps", ok=False)
+    assert p.returncode != 0 and "/root/snaps" in p.stderr  # only the default dir is made
+    ssh(
+        cp1,
+        "mkdir /root/snaps && /usr/local/bin/rke2 etcd-snapshot save --name x --dir /root/snaps",
+    )
     assert any(f.name.startswith("x-cp1-") for f in cp1.path("/root/snaps").iterdir())
     assert name in ssh(cp1, "/usr/local/bin/rke2 etcd-snapshot ls").stdout
     # refused: an agent has no etcd; a bad flag; a server that is not running

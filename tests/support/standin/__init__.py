@@ -107,7 +107,16 @@ def release_images_b64(tag: str) -> bytes:
 
 
 # The stand-in's own modules that run on the nodes inside bin/rke2 (stdlib only).
-NODE_MODULES = ("gates", "helmcontroller")
+NODE_MODULES = (
+    "apiformat",
+    "apiobjects",
+    "certs",
+    "etcd",
+    "gates",
+    "helmcontroller",
+    "members",
+    "snapshots",
+)
 
 
 def node_modules_b64() -> bytes:

@@ -19,7 +19,8 @@ The rules modelled, each from the upstream file read:
   ``chart-content-NAME``, which Kubernetes refuses over 1 MiB of data
   (k3s-io/helm-controller#267): the object exists, the release is never installed.
 
-State (replicated between servers with the rest of the stand-in's cluster state):
+State (in etcd, one key per object, ``/registry/helm.cattle.io/helmcharts/NS/NAME``:
+``apiobjects.Store.helm_data``/``save_helm``; every server reads the same store):
 ``data["helmcharts"]["NS/NAME"] = {"gen", "namespace", "name", "targetNamespace",
 "chart", "version", "content", "file", "revision", "status": "installed"|"failed",
 ["error"], ["deleted"]}``; ``revision`` counts the Helm release's installs and upgrades.

@@ -12,10 +12,18 @@ one server join (etcd learner) at a time, ``kubectl get nodes`` lists the
 cluster's registered nodes.
 
 The cluster protocol is HTTPS, like RKE2's: 9345 (supervisor: /cacerts, /ping,
-join, heartbeats, server state replication) and 6443 (Kubernetes API: health,
-discovery, /version, nodes list/get/patch/delete, an empty pods list; Table
-output for kubectl).  Servers replicate the node registry (cordon state
-included) to each other, so any server answers for the whole cluster.
+join, /db/info, /db/snapshot, heartbeats) and 6443 (Kubernetes API: health,
+discovery, /version, nodes list/get/patch/delete, an empty pods list, namespaces,
+configmaps, secrets and serviceaccounts; Table output for kubectl).
+
+The datastore is a real etcd (mk8s_standin/etcd.py, shipped beside this program in
+share/rke2): one member per server, learners promoted by the leader, snapshots,
+cluster-reset and member removal as RKE2 does them; every server's API reads and
+writes the same etcd (mk8s_standin/apiobjects.py), so any server answers for the
+whole cluster and nothing is written without etcd quorum.  ``rke2 server
+--cluster-reset [--cluster-reset-restore-path=FILE]`` resets it to one member (from
+the snapshot) and exits; ``rke2 certificate rotate`` renews this node's leaf
+certificates at its next start (mk8s_standin/certs.py).
 
 TLS (made with the node's ``openssl`` CLI): the first server creates two EC P-256
 CAs, server-ca (signs serving certificates) and client-ca (signs client
@@ -52,8 +60,9 @@ with a ``level=fatal`` log line:
 * an agent whose minor is newer than the oldest running server's.
 ``rke2 etcd-snapshot save [--name NAME] [--dir DIR]`` asks the running server on the
 node to write ``DIR/NAME-<node name>-<unix time>`` (default NAME on-demand, DIR
-/var/lib/rancher/rke2/server/db/snapshots), 0600, JSON of the cluster registry; it
-fails on an agent and when rke2-server is not running.  kubectl parses flags like
+/var/lib/rancher/rke2/server/db/snapshots), a real etcd snapshot (``etcdctl snapshot
+save``); ``ls`` and ``delete NAME...`` list and remove them; all fail on an agent and
+when rke2-server is not running.  kubectl parses flags like
 kubectl (an unknown flag, or a flag of another verb, is an error); ``drain NODE``
 takes --ignore-daemonsets, --delete-emptydir-data, --force, --disable-eviction,
 --timeout=DURATION (Go syntax: 300s, 5m), --grace-period=N; there are no pods, so a
@@ -92,7 +101,7 @@ whole file: ``level=error msg="Failed to process manifest FILE: ..."``, recorded
 one Helm release per object name, applied from every file when a server starts and
 from a file when it changes, never deleted when a file goes; ``kubectl delete
 helmchart NAME -n NS`` uninstalls; a chartContent over 1 MiB never installs;
-``kubectl get --raw /mk8s/helm-releases`` lists the releases.  Records are per server in the replicated state;
+``kubectl get --raw /mk8s/helm-releases`` lists the releases.  Records are per server in etcd;
 ``kubectl get --raw /mk8s/manifests`` gives {"servers": {NODE: {"files": {FILE:
 {"status": "applied"|"failed", "sha256", "objects": [{"apiVersion", "kind", "name",
 "namespace", "status": "applied"|"installed", ["chart", "version",
@@ -117,6 +126,7 @@ Tunables (environment; put them in /etc/default/rke2-server or -agent):
   MK8S_STANDIN_START_SECONDS    bootstrap time of a first server (0.3)
   MK8S_STANDIN_HEARTBEAT        node heartbeat interval (1)
   MK8S_STANDIN_NODE_GRACE       a node is NotReady this long after its last heartbeat (8)
+  MK8S_STANDIN_CERT_SECONDS     validity of new leaf certificates (365 days; <= 0: expired)
 """
 
 from __future__ import annotations
@@ -127,6 +137,9 @@ import datetime
 import hashlib
 import http.client
 import http.server
+import importlib
+import importlib.abc
+import importlib.util
 import io
 import ipaddress
 import json
@@ -154,8 +167,8 @@ import zlib
 
 TAG = "@@RKE2_TAG@@"
 ARCH = "@@RKE2_ARCH@@"
-# The stand-in's other node-side modules (gates.py, helmcontroller.py), embedded at build
-# as base64 JSON {name: source}; loaded by standin_module().
+# The stand-in's other node-side modules (gates.py, helmcontroller.py, etcd.py, ...),
+# embedded at build as base64 JSON {name: source}; loaded by standin_module().
 STANDIN_MODULES = "@@STANDIN_MODULES@@"
 # name -> sha256 of this release's airgap image tarballs (rke2-images*.linux-ARCH.tar.zst),
 # taken from the release's own assets when its rke2.linux-ARCH.tar.gz was built.
@@ -164,7 +177,12 @@ IMAGES_JSON = """@@RKE2_IMAGES@@"""
 CONFIG = "/etc/rancher/rke2/config.yaml"
 DATA_DIR = "/var/lib/rancher/rke2"
 SERVER_DIR = DATA_DIR + "/server"
-STATE_FILE = SERVER_DIR + "/db/mk8s-standin-state.json"
+# ---- etcd ---- the cluster's bootstrap data (CAs, token secret, critical settings): its
+# authoritative copy is in etcd, this is the disk copy RKE2 keeps in server/tls and cred
+BOOTSTRAP_FILE = SERVER_DIR + "/cred/mk8s-standin-bootstrap.json"
+TOKEN_FILE = SERVER_DIR + "/token"
+ETCD_LOG_DIR = DATA_DIR + "/agent/logs"
+# ---- etcd end ----
 AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
 IMAGES_DIR = DATA_DIR + "/agent/images"
 IMAGE_HASH_CACHE = DATA_DIR + "/agent/mk8s-standin-image-hashes.json"
@@ -235,15 +253,50 @@ def now_ns() -> int:
     return time.time_ns()
 
 
+class _Embedded(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports ``mk8s_standin.NAME`` from STANDIN_MODULES, so that the embedded modules'
+    relative imports (``from .etcd import Client``) find their siblings."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> object:
+        pkg, _, name = fullname.partition(".")
+        if pkg != "mk8s_standin" or name not in self.sources:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        name = module.__name__.split(".", 1)[1]
+        exec(compile(self.sources[name], f"<mk8s stand-in {name}.py>", "exec"), module.__dict__)
+
+
 def standin_module(name: str) -> types.ModuleType:
     """One of the stand-in's embedded modules (STANDIN_MODULES), loaded once."""
-    mod = sys.modules.get(f"mk8s_standin_{name}")
-    if mod is None:
-        source = json.loads(base64.b64decode(STANDIN_MODULES))[name]
-        mod = types.ModuleType(f"mk8s_standin_{name}")
-        sys.modules[mod.__name__] = mod
-        exec(compile(source, f"<mk8s stand-in {name}.py>", "exec"), mod.__dict__)
-    return mod
+    if "mk8s_standin" not in sys.modules:
+        package = types.ModuleType("mk8s_standin")
+        package.__path__ = []
+        sys.modules["mk8s_standin"] = package
+        sys.meta_path.insert(0, _Embedded(json.loads(base64.b64decode(STANDIN_MODULES))))
+    return importlib.import_module(f"mk8s_standin.{name}")
+
+
+class _Lazy:
+    """An embedded module, loaded when first used (``etcd.Member`` ...)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(standin_module(self.name), attr)
+
+
+# ---- etcd: the modules of the datastore (etcd.py, members.py, snapshots.py), the API's
+# objects (apiobjects.py, apiformat.py) and certificates (certs.py)
+apiobjects, certs, etcd, members, snapshots = (
+    _Lazy(n) for n in ("apiobjects", "certs", "etcd", "members", "snapshots")
+)
+# ---- etcd end ----
 
 
 # ---- config.yaml ---------------------------------------------------------------------
@@ -536,12 +589,15 @@ def use_config_paths(cfg: dict[str, object]) -> None:
     """Move every path the node uses where config.yaml says: ``data-dir`` (everything
     under /var/lib/rancher/rke2), ``write-kubeconfig``, ``private-registry``; models
     rancher/rke2-docs docs/reference/server_config.md (their defaults)."""
-    global DATA_DIR, SERVER_DIR, STATE_FILE, AGENT_STATE, IMAGES_DIR, IMAGE_HASH_CACHE
+    global DATA_DIR, SERVER_DIR, BOOTSTRAP_FILE, TOKEN_FILE, ETCD_LOG_DIR, AGENT_STATE
+    global IMAGES_DIR, IMAGE_HASH_CACHE
     global NODE_VERSION, SNAPSHOT_DIR, KUBECTL, TLS_DIR, AGENT_CA, IMPORTED_IMAGES
     global MANIFESTS_DIR, KUBECONFIG, REGISTRIES
     DATA_DIR = cfg_str(cfg, "data-dir", DATA_DIR).rstrip("/") or "/"
     SERVER_DIR = DATA_DIR + "/server"
-    STATE_FILE = SERVER_DIR + "/db/mk8s-standin-state.json"
+    BOOTSTRAP_FILE = SERVER_DIR + "/cred/mk8s-standin-bootstrap.json"
+    TOKEN_FILE = SERVER_DIR + "/token"
+    ETCD_LOG_DIR = DATA_DIR + "/agent/logs"
     AGENT_STATE = DATA_DIR + "/agent/mk8s-standin-agent.json"
     IMAGES_DIR = DATA_DIR + "/agent/images"
     IMAGE_HASH_CACHE = DATA_DIR + "/agent/mk8s-standin-image-hashes.json"
@@ -759,7 +815,7 @@ def record_version(role: str) -> None:
     write_file(NODE_VERSION, json.dumps({"version": TAG, "role": role}) + "\n", 0o644)
 
 
-def running_servers(state: State, exclude: str) -> dict[str, str]:
+def running_servers(state: apiobjects.Store, exclude: str) -> dict[str, str]:
     """name -> version of the servers the registry shows running (heartbeat within the
     node grace period), but ``exclude``."""
     t = time.time()
@@ -839,15 +895,19 @@ REASONS = {
     422: "Invalid",
     500: "InternalError",
     503: "ServiceUnavailable",
+    504: "Timeout",
 }
 
 
 class HTTPFail(Exception):
-    def __init__(self, code: int, message: str, details: dict | None = None) -> None:
+    def __init__(
+        self, code: int, message: str, details: dict | None = None, reason: str = ""
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        self.reason = reason or REASONS.get(code, "")
 
     def status(self) -> dict:
         """A Kubernetes ``Status`` (kubectl prints ``Error from server (REASON): MESSAGE``)."""
@@ -857,7 +917,7 @@ class HTTPFail(Exception):
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": REASONS.get(self.code, ""),
+            "reason": self.reason,
             "code": self.code,
         }
         if self.details:
@@ -907,100 +967,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-# ---- TLS (openssl CLI for keys and certificates, the ssl module for connections) ----
-_OPENSSL_CNF = """\
-[req]
-distinguished_name = dn
-[dn]
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,digitalSignature,keyEncipherment,keyCertSign
-subjectKeyIdentifier = hash
-[serving]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = serverAuth
-authorityKeyIdentifier = keyid
-subjectAltName = @sans
-[client]
-basicConstraints = critical,CA:FALSE
-keyUsage = critical,digitalSignature,keyEncipherment
-extendedKeyUsage = clientAuth
-authorityKeyIdentifier = keyid
-[sans]
-"""
-_EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-
-
-def _openssl(args: list[str], cwd: str) -> None:
-    try:
-        p = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise Fatal(f"openssl {args[0]}: {e}") from None
-    if p.returncode != 0:
-        raise Fatal(f"openssl {args[0]} failed: {p.stderr.strip()[-500:]}")
-
-
-def _serial() -> str:
-    return "0x1" + secrets.token_hex(15)
-
-
-def _is_ip(s: str) -> bool:
-    try:
-        ipaddress.ip_address(s)
-    except ValueError:
-        return False
-    return True
-
-
-def new_ca(name: str) -> tuple[str, str]:
-    """A self-signed EC P-256 CA (certificate PEM, key PEM), like RKE2's ``NAME@<unix time>``."""
-    with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
-        with open(os.path.join(d, "openssl.cnf"), "w") as f:
-            f.write(_OPENSSL_CNF)
-        _openssl(
-            ["req", "-x509", "-new", *_EC, "-keyout", "ca.key", "-out", "ca.crt",
-             "-days", "3650", "-subj", f"/CN={name}@{int(time.time())}", "-set_serial", _serial(),
-             "-config", "openssl.cnf", "-extensions", "ca"],
-            d,
-        )  # fmt: skip
-        with open(os.path.join(d, "ca.crt")) as c, open(os.path.join(d, "ca.key")) as k:
-            return c.read(), k.read()
-
-
-def sign_leaf(
-    ca_pem: str, ca_key: str, subject: str, kind: str, sans: list[str] | None = None
-) -> tuple[str, str]:
-    """A certificate (PEM) and its new EC key (PEM), signed by the CA; kind is
-    ``serving`` (serverAuth, with ``sans``) or ``client`` (clientAuth)."""
-    lines = []
-    for i, san in enumerate(sans or [], 1):
-        # upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (addSANs: IP or DNS, unchecked); stricter [CONTRACT TL2]
-        if not re.fullmatch(r"[A-Za-z0-9.:*_-]+", san):
-            raise Fatal(f"invalid tls-san / address {san!r} for a certificate")
-        lines.append(f"{'IP' if _is_ip(san) else 'DNS'}.{i} = {san}\n")
-    with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
-        with open(os.path.join(d, "openssl.cnf"), "w") as f:
-            f.write(_OPENSSL_CNF + "".join(lines))
-        with open(os.open(os.path.join(d, "ca.key"), os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
-            f.write(ca_key)
-        with open(os.path.join(d, "ca.crt"), "w") as f:
-            f.write(ca_pem)
-        _openssl(
-            ["req", "-new", *_EC, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", subject,
-             "-config", "openssl.cnf"],
-            d,
-        )  # fmt: skip
-        _openssl(
-            ["x509", "-req", "-in", "leaf.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-set_serial", _serial(), "-days", "365", "-extfile", "openssl.cnf",
-             "-extensions", kind, "-out", "leaf.crt"],
-            d,
-        )  # fmt: skip
-        with open(os.path.join(d, "leaf.crt")) as c, open(os.path.join(d, "leaf.key")) as k:
-            return c.read(), k.read()
-
-
+# ---- TLS (certificates: mk8s_standin/certs.py; the ssl module for connections) ------
 _CLIENT_CTX: dict[str, ssl.SSLContext] = {}
 
 
@@ -1062,82 +1029,33 @@ def token_secret(token: str) -> tuple[str, str]:
     return "", token
 
 
-# ---- cluster state (replicated between servers) -------------------------------------
-class State:
-    def __init__(self, data: dict[str, object] | None = None) -> None:
-        self.lock = threading.RLock()
-        self.data: dict = data or {"cluster": {}, "nodes": {}}
-        self.changed = threading.Event()
+# ---- etcd: the cluster's bootstrap data on disk (its copy in etcd: apiobjects) --------
+def load_bootstrap() -> dict | None:
+    try:
+        with open(BOOTSTRAP_FILE) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
-    @classmethod
-    def load(cls) -> State | None:
-        if not os.path.exists(STATE_FILE):
-            return None
-        with open(STATE_FILE) as f:
-            return cls(json.load(f))
 
-    def save(self) -> None:
-        with self.lock:
-            write_file(STATE_FILE, json.dumps(self.data, indent=1, sort_keys=True), 0o600)
+def save_bootstrap(cluster: dict) -> None:
+    write_file(BOOTSTRAP_FILE, json.dumps(cluster, indent=1, sort_keys=True), 0o600)
 
-    @property
-    def cluster(self) -> dict:
-        return self.data["cluster"]
 
-    @property
-    def nodes(self) -> dict:
-        return self.data["nodes"]
+def etcd_paths() -> etcd.Paths:
+    return etcd.Paths(SERVER_DIR, ETCD_LOG_DIR)
 
-    def put(self, name: str, entry: dict) -> None:
-        with self.lock:
-            entry["gen"] = now_ns()
-            self.nodes[name] = entry
-            self.save()
-        self.changed.set()
 
-    def merge(self, other: dict) -> None:
-        with self.lock:
-            dirty = False
-            if not self.cluster and other.get("cluster"):
-                self.data["cluster"] = other["cluster"]
-                dirty = True
-            mans = self.data.setdefault("manifests", {})
-            for name, m in (other.get("manifests") or {}).items():
-                if name not in mans or m.get("gen", 0) > mans[name].get("gen", 0):
-                    mans[name] = m
-                    dirty = True
-            dirty = standin_module("helmcontroller").merge(self.data, other) or dirty
-            for name, e in other.get("nodes", {}).items():
-                mine = self.nodes.get(name)
-                if mine is None or e["gen"] > mine["gen"]:
-                    hb = max(e.get("heartbeat", 0), (mine or {}).get("heartbeat", 0))
-                    self.nodes[name] = dict(e, heartbeat=hb)
-                    dirty = True
-                elif e.get("heartbeat", 0) > mine.get("heartbeat", 0):
-                    mine["heartbeat"] = e["heartbeat"]
-            if dirty:
-                self.save()
+# ---- etcd end ----
 
-    def live(self) -> dict[str, dict]:
-        with self.lock:
-            return {n: dict(e) for n, e in self.nodes.items() if not e.get("deleted")}
 
-    def members(self) -> dict[str, dict]:
-        return {
-            n: e for n, e in self.live().items() if e["role"] == "server" and not e.get("learner")
-        }
-
-    def learners(self) -> dict[str, dict]:
-        t = time.time()
-        return {
-            n: e
-            for n, e in self.live().items()
-            if e.get("learner") and t - e.get("joined", 0) < LEARNER_STALE
-        }
-
-    def snapshot(self) -> dict:
-        with self.lock:
-            return json.loads(json.dumps(self.data))
+def node_annotations(e: dict) -> dict[str, str]:
+    out = {"rke2.io/node-args": json.dumps([e["role"]])}
+    if e.get("etcd_member"):  # k3s pkg/etcd/metadata_controller.go (the member controller's keys)
+        out["etcd.rke2.cattle.io/node-name"] = e["etcd_member"]
+        out["etcd.rke2.cattle.io/node-address"] = e.get("address", "")
+    return out
 
 
 def ready_condition(e: dict) -> dict:
@@ -1185,9 +1103,9 @@ def node_object(name: str, e: dict) -> dict:
         "metadata": {
             "name": name,
             "uid": f"{uid[:8]}-{uid[8:12]}-{uid[12:16]}-{uid[16:20]}-{uid[20:32]}",
-            "resourceVersion": str(e.get("gen", 0) // 1000),
+            "resourceVersion": str(e.get("rv", 0)),
             "labels": labels,
-            "annotations": {"rke2.io/node-args": json.dumps([e["role"]])},
+            "annotations": node_annotations(e),
             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
         "spec": spec,
@@ -1473,16 +1391,48 @@ def parse_node_patch(content_type: str, body: object) -> bool | None:
 
 
 # ---- server --------------------------------------------------------------------------
+
+
+# upstream: k3s-io/k3s pkg/cluster/bootstrap.go (compareConfig), rancher/rke2-docs docs/reference/server_config.md [CONTRACT JN2]
+def critical_mismatch(mine: dict, theirs: dict) -> str:
+    """The refusal of a joining server whose critical settings differ, or ''."""
+    bad = [k for k in sorted(mine) if theirs.get(k, CRITICAL.get(k)) != mine[k]]
+    if not bad:
+        return ""
+    detail = "; ".join(f"{k}: cluster has {mine[k]!r}, got {theirs.get(k)!r}" for k in bad)
+    return (
+        "failed to validate server configuration: critical configuration "
+        f"value mismatch between servers: {detail}"
+    )
+
+
 class Server:
-    def __init__(self, cfg: dict[str, object], state: State, name: str) -> None:
+    def __init__(
+        self, cfg: dict[str, object], state: apiobjects.Store, name: str, member: etcd.Member
+    ) -> None:
         self.cfg = cfg
         self.state = state
         self.name = name
+        self.member = member
         self.ready = False
         self.join_lock = threading.Lock()
+        self.objects = apiobjects.Objects(state.client)
+        self._servers: tuple[float, list[str]] = (0.0, [])
 
     # -- request handling (both ports) --
     def handle(
+        self, port: int, method: str, target: str, headers: dict, body: object, who: Who | None
+    ) -> tuple:
+        try:
+            return self._handle(port, method, target, headers, body, who)
+        # upstream: etcd-io/etcd raft quorum; kube-apiserver's etcd3 store (quorum reads) [CONTRACT ET4]
+        except etcd.EtcdError as e:  # no quorum, an election, etcd down: the API says so
+            timeout = "timed out" in str(e) or "not reachable" in str(e)
+            raise HTTPFail(504 if timeout else 500, str(e)) from None
+        except apiobjects.ApiError as e:
+            raise HTTPFail(e.code, e.message, e.details, e.reason) from None
+
+    def _handle(
         self, port: int, method: str, target: str, headers: dict, body: object, who: Who | None
     ) -> tuple:
         path, _, query = target.partition("?")
@@ -1494,65 +1444,21 @@ class Server:
             return 200, "pong"
         if path == "/cacerts":
             return 200, self.state.cluster.get("ca_pem", "")
-        if path == "/v1-mk8s/state" and method == "GET":
+        if path == "/db/info":  # k3s pkg/etcd/etcd.go infoHandler: for joining servers
             self.peer_auth(headers)
-            return 200, self.state.snapshot()
+            return 200, {"members": self.state.client.members()}
         if method != "POST":
             return 404, {"message": "not found"}
         if path == "/v1-mk8s/join":
             return self.join(body)
-        if path == "/v1-mk8s/promote":
-            return self.promote(body)
         if path == "/v1-mk8s/heartbeat":
             return self.heartbeat(body)
         if path == "/v1-mk8s/agent-config":
             return agent_config_answer(self, body)
-        if path == "/v1-mk8s/sync":
+        if path == "/db/snapshot":  # k3s pkg/etcd/snapshot_handler.go
             self.peer_auth(headers)
-            self.state.merge(body)
-            return 200, {"ok": True}
-        if path == "/v1-mk8s/etcd-snapshot":
-            self.peer_auth(headers)
-            return self.etcd_snapshot(body)
+            return snapshot_answer(self, body)
         return 404, {"message": "not found"}
-
-    # upstream: k3s-io/k3s pkg/etcd/snapshot.go (Snapshot: NAME-NODE-UNIXTIME) [CONTRACT ES2 ES4]
-    def etcd_snapshot(self, b: dict) -> tuple:
-        """Write ``NAME-<node name>-<unix time>`` into the snapshot dir (RKE2's naming):
-        the cluster's registry as JSON (no heartbeats: equal states, equal bytes)."""
-        if not self.ready:
-            raise HTTPFail(503, "etcd is not ready yet")
-        name, where = str(b.get("name", "")), str(b.get("dir", "") or SNAPSHOT_DIR)
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > 200:
-            raise HTTPFail(400, f"invalid snapshot name {name!r}")
-        if not where.startswith("/"):
-            raise HTTPFail(400, f"snapshot dir must be absolute: {where!r}")
-        ts = int(time.time())
-        fname = f"{name}-{self.name}-{ts}"
-        with self.state.lock:
-            snap = self.state.snapshot()
-        nodes = {
-            n: {k: e.get(k) for k in ("role", "address", "version", "arch", "labels")}
-            | {"unschedulable": bool(e.get("unschedulable"))}
-            for n, e in sorted(snap["nodes"].items())
-            if not e.get("deleted") and not e.get("learner")
-        }
-        content = {
-            "kind": "mk8s-standin-etcd-snapshot",
-            "name": fname,
-            "createdBy": self.name,
-            "rke2Version": TAG,
-            "cluster": {"caHash": snap["cluster"].get("ca_hash", "")},
-            "settings": snap["cluster"].get("settings", {}),
-            "nodes": nodes,
-        }
-        path = os.path.join(where, fname)
-        log(f"Saving etcd snapshot to {path}")
-        os.makedirs(where, mode=0o700, exist_ok=True)
-        write_file(path, json.dumps(content, indent=1, sort_keys=True) + "\n", 0o600)
-        size = os.path.getsize(path)
-        log(f"Snapshot {fname} saved.")
-        return 200, {"name": fname, "path": path, "size": size}
 
     def peer_auth(self, headers: dict) -> None:
         if headers.get("x-mk8s-peer") != sha(self.state.cluster["secret"]):
@@ -1581,9 +1487,12 @@ class Server:
     def join(self, b: dict) -> tuple:
         role, name = b.get("role"), b.get("name", "")
         self.check_token(b.get("token", ""), role)
+        if role == "server":  # the bootstrap check, before any node is looked at
+            mismatch = critical_mismatch(self.state.cluster["settings"], b.get("settings", {}))
+            if mismatch:
+                raise HTTPFail(400, mismatch)
         with self.join_lock, self.state.lock:
-            live = self.state.live()
-            old = live.get(name)
+            old = self.state.node(name)
             # upstream: k3s-io/k3s pkg/nodepassword/validate.go (GetNodeAuthValidator: 403 on ErrVerifyFailed) [CONTRACT JN1]
             if old and old.get("password") != sha(b.get("password", "")):
                 raise HTTPFail(
@@ -1592,81 +1501,43 @@ class Server:
                     f"'{NODE_PASSWORD}' may not match server node-passwd entry "
                     f"(node {name!r} is already registered from {old.get('address')})",
                 )
-            if role == "server":
-                mine = self.state.cluster["settings"]
-                theirs = b.get("settings", {})
-                # upstream: k3s-io/k3s pkg/cluster/bootstrap.go (compareConfig), rancher/rke2-docs docs/reference/server_config.md [CONTRACT JN2]
-                bad = [k for k in sorted(mine) if theirs.get(k, CRITICAL.get(k)) != mine[k]]
-                if bad:
-                    detail = "; ".join(
-                        f"{k}: cluster has {mine[k]!r}, got {theirs.get(k)!r}" for k in bad
-                    )
-                    raise HTTPFail(
-                        400,
-                        "failed to validate server configuration: critical configuration "
-                        f"value mismatch between servers: {detail}",
-                    )
-                # upstream: etcd-io/etcd server/etcdserver/api/membership/errors.go (ErrTooManyLearners) [CONTRACT JN3]
-                others = {n: e for n, e in self.state.learners().items() if n != name}
-                if others:
-                    raise HTTPFail(
-                        409,
-                        "etcdserver: too many learner members in cluster "
-                        f"(server {', '.join(others)} is still joining)",
-                    )
             # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4 VS5]
             skew = skew_problem(
                 str(role), str(b.get("version", "")), running_servers(self.state, name)
             )
             if skew:
                 raise HTTPFail(400, skew)
-            entry = {
-                "role": role,
-                "address": b.get("address", ""),
-                "joined": old["joined"] if old else time.time(),
-                "heartbeat": time.time() if role == "agent" else 0,
-                "password": sha(b.get("password", "")),
-                "labels": b.get("labels", []),
-                "version": b.get("version", TAG),
-                "arch": b.get("arch", "amd64"),
-                "learner": role == "server" and not (old and not old.get("learner")),
-                "network": network_problem(
-                    self.state.cluster["settings"].get("cni", ""), b.get("cni_missing")
-                ),
+            if role == "agent":  # a server registers its Node once its etcd member is voting
+                cni = self.state.cluster["settings"].get("cni", "")
+                entry = node_entry(b, old) | {"network": network_problem(cni, b.get("cni_missing"))}
+                self.state.put(name, entry)
+                self.state.heartbeat(name)
+        log(f"{role} {name} joined from {b.get('address', '')}")
+        cluster = {k: self.state.cluster[k] for k in ("ca_hash", "ca_pem")}
+        out = {"servers": [e["address"] for e in self.state.members().values()]}
+        if role == "server":  # the bootstrap data and etcd's members (k3s /db/info)
+            return 200, out | {
+                "cluster": self.state.cluster,
+                "members": self.state.client.members(),
             }
-            if old and old.get("unschedulable"):  # the Node object outlives a kubelet restart
-                entry["unschedulable"] = True
-            self.state.put(name, entry)
-        self.push_now()
-        log(f"{role} {name} joined from {entry['address']}")
-        return 200, {
-            "state": self.state.snapshot() if role == "server" else None,
-            "servers": [e["address"] for e in self.state.members().values()],
-            "cluster": {k: self.state.cluster[k] for k in ("ca_hash", "ca_pem")},
-        }
-
-    def promote(self, b: dict) -> tuple:
-        self.check_token(b.get("token", ""), "server")
-        name = b.get("name", "")
-        with self.state.lock:
-            e = self.state.live().get(name)
-            if not e or e.get("password") != sha(b.get("password", "")):
-                raise HTTPFail(404, f"no learner {name}")
-            e["learner"] = False
-            e["heartbeat"] = time.time()
-            self.state.put(name, e)
-        self.push_now()
-        return 200, {"state": self.state.snapshot()}
+        return 200, out | {"cluster": cluster}
 
     def heartbeat(self, b: dict) -> tuple:
         name = b.get("name", "")
-        with self.state.lock:
-            e = self.state.nodes.get(name)
-            if not e or e.get("deleted") or e.get("password") != sha(b.get("password", "")):
-                raise HTTPFail(404, f"node {name} is not registered")
-            e["heartbeat"] = time.time()
-            self.state.changed.set()
-        return 200, {"servers": [e["address"] for e in self.state.members().values()]}
+        e = self.state.record(name)
+        if not e or e.get("password") != sha(b.get("password", "")):
+            raise HTTPFail(404, f"node {name} is not registered")
+        self.state.heartbeat(name)
+        return 200, {"servers": self.server_addresses()}
+
+    def server_addresses(self) -> list[str]:
+        """The servers' addresses (what an agent may fail over to), read at most once a
+        heartbeat interval."""
+        at, addresses = self._servers
+        if time.monotonic() - at > HEARTBEAT:
+            addresses = [e["address"] for e in self.state.members().values()]
+            self._servers = (time.monotonic(), addresses)
+        return list(addresses)
 
     # -- API on 6443 --
     def api(
@@ -1698,7 +1569,7 @@ class Server:
         ):
             if method != "GET":
                 raise HTTPFail(405, f"{method} is not allowed on {path}")
-            return (200, "ok") if self.ready else (503, "[-]etcd failed: reason withheld\n")
+            return (200, "ok") if self.healthy() else (503, "[-]etcd failed: reason withheld\n")
         table = _wants_table(headers.get("accept", ""))
         if method == "GET":
             if path == "/version":
@@ -1715,12 +1586,13 @@ class Server:
             if path == "/apis":
                 return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
             if path == "/api/v1":
-                return 200, API_RESOURCES
+                return 200, dict(
+                    API_RESOURCES, resources=API_RESOURCES["resources"] + apiobjects.api_resources()
+                )
             if path == "/mk8s/manifests":
                 return 200, self.manifests_answer()
             if path == "/mk8s/helm-releases":  # what `helm list -A` would show
-                with self.state.lock:
-                    rel = standin_module("helmcontroller").releases(self.state.data)
+                rel = standin_module("helmcontroller").releases(self.state.helm_data())
                 return 200, {"kind": "Mk8sStandinHelmReleases", "items": rel}
             if path == "/apis/helm.cattle.io/v1/helmcharts" or re.fullmatch(
                 r"/apis/helm\.cattle\.io/v1/namespaces/[^/]+/helmcharts", path
@@ -1732,7 +1604,7 @@ class Server:
                 return 200, out
             if path == "/api/v1/nodes":
                 live = sorted(self.state.live().items())
-                items = [node_object(n, e) for n, e in live if not e.get("learner")]
+                items = [node_object(n, e) for n, e in live]
                 items = _select(items, query)
                 if table:
                     return 200, node_table(items, query)
@@ -1758,89 +1630,75 @@ class Server:
             return self.delete_helmchart(m.group(1), m.group(2))
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m:
-            name = m.group(1)
-            e = self.state.live().get(name)
-            if not e or e.get("learner"):
-                # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
-                raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
-            if method == "GET":
-                obj = node_object(name, e)
-                return 200, node_table([obj], query) if table else obj
-            if method == "DELETE":
-                self.state.put(name, {**e, "deleted": True})
-                self.push_now()
-                return 200, {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Success",
-                    "details": {
-                        "name": name,
-                        "kind": "nodes",
-                        "uid": node_object(name, e)["metadata"]["uid"],
-                    },
-                }
-            if method == "PATCH":
-                unschedulable = parse_node_patch(headers.get("content-type", ""), body)
-                with self.state.lock:
-                    e = self.state.nodes[name]
-                    if unschedulable is not None:
-                        e["unschedulable"] = unschedulable
-                    self.state.put(name, e)
-                self.push_now()
-                return 200, node_object(name, self.state.live()[name])
-            raise HTTPFail(405, f"the stand-in does not support {method} on nodes")
+            return self.node_api(m.group(1), method, query, headers, body, table)
+        m = re.fullmatch(r"/api/v1/(?:namespaces/([^/]+)/)?([a-z]+)(?:/([^/]+))?", path)
+        if m and m.group(2) in apiobjects.RESOURCES:  # objects in etcd (apiobjects)
+            return self.objects_api(m.groups(), method, query, headers, body, table)
         if path.startswith(("/api/", "/apis/")) and method not in ("GET",):
             raise HTTPFail(405, f"the stand-in does not support {method} {path}")
         raise HTTPFail(404, "the server could not find the requested resource")
 
-    # -- replication --
-    def peers(self) -> list[str]:
-        return [
-            e["address"]
-            for n, e in self.state.live().items()
-            if e["role"] == "server" and n != self.name
-        ]
+    def node_api(
+        self, name: str, method: str, query: dict, headers: dict, body: object, table: bool
+    ) -> tuple:
+        """GET, DELETE and PATCH (cordon) of /api/v1/nodes/NAME."""
+        e = self.state.node(name)
+        if not e:
+            # upstream: kube-apiserver NotFound Status (kubectl: Error from server (NotFound)) [CONTRACT KC5]
+            raise HTTPFail(404, f'nodes "{name}" not found', {"name": name, "kind": "nodes"})
+        if method == "GET":
+            obj = node_object(name, e)
+            return 200, node_table([obj], query) if table else obj
+        if method == "DELETE":
+            delete_node(self, name, e)
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "details": {
+                    "name": name,
+                    "kind": "nodes",
+                    "uid": node_object(name, e)["metadata"]["uid"],
+                },
+            }
+        if method == "PATCH":
+            unschedulable = parse_node_patch(headers.get("content-type", ""), body)
+            with self.state.lock:
+                e = self.state.node(name) or e
+                if unschedulable is not None:
+                    e["unschedulable"] = unschedulable
+                self.state.put(name, e)
+            return 200, node_object(name, self.state.node(name) or e)
+        raise HTTPFail(405, f"the stand-in does not support {method} on nodes")
 
-    def peer_call(self, addr: str, method: str, path: str, body: object) -> dict:
-        out = call(
-            addr,
-            SUPERVISOR_PORT,
-            method,
-            path,
-            body,
-            timeout=2,
-            ctx=client_ctx(self.state.cluster["ca_pem"]),
-            headers={"X-Mk8s-Peer": sha(self.state.cluster["secret"])},
-        )
-        return out if isinstance(out, dict) else {}
+    def objects_api(
+        self, where: tuple, method: str, query: dict, headers: dict, body: object, table: bool
+    ) -> tuple:
+        """/api/v1/[namespaces/NS/]RESOURCE[/NAME] of the objects kept in etcd."""
+        ns, resource, name = where[0] or "", where[1], where[2] or ""
+        ctype = headers.get("content-type", "")
+        code, out = self.objects.handle(method, resource, ns, name, query, body, ctype, _select)
+        if table and method == "GET":
+            items = out.get("items", [out]) if out.get("kind") != "Status" else []
+            include = (query.get("includeObject") or ["Metadata"])[0]
+            return code, apiobjects.table(resource, items, include)
+        return code, out
 
-    def push_now(self) -> None:
-        snap = self.state.snapshot()
-        for addr in self.peers():
-            with contextlib.suppress(OSError, HTTPFail, ValueError):
-                self.peer_call(addr, "POST", "/v1-mk8s/sync", snap)
-
-    def gossip_loop(self) -> None:
-        last = 0.0
-        while True:
-            self.state.changed.wait(timeout=2)
-            if time.monotonic() - last < 0.3:
-                time.sleep(0.3)
-            self.state.changed.clear()
-            last = time.monotonic()
-            self.push_now()
-
-    def pull_from_peers(self) -> None:
-        for addr in self.peers():
-            with contextlib.suppress(OSError, HTTPFail, ValueError):
-                self.state.merge(self.peer_call(addr, "GET", "/v1-mk8s/state", None))
+    def healthy(self, timeout: float = 0) -> bool:
+        """etcd answers a quorum read on this server (kube-apiserver's etcd readiness)."""
+        if not self.ready or self.state.client is None:
+            return False
+        try:
+            self.state.client.call("kv/range", {"key": b64("/registry/health")}, timeout=timeout)
+        except etcd.EtcdError:
+            return False
+        return True
 
     def scan_manifests(self) -> None:
         """Record what this server's manifests dir holds: each new or changed file is
         processed (logged when it fails), removed files are forgotten."""
-        with self.state.lock:
-            mine = dict(self.state.data.setdefault("manifests", {}).get(self.name) or {})
+        mine = dict(self.state.manifests().get(self.name) or {})
         old = mine.get("files", {})
         files: dict[str, dict] = {}
         for n in manifest_files():
@@ -1866,10 +1724,7 @@ class Server:
                 log(f"Applied manifest {p}: {what or 'no objects'}")
         objects_changed = self.apply_helmcharts(files)
         if files != old or not mine or objects_changed:
-            with self.state.lock:
-                self.state.data["manifests"][self.name] = {"gen": now_ns(), "files": files}
-                self.state.save()
-            self.state.changed.set()
+            self.state.put_manifests(self.name, {"gen": now_ns(), "files": files})
 
     # upstream: k3s-io/k3s pkg/deploy/controller.go (listFilesIn: force at start) [CONTRACT HC1 HC2]
     def apply_helmcharts(self, files: dict[str, dict]) -> bool:
@@ -1886,7 +1741,9 @@ class Server:
                 if o.get("kind") != "HelmChart":
                     continue
                 with self.state.lock:
-                    did, line = helm.apply(self.state.data, o, n)
+                    data = self.state.helm_data()
+                    did, line = helm.apply(data, o, n)
+                    self.state.save_helm(data)
                 changed = changed or did
                 if line:
                     log(line, "error" if o.get("status") == "failed" else "info")
@@ -1899,8 +1756,7 @@ class Server:
                 self.scan_manifests()
 
     def manifests_answer(self) -> dict:
-        with self.state.lock:
-            mans = json.loads(json.dumps(self.state.data.get("manifests") or {}))
+        mans = self.state.manifests()
         servers = {}
         for name, m in sorted(mans.items()):
             files = {f: {k: v for k, v in r.items() if k != "key"} for f, r in m["files"].items()}
@@ -1909,8 +1765,7 @@ class Server:
 
     def helmcharts(self) -> dict:
         """The HelmChart objects (helmcontroller.py): a removed file removes none."""
-        with self.state.lock:
-            objs = standin_module("helmcontroller").objects(self.state.data)
+        objs = standin_module("helmcontroller").objects(self.state.helm_data())
         items = [
             {
                 "apiVersion": "helm.cattle.io/v1",
@@ -1939,29 +1794,35 @@ class Server:
     def delete_helmchart(self, namespace: str, name: str) -> tuple:
         """``kubectl delete helmchart``: helm-controller uninstalls the release."""
         with self.state.lock:
-            gone = standin_module("helmcontroller").delete(self.state.data, namespace, name)
+            data = self.state.helm_data()
+            gone = standin_module("helmcontroller").delete(data, namespace, name)
             if gone is not None:
-                self.state.save()
+                self.state.save_helm(data)
         if gone is None:
             raise HTTPFail(
                 404,
                 f'helmcharts.helm.cattle.io "{name}" not found',
                 {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"},
             )
-        self.state.changed.set()
-        self.push_now()
         log(f"Helm release {gone['targetNamespace']}/{name} uninstalled (HelmChart deleted)")
         return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
                      "details": {"name": name, "group": "helm.cattle.io", "kind": "helmcharts"}}  # fmt: skip
 
     def self_heartbeat_loop(self) -> None:
         while True:
-            with self.state.lock:
-                e = self.state.nodes.get(self.name)
-                if e and not e.get("deleted"):
-                    e["heartbeat"] = time.time()
-                    self.state.changed.set()
+            with contextlib.suppress(etcd.EtcdError):
+                self.state.heartbeat(self.name)
             time.sleep(HEARTBEAT)
+
+    def learners_loop(self) -> None:
+        """The etcd leader promotes learners (k3s pkg/etcd/etcd.go manageLearners)."""
+        local = etcd.url("127.0.0.1", etcd.CLIENT_PORT)
+        while True:
+            time.sleep(max(0.1, min(LEARNER_SECONDS / 3, 1.0)))
+            with contextlib.suppress(etcd.EtcdError, KeyError, ValueError):
+                members.manage_learners(
+                    self.state.client, local, LEARNER_SECONDS, LEARNER_STALE, log
+                )
 
 
 def make_handler(server: Server) -> type:
@@ -2057,55 +1918,53 @@ def install_kubectl() -> None:
 
 
 def new_cluster_cas() -> dict[str, str]:
-    ca_pem, ca_key = new_ca("rke2-server-ca")
-    client_ca_pem, client_ca_key = new_ca("rke2-client-ca")
-    return {
-        "ca_pem": ca_pem,
-        "ca_key": ca_key,
-        "ca_hash": hashlib.sha256(ca_pem.encode()).hexdigest(),
-        "client_ca_pem": client_ca_pem,
-        "client_ca_key": client_ca_key,
-    }
+    out: dict[str, str] = {}
+    for key, name in (("ca", "rke2-server-ca"), ("client_ca", "rke2-client-ca"),
+                      ("etcd_server_ca", "etcd-server-ca"), ("etcd_peer_ca", "etcd-peer-ca")):  # fmt: skip
+        out[key + "_pem"], out[key + "_key"] = certs.new_ca(name)
+    return out | {"ca_hash": hashlib.sha256(out["ca_pem"].encode()).hexdigest()}
+
+
+def leaf(
+    name: str, cluster: dict, ca: str, subject: str, kind: str, sans: list[str] | None = None
+) -> tuple[str, str]:
+    """A leaf certificate under server/tls kept, renewed or made (mk8s_standin/certs.py)."""
+    try:
+        crt, key, did = certs.ensure_leaf(
+            f"{TLS_DIR}/{name}.crt", f"{TLS_DIR}/{name}.key",
+            (cluster[ca + "_pem"], cluster[ca + "_key"]), subject, kind, sans,
+        )  # fmt: skip
+    except certs.CertError as e:
+        raise Fatal(f"certificate {name}: {e}") from None
+    if did != "kept":
+        log(f"Certificate {TLS_DIR}/{name}.crt {did}")
+    return crt, key
 
 
 # upstream: rancher/rke2-docs docs/security/token.md (server/token, agent-token), docs/cluster_access.md [CONTRACT TK8 TL4]
 def write_server_files(
     cluster: dict, cfg: dict[str, object], name: str, kc_mode: int
 ) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """Token files, the TLS files (CAs; a fresh serving and admin certificate) and the
-    admin kubeconfig.  Returns the server contexts for 9345 and 6443."""
+    """Token files, the TLS files (CAs; the serving and admin certificates, kept until
+    they need renewing) and the admin kubeconfig.  Returns the contexts for 9345, 6443."""
     secret = cluster["secret"]
     token = f"K10{cluster['ca_hash']}::server:{secret}"
     write_file(SERVER_DIR + "/node-token", token + "\n", 0o600)
-    write_file(SERVER_DIR + "/token", token + "\n", 0o600)
+    write_file(TOKEN_FILE, token + "\n", 0o600)
     if cluster.get("agent_token"):
         write_file(
             SERVER_DIR + "/agent-token",
             f"K10{cluster['ca_hash']}::node:{cluster['agent_token']}\n",
             0o600,
         )
+    for ca, key in (("server-ca", "ca"), ("client-ca", "client_ca")):
+        write_file(f"{TLS_DIR}/{ca}.crt", cluster[key + "_pem"], 0o644)
+        write_file(f"{TLS_DIR}/{ca}.key", cluster[key + "_key"], 0o600)
     sans = serving_sans(cfg, name, node_address(cfg))
-    serving_crt, serving_key = sign_leaf(
-        cluster["ca_pem"], cluster["ca_key"], "/CN=kube-apiserver", "serving", sans
+    leaf("serving-kube-apiserver", cluster, "ca", "/CN=kube-apiserver", "serving", sans)
+    admin_crt, admin_key = leaf(
+        "client-admin", cluster, "client_ca", "/O=system:masters/CN=system:admin", "client"
     )
-    admin_crt, admin_key = sign_leaf(
-        cluster["client_ca_pem"],
-        cluster["client_ca_key"],
-        "/O=system:masters/CN=system:admin",
-        "client",
-    )
-    files = {
-        "server-ca.crt": (cluster["ca_pem"], 0o644),
-        "server-ca.key": (cluster["ca_key"], 0o600),
-        "client-ca.crt": (cluster["client_ca_pem"], 0o644),
-        "client-ca.key": (cluster["client_ca_key"], 0o600),
-        "serving-kube-apiserver.crt": (serving_crt, 0o644),
-        "serving-kube-apiserver.key": (serving_key, 0o600),
-        "client-admin.crt": (admin_crt + cluster["client_ca_pem"], 0o644),
-        "client-admin.key": (admin_key, 0o600),
-    }
-    for f, (data, mode) in files.items():
-        write_file(f"{TLS_DIR}/{f}", data, mode)
     kubeconfig = (
         "apiVersion: v1\n"
         "clusters:\n"
@@ -2149,7 +2008,7 @@ def serve(server: Server, contexts: tuple[ssl.SSLContext, ssl.SSLContext]) -> No
         except OSError as e:
             raise Fatal(f"listen tcp 0.0.0.0:{port}: bind: {e.strerror}") from None
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    threading.Thread(target=server.gossip_loop, daemon=True).start()
+    threading.Thread(target=server.learners_loop, daemon=True).start()
     threading.Thread(target=server.self_heartbeat_loop, daemon=True).start()
     serve_mirror(server, contexts[0])
     rewrite_helmcharts(server.cfg)
@@ -2189,6 +2048,243 @@ def retry_join(url: str, body: dict) -> tuple[dict, ssl.SSLContext]:
         time.sleep(1)
 
 
+# ---- etcd: the server's datastore (k3s pkg/etcd/etcd.go, pkg/cluster/managed.go) -------
+RUNNING: dict[str, etcd.Member] = {}  # the etcd member this process runs
+
+
+def write_etcd_files(cluster: dict, name: str, address: str) -> None:
+    """server/tls/etcd: the etcd CAs and this server's etcd certificates (k3s
+    pkg/daemons/control/deps/deps.go: client, server-client, peer-server-client)."""
+    for ca, key in (("server-ca", "etcd_server_ca"), ("peer-ca", "etcd_peer_ca")):
+        write_file(f"{TLS_DIR}/etcd/{ca}.crt", cluster[key + "_pem"], 0o644)
+        write_file(f"{TLS_DIR}/etcd/{ca}.key", cluster[key + "_key"], 0o600)
+    sans = list(dict.fromkeys([address, "127.0.0.1", "::1", "localhost", name]))
+    leaf("etcd/client", cluster, "etcd_server_ca", "/CN=etcd-client", "client")
+    leaf("etcd/server-client", cluster, "etcd_server_ca", "/CN=etcd-server", "peer", sans)
+    leaf("etcd/peer-server-client", cluster, "etcd_peer_ca", "/CN=etcd-peer", "peer", sans)
+
+
+def local_client() -> etcd.Client:
+    return etcd.Client([etcd.url("127.0.0.1", etcd.CLIENT_PORT)], etcd_paths(), timeout=3)
+
+
+def start_member(
+    member: etcd.Member, name: str, cluster: str = "", state: str = "new", reset: bool = False
+) -> None:
+    try:
+        member.start(name, cluster, state, reset)
+    except (etcd.EtcdError, OSError) as e:
+        raise Fatal(f"starting etcd: {e}") from None
+    RUNNING["member"] = member
+
+
+def wait_member(member: etcd.Member, timeout: float) -> None:
+    try:
+        member.wait_ready(local_client(), timeout)
+    except etcd.EtcdError as e:
+        hint = ""
+        if "removed from the cluster" in str(e) or "cluster reset" in str(e):
+            hint = (
+                f"; back up and delete {SERVER_DIR}/db on this server and start rke2-server "
+                "again to rejoin the cluster"
+            )
+        raise Fatal(f"{e}{hint}") from None
+
+
+def new_datastore(cfg: dict[str, object], member: etcd.Member, name: str, token: str) -> dict:
+    """The first server: a new etcd cluster of one member.  CAs already on disk are reused
+    (rke2-docs security/certificates.md, custom CAs)."""
+    # No server: and no datastore: a NEW cluster (rancher/rke2-docs docs/install/ha.md),
+    # whatever other servers already run.
+    log("Bootstrapping a new cluster (no server: in config)")
+    disk = load_bootstrap() or {}
+    cas = {k: v for k, v in disk.items() if k.endswith(("_pem", "_key")) or k == "ca_hash"}
+    cluster = {
+        **(cas or new_cluster_cas()),
+        "secret": token_secret(token)[1] if token else disk.get("secret") or secrets.token_hex(32),
+        "agent_token": cfg_str(cfg, "agent-token"),
+        "settings": critical_settings(cfg),
+    }
+    check_bootstrap_token(token, cluster["ca_hash"])  # [CONTRACT TK9]
+    time.sleep(START_SECONDS)
+    save_bootstrap(cluster)
+    write_etcd_files(cluster, name, member.address)
+    mname = etcd.member_name(etcd_paths(), name, force=True)
+    log("Starting etcd for new cluster")
+    start_member(member, mname, f"{mname}={member.peer_url}", "new")
+    wait_member(member, 60)
+    client = local_client()
+    client.put(apiobjects.bootstrap_key(cluster["secret"]), json.dumps(cluster).encode())
+    for ns in apiobjects.SYSTEM_NAMESPACES:
+        client.txn_put(
+            f"/registry/namespaces/{ns}", json.dumps(apiobjects.new_namespace(ns)).encode(), 0
+        )
+    return cluster
+
+
+def join_datastore(cfg: dict[str, object], member: etcd.Member, name: str, body: dict) -> dict:
+    """A joining server: the bootstrap data and etcd's members from the server it joins,
+    then this server as an etcd learner until the leader promotes it (k3s ``join``)."""
+    url = cfg_str(cfg, "server")
+    # upstream: k3s-io/k3s pkg/cluster/managed.go (RKE2_TOKEN is required to join a cluster) [CONTRACT TK5]
+    if not body["token"]:
+        raise Fatal("--token is required when joining a server (server: is set)")
+    log(f"Joining the cluster at {url} as server {name}")
+    out, _ = retry_join(url, body)
+    cluster = out["cluster"]
+    save_bootstrap(cluster)
+    write_etcd_files(cluster, name, member.address)
+    urls = [
+        u
+        for m in out.get("members", [])
+        if not m.get("isLearner")
+        for u in m.get("clientURLs", [])
+        if u != member.client_url
+    ]
+    if not urls:
+        raise Fatal("ETCD join failed: the cluster has no voting etcd member to join")
+    paths = etcd_paths()
+    mname = etcd.member_name(paths, name) or etcd.member_name(paths, name, force=True)
+    log(f"Adding member {mname}={member.peer_url} to etcd cluster as a learner")
+    try:
+        initial = members.join_cluster(etcd.Client(urls, paths), mname, name, member.peer_url)
+    except etcd.EtcdError as e:
+        if "duplicate node name" in str(e):
+            with contextlib.suppress(OSError):
+                os.unlink(paths.name)
+        raise Fatal(f"ETCD join failed: {e}") from None
+    log(f"Starting etcd to join cluster with members [{initial}]")
+    start_member(member, mname, initial, "existing")
+    wait_member(member, max(60.0, 20 * LEARNER_SECONDS))
+    return cluster
+
+
+# upstream: k3s-io/k3s pkg/etcd/etcd.go (Start: IsInitialized, existing member) [CONTRACT ET1]
+def restart_datastore(member: etcd.Member, name: str, token: str) -> tuple[dict, bool]:
+    """A server with etcd data: start it as the member it is (k3s ``IsInitialized``);
+    (bootstrap data, whether it was just reset)."""
+    paths = etcd_paths()
+    cluster = load_bootstrap()
+    if not cluster:
+        raise Fatal(f"etcd data in {paths.etcd} but no bootstrap data in {BOOTSTRAP_FILE}")
+    # upstream: k3s-io/k3s pkg/cluster/storage.go (getBootstrapKeyFromStorage) [CONTRACT TK7]
+    if token and token_secret(token)[1] != cluster["secret"]:
+        raise Fatal(
+            "bootstrap data already found and encrypted with different token: "
+            "the token in config.yaml does not match this server's datastore"
+        )
+    was_reset = os.path.exists(paths.reset_flag)
+    with contextlib.suppress(FileNotFoundError):  # k3s managed.go: removed at a normal start
+        os.unlink(paths.reset_flag)
+    write_etcd_files(cluster, name, member.address)
+    mname = etcd.member_name(paths, name) or etcd.member_name(paths, name, force=True)
+    log("Starting from existing datastore (etcd for existing cluster member)")
+    start_member(member, mname)
+    wait_member(member, 0)
+    return cluster, was_reset
+
+
+def node_entry(b: dict, old: dict | None) -> dict:
+    """A node's record from what it registers with (the Node outlives a kubelet restart)."""
+    entry = {
+        "role": b["role"],
+        "address": b.get("address", ""),
+        "joined": old["joined"] if old else time.time(),
+        "password": sha(b.get("password", "")),
+        "labels": b.get("labels", []),
+        "version": b.get("version", TAG),
+        "arch": b.get("arch", "amd64"),
+    }
+    if old and old.get("unschedulable"):
+        entry["unschedulable"] = True
+    return entry
+
+
+def register_server(store: apiobjects.Store, body: dict, member: str, was_reset: bool) -> None:
+    """This server's Node, with its etcd member's name (k3s metadata_controller.go).  After
+    a cluster reset the old node password is forgotten (k3s managed.go
+    deleteNodePasswdSecret), so a replacement host may take the name."""
+    name = body["name"]
+    old = store.node(name)
+    if old and old.get("password") != sha(body["password"]) and not was_reset:
+        raise Fatal(
+            f"Node password rejected, duplicate hostname or contents of '{NODE_PASSWORD}' may "
+            f"not match server node-passwd entry (node {name!r} is registered from "
+            f"{old.get('address')})"
+        )
+    network = network_problem(store.cluster["settings"].get("cni", ""), body.get("cni_missing"))
+    store.put(name, node_entry(body, old) | {"etcd_member": member, "network": network})
+    store.heartbeat(name)
+
+
+# upstream: k3s-io/k3s pkg/etcd/member_controller.go (onRemove -> RemovePeer) [CONTRACT ET6]
+def delete_node(server: Server, name: str, e: dict, patience: float = 6) -> None:
+    """Delete a Node; for a server, remove its etcd member too, as k3s's member controller
+    does on the Node's removal (pkg/etcd/member_controller.go onRemove -> RemovePeer).
+    That controller works moments after the delete and retries; the stand-in tries for
+    ``patience`` seconds before it answers (etcd refuses to remove a member until the
+    others have been connected for 5 s, so a test acting seconds after a join sees what
+    a cluster joined minutes earlier does), then goes on retrying in the background."""
+    server.state.delete(name)
+    member, address = e.get("etcd_member"), e.get("address", "")
+    if e["role"] != "server" or not member:
+        return
+
+    def remove(patience: float) -> bool:
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                log(f"Removing name={member} address={address} from etcd")
+                members.remove_peer(server.state.client, member, address)
+                return True
+            except etcd.EtcdError as ex:  # e.g. "unhealthy cluster" right after a join
+                if time.monotonic() > deadline:
+                    log(f"failed to remove etcd member {member}: {ex}", "error")
+                    return False
+                time.sleep(0.5)
+
+    if not remove(patience):
+        threading.Thread(target=remove, args=(60,), daemon=True).start()
+
+
+# upstream: k3s-io/k3s pkg/etcd/snapshot.go (Snapshot: NAME-NODE-UNIXTIME), snapshot_handler.go [CONTRACT ES2 ES4]
+def snapshot_answer(server: Server, b: dict) -> tuple:
+    """``POST /db/snapshot`` (k3s pkg/etcd/snapshot_handler.go): save, list or delete."""
+    if not server.ready:
+        raise HTTPFail(503, "etcd is not ready yet")
+    op = b.get("operation")
+    where = str(b.get("dir") or cfg_str(server.cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR)
+    if not where.startswith("/"):
+        raise HTTPFail(400, f"snapshot dir must be absolute: {where!r}")
+    if op == "list":
+        return 200, {"items": snapshots.list_snapshots(where)}
+    if op == "delete":
+        return 200, {
+            "deleted": snapshots.delete_snapshots(where, [str(n) for n in b.get("names", [])])
+        }
+    if op != "save":
+        raise HTTPFail(400, f"unknown etcd snapshot operation {op!r}")
+    name = str(b.get("name", ""))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or len(name) > 200:
+        raise HTTPFail(400, f"invalid snapshot name {name!r}")
+    if where == SNAPSHOT_DIR:  # only the default dir is created (k3s snapshotDir)
+        os.makedirs(where, mode=0o700, exist_ok=True)
+    elif not os.path.isdir(where):
+        raise HTTPFail(
+            500, f"failed to get etcd-snapshot-dir: stat {where}: no such file or directory"
+        )
+    fname = f"{name}-{server.name}-{int(time.time())}"
+    path = os.path.join(where, fname)
+    log(f"Saving etcd snapshot to {path}")
+    try:
+        snapshots.snapshot_save(etcd_paths(), path)
+    except etcd.EtcdError as e:
+        log(f"Failed to take etcd snapshot: {e}", "error")
+        raise HTTPFail(500, f"Failed to take etcd snapshot: {e}") from None
+    os.chmod(path, 0o600)
+    return 200, {"created": [fname], "path": path, "size": os.path.getsize(path)}
+
+
 def run_server(cfg: dict[str, object]) -> None:
     check_node_version("server")
     check_node_images(cfg, "server")
@@ -2196,112 +2292,140 @@ def run_server(cfg: dict[str, object]) -> None:
     watch_images()
     load_start_inputs()
     name = node_name(cfg)
-    address = node_address(cfg)
     token = cfg_str(cfg, "token")
-    url = cfg_str(cfg, "server")
-    password = node_password()
-    settings = critical_settings(cfg)
-    state = State.load()
-    labels = cfg_list(cfg, "node-label")
-
-    if state and state.cluster:
-        # Restart with existing datastore.
-        # upstream: k3s-io/k3s pkg/cluster/storage.go (getBootstrapKeyFromStorage) [CONTRACT TK7]
-        if token and token_secret(token)[1] != state.cluster["secret"]:
-            raise Fatal(
-                "bootstrap data already found and encrypted with different token: "
-                "the token in config.yaml does not match this server's datastore"
-            )
-        mine = state.nodes.get(name)
-        if mine and not mine.get("deleted") and not mine.get("learner"):
-            log("Starting from existing datastore")
-            server = Server(cfg, state, name)
-            server.pull_from_peers()  # the cluster's current registry: who runs what
-            # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4]
-            skew = skew_problem("server", TAG, running_servers(state, name))
-            if skew:
-                raise Fatal(f"refusing to start kube-apiserver {TAG}: {skew}")
-            serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
-            mine = state.nodes.get(name) or mine
-            network = network_problem(state.cluster["settings"].get("cni", ""), cni_missing())
-            state.put(
-                name,
-                {**mine, "heartbeat": time.time(), "labels": labels, "version": TAG}
-                | {"network": network},
-            )
-            server.push_now()
-            server.ready = True
-            return
-        state = None  # stale (deleted or half-joined): start over
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(STATE_FILE)
-
-    # upstream: rancher/rke2-docs docs/install/ha.md (no server:, no datastore: new cluster) [CONTRACT BS1]
-    if not url:
-        # No server: and no datastore: a NEW cluster, with its own CAs (rancher/rke2-docs
-        # docs/install/ha.md), whatever other servers already run.
-        log("Bootstrapping a new cluster (no server: in config)")
-        cluster = {
-            **new_cluster_cas(),
-            "secret": token_secret(token)[1] if token else secrets.token_hex(32),
-            "agent_token": cfg_str(cfg, "agent-token"),
-            "settings": settings,
-        }
-        check_bootstrap_token(token, cluster["ca_hash"])  # [CONTRACT TK9]
-        time.sleep(START_SECONDS)
-        state = State({"cluster": cluster, "nodes": {}})
-        server = Server(cfg, state, name)
-        state.put(
-            name,
-            {
-                "role": "server",
-                "address": address,
-                "joined": time.time(),
-                "heartbeat": time.time(),
-                "password": sha(password),
-                "labels": labels,
-                "version": TAG,
-                "arch": node_arch(),
-                "learner": False,
-                "network": network_problem(settings["cni"], cni_missing()),
-            },
-        )
-        serve(server, write_server_files(cluster, cfg, name, kubeconfig_mode(cfg)))
-        server.ready = True
-        return
-
-    # upstream: k3s-io/k3s pkg/cluster/managed.go (RKE2_TOKEN is required to join a cluster) [CONTRACT TK5]
-    if not token:
-        raise Fatal("--token is required when joining a server (server: is set)")
-    log(f"Joining the cluster at {url} as server {name}")
     body = {
         "role": "server",
         "name": name,
-        "address": address,
+        "address": node_address(cfg),
         "token": token,
-        "password": password,
-        "settings": settings,
-        "labels": labels,
+        "password": node_password(),
+        "settings": critical_settings(cfg),
+        "labels": cfg_list(cfg, "node-label"),
         "version": TAG,
         "arch": node_arch(),
         "cni_missing": cni_missing(),
     }
-    out, ctx = retry_join(url, body)
-    state = State(out["state"])
-    log(f"Adding member {name}={address} to etcd cluster as learner")
-    time.sleep(LEARNER_SECONDS)
-    host, port = parse_server_url(url)
-    try:
-        promoted = call(host, port, "POST", "/v1-mk8s/promote", body, timeout=5, ctx=ctx)
-    except (OSError, HTTPFail) as e:
-        raise Fatal(f"etcd learner promotion failed: {e}") from None
-    assert isinstance(promoted, dict)
-    state.merge(promoted["state"])
-    state.save()
-    server = Server(cfg, state, name)
-    serve(server, write_server_files(state.cluster, cfg, name, kubeconfig_mode(cfg)))
-    server.pull_from_peers()
+    member = etcd.Member(etcd_paths(), body["address"])
+    was_reset = False
+    if etcd_paths().initialized():
+        cluster, was_reset = restart_datastore(member, name, token)
+    # upstream: rancher/rke2-docs docs/install/ha.md (no server:, no datastore: new cluster) [CONTRACT BS1]
+    elif not cfg_str(cfg, "server"):
+        cluster = new_datastore(cfg, member, name, token)
+    else:
+        cluster = join_datastore(cfg, member, name, body)
+    store = apiobjects.Store(local_client(), cluster)
+    # upstream: kubernetes/website content/en/releases/version-skew-policy.md; stricter [CONTRACT VS4]
+    skew = skew_problem("server", TAG, running_servers(store, name))
+    if skew:
+        raise Fatal(f"refusing to start kube-apiserver {TAG}: {skew}")
+    register_server(store, body, etcd.member_name(etcd_paths(), name), was_reset)
+    server = Server(cfg, store, name, member)
+    serve(server, write_server_files(cluster, cfg, name, kubeconfig_mode(cfg)))
+    member.watch(etcd_exited)
     server.ready = True
+
+
+def etcd_exited(why: str) -> None:
+    """rke2 server exits with its etcd (k3s: "etcd exited"), after a moment for the answer
+    in flight (the request that removed this member, for one)."""
+    log(f"etcd exited: {why}", "fatal")
+    time.sleep(0.5)
+    os._exit(1)
+
+
+# upstream: k3s-io/k3s pkg/etcd/etcd.go (Reset, Restore), pkg/cluster/managed.go [CONTRACT ET8]
+def cluster_reset(cfg: dict[str, object]) -> int:
+    """``rke2 server --cluster-reset [--cluster-reset-restore-path=FILE]`` (k3s
+    pkg/cluster/managed.go ``start``, pkg/etcd/etcd.go ``Reset``, ``Restore``): etcd becomes
+    a one-member cluster of this server, restored from FILE when given; then exit."""
+    paths = etcd_paths()
+    restore = cfg_str(cfg, "cluster-reset-restore-path")
+    check_reset(paths, restore, cfg_str(cfg, "token"))
+    token = cfg_str(cfg, "token") or read_token_file()
+    secret = token_secret(token)[1]
+    name, address = node_name(cfg), node_address(cfg)
+    disk = load_bootstrap()
+    temp = disk or {**new_cluster_cas(), "secret": secret, "settings": critical_settings(cfg)}
+    write_etcd_files(temp, name, address)
+    member = etcd.Member(paths, address)
+    mname = f"{name}-{secrets.token_hex(4)}"  # a new member name (k3s setName(true))
+    if restore:
+        log(f"Restoring etcd snapshot {restore}; the current database moves to {paths.etcd}-old-*")
+        try:
+            snapshots.snapshot_restore(paths, restore, mname, member.peer_url)
+        except etcd.EtcdError as e:
+            raise Fatal(f"etcd: snapshot restore failed: {e}") from None
+    etcd.member_name(paths, name, value=mname)
+    write_file(paths.reset_flag, "", 0o600)  # k3s: touch a file to avoid multiple resets
+    start_member(member, mname, f"{mname}={member.peer_url}", "new", reset=True)
+    wait_member(member, 60)
+    cluster = stored_bootstrap(local_client(), secret) or temp
+    if cluster != disk:
+        if disk and os.path.isdir(TLS_DIR):
+            backup = f"{SERVER_DIR}/tls-{int(time.time())}"
+            shutil.copytree(TLS_DIR, backup, dirs_exist_ok=True)
+            log(f"Cluster reset: backing up certificates directory to {backup}")
+        save_bootstrap(cluster)
+    member.stop()
+    log(
+        "Managed etcd cluster membership has been reset, restart without --cluster-reset "
+        "flag now. Backup and delete ${datadir}/server/db on each peer etcd server and "
+        "rejoin the nodes"
+    )
+    return 0
+
+
+def read_token_file() -> str:
+    try:
+        with open(TOKEN_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+# upstream: k3s-io/k3s pkg/cli/server/server.go, pkg/cluster/managed.go (start), pkg/etcd/etcd.go (Reset) [CONTRACT ET7]
+def check_reset(paths: etcd.Paths, restore: str, token: str) -> None:
+    """What k3s refuses before a cluster reset touches anything."""
+    if restore and not token and not os.path.exists(TOKEN_FILE):
+        raise Fatal(f"{TOKEN_FILE} does not exist, please pass --token to complete the restoration")
+    if not restore and os.path.exists(paths.reset_flag):
+        raise Fatal(
+            "cluster-reset was successfully performed, please remove the cluster-reset flag "
+            "and start rke2 normally, if you need to perform another cluster reset, you must "
+            f"first manually delete the {paths.reset_flag} file"
+        )
+    if not restore and not paths.initialized():
+        raise Fatal(f"etcd: no etcd data in {paths.etcd} to reset; nothing was changed")
+    for port in (SUPERVISOR_PORT, etcd.CLIENT_PORT):  # RKE2 must be stopped first
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError as e:
+                raise Fatal(
+                    f"listen tcp 0.0.0.0:{port}: bind: {e.strerror} (stop rke2-server first)"
+                ) from None
+    if restore and not os.path.exists(restore):
+        raise Fatal(f"etcd: snapshot path does not exist: {restore}")
+    if restore and os.path.isdir(restore):
+        raise Fatal(f"etcd: snapshot path must be a file, not a directory: {restore}")
+
+
+def stored_bootstrap(client: etcd.Client, secret: str) -> dict | None:
+    """The bootstrap data in etcd for this token (k3s pkg/cluster/storage.go
+    getBootstrapKeyFromStorage): None when there is none."""
+    kvs = client.range(apiobjects.BOOTSTRAP, prefix=True)
+    if len(kvs) > 1:
+        raise Fatal("found multiple bootstrap keys in storage")
+    if not kvs:
+        return None
+    if kvs[0]["key"] != apiobjects.bootstrap_key(secret):
+        raise Fatal("bootstrap data already found and encrypted with different token")
+    return dict(json.loads(kvs[0]["value"]))
+
+
+# ---- etcd end ----
 
 
 # upstream: k3s-io/k3s pkg/cli/agent/agent.go (Run: --token/--server required) [CONTRACT TK6]
@@ -2408,7 +2532,7 @@ def agent_retry(attempt: typing.Callable[[], R]) -> R:
 
 # ---- images without local tarballs: embedded registry mirror and a private registry ----
 # Servers mode (spec.images.distribution: servers): a server with `embedded-registry:
-# true` records that in its node entry of the replicated cluster state and answers on
+# true` records that in its node entry (in etcd, like the cluster state) and answers on
 # TCP 5001 (HTTPS, its serving certificate from the cluster's server CA, no client
 # certificate) `GET /v1-mk8s/images` with the images its local tarballs hold.  An
 # agent without local tarballs asks a server for the cluster's image settings
@@ -2728,11 +2852,11 @@ class MirrorState:
 
 # upstream: k3s-io/k3s pkg/spegel/spegel.go, rancher/rke2-docs docs/install/registry_mirror.md (port 5001) [CONTRACT RG1]
 def serve_mirror(server: Server, ctx: ssl.SSLContext) -> None:
-    """Record this server's ``embedded-registry`` setting in its node entry (replicated)
+    """Record this server's ``embedded-registry`` setting in its node entry (in etcd)
     and, when on, answer on TCP 5001 with the images it holds."""
     on = server.cfg.get("embedded-registry") in (True, "true")
     with server.state.lock:
-        e = server.state.nodes.get(server.name)
+        e = server.state.node(server.name)
         if e is not None and bool(e.get("embedded_registry")) != on:
             server.state.put(server.name, {**e, "embedded_registry": on})
     if not on:
@@ -3939,36 +4063,55 @@ def kubectl(argv: list[str]) -> int:
 SNAPSHOT_FLAGS = ("--name", "--dir", "--etcd-snapshot-dir", "--config", "-c", "--data-dir", "-d")
 
 
-# upstream: k3s-io/k3s pkg/cli/etcdsnapshot/etcd_snapshot.go (save), rancher/rke2 pkg/cli/cmds/etcd_snapshot.go [CONTRACT ES1 ES3]
-def etcd_snapshot(args: list[str]) -> int:
-    """``rke2 etcd-snapshot [save|ls|list] [--name NAME] [--dir DIR] [--config FILE]``.
-
-    ``save`` asks the running server on this node to write
-    ``DIR/NAME-<node name>-<unix time>`` (default NAME ``on-demand``, DIR
-    /var/lib/rancher/rke2/server/db/snapshots or ``etcd-snapshot-dir`` from
-    config.yaml); it fails on an agent (no etcd) and when rke2-server is not running."""
-    sub = "save"
-    if args and not args[0].startswith("-"):
-        sub, args = args[0], args[1:]
-    if sub not in ("save", "ls", "list"):
-        print(f'rke2 etcd-snapshot: No help topic for "{sub}"', file=sys.stderr)
-        return 3
+def parse_flags(
+    args: list[str], flags: tuple[str, ...], aliases: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """urfave/cli-style ``--flag value`` / ``--flag=value`` parsing: (flags, arguments);
+    raises ValueError with its message for an unknown flag or a missing value."""
     opts: dict[str, str] = {}
+    rest: list[str] = []
     i = 0
     while i < len(args):
         flag, eq, val = args[i].partition("=")
         i += 1
-        if flag not in SNAPSHOT_FLAGS:
-            print(f"Incorrect Usage: flag provided but not defined: {flag}", file=sys.stderr)
-            return 1
+        if not flag.startswith("-"):
+            rest.append(args[i - 1])
+            continue
+        if flag not in flags:
+            raise ValueError(f"flag provided but not defined: {flag}")
         if not eq:
             if i >= len(args):
-                print(f"Incorrect Usage: flag needs an argument: {flag}", file=sys.stderr)
-                return 1
+                raise ValueError(f"flag needs an argument: {flag}")
             val, i = args[i], i + 1
-        opts[
-            {"-c": "--config", "-d": "--data-dir", "--etcd-snapshot-dir": "--dir"}.get(flag, flag)
-        ] = val
+        opts[aliases.get(flag, flag)] = val
+    return opts, rest
+
+
+# upstream: k3s-io/k3s pkg/cli/etcdsnapshot/etcd_snapshot.go (save, list, delete), rancher/rke2 pkg/cli/cmds/etcd_snapshot.go [CONTRACT ES1 ES3]
+def etcd_snapshot(args: list[str]) -> int:
+    """``rke2 etcd-snapshot [save|ls|list|l|delete] [--name NAME] [--dir DIR] [NAME...]``
+    (k3s pkg/cli/etcdsnapshot): the running server on this node does it (``/db/snapshot``
+    on 9345, authenticated with the token in server/token); ``save`` writes
+    ``DIR/NAME-<node name>-<unix time>`` (default NAME ``on-demand``, DIR
+    server/db/snapshots or ``etcd-snapshot-dir``).  An agent has no etcd."""
+    sub = "save"
+    if args and not args[0].startswith("-"):
+        sub, args = args[0], args[1:]
+    if sub not in ("save", "ls", "list", "l", "delete"):
+        print(f'rke2 etcd-snapshot: No help topic for "{sub}"', file=sys.stderr)
+        return 3
+    aliases = {"-c": "--config", "-d": "--data-dir", "--etcd-snapshot-dir": "--dir"}
+    try:
+        opts, names = parse_flags(args, SNAPSHOT_FLAGS, aliases)
+    except ValueError as e:
+        print(f"Incorrect Usage: {e}", file=sys.stderr)
+        return 1
+    if names and sub != "delete":
+        log("this command does not take any arguments", "fatal")
+        return 1
+    if sub == "delete" and not names:
+        log("no snapshots given for removal", "fatal")
+        return 1
     try:
         cfg = load_config(opts.get("--config", CONFIG))
     except (Fatal, OSError) as e:
@@ -3976,55 +4119,126 @@ def etcd_snapshot(args: list[str]) -> int:
         return 1
     # data-dir and etcd-snapshot-dir come from config.yaml, as for `rke2 server`.
     use_config_paths({**cfg, **({"data-dir": opts["--data-dir"]} if "--data-dir" in opts else {})})
-    where = opts.get("--dir") or cfg_str(cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR
-    if sub in ("ls", "list"):
-        files = sorted(os.listdir(where)) if os.path.isdir(where) else []
-        print(f"{'Name':<50} {'Location':<90} {'Size':>8} Created")
-        for f in files:
-            path = os.path.join(where, f)
-            st = os.stat(path)
-            created = datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC)
-            print(f"{f:<50} file://{path:<83} {st.st_size:>8} {created:%Y-%m-%dT%H:%M:%SZ}")
-        return 0
-    try:
-        state = State.load()
-    except (OSError, ValueError) as e:
-        log(f"etcd-snapshot: cannot read the server datastore: {e}", "fatal")
+    body: dict = {"operation": {"ls": "list", "l": "list"}.get(sub, sub), "names": names}
+    body["dir"] = opts.get("--dir") or cfg_str(cfg, "etcd-snapshot-dir") or SNAPSHOT_DIR
+    body["name"] = opts.get("--name", "on-demand")
+    out = snapshot_request(body)
+    if out is None:
         return 1
-    if state is None or not state.cluster:
+    if sub in ("ls", "list", "l"):
+        sys.stdout.write(snapshots.format_snapshots(out.get("items", [])))
+    elif sub == "delete":
+        for n in names:
+            if n in out.get("deleted", []):
+                log(f"Snapshot {n} deleted.")
+            else:
+                log(f"Snapshot {n} not found.", "warning")
+    else:
+        log(f"Saving etcd snapshot to {out['path']}")
+        for n in out.get("created", []):
+            log(f"Snapshot {n} saved.")
+    return 0
+
+
+def snapshot_request(body: dict) -> dict | None:
+    """POST /db/snapshot to this node's server with the token in server/token."""
+    try:
+        with open(TOKEN_FILE) as f:
+            token = f.read().strip()
+    except FileNotFoundError:
         log(
-            f"etcd database not found in {SERVER_DIR}/db: this node is not an etcd server "
+            f"open {TOKEN_FILE}: no such file or directory: this node is not an etcd server "
             "(agents have no etcd to snapshot)",
             "fatal",
         )
-        return 1
-    name = opts.get("--name", "on-demand")
-    url = f"https://127.0.0.1:{SUPERVISOR_PORT}"
+        return None
+    except OSError as e:
+        log(f"open {TOKEN_FILE}: {e.strerror}", "fatal")
+        return None
+    url = f"https://127.0.0.1:{SUPERVISOR_PORT}/db/snapshot"
     try:
+        with open(f"{TLS_DIR}/server-ca.crt") as f:
+            ca_pem = f.read()
         out = call(
-            "127.0.0.1",
-            SUPERVISOR_PORT,
-            "POST",
-            "/v1-mk8s/etcd-snapshot",
-            {"name": name, "dir": where},
-            timeout=30,
-            ctx=client_ctx(state.cluster["ca_pem"]),
-            headers={"X-Mk8s-Peer": sha(state.cluster["secret"])},
-        )
+            "127.0.0.1", SUPERVISOR_PORT, "POST", "/db/snapshot", body, timeout=120,
+            ctx=client_ctx(ca_pem), headers={"X-Mk8s-Peer": sha(token_secret(token)[1])},
+        )  # fmt: skip
     except HTTPFail as e:
-        log(f"etcd-snapshot failed: {e.message}", "fatal")
-        return 1
+        log(f"etcd-snapshot failed: {e.message}: see server log for details", "fatal")
+        return None
     except (OSError, ValueError) as e:
-        log(
-            f"etcd-snapshot failed: cannot reach the rke2 server on this node at {url} "
-            f"(is rke2-server running?): {e}",
-            "fatal",
-        )
+        log(f'Post "{url}": {e} (is rke2-server running?)', "fatal")
+        return None
+    return out if isinstance(out, dict) else {}
+
+
+# ---- etcd: rke2 certificate rotate (k3s pkg/cli/cert) -----------------------------------
+def certificate(args: list[str]) -> int:
+    """``rke2 certificate rotate``: back up server/tls and delete the leaf certificates and
+    keys; the next start makes new ones, with the same CAs (mk8s_standin/certs.py)."""
+    if not args or args[0] != "rotate":
+        print(f'rke2 certificate: No help topic for "{args[0] if args else ""}"', file=sys.stderr)
+        return 3
+    aliases = {"-d": "--data-dir", "-c": "--config"}
+    try:
+        opts, rest = parse_flags(args[1:], ("--data-dir", "-d", "--config", "-c"), aliases)
+        cfg = load_config(opts.get("--config", CONFIG))
+    except ValueError as e:
+        print(f"Incorrect Usage: {e}", file=sys.stderr)
         return 1
-    assert isinstance(out, dict)
-    log(f"Saving etcd snapshot to {out['path']}")
-    log(f"Snapshot {out['name']} saved.")
+    except (Fatal, OSError) as e:
+        log(str(e), "fatal")
+        return 1
+    if rest:
+        log("the stand-in rotates all certificates (no arguments, no --service)", "fatal")
+        return 1
+    use_config_paths({**cfg, **({"data-dir": opts["--data-dir"]} if "--data-dir" in opts else {})})
+    server = os.path.isdir(SERVER_DIR)
+    log("Server detected, rotating agent and server certificates" if server
+        else "Agent detected, rotating agent certificates")  # fmt: skip
+    try:
+        backup, deleted = certs.rotate(SERVER_DIR, DATA_DIR + "/agent")
+    except (OSError, certs.CertError) as e:
+        log(f"rotating certificates: {e}", "fatal")
+        return 1
+    for f in deleted:
+        log(f"Certificate {f} is deleted")
+    log(
+        f"Successfully backed up certificates to {backup}, please restart rke2 server or "
+        "agent to rotate certificates"
+    )
     return 0
+
+
+def server_flags(args: list[str]) -> dict[str, object]:
+    """``rke2 server`` flags over config.yaml: --config, --token, --cluster-reset,
+    --cluster-reset-restore-path (k3s pkg/cli/cmds/server.go)."""
+    out: dict[str, object] = {}
+    i = 0
+    while i < len(args):
+        flag, eq, val = args[i].partition("=")
+        i += 1
+        if flag == "--cluster-reset":
+            out["cluster-reset"] = val != "false" if eq else True
+            continue
+        if flag not in ("-c", "--config", "-t", "--token", "--cluster-reset-restore-path"):
+            raise Fatal(f"Incorrect Usage: flag provided but not defined: {flag}")
+        if not eq:
+            if i >= len(args):
+                raise Fatal(f"Incorrect Usage: flag needs an argument: {flag}")
+            val, i = args[i], i + 1
+        out[{"-c": "config", "--config": "config", "-t": "token"}.get(flag, flag.lstrip("-"))] = val
+    if out.get("cluster-reset-restore-path") and not out.get("cluster-reset"):
+        raise Fatal("invalid flag use; --cluster-reset required with --cluster-reset-restore-path")
+    return out
+
+
+def terminate(*_: object) -> None:
+    """SIGTERM: stop etcd (so a restart finds its ports and data free), then exit."""
+    member = RUNNING.get("member")
+    if member is not None:
+        member.stop(timeout=8)
+    os._exit(0)
 
 
 # ---- entry ---------------------------------------------------------------------------
@@ -4257,7 +4471,9 @@ def main(argv: list[str]) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(
             "usage: rke2 [--version] server|agent [--config FILE]\n"
-            "       rke2 etcd-snapshot [save|ls] [--name NAME] [--dir DIR]\n"
+            "       rke2 server --cluster-reset [--cluster-reset-restore-path FILE] [--token T]\n"
+            "       rke2 etcd-snapshot [save|ls|delete] [--name NAME] [--dir DIR] [NAME...]\n"
+            "       rke2 certificate rotate\n"
             "       rke2 mk8s-images   (the images this node imported, JSON)\n"
             "       rke2 mk8s-pull REF (pull with the registry settings loaded at start)"
         )
@@ -4268,6 +4484,8 @@ def main(argv: list[str]) -> int:
     cmd = args[0]
     if cmd == "etcd-snapshot":
         return etcd_snapshot(args[1:])
+    if cmd == "certificate":
+        return certificate(args[1:])
     if cmd == "mk8s-images":
         return show_images()
     if cmd == "mk8s-pull":
@@ -4276,20 +4494,30 @@ def main(argv: list[str]) -> int:
     if cmd not in ("server", "agent"):
         print(f'rke2: No help topic for "{cmd}"', file=sys.stderr)
         return 3
-    config = CONFIG
+    return service(cmd, args[1:])
+
+
+def service(cmd: str, args: list[str]) -> int:
+    """``rke2 server|agent [flags]``: run until stopped, or refuse with a fatal line."""
+    flags: dict[str, object] = {"config": CONFIG}
     for i, a in enumerate(args):
-        if a in ("-c", "--config") and i + 1 < len(args):
-            config = args[i + 1]
-        elif a.startswith("--config="):
-            config = a.split("=", 1)[1]
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        if cmd == "agent" and a in ("-c", "--config") and i + 1 < len(args):
+            flags["config"] = args[i + 1]
+        elif cmd == "agent" and a.startswith("--config="):
+            flags["config"] = a.split("=", 1)[1]
+    signal.signal(signal.SIGTERM, terminate)
     try:
+        if cmd == "server":
+            flags |= server_flags(args)
         log(f"Starting rke2 {TAG} ({cmd})")
-        cfg = load_config(config)
+        cfg = load_config(str(flags.pop("config")))
+        cfg.update(flags)
         use_config_paths(cfg)
         check_host(cfg, cmd)
         if cmd == "agent":
             warn_dropped_keys(cfg)
+        if cmd == "server" and cfg.get("cluster-reset") in (True, "true"):
+            return cluster_reset(cfg)
         if cmd == "server":
             run_server(cfg)
             record_version("server")
@@ -4301,6 +4529,9 @@ def main(argv: list[str]) -> int:
             run_agent(cfg)
     except Fatal as e:
         log(str(e), "fatal")
+        member = RUNNING.get("member")
+        if member is not None:
+            member.stop()
         return 1
     return 0
 

@@ -431,6 +431,7 @@ def wait_started(unit: str) -> int:
         time.sleep(0.1)
 
 
+# upstream: rancher/rke2 bundle/lib/systemd/system/rke2-server.service (KillMode=process); friendlier [CONTRACT SC5]
 def kill_unit(unit: str, pid: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(OSError):
