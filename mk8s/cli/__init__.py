@@ -76,6 +76,8 @@ class LazyGroup(click.Group):
         "status": "mk8s.cli.deploy:status_cmd",
         "kubeconfig": "mk8s.cli.deploy:kubeconfig_cmd",
         "reset": "mk8s.cli.deploy:reset_cmd",
+        "backup": "mk8s.cli.lifecycle:backup_cmd",
+        "restore": "mk8s.cli.lifecycle:restore_cmd",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -1,0 +1,302 @@
+"""The phases of a restore that change the cluster, in RKE2's documented order, and the
+whole list (:func:`restore_phases`).
+
+[rancher/rke2-docs docs/datastore/backup_restore.md; docs/upgrades/roll-back.md] Every
+node is staged (the bundle, and the snapshot on the first server) before anything
+stops. Then: RKE2 stopped on every server (``rke2-killall.sh``) and on each agent that
+changes version; the snapshot's RKE2 installed where another runs (fresh hosts, or the
+older release of a rollback); ``rke2 server --cluster-reset
+--cluster-reset-restore-path`` on the first server, which is then started; each other
+server's ``server/db`` moved aside and the server started, one at a time; the agents
+restarted; then the API must serve the snapshot's datastore.
+
+Progress goes to the journal as it is made (the reset done, each server rejoined), so
+the same command run again after Ctrl-C goes on from there: a server whose rejoin was
+cut off is first deleted from the cluster (its etcd member goes with its Node).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from mk8s.bundle import keys
+from mk8s.deploy import diagnose, plan
+from mk8s.deploy.cluster import Node
+from mk8s.deploy.command import FileUpload
+from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.lifecycle import restore_steps as rs
+from mk8s.deploy.lifecycle.restore_agents import CheckRestored, Finish, RestartAgents
+from mk8s.deploy.lifecycle.restore_checks import (
+    CheckSnapshot,
+    MatchInputs,
+    ProbeRestore,
+    RestoreContext,
+    RestorePreflight,
+    RestoreRun,
+    VerifyRestoreBundle,
+    mark,
+    save_progress,
+    stale_node,
+    stale_why,
+)
+from mk8s.deploy.phases.connect import Connect, GatherFacts
+from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
+from mk8s.deploy.phases.stage import Stage, prepare_order
+from mk8s.deploy.session import Session
+from mk8s.deploy.steps import NodeState, Step
+from mk8s.errors import Mk8sError
+
+
+def target(s: Session) -> str:
+    return s.context.manifest.release.tag
+
+
+def changes_version(s: Session, node: Node) -> bool:
+    """RKE2 of another version is installed on ``node`` (it is stopped, then installed)."""
+    tag = s.facts[node.name].rke2_tag
+    return tag is not None and tag != target(s)
+
+
+class StageSnapshot(Phase):
+    title = "stage the snapshot on the first server (after every node is staged)"
+
+    def __init__(self, run: RestoreRun) -> None:
+        self.r = run
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [s.cluster.bootstrap]
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        rec = self.r.record
+        dest = rs.remote_snapshot(s.context, rec.file)
+        if s.facts[node.name].hashes.get(dest) == rec.sha256:
+            return [Step(node.name, "stage", note="the snapshot is staged already")]
+        assert self.r.checked is not None
+        up = FileUpload(
+            source=self.r.checked.path,
+            remote_path=dest,
+            sha256=rec.sha256,
+            size=rec.size,
+            mode=0o600,
+            description=f"etcd snapshot {rec.file}",
+        )
+        place = plan.place_uploads(s.context, [up])
+        return [Step(node.name, "stage", (rs.staged_snapshot_dir(s.context, node), up, place))]
+
+    def run(self, s: Session) -> None:
+        for node in s.cluster.nodes:
+            s.wait_prepared(node)
+        failed = [o.node.name for o in s.outcomes.values() if o.state == NodeState.FAILED]
+        if failed:
+            s.stop(f"staging failed on {', '.join(failed)}; nothing was stopped")
+            return
+        super().run(s)
+        if s.outcomes[s.cluster.bootstrap.name].state == NodeState.FAILED:
+            s.stop("the snapshot could not be staged; nothing was stopped")
+
+
+def _parallel_phase(s: Session, phase: Phase, nodes: Sequence[Node], what: str) -> None:
+    s.parallel([n for n in nodes if s.alive(n)], lambda n: guarded(s, n, phase.run_node))
+    failed = [n.name for n in nodes if s.outcomes[n.name].state == NodeState.FAILED]
+    if failed:
+        s.stop(f"{what} failed on {', '.join(failed)}; run the same restore again")
+
+
+class StopNodes(Phase):
+    title = "stop RKE2 on every server (and on agents that change version): rke2-killall.sh"
+
+    def __init__(self, run: RestoreRun) -> None:
+        self.r = run
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        first = s.cluster.bootstrap
+        rejoined = self.r.listed("rejoined")
+        servers = [
+            n
+            for n in s.cluster.servers
+            if not self.r.reset_done or (n.name != first.name and n.name not in rejoined)
+        ]
+        agents = [n for n in s.cluster.agents if changes_version(s, n)]
+        return [n for n in [*servers, *agents] if s.facts[n.name].rke2_tag is not None]
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return [Step(node.name, "stop", (rs.killall_command(s.cluster.rke2.prefixes),))]
+
+    def run(self, s: Session) -> None:
+        save_progress(s, self.r)  # from here on the cluster changes: a re-run resumes
+        s.log(f"stopping RKE2 on {', '.join(n.name for n in self.nodes(s)) or 'no node'}")
+        _parallel_phase(s, self, self.nodes(s), "stopping RKE2")
+
+
+class InstallNodes(Phase):
+    title = "install the snapshot's RKE2 where another runs, place its images (in parallel)"
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return prepare_order(s)
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        return [plan.install_step(s.context, node, s.facts[node.name], run_install=True)]
+
+    def run(self, s: Session) -> None:
+        _parallel_phase(s, self, self.nodes(s), "installing")
+
+
+class ClusterReset(Phase):
+    title = "restore the snapshot on the first server (rke2 server --cluster-reset)"
+
+    def __init__(self, run: RestoreRun) -> None:
+        self.r = run
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [s.cluster.bootstrap]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.stop_reason and not self.r.reset_done
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        f = s.facts[node.name]
+        config = (
+            [rs.config_command(s.context, node)]
+            if rs.config_changed(s.context, node, f.hashes)
+            else []
+        )
+        path = rs.remote_snapshot(s.context, self.r.record.file)
+        reset = rs.reset_command(s.cluster.rke2.prefixes, path)
+        return [Step(node.name, "cluster-reset", (*config, reset))]
+
+    def run_node(self, s: Session, node: Node) -> None:
+        super().run_node(s, node)
+        self.r.progress["reset"] = True
+        self.r.reset_now = True
+        save_progress(s, self.r)
+        s.log(f"{node.name}: the snapshot is restored; starting it")
+
+    def run(self, s: Session) -> None:
+        super().run(s)
+        if s.outcomes[s.cluster.bootstrap.name].state == NodeState.FAILED:
+            s.stop("the cluster reset failed on the first server; run the same restore again")
+
+
+def server_start(s: Session, node: Node, *, skip_start: bool) -> list[Step]:
+    """Write config.yaml when it differs, start rke2-server, wait until Ready at the
+    snapshot's version."""
+    f = s.facts[node.name]
+    paths = s.cluster.paths(node)
+    cmds = []
+    if rs.config_changed(s.context, node, f.hashes):
+        cmds.append(rs.config_command(s.context, node))
+    if not skip_start:
+        cmds.append(rs.start_command(node, paths, s.settings.ready_timeout, restart=False))
+    start = Step(node.name, "start", tuple(cmds), note="" if cmds else "rke2-server is up")
+    return [start, plan.wait_step(node, s.settings.ready_timeout, target(s), paths=paths)]
+
+
+def start_and_wait(s: Session, node: Node, steps: list[Step]) -> None:
+    try:
+        for step in steps:
+            if not step.empty:
+                s.execute(s.cluster.node(step.node), step)
+    except Mk8sError as e:
+        raise diagnose.explain(s, node, e) from e
+
+
+class StartFirst(Phase):
+    title = "start the first server from the restored datastore"
+
+    def __init__(self, run: RestoreRun) -> None:
+        self.r = run
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return [s.cluster.bootstrap]
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        # An earlier run that reset and started it: a running server is left alone.
+        up = not self.r.reset_now and self.r.reset_done and s.facts[node.name].server_active
+        return server_start(s, node, skip_start=up and not s.dry_run)
+
+    def run_node(self, s: Session, node: Node) -> None:
+        start_and_wait(s, node, self.steps(s, node))
+
+    def run(self, s: Session) -> None:
+        super().run(s)
+        if s.outcomes[s.cluster.bootstrap.name].state != NodeState.READY:
+            s.stop("the first server did not come up from the snapshot")
+
+
+class RejoinServers(Phase):
+    title = "the other servers, one at a time: server/db moved aside, started, Ready"
+
+    def __init__(self, run: RestoreRun) -> None:
+        self.r = run
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        return plan.order(s.cluster)[1]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.stop_reason and bool(self.nodes(s))
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        if node.name in self.r.listed("rejoined"):
+            return [
+                plan.wait_step(
+                    node, s.settings.ready_timeout, target(s), paths=s.cluster.paths(node)
+                )
+            ]
+        first = s.cluster.bootstrap
+        before: list[Step] = []
+        if stale_node(self.r, node):
+            cmd = rs.delete_node_command(node.name, s.cluster.paths(first))
+            before.append(Step(first.name, "forget", (cmd,), note=stale_why(self.r, node)))
+        stamp = str(self.r.progress.get("stamp", "restore"))
+        move = Step(node.name, "rejoin", (rs.move_db_command(s.cluster.paths(node), stamp),))
+        return [*before, move, *server_start(s, node, skip_start=False)]
+
+    def run(self, s: Session) -> None:
+        for node in self.nodes(s):
+            if not s.alive(node):
+                continue
+            if node.name not in self.r.listed("rejoined"):
+                mark(s, self.r, "attempted", node)
+                s.log(f"{node.name}: rejoining the restored cluster")
+            guarded(s, node, lambda s, n: start_and_wait(s, n, self.steps(s, n)))
+            if s.outcomes[node.name].state != NodeState.READY:
+                s.stop(f"server {node.name} did not rejoin; run the same restore again")
+                return
+            mark(s, self.r, "rejoined", node)
+
+
+def restore_phases(
+    snapshot: Path,
+    bundle: Path,
+    trusted: Sequence[keys.TrustedKey],
+    *,
+    allow_unsigned: bool = False,
+    kubeconfig_out: Path | None = None,
+) -> tuple[RestoreRun, list[Phase]]:
+    """The restore, in order, and the state its phases share."""
+    run = RestoreRun(snapshot)
+    return run, [
+        CheckSnapshot(run),
+        VerifyRestoreBundle(bundle, trusted, allow_unsigned),
+        MatchInputs(run),
+        Connect(),
+        GatherFacts(),
+        ProbeRestore(run),
+        RestorePreflight(),
+        RestoreContext(run),
+        Stage(bundle, trusted, allow_unsigned),
+        StageSnapshot(run),
+        StopNodes(run),
+        InstallNodes(),
+        ClusterReset(run),
+        StartFirst(run),
+        RejoinServers(run),
+        RestartAgents(run),
+        CheckRestored(run),
+        WriteKubeconfig(kubeconfig_out),
+        Finish(run),
+    ]
+
+
+__all__ = ["restore_phases"]
