@@ -13,7 +13,12 @@ SCHEMAS = sorted(p.name for p in (Path(__file__).parent.parent / "schemas").glob
 
 
 def test_the_schemas_are_there() -> None:
-    assert SCHEMAS == ["cluster.schema.json", "manifest.schema.json", "parts.schema.json"]
+    assert SCHEMAS == [
+        "cluster.schema.json",
+        "manifest.schema.json",
+        "parts.schema.json",
+        "snapshots.schema.json",
+    ]
 
 
 @pytest.mark.parametrize("name", SCHEMAS)

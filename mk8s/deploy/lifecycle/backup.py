@@ -249,7 +249,9 @@ def listing_text(found: Listing) -> str:
     lines = [f"here ({found.home}):", ui.table(rows) if found.local else "  none"]
     server_rows: list[tuple[str, ...]] = [("SERVER", "NAME", "SIZE", "CREATED")]
     for node, listed in found.on_servers.items():
-        server_rows += [(node, x.name, x.size, x.created) for x in listed]
+        server_rows += [(node, x.name, x.size, x.created) for x in listed] or [
+            (node, "(none)", "-", "-")
+        ]
     lines += ["on the servers:", ui.table(server_rows) if len(server_rows) > 1 else "  none"]
     lines += [ui.safe(f"{n}: not listed: {e}") for n, e in found.errors.items()]
     return "\n".join(lines)

@@ -237,33 +237,53 @@ class RejoinServers(Phase):
         return not s.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
+        paths = s.cluster.paths(node)
         if node.name in self.r.listed("rejoined"):
-            return [
-                plan.wait_step(
-                    node, s.settings.ready_timeout, target(s), paths=s.cluster.paths(node)
-                )
-            ]
+            return [plan.wait_step(node, s.settings.ready_timeout, target(s), paths=paths)]
         first = s.cluster.bootstrap
         before: list[Step] = []
         if stale_node(self.r, node):
             cmd = rs.delete_node_command(node.name, s.cluster.paths(first))
-            before.append(Step(first.name, "forget", (cmd,), note=stale_why(self.r, node)))
+            before.append(Step(first.name, "forget", (cmd,), note=stale_why(node)))
         stamp = str(self.r.progress.get("stamp", "restore"))
-        move = Step(node.name, "rejoin", (rs.move_db_command(s.cluster.paths(node), stamp),))
+        move = Step(node.name, "rejoin", (rs.move_db_command(paths, stamp),))
         return [*before, move, *server_start(s, node, skip_start=False)]
+
+    def retry_steps(self, s: Session, node: Node) -> list[Step]:
+        """A server an earlier try left half joined that does not come back as the
+        member it became: its datastore goes, and it joins afresh."""
+        wipe = Step(node.name, "rejoin", (rs.wipe_db_command(s.cluster.paths(node)),))
+        return [wipe, *server_start(s, node, skip_start=False)]
 
     def run(self, s: Session) -> None:
         for node in self.nodes(s):
             if not s.alive(node):
                 continue
+            again = node.name in self.r.listed("attempted")
             if node.name not in self.r.listed("rejoined"):
                 mark(s, self.r, "attempted", node)
                 s.log(f"{node.name}: rejoining the restored cluster")
-            guarded(s, node, lambda s, n: start_and_wait(s, n, self.steps(s, n)))
+            try:
+                start_and_wait(s, node, self.steps(s, node))
+            except Mk8sError as e:
+                if not again or node.name in self.r.listed("rejoined"):
+                    s.fail(node, e)
+                else:
+                    s.log(f"{node.name}: did not come back as the member it became ({e})")
+                    guarded(s, node, lambda s, n: start_and_wait(s, n, self.retry_steps(s, n)))
             if s.outcomes[node.name].state != NodeState.READY:
                 s.stop(f"server {node.name} did not rejoin; run the same restore again")
                 return
             mark(s, self.r, "rejoined", node)
+
+    def plan(self, s: Session) -> list[str]:
+        lines = super().plan(s)
+        for node in self.nodes(s):
+            if node.name in self.r.listed("attempted") - self.r.listed("rejoined"):
+                lines.append(f"  if {node.name} does not come back as the member it became:")
+                for step in self.retry_steps(s, node):
+                    lines += [f"    {ln}" for ln in step.describe(node.ssh.user)]
+        return lines
 
 
 def restore_phases(

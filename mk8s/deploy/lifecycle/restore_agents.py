@@ -51,7 +51,7 @@ class RestartAgents(Phase):
         out: list[Step] = []
         if stale_node(self.r, node):
             cmd = rs.delete_node_command(node.name, s.cluster.paths(first))
-            out.append(Step(first.name, "forget", (cmd,), note=stale_why(self.r, node)))
+            out.append(Step(first.name, "forget", (cmd,), note=stale_why(node)))
         cmds = []
         if rs.config_changed(s.context, node, s.facts[node.name].hashes):
             cmds.append(rs.config_command(s.context, node))

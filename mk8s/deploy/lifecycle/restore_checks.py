@@ -117,6 +117,30 @@ def cluster_token(s: Session) -> tuple[str, str]:
     return stored, str(s.state.token_path)
 
 
+def check_bundle_version(rec: index.SnapshotRecord, tag: str) -> None:
+    """InputError (exit 2) unless the bundle's RKE2 is the one the snapshot was taken
+    on: mk8s installs that version for the restore (rke2-docs backup_restore.md allows
+    a newer minor too, but then a restore would also be an unplanned upgrade)."""
+    if tag != rec.rke2_version:
+        known = f" (bundle {rec.bundle_id})" if rec.bundle_id else ""
+        raise InputError(
+            f"the bundle holds RKE2 {tag} but snapshot {rec.file} was taken on"
+            f" {rec.rke2_version}; a snapshot is restored only with the RKE2 it was"
+            " taken on, nothing was changed",
+            f"give the bundle of {rec.rke2_version}{known}",
+        )
+
+
+def check_token(rec: index.SnapshotRecord, token: str, where: str) -> None:
+    """InputError (exit 2) unless ``token`` is the one the snapshot was taken under."""
+    if index.token_id(token) != rec.token_id:
+        raise InputError(
+            f"the token in {where} is not the one snapshot {rec.file} was taken"
+            " under (RKE2 encrypts the snapshot's CAs with it), nothing was changed",
+            "use the cluster's token from when the snapshot was taken",
+        )
+
+
 class MatchInputs(Phase):
     title = "the bundle and the token must be the snapshot's"
     numbered = False
@@ -127,23 +151,9 @@ class MatchInputs(Phase):
     def run(self, s: Session) -> None:
         """InputError (exit 2) for a bundle of another RKE2 version or another token."""
         assert s.verified is not None
-        rec = self.r.record
-        tag = s.verified.manifest.release.tag
-        if tag != rec.rke2_version:
-            known = f" (bundle {rec.bundle_id})" if rec.bundle_id else ""
-            raise InputError(
-                f"the bundle holds RKE2 {tag} but snapshot {rec.file} was taken on"
-                f" {rec.rke2_version}; a snapshot is restored only with the RKE2 it was"
-                " taken on, nothing was changed",
-                f"give the bundle of {rec.rke2_version}{known}",
-            )
+        check_bundle_version(self.r.record, s.verified.manifest.release.tag)
         token, where = cluster_token(s)
-        if index.token_id(token) != rec.token_id:
-            raise InputError(
-                f"the token in {where} is not the one snapshot {rec.file} was taken"
-                " under (RKE2 encrypts the snapshot's CAs with it), nothing was changed",
-                "use the cluster's token from when the snapshot was taken",
-            )
+        check_token(self.r.record, token, where)
         self.r.token = token
 
     def plan(self, s: Session) -> list[str]:
@@ -261,17 +271,17 @@ def mark(s: Session, run: RestoreRun, key: str, node: Node) -> None:
 
 
 def stale_node(run: RestoreRun, node: Node) -> bool:
-    """Whether the snapshot's Node of this name must go before the node registers: a
-    host without a node password (a new host: its new password would be refused), or a
-    server whose earlier rejoin was cut off (its etcd member may be in the cluster)."""
+    """Whether the snapshot's Node of this name must go before the node registers: the
+    host has no node password (a new host: the cluster would refuse its new one)."""
     probe = run.probes.get(node.name)
-    return (probe is not None and not probe.node_password) or node.name in run.listed("attempted")
+    return probe is not None and not probe.node_password
 
 
-def stale_why(run: RestoreRun, node: Node) -> str:
-    if node.name in run.listed("attempted"):
-        return f"an earlier try left {node.name} half joined: delete it first"
-    return f"{node.name} is a new host: the snapshot's node of that name goes first"
+def stale_why(node: Node) -> str:
+    return (
+        f"{node.name} has no node password (a new host): the snapshot's node of that"
+        " name goes first"
+    )
 
 
 __all__ = [
@@ -283,6 +293,8 @@ __all__ = [
     "RestorePreflight",
     "RestoreRun",
     "VerifyRestoreBundle",
+    "check_bundle_version",
+    "check_token",
     "cluster_token",
     "mark",
     "save_progress",

@@ -97,15 +97,31 @@ def config_changed(ctx: Context, node: Node, hashes: dict[str, str]) -> bool:
 
 def move_db_command(paths: NodePaths, stamp: str) -> Command:
     """Back up and delete ``server/db`` (what RKE2 prints after the reset): moved to
-    ``server/db-mk8s-<stamp>`` once per restore; a later try of the same restore only
-    deletes what the interrupted rejoin made."""
+    ``server/db-mk8s-<stamp>``, once per restore. When that backup exists, an earlier
+    try of this restore moved the old datastore already and the server joined (or
+    began to join) the restored cluster: its ``server/db`` is then its own and stays,
+    so that it comes back as the etcd member it became (a new datastore would be a
+    second member of its node name, which k3s refuses: "duplicate node name found")."""
     old = f"{paths.db_dir}-mk8s-{stamp}"
     return Command.script(
-        "if [ -d {db} ]; then if [ -e {old} ]; then rm -rf {db}; else mv {db} {old}; fi; fi",
+        "if [ -d {db} ] && [ ! -e {old} ]; then mv {db} {old}; fi",
         {"db": paths.db_dir, "old": old},
         sudo=True,
         timeout=300,
         description=f"move server/db aside (to {posixpath.basename(old)}) so the server rejoins",
+    )
+
+
+def wipe_db_command(paths: NodePaths) -> Command:
+    """Delete the ``server/db`` an interrupted rejoin left, when the server does not come
+    back as the member it became (the cluster removed it)."""
+    return Command.argv(
+        "rm",
+        "-rf",
+        paths.db_dir,
+        sudo=True,
+        timeout=300,
+        description="delete the datastore an interrupted rejoin left",
     )
 
 
@@ -166,4 +182,5 @@ __all__ = [
     "reset_command",
     "staged_snapshot_dir",
     "start_command",
+    "wipe_db_command",
 ]
