@@ -36,6 +36,7 @@ from tests.support.lifecycle import (
     set_configmap,
 )
 from tests.test_deploy import World, deploy, world, write_cluster  # noqa: F401
+from tests.test_dry_run_matches import _plan_commands
 from tests.test_upgrade import bundle_for
 
 pytestmark = pytest.mark.hosts
@@ -186,8 +187,17 @@ def test_restore_brings_the_snapshot_state_back(
     set_configmap(kc, "after", "new")
     set_configmap(kc, "before", "v2")
     assert configmap(kc, "before") == "v2"
+    dry = mk8s(*restore_argv(backed_up, world.bundle, world.pub, "--dry-run"), cwd=d)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    start = len(audit_commands(d))
+    assert start > 0 and dry.stdout.index("rke2-killall.sh") < dry.stdout.index("--cluster-reset")
     r = mk8s(*restore_argv(backed_up, world.bundle, world.pub, "--yes"), cwd=d)
     assert r.returncode == 0, r.stdout + r.stderr
+    # the dry run printed every command the restore sent (one plan for both)
+    planned = set().union(*_plan_commands(dry.stdout).values())
+    sent = audit_commands(d)[start:]
+    assert len(sent) > 20
+    assert not [(n, c[:100]) for n, c in sent if c not in planned]
     assert configmap(kc, "after") is None
     assert configmap(kc, "before") == "v1"
     assert ready_versions(hs, "cp2") == {n: (True, TAG) for n in NAMES}

@@ -106,9 +106,10 @@ def test_a_node_that_rolls_back_before_its_servers_is_refused(
     cp1, cp2 = nodes["cp1"], nodes["cp2"]
     cluster(nodes, releases, OLD)
     upgrade_all(nodes, releases)
-    # cp2 drops its datastore and comes back at the older release while cp1 runs NEW
-    ssh(cp2, f"{KILLALL} && rm -rf {DB}")
+    # cp2 leaves the cluster (its etcd member with its Node, while both run: quorum),
+    # then comes back without a datastore at the older release while cp1 runs NEW
     ssh(cp1, f"{KUBECTL} delete node cp2")
+    ssh(cp2, f"{KILLALL} && rm -rf {DB}")
     install(cp2, releases[OLD])
     why = why_start_failed(cp2, "server")
     assert f"refusing to start {OLD}: this node last ran {NEW}" in why
