@@ -114,10 +114,9 @@ def deploy(
             raise s.interrupted("deploy", "it resumes where this one stopped") from None
         finally:
             s.close()
-    kubeconfig = s.extra.get("kubeconfig")
     return DeployReport(
         s.outcomes,
-        kubeconfig=kubeconfig if isinstance(kubeconfig, Path) else None,
+        kubeconfig=s.known.kubeconfig,
         bundle_id=s.verified.bundle_id if s.verified else "",
         seconds=time.monotonic() - s.started,
         uploaded_bytes=s.uploader.uploaded,

@@ -100,7 +100,7 @@ def run_phases(phases: Sequence[Phase], s: Session) -> None:
                 done.append(phase)
                 i += 1
                 continue
-            s.extra["phase"] = phase.title
+            s.known.phase = phase.title
             group = [phase]
             while phase.background and i + len(group) < len(phases):
                 nxt = phases[i + len(group)]

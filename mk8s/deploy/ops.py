@@ -92,9 +92,8 @@ def fetch_kubeconfig(
         run_phases([FetchKubeconfig(out)], s)
     finally:
         s.close()
-    path = s.extra["kubeconfig"]
-    assert isinstance(path, Path)
-    return path
+    assert s.known.kubeconfig is not None  # FetchKubeconfig wrote it, or raised
+    return s.known.kubeconfig
 
 
 def reset(

@@ -52,11 +52,10 @@ class NodesPoller:
 def poller(session: Session) -> NodesPoller:
     """The session's one shared poller (asking the server the cluster is reached
     through by default: the first server, or the live member it rejoins)."""
-    found = session.extra.get("poller")
-    if not isinstance(found, NodesPoller):
+    if session.poller is None:
         first = session.context.anchor_node if session.ctx else session.cluster.bootstrap
-        found = session.extra["poller"] = NodesPoller(session, first)
-    return found
+        session.poller = NodesPoller(session, first)
+    return session.poller
 
 
 FIRST_POLL_DELAY = 0.1

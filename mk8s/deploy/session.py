@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mk8s import ui
 from mk8s.bundle.reader import VerifiedBundle
@@ -25,11 +25,15 @@ from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, as_user
 from mk8s.deploy.context import Context
 from mk8s.deploy.facts import NodeFacts
+from mk8s.deploy.known import Known
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.steps import NodeState, PlaceUploads, Step, WaitReady
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.deploy.uploads import Uploader
 from mk8s.errors import Interrupted, Mk8sError, RemoteCommandError
+
+if TYPE_CHECKING:
+    from mk8s.deploy.readiness import NodesPoller
 
 Connect = Callable[[Node], Transport]
 
@@ -85,7 +89,7 @@ class Session:
     plan_lines: list[str] = field(default_factory=list)
     stop_reason: str = ""
     started: float = field(default_factory=time.monotonic)
-    extra: dict[str, Any] = field(default_factory=dict)
+    known: Known = field(default_factory=Known)
 
     def __post_init__(self) -> None:
         self.state = StateDir(self.cluster.name, self.settings.state_base)
@@ -96,6 +100,7 @@ class Session:
         self._journal: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self.prepared: dict[str, Future[None]] = {}
+        self.poller: NodesPoller | None = None  # the one shared node list (readiness)
 
     # -- basics ------------------------------------------------------------------------
     @property
@@ -159,7 +164,7 @@ class Session:
 
     def interrupted(self, what: str, again: str) -> Interrupted:
         """The Ctrl-C message: what this run finished, what it left, how to go on."""
-        phase = self.extra.get("phase", "starting")
+        phase = self.known.phase
         done = [o.node.name for o in self.outcomes.values() if o.state == NodeState.READY]
         reset = [o.node.name for o in self.outcomes.values() if o.state == NodeState.RESET]
         other = [

@@ -50,7 +50,7 @@ class WriteKubeconfig(Phase):
         node = s.context.anchor_node
         cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
         text = s.run(node, "kubeconfig", cmd).stdout
-        s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
+        s.known.kubeconfig = write_kubeconfig(text, s.cluster, self.out)
 
     def plan(self, s: Session) -> list[str]:
         target = kubeconfig_path(s.cluster, self.out)

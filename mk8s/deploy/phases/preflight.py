@@ -22,10 +22,9 @@ from mk8s.errors import ConfigConflict, PreflightError
 def cluster_membership(s: Session) -> membership.Membership:
     """Where the cluster stands (new, or which live server it is reached through),
     computed once from the facts."""
-    found = s.extra.get("membership")
-    if not isinstance(found, membership.Membership):
-        found = s.extra["membership"] = membership.membership(s.cluster, s.facts)
-    return found
+    if s.known.membership is None:
+        s.known.membership = membership.membership(s.cluster, s.facts)
+    return s.known.membership
 
 
 class Preflight(Phase):

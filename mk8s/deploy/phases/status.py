@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s.deploy import facts, kubectl, plan
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.known import NodeStatus
 from mk8s.deploy.phases.kubeconfig import write_kubeconfig
 from mk8s.deploy.session import Session
 from mk8s.errors import DeployError, Mk8sError
-
-
-@dataclass
-class NodeStatus:
-    node: Node
-    reachable: bool = False
-    version: str = ""
-    service: str = "-"
-    ready: bool = False
-    error: str = ""
-    images: str = ""  # where the node gets its images (spec.images)
-    placed: tuple[str, ...] = ()  # mk8s's charts and manifests on a server
 
 
 def image_source(cluster: Cluster, node: Node) -> str:
@@ -36,12 +24,12 @@ def image_source(cluster: Cluster, node: Node) -> str:
 
 
 def statuses(s: Session) -> dict[str, NodeStatus]:
-    found = s.extra.setdefault(
-        "status",
-        {n.name: NodeStatus(n, images=image_source(s.cluster, n)) for n in s.cluster.nodes},
-    )
-    assert isinstance(found, dict)
-    return found
+    """The status rows of this run, one per node (made once, filled by the phases)."""
+    if not s.known.statuses:
+        s.known.statuses = {
+            n.name: NodeStatus(n, images=image_source(s.cluster, n)) for n in s.cluster.nodes
+        }
+    return s.known.statuses
 
 
 class ConnectReachable(Phase):
@@ -141,7 +129,7 @@ class FetchKubeconfig(Phase):
             except Mk8sError as e:
                 errors.append(str(e))
                 continue
-            s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
+            s.known.kubeconfig = write_kubeconfig(text, s.cluster, self.out)
             return
         raise DeployError(
             "no server could give the kubeconfig: " + "; ".join(errors),

@@ -24,12 +24,10 @@ from mk8s.files import atomic_write, sha256_file
 
 def upgrade_plan(s: Session) -> upgrade.UpgradePlan:
     """What this run upgrades, computed once from the facts."""
-    found = s.extra.get("upgrade")
-    if not isinstance(found, upgrade.UpgradePlan):
+    if s.known.upgrade is None:
         assert s.verified is not None
-        found = upgrade.plan_upgrade(s.cluster, s.verified.manifest, s.facts)
-        s.extra["upgrade"] = found
-    return found
+        s.known.upgrade = upgrade.plan_upgrade(s.cluster, s.verified.manifest, s.facts)
+    return s.known.upgrade
 
 
 def upgrading(s: Session, node: Node) -> bool:
