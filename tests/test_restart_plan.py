@@ -335,9 +335,9 @@ def test_running_agents_restart_in_batches_of_max_unavailable(tmp_path: Path) ->
         )
     )
     s = Session(SessionSettings(cluster=after.cluster, state_base=tmp_path, dry_run=True))
-    s.ctx = after
-    s.facts = {n.name: converged(before, n.name) for n in after.cluster.nodes}
-    s.facts["w3"] = replace(s.facts["w3"], agent_active=False)  # stopped: just starts
+    s.known.ctx = after
+    s.known.facts = {n.name: converged(before, n.name) for n in after.cluster.nodes}
+    s.known.facts["w3"] = replace(s.known.facts["w3"], agent_active=False)  # stopped: just starts
     lines = JoinAgents().plan(s)
     assert lines[:3] == [
         "  restart running agents in batches of 1, each Ready before the next:",

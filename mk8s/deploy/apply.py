@@ -19,10 +19,10 @@ from mk8s.bundle import keys
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine import run_phases
+from mk8s.deploy.known import NodeOutcome, NodeState
 from mk8s.deploy.phases import deploy_phases
 from mk8s.deploy.phases.inputs import record_inputs
-from mk8s.deploy.session import Connect, NodeOutcome, Session, SessionSettings, connect_ssh
-from mk8s.deploy.steps import NodeState
+from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,12 +97,12 @@ def deploy(
     )
     if settings.dry_run:
         run_phases(phases, s)
-        for o in s.outcomes.values():
+        for o in s.known.outcomes.values():
             o.state = NodeState.PLANNED
         return DeployReport(
-            s.outcomes,
-            bundle_id=s.verified.bundle_id if s.verified else "",
-            plan_text="\n".join(s.plan_lines),
+            s.known.outcomes,
+            bundle_id=s.known.verified.bundle_id if s.known.verified else "",
+            plan_text="\n".join(s.known.plan_lines),
         )
     with s.state.locked():
         _note_resume(s)
@@ -115,9 +115,9 @@ def deploy(
         finally:
             s.close()
     return DeployReport(
-        s.outcomes,
+        s.known.outcomes,
         kubeconfig=s.known.kubeconfig,
-        bundle_id=s.verified.bundle_id if s.verified else "",
+        bundle_id=s.known.verified.bundle_id if s.known.verified else "",
         seconds=time.monotonic() - s.started,
         uploaded_bytes=s.uploader.uploaded,
     )
@@ -127,10 +127,10 @@ def _record_workloads(s: Session) -> None:
     """Keep what the deployed bundle carried (for ``mk8s status``)."""
     from mk8s.bundle.workloads import summary
 
-    if s.verified is None:
+    if s.known.verified is None:
         return
     journal = s.journal()
-    journal["workloads"] = summary(s.verified.manifest)
+    journal["workloads"] = summary(s.known.verified.manifest)
     s.state.write_journal(journal)
 
 

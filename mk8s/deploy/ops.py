@@ -12,6 +12,7 @@ from mk8s import ui
 from mk8s.callbacks import Log
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine import run_phases
+from mk8s.deploy.known import NodeState
 from mk8s.deploy.phases.reset import reset_phases
 from mk8s.deploy.phases.status import (
     AskReadiness,
@@ -22,7 +23,6 @@ from mk8s.deploy.phases.status import (
     statuses,
 )
 from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
-from mk8s.deploy.steps import NodeState
 from mk8s.errors import DeployError
 
 
@@ -121,10 +121,12 @@ def reset(
             raise s.interrupted("reset", "it uninstalls what is left") from None
         finally:
             s.close()
-    failed = {o.node.name: o.error for o in s.outcomes.values() if o.state == NodeState.FAILED}
+    failed = {
+        o.node.name: o.error for o in s.known.outcomes.values() if o.state == NodeState.FAILED
+    }
     if failed:
         raise DeployError(
             "reset failed on " + "; ".join(f"{n}: {e}" for n, e in failed.items()),
             "fix the node (or its connection) and run reset again",
         )
-    return [o.node.name for o in s.outcomes.values() if o.state == NodeState.RESET]
+    return [o.node.name for o in s.known.outcomes.values() if o.state == NodeState.RESET]

@@ -53,7 +53,9 @@ def poller(session: Session) -> NodesPoller:
     """The session's one shared poller (asking the server the cluster is reached
     through by default: the first server, or the live member it rejoins)."""
     if session.poller is None:
-        first = session.context.anchor_node if session.ctx else session.cluster.bootstrap
+        first = (
+            session.known.context.anchor_node if session.known.ctx else session.cluster.bootstrap
+        )
         session.poller = NodesPoller(session, first)
     return session.poller
 

@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mk8s import ui
-from mk8s.bundle.reader import VerifiedBundle
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, as_user
-from mk8s.deploy.context import Context
-from mk8s.deploy.facts import NodeFacts
-from mk8s.deploy.known import Known
+from mk8s.deploy.known import Known, NodeState
 from mk8s.deploy.state import StateDir
-from mk8s.deploy.steps import NodeState, PlaceUploads, Step, WaitReady
+from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
 from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.deploy.uploads import Uploader
 from mk8s.errors import Interrupted, Mk8sError, RemoteCommandError
@@ -43,18 +40,6 @@ def connect_ssh(node: Node) -> Transport:
     t = SSHTransport.for_node(node)
     t.connect()
     return t
-
-
-@dataclass
-class NodeOutcome:
-    """What happened to one node in this run."""
-
-    node: Node
-    state: NodeState = NodeState.PENDING
-    version: str = ""
-    seconds: float = 0.0
-    error: str = ""
-    uploaded_bytes: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,25 +60,19 @@ class SessionSettings:
 
 @dataclass
 class Session:
-    """One run's shared state. Thread-safe where phases use threads."""
+    """One run: what it does on the nodes. What it knows is ``known``. Thread-safe
+    where phases use threads."""
 
     settings: SessionSettings
     log: Log = ui.note
     progress: TransferProgress | None = None
     connect: Connect = connect_ssh
     conns: dict[str, Transport] = field(default_factory=dict)
-    facts: dict[str, NodeFacts] = field(default_factory=dict)
-    outcomes: dict[str, NodeOutcome] = field(default_factory=dict)
-    verified: VerifiedBundle | None = None
-    ctx: Context | None = None
-    plan_lines: list[str] = field(default_factory=list)
-    stop_reason: str = ""
     started: float = field(default_factory=time.monotonic)
-    known: Known = field(default_factory=Known)
 
     def __post_init__(self) -> None:
+        self.known = Known(self.cluster)
         self.state = StateDir(self.cluster.name, self.settings.state_base)
-        self.outcomes = {n.name: NodeOutcome(n) for n in self.cluster.nodes}
         self.uploader = Uploader(self)
         self._lock = threading.Lock()
         self._clocks = {n.name: time.monotonic() for n in self.cluster.nodes}
@@ -110,12 +89,6 @@ class Session:
     @property
     def dry_run(self) -> bool:
         return self.settings.dry_run
-
-    @property
-    def context(self) -> Context:
-        if self.ctx is None:
-            raise RuntimeError("no deploy context yet (the token phase builds it)")
-        return self.ctx
 
     def parallel(self, nodes: Iterable[Node], fn: Callable[[Node], None]) -> None:
         """``fn`` on every node, ``concurrency`` at a time; returns when all are done."""
@@ -165,13 +138,10 @@ class Session:
     def interrupted(self, what: str, again: str) -> Interrupted:
         """The Ctrl-C message: what this run finished, what it left, how to go on."""
         phase = self.known.phase
-        done = [o.node.name for o in self.outcomes.values() if o.state == NodeState.READY]
-        reset = [o.node.name for o in self.outcomes.values() if o.state == NodeState.RESET]
-        other = [
-            o.node.name
-            for o in self.outcomes.values()
-            if o.state not in (NodeState.READY, NodeState.RESET)
-        ]
+        outcomes = self.known.outcomes.values()
+        done = [o.node.name for o in outcomes if o.state == NodeState.READY]
+        reset = [o.node.name for o in outcomes if o.state == NodeState.RESET]
+        other = [o.node.name for o in outcomes if o.state not in (NodeState.READY, NodeState.RESET)]
         finished = done or reset
         parts = [f"{what} interrupted while {phase}"]
         if finished:
@@ -231,29 +201,19 @@ class Session:
                 self.mark_ready(node, wait_ready(self, node, action))
 
     # -- outcomes --------------------------------------------------------------------
-    def alive(self, node: Node) -> bool:
-        return self.outcomes[node.name].state == NodeState.PENDING
-
     def fail(self, node: Node, e: BaseException) -> None:
-        o = self.outcomes[node.name]
+        o = self.known.outcomes[node.name]
         o.state, o.error = NodeState.FAILED, str(e)
         o.seconds = time.monotonic() - self._clocks[node.name]
         self.log(f"{node.name}: FAILED: {e}")
         self.record(node, state=NodeState.FAILED, error=str(e))
 
     def mark_ready(self, node: Node, version: str) -> None:
-        o = self.outcomes[node.name]
+        o = self.known.outcomes[node.name]
         o.state, o.version = NodeState.READY, version
         o.seconds = time.monotonic() - self._clocks[node.name]
         self.log(f"{node.name}: Ready ({version})")
         self.record(node, state=NodeState.READY, version=version, role=node.role)
-
-    def stop(self, reason: str) -> None:
-        """Stop the run: every node not yet done is skipped with ``reason``."""
-        self.stop_reason = reason
-        for o in self.outcomes.values():
-            if o.state == NodeState.PENDING:
-                o.state, o.error = NodeState.SKIPPED, reason
 
     def mark_cordoned(self, node: Node, cordoned: bool) -> None:
         """Remember (in the journal) that mk8s cordoned ``node``, or no longer has."""
@@ -279,7 +239,8 @@ class Session:
 
     def record(self, node: Node, **entry: Any) -> None:
         journal = self.journal()
-        bundle = self.verified.bundle_id if self.verified else None
+        verified = self.known.verified
+        bundle = verified.bundle_id if verified else None
         with self._lock:
             journal["nodes"][node.name] = {
                 **{k: str(v) for k, v in entry.items()},
@@ -290,7 +251,6 @@ class Session:
 
 __all__ = [
     "Connect",
-    "NodeOutcome",
     "Session",
     "SessionSettings",
     "connect_ssh",

@@ -10,20 +10,8 @@ the session executes exactly them. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from mk8s.deploy.command import Command, FileUpload, as_user
-
-
-class NodeState(StrEnum):
-    """Where one node stands in a deploy, an upgrade or a day-2 run."""
-
-    PENDING = "pending"
-    READY = "ready"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    PLANNED = "planned"
-    RESET = "reset"
 
 
 @dataclass(frozen=True)
@@ -136,4 +124,4 @@ class Step:
         return lines
 
 
-__all__ = ["Action", "NodeState", "PlaceUploads", "Step", "WaitReady"]
+__all__ = ["Action", "PlaceUploads", "Step", "WaitReady"]

@@ -43,7 +43,7 @@ class Uploader:
         self.s.log(f"{node.name}: uploading {len(ups)} files ({_human(sum(u.size for u in ups))})")
         self._done[node.name] = 0
         self._total[node.name] = sum(u.size for u in ups)
-        facts = self.s.facts.get(node.name)
+        facts = self.s.known.facts.get(node.name)
         partial = facts.partial if facts else {}
         sent: Sent = {}
         for up in ups:
@@ -73,7 +73,7 @@ class Uploader:
         )
         with self._lock:
             self.uploaded += n
-            self.s.outcomes[node.name].uploaded_bytes += n
+            self.s.known.outcomes[node.name].uploaded_bytes += n
         return n, offset, time.monotonic() - start
 
     def _advance(self, node: Node, n: int) -> None:

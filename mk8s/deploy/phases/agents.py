@@ -18,19 +18,20 @@ from collections.abc import Sequence
 from mk8s.deploy import diagnose, plan, restart, upgrade
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.known import NodeState
 from mk8s.deploy.phases.servers import start_steps
 from mk8s.deploy.readiness import wait_all_ready
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step, WaitReady
+from mk8s.deploy.steps import Step, WaitReady
 from mk8s.errors import DeployError, Mk8sError
 
 
 def restarting(s: Session, node: Node) -> bool:
     """Whether this run restarts ``node``'s running service."""
     return (
-        s.alive(node)
-        and restart.active(node, s.facts[node.name])
-        and bool(plan.start_step(s.context, node, s.facts[node.name]).commands)
+        s.known.alive(node)
+        and restart.active(node, s.known.facts[node.name])
+        and bool(plan.start_step(s.known.context, node, s.known.facts[node.name]).commands)
     )
 
 
@@ -41,7 +42,7 @@ class JoinAgents(Phase):
         return s.cluster.agents
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return start_steps(s, node)
@@ -53,9 +54,11 @@ class JoinAgents(Phase):
         for batch in upgrade.batches(again, size):
             s.log(f"restarting {', '.join(n.name for n in batch)} (at most {size} at once)")
             start_all(s, batch)
-            failed = [n.name for n in batch if s.outcomes[n.name].state == NodeState.FAILED]
+            failed = [n.name for n in batch if s.known.outcomes[n.name].state == NodeState.FAILED]
             if failed:
-                s.stop(f"restarting {', '.join(failed)} failed; the other agents were left alone")
+                s.known.stop(
+                    f"restarting {', '.join(failed)} failed; the other agents were left alone"
+                )
                 return
 
     def plan(self, s: Session) -> list[str]:
@@ -77,7 +80,7 @@ def start_all(s: Session, nodes: Sequence[Node]) -> None:
 
     def launch(s: Session, node: Node) -> None:
         s.wait_prepared(node)
-        if not s.alive(node):
+        if not s.known.alive(node):
             return
         start = start_steps(s, node)[0]
         if start.commands:

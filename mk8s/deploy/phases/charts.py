@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from mk8s.deploy import workloads
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.known import NodeState
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.steps import Step
 
 JOURNAL_KEY = "placed"  # the files mk8s placed in server/manifests, last run
 
@@ -21,26 +22,26 @@ class UninstallDroppedCharts(Phase):
     title = "uninstall the charts the bundle no longer carries (kubectl delete helmchart)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.servers if n.name in s.facts]
+        return [n for n in s.cluster.servers if n.name in s.known.facts]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(s.cluster.servers)
+        return not s.known.stop_reason and bool(s.cluster.servers)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        cmds = workloads.uninstall_dropped(s.context, node, s.facts[node.name])
+        cmds = workloads.uninstall_dropped(s.known.context, node, s.known.facts[node.name])
         return [Step(node.name, "uninstall-charts", tuple(cmds))] if cmds else []
 
     def run_node(self, s: Session, node: Node) -> None:
-        for name in workloads.dropped_charts(s.context, s.facts[node.name]):
+        for name in workloads.dropped_charts(s.known.context, s.known.facts[node.name]):
             s.log(f"{node.name}: uninstalling chart {name} (the bundle no longer carries it)")
         super().run_node(s, node)
 
     def run(self, s: Session) -> None:
         # The servers are Ready by now (no longer pending): run on those that are.
-        ready = [n for n in self.nodes(s) if s.outcomes[n.name].state == NodeState.READY]
+        ready = [n for n in self.nodes(s) if s.known.outcomes[n.name].state == NodeState.READY]
         for node in ready:
             guarded(s, node, self.run_node)
-        if all(s.outcomes[n.name].state == NodeState.READY for n in s.cluster.servers):
+        if all(s.known.outcomes[n.name].state == NodeState.READY for n in s.cluster.servers):
             journal = s.journal()
             journal[JOURNAL_KEY] = placed(s)
             s.state.write_journal(journal)
@@ -48,7 +49,7 @@ class UninstallDroppedCharts(Phase):
     def plan(self, s: Session) -> list[str]:
         lines = []
         for node in self.nodes(s):
-            for name in workloads.dropped_charts(s.context, s.facts[node.name]):
+            for name in workloads.dropped_charts(s.known.context, s.known.facts[node.name]):
                 lines.append(
                     f"# {node.name}: uninstall chart {name}: the bundle no longer carries it"
                 )
@@ -58,7 +59,7 @@ class UninstallDroppedCharts(Phase):
 
 def placed(s: Session) -> dict[str, list[str]]:
     """Per server, the files the bundle's charts and manifests are placed as."""
-    arts = workloads.workload_artifacts(s.context)
+    arts = workloads.workload_artifacts(s.known.context)
     out = {}
     for node in s.cluster.servers:
         where = s.cluster.paths(node).manifests_dir

@@ -44,8 +44,8 @@ class Connect(Phase):
 
 def staging_dir(s: Session) -> str:
     """This bundle's staging directory on the nodes: ``stagingDir/<bundle id>``."""
-    assert s.verified is not None
-    return str(PurePosixPath(s.cluster.options.staging_dir) / s.verified.bundle_id)
+    assert s.known.verified is not None
+    return str(PurePosixPath(s.cluster.options.staging_dir) / s.known.verified.bundle_id)
 
 
 class GatherFacts(Phase):
@@ -60,7 +60,7 @@ class GatherFacts(Phase):
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
             out = s.run(node, "facts", self.command(s, node)).stdout
-            s.facts[node.name] = facts.parse_gathered(out)
+            s.known.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
         running_versions(s)
@@ -69,15 +69,15 @@ class GatherFacts(Phase):
         # A dry run contacts no node: it assumes each node as the journal says the last
         # run left it (its RKE2 version, running, its start-only inputs), or fresh, of
         # the bundle's first arch.
-        assert s.verified is not None
-        arch = s.verified.manifest.release.arch[0]
+        assert s.known.verified is not None
+        arch = s.known.verified.manifest.release.arch[0]
         journal = s.journal().get("nodes", {})
         lines = []
         for n in self.nodes(s):
             entry = journal.get(n.name, {}) if isinstance(journal, dict) else {}
             version = entry.get("version") if isinstance(entry, dict) else None
             known = isinstance(version, str) and entry.get("state") == "ready"
-            s.facts[n.name] = facts.NodeFacts(
+            s.known.facts[n.name] = facts.NodeFacts(
                 arch=arch,
                 uname_m=arch,
                 os="",
@@ -112,7 +112,7 @@ def running_versions(s: Session) -> None:
     the old version). Nodes stay as their binary says when no server answers."""
     listing = None
     for node in s.cluster.servers:
-        if not s.facts[node.name].server_active:
+        if not s.known.facts[node.name].server_active:
             continue
         try:
             r = s.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
@@ -124,7 +124,7 @@ def running_versions(s: Session) -> None:
     if listing is None:
         return
     for node in s.cluster.nodes:
-        f = s.facts[node.name]
+        f = s.known.facts[node.name]
         version = kubectl.node_ready(listing, node.name)[1]
         if version and restart.active(node, f):
-            s.facts[node.name] = replace(f, running_version=version)
+            s.known.facts[node.name] = replace(f, running_version=version)

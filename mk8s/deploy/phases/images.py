@@ -42,13 +42,13 @@ class RegistryPreflight(Phase):
     title = "log in to the image registry (registry mode; changes nothing)"
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and s.cluster.images.distribution == "registry"
+        return not s.known.stop_reason and s.cluster.images.distribution == "registry"
 
     def run(self, s: Session) -> None:
         """PreflightError naming the registry and the problem (password, CA, network)."""
         from mk8s.images import RegistryClient
 
-        client = registry_client(s.cluster, s.context.registry_password)
+        client = registry_client(s.cluster, s.known.context.registry_password)
         assert isinstance(client, RegistryClient)
         try:
             client.manifest_digest("mk8s/preflight", "login")
@@ -73,31 +73,31 @@ class PushImages(Phase):
         self.extract = extract  # Stage: it extracts the bundle (verifying it) once
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and s.cluster.images.distribution == "registry"
+        return not s.known.stop_reason and s.cluster.images.distribution == "registry"
 
     def plan(self, s: Session) -> list[str]:
         reg = s.cluster.images.registry
-        assert s.verified is not None and reg is not None
-        m = s.verified.manifest
+        assert s.known.verified is not None and reg is not None
+        m = s.known.verified.manifest
         names = [a.name for a in m.find(kind=ArtifactKind.IMAGES) + m.find(kind=ArtifactKind.IMAGE)]
         return [f"  push every image of {', '.join(names)} to {reg.host}/<same path>:<tag>"]
 
     def run(self, s: Session) -> None:
         from mk8s.images import RegistryClient, push_archive
 
-        assert s.verified is not None
+        assert s.known.verified is not None
         key = s.cluster.images.registry.url if s.cluster.images.registry else ""
         pushed = s.journal().get("pushed", {})
-        client = registry_client(s.cluster, s.context.registry_password)
+        client = registry_client(s.cluster, s.known.context.registry_password)
         assert isinstance(client, RegistryClient)
         try:
-            done = pushed.get(s.verified.bundle_id) if isinstance(pushed, dict) else None
+            done = pushed.get(s.known.verified.bundle_id) if isinstance(pushed, dict) else None
             if isinstance(done, dict) and done.get("registry") == key and _present(client, done):
                 s.log(f"images already in {client.registry}")
                 return
             files = self.extract.extracted(s)  # type: ignore[attr-defined]
             refs: list[str] = []
-            manifest = s.verified.manifest
+            manifest = s.known.verified.manifest
             for art in manifest.find(kind=ArtifactKind.IMAGES) + manifest.find(
                 kind=ArtifactKind.IMAGE
             ):
@@ -133,11 +133,11 @@ def _present(client: object, done: dict[str, object]) -> bool:
 
 
 def _record_pushed(s: Session, registry: str, refs: list[str]) -> None:
-    assert s.verified is not None
+    assert s.known.verified is not None
     journal = s.journal()
     pushed = journal.setdefault("pushed", {})
     if isinstance(pushed, dict):
-        pushed[s.verified.bundle_id] = {"registry": registry, "images": refs}
+        pushed[s.known.verified.bundle_id] = {"registry": registry, "images": refs}
         s.state.write_journal(journal)
 
 
@@ -169,7 +169,9 @@ class PeerPorts(Phase):
 
     def should_run(self, s: Session) -> bool:
         return (
-            not s.stop_reason and s.cluster.images.distribution == "servers" and bool(self.nodes(s))
+            not s.known.stop_reason
+            and s.cluster.images.distribution == "servers"
+            and bool(self.nodes(s))
         )
 
     def run(self, s: Session) -> None:
@@ -179,7 +181,7 @@ class PeerPorts(Phase):
 
         def one(node: Node) -> None:
             s.wait_prepared(node)
-            if not s.alive(node):
+            if not s.known.alive(node):
                 return
             out = s.run(node, "ports", cmd).stdout.split()
             bad = [out[i + 1] for i in range(0, len(out) - 1, 2) if out[i] == "unreachable"]
@@ -195,9 +197,9 @@ class PeerPorts(Phase):
                 "open those ports between the nodes (firewall), then run the same deploy again",
             )
             for node in self.nodes(s):
-                if s.alive(node):
+                if s.known.alive(node):
                     s.fail(node, err)
-            s.stop("agents cannot reach the servers' registry mirror")
+            s.known.stop("agents cannot reach the servers' registry mirror")
 
     def plan(self, s: Session) -> list[str]:
         cmd = port_check(s.cluster.servers)

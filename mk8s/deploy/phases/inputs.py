@@ -16,17 +16,17 @@ from typing import Any
 
 from mk8s.deploy import facts, restart
 from mk8s.deploy.cluster import Node
+from mk8s.deploy.known import NodeState
 from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState
 
 
 def node_inputs(s: Session, node: Node) -> dict[str, Any]:
     """The start-only inputs ``node`` has once this run's steps are done, as digests."""
-    ctx = s.context
+    ctx = s.known.context
     paths = ctx.cluster.paths(node)
-    f = s.facts.get(node.name)
+    f = s.known.facts.get(node.name)
     arch = (f.arch if f else None) or ctx.manifest.release.arch[0]
     hashes = {facts.CONFIG_PATH: sha256_hex(config_bytes(ctx, node)[0])}
     registries = registries_bytes(ctx)
@@ -42,12 +42,12 @@ def node_inputs(s: Session, node: Node) -> dict[str, Any]:
 
 def record_inputs(s: Session) -> None:
     """Keep in the journal what every node that ended Ready now runs with."""
-    if s.ctx is None:
+    if s.known.ctx is None:
         return
     journal = s.journal()
     for node in s.cluster.nodes:
         entry = journal.get("nodes", {}).get(node.name)
-        if s.outcomes[node.name].state == NodeState.READY and isinstance(entry, dict):
+        if s.known.outcomes[node.name].state == NodeState.READY and isinstance(entry, dict):
             entry["inputs"] = node_inputs(s, node)
     s.state.write_journal(journal)
 

@@ -20,8 +20,9 @@ from mk8s.deploy import kubectl, plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.known import NodeState
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.steps import Step
 from mk8s.errors import ConnectError, DeployError, Mk8sError
 
 
@@ -138,7 +139,7 @@ class Uninstall(Phase):
             return []  # RemoveFromCluster did it
         first = s.cluster.bootstrap
         servers = [first, *(n for n in s.cluster.servers if n.name != first.name)]
-        return [n for n in servers if n.name != node.name and (s.dry_run or s.alive(n))]
+        return [n for n in servers if n.name != node.name and (s.dry_run or s.known.alive(n))]
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         removal = Step(node.name, "reset", (uninstall(s, node),))
@@ -160,7 +161,7 @@ class Uninstall(Phase):
         return lines
 
     def run_node(self, s: Session, node: Node) -> None:
-        if node.name not in s.conns or not s.alive(node):
+        if node.name not in s.conns or not s.known.alive(node):
             return
         removers = self.removers(s, node)
         if removers:
@@ -174,7 +175,7 @@ class Uninstall(Phase):
         except Mk8sError as e:
             s.fail(node, e)
             return
-        s.outcomes[node.name].state = NodeState.RESET
+        s.known.outcomes[node.name].state = NodeState.RESET
         s.record(node, state=NodeState.RESET)
         s.log(f"{node.name}: RKE2 uninstalled ({time.monotonic() - start:.1f}s)")
 

@@ -43,7 +43,7 @@ class Stage(Phase):
         return prepare_order(s)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [plan.upload_step(s.context, node, s.facts[node.name])]
+        return [plan.upload_step(s.known.context, node, s.known.facts[node.name])]
 
     def begin(self, s: Session) -> None:
         if any(self.steps(s, n)[0].uploads for n in self.nodes(s)):
@@ -52,11 +52,11 @@ class Stage(Phase):
     def extracted(self, s: Session) -> dict[str, Path]:
         """The bundle's files on this machine: extracted (verified again) once."""
         if self.scratch is None:
-            s.ctx = replace(s.context, local_artifacts=self._extract(s))
-        return dict(s.context.local_artifacts)
+            s.known.ctx = replace(s.known.context, local_artifacts=self._extract(s))
+        return dict(s.known.context.local_artifacts)
 
     def _extract(self, s: Session) -> dict[str, Path]:
-        assert s.verified is not None
+        assert s.known.verified is not None
         s.state.ensure()
         self.scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir=s.state.path))
         self.scratch.rmdir()  # extract_bundle creates it, and removes it on failure
@@ -67,7 +67,7 @@ class Stage(Phase):
             self.scratch,
             allow_unsigned=self.allow_unsigned,
         )
-        if again.manifest_bytes != s.verified.manifest_bytes:
+        if again.manifest_bytes != s.known.verified.manifest_bytes:
             raise BundleRejected(
                 f"{self.bundle} changed while mk8s was deploying it",
                 "leave the bundle file alone during a deploy, then run it again",
@@ -94,7 +94,7 @@ class Install(Phase):
         from mk8s.deploy.phases.upgrade import upgrading
 
         step = plan.install_step(
-            s.context, node, s.facts[node.name], run_install=not upgrading(s, node)
+            s.known.context, node, s.known.facts[node.name], run_install=not upgrading(s, node)
         )
         return [step]
 

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from mk8s.deploy import diagnose, kubectl, upgrade
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.known import NodeState
 from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError, PreflightError
 from mk8s.files import atomic_write, sha256_file
 
@@ -25,8 +26,8 @@ from mk8s.files import atomic_write, sha256_file
 def upgrade_plan(s: Session) -> upgrade.UpgradePlan:
     """What this run upgrades, computed once from the facts."""
     if s.known.upgrade is None:
-        assert s.verified is not None
-        s.known.upgrade = upgrade.plan_upgrade(s.cluster, s.verified.manifest, s.facts)
+        assert s.known.verified is not None
+        s.known.upgrade = upgrade.plan_upgrade(s.cluster, s.known.verified.manifest, s.known.facts)
     return s.known.upgrade
 
 
@@ -39,7 +40,7 @@ class UpgradePreflight(Phase):
 
     def should_run(self, s: Session) -> bool:
         plan = upgrade_plan(s)
-        return not s.stop_reason and (plan.needed or bool(upgrade.refusals(plan)))
+        return not s.known.stop_reason and (plan.needed or bool(upgrade.refusals(plan)))
 
     def run(self, s: Session) -> None:
         """PreflightError (nothing changed) for a refusal or a node not Ready."""
@@ -93,11 +94,11 @@ class Snapshot(Phase):
 
     def should_run(self, s: Session) -> bool:
         # Once the first server runs the new version the snapshot was taken already.
-        return not s.stop_reason and upgrading(s, s.cluster.bootstrap)
+        return not s.known.stop_reason and upgrading(s, s.cluster.bootstrap)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         cmd = upgrade.snapshot_command(
-            s.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
+            s.known.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
         )
         return [Step(node.name, "snapshot", (cmd,))]
 
@@ -129,9 +130,9 @@ def _all_prepared(s: Session) -> bool:
     """Every node staged and its new images placed; else the upgrade must not start."""
     for node in s.cluster.nodes:
         s.wait_prepared(node)
-    failed = [o.node.name for o in s.outcomes.values() if o.state == NodeState.FAILED]
+    failed = [o.node.name for o in s.known.outcomes.values() if o.state == NodeState.FAILED]
     if failed:
-        s.stop(f"staging failed on {', '.join(failed)}; no node was restarted")
+        s.known.stop(f"staging failed on {', '.join(failed)}; no node was restarted")
         return False
     return True
 
@@ -139,7 +140,7 @@ def _all_prepared(s: Session) -> bool:
 def upgrade_node(s: Session, node: Node) -> None:
     """One node's turn; its cordon, drain and uncordon run where kubectl_node says."""
     steps = upgrade.node_steps(
-        s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+        s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
     )
     s.log(f"{node.name}: upgrading to {upgrade_plan(s).target}")
     s.mark_cordoned(node, True)
@@ -163,11 +164,11 @@ class _UpgradeRole(Phase):
         return [n for n in role if upgrading(s, n)]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return upgrade.node_steps(
-            s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+            s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
         )
 
 
@@ -182,7 +183,7 @@ class UpgradeServers(_UpgradeRole):
                 upgrade_node(s, node)
             except Mk8sError as e:
                 s.fail(node, e)
-                s.stop(f"the upgrade stopped at {node.name}; run the same command again")
+                s.known.stop(f"the upgrade stopped at {node.name}; run the same command again")
                 return
 
 
@@ -197,7 +198,9 @@ class UpgradeAgents(_UpgradeRole):
         for batch in upgrade.batches(self.nodes(s), size):
             failed = _upgrade_batch(s, batch)
             if failed:
-                s.stop(f"the upgrade stopped at {', '.join(failed)}; run the same command again")
+                s.known.stop(
+                    f"the upgrade stopped at {', '.join(failed)}; run the same command again"
+                )
                 return
 
 
@@ -226,7 +229,7 @@ class UncordonLeftovers(Phase):
         return [
             n
             for n in s.cluster.nodes
-            if n.name in left and s.outcomes[n.name].state == NodeState.READY
+            if n.name in left and s.known.outcomes[n.name].state == NodeState.READY
         ]
 
     def should_run(self, s: Session) -> bool:

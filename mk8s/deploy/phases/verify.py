@@ -39,11 +39,11 @@ class VerifyBundle(Phase):
         if v.signer is None:
             ui.warn(reader.UNSIGNED_WARNING)
         check_deployable(s.cluster, v.manifest)
-        s.verified = v
+        s.known.verified = v
 
     def plan(self, s: Session) -> list[str]:
         self.run(s)
-        v = s.verified
+        v = s.known.verified
         assert v is not None
         arch = v.manifest.release.arch[0]
         return [
