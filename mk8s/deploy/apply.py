@@ -22,7 +22,8 @@ from mk8s.deploy.engine import run_phases
 from mk8s.deploy.known import NodeOutcome, NodeState
 from mk8s.deploy.phases import deploy_phases
 from mk8s.deploy.phases.inputs import record_inputs
-from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
+from mk8s.deploy.remote import Connect, connect_ssh
+from mk8s.deploy.session import Session, SessionSettings
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,7 +42,6 @@ class NodeOutcome:
     version: str = ""
     seconds: float = 0.0
     error: str = ""
-    uploaded_bytes: int = 0
 
 
 @dataclass

@@ -22,7 +22,8 @@ from mk8s.deploy.phases.status import (
     ProbeNodes,
     statuses,
 )
-from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
+from mk8s.deploy.remote import Connect, connect_ssh
+from mk8s.deploy.session import Session, SessionSettings
 from mk8s.errors import DeployError
 
 

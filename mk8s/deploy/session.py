@@ -1,45 +1,35 @@
 """The session: one run of mk8s against one cluster's nodes, and its public API.
 
-Phases (deploy, upgrade, day-2) and the engine work only through a :class:`Session`:
-connect nodes, run an audited command, execute a :class:`~mk8s.deploy.steps.Step`,
-record what happened to each node (outcome and journal). The connect function is
-injectable, so orchestration runs against any :class:`Transport`. Every remote
-command goes to the audit log with secrets masked, with its exit code.
+Phases (deploy, upgrade, day-2) and the engine work through a :class:`Session`. What
+the run knows is ``session.known`` (:class:`~mk8s.deploy.known.Known`: the bundle,
+facts, context, outcomes, phase results); what it does is the session's: commands on
+nodes through ``session.remote`` (:class:`~mk8s.deploy.remote.Remote`: connections and
+the audit log), a :class:`~mk8s.deploy.steps.Step` executed (its commands, uploads and
+waits), nodes worked on in parallel or in the background, and what happened to each
+node recorded (outcome and journal).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mk8s import ui
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.command import Command, as_user
+from mk8s.deploy.command import Command
 from mk8s.deploy.known import Known, NodeState
+from mk8s.deploy.readiness import NodesPoller, wait_ready
+from mk8s.deploy.remote import Connect, Remote, connect_ssh
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
-from mk8s.deploy.transport import Result, SSHTransport, Transport
 from mk8s.deploy.uploads import Uploader
-from mk8s.errors import Interrupted, Mk8sError, RemoteCommandError
-
-if TYPE_CHECKING:
-    from mk8s.deploy.readiness import NodesPoller
-
-Connect = Callable[[Node], Transport]
-
-
-def connect_ssh(node: Node) -> Transport:
-    """An open SSH connection to ``node``; ConnectError / HostKeyError otherwise."""
-    t = SSHTransport.for_node(node)
-    t.connect()
-    return t
+from mk8s.errors import Interrupted, Mk8sError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,19 +57,19 @@ class Session:
     log: Log = ui.note
     progress: TransferProgress | None = None
     connect: Connect = connect_ssh
-    conns: dict[str, Transport] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.known = Known(self.cluster)
         self.state = StateDir(self.cluster.name, self.settings.state_base)
-        self.uploader = Uploader(self)
+        self.remote = Remote(self.state, self.connect)
+        self.uploader = Uploader(self.remote, self.log, self.progress)
         self._lock = threading.Lock()
         self._clocks = {n.name: time.monotonic() for n in self.cluster.nodes}
         self._journal: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._poller: NodesPoller | None = None
         self.prepared: dict[str, Future[None]] = {}
-        self.poller: NodesPoller | None = None  # the one shared node list (readiness)
 
     # -- basics ------------------------------------------------------------------------
     @property
@@ -118,22 +108,17 @@ class Session:
 
         def one(node: Node) -> None:
             try:
-                t = self.connect(node)
+                self.remote.open(node)
             except Mk8sError as e:
                 with self._lock:
                     errors[node.name] = str(e)
-                return
-            with self._lock:
-                self.conns[node.name] = t
 
-        self.parallel([n for n in nodes if n.name not in self.conns], one)
+        self.parallel([n for n in nodes if not self.remote.connected(n)], one)
         return errors
 
     def abort(self) -> None:
         """Cut every connection (work in flight fails at once); then close as usual."""
-        for t in list(self.conns.values()):
-            with contextlib.suppress(Exception):
-                t.close()
+        self.remote.close()
 
     def interrupted(self, what: str, again: str) -> Interrupted:
         """The Ctrl-C message: what this run finished, what it left, how to go on."""
@@ -162,43 +147,32 @@ class Session:
     def close(self) -> None:
         """Join background work and close every connection; never raises."""
         self.close_background()
-        for t in self.conns.values():
-            with contextlib.suppress(Exception):
-                t.close()
+        self.remote.close()
 
-    # -- commands --------------------------------------------------------------------
-    def run(self, node: Node, step: str, cmd: Command) -> Result:
-        """Run ``cmd`` on ``node`` and write it (masked) and its exit code to the audit
-        log. Raises RemoteCommandError / ConnectError as the transport does."""
-        t = self.conns[node.name]
-        shown = as_user(cmd, node.ssh.user).display()  # what the node really runs, masked
-        start = time.monotonic()
-        try:
-            result = t.run(cmd)
-        except RemoteCommandError as e:
-            self.audit(node, step, command=shown, exit=None, error=cmd.mask(str(e)), start=start)
-            raise
-        self.audit(node, step, command=shown, exit=result.exit_code, start=start)
-        return result
-
-    def audit(self, node: Node, step: str, *, start: float | None = None, **record: Any) -> None:
-        if start is not None:
-            record["seconds"] = round(time.monotonic() - start, 3)
-        self.state.audit(node=node.name, step=step, **record)
-
+    # -- steps -----------------------------------------------------------------------
     def execute(self, node: Node, step: Step) -> None:
         """Run a step's actions in order. The uploads are sent when the step reaches its
-        PlaceUploads, which then checks and places them; a WaitReady blocks until the
-        node is Ready."""
-        from mk8s.deploy.readiness import wait_ready
-
+        PlaceUploads, which then checks and places them (resuming the partial parts the
+        node's facts show); a WaitReady blocks until the node is Ready."""
         for action in step.actions:
             if isinstance(action, Command):
-                self.run(node, step.name, action)
+                self.remote.run(node, step.name, action)
             elif isinstance(action, PlaceUploads):
-                self.uploader.send(node, step.name, action)
+                facts = self.known.facts.get(node.name)
+                self.uploader.send(node, step.name, action, facts.partial if facts else {})
             elif isinstance(action, WaitReady):
-                self.mark_ready(node, wait_ready(self, node, action))
+                self.mark_ready(node, wait_ready(self.poller(), node, action))
+
+    def poller(self) -> NodesPoller:
+        """The run's one shared node list (asking the server the cluster is reached
+        through: the first server, or the live member it rejoins)."""
+        with self._lock:
+            if self._poller is None:
+                ctx = self.known.ctx
+                first = ctx.anchor_node if ctx else self.cluster.bootstrap
+                interval = self.settings.poll_interval
+                self._poller = NodesPoller(self.remote, self.cluster, first, interval)
+            return self._poller
 
     # -- outcomes --------------------------------------------------------------------
     def fail(self, node: Node, e: BaseException) -> None:

@@ -92,13 +92,13 @@ def start_all(s: Session, nodes: Sequence[Node]) -> None:
     s.parallel(nodes, lambda n: guarded(s, n, launch))
     # Waiting holds no worker: one node list per poll interval answers for all.
     deadline = time.monotonic() + s.settings.ready_timeout
-    results = wait_all_ready(s, launched, s.settings.ready_timeout)
+    results = wait_all_ready(s.poller(), launched, s.settings.ready_timeout)
     listed = [s.cluster.node(n) for n, r in results.items() if not isinstance(r, Mk8sError)]
     results.update(confirm_active(s, listed, deadline))
     for name, result in results.items():
         node = s.cluster.node(name)
         if isinstance(result, Mk8sError):
-            s.fail(node, diagnose.explain(s, node, result))
+            s.fail(node, diagnose.explain(s.remote, node, result))
         else:
             s.mark_ready(node, result)
 
@@ -114,7 +114,7 @@ def confirm_active(s: Session, nodes: Sequence[Node], deadline: float) -> dict[s
         for name, node in list(pending.items()):
             wait = start_steps(s, node)[1].actions[0]
             assert isinstance(wait, WaitReady) and wait.active is not None
-            state[name] = s.run(node, "wait-ready", wait.active).stdout.strip()
+            state[name] = s.remote.run(node, "wait-ready", wait.active).stdout.strip()
             if state[name] == "active":
                 del pending[name]
         if not pending or time.monotonic() >= deadline:

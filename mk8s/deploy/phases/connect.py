@@ -59,7 +59,7 @@ class GatherFacts(Phase):
 
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
-            out = s.run(node, "facts", self.command(s, node)).stdout
+            out = s.remote.run(node, "facts", self.command(s, node)).stdout
             s.known.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
@@ -115,7 +115,7 @@ def running_versions(s: Session) -> None:
         if not s.known.facts[node.name].server_active:
             continue
         try:
-            r = s.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
+            r = s.remote.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:

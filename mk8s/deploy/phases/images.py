@@ -183,7 +183,7 @@ class PeerPorts(Phase):
             s.wait_prepared(node)
             if not s.known.alive(node):
                 return
-            out = s.run(node, "ports", cmd).stdout.split()
+            out = s.remote.run(node, "ports", cmd).stdout.split()
             bad = [out[i + 1] for i in range(0, len(out) - 1, 2) if out[i] == "unreachable"]
             if bad:
                 with lock:

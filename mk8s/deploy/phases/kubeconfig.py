@@ -50,7 +50,7 @@ class WriteKubeconfig(Phase):
     def run(self, s: Session) -> None:
         node = s.known.context.anchor_node
         cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
-        text = s.run(node, "kubeconfig", cmd).stdout
+        text = s.remote.run(node, "kubeconfig", cmd).stdout
         s.known.kubeconfig = write_kubeconfig(text, s.cluster, self.out)
 
     def plan(self, s: Session) -> list[str]:

@@ -66,11 +66,13 @@ def remove_from_cluster(s: Session, name: str, servers: Sequence[Node]) -> str:
     node reinstalled under its name is then refused ("Node password rejected")."""
     reasons: list[str] = []
     for server in servers:
-        if server.name not in s.conns:
+        if not s.remote.connected(server):
             reasons.append(f"{server.name}: not reachable")
             continue
         try:
-            r = s.run(server, "reset", kubectl.delete_node_command(name, s.cluster.paths(server)))
+            r = s.remote.run(
+                server, "reset", kubectl.delete_node_command(name, s.cluster.paths(server))
+            )
         except Mk8sError as e:
             reasons.append(str(e))
             continue
@@ -161,7 +163,7 @@ class Uninstall(Phase):
         return lines
 
     def run_node(self, s: Session, node: Node) -> None:
-        if node.name not in s.conns or not s.known.alive(node):
+        if not s.remote.connected(node) or not s.known.alive(node):
             return
         removers = self.removers(s, node)
         if removers:
@@ -171,7 +173,7 @@ class Uninstall(Phase):
                 s.log(f"{node.name}: NOT removed from the cluster ({why}); uninstalling it")
         start = time.monotonic()
         try:
-            s.run(node, "reset", uninstall(s, node))
+            s.remote.run(node, "reset", uninstall(s, node))
         except Mk8sError as e:
             s.fail(node, e)
             return

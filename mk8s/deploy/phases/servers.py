@@ -54,7 +54,7 @@ def start_and_wait(s: Session, node: Node) -> None:
         s.execute(node, start)
         s.execute(node, wait)
     except Mk8sError as e:  # failed, stopped after its timeout, or not Ready in time
-        raise diagnose.explain(s, node, e) from e
+        raise diagnose.explain(s.remote, node, e) from e
 
 
 class BootstrapServer(Phase):

@@ -50,14 +50,14 @@ class ProbeNodes(Phase):
     title = "read what each node runs"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.nodes if n.name in s.conns]
+        return [n for n in s.cluster.nodes if s.remote.connected(n)]
 
     def run_node(self, s: Session, node: Node) -> None:
         st = statuses(s)[node.name]
         st.reachable = True
         try:
             cmd = facts.gather("/nonexistent", s.cluster.rke2.prefixes, s.cluster.paths(node))
-            f = facts.parse_gathered(s.run(node, "status", cmd).stdout)
+            f = facts.parse_gathered(s.remote.run(node, "status", cmd).stdout)
         except Mk8sError as e:
             st.error = str(e)
             return
@@ -99,10 +99,10 @@ def note_running(st: NodeStatus, running: str) -> None:
 def ask_any_server(s: Session) -> str | None:
     """``kubectl get nodes -o json`` from the first server that answers, or None."""
     for node in s.cluster.servers:
-        if node.name not in s.conns:
+        if not s.remote.connected(node):
             continue
         try:
-            r = s.run(node, "status", kubectl.nodes_command(s.cluster.paths(node)))
+            r = s.remote.run(node, "status", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:
@@ -125,7 +125,7 @@ class FetchKubeconfig(Phase):
                 continue
             try:
                 cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
-                text = s.run(node, "kubeconfig", cmd).stdout
+                text = s.remote.run(node, "kubeconfig", cmd).stdout
             except Mk8sError as e:
                 errors.append(str(e))
                 continue

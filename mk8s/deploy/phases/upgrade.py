@@ -49,7 +49,7 @@ class UpgradePreflight(Phase):
         if not problems:
             first = s.cluster.bootstrap
             cmd = kubectl.nodes_command(s.cluster.paths(first))
-            listing = s.run(first, "upgrade", cmd).stdout
+            listing = s.remote.run(first, "upgrade", cmd).stdout
             for name, tag in plan.versions.items():
                 if tag and not kubectl.node_ready(listing, name)[0]:
                     problems.append(
@@ -105,20 +105,20 @@ class Snapshot(Phase):
     def run(self, s: Session) -> None:
         first = s.cluster.bootstrap
         cmd = self.steps(s, first)[0].commands[0]
-        path = s.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
+        path = s.remote.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
         if not path or not path[0].startswith(s.cluster.paths(first).snapshot_dir + "/"):
             raise PreflightError(
                 f"{first.name}: the etcd snapshot was not found after `rke2 etcd-snapshot"
                 f" save`; nothing was upgraded",
                 "check `journalctl -u rke2-server` on the first server, then run again",
             )
-        data = s.conns[first.name].get(path[0], sudo=True)
+        data = s.remote.transport(first).get(path[0], sudo=True)
         local = s.state.path / "snapshots" / posixpath.basename(path[0])
         local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(local, data, mode=0o600)
         with local.open("rb") as f:
             sha, size = sha256_file(f)
-        s.audit(first, "snapshot", file=path[0], local=str(local), bytes=size, sha256=sha)
+        s.remote.audit(first, "snapshot", file=path[0], local=str(local), bytes=size, sha256=sha)
         s.log(f"{first.name}: etcd snapshot {local} (sha256 {sha[:16]})")
 
     def plan(self, s: Session) -> list[str]:
@@ -149,7 +149,7 @@ def upgrade_node(s: Session, node: Node) -> None:
             s.execute(s.cluster.node(step.node), step)
         except Mk8sError as e:
             if step.node == node.name and step.name in ("install", "wait"):
-                raise diagnose.explain(s, node, e) from e  # the restart or the wait
+                raise diagnose.explain(s.remote, node, e) from e  # the restart or the wait
             raise
     s.mark_cordoned(node, False)
 
@@ -240,7 +240,7 @@ class UncordonLeftovers(Phase):
             where = upgrade.kubectl_node(s.cluster, node)
             try:
                 cmd = upgrade.uncordon_command(node.name, s.cluster.paths(where))
-                s.run(where, "uncordon", cmd)
+                s.remote.run(where, "uncordon", cmd)
             except Mk8sError as e:
                 s.fail(node, e)
                 continue
