@@ -1,10 +1,10 @@
 """``mk8s deploy``: the deploy phases run by the engine, and the report they leave.
 
-The order (README, "Deploying"): verify the bundle before any node is touched;
-connect and gather facts on every node in parallel; preflight (fail fast, change
-nothing); the token; stage and install in the background, servers first; the first
-server; the other servers one at a time; the agents in parallel; the kubeconfig. A
-dry run walks the same phases and prints what each would do.
+The order (README, "Deploying"; :func:`deploy_phases`): verify the bundle before any
+node is touched; connect and gather facts on every node in parallel; preflight (fail
+fast, change nothing); the token; stage and install in the background, servers first;
+the first server; the other servers one at a time; the agents in parallel; the
+kubeconfig. A dry run walks the same phases and prints what each would do.
 """
 
 from __future__ import annotations
@@ -16,14 +16,63 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.bundle import keys
+from mk8s.bundle.workloads import summary
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import run_phases
+from mk8s.deploy.engine import Phase, run_phases
 from mk8s.deploy.known import NodeOutcome, NodeState
-from mk8s.deploy.phases import deploy_phases
+from mk8s.deploy.phases.agents import JoinAgents
+from mk8s.deploy.phases.charts import UninstallDroppedCharts
+from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
+from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.inputs import record_inputs
+from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
+from mk8s.deploy.phases.preflight import Preflight, Token
+from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
+from mk8s.deploy.phases.stage import Install, Stage
+from mk8s.deploy.phases.upgrade import (
+    Snapshot,
+    UncordonLeftovers,
+    UpgradeAgents,
+    UpgradePreflight,
+    UpgradeServers,
+)
+from mk8s.deploy.phases.verify import VerifyBundle
 from mk8s.deploy.remote import Connect, connect_ssh
 from mk8s.deploy.session import Session, SessionSettings
+
+
+def deploy_phases(
+    bundle: Path,
+    trusted: Sequence[keys.TrustedKey],
+    *,
+    allow_unsigned: bool = False,
+    kubeconfig_out: Path | None = None,
+) -> list[Phase]:
+    """The deploy, in order."""
+    stage = Stage(bundle, trusted, allow_unsigned)
+    return [
+        VerifyBundle(bundle, trusted, allow_unsigned),
+        ConnectAll(),
+        GatherFacts(),
+        Preflight(),
+        Token(),
+        RegistryPreflight(),
+        UpgradePreflight(),
+        Snapshot(),
+        stage,
+        Install(),
+        PushImages(stage),
+        UpgradeServers(),
+        UpgradeAgents(),
+        BootstrapServer(),
+        JoinServers(),
+        UninstallDroppedCharts(),
+        PeerPorts(),
+        JoinAgents(),
+        UncordonLeftovers(),
+        WriteKubeconfig(kubeconfig_out),
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,8 +175,6 @@ def deploy(
 
 def _record_workloads(s: Session) -> None:
     """Keep what the deployed bundle carried (for ``mk8s status``)."""
-    from mk8s.bundle.workloads import summary
-
     if s.known.verified is None:
         return
     journal = s.journal()
@@ -146,4 +193,4 @@ def _note_resume(s: Session) -> None:
         s.log(f"resuming: the last run left {', '.join(failed)} failed")
 
 
-__all__ = ["DeployReport", "DeploySettings", "deploy"]
+__all__ = ["DeployReport", "DeploySettings", "deploy", "deploy_phases"]

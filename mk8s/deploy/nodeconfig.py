@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import MASK
 from mk8s.deploy.context import Context, supervisor_url
@@ -111,8 +112,6 @@ IMAGE_REGISTRIES = ("docker.io",)
 
 def image_sources(ctx: Context) -> list[str]:
     """The registries images come from: RKE2's, and those of the operator's images."""
-    from mk8s.bundle.manifest import ArtifactKind
-
     extra = {
         (a.url or "").removeprefix("oci://").split("/", 1)[0]
         for a in ctx.manifest.find(kind=ArtifactKind.IMAGE)

@@ -24,6 +24,7 @@ from mk8s.deploy.phases.status import (
 )
 from mk8s.deploy.remote import Connect, connect_ssh
 from mk8s.deploy.session import Session, SessionSettings
+from mk8s.deploy.state import StateDir
 from mk8s.errors import DeployError
 
 
@@ -73,8 +74,6 @@ def status_table(rows: list[NodeStatus]) -> str:
 
 def carried_workloads(cluster: Cluster, *, state_base: Path | None = None) -> list[str]:
     """The workloads the last deploy's bundle carried (from the journal)."""
-    from mk8s.deploy.state import StateDir
-
     found = StateDir(cluster.name, state_base).read_journal().get("workloads", [])
     return [str(w) for w in found] if isinstance(found, list) else []
 

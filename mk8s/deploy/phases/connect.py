@@ -16,7 +16,7 @@ from mk8s.deploy.session import Session
 from mk8s.errors import Mk8sError, PreflightError
 
 
-class Connect(Phase):
+class ConnectAll(Phase):
     title = "connect to every node (in parallel, strict host keys)"
 
     def nodes(self, s: Session) -> Sequence[Node]:

@@ -17,6 +17,7 @@ from mk8s.bundle import keys, reader
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase
+from mk8s.deploy.phases.upgrade import upgrading
 from mk8s.deploy.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import BundleRejected
@@ -91,8 +92,6 @@ class Install(Phase):
     def steps(self, s: Session, node: Node) -> list[Step]:
         # A node being upgraded gets the new images now (before any node restarts, so
         # the new system charts find them everywhere) and install.sh in its own turn.
-        from mk8s.deploy.phases.upgrade import upgrading
-
         step = plan.install_step(
             s.known.context, node, s.known.facts[node.name], run_install=not upgrading(s, node)
         )
