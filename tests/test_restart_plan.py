@@ -12,15 +12,16 @@ import pytest
 
 from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
-from mk8s.deploy import facts, plan, restart, upgrade
+from mk8s.deploy.builders import facts, plan, restart
+from mk8s.deploy.builders import upgradeplan as upgrade
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.install import install_step, remove_unneeded_images
+from mk8s.deploy.builders.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
-from mk8s.deploy.install import install_step, remove_unneeded_images
-from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
-from mk8s.deploy.session import Session, SessionSettings
 from tests.support.registry import TestCA
 
 OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"

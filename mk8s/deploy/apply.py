@@ -19,11 +19,13 @@ from mk8s.bundle import keys
 from mk8s.bundle.workloads import summary
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import Phase, run_phases
-from mk8s.deploy.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.phase import Phase, run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.agents import JoinAgents
-from mk8s.deploy.phases.charts import UninstallDroppedCharts
 from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
+from mk8s.deploy.phases.dropcharts import UninstallDroppedCharts
 from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.inputs import record_inputs
 from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
@@ -38,8 +40,6 @@ from mk8s.deploy.phases.upgrade import (
     UpgradeServers,
 )
 from mk8s.deploy.phases.verify import VerifyBundle
-from mk8s.deploy.remote import Connect, connect_ssh
-from mk8s.deploy.session import Session, SessionSettings
 
 
 def deploy_phases(

@@ -11,8 +11,10 @@ from pathlib import Path
 from mk8s import ui
 from mk8s.callbacks import Log
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import run_phases
-from mk8s.deploy.known import NodeState
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.reset import reset_phases
 from mk8s.deploy.phases.status import (
     AskReadiness,
@@ -22,8 +24,6 @@ from mk8s.deploy.phases.status import (
     ProbeNodes,
     statuses,
 )
-from mk8s.deploy.remote import Connect, connect_ssh
-from mk8s.deploy.session import Session, SessionSettings
 from mk8s.deploy.state import StateDir
 from mk8s.errors import DeployError
 

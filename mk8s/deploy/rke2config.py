@@ -86,7 +86,7 @@ class NodePaths:
     def snapshot_dir(self) -> str:
         return self.etcd_snapshot_dir or f"{self.db_dir}/snapshots"
 
-    # mk8s's own records (mk8s.deploy.restart), gone with RKE2's data at uninstall.
+    # mk8s's own records (mk8s.deploy.builders.restart), gone with RKE2's data at uninstall.
     @property
     def restart_pending(self) -> str:
         """The start-only inputs a run changed before it could restart RKE2."""

@@ -2,11 +2,11 @@
 refused retries for ever), then waited for together; one not Ready in time is failed
 with the cause its journal names.
 
-Running agents that must restart to take a start-only change (:mod:`..restart`) go
-after the others, in batches of ``options.upgrade.maxUnavailable`` (the number of
-agents the operator lets be down at once, as in an upgrade): each batch restarts in
-parallel and must be Ready before the next starts; a batch with a failed node stops
-the rest.
+Running agents that must restart to take a start-only change
+(:mod:`mk8s.deploy.builders.restart`) go after the others, in batches of
+``options.upgrade.maxUnavailable`` (the number of agents the operator lets be down at
+once, as in an upgrade): each batch restarts in parallel and must be Ready before the
+next starts; a batch with a failed node stops the rest.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ import threading
 import time
 from collections.abc import Sequence
 
-from mk8s.deploy import diagnose, plan, restart, upgrade
+from mk8s.deploy.builders import plan, restart, upgradeplan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase, guarded
-from mk8s.deploy.known import NodeState
+from mk8s.deploy.engine import diagnose
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, guarded
+from mk8s.deploy.engine.readiness import wait_all_ready
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.servers import start_steps
-from mk8s.deploy.readiness import wait_all_ready
-from mk8s.deploy.session import Session
 from mk8s.deploy.steps import Step, WaitReady
 from mk8s.errors import DeployError, Mk8sError
 
@@ -51,7 +52,7 @@ class JoinAgents(Phase):
         again = [n for n in self.nodes(s) if restarting(s, n)]
         start_all(s, [n for n in self.nodes(s) if n not in again])
         size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
-        for batch in upgrade.batches(again, size):
+        for batch in upgradeplan.batches(again, size):
             s.log(f"restarting {', '.join(n.name for n in batch)} (at most {size} at once)")
             start_all(s, batch)
             failed = [n.name for n in batch if s.known.outcomes[n.name].state == NodeState.FAILED]
@@ -66,7 +67,10 @@ class JoinAgents(Phase):
         size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
         head = (
             [f"  restart running agents in batches of {size}, each Ready before the next:"]
-            + ["    [" + ", ".join(n.name for n in b) + "]" for b in upgrade.batches(again, size)]
+            + [
+                "    [" + ", ".join(n.name for n in b) + "]"
+                for b in upgradeplan.batches(again, size)
+            ]
             if again
             else []
         )

@@ -6,13 +6,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import PurePosixPath
 
-from mk8s.deploy import facts, kubectl, restart
+from mk8s.deploy.builders import facts, kubectl, restart
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, as_user
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases import inputs
-from mk8s.deploy.phases.charts import journal_placed
-from mk8s.deploy.session import Session
+from mk8s.deploy.phases.dropcharts import journal_placed
 from mk8s.errors import Mk8sError, PreflightError
 
 

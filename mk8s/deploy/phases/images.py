@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, Secret
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.stage import Stage
-from mk8s.deploy.session import Session
 from mk8s.errors import Mk8sError, PreflightError
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ A dry run contacts no node: it assumes every node is as the last deploy left it.
 tell which nodes a changed start-only input (config.yaml, registries.yaml, the
 registry CA, image archives) would restart, the journal keeps, per node that ended
 Ready, the sha256 of each such file as that run left it (the charts and manifests a
-server applies are kept beside, see :func:`mk8s.deploy.phases.charts.journal_placed`).
+server applies are kept beside, see :func:`mk8s.deploy.phases.dropcharts.journal_placed`).
 The digests of files holding secrets are kept only in the journal
 (0600, beside the token itself).
 """
@@ -14,12 +14,12 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from mk8s.deploy import facts, restart
+from mk8s.deploy.builders import facts, restart
+from mk8s.deploy.builders.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.known import NodeState
-from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
-from mk8s.deploy.session import Session
 
 
 def node_inputs(s: Session, node: Node) -> dict[str, Any]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.deploy import kubectl, plan
+from mk8s.deploy.builders import kubectl, plan
+from mk8s.deploy.builders.context import API_PORT, host_for_url
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.context import API_PORT, host_for_url
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.known import NodeState
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.files import atomic_write
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import membership, plan
+from mk8s.deploy.builders import membership, plan
+from mk8s.deploy.builders.context import Context, supervisor_url
+from mk8s.deploy.builders.requirements import input_problems
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context, supervisor_url
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.requirements import input_problems
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.state import StateDir, read_token_file
 from mk8s.errors import ConfigConflict, PreflightError
 

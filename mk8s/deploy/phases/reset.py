@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from mk8s.deploy import kubectl, plan
+from mk8s.deploy.builders import kubectl, plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.known import NodeState
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import ConnectError, DeployError, Mk8sError
 

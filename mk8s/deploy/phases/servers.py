@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import diagnose, plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase, guarded
-from mk8s.deploy.known import NodeState
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine import diagnose
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, guarded
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 

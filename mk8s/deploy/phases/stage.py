@@ -14,11 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from mk8s.bundle import keys, reader
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.upgrade import upgrading
-from mk8s.deploy.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import BundleRejected
 

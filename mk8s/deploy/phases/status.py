@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.deploy import facts, kubectl, plan
+from mk8s.deploy.builders import facts, kubectl, plan
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.known import NodeStatus
+from mk8s.deploy.engine.known import NodeStatus
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.kubeconfig import write_kubeconfig
-from mk8s.deploy.session import Session
 from mk8s.errors import DeployError, Mk8sError
 
 

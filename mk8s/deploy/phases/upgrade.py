@@ -13,21 +13,24 @@ import posixpath
 import threading
 from collections.abc import Sequence
 
-from mk8s.deploy import diagnose, kubectl, upgrade
+from mk8s.deploy.builders import kubectl, upgradeplan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.known import NodeState
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine import diagnose
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError, PreflightError
 from mk8s.files import atomic_write, sha256_file
 
 
-def upgrade_plan(s: Session) -> upgrade.UpgradePlan:
+def upgrade_plan(s: Session) -> upgradeplan.UpgradePlan:
     """What this run upgrades, computed once from the facts."""
     if s.known.upgrade is None:
         assert s.known.verified is not None
-        s.known.upgrade = upgrade.plan_upgrade(s.cluster, s.known.verified.manifest, s.known.facts)
+        s.known.upgrade = upgradeplan.plan_upgrade(
+            s.cluster, s.known.verified.manifest, s.known.facts
+        )
     return s.known.upgrade
 
 
@@ -40,12 +43,12 @@ class UpgradePreflight(Phase):
 
     def should_run(self, s: Session) -> bool:
         plan = upgrade_plan(s)
-        return not s.known.stop_reason and (plan.needed or bool(upgrade.refusals(plan)))
+        return not s.known.stop_reason and (plan.needed or bool(upgradeplan.refusals(plan)))
 
     def run(self, s: Session) -> None:
         """PreflightError (nothing changed) for a refusal or a node not Ready."""
         plan = upgrade_plan(s)
-        problems = upgrade.refusals(plan)
+        problems = upgradeplan.refusals(plan)
         if not problems:
             first = s.cluster.bootstrap
             cmd = kubectl.nodes_command(s.cluster.paths(first))
@@ -65,18 +68,18 @@ class UpgradePreflight(Phase):
 
     def plan(self, s: Session) -> list[str]:
         plan = upgrade_plan(s)
-        problems = upgrade.refusals(plan)
+        problems = upgradeplan.refusals(plan)
         if problems:
             raise PreflightError("the upgrade would be refused: " + "; ".join(problems))
         return [f"  {_summary(s, plan)}", "  every node must be Ready before anything changes"]
 
 
-def _summary(s: Session, plan: upgrade.UpgradePlan) -> str:
+def _summary(s: Session, plan: upgradeplan.UpgradePlan) -> str:
     servers = [n for n in s.cluster.servers if n.name in plan.nodes]
     agents = [n for n in s.cluster.agents if n.name in plan.nodes]
     size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
     groups = " ".join(
-        "[" + ", ".join(n.name for n in b) + "]" for b in upgrade.batches(agents, size)
+        "[" + ", ".join(n.name for n in b) + "]" for b in upgradeplan.batches(agents, size)
     )
     froms = sorted({plan.versions[n] for n in plan.nodes})
     return (
@@ -97,7 +100,7 @@ class Snapshot(Phase):
         return not s.known.stop_reason and upgrading(s, s.cluster.bootstrap)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        cmd = upgrade.snapshot_command(
+        cmd = upgradeplan.snapshot_command(
             s.known.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
         )
         return [Step(node.name, "snapshot", (cmd,))]
@@ -122,7 +125,7 @@ class Snapshot(Phase):
         s.log(f"{first.name}: etcd snapshot {local} (sha256 {sha[:16]})")
 
     def plan(self, s: Session) -> list[str]:
-        name = upgrade.snapshot_name(upgrade_plan(s).target)
+        name = upgradeplan.snapshot_name(upgrade_plan(s).target)
         return [*super().plan(s), f"  copy it to {s.state.path}/snapshots/{name}-... (0600)"]
 
 
@@ -139,7 +142,7 @@ def _all_prepared(s: Session) -> bool:
 
 def upgrade_node(s: Session, node: Node) -> None:
     """One node's turn; its cordon, drain and uncordon run where kubectl_node says."""
-    steps = upgrade.node_steps(
+    steps = upgradeplan.node_steps(
         s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
     )
     s.log(f"{node.name}: upgrading to {upgrade_plan(s).target}")
@@ -167,7 +170,7 @@ class _UpgradeRole(Phase):
         return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return upgrade.node_steps(
+        return upgradeplan.node_steps(
             s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
         )
 
@@ -195,7 +198,7 @@ class UpgradeAgents(_UpgradeRole):
         if not _all_prepared(s):
             return
         size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
-        for batch in upgrade.batches(self.nodes(s), size):
+        for batch in upgradeplan.batches(self.nodes(s), size):
             failed = _upgrade_batch(s, batch)
             if failed:
                 s.known.stop(
@@ -237,9 +240,9 @@ class UncordonLeftovers(Phase):
 
     def run(self, s: Session) -> None:
         for node in self.nodes(s):
-            where = upgrade.kubectl_node(s.cluster, node)
+            where = upgradeplan.kubectl_node(s.cluster, node)
             try:
-                cmd = upgrade.uncordon_command(node.name, s.cluster.paths(where))
+                cmd = upgradeplan.uncordon_command(node.name, s.cluster.paths(where))
                 s.remote.run(where, "uncordon", cmd)
             except Mk8sError as e:
                 s.fail(node, e)

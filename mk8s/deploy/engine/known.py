@@ -2,7 +2,7 @@
 and the results phases leave for later phases, as typed fields.
 
 Phases read and write :class:`Known` (``session.known``); the session
-(:mod:`mk8s.deploy.session`) is what acts. A phase that works something out once
+(:mod:`mk8s.deploy.engine.session`) is what acts. A phase that works something out once
 (where the cluster stands, what an upgrade moves, the status of each node) keeps it
 here, and later phases read it back by name and type. Data only: nothing here runs,
 connects or reads a file.
@@ -15,11 +15,11 @@ from enum import StrEnum
 from pathlib import Path
 
 from mk8s.bundle.reader import VerifiedBundle
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.facts import NodeFacts
+from mk8s.deploy.builders.membership import Membership
+from mk8s.deploy.builders.upgradeplan import UpgradePlan
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.context import Context
-from mk8s.deploy.facts import NodeFacts
-from mk8s.deploy.membership import Membership
-from mk8s.deploy.upgrade import UpgradePlan
 
 
 class NodeState(StrEnum):

@@ -1,5 +1,5 @@
 """Naming why a node did not come up: read its RKE2 unit's journal on the node and add
-the likely cause (:func:`mk8s.deploy.units.likely_cause`) to the error.
+the likely cause (:func:`mk8s.deploy.builders.units.likely_cause`) to the error.
 
 An agent whose join is refused (a wrong token, a node password the cluster does not
 know) retries for ever and its unit stays "activating": all mk8s sees is a node that
@@ -8,9 +8,9 @@ is not Ready in time. The journal says why.
 
 from __future__ import annotations
 
+from mk8s.deploy.builders.units import journal_command, likely_cause, unit_of
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.remote import Remote
-from mk8s.deploy.units import journal_command, likely_cause, unit_of
+from mk8s.deploy.engine.remote import Remote
 from mk8s.errors import DeployError, Mk8sError
 
 # RKE2 logs this line at each start: what came before is another start's story.

@@ -1,9 +1,9 @@
 """The session: one run of mk8s against one cluster's nodes, and its public API.
 
 Phases (deploy, upgrade, day-2) and the engine work through a :class:`Session`. What
-the run knows is ``session.known`` (:class:`~mk8s.deploy.known.Known`: the bundle,
+the run knows is ``session.known`` (:class:`~mk8s.deploy.engine.known.Known`: the bundle,
 facts, context, outcomes, phase results); what it does is the session's: commands on
-nodes through ``session.remote`` (:class:`~mk8s.deploy.remote.Remote`: connections and
+nodes through ``session.remote`` (:class:`~mk8s.deploy.engine.remote.Remote`: connections and
 the audit log), a :class:`~mk8s.deploy.steps.Step` executed (its commands, uploads and
 waits), nodes worked on in parallel or in the background, and what happened to each
 node recorded (outcome and journal).
@@ -23,12 +23,12 @@ from mk8s import ui
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.known import Known, NodeState
-from mk8s.deploy.readiness import NodesPoller, wait_ready
-from mk8s.deploy.remote import Connect, Remote, connect_ssh
+from mk8s.deploy.engine.known import Known, NodeState
+from mk8s.deploy.engine.readiness import NodesPoller, wait_ready
+from mk8s.deploy.engine.remote import Connect, Remote, connect_ssh
+from mk8s.deploy.engine.uploads import Uploader
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
-from mk8s.deploy.uploads import Uploader
 from mk8s.errors import Interrupted, Mk8sError
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 

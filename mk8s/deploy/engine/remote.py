@@ -4,7 +4,7 @@
 orchestration runs against any :class:`~mk8s.deploy.transport.Transport`), runs
 commands there, and writes every command (secrets masked) with its exit code to the
 audit log. It knows nothing of phases, steps or what the run knows: the session
-(:mod:`mk8s.deploy.session`), the uploads and the readiness waits work through it.
+(:mod:`mk8s.deploy.engine.session`), the uploads and the readiness waits work through it.
 """
 
 from __future__ import annotations

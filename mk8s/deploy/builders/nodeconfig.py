@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import yaml
 
 from mk8s.bundle.manifest import ArtifactKind
+from mk8s.deploy.builders.context import Context, supervisor_url
+from mk8s.deploy.builders.facts import REGISTRY_CA_PATH
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import MASK
-from mk8s.deploy.context import Context, supervisor_url
-from mk8s.deploy.facts import REGISTRY_CA_PATH
 from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI, plain
 
 

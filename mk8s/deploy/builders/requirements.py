@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mk8s.bundle.manifest import Lock
+from mk8s.deploy.builders.facts import CIS_SYSCTLS, NodeFacts
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.facts import CIS_SYSCTLS, NodeFacts
 from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI
 
 SYSCTL_FILE = "/etc/sysctl.d/60-rke2-cis.conf"

@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from mk8s.deploy import kubectl
+from mk8s.deploy.builders import kubectl
+from mk8s.deploy.builders.plan import service
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.plan import service
-from mk8s.deploy.remote import Remote
+from mk8s.deploy.engine.remote import Remote
 from mk8s.deploy.steps import WaitReady
 from mk8s.errors import DeployError, Mk8sError
 
