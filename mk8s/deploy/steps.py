@@ -1,7 +1,7 @@
 """Steps as values: what one phase does on one node, in order, before anything runs.
 
 A :class:`Step` is an ordered tuple of actions: a :class:`~mk8s.deploy.command.Command`
-to run, a :class:`~mk8s.deploy.command.FileUpload` to send, a :class:`PlaceUploads`
+to run, a :class:`~mk8s.deploy.fileupload.FileUpload` to send, a :class:`PlaceUploads`
 (check the uploaded parts on the node and move them into place) or a
 :class:`WaitReady` (poll until the node is Ready). ``--dry-run`` prints these values;
 the session executes exactly them. Nothing here does I/O.
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mk8s.deploy.command import Command, FileUpload, as_user
+from mk8s.deploy.command import Command, as_user
+from mk8s.deploy.fileupload import FileUpload
 
 
 @dataclass(frozen=True)

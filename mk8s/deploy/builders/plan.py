@@ -58,7 +58,8 @@ from mk8s.deploy.builders.units import (
     start_command,
 )
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.command import Command, FileUpload, Secret, write_file
+from mk8s.deploy.command import Command, Secret, write_file
+from mk8s.deploy.fileupload import FileUpload
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
 

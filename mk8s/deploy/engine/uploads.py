@@ -16,8 +16,9 @@ from pathlib import Path
 
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.command import Command, FileUpload
+from mk8s.deploy.command import Command
 from mk8s.deploy.engine.remote import Remote
+from mk8s.deploy.fileupload import FileUpload
 from mk8s.deploy.steps import PlaceUploads
 from mk8s.errors import DeployError
 from mk8s.ui import human_bytes
