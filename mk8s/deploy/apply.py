@@ -177,16 +177,14 @@ def _record_workloads(s: Session) -> None:
     """Keep what the deployed bundle carried (for ``mk8s status``)."""
     if s.known.verified is None:
         return
-    journal = s.journal()
-    journal["workloads"] = summary(s.known.verified.manifest)
-    s.state.write_journal(journal)
+    s.journal.put("workloads", summary(s.known.verified.manifest))
 
 
 def _note_resume(s: Session) -> None:
     """Say which nodes the last run left failed: this run resumes them."""
     failed = sorted(
         name
-        for name, entry in s.journal().get("nodes", {}).items()
+        for name, entry in s.journal.read().get("nodes", {}).items()
         if isinstance(entry, dict) and entry.get("state") == NodeState.FAILED
     )
     if failed:

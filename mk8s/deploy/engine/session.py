@@ -1,12 +1,13 @@
 """The session: one run of mk8s against one cluster's nodes, and its public API.
 
 Phases (deploy, upgrade, day-2) and the engine work through a :class:`Session`. What
-the run knows is ``session.known`` (:class:`~mk8s.deploy.engine.known.Known`: the bundle,
-facts, context, outcomes, phase results); what it does is the session's: commands on
-nodes through ``session.remote`` (:class:`~mk8s.deploy.engine.remote.Remote`: connections and
-the audit log), a :class:`~mk8s.deploy.steps.Step` executed (its commands, uploads and
-waits), nodes worked on in parallel or in the background, and what happened to each
-node recorded (outcome and journal).
+the run knows is ``session.known`` (:class:`~mk8s.deploy.engine.known.Known`: the
+bundle, facts, context, outcomes, phase results). What it does is the session's:
+commands on nodes through ``session.remote`` (:class:`~mk8s.deploy.engine.remote.Remote`:
+connections and the audit log); a :class:`~mk8s.deploy.steps.Step` executed (its
+commands, uploads and waits); nodes worked on in parallel or in the background; and
+what happened to each node recorded (its outcome, and the journal:
+``session.journal``, :class:`~mk8s.deploy.engine.journal.Journal`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mk8s import ui
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
+from mk8s.deploy.engine.journal import Journal
 from mk8s.deploy.engine.known import Known, NodeState
 from mk8s.deploy.engine.readiness import NodesPoller, wait_ready
 from mk8s.deploy.engine.remote import Connect, Remote, connect_ssh
@@ -66,7 +68,7 @@ class Session:
         self.uploader = Uploader(self.remote, self.log, self.progress)
         self._lock = threading.Lock()
         self._clocks = {n.name: time.monotonic() for n in self.cluster.nodes}
-        self._journal: dict[str, Any] | None = None
+        self.journal = Journal(self.state)
         self._pool: ThreadPoolExecutor | None = None
         self._poller: NodesPoller | None = None
         self.prepared: dict[str, Future[None]] = {}
@@ -189,43 +191,10 @@ class Session:
         self.log(f"{node.name}: Ready ({version})")
         self.record(node, state=NodeState.READY, version=version, role=node.role)
 
-    def mark_cordoned(self, node: Node, cordoned: bool) -> None:
-        """Remember (in the journal) that mk8s cordoned ``node``, or no longer has."""
-        journal = self.journal()
-        with self._lock:
-            left = set(journal.setdefault("cordoned", []))
-            left = left | {node.name} if cordoned else left - {node.name}
-            journal["cordoned"] = sorted(left)
-            self.state.write_journal(journal)
-
-    def cordoned(self) -> set[str]:
-        """The nodes an earlier (interrupted) run cordoned and did not uncordon."""
-        left = self.journal().get("cordoned", [])
-        return {str(n) for n in left} if isinstance(left, list) else set()
-
-    # -- journal ---------------------------------------------------------------------
-    def journal(self) -> dict[str, Any]:
-        """What the last runs recorded per node (read once, then kept up to date)."""
-        with self._lock:
-            if self._journal is None:
-                self._journal = self.state.read_journal()
-            return self._journal
-
     def record(self, node: Node, **entry: Any) -> None:
-        journal = self.journal()
+        """Record in the journal where ``node`` ended, with this run's bundle."""
         verified = self.known.verified
-        bundle = verified.bundle_id if verified else None
-        with self._lock:
-            journal["nodes"][node.name] = {
-                **{k: str(v) for k, v in entry.items()},
-                **({"bundle": bundle} if bundle else {}),
-            }
-            self.state.write_journal(journal)
+        self.journal.record(node.name, entry, verified.bundle_id if verified else None)
 
 
-__all__ = [
-    "Connect",
-    "Session",
-    "SessionSettings",
-    "connect_ssh",
-]
+__all__ = ["Session", "SessionSettings"]

@@ -71,7 +71,7 @@ class GatherFacts(Phase):
         # the bundle's first arch.
         assert s.known.verified is not None
         arch = s.known.verified.manifest.release.arch[0]
-        journal = s.journal().get("nodes", {})
+        journal = s.journal.read().get("nodes", {})
         lines = []
         for n in self.nodes(s):
             entry = journal.get(n.name, {}) if isinstance(journal, dict) else {}

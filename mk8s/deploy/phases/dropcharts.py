@@ -42,9 +42,7 @@ class UninstallDroppedCharts(Phase):
         for node in ready:
             guarded(s, node, self.run_node)
         if all(s.known.outcomes[n.name].state == NodeState.READY for n in s.cluster.servers):
-            journal = s.journal()
-            journal[JOURNAL_KEY] = placed(s)
-            s.state.write_journal(journal)
+            s.journal.put(JOURNAL_KEY, placed(s))
 
     def plan(self, s: Session) -> list[str]:
         lines = []
@@ -69,6 +67,6 @@ def placed(s: Session) -> dict[str, list[str]]:
 
 def journal_placed(s: Session, node: Node) -> frozenset[str]:
     """What the last run recorded as placed on ``node`` (a dry run's assumed facts)."""
-    found = s.journal().get(JOURNAL_KEY)
+    found = s.journal.read().get(JOURNAL_KEY)
     mine = found.get(node.name) if isinstance(found, dict) else None
     return frozenset(str(p) for p in mine) if isinstance(mine, list) else frozenset()

@@ -90,7 +90,7 @@ class PushImages(Phase):
 
         assert s.known.verified is not None
         key = s.cluster.images.registry.url if s.cluster.images.registry else ""
-        pushed = s.journal().get("pushed", {})
+        pushed = s.journal.read().get("pushed", {})
         client = registry_client(s.cluster, s.known.context.registry_password)
         try:
             done = pushed.get(s.known.verified.bundle_id) if isinstance(pushed, dict) else None
@@ -135,11 +135,10 @@ def _present(client: RegistryClient, done: dict[str, object]) -> bool:
 
 def _record_pushed(s: Session, registry: str, refs: list[str]) -> None:
     assert s.known.verified is not None
-    journal = s.journal()
-    pushed = journal.setdefault("pushed", {})
+    pushed = s.journal.read().setdefault("pushed", {})
     if isinstance(pushed, dict):
         pushed[s.known.verified.bundle_id] = {"registry": registry, "images": refs}
-        s.state.write_journal(journal)
+        s.journal.write()
 
 
 def port_check(servers: Sequence[Node]) -> Command:

@@ -44,12 +44,12 @@ def record_inputs(s: Session) -> None:
     """Keep in the journal what every node that ended Ready now runs with."""
     if s.known.ctx is None:
         return
-    journal = s.journal()
+    journal = s.journal.read()
     for node in s.cluster.nodes:
         entry = journal.get("nodes", {}).get(node.name)
         if s.known.outcomes[node.name].state == NodeState.READY and isinstance(entry, dict):
             entry["inputs"] = node_inputs(s, node)
-    s.state.write_journal(journal)
+    s.journal.write()
 
 
 def assumed(entry: object, paths: NodePaths = DEFAULT_PATHS) -> dict[str, Any]:

@@ -146,7 +146,7 @@ def upgrade_node(s: Session, node: Node) -> None:
         s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
     )
     s.log(f"{node.name}: upgrading to {upgrade_plan(s).target}")
-    s.mark_cordoned(node, True)
+    s.journal.mark_cordoned(node.name, True)
     for step in steps:
         try:
             s.execute(s.cluster.node(step.node), step)
@@ -154,7 +154,7 @@ def upgrade_node(s: Session, node: Node) -> None:
             if step.node == node.name and step.name in ("install", "wait"):
                 raise diagnose.explain(s.remote, node, e) from e  # the restart or the wait
             raise
-    s.mark_cordoned(node, False)
+    s.journal.mark_cordoned(node.name, False)
 
 
 class _UpgradeRole(Phase):
@@ -228,7 +228,7 @@ class UncordonLeftovers(Phase):
     title = "uncordon nodes an interrupted upgrade left cordoned"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        left = s.cordoned()
+        left = s.journal.cordoned()
         return [
             n
             for n in s.cluster.nodes
@@ -247,4 +247,4 @@ class UncordonLeftovers(Phase):
             except Mk8sError as e:
                 s.fail(node, e)
                 continue
-            s.mark_cordoned(node, False)
+            s.journal.mark_cordoned(node.name, False)
