@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts
+from mk8s.deploy.builders import facts
+from mk8s.deploy.builders.context import Context
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret, as_user
-from mk8s.deploy.context import Context
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.lifecycle import index, restore_steps, snapshot
 from mk8s.deploy.lifecycle.restore import (
     ClusterReset,
@@ -36,7 +37,6 @@ from mk8s.deploy.lifecycle.restore_checks import (
     check_token,
 )
 from mk8s.deploy.phases.stage import Stage
-from mk8s.deploy.session import Session, SessionSettings
 from mk8s.errors import InputError, SnapshotRejected
 
 OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"
@@ -119,8 +119,8 @@ def _session(tmp_path: Path, versions: dict[str, str | None], tag: str = OLD) ->
     cluster = _cluster(tmp_path)
     s = Session(SessionSettings(cluster=cluster, state_base=tmp_path, dry_run=True))
     manifest = _manifest(tag)
-    s.ctx = Context(cluster, manifest, "b" * 16, Secret(TOKEN), anchor="cp1")
-    s.facts = {n.name: _facts(versions.get(n.name, tag)) for n in cluster.nodes}
+    s.known.ctx = Context(cluster, manifest, "b" * 16, Secret(TOKEN), anchor="cp1")
+    s.known.facts = {n.name: _facts(versions.get(n.name, tag)) for n in cluster.nodes}
     return s
 
 

@@ -51,7 +51,8 @@ def set_configmap(kc: Path, name: str, value: str) -> None:
     p = subprocess.run(
         [kubectl_bin(), "--kubeconfig", str(kc), "--request-timeout=10s", "get", "configmap",
          name],
-        capture_output=True, text=True, timeout=60, env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(kc.parent)},
     )  # fmt: skip
     verb = "replace" if p.returncode == 0 else "create"
     q = subprocess.run(

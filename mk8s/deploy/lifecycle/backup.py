@@ -16,11 +16,12 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log
-from mk8s.deploy import facts, kubectl
+from mk8s.deploy.builders import facts, kubectl
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.engine import Phase, run_phases
+from mk8s.deploy.engine.phase import Phase, run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.lifecycle import index, snapshot
-from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
 from mk8s.deploy.state import read_token_file
 from mk8s.errors import DeployError, Mk8sError
 
@@ -55,18 +56,20 @@ class ProbeServers(Phase):
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
             cmd = facts.gather("/nonexistent", s.cluster.rke2.prefixes, s.cluster.paths(node))
-            s.facts[node.name] = facts.parse_gathered(s.run(node, "backup", cmd).stdout)
+            s.known.facts[node.name] = facts.parse_gathered(
+                s.remote.run(node, "backup", cmd).stdout
+            )
 
-        s.parallel([n for n in s.cluster.servers if n.name in s.conns], one)
+        s.parallel([n for n in s.cluster.servers if s.remote.connected(n)], one)
 
 
 def ready_server(s: Session, listing: str) -> Node | None:
     """The first server (file order) that runs, answers /readyz and is listed Ready."""
     for node in s.cluster.servers:
-        f = s.facts.get(node.name)
+        f = s.known.facts.get(node.name)
         if f is None or not f.server_active or not kubectl.node_ready(listing, node.name)[0]:
             continue
-        r = s.run(node, "backup", kubectl.readyz_command(s.cluster.paths(node)))
+        r = s.remote.run(node, "backup", kubectl.readyz_command(s.cluster.paths(node)))
         if r.exit_code == 0 and r.stdout.strip() == "ok":
             return node
     return None
@@ -80,8 +83,8 @@ class ChooseServer(Phase):
 
     def run(self, s: Session) -> None:
         for node in s.cluster.servers:
-            if node.name in s.facts and s.facts[node.name].server_active:
-                r = s.run(node, "backup", kubectl.nodes_command(s.cluster.paths(node)))
+            if node.name in s.known.facts and s.known.facts[node.name].server_active:
+                r = s.remote.run(node, "backup", kubectl.nodes_command(s.cluster.paths(node)))
                 if r.exit_code == 0:
                     self.r.listing = r.stdout
                     break
@@ -99,7 +102,7 @@ class ChooseServer(Phase):
 
 def cluster_token(s: Session, node: Node) -> str:
     """The server's own token (``server/node-token``), else the one mk8s keeps."""
-    found = s.facts[node.name].node_token
+    found = s.known.facts[node.name].node_token
     if found:
         return found
     if s.cluster.rke2.token_file is not None:
@@ -123,8 +126,8 @@ class TakeSnapshot(Phase):
         node = self.r.chosen
         assert node is not None
         paths = s.cluster.paths(node)
-        f = s.facts[node.name]
-        out = s.run(
+        f = s.known.facts[node.name]
+        out = s.remote.run(
             node, "snapshot", snapshot.save_command(f.rke2_prefix, self.r.name, node.name, paths)
         )
         remote = snapshot.saved_path(out.stdout, paths, node)
@@ -148,14 +151,14 @@ class ListOnServers(Phase):
     def run(self, s: Session) -> None:
         self.r.errors.update(self.r.unreachable)
         for node in s.cluster.servers:
-            f = s.facts.get(node.name)
+            f = s.known.facts.get(node.name)
             if f is None:
                 continue
             if f.rke2_version is None:
                 self.r.errors[node.name] = "RKE2 is not installed"
                 continue
             try:
-                r = s.run(node, "backup", snapshot.ls_command(f.rke2_prefix))
+                r = s.remote.run(node, "backup", snapshot.ls_command(f.rke2_prefix))
             except Mk8sError as e:
                 self.r.errors[node.name] = str(e)
                 continue

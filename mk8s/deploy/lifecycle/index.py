@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mk8s.deploy.membership import token_secret
+from mk8s.deploy.builders.membership import token_secret
 from mk8s.errors import InputError, OutputError, SnapshotRejected
 from mk8s.files import atomic_write, open_regular, read_regular, sha256_file
 from mk8s.schemas import first_problem

@@ -21,10 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s.bundle import keys
-from mk8s.deploy import diagnose, plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.command import FileUpload
-from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.engine.diagnose import explain
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, guarded
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.fileupload import FileUpload
 from mk8s.deploy.lifecycle import restore_steps as rs
 from mk8s.deploy.lifecycle.restore_agents import CheckRestored, Finish, RestartAgents
 from mk8s.deploy.lifecycle.restore_checks import (
@@ -40,21 +43,20 @@ from mk8s.deploy.lifecycle.restore_checks import (
     stale_node,
     stale_why,
 )
-from mk8s.deploy.phases.connect import Connect, GatherFacts
+from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
 from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
 from mk8s.deploy.phases.stage import Stage, prepare_order
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 
 
 def target(s: Session) -> str:
-    return s.context.manifest.release.tag
+    return s.known.context.manifest.release.tag
 
 
 def changes_version(s: Session, node: Node) -> bool:
     """RKE2 of another version is installed on ``node`` (it is stopped, then installed)."""
-    tag = s.facts[node.name].rke2_tag
+    tag = s.known.facts[node.name].rke2_tag
     return tag is not None and tag != target(s)
 
 
@@ -69,8 +71,8 @@ class StageSnapshot(Phase):
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         rec = self.r.record
-        dest = rs.remote_snapshot(s.context, rec.file)
-        if s.facts[node.name].hashes.get(dest) == rec.sha256:
+        dest = rs.remote_snapshot(s.known.context, rec.file)
+        if s.known.facts[node.name].hashes.get(dest) == rec.sha256:
             return [Step(node.name, "stage", note="the snapshot is staged already")]
         assert self.r.checked is not None
         up = FileUpload(
@@ -81,26 +83,28 @@ class StageSnapshot(Phase):
             mode=0o600,
             description=f"etcd snapshot {rec.file}",
         )
-        place = plan.place_uploads(s.context, [up])
-        return [Step(node.name, "stage", (rs.staged_snapshot_dir(s.context, node), up, place))]
+        place = plan.place_uploads(s.known.context, [up])
+        return [
+            Step(node.name, "stage", (rs.staged_snapshot_dir(s.known.context, node), up, place))
+        ]
 
     def run(self, s: Session) -> None:
         for node in s.cluster.nodes:
             s.wait_prepared(node)
-        failed = [o.node.name for o in s.outcomes.values() if o.state == NodeState.FAILED]
+        failed = [o.node.name for o in s.known.outcomes.values() if o.state == NodeState.FAILED]
         if failed:
-            s.stop(f"staging failed on {', '.join(failed)}; nothing was stopped")
+            s.known.stop(f"staging failed on {', '.join(failed)}; nothing was stopped")
             return
         super().run(s)
-        if s.outcomes[s.cluster.bootstrap.name].state == NodeState.FAILED:
-            s.stop("the snapshot could not be staged; nothing was stopped")
+        if s.known.outcomes[s.cluster.bootstrap.name].state == NodeState.FAILED:
+            s.known.stop("the snapshot could not be staged; nothing was stopped")
 
 
 def _parallel_phase(s: Session, phase: Phase, nodes: Sequence[Node], what: str) -> None:
-    s.parallel([n for n in nodes if s.alive(n)], lambda n: guarded(s, n, phase.run_node))
-    failed = [n.name for n in nodes if s.outcomes[n.name].state == NodeState.FAILED]
+    s.parallel([n for n in nodes if s.known.alive(n)], lambda n: guarded(s, n, phase.run_node))
+    failed = [n.name for n in nodes if s.known.outcomes[n.name].state == NodeState.FAILED]
     if failed:
-        s.stop(f"{what} failed on {', '.join(failed)}; run the same restore again")
+        s.known.stop(f"{what} failed on {', '.join(failed)}; run the same restore again")
 
 
 class StopNodes(Phase):
@@ -118,7 +122,7 @@ class StopNodes(Phase):
             if not self.r.reset_done or (n.name != first.name and n.name not in rejoined)
         ]
         agents = [n for n in s.cluster.agents if changes_version(s, n)]
-        return [n for n in [*servers, *agents] if s.facts[n.name].rke2_tag is not None]
+        return [n for n in [*servers, *agents] if s.known.facts[n.name].rke2_tag is not None]
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return [Step(node.name, "stop", (rs.killall_command(s.cluster.rke2.prefixes),))]
@@ -136,7 +140,9 @@ class InstallNodes(Phase):
         return prepare_order(s)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [plan.install_step(s.context, node, s.facts[node.name], run_install=True)]
+        return [
+            plan.install_step(s.known.context, node, s.known.facts[node.name], run_install=True)
+        ]
 
     def run(self, s: Session) -> None:
         _parallel_phase(s, self, self.nodes(s), "installing")
@@ -152,16 +158,16 @@ class ClusterReset(Phase):
         return [s.cluster.bootstrap]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and not self.r.reset_done
+        return not s.known.stop_reason and not self.r.reset_done
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        f = s.facts[node.name]
+        f = s.known.facts[node.name]
         config = (
-            [rs.config_command(s.context, node)]
-            if rs.config_changed(s.context, node, f.hashes)
+            [rs.config_command(s.known.context, node)]
+            if rs.config_changed(s.known.context, node, f.hashes)
             else []
         )
-        path = rs.remote_snapshot(s.context, self.r.record.file)
+        path = rs.remote_snapshot(s.known.context, self.r.record.file)
         reset = rs.reset_command(s.cluster.rke2.prefixes, path)
         return [Step(node.name, "cluster-reset", (*config, reset))]
 
@@ -174,18 +180,18 @@ class ClusterReset(Phase):
 
     def run(self, s: Session) -> None:
         super().run(s)
-        if s.outcomes[s.cluster.bootstrap.name].state == NodeState.FAILED:
-            s.stop("the cluster reset failed on the first server; run the same restore again")
+        if s.known.outcomes[s.cluster.bootstrap.name].state == NodeState.FAILED:
+            s.known.stop("the cluster reset failed on the first server; run the same restore again")
 
 
 def server_start(s: Session, node: Node, *, skip_start: bool) -> list[Step]:
     """Write config.yaml when it differs, start rke2-server, wait until Ready at the
     snapshot's version."""
-    f = s.facts[node.name]
+    f = s.known.facts[node.name]
     paths = s.cluster.paths(node)
     cmds = []
-    if rs.config_changed(s.context, node, f.hashes):
-        cmds.append(rs.config_command(s.context, node))
+    if rs.config_changed(s.known.context, node, f.hashes):
+        cmds.append(rs.config_command(s.known.context, node))
     if not skip_start:
         cmds.append(rs.start_command(node, paths, s.settings.ready_timeout, restart=False))
     start = Step(node.name, "start", tuple(cmds), note="" if cmds else "rke2-server is up")
@@ -198,7 +204,7 @@ def start_and_wait(s: Session, node: Node, steps: list[Step]) -> None:
             if not step.empty:
                 s.execute(s.cluster.node(step.node), step)
     except Mk8sError as e:
-        raise diagnose.explain(s, node, e) from e
+        raise explain(s.remote, node, e) from e
 
 
 class StartFirst(Phase):
@@ -212,7 +218,7 @@ class StartFirst(Phase):
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         # An earlier run that reset and started it: a running server is left alone.
-        up = not self.r.reset_now and self.r.reset_done and s.facts[node.name].server_active
+        up = not self.r.reset_now and self.r.reset_done and s.known.facts[node.name].server_active
         return server_start(s, node, skip_start=up and not s.dry_run)
 
     def run_node(self, s: Session, node: Node) -> None:
@@ -220,8 +226,8 @@ class StartFirst(Phase):
 
     def run(self, s: Session) -> None:
         super().run(s)
-        if s.outcomes[s.cluster.bootstrap.name].state != NodeState.READY:
-            s.stop("the first server did not come up from the snapshot")
+        if s.known.outcomes[s.cluster.bootstrap.name].state != NodeState.READY:
+            s.known.stop("the first server did not come up from the snapshot")
 
 
 class RejoinServers(Phase):
@@ -234,7 +240,7 @@ class RejoinServers(Phase):
         return plan.order(s.cluster)[1]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         paths = s.cluster.paths(node)
@@ -257,7 +263,7 @@ class RejoinServers(Phase):
 
     def run(self, s: Session) -> None:
         for node in self.nodes(s):
-            if not s.alive(node):
+            if not s.known.alive(node):
                 continue
             again = node.name in self.r.listed("attempted")
             if node.name not in self.r.listed("rejoined"):
@@ -271,8 +277,8 @@ class RejoinServers(Phase):
                 else:
                     s.log(f"{node.name}: did not come back as the member it became ({e})")
                     guarded(s, node, lambda s, n: start_and_wait(s, n, self.retry_steps(s, n)))
-            if s.outcomes[node.name].state != NodeState.READY:
-                s.stop(f"server {node.name} did not rejoin; run the same restore again")
+            if s.known.outcomes[node.name].state != NodeState.READY:
+                s.known.stop(f"server {node.name} did not rejoin; run the same restore again")
                 return
             mark(s, self.r, "rejoined", node)
 
@@ -300,7 +306,7 @@ def restore_phases(
         CheckSnapshot(run),
         VerifyRestoreBundle(bundle, trusted, allow_unsigned),
         MatchInputs(run),
-        Connect(),
+        ConnectAll(),
         GatherFacts(),
         ProbeRestore(run),
         RestorePreflight(),

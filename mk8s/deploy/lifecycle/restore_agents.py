@@ -16,21 +16,23 @@ import time
 from collections.abc import Sequence
 
 from mk8s import ui
-from mk8s.deploy import diagnose, kubectl, plan
+from mk8s.deploy.builders import kubectl, plan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.engine.diagnose import explain
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, guarded
+from mk8s.deploy.engine.readiness import wait_all_ready
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index, snapshot
 from mk8s.deploy.lifecycle import restore_steps as rs
 from mk8s.deploy.lifecycle.restore_checks import RestoreRun, stale_node, stale_why
 from mk8s.deploy.phases.agents import confirm_active
-from mk8s.deploy.readiness import wait_all_ready
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.steps import Step
 from mk8s.errors import DeployError, Mk8sError
 
 
 def _target(s: Session) -> str:
-    return s.context.manifest.release.tag
+    return s.known.context.manifest.release.tag
 
 
 class RestartAgents(Phase):
@@ -43,7 +45,7 @@ class RestartAgents(Phase):
         return s.cluster.agents
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         first = s.cluster.bootstrap
@@ -53,8 +55,8 @@ class RestartAgents(Phase):
             cmd = rs.delete_node_command(node.name, s.cluster.paths(first))
             out.append(Step(first.name, "forget", (cmd,), note=stale_why(node)))
         cmds = []
-        if rs.config_changed(s.context, node, s.facts[node.name].hashes):
-            cmds.append(rs.config_command(s.context, node))
+        if rs.config_changed(s.known.context, node, s.known.facts[node.name].hashes):
+            cmds.append(rs.config_command(s.known.context, node))
         cmds.append(rs.start_command(node, paths, s.settings.ready_timeout, restart=True))
         out.append(Step(node.name, "restart", tuple(cmds)))
         out.append(plan.wait_step(node, s.settings.ready_timeout, _target(s), paths=paths))
@@ -70,16 +72,16 @@ class RestartAgents(Phase):
             with lock:
                 launched.append(node)
 
-        nodes = [n for n in self.nodes(s) if s.alive(n)]
+        nodes = [n for n in self.nodes(s) if s.known.alive(n)]
         s.parallel(nodes, lambda n: guarded(s, n, launch))
         deadline = time.monotonic() + s.settings.ready_timeout
-        results = wait_all_ready(s, launched, s.settings.ready_timeout)
+        results = wait_all_ready(s.poller(), launched, s.settings.ready_timeout)
         listed = [s.cluster.node(n) for n, r in results.items() if not isinstance(r, Mk8sError)]
         results.update(confirm_active(s, listed, deadline))
         for name, result in results.items():
             node = s.cluster.node(name)
             if isinstance(result, Mk8sError):
-                s.fail(node, diagnose.explain(s, node, result))
+                s.fail(node, explain(s.remote, node, result))
             else:
                 s.mark_ready(node, result)
 
@@ -103,7 +105,7 @@ class CheckRestored(Phase):
         return [s.cluster.bootstrap]
 
     def should_run(self, s: Session) -> bool:
-        return s.dry_run or s.outcomes[s.cluster.bootstrap.name].state == NodeState.READY
+        return s.dry_run or s.known.outcomes[s.cluster.bootstrap.name].state == NodeState.READY
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         paths = s.cluster.paths(node)
@@ -114,7 +116,7 @@ class CheckRestored(Phase):
         """DeployError when the API serves another datastore or a node another RKE2."""
         first = s.cluster.bootstrap
         ask_id, ask_nodes = self.steps(s, first)[0].commands
-        found = snapshot.parse_cluster_id(s.run(first, "check", ask_id).stdout)
+        found = snapshot.parse_cluster_id(s.remote.run(first, "check", ask_id).stdout)
         want = self.r.record.cluster_id
         if want and found != want:
             raise DeployError(
@@ -123,11 +125,11 @@ class CheckRestored(Phase):
                 "look at `journalctl -u rke2-server` on the first server, then run the"
                 " same restore again",
             )
-        listing = s.run(first, "check", ask_nodes).stdout
+        listing = s.remote.run(first, "check", ask_nodes).stdout
         wrong = [
             f"{n.name} runs {v or 'unknown'}"
             for n in s.cluster.nodes
-            if s.outcomes[n.name].state == NodeState.READY
+            if s.known.outcomes[n.name].state == NodeState.READY
             and (v := kubectl.node_ready(listing, n.name)[1]) != _target(s)
         ]
         if wrong:
@@ -159,11 +161,11 @@ class Finish(Phase):
         return [s.cluster.bootstrap]
 
     def should_run(self, s: Session) -> bool:
-        done = all(o.state == NodeState.READY for o in s.outcomes.values())
-        return s.dry_run or (not s.stop_reason and done)
+        done = all(o.state == NodeState.READY for o in s.known.outcomes.values())
+        return s.dry_run or (not s.known.stop_reason and done)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        path = rs.remote_snapshot(s.context, self.r.record.file)
+        path = rs.remote_snapshot(s.known.context, self.r.record.file)
         return [Step(node.name, "finish", (rs.remove_snapshot_command(path),))]
 
     def run(self, s: Session) -> None:
@@ -172,11 +174,9 @@ class Finish(Phase):
             super().run_node(s, first)
         except Mk8sError as e:  # the cluster is restored: only a copy is left behind
             ui.warn(f"{first.name}: the snapshot copy was not removed: {e}")
-        journal = s.journal()
-        journal.pop("restore", None)
         rec = self.r.record
-        journal["restored"] = {"file": rec.file, "sha256": rec.sha256, "at": index.utc_now()}
-        s.state.write_journal(journal)
+        s.journal.read().pop("restore", None)
+        s.journal.put("restored", {"file": rec.file, "sha256": rec.sha256, "at": index.utc_now()})
 
 
 __all__ = ["CheckRestored", "Finish", "RestartAgents", "node_names"]

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.requirements import input_problems
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Secret, as_user
-from mk8s.deploy.context import Context
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index, restore_steps
 from mk8s.deploy.phases.preflight import registry_password
 from mk8s.deploy.phases.verify import VerifyBundle
-from mk8s.deploy.requirements import input_problems
-from mk8s.deploy.session import Session
 from mk8s.deploy.state import read_token_file
 from mk8s.errors import ConfigConflict, InputError, PreflightError
 
@@ -90,9 +90,9 @@ class VerifyRestoreBundle(VerifyBundle):
 
     def plan(self, s: Session) -> list[str]:
         self.run(s)
-        assert s.verified is not None
+        assert s.known.verified is not None
         return [
-            f"# bundle {s.verified.bundle_id} (RKE2 {s.verified.manifest.release.tag}),"
+            f"# bundle {s.known.verified.bundle_id} (RKE2 {s.known.verified.manifest.release.tag}),"
             " verified; no node is contacted; nodes are assumed as the last run left them"
             " (.mk8s journal) or fresh"
         ]
@@ -150,8 +150,8 @@ class MatchInputs(Phase):
 
     def run(self, s: Session) -> None:
         """InputError (exit 2) for a bundle of another RKE2 version or another token."""
-        assert s.verified is not None
-        check_bundle_version(self.r.record, s.verified.manifest.release.tag)
+        assert s.known.verified is not None
+        check_bundle_version(self.r.record, s.known.verified.manifest.release.tag)
         token, where = cluster_token(s)
         check_token(self.r.record, token, where)
         self.r.token = token
@@ -175,7 +175,9 @@ class ProbeRestore(Phase):
 
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
-            out = s.run(node, "probe", restore_steps.probe_command(s.cluster.paths(node))).stdout
+            out = s.remote.run(
+                node, "probe", restore_steps.probe_command(s.cluster.paths(node))
+            ).stdout
             lines = out.split()
             self.r.probes[node.name] = Probe("node_password=yes" in lines, "datastore=yes" in lines)
 
@@ -184,7 +186,7 @@ class ProbeRestore(Phase):
     def plan(self, s: Session) -> list[str]:
         lines = []
         for n in self.nodes(s):
-            known = s.facts[n.name].rke2_tag is not None  # the journal knows it (GatherFacts)
+            known = s.known.facts[n.name].rke2_tag is not None  # the journal knows it (GatherFacts)
             self.r.probes[n.name] = Probe(known, known and n.is_server)
             cmd = restore_steps.probe_command(s.cluster.paths(n))
             lines += [
@@ -198,9 +200,9 @@ class RestorePreflight(Phase):
     title = "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup, SELinux, CIS (changes nothing)"
 
     def run(self, s: Session) -> None:
-        assert s.verified is not None
-        conflicts = input_problems(s.cluster, s.verified.manifest, s.facts)
-        problems = plan.preflight(s.cluster, s.verified.manifest, s.facts)
+        assert s.known.verified is not None
+        conflicts = input_problems(s.cluster, s.known.verified.manifest, s.known.facts)
+        problems = plan.preflight(s.cluster, s.known.verified.manifest, s.known.facts)
         if conflicts or problems:
             error = ConfigConflict if conflicts else PreflightError
             raise error(
@@ -219,18 +221,18 @@ class RestoreContext(Phase):
         self.r = run
 
     def run(self, s: Session) -> None:
-        assert s.verified is not None
+        assert s.known.verified is not None
         first = s.cluster.bootstrap
-        s.ctx = Context(
+        s.known.ctx = Context(
             s.cluster,
-            s.verified.manifest,
-            s.verified.bundle_id,
+            s.known.verified.manifest,
+            s.known.verified.bundle_id,
             Secret(self.r.token),
             registry_password=registry_password(s),
             anchor=first.name,
             first_joins="",  # the first server starts from the restored datastore
         )
-        found = s.journal().get("restore")
+        found = s.journal.read().get("restore")
         if isinstance(found, dict) and found.get("sha256") == self.r.record.sha256:
             self.r.progress = found
             s.log(
@@ -252,7 +254,7 @@ class RestoreContext(Phase):
         token = "spec.rke2.token.file" if s.cluster.rke2.token_file else str(s.state.token_path)
         resumed = (
             ["  an earlier run left this restore unfinished: it goes on"]
-            if (s.journal().get("restore", {}) or {}).get("sha256") == self.r.record.sha256
+            if (s.journal.read().get("restore", {}) or {}).get("sha256") == self.r.record.sha256
             else []
         )
         return [f"  the token from {token} (its id matches the snapshot's record)", *resumed]
@@ -260,9 +262,7 @@ class RestoreContext(Phase):
 
 def save_progress(s: Session, run: RestoreRun) -> None:
     """Keep the restore's progress in the journal (written when no worker writes it)."""
-    journal = s.journal()
-    journal["restore"] = run.progress
-    s.state.write_journal(journal)
+    s.journal.put("restore", run.progress)
 
 
 def mark(s: Session, run: RestoreRun, key: str, node: Node) -> None:

@@ -17,12 +17,13 @@ from mk8s import ui
 from mk8s.bundle import keys
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import run_phases
+from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.phase import run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.lifecycle import index
 from mk8s.deploy.lifecycle.restore import restore_phases
 from mk8s.deploy.phases.inputs import record_inputs
-from mk8s.deploy.session import Connect, NodeOutcome, Session, SessionSettings, connect_ssh
-from mk8s.deploy.steps import NodeState
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,9 +102,9 @@ def restore(
     )
     if settings.dry_run:
         run_phases(phases, s)
-        for o in s.outcomes.values():
+        for o in s.known.outcomes.values():
             o.state = NodeState.PLANNED
-        return RestoreReport(s.outcomes, run.record, plan_text="\n".join(s.plan_lines))
+        return RestoreReport(s.known.outcomes, run.record, plan_text="\n".join(s.known.plan_lines))
     with s.state.locked():
         try:
             run_phases(phases, s)
@@ -112,13 +113,13 @@ def restore(
             raise s.interrupted("restore", "it goes on from where this one stopped") from None
         finally:
             s.close()
-    kubeconfig = s.extra.get("kubeconfig")
+    kubeconfig = s.known.kubeconfig
     return RestoreReport(
-        s.outcomes,
+        s.known.outcomes,
         run.checked.record if run.checked else None,
         kubeconfig=kubeconfig if isinstance(kubeconfig, Path) else None,
         seconds=time.monotonic() - s.started,
-        stopped=s.stop_reason,
+        stopped=s.known.stop_reason,
     )
 
 

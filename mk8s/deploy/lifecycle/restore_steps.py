@@ -20,12 +20,12 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Sequence
 
-from mk8s.deploy import kubectl, units
+from mk8s.deploy.builders import kubectl, units
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.facts import CONFIG_PATH
+from mk8s.deploy.builders.nodeconfig import config_bytes, sha256_hex
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file
-from mk8s.deploy.context import Context
-from mk8s.deploy.facts import CONFIG_PATH
-from mk8s.deploy.nodeconfig import config_bytes, sha256_hex
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import Step
 

@@ -20,9 +20,9 @@ from pathlib import Path
 from mk8s.bundle.versions import parse_tag
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index
 from mk8s.deploy.rke2config import NodePaths
-from mk8s.deploy.session import Session
 from mk8s.errors import DeployError, InputError, OutputError
 from mk8s.files import atomic_write, sha256_file
 
@@ -152,7 +152,7 @@ class Taken:
 def copy_home(s: Session, node: Node, remote: str, taken: Taken) -> index.SnapshotRecord:
     """Copy ``remote`` from ``node`` into ``.mk8s/<name>/snapshots/`` (0600), record it
     in the index and the audit log; the record."""
-    data = s.conns[node.name].get(remote, sudo=True)
+    data = s.remote.transport(node).get(remote, sudo=True)
     home = snapshots_home(s)
     local = home / posixpath.basename(remote)
     try:
@@ -176,7 +176,7 @@ def copy_home(s: Session, node: Node, remote: str, taken: Taken) -> index.Snapsh
         cluster_id=taken.cluster_id,
     )
     index.add_record(home, s.cluster.name, record)
-    s.audit(node, "snapshot", file=remote, local=str(local), bytes=size, sha256=sha)
+    s.remote.audit(node, "snapshot", file=remote, local=str(local), bytes=size, sha256=sha)
     s.log(f"{node.name}: etcd snapshot {local} (sha256 {sha[:16]})")
     return record
 
@@ -187,13 +187,13 @@ def snapshots_home(s: Session) -> Path:
 
 def deployed_bundle(s: Session, node: Node) -> str | None:
     """The bundle id the journal says last installed ``node`` (None when unknown)."""
-    entry = s.journal().get("nodes", {}).get(node.name)
+    entry = s.journal.read().get("nodes", {}).get(node.name)
     bundle = entry.get("bundle") if isinstance(entry, dict) else None
     return bundle if isinstance(bundle, str) and re.fullmatch(r"[0-9a-f]{16}", bundle) else None
 
 
 def cluster_id(s: Session, node: Node) -> str | None:
-    r = s.run(node, "snapshot", cluster_id_command(s.cluster.paths(node)))
+    r = s.remote.run(node, "snapshot", cluster_id_command(s.cluster.paths(node)))
     return parse_cluster_id(r.stdout) if r.exit_code == 0 else None
 
 
