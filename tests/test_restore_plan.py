@@ -128,8 +128,8 @@ def _run(tmp_path: Path, **progress: object) -> RestoreRun:
     snap = tmp_path / "nightly-cp1-1733370000"
     snap.write_bytes(b"x" * 10)
     run = RestoreRun(snap, index.CheckedSnapshot(snap, _record()))
-    run.progress = {"sha256": "a" * 64, "stamp": "20260101T000000Z", "reset": False,
-                    "attempted": [], "rejoined": [], **progress}  # fmt: skip
+    run.progress = {"sha256": "a" * 64, "reset": False, "attempted": [], "rejoined": [],
+                    **progress}  # fmt: skip
     run.probes = {n: Probe(True, n.startswith("cp")) for n in ("cp1", "cp2", "cp3", "w1", "w2")}
     return run
 
@@ -324,11 +324,13 @@ def test_a_resumed_restore_skips_what_is_done_and_keeps_a_half_joined_server(
     assert not ClusterReset(run).should_run(s)  # never reset twice
     assert [n.name for n in StopNodes(run).nodes(s)] == ["cp2", "cp3"]  # the first runs on
     steps = RejoinServers(run).steps(s, s.cluster.node("cp2"))
-    assert [st.name for st in steps] == ["rejoin", "start", "wait"]  # nothing to forget
-    move = steps[0].commands[0].display()
-    # the old datastore moves aside once per restore; a second try keeps the rejoin's own
-    assert "[ ! -e /var/lib/rancher/rke2/server/db-mk8s-20260101T000000Z ]" in move
-    assert "rm -rf" not in move
+    # a second try keeps the datastore the cut-off rejoin began (its etcd member)
+    assert [st.name for st in steps] == ["start", "wait"]
+    cp3 = RejoinServers(run).steps(s, s.cluster.node("cp3"))
+    assert [st.name for st in cp3] == ["rejoin", "start", "wait"]  # nothing to forget
+    move = cp3[0].commands[0].display()
+    assert "mv /var/lib/rancher/rke2/server/db /var/lib/rancher/rke2/server/db-mk8s-before" in move
+    assert move.startswith("if [ -d /var/lib/rancher/rke2/server/db ]; then rm -rf")
     retry = RejoinServers(run).retry_steps(s, s.cluster.node("cp2"))
     assert "rm -rf /var/lib/rancher/rke2/server/db" in retry[0].commands[0].display()
     plan = "\n".join(RejoinServers(run).plan(s))
@@ -350,8 +352,8 @@ def test_the_probe_and_the_move_quote_their_paths() -> None:
     paths = NodePaths(data_dir="/srv/rke2 data")
     probe = as_user(restore_steps.probe_command(paths), "ops").display()
     assert "'/srv/rke2 data/server/db'" in probe and probe.startswith("sudo -n sh -c")
-    move = restore_steps.move_db_command(paths, "x").display()
-    assert "'/srv/rke2 data/server/db-mk8s-x'" in move
+    move = restore_steps.move_db_command(paths).display()
+    assert "'/srv/rke2 data/server/db-mk8s-before-restore'" in move
 
 
 # ---- the CLI, before any node --------------------------------------------------------------

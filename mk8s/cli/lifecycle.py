@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from mk8s.cli.common import stdin_is_terminal
 from mk8s.cli.deploy import CLUSTER_FILE, load_cluster
 from mk8s.errors import DeployError
 from mk8s.untrusted import shown_list
+
+if TYPE_CHECKING:
+    from mk8s.deploy.lifecycle.restore_run import RestoreReport
 
 
 @click.command("backup")
@@ -125,17 +129,7 @@ def restore_cmd(
         raise click.UsageError("give the bundle signer's public key with --key")
     cluster = load_cluster(cluster_file)
     if not dry_run and not yes:
-        if not stdin_is_terminal():
-            raise click.UsageError(
-                "restore replaces the cluster's state with the snapshot's; pass --yes to"
-                " confirm (or --dry-run to see the plan)"
-            )
-        click.confirm(
-            f"Restore cluster {cluster.name} to {snapshot_path.name}? Everything written"
-            " since the snapshot is lost",
-            abort=True,
-            err=True,
-        )
+        _confirm(cluster.name, snapshot_path)
     settings = RestoreSettings(
         cluster=cluster,
         snapshot=snapshot_path,
@@ -151,6 +145,25 @@ def restore_cmd(
         return
     with ui.Transfers("uploaded to") as progress:
         report = restore(settings, progress=progress)
+    _report(report)
+
+
+def _confirm(cluster: str, snapshot_path: Path) -> None:
+    """Ask on a terminal; without one (and without --yes) refuse: exit 2."""
+    if not stdin_is_terminal():
+        raise click.UsageError(
+            "restore replaces the cluster's state with the snapshot's; pass --yes to"
+            " confirm (or --dry-run to see the plan)"
+        )
+    click.confirm(
+        f"Restore cluster {cluster} to {snapshot_path.name}? Everything written since the"
+        " snapshot is lost",
+        abort=True,
+        err=True,
+    )
+
+
+def _report(report: RestoreReport) -> None:
     click.echo(report.table())
     if report.kubeconfig:
         click.echo(f"kubeconfig: {report.kubeconfig}")

@@ -243,6 +243,11 @@ class RejoinServers(Phase):
         return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
+        """Its Node deleted first when it is a new host; ``server/db`` moved aside (not
+        on a later try: then the server is half joined and keeps the datastore it
+        began, to come back as the etcd member it became; a new datastore would be a
+        second member of its node name, which k3s refuses: "duplicate node name
+        found"); started; Ready."""
         paths = s.cluster.paths(node)
         if node.name in self.r.listed("rejoined"):
             return [plan.wait_step(node, s.settings.ready_timeout, target(s), paths=paths)]
@@ -251,9 +256,9 @@ class RejoinServers(Phase):
         if stale_node(self.r, node):
             cmd = rs.delete_node_command(node.name, s.cluster.paths(first))
             before.append(Step(first.name, "forget", (cmd,), note=stale_why(node)))
-        stamp = str(self.r.progress.get("stamp", "restore"))
-        move = Step(node.name, "rejoin", (rs.move_db_command(paths, stamp),))
-        return [*before, move, *server_start(s, node, skip_start=False)]
+        if node.name not in self.r.listed("attempted"):
+            before.append(Step(node.name, "rejoin", (rs.move_db_command(paths),)))
+        return [*before, *server_start(s, node, skip_start=False)]
 
     def retry_steps(self, s: Session, node: Node) -> list[Step]:
         """A server an earlier try left half joined that does not come back as the
@@ -265,14 +270,18 @@ class RejoinServers(Phase):
         for node in self.nodes(s):
             if not s.known.alive(node):
                 continue
-            again = node.name in self.r.listed("attempted")
-            if node.name not in self.r.listed("rejoined"):
-                mark(s, self.r, "attempted", node)
-                s.log(f"{node.name}: rejoining the restored cluster")
+            # a try cut off before: it may come back only with a new datastore
+            again = node.name in self.r.listed("attempted") - self.r.listed("rejoined")
+            steps = self.steps(s, node)
             try:
-                start_and_wait(s, node, self.steps(s, node))
+                if node.name not in self.r.listed("rejoined"):
+                    s.log(f"{node.name}: rejoining the restored cluster")
+                    for step in steps[: len(steps) - 2]:  # its Node, its old datastore
+                        s.execute(s.cluster.node(step.node), step)
+                    mark(s, self.r, "attempted", node)
+                start_and_wait(s, node, steps[-2:])
             except Mk8sError as e:
-                if not again or node.name in self.r.listed("rejoined"):
+                if not again:
                     s.fail(node, e)
                 else:
                     s.log(f"{node.name}: did not come back as the member it became ({e})")

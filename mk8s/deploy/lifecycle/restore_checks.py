@@ -44,6 +44,7 @@ class RestoreRun:
     probes: dict[str, Probe] = field(default_factory=dict)
     progress: dict[str, Any] = field(default_factory=dict)
     reset_now: bool = False  # this run did the cluster reset
+    resumed: bool = False  # an earlier run left this restore unfinished
 
     @property
     def record(self) -> index.SnapshotRecord:
@@ -234,7 +235,7 @@ class RestoreContext(Phase):
         )
         found = s.journal.read().get("restore")
         if isinstance(found, dict) and found.get("sha256") == self.r.record.sha256:
-            self.r.progress = found
+            self.r.progress, self.r.resumed = found, True
             s.log(
                 "resuming the restore an earlier run left unfinished"
                 + (" (the cluster reset is done)" if self.r.reset_done else "")
@@ -243,7 +244,6 @@ class RestoreContext(Phase):
             self.r.progress = {
                 "sha256": self.r.record.sha256,
                 "file": self.r.record.file,
-                "stamp": index.utc_now().replace("-", "").replace(":", ""),
                 "reset": False,
                 "attempted": [],
                 "rejoined": [],
@@ -252,12 +252,11 @@ class RestoreContext(Phase):
     def plan(self, s: Session) -> list[str]:
         self.run(s)
         token = "spec.rke2.token.file" if s.cluster.rke2.token_file else str(s.state.token_path)
-        resumed = (
-            ["  an earlier run left this restore unfinished: it goes on"]
-            if (s.journal.read().get("restore", {}) or {}).get("sha256") == self.r.record.sha256
-            else []
-        )
-        return [f"  the token from {token} (its id matches the snapshot's record)", *resumed]
+        resumed = ["  an earlier run left this restore unfinished: it goes on"]
+        return [
+            f"  the token from {token} (its id matches the snapshot's record)",
+            *(resumed if self.r.resumed else []),
+        ]
 
 
 def save_progress(s: Session, run: RestoreRun) -> None:

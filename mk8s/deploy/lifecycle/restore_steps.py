@@ -95,16 +95,13 @@ def config_changed(ctx: Context, node: Node, hashes: dict[str, str]) -> bool:
     return hashes.get(CONFIG_PATH) != sha256_hex(config_bytes(ctx, node)[0])
 
 
-def move_db_command(paths: NodePaths, stamp: str) -> Command:
+def move_db_command(paths: NodePaths) -> Command:
     """Back up and delete ``server/db`` (what RKE2 prints after the reset): moved to
-    ``server/db-mk8s-<stamp>``, once per restore. When that backup exists, an earlier
-    try of this restore moved the old datastore already and the server joined (or
-    began to join) the restored cluster: its ``server/db`` is then its own and stays,
-    so that it comes back as the etcd member it became (a new datastore would be a
-    second member of its node name, which k3s refuses: "duplicate node name found")."""
-    old = f"{paths.db_dir}-mk8s-{stamp}"
+    ``server/db-mk8s-before-restore`` (the one of an earlier restore goes), when it is
+    there; a second run finds it moved already and changes nothing."""
+    old = f"{paths.db_dir}-mk8s-before-restore"
     return Command.script(
-        "if [ -d {db} ] && [ ! -e {old} ]; then mv {db} {old}; fi",
+        "if [ -d {db} ]; then rm -rf {old} && mv {db} {old}; fi",
         {"db": paths.db_dir, "old": old},
         sudo=True,
         timeout=300,
