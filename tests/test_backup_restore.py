@@ -250,8 +250,17 @@ def test_ctrl_c_during_restore_then_the_same_command_finishes_it(
             p.kill()
     assert p.returncode == 130, out + err
     assert "run the same command again" in err and "Traceback" not in err
-    r = mk8s(*restore_argv(backed_up, world.bundle, world.pub, "--yes"), cwd=d)
-    assert r.returncode == 0, r.stdout + r.stderr
+    # cp2's start goes on without mk8s: let it join (a voting member the next run must
+    # not stop, or the first server loses etcd's quorum)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = hs.by_name("cp2").run("systemctl is-active rke2-server").stdout.strip()
+        if state == "active":
+            break
+        time.sleep(0.5)
+    r = mk8s(*restore_argv(backed_up, world.bundle, world.pub, "--yes", "--wait", "240"), cwd=d)
+    tail = "\n".join(f"{n}: {c[:160]}" for n, c in audit_commands(d)[-25:])
+    assert r.returncode == 0, r.stdout + r.stderr + tail
     assert "resuming the restore" in r.stderr
     resumed = [c for _, c in audit_commands(d)[start:]]
     assert len([c for c in resumed if "--cluster-reset" in c]) == 1  # not reset twice

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from mk8s.deploy.lifecycle.restore import (
     RejoinServers,
     StageSnapshot,
     StartFirst,
+    StartMembers,
     StopNodes,
     restore_phases,
 )
@@ -281,7 +283,8 @@ def test_the_restore_order_stages_everything_before_anything_stops(tmp_path: Pat
     kinds = [type(p) for p in phases]
     at = {k: i for i, k in enumerate(kinds)}
     assert at[Stage] < at[StageSnapshot] < at[StopNodes] < at[InstallNodes]
-    assert at[InstallNodes] < at[ClusterReset] < at[StartFirst] < at[RejoinServers]
+    assert at[InstallNodes] < at[ClusterReset] < at[StartMembers] < at[StartFirst]
+    assert at[StartFirst] < at[RejoinServers]
     assert at[RejoinServers] < at[RestartAgents]
     # every check that refuses comes before anything that changes a node
     assert kinds.index(Stage) > 6
@@ -322,7 +325,15 @@ def test_a_resumed_restore_skips_what_is_done_and_keeps_a_half_joined_server(
     s = _session(tmp_path, {})
     run = _run(tmp_path, reset=True, attempted=["cp2"], rejoined=[])
     assert not ClusterReset(run).should_run(s)  # never reset twice
-    assert [n.name for n in StopNodes(run).nodes(s)] == ["cp2", "cp3"]  # the first runs on
+    # the restored cluster's members (the first, cp2 half joined) run on: stopping one
+    # could take etcd's quorum from the others
+    assert [n.name for n in StopNodes(run).nodes(s)] == ["cp3"]
+    members = StartMembers(run)
+    assert members.should_run(s) and [n.name for n in members.nodes(s)] == ["cp1", "cp2"]
+    assert not members.steps(s, s.cluster.node("cp1"))[0].commands  # it runs
+    s.known.facts["cp2"] = replace(s.known.facts["cp2"], server_active=False)
+    (start,) = members.steps(s, s.cluster.node("cp2"))[0].commands
+    assert "systemctl start --no-block rke2-server" in start.display()
     steps = RejoinServers(run).steps(s, s.cluster.node("cp2"))
     # a second try keeps the datastore the cut-off rejoin began (its etcd member)
     assert [st.name for st in steps] == ["start", "wait"]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s.bundle import keys
-from mk8s.deploy.builders import plan
+from mk8s.deploy.builders import plan, units
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine.diagnose import explain
 from mk8s.deploy.engine.known import NodeState
@@ -114,13 +114,10 @@ class StopNodes(Phase):
         self.r = run
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        first = s.cluster.bootstrap
-        rejoined = self.r.listed("rejoined")
-        servers = [
-            n
-            for n in s.cluster.servers
-            if not self.r.reset_done or (n.name != first.name and n.name not in rejoined)
-        ]
+        # After the reset (an earlier run's), the restored cluster's members run on:
+        # stopping one could take etcd's quorum from the others.
+        members = self.r.members(s.cluster.bootstrap)
+        servers = [n for n in s.cluster.servers if n.name not in members]
         agents = [n for n in s.cluster.agents if changes_version(s, n)]
         return [n for n in [*servers, *agents] if s.known.facts[n.name].rke2_tag is not None]
 
@@ -207,6 +204,32 @@ def start_and_wait(s: Session, node: Node, steps: list[Step]) -> None:
         raise explain(s.remote, node, e) from e
 
 
+class StartMembers(Phase):
+    title = "resuming: start the restored cluster's members an earlier run left stopped"
+
+    def __init__(self, run: RestoreRun) -> None:
+        self.r = run
+
+    def nodes(self, s: Session) -> Sequence[Node]:
+        members = self.r.members(s.cluster.bootstrap)
+        return [n for n in s.cluster.servers if n.name in members]
+
+    def should_run(self, s: Session) -> bool:
+        return not s.known.stop_reason and self.r.resumed_after_reset
+
+    def steps(self, s: Session, node: Node) -> list[Step]:
+        """Started together, not waited for one by one: each may need the others for
+        etcd's quorum before it is Ready."""
+        f = s.known.facts[node.name]
+        if f.server_active or f.server_activating:
+            return [Step(node.name, "start", note="rke2-server runs")]
+        cmd = units.start_command("rke2-server", "start", block=False, timeout=60, pending=None)
+        return [Step(node.name, "start", (cmd,))]
+
+    def run(self, s: Session) -> None:
+        _parallel_phase(s, self, self.nodes(s), "starting the restored cluster's members")
+
+
 class StartFirst(Phase):
     title = "start the first server from the restored datastore"
 
@@ -217,9 +240,8 @@ class StartFirst(Phase):
         return [s.cluster.bootstrap]
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        # An earlier run that reset and started it: a running server is left alone.
-        up = not self.r.reset_now and self.r.reset_done and s.known.facts[node.name].server_active
-        return server_start(s, node, skip_start=up and not s.dry_run)
+        # An earlier run reset it: StartMembers started it (with its peers) if need be.
+        return server_start(s, node, skip_start=self.r.resumed_after_reset)
 
     def run_node(self, s: Session, node: Node) -> None:
         start_and_wait(s, node, self.steps(s, node))
@@ -325,6 +347,7 @@ def restore_phases(
         StopNodes(run),
         InstallNodes(),
         ClusterReset(run),
+        StartMembers(run),
         StartFirst(run),
         RejoinServers(run),
         RestartAgents(run),

@@ -55,6 +55,18 @@ class RestoreRun:
     def reset_done(self) -> bool:
         return bool(self.progress.get("reset"))
 
+    @property
+    def resumed_after_reset(self) -> bool:
+        """An earlier run did the cluster reset: the restored cluster runs already."""
+        return self.reset_done and not self.reset_now
+
+    def members(self, first: Node) -> set[str]:
+        """The servers an earlier run may have made members of the restored cluster:
+        the first, those rejoined and those whose rejoin began (after the reset only)."""
+        if not self.reset_done:
+            return set()
+        return {first.name} | self.listed("rejoined") | self.listed("attempted")
+
     def listed(self, key: str) -> set[str]:
         found = self.progress.get(key, [])
         return {str(n) for n in found} if isinstance(found, list) else set()
