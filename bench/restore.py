@@ -59,5 +59,5 @@ def restore_row(ds: Dataset, rounds: int, net: Net, agents: int = 3) -> Row:
                 row.ours_rss.append(again.max_rss)
             shutil.rmtree(work, ignore_errors=True)
     except BenchError as e:
-        row.skipped = f"not run: {str(e)[:300]}"
+        row.skipped = f"not run: {str(e)[-600:]}"
     return row

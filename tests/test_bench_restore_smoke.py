@@ -23,7 +23,7 @@ def test_bench_smoke_restore_row(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     argv = [sys.executable, "-m", "bench", "--size", "4MiB", "--rounds", "1", "--only", "restore"]
     argv += ["--json", str(out), "--workdir", str(tmp_path / "w")]
-    argv += ["--host-prefix", "mk8sr", "--host-subnet", "10.77.6.0/24"]
+    argv += ["--host-prefix", "mk8sy", "--host-subnet", "10.77.12.0/24"]
     p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = {r["name"]: r for r in json.loads(out.read_text())["rows"]}
