@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.cli import main
 from tests.support.containerd import Containerd, containerd_for_tests
 from tests.support.hosts import HostSet, hostset_for_tests

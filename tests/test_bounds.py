@@ -15,8 +15,10 @@ import pytest
 import yaml
 import zstandard
 
-from mk8s.bundle import charts, inventory, parts
-from mk8s.bundle.manifest import Artifact
+from mk8s.bundle.format import parts
+from mk8s.bundle.format.manifest import Artifact
+from mk8s.bundle.provenance import chartarchive as charts
+from mk8s.bundle.provenance import inventory
 from mk8s.errors import InputError
 from mk8s.files import BoundedReader, read_regular
 from mk8s.images.archive import scan_archive

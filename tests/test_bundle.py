@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mk8s.bundle import keys, reader
-from mk8s.bundle.manifest import Lock
-from mk8s.bundle.writer import WriteSettings, write_bundle
+from mk8s.bundle.format import keys, reader
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.format.writer import WriteSettings, write_bundle
 from mk8s.errors import BundleRejected, ChecksumMismatch, OutputError
 from tests.support import bundles
 from tests.support.bundles import Member

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.bundle import workload_sources as workloads
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.deploy import facts
 from mk8s.deploy.command import Command
 from mk8s.deploy.workloads import (
@@ -207,7 +207,7 @@ def test_the_dry_run_says_which_charts_it_uninstalls(tmp_path: Path) -> None:
     without one of them plans its uninstall, contacting no node."""
     import sys
 
-    from mk8s.bundle import keys
+    from mk8s.bundle.format import keys
     from tests.support.upstream import ExampleUpstream
 
     keys.write_key_pair(keys.generate_private_key(), tmp_path / "k", b"pw")

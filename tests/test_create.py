@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format import keys
+from mk8s.bundle.format.manifest import Lock
 from tests.support.upstream import ExampleUpstream
 
 TAG = "v1.28.15+rke2r1"

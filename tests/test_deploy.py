@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle.format import keys
+from mk8s.bundle.upstream import releases as upstream
 from mk8s.deploy.state import StateDir
 from tests.support import standin
 from tests.support.hosts import HostSet, hostset_for_tests

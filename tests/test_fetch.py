@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle.fetch import (
+from mk8s.bundle.upstream.fetch import (
     FetchItem,
     cache_path,
     default_cache_dir,
@@ -19,7 +19,7 @@ from mk8s.bundle.fetch import (
     fetch_text,
     parse_sha256sums,
 )
-from mk8s.bundle.upstream import UpstreamSettings, asset_url, install_script_url
+from mk8s.bundle.upstream.releases import UpstreamSettings, asset_url, install_script_url
 from mk8s.errors import ChecksumMismatch, InputError, UpstreamError
 from tests.support.upstream import ExampleUpstream
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.versions import parse_tag
+from mk8s.bundle.upstream.versions import parse_tag
 from mk8s.deploy import plan
 from tests.test_images_modes import FRESH, _cluster, _manifest
 

@@ -25,8 +25,10 @@ from typing import ClassVar
 import paramiko
 import pytest
 
-from mk8s.bundle import fetch, keys, upstream
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.format import keys
+from mk8s.bundle.format.manifest import Artifact, Lock, Release
+from mk8s.bundle.upstream import fetch
+from mk8s.bundle.upstream import releases as upstream
 from mk8s.deploy import facts, plan
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Command, Secret

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format.manifest import Lock
 from mk8s.deploy import facts, plan
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Secret
@@ -160,7 +160,7 @@ def test_every_hostile_signed_manifest_is_verified_or_rejected(
     """Signed by the trusted key, so only the manifest's own checks stand between a
     hostile manifest and the operator: verify, inspect and deploy --dry-run exit 0, 2
     or 3, never with an internal error, and print no raw control character."""
-    from mk8s.bundle import keys
+    from mk8s.bundle.format import keys
 
     written, _ = bundles.build(tmp_path, ed_key)
     pub = keys.write_key_pair(ed_key, tmp_path / "k", None).public

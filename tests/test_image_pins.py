@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release
+from mk8s.bundle import workload_sources as workloads
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, Release
 from mk8s.deploy import plan
 from mk8s.errors import InputError
 from mk8s.images import Credentials, RegistryClient, RegistrySettings, push_archive

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.format.manifest import Artifact, Lock, Release
 from mk8s.deploy import facts, plan
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.errors import BundleRejected, KeyFileError, OutputError
 
 

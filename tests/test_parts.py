@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys, parts, reader
-from mk8s.bundle.split import join_parts, split_bundle
+from mk8s.bundle.format import keys, parts, reader
+from mk8s.bundle.format.split import join_parts, split_bundle
 from mk8s.errors import InputError
 from tests.support import bundles
 

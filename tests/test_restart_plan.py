@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
+from mk8s.bundle.format.manifest import Artifact, Lock, Release, artifact_path
 from mk8s.deploy import facts, plan, restart, upgrade
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret

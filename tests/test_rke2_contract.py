@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.format.manifest import Artifact, Lock, Release
 from mk8s.deploy import facts, kubectl, membership, plan, upgrade
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret

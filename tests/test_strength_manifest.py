@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from mk8s.bundle import keys, reader
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format import keys, reader
+from mk8s.bundle.format.manifest import (
     Artifact,
     Lock,
     Release,

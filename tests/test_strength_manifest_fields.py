@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format.manifest import (
     EXECUTABLE_KINDS,
     LOCAL_KINDS,
     Artifact,

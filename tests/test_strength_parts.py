@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys, parts
-from mk8s.bundle.parts import Part, PartRejected, PartsIndex
-from mk8s.bundle.split import SplitResult
+from mk8s.bundle.format import keys, parts
+from mk8s.bundle.format.parts import Part, PartRejected, PartsIndex
+from mk8s.bundle.format.split import SplitResult
 from mk8s.errors import InputError
 from tests.support.bundles import split_data
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import zstandard
 
-from mk8s.bundle import extract, keys, reader, stream, tarfmt
-from mk8s.bundle.manifest import Artifact, Lock
+from mk8s.bundle.format import extract, keys, reader, stream, tarfmt
+from mk8s.bundle.format.manifest import Artifact, Lock
 from mk8s.errors import BundleRejected, InputError, OutputError
 from tests.support import bundles
 
@@ -501,7 +501,7 @@ def test_extract_modes(
     lock = bundles.lock_for(
         files, {"install.sh": "install-script", "mk8s-linux-amd64": "mk8s", "notes.txt": "file"}
     ).as_manifest()
-    from mk8s.bundle.writer import write_bundle
+    from mk8s.bundle.format.writer import write_bundle
 
     out = tmp_path / "b.tar.zst"
     by_path = {a.path: files[a.name] for a in lock.artifacts}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.format.manifest import Artifact, Lock, Release
 from mk8s.deploy import facts, upgrade
 from mk8s.deploy.cluster import Cluster, UpgradeOptions, load_cluster
 from mk8s.deploy.command import Secret

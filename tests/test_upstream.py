@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mk8s.bundle import upstream as up_mod
-from mk8s.bundle.upstream import (
+from mk8s.bundle.upstream import releases as up_mod
+from mk8s.bundle.upstream.releases import (
     UpstreamRelease,
     UpstreamSettings,
     asset_url,

@@ -17,12 +17,10 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from mk8s.bundle import fetch as fetch_mod
-from mk8s.bundle import sbom as sbom_mod
-from mk8s.bundle import split as split_mod
-from mk8s.bundle import upstream, workloads
-from mk8s.bundle.keys import Signature
-from mk8s.bundle.manifest import (
+from mk8s.bundle import workload_sources
+from mk8s.bundle.format import split as split_mod
+from mk8s.bundle.format.keys import Signature
+from mk8s.bundle.format.manifest import (
     Artifact,
     ArtifactKind,
     Lock,
@@ -32,8 +30,11 @@ from mk8s.bundle.manifest import (
     check_artifact_name,
     now_utc,
 )
-from mk8s.bundle.upstream import DEFAULT_CNI
-from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
+from mk8s.bundle.format.writer import WriteSettings, WrittenBundle, write_bundle
+from mk8s.bundle.provenance import sbom as sbom_mod
+from mk8s.bundle.upstream import fetch as fetch_mod
+from mk8s.bundle.upstream import releases
+from mk8s.bundle.upstream.releases import DEFAULT_CNI
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, LockError, OutputError
 from mk8s.files import atomic_write, open_regular, read_regular, sha256_file
@@ -49,14 +50,14 @@ class LockSettings:
     """What to resolve: a version spec and the shape of the bundle."""
 
     spec: str
-    upstream: upstream.UpstreamSettings
+    upstream: releases.UpstreamSettings
     arches: tuple[str, ...] = ("amd64",)
     cni: str = DEFAULT_CNI
     image_groups: tuple[str, ...] = ()
     allow_prerelease: bool = False
     files: tuple[Path, ...] = ()
     cache_dir: Path | None = None
-    # The operator's workloads (see mk8s.bundle.workloads).
+    # The operator's workloads (see mk8s.bundle.workload_sources).
     images: tuple[str, ...] = ()
     charts: tuple[Path, ...] = ()
     manifests: tuple[Path, ...] = ()
@@ -68,7 +69,7 @@ class LockSettings:
 class CreateSettings:
     """How to build the bundle from a lock."""
 
-    upstream: upstream.UpstreamSettings
+    upstream: releases.UpstreamSettings
     signature: Callable[[bytes], Signature]
     out: Path | None = None
     lock_out: Path | None = None
@@ -127,10 +128,10 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
     checksum file cannot vouch for a selected asset.
     """
     up = settings.upstream
-    release = upstream.resolve_release(
+    release = releases.resolve_release(
         settings.spec, up, allow_prerelease=settings.allow_prerelease
     )
-    names = upstream.select_assets(
+    names = releases.select_assets(
         release.asset_names,
         settings.arches,
         settings.cni,
@@ -139,8 +140,8 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
     )
     artifacts: list[Artifact] = []
     for arch in settings.arches:
-        sums_name = upstream.sha256sums_name(arch)
-        sums_item = fetch_mod.FetchItem(sums_name, upstream.asset_url(up, release.tag, sums_name))
+        sums_name = releases.sha256sums_name(arch)
+        sums_item = fetch_mod.FetchItem(sums_name, releases.asset_url(up, release.tag, sums_name))
         got, text = fetch_mod.fetch_text(sums_item, up, settings.cache_dir, progress=progress)
         artifacts.append(
             Artifact(
@@ -157,7 +158,7 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
         arch_names = [n for n in names if n != sums_name and f"linux-{arch}." in n]
         pinned = fetch_mod.expected_hashes(sums, arch_names, f"{sums_name} of {release.tag}")
         for name in arch_names:
-            kind = ArtifactKind.RKE2 if name == upstream.tarball_name(arch) else ArtifactKind.IMAGES
+            kind = ArtifactKind.RKE2 if name == releases.tarball_name(arch) else ArtifactKind.IMAGES
             artifacts.append(
                 Artifact(
                     name=name,
@@ -165,11 +166,11 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
                     path=artifact_path(name, kind),
                     size=release.asset(name).size,
                     sha256=pinned[name],
-                    url=upstream.asset_url(up, release.tag, name),
+                    url=releases.asset_url(up, release.tag, name),
                     arch=arch,
                 )
             )
-    script_item = fetch_mod.FetchItem("install.sh", upstream.install_script_url(up, release.tag))
+    script_item = fetch_mod.FetchItem("install.sh", releases.install_script_url(up, release.tag))
     got, _ = fetch_mod.fetch_text(script_item, up, settings.cache_dir, progress=progress)
     artifacts.append(
         Artifact(
@@ -182,16 +183,16 @@ def lock_release(settings: LockSettings, progress: TransferProgress | None = Non
         )
     )
     artifacts += [_file_artifact(p) for p in settings.files]
-    artifacts += workloads.pin_charts(
+    artifacts += workload_sources.pin_charts(
         settings.charts, partial(_file_artifact, kind=ArtifactKind.CHART)
     )
     artifacts += [_file_artifact(p, ArtifactKind.MANIFEST) for p in settings.manifests]
     if settings.images:
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
-        pins = workloads.ImagePins(
+        pins = workload_sources.ImagePins(
             settings.arches, release.tag, settings.all_platforms, settings.registry_auth_file
         )
-        artifacts += workloads.pin_images(settings.images, pins, cache)
+        artifacts += workload_sources.pin_images(settings.images, pins, cache)
     rel = Release(
         requested=settings.spec,
         tag=release.tag,
@@ -249,9 +250,9 @@ def _check_local(art: Artifact, path: Path) -> None:
     # A lock is the user's file too: what it calls a chart or a manifest is checked as
     # `bundle lock` checked it, so no bundle carries one that deploy would refuse.
     if art.kind == ArtifactKind.CHART:
-        workloads.check_chart(path)
+        workload_sources.check_chart(path)
     elif art.kind == ArtifactKind.MANIFEST:
-        workloads.check_manifest(path)
+        workload_sources.check_manifest(path)
 
 
 def check_files(
@@ -273,10 +274,10 @@ def check_files(
         read_auth_file(registry_auth_file)
     for chart in charts:
         _file_artifact(chart, ArtifactKind.CHART)
-        workloads.check_chart(chart)
+        workload_sources.check_chart(chart)
     for manifest in manifests:
         _file_artifact(manifest, ArtifactKind.MANIFEST)
-        workloads.check_manifest(manifest)
+        workload_sources.check_manifest(manifest)
     seen: dict[str, Path] = {}
     for path in [*paths, *charts, *manifests]:
         _file_artifact(path)
@@ -297,7 +298,7 @@ def create_bundle(
     for server trouble, OutputError when the bundle or lock cannot be written. Nothing
     is left at the output paths on failure.
     """
-    workloads.check_releases(lock.find(kind=ArtifactKind.CHART))
+    workload_sources.check_releases(lock.find(kind=ArtifactKind.CHART))
     out = bundle_path(settings.out, lock, force=settings.force)
     if settings.split:
         split_mod.check_free(out, force=settings.force)
@@ -320,7 +321,7 @@ def create_bundle(
     fetched = fetch_mod.fetch(items, settings.upstream, settings.cache_dir, settings.jobs, progress)
     files: dict[str, Path] = {a.path: f.path for a, f in zip(remote, fetched, strict=True)}
     cache = settings.cache_dir or fetch_mod.default_cache_dir()
-    files.update(workloads.fetch_images(lock, cache, settings.registry_auth_file))
+    files.update(workload_sources.fetch_images(lock, cache, settings.registry_auth_file))
     for art in lock.artifacts:
         if art.path not in files:
             src = _local_source(art)

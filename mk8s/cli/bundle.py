@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys, parts, reader
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format import keys, parts, reader
+from mk8s.bundle.format.manifest import Lock
 from mk8s.cli import LazyGroup
 from mk8s.cli.common import print_json
 from mk8s.errors import BundleRejected
@@ -199,7 +199,7 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     width = max(len(a.path) for a in m.artifacts)
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
-    from mk8s.bundle.workloads import summary
+    from mk8s.bundle.workload_sources import summary
 
     carried = summary(m)
     if carried:

@@ -11,8 +11,9 @@ import click
 
 from mk8s import ui
 from mk8s.bundle import create as create_mod
-from mk8s.bundle import keys, parts, upstream
-from mk8s.bundle.versions import SPEC_HELP
+from mk8s.bundle.format import keys, parts
+from mk8s.bundle.upstream import releases as upstream
+from mk8s.bundle.upstream.versions import SPEC_HELP
 from mk8s.cli.common import passphrase_reader
 from mk8s.cli.workloads import WorkloadArgs, workload_options
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.cli.common import passphrase_for_new_key
 
 

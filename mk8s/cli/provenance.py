@@ -1,7 +1,7 @@
 """``mk8s bundle split | join | sbom | diff``: media and provenance for a transfer review.
 
-Thin commands over :mod:`mk8s.bundle.split`, :mod:`mk8s.bundle.sbom` and
-:mod:`mk8s.bundle.diff`. ``sbom`` and ``diff`` of bundles verify them first (the same
+Thin commands over :mod:`mk8s.bundle.format.split`, :mod:`mk8s.bundle.provenance.sbom` and
+:mod:`mk8s.bundle.provenance.diff`. ``sbom`` and ``diff`` of bundles verify them first (the same
 ``--key`` trust as ``bundle verify``): nothing is reported from an unverified bundle.
 """
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.bundle import inventory, keys, parts, split
-from mk8s.bundle.inventory import Inventory
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format import keys, parts, split
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.provenance import inventory
+from mk8s.bundle.provenance.inventory import Inventory
 from mk8s.cli.bundle import ALLOW_UNSIGNED, BUNDLE_ARG, key_option
 from mk8s.cli.common import passphrase_reader, print_json
 from mk8s.errors import InputError, OutputError
@@ -112,7 +113,7 @@ def _from_bundle(path: Path, trusted: list[keys.TrustedKey], allow_unsigned: boo
             path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
         )
     if verified.signer is None:
-        from mk8s.bundle.reader import UNSIGNED_WARNING
+        from mk8s.bundle.format.reader import UNSIGNED_WARNING
 
         ui.warn(UNSIGNED_WARNING)
     for art in inv.artifacts:
@@ -147,7 +148,7 @@ def sbom_cmd(
     """Write the SBOM of a bundle (split or not) after verifying it: every artifact
     with its sha256, the RKE2 release, every container image in the image archives
     (name, tag, digest) and the Helm charts. Same bundle, same bytes."""
-    from mk8s.bundle import sbom
+    from mk8s.bundle.provenance import sbom
 
     inv = _from_bundle(bundle_path, _trusted(key_paths, allow_unsigned), allow_unsigned)
     data = sbom.render(inv, fmt)
@@ -186,7 +187,7 @@ def diff_cmd(
     """What changed from OLD to NEW (bundles or locks): the RKE2 release, artifacts
     added, removed or changed, and container images by digest (bundles only, verified
     first with --key). Exits 0 whether or not anything changed."""
-    from mk8s.bundle.diff import diff, render_text
+    from mk8s.bundle.provenance.diff import diff, render_text
 
     if old.resolve() == new.resolve():
         raise InputError(f"OLD and NEW are the same file {old}", "give two different files")

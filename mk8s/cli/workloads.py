@@ -28,7 +28,7 @@ class WorkloadArgs:
     def image_refs(self) -> tuple[str, ...]:
         """``--image`` then the ``--images-file`` lines, each once (InputError for an
         unreadable file or a malformed reference)."""
-        from mk8s.bundle.workloads import read_images_file
+        from mk8s.bundle.workload_sources import read_images_file
         from mk8s.images import parse_reference
 
         listed = read_images_file(self.images_file) if self.images_file is not None else []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine import run_phases
@@ -126,7 +126,7 @@ def deploy(
 
 def _record_workloads(s: Session) -> None:
     """Keep what the deployed bundle carried (for ``mk8s status``)."""
-    from mk8s.bundle.workloads import summary
+    from mk8s.bundle.workload_sources import summary
 
     if s.verified is None:
         return

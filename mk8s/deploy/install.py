@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
 from mk8s.deploy import registryca, restart
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file

@@ -111,7 +111,7 @@ IMAGE_REGISTRIES = ("docker.io",)
 
 def image_sources(ctx: Context) -> list[str]:
     """The registries images come from: RKE2's, and those of the operator's images."""
-    from mk8s.bundle.manifest import ArtifactKind
+    from mk8s.bundle.format.manifest import ArtifactKind
 
     extra = {
         (a.url or "").removeprefix("oci://").split("/", 1)[0]

@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
+from mk8s.bundle.format.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
 from mk8s.deploy import restart
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, FileUpload, Secret, write_file

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mk8s import ui
-from mk8s.bundle.reader import VerifiedBundle
+from mk8s.bundle.format.reader import VerifiedBundle
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, as_user

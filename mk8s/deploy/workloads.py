@@ -29,8 +29,8 @@ import posixpath
 import re
 
 from mk8s import rke2gates
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
-from mk8s.bundle.workloads import image_ref, release_name
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.workload_sources import image_ref, release_name
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.context import Context, remote_path

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.deploy.engine import Phase
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.charts import UninstallDroppedCharts

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.bundle.manifest import ArtifactKind
+from mk8s.bundle.format.manifest import ArtifactKind
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, Secret
 from mk8s.deploy.engine import Phase

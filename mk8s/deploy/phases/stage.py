@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from mk8s.bundle import keys, reader
+from mk8s.bundle.format import keys, reader
 from mk8s.deploy import plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine import Phase

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mk8s.bundle.keys import UNSIGNED, Signature, TrustedKey, verify_signature
+from mk8s.bundle.format.keys import UNSIGNED, Signature, TrustedKey, verify_signature
 from mk8s.errors import BundleRejected, InputError
 from mk8s.files import read_regular
 from mk8s.schemas import first_problem
@@ -237,7 +237,7 @@ class IndexCheck:
         PartRejected naming the first part that differs."""
         if sha256 == self.index.bundle_sha256:
             return
-        from mk8s.bundle.partstream import find_bad_part
+        from mk8s.bundle.format.partstream import find_bad_part
 
         bad = find_bad_part(part_paths(self.path, self.index), self.index.parts)
         raise bad or PartRejected(

@@ -25,8 +25,8 @@ from typing import Any, BinaryIO
 
 import requests
 
-from mk8s.bundle.http import UpstreamSettings, new_session
-from mk8s.bundle.transfer import CHUNK, Transfer
+from mk8s.bundle.upstream.http import UpstreamSettings, new_session
+from mk8s.bundle.upstream.transfer import CHUNK, Transfer
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
 from mk8s.net import Cancelled

@@ -23,9 +23,9 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from mk8s.bundle import tarfmt
-from mk8s.bundle.keys import Signature, TrustedKey, verify_signature
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format import tarfmt
+from mk8s.bundle.format.keys import Signature, TrustedKey, verify_signature
+from mk8s.bundle.format.manifest import (
     BUNDLE_KIND,
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -33,8 +33,8 @@ from mk8s.bundle.manifest import (
     Lock,
     bundle_id,
 )
-from mk8s.bundle.stream import Decompressed, Truncated
-from mk8s.bundle.zstdframe import ZstdFrameError
+from mk8s.bundle.format.stream import Decompressed, Truncated
+from mk8s.bundle.format.zstdframe import ZstdFrameError
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import BundleRejected, LockError
 from mk8s.files import open_regular
@@ -94,7 +94,7 @@ class VerifiedBundle:
 def _open(path: Path) -> BinaryIO:
     # A split bundle (its parts index, a part, or the unsplit name when only the parts
     # exist) reads as one stream over its parts; a part at fault is named (exit 3).
-    from mk8s.bundle.partstream import open_parts
+    from mk8s.bundle.format.partstream import open_parts
 
     try:
         parts = open_parts(path)
@@ -337,7 +337,7 @@ def extract_bundle(
     allow_unsigned: bool = False,
     progress: StreamProgress | None = None,
 ) -> VerifiedBundle:
-    """Verify while extracting into ``dest`` (see :mod:`mk8s.bundle.extract`)."""
-    from mk8s.bundle.extract import extract_bundle as extract
+    """Verify while extracting into ``dest`` (see :mod:`mk8s.bundle.format.extract`)."""
+    from mk8s.bundle.format.extract import extract_bundle as extract
 
     return extract(path, trusted, dest, allow_unsigned=allow_unsigned, progress=progress)

@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import quote
 
 from mk8s import __version__
-from mk8s.bundle.inventory import SBOM_KIND, Chart, Image, Inventory, from_files
-from mk8s.bundle.manifest import Artifact, Lock, artifact_path, build_lock
+from mk8s.bundle.format.manifest import Artifact, Lock, artifact_path, build_lock
+from mk8s.bundle.provenance.inventory import SBOM_KIND, Chart, Image, Inventory, from_files
 from mk8s.files import atomic_write
 
 FORMATS = ("cyclonedx", "spdx")

@@ -3,7 +3,7 @@
 :class:`UpstreamSettings` holds the three configurable endpoints (GitHub, a mirror or
 a test server), takes credentials out of URLs (used at run time, never written), and
 validates every URL. :func:`get_document` and the helpers here are shared by the releases client
-(:mod:`mk8s.bundle.upstream`) and the downloader (:mod:`.fetch`); both reach the
+(:mod:`mk8s.bundle.upstream.releases`) and the downloader (:mod:`.fetch`); both reach the
 network only through :mod:`mk8s.net` (deadlines, byte caps, one retry budget).
 """
 

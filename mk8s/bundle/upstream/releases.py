@@ -2,7 +2,7 @@
 
 Every endpoint is configurable (README, "On a machine with internet access") so a
 mirror or a test server can stand in for GitHub; the HTTP side (settings, retries,
-credentials) is :mod:`mk8s.bundle.http`, shared with :mod:`mk8s.bundle.fetch`,
+credentials) is :mod:`mk8s.bundle.upstream.http`, shared with :mod:`mk8s.bundle.upstream.fetch`,
 which downloads what this module selects.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import requests
 
-from mk8s.bundle.http import (
+from mk8s.bundle.upstream.http import (
     ARCHES,
     AUTH_HINT,
     CNIS,
@@ -38,7 +38,7 @@ from mk8s.bundle.http import (
     redact_url,
     split_credentials,
 )
-from mk8s.bundle.versions import SPEC_HELP, Version, VersionSpec, parse_spec, parse_tag
+from mk8s.bundle.upstream.versions import SPEC_HELP, Version, VersionSpec, parse_spec, parse_tag
 from mk8s.errors import InputError, UpstreamError, VersionNotFound
 from mk8s.untrusted import load_json, shown
 

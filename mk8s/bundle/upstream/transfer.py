@@ -5,7 +5,7 @@ its credentials, GitHub's rate limits, and the messages. The byte budget is the 
 size, or :data:`MAX_UNPINNED` for a file nothing pins yet (the checksum file and
 ``install.sh`` on a first lock); more bytes than pinned are a supply-chain alarm (exit
 3), more than an unpinned file may have is a server answering nonsense (exit 1).
-Used by :mod:`mk8s.bundle.fetch`.
+Used by :mod:`mk8s.bundle.upstream.fetch`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, BinaryIO
 import requests
 
 from mk8s import net
-from mk8s.bundle.http import UpstreamSettings, rate_limit_error, redact_url, status_error
+from mk8s.bundle.upstream.http import UpstreamSettings, rate_limit_error, redact_url, status_error
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, Mk8sError, OutputError, UpstreamError
 from mk8s.net import Cancelled
 from mk8s.untrusted import shown
 
 if TYPE_CHECKING:
-    from mk8s.bundle.fetch import FetchItem
+    from mk8s.bundle.upstream.fetch import FetchItem
 
 CHUNK = 1 << 20
 #: The most a file nothing pins may have (checksum files and install.sh are kilobytes).

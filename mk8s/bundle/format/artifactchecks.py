@@ -2,7 +2,7 @@
 its file name, its source URL, and what a workload artifact says about itself (a
 chart's name and version, the platforms an image archive carries).
 
-Kept apart from :mod:`mk8s.bundle.manifest` (which calls them for every artifact of a
+Kept apart from :mod:`mk8s.bundle.format.manifest` (which calls them for every artifact of a
 lock) so each stays small; they raise ValueError, which the manifest turns into a
 LockError or a rejected bundle.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from mk8s.bundle.manifest import Artifact
+    from mk8s.bundle.format.manifest import Artifact
 
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._+-")
 
@@ -38,7 +38,7 @@ _URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 def check_url(a: Artifact) -> None:
     """ValueError unless the artifact's URL suits its kind (oci:// for images, pinned;
     file:// for the operator's own files; http(s) without credentials otherwise)."""
-    from mk8s.bundle.manifest import LOCAL_KINDS, ArtifactKind
+    from mk8s.bundle.format.manifest import LOCAL_KINDS, ArtifactKind
 
     if a.url is None:
         return
@@ -81,7 +81,7 @@ PLATFORM = re.compile(r"[a-z0-9]+/[a-z0-9_]+(/[a-z0-9.]+)?")
 def check_workload(a: Artifact) -> None:
     """ValueError unless a chart's ``chart`` (name, version) and an image's
     ``platforms`` are well formed, and only those kinds carry them."""
-    from mk8s.bundle.manifest import ArtifactKind
+    from mk8s.bundle.format.manifest import ArtifactKind
 
     if a.chart is not None:
         if a.kind != ArtifactKind.CHART:

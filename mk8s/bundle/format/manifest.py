@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from mk8s import __version__
-from mk8s.bundle.artifactchecks import check_artifact_name, check_url, check_workload
+from mk8s.bundle.format.artifactchecks import check_artifact_name, check_url, check_workload
 from mk8s.errors import InputError, LockError
 from mk8s.schemas import first_problem
 from mk8s.untrusted import load_json, shown

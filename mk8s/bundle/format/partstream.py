@@ -15,7 +15,7 @@ reader rejects a split bundle, the parts read so far are hashed against the inde
 the way out, and the error names the first part that differs (damaged, reordered,
 replaced); only when every part matches does the reader's own error stand. Nothing
 from the bundle is trusted before the reader returns, so the part is named before
-anything is used. :func:`mk8s.bundle.split.join_parts` hashes each part as it copies.
+anything is used. :func:`mk8s.bundle.format.split.join_parts` hashes each part as it copies.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from mk8s.bundle.parts import (
+from mk8s.bundle.format.parts import (
     AGAIN,
     Part,
     PartRejected,
@@ -180,7 +180,7 @@ def open_parts(path: Path) -> BinaryIO | None:
     ``path`` may be the parts index, a part, or the unsplit name when only the parts
     exist. Every part must be present with its size and no extra part may lie beside
     them (PartRejected, exit 3, naming the part). The index's signature and the whole
-    bundle's sha256 are checked by :mod:`mk8s.bundle.parts`, where keys are known.
+    bundle's sha256 are checked by :mod:`mk8s.bundle.format.parts`, where keys are known.
     """
     index_path = locate(path)
     if index_path is None:

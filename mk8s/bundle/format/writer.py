@@ -25,9 +25,9 @@ from typing import BinaryIO
 
 import zstandard
 
-from mk8s.bundle import tarfmt
-from mk8s.bundle.keys import Signature
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format import tarfmt
+from mk8s.bundle.format.keys import Signature
+from mk8s.bundle.format.manifest import (
     BUNDLE_KIND,
     MANIFEST_NAME,
     SIGNATURE_NAME,

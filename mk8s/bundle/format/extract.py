@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from mk8s.bundle.keys import TrustedKey
-from mk8s.bundle.manifest import EXECUTABLE_KINDS, MANIFEST_NAME, SIGNATURE_NAME, Artifact, Lock
-from mk8s.bundle.reader import VerifiedBundle, verify_bundle
+from mk8s.bundle.format.keys import TrustedKey
+from mk8s.bundle.format.manifest import (
+    EXECUTABLE_KINDS,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Artifact,
+    Lock,
+)
+from mk8s.bundle.format.reader import VerifiedBundle, verify_bundle
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import OutputError
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from mk8s import rke2gates
-from mk8s.bundle import charts
-from mk8s.bundle.artifactchecks import CHART_NAME, CHART_VERSION
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.bundle.format.artifactchecks import CHART_NAME, CHART_VERSION
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.bundle.provenance import chartarchive as charts
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 from mk8s.files import open_regular, read_regular
 from mk8s.untrusted import resolve_tag, shown, yaml_nodes
@@ -188,7 +188,7 @@ def release_name(chart_name: str) -> str:
 
 def check_chart(path: Path) -> tuple[str, str]:
     """The chart's (name, version) from its Chart.yaml; InputError unless ``path`` is a
-    Helm chart archive within the bounds of :mod:`mk8s.bundle.charts` (read as a
+    Helm chart archive within the bounds of :mod:`mk8s.bundle.provenance.chartarchive` (read as a
     stream, never whole in memory) that helm-controller can install (at most
     MAX_CHART_BYTES)."""
     fix = "give a chart archive made by `helm package`"
