@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mk8s.bundle.format import keys, reader
+from mk8s.bundle.format import extract, keys, reader
 from mk8s.bundle.format.manifest import Lock
 from mk8s.bundle.format.writer import WriteSettings, write_bundle
 from mk8s.errors import BundleRejected, ChecksumMismatch, OutputError
@@ -279,12 +279,12 @@ def _assert_extract_leaves_nothing(path: Path, trusted: list[keys.TrustedKey], d
     dest.mkdir()
     (dest / "keep.txt").write_text("operator's file")
     with pytest.raises(BundleRejected):
-        reader.extract_bundle(path, trusted, dest)
+        extract.extract_bundle(path, trusted, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
     assert (dest / "keep.txt").read_text() == "operator's file"
     fresh = dest.parent / "fresh-dest"
     with pytest.raises(BundleRejected):
-        reader.extract_bundle(path, trusted, fresh)
+        extract.extract_bundle(path, trusted, fresh)
     assert not fresh.exists()
 
 
@@ -406,7 +406,7 @@ def test_unsigned_bundle(tmp_path: Path, trusted: list[keys.TrustedKey]) -> None
 
 def test_extract(tmp_path: Path, good: Path, trusted: list[keys.TrustedKey]) -> None:
     dest = tmp_path / "out"
-    v = reader.extract_bundle(good, trusted, dest)
+    v = extract.extract_bundle(good, trusted, dest)
     assert sorted(p.name for p in dest.iterdir()) == [
         "artifacts",
         "mk8s-bundle.json",
@@ -415,7 +415,7 @@ def test_extract(tmp_path: Path, good: Path, trusted: list[keys.TrustedKey]) -> 
     for a in v.manifest.artifacts:
         assert hashlib.sha256((dest / a.path).read_bytes()).hexdigest() == a.sha256
     with pytest.raises(OutputError, match="already exists"):
-        reader.extract_bundle(good, trusted, dest)
+        extract.extract_bundle(good, trusted, dest)
 
 
 def test_inspect_reads_only_the_head(

@@ -369,7 +369,7 @@ def test_zero_runs_make_rle_blocks_and_verify(
     v = reader.verify_bundle(written.path, trusted)
     assert v.manifest.total_size == (24 << 20) + 1000 + text.stat().st_size
     dest = tmp_path / "out"
-    reader.extract_bundle(written.path, trusted, dest)
+    extract.extract_bundle(written.path, trusted, dest)
     assert (dest / "artifacts" / zeros.name).read_bytes() == zeros.read_bytes()
 
 
@@ -452,7 +452,7 @@ def test_extract_free_space_at_and_below_the_need(
 ) -> None:
     need = good.manifest.total_size
     _limit_free_space(monkeypatch, need)
-    reader.extract_bundle(good.path, trusted, tmp_path / "exact")
+    extract.extract_bundle(good.path, trusted, tmp_path / "exact")
     assert (tmp_path / "exact" / "artifacts" / "install.sh").is_file()
 
     _limit_free_space(monkeypatch, need - 1)
@@ -465,7 +465,7 @@ def test_extract_free_space_at_and_below_the_need(
         seen.append(sorted(p.name for p in dest.rglob("*") if p.is_file()))
 
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good.path, trusted, dest, progress=watch)
+        extract.extract_bundle(good.path, trusted, dest, progress=watch)
     assert str(e.value) == (
         f"{dest} has {need - 1} bytes free; the bundle needs {need}; "
         "free some space or extract elsewhere"
@@ -488,7 +488,7 @@ def test_extract_with_too_little_space_still_rejects_a_lying_bundle(
     path = bundles.craft(tmp_path / "lie.tar.zst", bundles.sign_members(ms, signer))
     _limit_free_space(monkeypatch, 1 << 30)
     with pytest.raises(BundleRejected, match="differs from the manifest's 1000000000000"):
-        reader.extract_bundle(path, trusted, tmp_path / "d")
+        extract.extract_bundle(path, trusted, tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 
@@ -507,7 +507,7 @@ def test_extract_modes(
     by_path = {a.path: files[a.name] for a in lock.artifacts}
     write_bundle(lock, by_path, out, lambda b: keys.sign(signer, b))
     dest = tmp_path / "x" / "y" / "z"  # parents are created
-    reader.extract_bundle(out, trusted, dest)
+    extract.extract_bundle(out, trusted, dest)
     modes = {p.name: p.stat().st_mode & 0o777 for p in dest.rglob("*") if p.is_file()}
     assert modes["install.sh"] == 0o755 and modes["mk8s-linux-amd64"] == 0o755
     assert not modes["notes.txt"] & 0o111
@@ -520,12 +520,12 @@ def test_extract_refusals(tmp_path: Path, good: Good, trusted: list[keys.Trusted
     dest.mkdir()
     (dest / "artifacts").mkdir()
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good.path, trusted, dest)
+        extract.extract_bundle(good.path, trusted, dest)
     assert str(e.value) == f"{dest / 'artifacts'} already exists; extract into an empty directory"
     afile = tmp_path / "file"
     afile.write_text("x")
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good.path, trusted, afile / "sub")
+        extract.extract_bundle(good.path, trusted, afile / "sub")
     assert str(e.value).startswith(f"cannot create {afile / 'sub'}: Not a directory")
 
 
@@ -546,7 +546,7 @@ def test_extract_rolls_back_moved_files(
         (dest / "artifacts" / "theirs").write_text("x")
 
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good.path, trusted, dest, progress=occupy)
+        extract.extract_bundle(good.path, trusted, dest, progress=occupy)
     assert str(e.value) == f"cannot extract into {dest}: Directory not empty"
     if fresh:
         assert not dest.exists()
@@ -561,9 +561,9 @@ def test_verify_and_extract_need_the_signature(
     unsigned_raw = good.raw
     written, _ = bundles.build(tmp_path, None)
     with pytest.raises(BundleRejected, match="unsigned"):
-        reader.extract_bundle(written.path, trusted, tmp_path / "u")
+        extract.extract_bundle(written.path, trusted, tmp_path / "u")
     assert not (tmp_path / "u").exists()
-    v = reader.extract_bundle(written.path, [], tmp_path / "ok", allow_unsigned=True)
+    v = extract.extract_bundle(written.path, [], tmp_path / "ok", allow_unsigned=True)
     assert v.signer is None and unsigned_raw
     assert os.path.isdir(tmp_path / "ok" / "artifacts")
 

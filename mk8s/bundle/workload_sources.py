@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from mk8s import rke2gates
-from mk8s.bundle.format.artifactchecks import CHART_NAME, CHART_VERSION
+from mk8s.bundle.format.artifact import CHART_NAME, CHART_VERSION
 from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, artifact_path
 from mk8s.bundle.provenance import chartarchive as charts
 from mk8s.errors import ChecksumMismatch, InputError, OutputError

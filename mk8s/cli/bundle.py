@@ -10,6 +10,7 @@ import click
 
 from mk8s import ui
 from mk8s.bundle.format import keys, parts, reader
+from mk8s.bundle.format.extract import extract_bundle
 from mk8s.bundle.format.manifest import Lock
 from mk8s.cli import LazyGroup
 from mk8s.cli.common import print_json
@@ -145,7 +146,7 @@ def extract(
     """Verify while extracting; nothing is left in DIR unless every check passes."""
     trusted = _trusted(key_paths, allow_unsigned)
     parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)  # split bundle
-    v = reader.extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
+    v = extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
     _warn_unsigned(v)
     click.echo(_summary_line(v, "extracted"))
     click.echo(f"into {dest}")

@@ -23,51 +23,23 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
 from mk8s.bundle.format.parts import (
     AGAIN,
-    Part,
+    CHUNK,
     PartRejected,
     PartsIndex,
+    damaged,
+    find_bad_part,
     load_index,
     locate,
     part_paths,
 )
 from mk8s.errors import BundleRejected
 from mk8s.files import open_regular
-
-CHUNK = 1 << 20
-
-
-def damaged(part: Part, got: str) -> PartRejected:
-    return PartRejected(
-        f"part {part.name} is damaged or out of order: its sha256 is {got}, "
-        f"the parts index says {part.sha256}",
-        AGAIN,
-    )
-
-
-def find_bad_part(paths: Sequence[Path], index_parts: Sequence[Part]) -> PartRejected | None:
-    """Hash each part in order; the error naming the first that differs from the
-    index (size or sha256), or None when all match."""
-    for path, part in zip(paths, index_parts, strict=True):
-        h = hashlib.sha256()
-        size = 0
-        with open_regular(path, what="part", error=PartRejected, fix=AGAIN) as f:
-            while data := f.read(CHUNK):
-                h.update(data)
-                size += len(data)
-        if size != part.size:
-            return PartRejected(
-                f"part {part.name} is {size} bytes, the parts index says {part.size}", AGAIN
-            )
-        if h.hexdigest() != part.sha256:
-            return damaged(part, h.hexdigest())
-    return None
 
 
 class PartsReader(io.RawIOBase):

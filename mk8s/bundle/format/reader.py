@@ -327,17 +327,3 @@ def _verify_stream(
             "do not use this bundle; bytes were appended to it",
         )
     return manifest, manifest_bytes, sig_bytes, signer
-
-
-def extract_bundle(
-    path: Path,
-    trusted: Sequence[TrustedKey],
-    dest: Path,
-    *,
-    allow_unsigned: bool = False,
-    progress: StreamProgress | None = None,
-) -> VerifiedBundle:
-    """Verify while extracting into ``dest`` (see :mod:`mk8s.bundle.format.extract`)."""
-    from mk8s.bundle.format.extract import extract_bundle as extract
-
-    return extract(path, trusted, dest, allow_unsigned=allow_unsigned, progress=progress)

@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from mk8s.bundle.format.keys import UNSIGNED, Signature
 from mk8s.bundle.format.parts import (
+    CHUNK,
     INDEX_SUFFIX,
     MAX_PARTS,
     SIG_SUFFIX,
@@ -33,7 +34,7 @@ from mk8s.bundle.format.parts import (
     part_name,
     part_paths,
 )
-from mk8s.bundle.format.partstream import CHUNK, PartsReader
+from mk8s.bundle.format.partstream import PartsReader
 from mk8s.errors import InputError, OutputError
 from mk8s.files import open_regular
 

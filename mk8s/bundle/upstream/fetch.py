@@ -26,33 +26,13 @@ from typing import Any, BinaryIO
 import requests
 
 from mk8s.bundle.upstream.http import UpstreamSettings, new_session
-from mk8s.bundle.upstream.transfer import CHUNK, Transfer
+from mk8s.bundle.upstream.transfer import CHUNK, FetchItem, Transfer
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
+from mk8s.errors import ChecksumMismatch, OutputError, UpstreamError
 from mk8s.net import Cancelled
 
 STALE_PART_SECONDS = 24 * 3600
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _SUM_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>\S(?:.*\S)?)$")
-
-
-@dataclass(frozen=True)
-class FetchItem:
-    """One file to fetch. ``sha256`` None means "nothing pins it yet" (install.sh on
-    first lock): the file is kept under the hash it has and the caller pins that.
-    ``source`` names where ``sha256`` came from, for error messages."""
-
-    name: str
-    url: str
-    sha256: str | None = None
-    size: int | None = None
-    source: str = "the expected checksum"
-
-    def __post_init__(self) -> None:
-        if self.sha256 is not None:
-            if not _HEX64.match(self.sha256):
-                raise InputError(f"{self.name}: {self.sha256!r} is not a sha256 hex digest")
-            object.__setattr__(self, "sha256", self.sha256.lower())
 
 
 @dataclass(frozen=True)

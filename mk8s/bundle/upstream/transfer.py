@@ -1,4 +1,5 @@
-"""One release download across retries, on :class:`mk8s.net.RangeDownload`.
+"""One release file: what to fetch (:class:`FetchItem`) and its download across
+retries, on :class:`mk8s.net.RangeDownload`.
 
 :class:`Transfer` adds what the release server needs to the shared resumable download:
 its credentials, GitHub's rate limits, and the messages. The byte budget is the pinned
@@ -11,26 +12,46 @@ Used by :mod:`mk8s.bundle.upstream.fetch`.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
-from typing import TYPE_CHECKING, BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import requests
 
 from mk8s import net
 from mk8s.bundle.upstream.http import UpstreamSettings, rate_limit_error, redact_url, status_error
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch, Mk8sError, OutputError, UpstreamError
+from mk8s.errors import ChecksumMismatch, InputError, Mk8sError, OutputError, UpstreamError
 from mk8s.net import Cancelled
 from mk8s.untrusted import shown
-
-if TYPE_CHECKING:
-    from mk8s.bundle.upstream.fetch import FetchItem
 
 CHUNK = 1 << 20
 #: The most a file nothing pins may have (checksum files and install.sh are kilobytes).
 MAX_UNPINNED = 16 << 20
 
-__all__ = ["CHUNK", "MAX_UNPINNED", "Cancelled", "Transfer"]
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+__all__ = ["CHUNK", "MAX_UNPINNED", "Cancelled", "FetchItem", "Transfer"]
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One file to fetch. ``sha256`` None means "nothing pins it yet" (install.sh on
+    first lock): the file is kept under the hash it has and the caller pins that.
+    ``source`` names where ``sha256`` came from, for error messages."""
+
+    name: str
+    url: str
+    sha256: str | None = None
+    size: int | None = None
+    source: str = "the expected checksum"
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None:
+            if not _HEX64.match(self.sha256):
+                raise InputError(f"{self.name}: {self.sha256!r} is not a sha256 hex digest")
+            object.__setattr__(self, "sha256", self.sha256.lower())
 
 
 class Transfer:
