@@ -24,7 +24,7 @@ import yaml
 
 from mk8s.bundle import create
 from mk8s.bundle.format import keys
-from mk8s.bundle.upstream import releases as upstream
+from mk8s.bundle.upstream import settings as upstream
 from mk8s.deploy.state import StateDir
 from tests.support import standin
 from tests.support.hosts import HostSet, hostset_for_tests

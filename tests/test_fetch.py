@@ -19,7 +19,8 @@ from mk8s.bundle.upstream.fetch import (
     fetch_text,
     parse_sha256sums,
 )
-from mk8s.bundle.upstream.releases import UpstreamSettings, asset_url, install_script_url
+from mk8s.bundle.upstream.releases import asset_url, install_script_url
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.errors import ChecksumMismatch, InputError, UpstreamError
 from tests.support.upstream import ExampleUpstream
 

@@ -28,7 +28,7 @@ import pytest
 from mk8s.bundle.format import keys
 from mk8s.bundle.format.manifest import Artifact, Lock, Release
 from mk8s.bundle.upstream import fetch
-from mk8s.bundle.upstream import releases as upstream
+from mk8s.bundle.upstream import settings as upstream
 from mk8s.deploy import facts, plan
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Command, Secret

@@ -20,7 +20,7 @@ import yaml
 
 from mk8s.bundle import create
 from mk8s.bundle.format import keys
-from mk8s.bundle.upstream import releases as upstream
+from mk8s.bundle.upstream import settings as upstream
 from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.registry import registry_for_tests

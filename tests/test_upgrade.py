@@ -13,7 +13,7 @@ import pytest
 
 from mk8s.bundle import create
 from mk8s.bundle.format import keys
-from mk8s.bundle.upstream import releases as upstream
+from mk8s.bundle.upstream import settings as upstream
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
 from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401

@@ -35,6 +35,7 @@ from mk8s.bundle.provenance import sbom as sbom_mod
 from mk8s.bundle.upstream import fetch as fetch_mod
 from mk8s.bundle.upstream import releases
 from mk8s.bundle.upstream.releases import DEFAULT_CNI
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, LockError, OutputError
 from mk8s.files import atomic_write, open_regular, read_regular, sha256_file
@@ -50,7 +51,7 @@ class LockSettings:
     """What to resolve: a version spec and the shape of the bundle."""
 
     spec: str
-    upstream: releases.UpstreamSettings
+    upstream: UpstreamSettings
     arches: tuple[str, ...] = ("amd64",)
     cni: str = DEFAULT_CNI
     image_groups: tuple[str, ...] = ()
@@ -69,7 +70,7 @@ class LockSettings:
 class CreateSettings:
     """How to build the bundle from a lock."""
 
-    upstream: releases.UpstreamSettings
+    upstream: UpstreamSettings
     signature: Callable[[bytes], Signature]
     out: Path | None = None
     lock_out: Path | None = None

@@ -12,7 +12,8 @@ import click
 from mk8s import ui
 from mk8s.bundle import create as create_mod
 from mk8s.bundle.format import keys, parts
-from mk8s.bundle.upstream import releases as upstream
+from mk8s.bundle.upstream import releases
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.bundle.upstream.versions import SPEC_HELP
 from mk8s.cli.common import passphrase_reader
 from mk8s.cli.workloads import WorkloadArgs, workload_options
@@ -40,8 +41,8 @@ def selection_options(f: F) -> F:
             ),
             click.option(
                 "--cni",
-                type=click.Choice(upstream.CNIS),
-                default=upstream.DEFAULT_CNI,
+                type=click.Choice(releases.CNIS),
+                default=releases.DEFAULT_CNI,
                 show_default=True,
                 help="CNI whose images to carry.",
             ),
@@ -71,7 +72,7 @@ def selection_options(f: F) -> F:
 
 def _lock_settings(
     spec: str,
-    up: upstream.UpstreamSettings,
+    up: UpstreamSettings,
     cache_dir: Path | None,
     what: tuple[Any, ...],
     workloads: WorkloadArgs,
@@ -126,8 +127,8 @@ def upstream_options(f: F) -> F:
     return f
 
 
-def _upstream(api: str | None, release: str | None, raw: str | None) -> upstream.UpstreamSettings:
-    return upstream.UpstreamSettings.from_env(api_url=api, release_url=release, raw_url=raw)
+def _upstream(api: str | None, release: str | None, raw: str | None) -> UpstreamSettings:
+    return UpstreamSettings.from_env(api_url=api, release_url=release, raw_url=raw)
 
 
 @click.command("lock")

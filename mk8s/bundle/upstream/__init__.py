@@ -1,7 +1,8 @@
 """The connected side's downloading: RKE2 releases from GitHub or a mirror.
 
-Settings and URLs (``http``), the release list and version specs (``releases``,
+Where they come from (``settings``: URLs, credentials, retries), what the server's
+answers mean (``server``), the release list and version specs (``releases``,
 ``versions``), and parallel, resumable, hash-checked downloads into the content cache
-(``fetch``, ``transfer``). Every byte travels through :mod:`mk8s.net`. Nothing here
-knows the bundle format.
+(``fetch``; ``transfer``: one file). Every byte travels through :mod:`mk8s.net`.
+Nothing here knows the bundle format.
 """

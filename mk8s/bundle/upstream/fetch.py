@@ -25,7 +25,8 @@ from typing import Any, BinaryIO
 
 import requests
 
-from mk8s.bundle.upstream.http import UpstreamSettings, new_session
+from mk8s import net
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.bundle.upstream.transfer import CHUNK, FetchItem, Transfer
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, OutputError, UpstreamError
@@ -119,7 +120,7 @@ def fetch(
     jobs: int = 4,
     progress: TransferProgress | None = None,
     *,
-    session_factory: Callable[[], requests.Session] = new_session,
+    session_factory: Callable[[], requests.Session] = net.new_session,
 ) -> list[Fetched]:
     """Make every item available in the content cache; return them in item order.
 

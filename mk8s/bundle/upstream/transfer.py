@@ -20,7 +20,8 @@ from typing import BinaryIO
 import requests
 
 from mk8s import net
-from mk8s.bundle.upstream.http import UpstreamSettings, rate_limit_error, redact_url, status_error
+from mk8s.bundle.upstream.server import judge, unfollowable
+from mk8s.bundle.upstream.settings import UpstreamSettings, redact_url
 from mk8s.callbacks import TransferProgress
 from mk8s.errors import ChecksumMismatch, InputError, Mk8sError, OutputError, UpstreamError
 from mk8s.net import Cancelled
@@ -115,29 +116,13 @@ class Transfer:
         except net.TRANSIENT:
             raise
         except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
-            raise UpstreamError(
-                f"cannot follow {self.url_shown} for {self.item.name} ({shown(e, limit=160)})",
-                "check the MK8S_* URLs and the server",
-            ) from None
+            raise unfollowable(redact_url(url), self.item.name, e) from None
         try:
-            self._check_status(r)
+            judge(r, url, self.item.name, self.settings, resuming=self.download.done > 0)
         except BaseException:
             r.close()
             raise
         return r
-
-    def _check_status(self, r: requests.Response) -> None:
-        url = self.item.url
-        limited = rate_limit_error(r, url)
-        wait = net.retry_after(r, self.settings.backoff_max)
-        if limited is not None and (r.status_code != 429 or wait is None):
-            raise limited
-        if r.status_code in net.RETRY_STATUS:
-            raise net.RetryStatus(f"HTTP {r.status_code}", wait)
-        if r.status_code == 416 and self.download.done:
-            return  # our offset is past the server's end: RangeDownload starts over
-        if r.status_code >= 400:
-            raise status_error(r, redact_url(url), self.item.name)
 
     def _too_big(self, what: str) -> Mk8sError:
         if self.item.size is None:
