@@ -19,11 +19,10 @@ from mk8s.bundle.format import parts
 from mk8s.bundle.format.manifest import Artifact
 from mk8s.bundle.provenance import chartarchive as charts
 from mk8s.bundle.provenance import inventory
-from mk8s.errors import InputError
+from mk8s.errors import CredentialsFileError, ImageArchiveError, InputError
 from mk8s.files import BoundedReader, read_regular
 from mk8s.images.archive import scan_archive
 from mk8s.images.auth import find_credentials, read_auth_file
-from mk8s.images.errors import CredentialsFileError, ImageArchiveError
 from mk8s.untrusted import UNRESOLVED, resolve_tag, yaml_nodes
 from tests.support import hostile
 

@@ -17,9 +17,8 @@ import pytest
 from mk8s.bundle import workload_sources as workloads
 from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, Release
 from mk8s.deploy import plan
-from mk8s.errors import InputError
-from mk8s.images import Credentials, RegistryClient, RegistrySettings, push_archive
-from mk8s.images.errors import ImageArchiveError
+from mk8s.errors import ImageArchiveError, InputError
+from mk8s.images import Credentials, RegistryClient, RegistryClientSettings, push_archive
 from tests.support import oci
 from tests.support.containerd import Containerd
 from tests.support.registry import TestRegistry, registry_for_tests
@@ -84,7 +83,7 @@ def test_every_platform_pushes_and_the_pin_exists_in_the_registry(
     registry: TestRegistry, multi: oci.BuiltIndex, tmp_path: Path
 ) -> None:
     part = pin(registry, tmp_path, "v1.28.15+rke2r1")
-    settings = RegistrySettings(ca_file=registry.ca_file, use_docker_config=False)
+    settings = RegistryClientSettings(ca_file=registry.ca_file, use_docker_config=False)
     creds = Credentials(registry.username, registry.password)
     with RegistryClient(registry.host, settings, credentials=creds) as client:
         before = registry.request_count("POST")

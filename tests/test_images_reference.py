@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mk8s.errors import CredentialsFileError, ImageReferenceError
 from mk8s.images.auth import Credentials, auth_file_candidates, find_credentials, registry_key
-from mk8s.images.errors import CredentialsFileError, ImageReferenceError
 from mk8s.images.reference import parse_reference
 
 D = "sha256:" + "ab" * 32

@@ -147,11 +147,11 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
 def _pull(
     ref: Reference, platforms: Sequence[str] | None, cache_dir: Path, auth_file: Path | None
 ) -> tuple[PulledImage, str, int]:
-    from mk8s.images import RegistrySettings, pull_image
+    from mk8s.images import RegistryClientSettings, pull_image
 
     # Credentials from the Docker config; --registry-auth-file names another such file.
     env = {**os.environ, "REGISTRY_AUTH_FILE": str(auth_file)} if auth_file else None
-    settings = RegistrySettings(env=env)
+    settings = RegistryClientSettings(env=env)
 
     tmp = cache_dir / "tmp" / f"image-{secrets.token_hex(6)}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mk8s.errors import ImageArchiveError
 from mk8s.images.archive import ArchiveScan, scan_archive
 from mk8s.images.dockerarchive import is_docker_archive, read_docker_archive
-from mk8s.images.errors import ImageArchiveError
 from mk8s.images.layout import is_layout, read_layout
 from mk8s.images.model import ArchiveImage
 from mk8s.images.reference import parse_reference

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mk8s import untrusted
-from mk8s.images.errors import ImageArchiveError
+from mk8s.errors import ChecksumMismatch, ImageArchiveError
 from mk8s.images.reference import is_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -45,6 +45,15 @@ ANN_SOURCE_DIGEST = "io.mk8s.image.source-digest"
 def sha256_digest(data: bytes) -> str:
     """``sha256:<hex>`` of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def mismatch(image: str, what: str, want: str, got: str) -> ChecksumMismatch:
+    """The error for a blob or manifest of ``image`` whose bytes are not its digest."""
+    return ChecksumMismatch(
+        f"{image}: {what} should be {want} but its bytes are {got}",
+        "do not use it: the registry's copy is damaged or was tampered with; "
+        "re-push the image or check the registry's storage",
+    )
 
 
 def canonical_json(doc: Any) -> bytes:

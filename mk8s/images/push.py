@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s.callbacks import TransferProgress
+from mk8s.errors import ImageArchiveError, RegistryError
 from mk8s.images.archive import iter_members, scan_archive
 from mk8s.images.client import RegistryClient
-from mk8s.images.errors import ImageArchiveError, RegistryError
 from mk8s.images.inspect import images_of
 from mk8s.images.model import ArchiveImage, BlobSource
 from mk8s.images.reference import Reference, parse_reference

@@ -20,6 +20,21 @@ through here, bounded three ways (the README's "Network bounds" lists the number
 """
 
 from mk8s.net.download import DownloadErrors, RangeDownload
+from mk8s.net.http import (
+    DEADLINE_ENV,
+    DEFAULT_DEADLINE,
+    DEFAULT_MIN_RATE,
+    MAX_DOCUMENT,
+    MAX_SMALL,
+    MIN_RATE_ENV,
+    Deadline,
+    Limits,
+    iter_body,
+    new_session,
+    peek_body,
+    read_body,
+    send,
+)
 from mk8s.net.retry import (
     MAX_TIMEOUTS,
     RETRY_STATUS,
@@ -34,21 +49,6 @@ from mk8s.net.retry import (
     retry_after,
     retryable,
     retrying,
-)
-from mk8s.net.wire import (
-    DEADLINE_ENV,
-    DEFAULT_DEADLINE,
-    DEFAULT_MIN_RATE,
-    MAX_DOCUMENT,
-    MAX_SMALL,
-    MIN_RATE_ENV,
-    Deadline,
-    Limits,
-    iter_body,
-    new_session,
-    peek_body,
-    read_body,
-    send,
 )
 
 __all__ = [

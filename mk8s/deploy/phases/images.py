@@ -27,14 +27,14 @@ PEER_PORTS = (9345, 5001)
 def registry_client(cluster: Cluster, password: Secret | None) -> object:
     """A RegistryClient for spec.images.registry (imported here: only registry mode
     pays for it)."""
-    from mk8s.images import Credentials, RegistryClient, RegistrySettings
+    from mk8s.images import Credentials, RegistryClient, RegistryClientSettings
 
     reg = cluster.images.registry
     assert reg is not None
     creds = None
     if reg.username and password is not None:
         creds = Credentials(reg.username, password.reveal())
-    settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False)
+    settings = RegistryClientSettings(ca_file=reg.ca_file, use_docker_config=False)
     return RegistryClient(reg.host, settings, credentials=creds)
 
 
