@@ -83,8 +83,8 @@ class CreateSettings:
     force: bool = False
     # Write the bundle as numbered parts of at most this many bytes (``--split``).
     split: int | None = None
-    # Embed an SBOM in this format ("cyclonedx" or "spdx") as a signed artifact.
-    sbom: str | None = None
+    # Embed an SBOM in this format as a signed artifact.
+    sbom: sbom_mod.SbomFormat | None = None
     registry_auth_file: Path | None = None  # a Docker config.json with credentials
 
 

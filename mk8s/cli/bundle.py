@@ -181,7 +181,7 @@ def inspect(bundle_path: Path, as_json: bool) -> None:
 def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | None) -> str:
     if sig is None:
         signed = f"unreadable signature ({problem})"
-    elif sig.algorithm == keys.UNSIGNED:
+    elif not sig.signed:
         signed = "UNSIGNED"
     else:
         signed = f"key {sig.key_id} ({sig.algorithm}), not checked"

@@ -12,6 +12,7 @@ import click
 from mk8s import ui
 from mk8s.bundle import create as create_mod
 from mk8s.bundle.format import keys, parts
+from mk8s.bundle.provenance.sbom import SbomFormat
 from mk8s.bundle.upstream import releases
 from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.bundle.upstream.versions import SPEC_HELP
@@ -301,7 +302,7 @@ def create_cmd(
                 self_executable=self_exe,
                 force=force,
                 split=split,
-                sbom=sbom,
+                sbom=SbomFormat(sbom) if sbom else None,
                 registry_auth_file=workloads.registry_auth_file,
             ),
             progress,

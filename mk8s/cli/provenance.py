@@ -151,7 +151,7 @@ def sbom_cmd(
     from mk8s.bundle.provenance import sbom
 
     inv = _from_bundle(bundle_path, _trusted(key_paths, allow_unsigned), allow_unsigned)
-    data = sbom.render(inv, fmt)
+    data = sbom.render(inv, sbom.SbomFormat(fmt))
     if out is None:
         click.echo(data.decode("ascii"), nl=False)
         return

@@ -29,6 +29,7 @@ streams, plain / gzip / zstd), ``layout`` (OCI image-layout archives),
 from mk8s.images.auth import Credentials, find_credentials, resolve_credentials
 from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.inspect import ImageInfo, list_images
+from mk8s.images.model import ArchiveFormat
 from mk8s.images.pull import PulledImage, pull_image
 from mk8s.images.push import (
     PushedImage,
@@ -38,6 +39,7 @@ from mk8s.images.push import (
 from mk8s.images.reference import Reference, parse_reference
 
 __all__ = [
+    "ArchiveFormat",
     "Credentials",
     "ImageInfo",
     "PulledImage",

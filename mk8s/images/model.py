@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from mk8s import untrusted
@@ -40,6 +41,13 @@ MAX_INDEX_DEPTH = 8
 ANN_REF_NAME = "org.opencontainers.image.ref.name"
 ANN_IMAGE_NAME = "io.containerd.image.name"  # what containerd (and so RKE2) imports as
 ANN_SOURCE_DIGEST = "io.mk8s.image.source-digest"
+
+
+class ArchiveFormat(StrEnum):
+    """What an image archive is: an OCI image layout, or what ``docker save`` writes."""
+
+    OCI = "oci"
+    DOCKER = "docker"
 
 
 def sha256_digest(data: bytes) -> str:

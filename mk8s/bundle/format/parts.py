@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mk8s.bundle.format.keys import UNSIGNED, Signature, TrustedKey, verify_signature
+from mk8s.bundle.format.keys import Signature, TrustedKey, verify_signature
 from mk8s.errors import BundleRejected, InputError
 from mk8s.files import open_regular, read_regular
 from mk8s.schemas import first_problem
@@ -299,7 +299,7 @@ def check_index(
     try:
         sig = Signature.from_bytes(raw)
         signer = None
-        if sig.algorithm != UNSIGNED:
+        if sig.signed:
             signer = verify_signature(data, sig, trusted, allow_unsigned=allow_unsigned)
     except BundleRejected as e:
         why = e.problem.replace("mk8s-bundle.json", index_path.name).replace(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mk8s.bundle.format.keys import UNSIGNED, Signature
+from mk8s.bundle.format.keys import Signature
 from mk8s.bundle.format.parts import (
     CHUNK,
     INDEX_SUFFIX,
@@ -135,7 +135,7 @@ def split_bundle(
         except BaseException:
             _discard(temps)
             raise
-    return SplitResult(paths[-2], paths[-1], tuple(paths[:-2]), index, sig.algorithm != UNSIGNED)
+    return SplitResult(paths[-2], paths[-1], tuple(paths[:-2]), index, sig.signed)
 
 
 def _copy_part(src: BinaryIO, tmp: Path, name: str, size: int, whole: hashlib._Hash) -> Part:
