@@ -44,10 +44,10 @@ ALLOW_UNSIGNED = click.option(
 @click.group(
     cls=LazyGroup,
     lazy={
-        "lock": "mk8s.cli.create:lock_cmd",
-        "create": "mk8s.cli.create:create_cmd",
-        "split": "mk8s.cli.provenance:split_cmd",
-        "join": "mk8s.cli.provenance:join_cmd",
+        "lock": "mk8s.cli.bundle_create:lock_cmd",
+        "create": "mk8s.cli.bundle_create:create_cmd",
+        "split": "mk8s.cli.bundle_parts:split_cmd",
+        "join": "mk8s.cli.bundle_parts:join_cmd",
         "sbom": "mk8s.cli.provenance:sbom_cmd",
         "diff": "mk8s.cli.provenance:diff_cmd",
     },

@@ -3,15 +3,12 @@ gathered into one :class:`WorkloadArgs` the command receives as ``workloads``.""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from mk8s.cli.common import F, gather_options
 
 
 @dataclass(frozen=True)
@@ -83,14 +80,4 @@ _OPTIONS = [
 
 def workload_options(f: F) -> F:
     """Add the workload options; the command gets them as ``workloads=WorkloadArgs``."""
-    names = [fl.name for fl in fields(WorkloadArgs)]
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = WorkloadArgs(**{n: kwargs.pop(n) for n in names})
-        return f(*args, workloads=given, **kwargs)
-
-    out: Any = wrapper
-    for opt in reversed(_OPTIONS):
-        out = opt(out)
-    return out  # type: ignore[no-any-return]
+    return gather_options(f, WorkloadArgs, _OPTIONS, "workloads")
