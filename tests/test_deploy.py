@@ -24,6 +24,7 @@ import yaml
 
 from mk8s.bundle import create
 from mk8s.bundle.format import keys
+from mk8s.bundle.lock import LockSettings, lock_release
 from mk8s.bundle.upstream import settings as upstream
 from mk8s.deploy.state import StateDir
 from tests.support import standin
@@ -56,8 +57,8 @@ def _make_bundle(
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
     )
-    lock = create.lock_release(
-        create.LockSettings(spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache")
+    lock = lock_release(
+        LockSettings(spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache")
     )
     created = create.create_bundle(
         lock,

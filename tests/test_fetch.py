@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from mk8s.bundle.upstream.checksums import expected_hashes, parse_sha256sums
 from mk8s.bundle.upstream.fetch import (
     FetchItem,
     cache_path,
     default_cache_dir,
-    expected_hashes,
     fetch,
     fetch_text,
-    parse_sha256sums,
 )
 from mk8s.bundle.upstream.releases import asset_url, install_script_url
 from mk8s.bundle.upstream.settings import UpstreamSettings

@@ -26,6 +26,7 @@ import pytest
 
 from mk8s.bundle import create
 from mk8s.bundle.format import keys
+from mk8s.bundle.lock import LockSettings, lock_release
 from mk8s.bundle.upstream import settings as upstream
 from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
@@ -131,10 +132,8 @@ def test_bundles_for_both_minors_can_be_created(up: ExampleUpstream, tmp_path: P
     )
     key = keys.generate_private_key()
     for spec, tag in (("v1.28.x", OLD), ("v1.29.x", NEW)):
-        lock = create.lock_release(
-            create.LockSettings(
-                spec=spec, upstream=settings, arches=(ARCH,), cache_dir=tmp_path / "cache"
-            )
+        lock = lock_release(
+            LockSettings(spec=spec, upstream=settings, arches=(ARCH,), cache_dir=tmp_path / "cache")
         )
         out = tmp_path / f"{tag}.tar.zst"
         created = create.create_bundle(

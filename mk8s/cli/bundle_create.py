@@ -10,8 +10,16 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.bundle import create as create_mod
+from mk8s.bundle.create import Created, CreateSettings, create_bundle, default_jobs
 from mk8s.bundle.format import keys, parts
+from mk8s.bundle.lock import (
+    LOCK_NAME,
+    LockSettings,
+    check_files,
+    lock_release,
+    read_lock,
+    write_lock,
+)
 from mk8s.bundle.provenance.sbom import SbomFormat
 from mk8s.bundle.upstream import releases
 from mk8s.bundle.upstream.settings import UpstreamSettings
@@ -86,9 +94,9 @@ def _lock_settings(
     cache_dir: Path | None,
     selection: Selection,
     workloads: WorkloadArgs,
-) -> create_mod.LockSettings:
+) -> LockSettings:
     """LockSettings from the selection options and the workload options."""
-    return create_mod.LockSettings(
+    return LockSettings(
         spec=spec,
         upstream=up,
         arches=_split(selection.arches),
@@ -161,7 +169,7 @@ def upstream_options(f: F) -> F:
     "--output",
     "out",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=Path(create_mod.LOCK_NAME),
+    default=Path(LOCK_NAME),
     show_default=True,
     help="Lockfile to write.",
 )
@@ -174,13 +182,13 @@ def lock_cmd(
 ) -> None:
     """Resolve a version and pin every artifact in a lockfile; downloads nothing large
     (images given with --image are pulled, to pin their archives)."""
-    create_mod.check_files(
+    check_files(
         selection.files, workloads.charts, workloads.manifests, workloads.registry_auth_file
     )
     up = upstream.settings()
     settings = _lock_settings(spec, up, upstream.cache_dir, selection, workloads)
-    lock = create_mod.lock_release(settings)
-    create_mod.write_lock(lock, out)
+    lock = lock_release(settings)
+    write_lock(lock, out)
     click.echo(
         f"locked RKE2 {lock.release.tag} ({', '.join(lock.release.arch)}): "
         f"{len(lock.artifacts)} artifacts, {ui.human_bytes(lock.total_size)} -> {out}"
@@ -198,7 +206,7 @@ def _split_size(text: str | None) -> int | None:
     return size
 
 
-def _where(created: create_mod.Created) -> str:
+def _where(created: Created) -> str:
     if created.parts is None:
         return str(created.bundle.path)
     return f"{created.parts.index_path} ({len(created.parts.part_paths)} parts)"
@@ -275,18 +283,18 @@ def create_cmd(
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
-    create_mod.check_files(
+    check_files(
         selection.files, workloads.charts, workloads.manifests, workloads.registry_auth_file
     )
     split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)
     up = upstream.settings()
-    settings = create_mod.CreateSettings(
+    settings = CreateSettings(
         upstream=up,
         signature=signature,
         out=out,
-        jobs=jobs or create_mod.default_jobs(),
+        jobs=jobs or default_jobs(),
         cache_dir=upstream.cache_dir,
         self_executable=_self_executable() if include_self else None,
         force=force,
@@ -296,12 +304,12 @@ def create_cmd(
     )
     with ui.Transfers("fetched") as progress:
         if lock_path is not None:
-            lock = create_mod.read_lock(lock_path)
+            lock = read_lock(lock_path)
         else:
             assert spec is not None
             pins = _lock_settings(spec, up, upstream.cache_dir, selection, workloads)
-            lock = create_mod.lock_release(pins, progress)
-        created = create_mod.create_bundle(lock, settings, progress)
+            lock = lock_release(pins, progress)
+        created = create_bundle(lock, settings, progress)
     click.echo(_summary(created, signer, time.monotonic() - started))
 
 
@@ -355,7 +363,7 @@ def _signer(key_path: Path | None, unsigned: bool) -> tuple[Callable[[bytes], ke
     )
 
 
-def _summary(created: create_mod.Created, signer: str, seconds: float) -> str:
+def _summary(created: Created, signer: str, seconds: float) -> str:
     b = created.bundle
     return (
         f"created {_where(created)}\n"

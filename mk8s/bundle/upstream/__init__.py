@@ -2,7 +2,8 @@
 
 Where they come from (``settings``: URLs, credentials, retries), what the server's
 answers mean (``server``), the release list and version specs (``releases``,
-``versions``), and parallel, resumable, hash-checked downloads into the content cache
-(``fetch``; ``transfer``: one file). Every byte travels through :mod:`mk8s.net`.
-Nothing here knows the bundle format.
+``versions``), the release's checksum files (``checksums``), and parallel,
+resumable, hash-checked downloads into the content cache (``fetch``; ``transfer``:
+one file). Every byte travels through :mod:`mk8s.net`. Nothing here knows the
+bundle format.
 """
