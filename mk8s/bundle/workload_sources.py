@@ -29,7 +29,7 @@ import yaml
 from mk8s import rke2gates
 from mk8s.bundle.format.artifact import CHART_NAME, CHART_VERSION
 from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, artifact_path
-from mk8s.bundle.provenance import chartarchive as charts
+from mk8s.bundle.provenance import chartarchive
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 from mk8s.files import open_regular, read_regular
 from mk8s.untrusted import resolve_tag, shown, yaml_nodes
@@ -89,7 +89,7 @@ def pin_images(refs: Sequence[str], pins: ImagePins, cache_dir: Path) -> list[Ar
     imports; an index whose other platforms are left out is recorded as such
     (``Artifact.platforms``). InputError when RKE2 ``pins.tag`` cannot import such an
     index (the releases before WithSkipMissing: :mod:`mk8s.rke2gates`)."""
-    from mk8s.images import parse_reference
+    from mk8s.images import parse_reference  # requests & co.: only when there are images
 
     platforms = None if pins.all_platforms else _platforms(pins.arches)
     out: list[Artifact] = []
@@ -124,7 +124,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
     """Pull every image the lock pins (by digest) again, the platforms it carried;
     ChecksumMismatch when the archive is not the one pinned (naming the image and both
     hashes)."""
-    from mk8s.images import parse_reference
+    from mk8s.images import parse_reference  # requests & co.: only when there are images
 
     files: dict[str, Path] = {}
     for art in lock.find(kind=ArtifactKind.IMAGE):
@@ -147,7 +147,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
 def _pull(
     ref: Reference, platforms: Sequence[str] | None, cache_dir: Path, auth_file: Path | None
 ) -> tuple[PulledImage, str, int]:
-    from mk8s.images import RegistryClientSettings, pull_image
+    from mk8s.images import RegistryClientSettings, pull_image  # (as parse_reference)
 
     # Credentials from the Docker config; --registry-auth-file names another such file.
     env = {**os.environ, "REGISTRY_AUTH_FILE": str(auth_file)} if auth_file else None
@@ -198,8 +198,8 @@ def check_chart(path: Path) -> tuple[str, str]:
             raise InputError(f"--chart {path} is larger than {MAX_CHART} bytes", fix)
         too_big(path.name, size, f"--chart {path}")
         try:
-            meta = charts.read_chart(f, whole=True)
-        except charts.ChartProblem as e:
+            meta = chartarchive.read_chart(f, whole=True)
+        except chartarchive.ChartProblem as e:
             raise InputError(f"--chart {path}: {e.problem}", fix) from e
     if not CHART_NAME.fullmatch(meta.name) or not CHART_VERSION.fullmatch(meta.version):
         raise InputError(

@@ -200,6 +200,7 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     width = max(len(a.path) for a in m.artifacts)
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
+    # Imported here: only inspect pays for the workload module (yaml, chart archives).
     from mk8s.bundle.workload_sources import summary
 
     carried = summary(m)

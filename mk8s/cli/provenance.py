@@ -14,7 +14,9 @@ import click
 from mk8s import ui
 from mk8s.bundle.format import keys, parts
 from mk8s.bundle.format.manifest import Lock
-from mk8s.bundle.provenance import inventory
+from mk8s.bundle.format.reader import UNSIGNED_WARNING
+from mk8s.bundle.provenance import inventory, sbom
+from mk8s.bundle.provenance.diff import diff, render_text
 from mk8s.bundle.provenance.inventory import Inventory
 from mk8s.cli.bundle import ALLOW_UNSIGNED, BUNDLE_ARG, key_option
 from mk8s.cli.common import print_json
@@ -39,8 +41,6 @@ def _from_bundle(path: Path, trusted: list[keys.TrustedKey], allow_unsigned: boo
             path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
         )
     if verified.signer is None:
-        from mk8s.bundle.format.reader import UNSIGNED_WARNING
-
         ui.warn(UNSIGNED_WARNING)
     for art in inv.artifacts:
         problem = inv.contents_of(art).problem
@@ -74,8 +74,6 @@ def sbom_cmd(
     """Write the SBOM of a bundle (split or not) after verifying it: every artifact
     with its sha256, the RKE2 release, every container image in the image archives
     (name, tag, digest) and the Helm charts. Same bundle, same bytes."""
-    from mk8s.bundle.provenance import sbom
-
     inv = _from_bundle(bundle_path, _trusted(key_paths, allow_unsigned), allow_unsigned)
     data = sbom.render(inv, sbom.SbomFormat(fmt))
     if out is None:
@@ -113,8 +111,6 @@ def diff_cmd(
     """What changed from OLD to NEW (bundles or locks): the RKE2 release, artifacts
     added, removed or changed, and container images by digest (bundles only, verified
     first with --key). Exits 0 whether or not anything changed."""
-    from mk8s.bundle.provenance.diff import diff, render_text
-
     if old.resolve() == new.resolve():
         raise InputError(f"OLD and NEW are the same file {old}", "give two different files")
     sides: list[Inventory] = []

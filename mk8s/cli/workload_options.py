@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from mk8s.bundle.workload_sources import read_images_file
 from mk8s.cli.common import F, gather_options
+from mk8s.images import parse_reference
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,6 @@ class WorkloadArgs:
     def image_refs(self) -> tuple[str, ...]:
         """``--image`` then the ``--images-file`` lines, each once (InputError for an
         unreadable file or a malformed reference)."""
-        from mk8s.bundle.workload_sources import read_images_file
-        from mk8s.images import parse_reference
-
         listed = read_images_file(self.images_file) if self.images_file is not None else []
         refs = tuple(dict.fromkeys([*self.images, *listed]))
         for ref in refs:

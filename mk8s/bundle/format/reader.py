@@ -33,6 +33,7 @@ from mk8s.bundle.format.manifest import (
     Lock,
     bundle_id,
 )
+from mk8s.bundle.format.partstream import open_parts
 from mk8s.bundle.format.stream import Decompressed, Truncated
 from mk8s.bundle.format.zstdframe import ZstdFrameError
 from mk8s.callbacks import StreamProgress
@@ -94,8 +95,6 @@ class VerifiedBundle:
 def _open(path: Path) -> BinaryIO:
     # A split bundle (its parts index, a part, or the unsplit name when only the parts
     # exist) reads as one stream over its parts; a part at fault is named (exit 3).
-    from mk8s.bundle.format.partstream import open_parts
-
     try:
         parts = open_parts(path)
     except OSError:  # an unusable path: the plain open below names the problem
