@@ -29,7 +29,7 @@ from mk8s.bundle.format import keys
 from mk8s.bundle.format.manifest import Artifact, Lock, Release
 from mk8s.bundle.upstream import fetch
 from mk8s.bundle.upstream import settings as upstream
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Command, Secret
 from mk8s.deploy.state import read_token_file

@@ -16,7 +16,7 @@ import pytest
 
 from mk8s.bundle import workload_sources as workloads
 from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, Release
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from mk8s.errors import ImageArchiveError, InputError
 from mk8s.images import Credentials, RegistryClient, RegistryClientSettings, push_archive
 from tests.support import oci
