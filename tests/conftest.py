@@ -1,4 +1,5 @@
-"""Shared fixtures. Host fixtures live in tests/support/hosts.py."""
+"""Shared fixtures. Host fixtures live in tests/support/hosts.py, the deploy world in
+tests/support/world.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from mk8s.bundle import keys
 from mk8s.cli import main
 from tests.support.containerd import Containerd, containerd_for_tests
 from tests.support.hosts import HostSet, hostset_for_tests
+from tests.support.upstream import ExampleUpstream
+from tests.support.world import World, make_bundle
 
 
 @dataclass
@@ -75,6 +78,16 @@ def make_hosts(tmp_path: Path) -> Iterator[Callable[..., HostSet]]:
     yield make
     for hs in started:
         hs.close()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One signed bundle of the example upstream per test module (tests/support/world.py)."""
+    d = tmp_path_factory.mktemp("world")
+    key = keys.generate_private_key()
+    pub = keys.write_key_pair(key, d / "mk8s", None).public
+    with ExampleUpstream(image_size=64 << 10) as up:
+        yield World(d, make_bundle(up, d, key), pub, key, up)
 
 
 # ---- real containerd (tests/support/containerd.py) ----------------------------------

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import require_root_or_skip
+from tests.support.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 HEADER = ("what", "ours", "baseline", "ratio", "budget", "pass/fail", "peak RSS")
 
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
+REPO = ROOT
 
 
 def test_bench_smoke_verify_split_row(tmp_path: Path) -> None:

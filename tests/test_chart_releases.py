@@ -6,19 +6,15 @@ refuses at create a chart that could never install."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
-import random
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
 from mk8s.deploy import facts
 from mk8s.deploy.command import Command
 from mk8s.deploy.workloads import (
@@ -29,38 +25,10 @@ from mk8s.deploy.workloads import (
     uninstall_dropped,
 )
 from mk8s.errors import InputError, LockError
-from tests.test_workloads import _ctx
+from tests.support.charts import chart_art, chart_tgz, workloads_context
 
 FRESH = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True)
 DIR = facts.SERVER_MANIFESTS_DIR
-
-
-def chart_tgz(path: Path, name: str, version: str, payload: int = 0) -> Path:
-    """A chart archive ``name/Chart.yaml`` (+ ``payload`` incompressible bytes)."""
-    raw = io.BytesIO()
-    files = {f"{name}/Chart.yaml": f"apiVersion: v2\nname: {name}\nversion: {version}\n".encode()}
-    if payload:
-        files[f"{name}/files/blob"] = random.Random(name).randbytes(payload)
-    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        for member, data in files.items():
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(raw.getvalue())
-    return path
-
-
-def chart_art(path: Path) -> Artifact:
-    data = path.read_bytes()
-    return Artifact(
-        name=path.name,
-        kind=ArtifactKind.CHART,
-        path=artifact_path(path.name, ArtifactKind.CHART),
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        url=path.as_uri(),
-        chart=workloads.check_chart(path),
-    )
 
 
 def words(cmd: Command) -> list[str]:
@@ -85,7 +53,7 @@ def test_a_new_version_replaces_the_one_release_and_nothing_else(tmp_path: Path)
     old = chart_art(chart_tgz(tmp_path / "web-1.4.0.tgz", "web", "1.4.0"))
     new = chart_art(chart_tgz(tmp_path / "web-1.5.0.tgz", "web", "1.5.0"))
     api = chart_art(chart_tgz(tmp_path / "web-api-2.0.0.tgz", "web-api", "2.0.0"))
-    ctx = _ctx(tmp_path, (new, api))
+    ctx = workloads_context(tmp_path, (new, api))
     f = with_placed(placed_path(old), placed_path(api))
     (cmd,) = place_workloads(ctx, ctx.cluster.bootstrap, f)
     argv = words(cmd)
@@ -100,7 +68,7 @@ def test_a_dropped_chart_is_uninstalled_on_purpose(tmp_path: Path) -> None:
     name by an older mk8s) is deleted as a HelmChart through kubectl, then its file goes;
     kubectl failing leaves the file, so the next run tries again."""
     web = chart_art(chart_tgz(tmp_path / "web-1.5.0.tgz", "web", "1.5.0"))
-    ctx = _ctx(tmp_path, (web,))
+    ctx = workloads_context(tmp_path, (web,))
     legacy = f"{DIR}/mk8s-chart-web-1-4-0-{'a' * 12}.yaml"
     gone = f"{DIR}/mk8s-chart-gone-{'b' * 12}.yaml"
     manifest = f"{DIR}/mk8s-manifest-extra-{'c' * 12}.yaml"
@@ -178,7 +146,7 @@ def test_bundle_create_refuses_a_chart_too_big_to_install(run_cli, tmp_path: Pat
 
 def test_the_manifest_carries_chart_and_platforms(tmp_path: Path) -> None:
     web = chart_art(chart_tgz(tmp_path / "web-1.5.0.tgz", "web", "1.5.0"))
-    ctx = _ctx(tmp_path, (web,))
+    ctx = workloads_context(tmp_path, (web,))
     back = Lock.from_bytes(ctx.manifest.to_bytes())
     (chart,) = back.find(kind=ArtifactKind.CHART)
     assert chart.chart == ("web", "1.5.0")

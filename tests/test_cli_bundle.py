@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import pytest
 
 from mk8s.bundle import keys
 from tests.support import bundles
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from tests.support.audit import audit_commands
 
 
 @pytest.fixture
@@ -97,24 +95,12 @@ def test_extract_cli(run_cli, signed, tmp_path: Path) -> None:  # type: ignore[n
     assert (tmp_path / "x" / "artifacts" / "install.sh").is_file()
 
 
-def _audit_commands(algorithm: str) -> str:
-    """The auditor's recipe, taken verbatim from the README."""
-    text = README.read_text()
-    m = re.search(r"<!-- audit:begin -->\n```sh\n(.*?)```\n<!-- audit:end -->", text, re.S)
-    assert m, "README lost its audit recipe"
-    script = m.group(1)
-    other = "ecdsa" if algorithm == "ed25519" else "ed25519"
-    # keep the lines for this key type, drop the other's
-    lines = [ln for ln in script.splitlines() if f"# {other}" not in ln]
-    return "\n".join(lines)
-
-
 @pytest.mark.parametrize("algorithm", keys.ALGORITHMS)
 def test_readme_audit_recipe_with_stock_tools(tmp_path: Path, algorithm: str) -> None:
     files = keys.write_key_pair(keys.generate_private_key(algorithm), tmp_path / "mk8s", None)
     key = keys.load_private_key(files.private, lambda: None)
     written, _ = bundles.build(tmp_path / "b", key)
-    script = _audit_commands(algorithm)
+    script = audit_commands(algorithm)
     env = {"PATH": "/usr/bin:/bin", "BUNDLE": str(written.path), "PUB": str(files.public)}
     audit = tmp_path / "audit"
     audit.mkdir()

@@ -8,142 +8,35 @@ second, smaller host set.
 
 from __future__ import annotations
 
-import json
-import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import keys
 from mk8s.deploy.state import StateDir
 from tests.support import standin
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
+from tests.support.world import (
+    World,
+    audit,
+    deploy,
+    kubectl_nodes,
+    make_bundle,
+    mk8s,
+    write_cluster,
+)
 
 pytestmark = pytest.mark.hosts
 
 NAMES = ["cp1", "cp2", "cp3", "w1", "w2"]
 ROLES = {"cp1": "server", "cp2": "server", "cp3": "server", "w1": "agent", "w2": "agent"}
-
-
-@dataclass
-class World:
-    dir: Path
-    bundle: Path
-    pub: Path
-    key: keys.PrivateKey
-    up: ExampleUpstream
-
-
-def _make_bundle(
-    up: ExampleUpstream,
-    d: Path,
-    key: keys.PrivateKey,
-    *,
-    arches: tuple[str, ...] = ("amd64",),
-    name: str = "bundle.tar.zst",
-) -> Path:
-    settings = upstream.UpstreamSettings(
-        api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
-    )
-    lock = create.lock_release(
-        create.LockSettings(spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache")
-    )
-    created = create.create_bundle(
-        lock,
-        create.CreateSettings(
-            upstream=settings,
-            signature=lambda b: keys.sign(key, b),
-            out=d / name,
-            lock_out=d / f"{name}.lock",
-            cache_dir=d / "cache",
-        ),
-    )
-    return created.bundle.path
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    d = tmp_path_factory.mktemp("world")
-    key = keys.generate_private_key()
-    pub = keys.write_key_pair(key, d / "mk8s", None).public
-    with ExampleUpstream(image_size=64 << 10) as up:
-        yield World(d, _make_bundle(up, d, key), pub, key, up)
-
-
-def write_cluster(
-    path: Path,
-    hs: HostSet,
-    nodes: list[tuple[str, str]],
-    *,
-    user: str = "root",
-    name: str = "demo",
-    extra_rke2: str = "",
-    staging: str = "/var/lib/mk8s",
-) -> Path:
-    """cluster.yaml for (name, role) pairs on the host set's hosts, in that order."""
-    node_lines = "\n".join(
-        f"    - {{address: {hs.by_name(n).address}, name: {n}, role: {r}}}" for n, r in nodes
-    )
-    path.write_text(f"""apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata: {{name: {name}}}
-spec:
-  rke2:
-    tlsSan: [k8s.example.internal]
-{extra_rke2}
-  ssh:
-    user: {user}
-    identityFile: {hs.identity_file}
-    knownHosts: {hs.known_hosts}
-  nodes:
-{node_lines}
-  options: {{concurrency: 10, stagingDir: {staging}}}
-""")
-    return path
-
-
-def mk8s(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mk8s", *args],
-        cwd=cwd,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def deploy(
-    cwd: Path, bundle: Path, pub: Path, *extra: str, file: str = "cluster.yaml"
-) -> subprocess.CompletedProcess[str]:
-    return mk8s("deploy", "-f", file, "--bundle", str(bundle), "--key", str(pub), *extra, cwd=cwd)
-
-
-def kubectl_nodes(hs: HostSet, server: str) -> dict[str, bool]:
-    r = hs.by_name(server).run(
-        "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml "
-        "get nodes -o json"
-    )
-    assert r.returncode == 0, r.stderr
-    out = {}
-    for item in json.loads(r.stdout)["items"]:
-        conds = {c["type"]: c["status"] for c in item["status"]["conditions"]}
-        out[item["metadata"]["name"]] = conds.get("Ready") == "True"
-    return out
-
-
-def audit(cwd: Path, name: str = "demo") -> list[dict[str, object]]:
-    p = cwd / ".mk8s" / name / "audit.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines()]
 
 
 # -- the main life of one cluster ---------------------------------------------------------
@@ -372,7 +265,7 @@ def _unchanged(hs: HostSet) -> None:
 
 def test_wrong_arch_fails_preflight(small: tuple[HostSet, Path], world: World) -> None:
     hs, d = small
-    arm = _make_bundle(world.up, d, world.key, arches=("arm64",), name="arm.tar.zst")
+    arm = make_bundle(world.up, d, world.key, arches=("arm64",), name="arm.tar.zst")
     r = deploy(d, arm, world.pub)
     assert r.returncode == 1 and "is amd64 but the bundle holds only arm64" in r.stderr
     _unchanged(hs)
@@ -508,7 +401,7 @@ def test_agent_reinstalled_by_hand_is_refused_named_and_reset_brings_it_back(
 
 def test_node_killed_mid_upload_resumes(tmp_path: Path, world: World) -> None:
     with ExampleUpstream(image_size=48 << 20) as up:
-        bundle = _make_bundle(up, tmp_path, world.key, name="big.tar.zst")
+        bundle = make_bundle(up, tmp_path, world.key, name="big.tar.zst")
     with hostset_for_tests(2, tmp_path / "hosts", names=["k1", "k2"]) as hs:
         write_cluster(
             tmp_path / "cluster.yaml", hs, [("k1", "server"), ("k2", "agent")], name="killed"

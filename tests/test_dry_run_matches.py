@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import hostset_for_tests
-from tests.test_deploy import World, deploy, world, write_cluster  # noqa: F401
+from tests.support.world import World, deploy, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -36,7 +36,7 @@ def _plan_commands(text: str) -> dict[str, set[str]]:
 
 def test_every_command_of_a_real_deploy_is_in_the_dry_run(
     tmp_path: Path,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     names = ["cp1", "cp2", "w1"]
     roles = {"cp1": "server", "cp2": "server", "w1": "agent"}

@@ -17,9 +17,9 @@ import pytest
 
 from mk8s.bundle import keys
 from tests.support import bundles
+from tests.support.paths import ROOT
 from tests.support.upstream import ExampleUpstream
 
-ROOT = Path(__file__).resolve().parents[1]
 EXE = ROOT / "dist" / "mk8s-linux-amd64"
 
 pytestmark = pytest.mark.skipif(

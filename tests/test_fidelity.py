@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import hostset_for_tests
-from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
+from tests.support.world import World, audit, deploy, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -34,7 +34,7 @@ def _restarts_or_uploads(records: list[dict[str, object]]) -> list[str]:
     return out
 
 
-def test_rke2_in_opt_converges_and_real_kubectl_works(tmp_path: Path, world: World) -> None:  # noqa: F811
+def test_rke2_in_opt_converges_and_real_kubectl_works(tmp_path: Path, world: World) -> None:
     names = ["cp1", "cp2", "w1"]
     roles = {"cp1": "server", "cp2": "server", "w1": "agent"}
     modes = {"cp1": "mount", "cp2": "readonly", "w1": "mount-readonly"}
@@ -90,7 +90,7 @@ def test_rke2_in_opt_converges_and_real_kubectl_works(tmp_path: Path, world: Wor
 
 def test_server_url_host_not_in_tls_san_is_a_preflight_error(
     tmp_path: Path,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     with hostset_for_tests(1, tmp_path / "hosts", names=["cp1"]) as hs:
         write_cluster(
@@ -107,7 +107,7 @@ def test_server_url_host_not_in_tls_san_is_a_preflight_error(
 
 def test_ctrl_c_during_deploy_says_what_was_done_and_resumes(
     tmp_path: Path,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     names = ["cp1", "w1"]
     with hostset_for_tests(2, tmp_path / "hosts", names=names) as hs:

@@ -11,9 +11,9 @@ import pytest
 from mk8s import rke2gates as gates
 from mk8s.bundle.versions import parse_tag
 from mk8s.deploy import plan
-from tests.test_images_modes import FRESH, _cluster, _manifest
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.clusters import FRESH_BARE as FRESH
+from tests.support.clusters import images_cluster, images_manifest
+from tests.support.paths import ROOT
 
 
 @pytest.mark.parametrize(
@@ -69,8 +69,8 @@ def test_a_partial_index_imports_from_the_june_2024_releases(tag: str, ok: bool)
 def test_servers_mode_is_refused_where_agents_cannot_use_the_mirror(
     tmp_path: Path, tag: str, problem: str | None
 ) -> None:
-    c = _cluster(tmp_path, "{distribution: servers}")
-    problems = plan.preflight(c, _manifest(tag), {"cp1": FRESH, "w1": FRESH})
+    c = images_cluster(tmp_path, "{distribution: servers}")
+    problems = plan.preflight(c, images_manifest(tag), {"cp1": FRESH, "w1": FRESH})
     if problem is None:
         assert problems == []
     else:

@@ -35,6 +35,7 @@ from mk8s.deploy.transport import check_host_key
 from mk8s.errors import ChecksumMismatch, ClusterFileError, HostKeyError, InputError
 from mk8s.ui import safe
 from tests.support import bundles
+from tests.support.clusters import cluster_text, write_cluster
 from tests.support.upstream import ExampleUpstream
 
 CliRun = Callable[..., object]
@@ -106,28 +107,6 @@ def test_whole_gather_command_keeps_values_as_data(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------- cluster.yaml
-def _cluster(tmp_path: Path, body: str, name: str = "c.yaml") -> Path:
-    p = tmp_path / name
-    p.write_text(body)
-    return p
-
-
-BASE = """apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata: {{name: demo}}
-spec:
-{rke2}  nodes:
-{nodes}{options}"""
-
-
-def cluster_text(
-    nodes: str = "    - {address: 10.0.0.1, name: cp1, role: server}\n",
-    rke2: str = "",
-    options: str = "",
-) -> str:
-    return BASE.format(rke2=rke2, nodes=nodes, options=options)
-
-
 @pytest.mark.parametrize(
     "staging",
     [
@@ -142,14 +121,14 @@ def cluster_text(
     ],
 )
 def test_hostile_staging_dir_is_refused(tmp_path: Path, staging: str) -> None:
-    p = _cluster(tmp_path, cluster_text(options=f"  options: {{stagingDir: {staging!s}}}\n"))
+    p = write_cluster(tmp_path, cluster_text(options=f"  options: {{stagingDir: {staging!s}}}\n"))
     with pytest.raises(ClusterFileError, match="stagingDir|not valid YAML"):
         load_cluster(p, check_files=False)
 
 
 def test_plain_staging_dirs_are_accepted(tmp_path: Path) -> None:
     for ok in ("/var/lib/mk8s", "/srv/mk8s-stage_2/", "/opt/a.b"):
-        p = _cluster(tmp_path, cluster_text(options=f"  options: {{stagingDir: {ok}}}\n"))
+        p = write_cluster(tmp_path, cluster_text(options=f"  options: {{stagingDir: {ok}}}\n"))
         assert load_cluster(p, check_files=False).options.staging_dir == ok
 
 
@@ -158,7 +137,7 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     for i in range(1, 10):
         lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
     body = cluster_text(rke2="  rke2:\n    config:\n" + "".join(f"      {ln}\n" for ln in lines))
-    p = _cluster(tmp_path, body)
+    p = write_cluster(tmp_path, body)
     start = time.monotonic()
     with pytest.raises(ClusterFileError, match="expands to more than"):
         load_cluster(p, check_files=False)
@@ -169,11 +148,11 @@ def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
 def test_deep_nesting_is_refused(tmp_path: Path, depth: int) -> None:
     body = cluster_text(rke2="  rke2:\n    config: {x: " + "[" * depth + "]" * depth + "}\n")
     with pytest.raises(ClusterFileError, match="nested"):
-        load_cluster(_cluster(tmp_path, body), check_files=False)
+        load_cluster(write_cluster(tmp_path, body), check_files=False)
 
 
 def test_huge_cluster_file_is_refused(tmp_path: Path) -> None:
-    p = _cluster(tmp_path, cluster_text() + "#" * (2 << 20) + "\n")
+    p = write_cluster(tmp_path, cluster_text() + "#" * (2 << 20) + "\n")
     with pytest.raises(ClusterFileError, match="larger than"):
         load_cluster(p, check_files=False)
 
@@ -220,17 +199,17 @@ def test_names_and_addresses_are_whole_and_case_insensitive(
     tmp_path: Path, nodes: str, match: str
 ) -> None:
     with pytest.raises(ClusterFileError, match=match):
-        load_cluster(_cluster(tmp_path, cluster_text(nodes=nodes)), check_files=False)
+        load_cluster(write_cluster(tmp_path, cluster_text(nodes=nodes)), check_files=False)
 
 
 def test_node_name_in_config_is_managed(tmp_path: Path) -> None:
     body = cluster_text(rke2="  rke2:\n    config: {node-name: other}\n")
     with pytest.raises(ClusterFileError, match="'node-name' is managed by mk8s"):
-        load_cluster(_cluster(tmp_path, body), check_files=False)
+        load_cluster(write_cluster(tmp_path, body), check_files=False)
 
 
 def _ctx(tmp_path: Path, rke2: str) -> tuple[plan.Context, Path]:
-    c = load_cluster(_cluster(tmp_path, cluster_text(rke2=rke2)), check_files=False)
+    c = load_cluster(write_cluster(tmp_path, cluster_text(rke2=rke2)), check_files=False)
     files = bundles.default_files(tmp_path / "f")
     manifest = bundles.lock_for(files, bundles.KINDS).as_manifest()
     return plan.Context(c, manifest, "0123456789abcdef", Secret("tok-123")), tmp_path
@@ -705,7 +684,7 @@ def test_atomic_write_never_follows_a_symlink(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- deploy front door
 def _cluster_for_dry_run(tmp_path: Path, extra: str = "") -> Path:
-    return _cluster(
+    return write_cluster(
         tmp_path,
         cluster_text(
             nodes="    - {address: 10.0.0.1, name: cp1, role: server}\n"
@@ -787,7 +766,7 @@ def test_identity_file_that_is_not_a_file(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     body = cluster_text(rke2="").replace("spec:\n", f"spec:\n  ssh: {{identityFile: {fifo}}}\n")
     with pytest.raises(ClusterFileError, match="not a regular file"):
-        load_cluster(_cluster(tmp_path, body))
+        load_cluster(write_cluster(tmp_path, body))
 
 
 @pytest.mark.parametrize(
@@ -797,13 +776,13 @@ def test_identity_file_that_is_not_a_file(tmp_path: Path) -> None:
 def test_paths_with_control_characters_are_refused(tmp_path: Path, ssh: str) -> None:
     body = cluster_text().replace("spec:\n", f"spec:\n  ssh: {ssh}\n")
     with pytest.raises(ClusterFileError, match="does not match"):
-        load_cluster(_cluster(tmp_path, body))
+        load_cluster(write_cluster(tmp_path, body))
 
 
 def test_token_path_with_nul_is_refused(tmp_path: Path) -> None:
     body = cluster_text(rke2='  rke2:\n    token: {file: "t\\0"}\n')
     with pytest.raises(ClusterFileError, match="does not match"):
-        load_cluster(_cluster(tmp_path, body))
+        load_cluster(write_cluster(tmp_path, body))
 
 
 @pytest.mark.parametrize("san", ["5", "[a.example, 7]", "{x: 1}"])

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.support.hosts import HostSet, hostset_for_tests
-from tests.test_deploy import World, deploy, world  # noqa: F401  (module fixture)
+from tests.support.world import World, deploy
 
 pytestmark = pytest.mark.hosts
 
@@ -84,7 +84,7 @@ def _no_canary(hs: HostSet) -> None:
             assert not h.path(c).exists(), (h.name, c)
 
 
-def test_hostile_values_are_data_on_real_hosts(tmp_path: Path, world: World) -> None:  # noqa: F811
+def test_hostile_values_are_data_on_real_hosts(tmp_path: Path, world: World) -> None:
     with hostset_for_tests(2, tmp_path / "hosts", names=["s1", "a1"]) as hs:
         token = tmp_path / "token"
         token.write_text(f"$(touch${{IFS}}{CANARIES[6]})`touch${{IFS}}{CANARIES[7]}`\nignored\n")

@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mk8s.bundle import keys
 from mk8s.bundle.writer import WriteSettings, write_bundle
 from tests.support import bundles, hostile
+from tests.support.paths import ROOT
 from tests.support.registry import TestCA
 from tests.support.upstream import ExampleUpstream
 
@@ -45,7 +46,6 @@ DEADLINE = 30.0
 MEMORY = 2 << 30
 MAX_ERROR = 1000  # characters of the one error line
 PASSWORD = "hunter2-Pa55word-never-shown"
-ROOT = Path(__file__).resolve().parent.parent
 UNREACHABLE = "http://127.0.0.1:9"
 
 

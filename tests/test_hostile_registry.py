@@ -34,6 +34,7 @@ import pytest
 
 from tests.support.hostile_registry import REGISTRY_CASES, HostileRegistry
 from tests.support.hostile_upstream import UPSTREAM_CASES, HostileUpstream
+from tests.support.paths import ROOT
 
 LIMIT_SECONDS = 30
 MEMORY = 2 << 30
@@ -67,7 +68,7 @@ def _run(case: str, root: Path, args: list[str], env: dict[str, str]) -> Run:
         "XDG_STATE_HOME": str(root / "state"),
         "XDG_CACHE_HOME": str(root / "cache"),
         "NO_PROXY": "*",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": str(ROOT),
         **TEST_NET_ENV,
         **env,
     }

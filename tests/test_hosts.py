@@ -13,8 +13,7 @@ import pytest
 
 from tests.support import hosts as H
 from tests.support.hosts import HostSet, hostset_for_tests
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,10 @@ from mk8s.errors import InputError
 from mk8s.images import Credentials, RegistryClient, RegistrySettings, push_archive
 from mk8s.images.errors import ImageArchiveError
 from tests.support import oci
+from tests.support.clusters import FRESH_BARE as FRESH
+from tests.support.clusters import REGISTRY, images_cluster, images_manifest
 from tests.support.containerd import Containerd
 from tests.support.registry import TestRegistry, registry_for_tests
-from tests.test_images_modes import FRESH, REGISTRY, _cluster
 
 MULTI = ("linux/amd64", "linux/arm64", "linux/s390x")
 
@@ -147,9 +148,7 @@ def _image(platforms: tuple[str, ...]) -> Artifact:
 def test_preflight_refuses_a_partial_index_where_it_cannot_work(
     tmp_path: Path, images: str, tag: str, platforms: tuple[str, ...], problem: str | None
 ) -> None:
-    from tests.test_images_modes import _manifest
-
-    base = _manifest(tag)
+    base = images_manifest(tag)
     manifest = Lock(
         release=base.release,
         resolved_at=base.resolved_at,
@@ -157,7 +156,7 @@ def test_preflight_refuses_a_partial_index_where_it_cannot_work(
         kind=base.kind,
         created_by=base.created_by,
     )
-    c = _cluster(tmp_path, images)
+    c = images_cluster(tmp_path, images)
     got = [p for p in plan.preflight(c, manifest, {"cp1": FRESH, "w1": FRESH}) if "index" in p]
     if problem is None:
         assert got == []

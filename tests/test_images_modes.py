@@ -3,74 +3,28 @@ registries.yaml in each mode, the preflight rules, and the agents' port check.""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts, plan
-from mk8s.deploy.cluster import Cluster, load_cluster
+from mk8s.deploy import plan
+from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.command import Secret
 from mk8s.deploy.context import Context
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
 from mk8s.errors import ClusterFileError
-from tests.support.registry import TestCA
-
-CA_PEM = TestCA.create().pem()
-
-
-def _manifest(tag: str = "v1.28.15+rke2r1") -> Lock:
-    def art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
-        return Artifact(
-            name=name,
-            kind=kind,  # type: ignore[arg-type]
-            path=f"artifacts/{name}",
-            size=1000,
-            sha256=hashlib.sha256(name.encode()).hexdigest(),
-            arch=arch,
-        )
-
-    return Lock(
-        release=Release(requested="v1.28.x", tag=tag, arch=("amd64",)),
-        resolved_at="2026-01-01T00:00:00Z",
-        artifacts=(
-            art("sha256sum-amd64.txt", "checksums"),
-            art("rke2.linux-amd64.tar.gz", "rke2"),
-            art("rke2-images.linux-amd64.tar.zst", "images"),
-            art("install.sh", "install-script", None),
-        ),
-    ).as_manifest("0.1.0")
-
-
-def _cluster(tmp_path: Path, images: str, rke2: str = "") -> Cluster:
-    (tmp_path / "ca.pem").write_bytes(CA_PEM)
-    (tmp_path / "pw").write_text("s3cret-pw\n")
-    p = tmp_path / "c.yaml"
-    p.write_text(f"""apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata: {{name: img}}
-spec:
-{rke2}  images: {images}
-  nodes:
-    - {{address: 10.0.0.1, name: cp1, role: server}}
-    - {{address: 10.0.0.2, name: w1, role: agent}}
-""")
-    return load_cluster(p, check_files=True)
-
-
-FRESH = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True)
-REGISTRY = "{distribution: registry, registry: {url: 'https://reg.internal:5000', caFile: ca.pem, username: pusher, passwordFile: pw}}"
+from tests.support.clusters import FRESH_BARE as FRESH
+from tests.support.clusters import REGISTRY, images_cluster, images_manifest
 
 
 def _ctx(c: Cluster, password: str | None = None, tag: str = "v1.28.15+rke2r1") -> Context:
     return Context(
         c,
-        _manifest(tag),
+        images_manifest(tag),
         "0123456789abcdef",
         Secret("tok"),
         registry_password=Secret(password) if password else None,
@@ -82,7 +36,7 @@ def _names(step: plan.Step) -> list[str]:
 
 
 def test_all_mode_is_the_default(tmp_path: Path) -> None:
-    c = _cluster(tmp_path, "{}")
+    c = images_cluster(tmp_path, "{}")
     ctx = _ctx(c)
     for node in c.nodes:
         assert "rke2-images.linux-amd64.tar.zst" in _names(plan.upload_step(ctx, node, FRESH))
@@ -92,7 +46,7 @@ def test_all_mode_is_the_default(tmp_path: Path) -> None:
 
 
 def test_servers_mode(tmp_path: Path) -> None:
-    c = _cluster(
+    c = images_cluster(
         tmp_path,
         "{distribution: servers}",
         "  rke2:\n    registries: {mirrors: {quay.io: {endpoint: ['https://q.internal']}}}\n",
@@ -124,15 +78,15 @@ def test_servers_mode(tmp_path: Path) -> None:
     ],
 )
 def test_servers_mode_needs_the_embedded_mirror(tmp_path: Path, tag: str, ok: bool) -> None:
-    c = _cluster(tmp_path, "{distribution: servers}")
-    problems = plan.preflight(c, _manifest(tag), {"cp1": FRESH, "w1": FRESH})
+    c = images_cluster(tmp_path, "{distribution: servers}")
+    problems = plan.preflight(c, images_manifest(tag), {"cp1": FRESH, "w1": FRESH})
     assert (problems == []) == ok, problems
     if not ok:
         assert "embedded registry" in problems[0] and tag in problems[0]
 
 
 def test_registry_mode(tmp_path: Path) -> None:
-    c = _cluster(tmp_path, REGISTRY)
+    c = images_cluster(tmp_path, REGISTRY)
     ctx = _ctx(c, "s3cret-pw")
     for node in c.nodes:
         assert "rke2-images.linux-amd64.tar.zst" not in _names(plan.upload_step(ctx, node, FRESH))
@@ -155,15 +109,17 @@ def test_registry_mode(tmp_path: Path) -> None:
 
 def test_registry_mode_needs_a_registry_and_pairs_credentials(tmp_path: Path) -> None:
     with pytest.raises(ClusterFileError, match="needs spec.images.registry"):
-        _cluster(tmp_path, "{distribution: registry}")
+        images_cluster(tmp_path, "{distribution: registry}")
     with pytest.raises(ClusterFileError, match="username and passwordFile go together"):
-        _cluster(tmp_path, "{distribution: registry, registry: {url: 'https://r', username: u}}")
+        images_cluster(
+            tmp_path, "{distribution: registry, registry: {url: 'https://r', username: u}}"
+        )
     with pytest.raises(ClusterFileError, match="does not match"):
-        _cluster(tmp_path, "{distribution: registry, registry: {url: 'http://r'}}")
+        images_cluster(tmp_path, "{distribution: registry, registry: {url: 'http://r'}}")
 
 
 def test_port_check_passes_addresses_as_data(tmp_path: Path) -> None:
-    c = _cluster(tmp_path, "{distribution: servers}")
+    c = images_cluster(tmp_path, "{distribution: servers}")
     cmd = port_check(c.servers)
     assert "10.0.0.1:9345" in cmd.display() and "10.0.0.1:5001" in cmd.display()
     # Run the script itself against loopback ports nothing listens on: both reported.

@@ -13,7 +13,7 @@ import yaml
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.registry import TestCA, registry_for_tests
 from tests.support.standin import images as release
-from tests.test_deploy import World, audit, deploy, kubectl_nodes, mk8s, world, write_cluster  # noqa: F401
+from tests.support.world import World, audit, deploy, kubectl_nodes, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -31,7 +31,7 @@ def _staged_images(hs: HostSet, name: str) -> list[str]:
     return sorted(p.name for p in root.rglob("*") if "images" in p.name and p.is_file())
 
 
-def test_servers_mode_agents_pull_from_peers(tmp_path: Path, world: World) -> None:  # noqa: F811
+def test_servers_mode_agents_pull_from_peers(tmp_path: Path, world: World) -> None:
     names = ["cp1", "cp2", "cp3", "w1", "w2", "w3"]
     roles = {n: ("server" if n.startswith("cp") else "agent") for n in names}
     with hostset_for_tests(6, tmp_path / "hosts", names=names) as hs:
@@ -60,7 +60,7 @@ def test_servers_mode_agents_pull_from_peers(tmp_path: Path, world: World) -> No
         assert any(x.get("step") == "ports" for x in audit(tmp_path))
 
 
-def test_switch_from_all_to_servers_converges(tmp_path: Path, world: World) -> None:  # noqa: F811
+def test_switch_from_all_to_servers_converges(tmp_path: Path, world: World) -> None:
     with hostset_for_tests(2, tmp_path / "hosts", names=["cp1", "w1"]) as hs:
         c = write_cluster(tmp_path / "cluster.yaml", hs, [("cp1", "server"), ("w1", "agent")])
         assert deploy(tmp_path, world.bundle, world.pub).returncode == 0
@@ -76,7 +76,7 @@ def test_switch_from_all_to_servers_converges(tmp_path: Path, world: World) -> N
         assert again.returncode == 0 and "uploaded 0 B" in again.stdout
 
 
-def test_registry_mode_pushes_and_nodes_pull(tmp_path: Path, world: World) -> None:  # noqa: F811
+def test_registry_mode_pushes_and_nodes_pull(tmp_path: Path, world: World) -> None:
     with (
         hostset_for_tests(2, tmp_path / "hosts", names=["cp1", "w1"]) as hs,
         registry_for_tests(tmp_path / "reg", address=hs.gateway) as reg,

@@ -17,8 +17,9 @@ from mk8s.bundle import keys, parts, reader
 from mk8s.bundle.split import join_parts, split_bundle
 from mk8s.errors import InputError
 from tests.support import bundles
+from tests.support.paths import ROOT
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = ROOT / "README.md"
 
 
 @pytest.fixture

@@ -8,79 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
 from mk8s.deploy import facts, plan
-from mk8s.deploy.cluster import Cluster, load_cluster
-from mk8s.deploy.command import Secret
-
-TAG = "v1.28.15+rke2r1"
-
-
-def _art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
-    return Artifact(
-        name=name,
-        kind=kind,
-        path=f"artifacts/{name}",
-        size=10,
-        sha256=hashlib.sha256(name.encode()).hexdigest(),
-        arch=arch,
-    )
-
-
-MANIFEST = Lock(
-    release=Release(requested="v1.28.x", tag=TAG, arch=("amd64",)),
-    resolved_at="2026-01-01T00:00:00Z",
-    artifacts=(
-        _art("sha256sum-amd64.txt", "checksums"),
-        _art("rke2.linux-amd64.tar.gz", "rke2"),
-        _art("rke2-images.linux-amd64.tar.zst", "images"),
-        _art("install.sh", "install-script", None),
-    ),
-).as_manifest("0.1.0")
-
-
-def cluster(tmp_path: Path, extra: str = "") -> Cluster:
-    text = f"""
-apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata: {{name: prod}}
-spec:
-  rke2:
-    tlsSan: [k8s.internal]
-    config: {{cni: canal}}
-    serverConfig: {{etcd-snapshot-retention: 3}}
-    agentConfig: {{node-label: [tier=app]}}
-{extra}
-  ssh: {{user: root}}
-  nodes:
-    - {{address: 10.0.0.11, name: cp1, role: server}}
-    - {{address: 10.0.0.12, name: cp2, role: server}}
-    - {{address: 10.0.0.21, name: w1, role: agent, config: {{node-label: [gpu=true]}}}}
-"""
-    p = tmp_path / "cluster.yaml"
-    p.write_text(text)
-    return load_cluster(p, check_files=False)
-
-
-FRESH = facts.NodeFacts(
-    arch="amd64",
-    uname_m="x86_64",
-    os="Debian",
-    hostname="h",
-    root=True,
-    sudo=True,
-    disk_free=100 << 30,
-)
-
-
-def ctx(c: Cluster) -> plan.Context:
-    return plan.Context(
-        c,
-        MANIFEST,
-        "b1d",
-        Secret("s3cret-token"),
-        {a.path: Path("/local") / a.path for a in MANIFEST.artifacts},
-    )
+from tests.support.clusters import FRESH, MANIFEST, TAG, prod_cluster, prod_context
 
 
 def test_facts_parse() -> None:
@@ -102,7 +31,7 @@ def test_facts_parse() -> None:
 
 
 def test_preflight_problems(tmp_path: Path) -> None:
-    c = cluster(tmp_path)
+    c = prod_cluster(tmp_path)
     found = {
         "cp1": FRESH,
         "cp2": facts.NodeFacts(
@@ -128,7 +57,7 @@ def test_preflight_problems(tmp_path: Path) -> None:
 
 
 def test_preflight_disk_and_nm_cloud_setup(tmp_path: Path) -> None:
-    c = cluster(tmp_path)
+    c = prod_cluster(tmp_path)
     small = facts.NodeFacts(
         arch="amd64",
         uname_m="x86_64",
@@ -145,7 +74,7 @@ def test_preflight_disk_and_nm_cloud_setup(tmp_path: Path) -> None:
 
 
 def test_upload_skips_files_present_with_right_hash(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     step = plan.upload_step(c, c.cluster.nodes[0], FRESH)
     assert [u.remote_path for u in step.uploads] == [
         "/var/lib/mk8s/b1d/install.sh",
@@ -162,7 +91,7 @@ def test_upload_skips_files_present_with_right_hash(tmp_path: Path) -> None:
 
 
 def test_install_step_commands(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     step = plan.install_step(c, c.cluster.nodes[0], FRESH)
     shown = [cmd.display() for cmd in step.commands]
     assert shown[0] == (
@@ -207,7 +136,7 @@ def test_install_step_commands(tmp_path: Path) -> None:
 
 
 def test_node_config_layers_and_managed_keys(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path, "    serverUrl: https://vip.internal:9345"))
+    c = prod_context(prod_cluster(tmp_path, "    serverUrl: https://vip.internal:9345"))
     first, second, agent = c.cluster.nodes
     cfg1 = plan.node_config(c, first)
     assert "server" not in cfg1
@@ -223,13 +152,13 @@ def test_node_config_layers_and_managed_keys(tmp_path: Path) -> None:
 
 
 def test_default_server_url_is_first_server(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     assert c.server_url == "https://10.0.0.11:9345"
     assert plan.api_host(c.cluster) == "10.0.0.11"
 
 
 def test_start_step_writes_config_then_starts_and_masks_token(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     step = plan.start_step(c, c.cluster.nodes[2], FRESH, installed_now=True)
     shown = [cmd.display() for cmd in step.commands]
     assert shown == [
@@ -244,7 +173,7 @@ def test_start_step_writes_config_then_starts_and_masks_token(tmp_path: Path) ->
 
 
 def test_converged_node_is_left_alone(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     node = c.cluster.nodes[0]
     real, _ = plan.config_bytes(c, node)
     f = facts.NodeFacts(
@@ -281,7 +210,7 @@ def test_rewrite_kubeconfig() -> None:
 
 @pytest.mark.parametrize("user", ["root", "ops"])
 def test_order(tmp_path: Path, user: str) -> None:
-    c = cluster(tmp_path)
+    c = prod_cluster(tmp_path)
     first, servers, agents = plan.order(c)
     assert first.name == "cp1" and [s.name for s in servers] == ["cp2"]
     assert [a.name for a in agents] == ["w1"]

@@ -20,13 +20,13 @@ import yaml
 
 from mk8s.bundle import create, keys, upstream
 from tests.support import standin
+from tests.support.charts import make_chart
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.registry import registry_for_tests
 from tests.support.standin import images as release
+from tests.support.standin_nodes import put_file
 from tests.support.upstream import ExampleUpstream
-from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
-from tests.test_standin_restart import put
-from tests.test_workloads import make_chart
+from tests.support.world import World, audit, deploy, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -40,7 +40,7 @@ KUBECTL = "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2
 MIRROR = "    registries: {mirrors: {registry.internal: {endpoint: ['https://registry.internal']}}}"
 
 
-def bundle_for(world: World, d: Path, spec: str, name: str, **lock: object) -> Path:  # noqa: F811
+def bundle_for(world: World, d: Path, spec: str, name: str, **lock: object) -> Path:
     up = world.up
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
@@ -62,7 +62,7 @@ def bundle_for(world: World, d: Path, spec: str, name: str, **lock: object) -> P
 
 
 @pytest.fixture(scope="module")
-def bundles(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+def bundles(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("restart-bundles")
     chart = (make_chart(d / "hello-0.1.0.tgz"),)
     return {
@@ -108,7 +108,7 @@ def imported(h: Host) -> dict[str, dict[str, object]]:
 def test_first_deploy_then_a_rerun_leaves_the_helmcharts_rke2_rewrote(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     r = deploy(d, bundles["A"], world.pub)
@@ -120,7 +120,7 @@ def test_first_deploy_then_a_rerun_leaves_the_helmcharts_rke2_rewrote(
         assert doc["spec"]["set"]["global.clusterCIDR"] == "10.42.0.0/16", n
         assert doc["metadata"]["name"] == "hello"  # one release per chart name
     # The operator's own archive, beside mk8s's.
-    put(hs.by_name("w1"), f"{IMAGES}/acme-tools.tar", standin.image_tarball("acme-tools.tar"))
+    put_file(hs.by_name("w1"), f"{IMAGES}/acme-tools.tar", standin.image_tarball("acme-tools.tar"))
     before = len(audit(d))
     again = deploy(d, bundles["A"], world.pub)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -131,7 +131,7 @@ def test_first_deploy_then_a_rerun_leaves_the_helmcharts_rke2_rewrote(
 def test_a_registries_change_restarts_servers_one_at_a_time_then_agents_in_batches(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     write_cluster(d / "cluster.yaml", hs, [(n, ROLES[n]) for n in NAMES], extra_rke2=MIRROR)
@@ -164,7 +164,7 @@ def test_a_registries_change_restarts_servers_one_at_a_time_then_agents_in_batch
 def test_new_image_archives_restart_a_release_that_imports_them_only_at_start(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     dry = deploy(d, bundles["B"], world.pub, "--dry-run")
@@ -182,13 +182,13 @@ def test_new_image_archives_restart_a_release_that_imports_them_only_at_start(
 def test_an_interrupted_upgrade_is_finished_and_only_what_mk8s_placed_is_removed(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     w2 = hs.by_name("w2")
     # install.sh of the new release ran on w2, the restart never came.
     tarball = world.up.asset_bytes(NEW, "rke2.linux-amd64.tar.gz")
-    put(w2, "/tmp/rke2-new.tar.gz", tarball)
+    put_file(w2, "/tmp/rke2-new.tar.gz", tarball)
     w2.run(
         "for p in /usr/local /opt/rke2; do if [ -x $p/bin/rke2 ]; then"
         " tar xzf /tmp/rke2-new.tar.gz -C $p; break; fi; done",
@@ -217,7 +217,7 @@ def test_an_interrupted_upgrade_is_finished_and_only_what_mk8s_placed_is_removed
 def test_a_rerun_after_all_that_changes_nothing(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     _hs, d = cluster
     before = len(audit(d))
@@ -230,7 +230,7 @@ def test_a_rerun_after_all_that_changes_nothing(
 
 def test_a_new_registry_password_takes_effect_only_through_the_restart(
     tmp_path: Path,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     with (
         hostset_for_tests(2, tmp_path / "hosts", names=["cp1", "w1"]) as hs,
@@ -277,7 +277,7 @@ def test_a_new_registry_password_takes_effect_only_through_the_restart(
 
 def test_a_release_with_the_image_watcher_takes_new_archives_without_a_restart(
     tmp_path: Path,
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     tag = "v1.29.13+rke2r1"  # the first v1.29 that imports archives while running
     with (

@@ -4,14 +4,13 @@ than its disk holds gets. Pure: facts in, commands out."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
+from mk8s.bundle.manifest import Lock
 from mk8s.deploy import facts, plan, restart, upgrade
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
@@ -21,6 +20,7 @@ from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
 from mk8s.deploy.session import Session, SessionSettings
+from tests.support.clusters import release_manifest
 from tests.support.registry import TestCA
 
 OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"
@@ -29,27 +29,7 @@ MULTUS = "rke2-images-multus.linux-amd64.tar.zst"
 
 
 def _manifest(tag: str, *extra: tuple[str, str, str | None]) -> Lock:
-    def art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
-        return Artifact(
-            name=name,
-            kind=kind,  # type: ignore[arg-type]
-            path=artifact_path(name, kind),
-            size=10,
-            sha256=hashlib.sha256((tag + name).encode()).hexdigest(),
-            arch=arch,
-        )
-
-    return Lock(
-        release=Release(requested="v1.28.x", tag=tag, arch=("amd64",)),
-        resolved_at="2026-01-01T00:00:00Z",
-        artifacts=(
-            art("sha256sum-amd64.txt", "checksums"),
-            art("rke2.linux-amd64.tar.gz", "rke2"),
-            art(IMAGES, "images"),
-            art("install.sh", "install-script", None),
-            *(art(n, k, a) for n, k, a in extra),
-        ),
-    ).as_manifest("0.1.0")
+    return release_manifest(tag, extra, salted=True)
 
 
 def _cluster(tmp_path: Path, rke2: str = "", images: str = "{}", agents: int = 2) -> Cluster:

@@ -8,7 +8,6 @@ stand-in on real test hosts (tests/test_rke2_contract_hosts.py).
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -16,13 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.manifest import Lock
 from mk8s.deploy import facts, kubectl, membership, plan, upgrade
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.deploy.nodeconfig import config_bytes, sha256_hex
 from mk8s.deploy.requirements import host_problems, input_problems
 from mk8s.errors import ClusterFileError
+from tests.support.clusters import release_manifest
 
 TAG = "v1.28.15+rke2r1"
 SUM = {
@@ -31,36 +31,6 @@ SUM = {
     "kernel.panic": "10",
     "kernel.panic_on_oops": "1",
 }
-
-
-def _art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    return Artifact(
-        name=name, kind=kind, path=f"artifacts/{name}", size=10, sha256=digest, arch=arch
-    )
-
-
-def manifest(cni: str = "canal", groups: tuple[str, ...] = ()) -> Lock:
-    images = (
-        [_art("rke2-images.linux-amd64.tar.zst", "images")]
-        if cni == "canal"
-        else [
-            _art("rke2-images-core.linux-amd64.tar.zst", "images"),
-            _art(f"rke2-images-{cni}.linux-amd64.tar.zst", "images"),
-        ]
-    )
-    return Lock(
-        release=Release(
-            requested="v1.28.x", tag=TAG, arch=("amd64",), cni=cni, image_groups=groups
-        ),
-        resolved_at="2026-01-01T00:00:00Z",
-        artifacts=(
-            _art("sha256sum-amd64.txt", "checksums"),
-            _art("rke2.linux-amd64.tar.gz", "rke2"),
-            *images,
-            _art("install.sh", "install-script", None),
-        ),
-    ).as_manifest("0.1.0")
 
 
 def cluster(tmp_path: Path, rke2: str = "", nodes: str = "", extra: str = "") -> Cluster:
@@ -99,7 +69,7 @@ def ctx(
     anchor = c.node(mem.anchor)
     return plan.Context(
         c,
-        m or manifest(),
+        m or release_manifest(),
         "b1d",
         Secret("s3cret-token"),
         anchor=mem.anchor,
@@ -152,7 +122,9 @@ def test_a_rejoined_first_server_is_not_restarted_for_its_server_line(tmp_path: 
     joined_bytes = config_bytes(ctx(c, found=joining), c.node("cp1"))[0]
     both = node_facts(datastore=True, server_active=True, rke2_version=f"rke2 version {TAG}")
     # its images in place (else placing them would restart it: RKE2 imports at start)
-    images = {f"{facts.IMAGES_DIR}/{a.name}": a.sha256 for a in manifest().find(kind="images")}
+    images = {
+        f"{facts.IMAGES_DIR}/{a.name}": a.sha256 for a in release_manifest().find(kind="images")
+    }
     now = {"cp1": replace(both, hashes={facts.CONFIG_PATH: sha256_hex(joined_bytes), **images})}
     now |= {"cp2": both, "w1": node_facts(agent_active=True)}
     cx = ctx(c, found=now)
@@ -197,22 +169,25 @@ def test_names_kubernetes_refuses_are_refused_at_load(tmp_path: Path, node: str,
 # -- 3. the bundle's CNI is written to the servers ---------------------------------------
 def test_a_cilium_bundle_writes_cni_to_every_server(tmp_path: Path) -> None:
     c = cluster(tmp_path)
-    cx = ctx(c, manifest("cilium"))
+    cx = ctx(c, release_manifest(cni="cilium"))
     for n in c.servers:
         assert plan.node_config(cx, n)["cni"] == "cilium"
     assert "cni" not in plan.node_config(cx, c.node("w1"))
     assert "cni" not in plan.node_config(ctx(c), c.node("cp1"))  # canal: RKE2's default
-    assert input_problems(c, manifest("cilium"), {n.name: node_facts() for n in c.nodes}) == []
+    assert (
+        input_problems(c, release_manifest(cni="cilium"), {n.name: node_facts() for n in c.nodes})
+        == []
+    )
 
 
 def test_a_cni_the_bundle_has_no_images_for_is_refused(tmp_path: Path) -> None:
     c = cluster(tmp_path, rke2="    serverConfig: {cni: calico}\n")
     found = {n.name: node_facts() for n in c.nodes}
-    problems = input_problems(c, manifest("cilium"), found)
+    problems = input_problems(c, release_manifest(cni="cilium"), found)
     assert len(problems) == 2 and "cp1: cni: calico" in problems[0]
     assert "--cni calico" in problems[0]
     ok = cluster(tmp_path, rke2="    config: {cni: [multus, canal]}\n")
-    assert input_problems(ok, manifest("canal", ("multus",)), found) == []
+    assert input_problems(ok, release_manifest(groups=("multus",)), found) == []
 
 
 # -- 4. the token form ---------------------------------------------------------------------
@@ -308,11 +283,11 @@ def test_selinux_needs_the_rpm_and_selinux_true(tmp_path: Path) -> None:
     text = " ".join(host_problems(c, enforcing))
     assert "cp1: SELinux is enforcing but the rke2-selinux RPM is not installed" in text
     assert "w1: SELinux" in text
-    assert "add selinux: true" in " ".join(input_problems(c, manifest(), enforcing))
+    assert "add selinux: true" in " ".join(input_problems(c, release_manifest(), enforcing))
     prepared = {n: replace(f, rke2_selinux=True) for n, f in enforcing.items()}
     assert host_problems(c, prepared) == []
     on = cluster(tmp_path, rke2="    config: {selinux: true}\n")
-    assert input_problems(on, manifest(), prepared) == []
+    assert input_problems(on, release_manifest(), prepared) == []
     # Not enforcing: nothing is required.
     assert host_problems(c, {n.name: node_facts() for n in c.nodes}) == []
 

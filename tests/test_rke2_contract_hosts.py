@@ -20,7 +20,7 @@ import yaml
 from mk8s.bundle import create, keys, upstream
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
-from tests.test_deploy import mk8s
+from tests.support.world import mk8s
 
 pytestmark = pytest.mark.hosts
 

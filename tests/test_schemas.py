@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jsonschema
 import pytest
 
 from mk8s.schemas import load_schema, validator
+from tests.support.paths import ROOT
 
-SCHEMAS = sorted(p.name for p in (Path(__file__).parent.parent / "schemas").glob("*.json"))
+SCHEMAS = sorted(p.name for p in (ROOT / "schemas").glob("*.json"))
 
 
 def test_the_schemas_are_there() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,52 +10,34 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
+from tests.support.standin_nodes import (
+    ARCH,
+    ART,
+    KUBECTL,
+    RESET,
+    TAG,
+    bootstrap,
+    configure,
+    etcd_members,
+    install,
+    make_artifacts,
+    ready_nodes,
+    ssh,
+    start,
+    this_start,
+    upload,
+    wait_ready,
+    why_agent_waits,
+    why_start_failed,
+)
 
 pytestmark = pytest.mark.hosts
-
-TAG = "v1.28.15+rke2r1"
-ARCH = "amd64"
-ART = "/var/lib/mk8s/artifacts"
-KUBECTL = "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
-# etcdctl (Debian's etcd-client) on a server, with the server's etcd client certificate
-ETCD_TLS = "/var/lib/rancher/rke2/server/tls/etcd"
-ETCDCTL = (
-    f"etcdctl --endpoints https://127.0.0.1:2379 --cacert {ETCD_TLS}/server-ca.crt"
-    f" --cert {ETCD_TLS}/client.crt --key {ETCD_TLS}/client.key"
-)
-# Fast knobs for the stand-in, read by the service from /etc/default/rke2-*.
-KNOBS = (
-    "MK8S_STANDIN_JOIN_TIMEOUT=3\n"
-    "MK8S_STANDIN_LEARNER_SECONDS=1.5\n"
-    "MK8S_STANDIN_START_SECONDS=0.1\n"
-    "MK8S_STANDIN_HEARTBEAT=0.5\n"
-    "MK8S_STANDIN_NODE_GRACE=2.5\n"
-    "MK8S_STANDIN_AGENT_RETRY=0.5\n"
-)
 
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_artifacts(tmp_path_factory.mktemp("artifacts"))
-
-
-def make_artifacts(d: Path, tag: str = TAG) -> Path:
-    """The release files install.sh reads, plus install.sh itself, in ``d``."""
-    tarball = standin.rke2_tarball(ARCH, tag)
-    images = standin.image_tarball(f"rke2-images.linux-{ARCH}.tar.zst", tag=tag)
-    extra = standin.image_tarball(f"rke2-images-multus.linux-{ARCH}.tar.zst", tag=tag)
-    (d / f"rke2.linux-{ARCH}.tar.gz").write_bytes(tarball)
-    (d / f"rke2-images.linux-{ARCH}.tar.zst").write_bytes(images)
-    (d / f"rke2-images-multus.linux-{ARCH}.tar.zst").write_bytes(extra)
-    (d / f"sha256sum-{ARCH}.txt").write_text(
-        standin.sha256sum_line(f"rke2.linux-{ARCH}.tar.gz", tarball)
-        + standin.sha256sum_line(f"rke2-images.linux-{ARCH}.tar.zst", images)
-        + standin.sha256sum_line(f"rke2-images-multus.linux-{ARCH}.tar.zst", extra)
-    )
-    (d / "install.sh").write_bytes(standin.install_script(tag))
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -74,140 +55,6 @@ def nodes(hs: HostSet) -> Iterator[list[Host]]:
             h.start()
         h.run(RESET, check=True)
     yield hs.hosts
-
-
-# Uninstall wherever install.sh put RKE2 (/usr/local, /opt/rke2 or a custom prefix).
-RESET = (
-    "for u in /usr/local/bin/rke2-uninstall.sh /opt/*/bin/rke2-uninstall.sh; do"
-    " [ -x $u ] && $u >/dev/null 2>&1; done;"
-    f" rm -rf {ART} /var/lib/rancher /etc/rancher /etc/default/rke2-* /opt/*;"
-    " rm -f /etc/systemd/system/rke2-* /etc/systemd/system/multi-user.target.wants/rke2-*;"
-    " rm -f /etc/systemd/system/nm-cloud-setup.service"
-    " /etc/systemd/system/multi-user.target.wants/nm-cloud-setup.service; true"
-)
-
-
-def ssh(
-    h: Host, cmd: str, *, user: str = "root", ok: bool = True
-) -> subprocess.CompletedProcess[str]:
-    p = h.ssh(cmd, user=user)
-    if ok and p.returncode != 0:
-        raise AssertionError(f"{h.name}: {cmd!r} exit {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
-
-
-def upload(h: Host, artifacts: Path, names: list[str] | None = None) -> None:
-    files = names or sorted(p.name for p in artifacts.iterdir())
-    ssh(h, f"mkdir -p {ART}")
-    subprocess.run(
-        [
-            "scp",
-            "-q",
-            *h.hostset.ssh_options(mux=True),
-            *[str(artifacts / f) for f in files],
-            f"root@{h.address}:{ART}/",
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
-def install(
-    h: Host, artifacts: Path, *, user: str = "root", ok: bool = True, env: str = ""
-) -> subprocess.CompletedProcess[str]:
-    upload(h, artifacts)
-    return ssh(h, f"{env} INSTALL_RKE2_ARTIFACT_PATH={ART} sh {ART}/install.sh", user=user, ok=ok)
-
-
-def configure(h: Host, role: str, **cfg: object) -> None:
-    lines = []
-    for k, v in cfg.items():
-        key = k.replace("_", "-")
-        if isinstance(v, list):
-            lines.append(f"{key}:")
-            lines += [f"  - {json.dumps(x)}" for x in v]
-        else:
-            lines.append(f"{key}: {json.dumps(v)}")
-    text = "\n".join(lines) + "\n"
-    p = h.ssh(
-        "mkdir -p /etc/rancher/rke2 && umask 077 && cat > /etc/rancher/rke2/config.yaml && "
-        f"printf '%s' {shlex.quote(KNOBS)} > /etc/default/rke2-{role}",
-        input=text,
-    )
-    assert p.returncode == 0, p.stderr
-
-
-def start(h: Host, role: str, *, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    return ssh(h, f"systemctl enable rke2-{role} && systemctl start rke2-{role}", ok=ok)
-
-
-def why_start_failed(h: Host, role: str) -> str:
-    """Start the unit, expecting RKE2 to refuse to start; return what it said
-    (systemctl's error, then the unit's log since this start).
-
-    Both units are Type=notify: when the service exits before it is ready,
-    `systemctl start` itself fails."""
-    p = start(h, role, ok=False)
-    assert p.returncode != 0, p.stdout + p.stderr
-    return p.stderr + this_start(ssh(h, f"journalctl -u rke2-{role}").stdout)
-
-
-def this_start(log: str) -> str:
-    """The part of a unit's log written since its last start."""
-    return log.rsplit(" Starting rke2-", 1)[-1]
-
-
-def why_agent_waits(h: Host, timeout: float = 15) -> str:
-    """Start rke2-agent expecting its server to refuse the join; return what it logged.
-
-    Like upstream's, the agent retries a refused join for ever, so a blocking
-    `systemctl start` would never return: it is started with --no-block, seen
-    "activating" and retrying, and stopped again."""
-    ssh(h, "systemctl enable rke2-agent && systemctl start --no-block rke2-agent")
-    deadline = time.monotonic() + timeout
-    while True:
-        log = this_start(ssh(h, "journalctl -u rke2-agent").stdout)
-        if log.count("Waiting to retrieve agent configuration") >= 2:
-            break
-        assert "level=fatal" not in log, log
-        assert time.monotonic() < deadline, f"the agent did not retry its join\n{log}"
-        time.sleep(0.2)
-    assert ssh(h, "systemctl is-active rke2-agent", ok=False).stdout.strip() == "activating"
-    ssh(h, "systemctl stop rke2-agent")
-    return log
-
-
-def etcd_members(h: Host) -> list[dict]:
-    """``etcdctl member list`` on a server, sorted by name."""
-    p = h.run(f"{ETCDCTL} member list -w json", timeout=30)
-    assert p.returncode == 0, p.stderr
-    return sorted(json.loads(p.stdout)["members"], key=lambda m: m.get("name", ""))
-
-
-def bootstrap(h: Host, artifacts: Path, **cfg: object) -> str:
-    install(h, artifacts)
-    configure(h, "server", **cfg)
-    start(h, "server")
-    return ssh(h, "cat /var/lib/rancher/rke2/server/node-token").stdout.strip()
-
-
-def ready_nodes(h: Host) -> dict[str, bool]:
-    out = json.loads(ssh(h, f"{KUBECTL} get nodes -o json").stdout)
-    return {
-        i["metadata"]["name"]: any(
-            c["type"] == "Ready" and c["status"] == "True" for c in i["status"]["conditions"]
-        )
-        for i in out["items"]
-    }
-
-
-def wait_ready(h: Host, names: set[str], timeout: float = 15) -> dict[str, bool]:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = ready_nodes(h)
-        if {n for n, r in got.items() if r} >= names or time.monotonic() > deadline:
-            return got
-        time.sleep(0.3)
 
 
 # ---- the happy path, by hand -------------------------------------------------------

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import Host, HostSet, hostset_for_tests
-from tests.test_standin import (
+from tests.support.standin_nodes import (
     ETCDCTL,
     RESET,
     configure,

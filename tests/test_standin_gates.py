@@ -19,16 +19,22 @@ import pytest
 
 from tests.support import oci
 from tests.support.hosts import Host, HostSet, hostset_for_tests
-from tests.test_standin import RESET, configure, install, ssh, start, why_start_failed
-from tests.test_standin_images import (
+from tests.support.standin_nodes import (
     IMAGES,
+    IMAGES_DIR,
     MIRROR_DOCKER_IO,
+    RESET,
+    configure,
+    copy_files,
     first_server,
+    install,
     install_bare,
+    ssh,
+    start,
+    why_start_failed,
     write_artifacts,
     write_registries,
 )
-from tests.test_standin_workloads import IMAGES_DIR, put
 
 pytestmark = pytest.mark.hosts
 
@@ -84,7 +90,7 @@ def test_a_partial_index_imports_from_skip_missing_releases(
     cp1 = nodes[0]
     path, idx = partial_archive(tmp_path)
     install(cp1, releases[tag])
-    put(cp1, [path], IMAGES_DIR)
+    copy_files(cp1, [path], IMAGES_DIR)
     configure(cp1, "server")
     start(cp1, "server")
     got = imported(cp1)
@@ -108,7 +114,7 @@ def test_images_placed_while_running_are_imported_from_january_2025(
     start(cp1, "server")
     img = oci.build_image(seed="late")
     late = oci.layout_archive(tmp_path / "mk8s-late.oci.tar", {"registry.example/team/late:1": img})
-    put(cp1, [late], IMAGES_DIR)
+    copy_files(cp1, [late], IMAGES_DIR)
     deadline = time.monotonic() + 6
     while late.name not in imported(cp1)["files"] and time.monotonic() < deadline:
         time.sleep(0.3)

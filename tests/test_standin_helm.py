@@ -19,10 +19,19 @@ from typing import Any
 
 import pytest
 
+from tests.support.charts import chart_tgz
 from tests.support.hosts import Host, HostSet, hostset_for_tests
-from tests.test_chart_releases import chart_tgz
-from tests.test_standin import KUBECTL, RESET, TAG, configure, install, ssh, start
-from tests.test_standin_images import IMAGES, write_artifacts
+from tests.support.standin_nodes import (
+    IMAGES,
+    KUBECTL,
+    RESET,
+    TAG,
+    configure,
+    install,
+    ssh,
+    start,
+    write_artifacts,
+)
 
 pytestmark = pytest.mark.hosts
 

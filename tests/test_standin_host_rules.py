@@ -14,7 +14,7 @@ import pytest
 
 from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
-from tests.test_standin import (
+from tests.support.standin_nodes import (
     ARCH,
     ART,
     KUBECTL,

@@ -11,12 +11,10 @@ Nodes are driven directly (install.sh, config.yaml, systemctl), without mk8s."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mk8s.images.auth import Credentials
 from mk8s.images.client import RegistryClient, RegistrySettings
@@ -25,45 +23,34 @@ from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.registry import TestCA, TestRegistry, registry_for_tests
 from tests.support.standin import images
-from tests.test_standin import (
+from tests.support.standin_nodes import (
     ARCH,
     ART,
+    CA_PATH,
+    IMAGES,
+    IMAGES_DIR,
     KUBECTL,
+    MIRROR_DOCKER_IO,
     RESET,
     TAG,
     configure,
+    first_server,
     install,
+    install_bare,
+    journal,
+    server_token,
     ssh,
     start,
     wait_ready,
     why_start_failed,
+    write_artifacts,
+    write_registries,
 )
 
 pytestmark = pytest.mark.hosts
 
-IMAGES = f"rke2-images.linux-{ARCH}.tar.zst"
-CA_PATH = "/etc/rancher/rke2/mk8s-registry-ca.pem"
-IMAGES_DIR = "/var/lib/rancher/rke2/agent/images"
+
 OLDER_TAG = "v1.28.14+rke2r1"
-
-
-def write_artifacts(d: Path, tag: str, image_files: list[str]) -> Path:
-    """install.sh, the rke2 tarball and ``image_files`` (real docker archives of the
-    release's images), with their sha256sum file."""
-    d.mkdir(parents=True, exist_ok=True)
-    built = {name: images.image_archive(ARCH, tag, name) for name in image_files}
-    # The stand-in knows its release's genuine image hashes: these archives' own.
-    genuine = {
-        **standin.standin_images(ARCH, tag),
-        **{n: hashlib.sha256(b).hexdigest() for n, b in built.items()},
-    }
-    files = {f"rke2.linux-{ARCH}.tar.gz": standin.rke2_tarball(ARCH, tag, genuine), **built}
-    for name, data in files.items():
-        (d / name).write_bytes(data)
-    sums = "".join(standin.sha256sum_line(n, b) for n, b in files.items())
-    (d / f"sha256sum-{ARCH}.txt").write_text(sums)
-    (d / "install.sh").write_bytes(standin.install_script(tag))
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -92,38 +79,6 @@ def nodes(hs: HostSet) -> Iterator[list[Host]]:
             h.start()
         h.run(RESET, check=True)
     yield hs.hosts
-
-
-def write_registries(h: Host, data: dict[str, object]) -> None:
-    text = yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
-    cmd = "mkdir -p /etc/rancher/rke2 && umask 077 && cat > /etc/rancher/rke2/registries.yaml"
-    p = h.ssh(cmd, input=text)
-    assert p.returncode == 0, p.stderr
-
-
-def install_bare(h: Host, artifacts: Path) -> None:
-    install(h, artifacts)
-    assert not h.path("/var/lib/rancher/rke2/agent/images").exists() or not list(
-        h.path("/var/lib/rancher/rke2/agent/images").iterdir()
-    )
-
-
-def server_token(h: Host) -> str:
-    return ssh(h, "cat /var/lib/rancher/rke2/server/node-token").stdout.strip()
-
-
-def first_server(h: Host, artifacts: Path, **cfg: object) -> str:
-    install(h, artifacts)
-    configure(h, "server", **cfg)
-    start(h, "server")
-    return server_token(h)
-
-
-def journal(h: Host, unit: str) -> str:
-    return ssh(h, f"journalctl -u {unit} --no-pager").stdout
-
-
-MIRROR_DOCKER_IO = {"mirrors": {"docker.io": {}}}
 
 
 # ---- servers mode: the embedded registry mirror ---------------------------------------

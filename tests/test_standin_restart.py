@@ -6,7 +6,6 @@ same-size replacement is not), and the HelmCharts a server rewrites when it star
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +14,10 @@ import pytest
 import yaml
 
 from tests.support import oci, standin
+from tests.support.charts import make_chart
 from tests.support.hosts import Host, hostset_for_tests
 from tests.support.registry import registry_for_tests
-from tests.test_standin import ART, KUBECTL, RESET, configure, ssh, start
-from tests.test_workloads import make_chart
+from tests.support.standin_nodes import ART, KUBECTL, RESET, configure, put_file, ssh, start
 
 pytestmark = pytest.mark.hosts
 
@@ -55,18 +54,8 @@ def install_at(h: Host, tag: str, d: Path) -> None:
         "install.sh": standin.install_script(tag),
     }
     for name, data in files.items():
-        put(h, f"{ART}/{name}", data)
+        put_file(h, f"{ART}/{name}", data)
     ssh(h, f"INSTALL_RKE2_ARTIFACT_PATH={ART} sh {ART}/install.sh")
-
-
-def put(h: Host, path: str, data: bytes) -> None:
-    """Write ``path`` on the node atomically (sent under a temporary name, then renamed)."""
-    with tempfile.NamedTemporaryFile() as f:
-        f.write(data)
-        f.flush()
-        ssh(h, f"mkdir -p $(dirname {path})")
-        h.put(f.name, f"{path}.tmp-x")
-    ssh(h, f"mv -f {path}.tmp-x {path}")
 
 
 def imported(h: Host) -> dict[str, list[str]]:
@@ -92,13 +81,13 @@ def test_archives_placed_while_running_are_imported_from_the_gate_on(
     configure(node, "server", token="s3cret")
     start(node, "server")
     assert set(imported(node)) == {IMAGES}
-    put(node, "/var/lib/rancher/rke2/agent/images/acme.tar", standin.image_tarball("acme.tar"))
+    put_file(node, "/var/lib/rancher/rke2/agent/images/acme.tar", standin.image_tarball("acme.tar"))
     assert wait_imported(node, "acme.tar") is while_running
     if while_running:
         # The watcher takes a replaced file only when its size changed too.
         same_size = standin.image_tarball("acmx.tar")
         assert len(same_size) == len(standin.image_tarball("acme.tar"))
-        put(node, "/var/lib/rancher/rke2/agent/images/acme.tar", same_size)
+        put_file(node, "/var/lib/rancher/rke2/agent/images/acme.tar", same_size)
         time.sleep(2)
         assert imported(node)["acme.tar"] == ["mk8s.test/fake:acme.tar"]
     ssh(node, "systemctl restart rke2-server")
@@ -113,7 +102,7 @@ def test_registries_yaml_is_loaded_at_start_and_kept_until_a_restart(
     with registry_for_tests(tmp_path / "reg", address=node.hostset.gateway) as reg:
         oci.push_raw(reg.session(), reg.url, "rancher/pause", "3.6", oci.build_image(seed="p"))
         install_at(node, FROM, tmp_path / "a")
-        put(node, "/etc/rancher/rke2/reg-ca.pem", reg.ca_file.read_bytes())
+        put_file(node, "/etc/rancher/rke2/reg-ca.pem", reg.ca_file.read_bytes())
 
         def registries(password: str) -> None:
             doc = {
@@ -125,7 +114,7 @@ def test_registries_yaml_is_loaded_at_start_and_kept_until_a_restart(
                     }
                 },
             }
-            put(node, "/etc/rancher/rke2/registries.yaml", yaml.safe_dump(doc).encode())
+            put_file(node, "/etc/rancher/rke2/registries.yaml", yaml.safe_dump(doc).encode())
 
         def pull() -> str:
             p = node.ssh("rke2 mk8s-pull docker.io/rancher/pause:3.6")
@@ -169,7 +158,7 @@ def test_a_server_rewrites_helmcharts_at_start(node: Host, tmp_path: Path) -> No
         "cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\n",
     }
     for name, text in files.items():
-        put(node, f"{MANIFESTS}/{name}", text.encode())
+        put_file(node, f"{MANIFESTS}/{name}", text.encode())
     inode = node.path(f"{MANIFESTS}/chart.yaml").stat().st_ino
     configure(node, "server", token="s3cret", cluster_cidr="10.88.0.0/16")
     start(node, "server")

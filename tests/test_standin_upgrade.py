@@ -27,8 +27,7 @@ import pytest
 from mk8s.bundle import create, keys, upstream
 from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
-from tests.support.upstream import ExampleUpstream
-from tests.test_standin import (
+from tests.support.standin_nodes import (
     ART,
     KUBECTL,
     RESET,
@@ -41,6 +40,7 @@ from tests.test_standin import (
     why_agent_waits,
     why_start_failed,
 )
+from tests.support.upstream import ExampleUpstream
 
 ARCH = "amd64"
 OLD = "v1.28.15+rke2r1"  # what v1.28.x resolves to

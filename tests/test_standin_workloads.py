@@ -20,7 +20,6 @@ import base64
 import hashlib
 import io
 import json
-import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
@@ -31,11 +30,23 @@ import pytest
 from tests.support import oci, standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.standin import images
-from tests.test_standin import ARCH, KUBECTL, RESET, TAG, configure, install, ssh, start, wait_ready
+from tests.support.standin_nodes import (
+    ARCH,
+    IMAGES_DIR,
+    KUBECTL,
+    RESET,
+    TAG,
+    configure,
+    copy_files,
+    install,
+    ssh,
+    start,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.hosts
 
-IMAGES_DIR = "/var/lib/rancher/rke2/agent/images"
+
 MANIFESTS_DIR = "/var/lib/rancher/rke2/server/manifests"
 RELEASE_FILE = f"rke2-images.linux-{ARCH}.tar.zst"
 
@@ -75,22 +86,6 @@ def nodes(hs: HostSet) -> Iterator[list[Host]]:
     yield hs.hosts
 
 
-def put(h: Host, files: list[Path], dest: str) -> None:
-    """Copy ``files`` into ``dest`` on the node (as mk8s's uploads do, over SSH)."""
-    ssh(h, f"mkdir -p {dest}")
-    subprocess.run(
-        [
-            "scp",
-            "-q",
-            *h.hostset.ssh_options(mux=True),
-            *map(str, files),
-            f"root@{h.address}:{dest}/",
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 def imported(h: Host) -> dict:
     return json.loads(ssh(h, "rke2 mk8s-images").stdout)
 
@@ -106,7 +101,7 @@ def journal(h: Host, unit: str) -> str:
 def server(h: Host, full: Path, extra: list[Path] = (), **cfg: object) -> str:  # type: ignore[assignment]
     install(h, full)
     if extra:
-        put(h, list(extra), IMAGES_DIR)
+        copy_files(h, list(extra), IMAGES_DIR)
     configure(h, "server", **cfg)
     start(h, "server")
     return ssh(h, "cat /var/lib/rancher/rke2/server/node-token").stdout.strip()
@@ -231,7 +226,7 @@ def test_tampered_docker_layer_is_an_import_error_on_an_agent(
         [oci.SavedImage(img.repo_tags, img.config, [img.layers[0], tampered])],
     )
     install(w1, full)
-    put(w1, [broken], IMAGES_DIR)
+    copy_files(w1, [broken], IMAGES_DIR)
     configure(w1, "agent", server=f"https://{cp1.address}:9345", token=token)
     start(w1, "agent")
     assert wait_ready(cp1, {"cp1", "w1"}) == {"cp1": True, "w1": True}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mk8s.deploy import diagnose, facts, plan, units
-from tests.test_plan import FRESH, MANIFEST, TAG, cluster, ctx
+from tests.support.clusters import FRESH, MANIFEST, TAG, prod_cluster, prod_context
 
 
 def with_(f: facts.NodeFacts, **changes: object) -> facts.NodeFacts:
@@ -17,7 +17,7 @@ def with_(f: facts.NodeFacts, **changes: object) -> facts.NodeFacts:
 
 
 def test_an_agent_start_does_not_block_and_a_server_start_is_bounded(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     cp1, _, w1 = c.cluster.nodes
     pending = " && rm -f /var/lib/rancher/rke2/mk8s/restart-pending"
     agent = plan.start_step(c, w1, FRESH, installed_now=True, timeout=42).commands[-1]
@@ -36,7 +36,7 @@ def test_an_agent_start_does_not_block_and_a_server_start_is_bounded(tmp_path: P
 
 
 def test_an_activating_service_is_restarted_when_what_it_read_changed(tmp_path: Path) -> None:
-    c = ctx(cluster(tmp_path))
+    c = prod_context(prod_cluster(tmp_path))
     w1 = c.cluster.nodes[2]
     real, _ = plan.config_bytes(c, w1)
     same = {facts.CONFIG_PATH: hashlib.sha256(real).hexdigest()}
@@ -68,7 +68,7 @@ def test_facts_name_a_foreign_binary_and_an_activating_unit() -> None:
 
 
 def test_preflight_refuses_a_foreign_binary_and_a_role_change(tmp_path: Path) -> None:
-    c = cluster(tmp_path)
+    c = prod_cluster(tmp_path)
     foreign = with_(
         FRESH, rke2_prefix="/usr/local", rke2_exec_error="exit 126: ...: Exec format error"
     )

@@ -14,7 +14,7 @@ import pytest
 from mk8s.bundle import create, keys, upstream
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
-from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
+from tests.support.world import World, audit, deploy, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -44,7 +44,7 @@ def bundle_for(up: ExampleUpstream, d: Path, key: keys.PrivateKey, spec: str) ->
 
 
 @pytest.fixture(scope="module")
-def bundles(world: World) -> dict[str, Path]:  # noqa: F811
+def bundles(world: World) -> dict[str, Path]:
     return {
         "1.28": world.bundle,
         "1.29": bundle_for(world.up, world.dir, world.key, "v1.29.x"),
@@ -85,7 +85,7 @@ def ready(hs: HostSet) -> dict[str, bool]:
 def test_first_deploy_at_1_28(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     r = deploy(d, bundles["1.28"], world.pub)
@@ -96,7 +96,7 @@ def test_first_deploy_at_1_28(
 def test_skipping_a_minor_is_refused_and_changes_nothing(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     before = len(audit(d))
@@ -110,7 +110,7 @@ def test_skipping_a_minor_is_refused_and_changes_nothing(
 def test_a_node_down_is_refused(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     hs.by_name("w2").run("systemctl stop rke2-agent", timeout=60)
@@ -130,7 +130,7 @@ def test_a_node_down_is_refused(
 def test_dry_run_prints_the_upgrade_plan(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     _hs, d = cluster
     r = deploy(d, bundles["1.29"], world.pub, "--dry-run")
@@ -144,7 +144,7 @@ def test_dry_run_prints_the_upgrade_plan(
 def test_a_failed_agent_stops_the_upgrade_and_a_rerun_finishes_it(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     bid = json.loads(mk8s("bundle", "inspect", str(bundles["1.29"]), "--json", cwd=d).stdout)[
@@ -191,7 +191,7 @@ def test_a_failed_agent_stops_the_upgrade_and_a_rerun_finishes_it(
 def test_a_rerun_after_the_upgrade_changes_nothing(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     _hs, d = cluster
     before = len(audit(d))
@@ -219,7 +219,7 @@ def test_a_rerun_after_the_upgrade_changes_nothing(
 def test_downgrade_is_refused(
     cluster: tuple[HostSet, Path],
     bundles: dict[str, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = cluster
     r = deploy(d, bundles["1.28"], world.pub)

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.manifest import Lock
 from mk8s.deploy import facts, upgrade
 from mk8s.deploy.cluster import Cluster, UpgradeOptions, load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.deploy.context import Context
 from mk8s.deploy.steps import WaitReady
+from tests.support.clusters import release_manifest
 
 
 def _manifest(tag: str) -> Lock:
-    def art(name: str, kind: str, arch: str | None = "amd64") -> Artifact:
-        return Artifact(
-            name=name,
-            kind=kind,  # type: ignore[arg-type]
-            path=f"artifacts/{name}",
-            size=10,
-            sha256=hashlib.sha256((tag + name).encode()).hexdigest(),
-            arch=arch,
-        )
-
-    return Lock(
-        release=Release(requested="v1.29.x", tag=tag, arch=("amd64",)),
-        resolved_at="2026-01-01T00:00:00Z",
-        artifacts=(
-            art("sha256sum-amd64.txt", "checksums"),
-            art("rke2.linux-amd64.tar.gz", "rke2"),
-            art("rke2-images.linux-amd64.tar.zst", "images"),
-            art("install.sh", "install-script", None),
-        ),
-    ).as_manifest("0.1.0")
+    return release_manifest(tag, requested="v1.29.x", salted=True)
 
 
 def _cluster(tmp_path: Path, options: str = "") -> Cluster:

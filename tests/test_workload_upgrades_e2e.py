@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the world fixture is imported from test_deploy)
 """Workloads across bundles, end to end on test hosts with the RKE2 stand-in:
 
 * a chart's next version replaces its one Helm release, and a chart the next bundle
@@ -22,11 +21,11 @@ import yaml
 
 from mk8s.bundle import keys
 from tests.support import oci
+from tests.support.charts import chart_tgz
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.registry import registry_for_tests
-from tests.test_chart_releases import chart_tgz
-from tests.test_deploy import World, deploy, mk8s, world, write_cluster  # noqa: F401
-from tests.test_standin import KUBECTL
+from tests.support.standin_nodes import KUBECTL
+from tests.support.world import World, deploy, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 

@@ -4,39 +4,18 @@ server gets them (the HelmChart script run for real under sh)."""
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release, artifact_path
+from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy import facts
-from mk8s.deploy.cluster import load_cluster
-from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
 from mk8s.deploy.workloads import place_workloads, placed_path, resource_name
 from mk8s.errors import InputError
-
-
-def make_chart(
-    path: Path, chart_yaml: str | None = "apiVersion: v2\nname: hello\nversion: 0.1.0\n"
-) -> Path:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
-        files = {"hello/values.yaml": b"replicas: 1\n"}
-        if chart_yaml is not None:
-            files["hello/Chart.yaml"] = chart_yaml.encode()
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    path.write_bytes(raw.getvalue())
-    return path
+from tests.support.charts import make_chart, workload_art, workloads_context
 
 
 def test_chart_validation(tmp_path: Path) -> None:
@@ -88,49 +67,12 @@ def test_image_names_are_safe_and_unique() -> None:
     )
 
 
-def _ctx(tmp_path: Path, arts: tuple[Artifact, ...]) -> Context:
-    p = tmp_path / "c.yaml"
-    p.write_text("""apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata: {name: w}
-spec:
-  nodes:
-    - {address: 10.0.0.1, name: cp1, role: server}
-""")
-    base = Artifact(
-        name="install.sh",
-        kind=ArtifactKind.INSTALL_SCRIPT,
-        path="artifacts/install.sh",
-        size=1,
-        sha256="0" * 64,
-    )
-    lock = Lock(
-        release=Release(requested="v1.28.x", tag="v1.28.15+rke2r1", arch=("amd64",)),
-        resolved_at="2026-01-01T00:00:00Z",
-        artifacts=(base, *arts),
-    ).as_manifest("0.1.0")
-    return Context(load_cluster(p, check_files=False), lock, "0123456789abcdef", Secret("t"))
-
-
-def _art(path: Path, kind: ArtifactKind) -> Artifact:
-    data = path.read_bytes()
-    return Artifact(
-        name=path.name,
-        kind=kind,
-        path=artifact_path(path.name, kind),
-        size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        url=path.as_uri(),
-        chart=workloads.check_chart(path) if kind == ArtifactKind.CHART else None,
-    )
-
-
 def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> None:
     chart = make_chart(tmp_path / "hello-0.1.0.tgz")
     man = tmp_path / "extra.yaml"
     man.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
-    c_art, m_art = _art(chart, ArtifactKind.CHART), _art(man, ArtifactKind.MANIFEST)
-    ctx = _ctx(tmp_path, (c_art, m_art))
+    c_art, m_art = workload_art(chart, ArtifactKind.CHART), workload_art(man, ArtifactKind.MANIFEST)
+    ctx = workloads_context(tmp_path, (c_art, m_art))
     assert resource_name(c_art) == "hello"  # the chart's name: its Helm release
     fresh = facts.NodeFacts(
         arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True

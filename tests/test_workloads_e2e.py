@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (the world fixture is imported from test_deploy)
 """Workloads end to end: images by tag, by digest and multi-platform pulled from a real
 registry (TLS + basic auth, standing in for a public one), a chart and a manifest,
 in one signed bundle; verify; deploy; a re-run changes nothing; a tampered blob in the
@@ -21,12 +20,13 @@ import yaml
 from mk8s.bundle import keys
 from mk8s.images import parse_reference
 from tests.support import oci
+from tests.support.audit import audit_commands
+from tests.support.charts import make_chart
 from tests.support.containerd import Containerd, Imported
 from tests.support.hosts import Host, hostset_for_tests
 from tests.support.registry import TestRegistry, registry_for_tests
 from tests.support.standin import images as release
-from tests.test_deploy import World, audit, deploy, mk8s, world, write_cluster  # noqa: F401
-from tests.test_workloads import make_chart
+from tests.support.world import World, audit, deploy, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -282,9 +282,7 @@ def test_the_auditor_recipe_checks_every_workload_byte(
     carries images, a chart and a manifest."""
     import subprocess
 
-    from tests.test_cli_bundle import _audit_commands
-
-    script = _audit_commands("ed25519")
+    script = audit_commands("ed25519")
     env = {"PATH": "/usr/bin:/bin", "BUNDLE": str(bundle), "PUB": str(world.pub)}
     r = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
