@@ -2,8 +2,8 @@
 consistency rule at its boundary), finding and sizing the parts, the index signature and
 the whole bundle's hash. Exact messages throughout; real files, real keys.
 
-The CLI-level behaviour (every fault is exit 3 naming the part) is tests/test_parts.py;
-reading the parts as one stream is tests/test_strength_partstream.py.
+The CLI-level behaviour (every fault is exit 3 naming the part) is tests/unit/bundle/test_parts.py;
+reading the parts as one stream is tests/unit/bundle/test_partstream.py.
 """
 
 from __future__ import annotations

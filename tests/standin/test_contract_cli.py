@@ -18,6 +18,7 @@ from types import ModuleType
 import pytest
 
 from tests.support import standin
+from tests.support.paths import ROOT
 from tests.support.standin_program import (
     OTHER_ARCH,
     TAG,
@@ -262,30 +263,18 @@ def test_journalctl_needs_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 # ---- the table itself ----------------------------------------------------------------
 STANDIN = Path(standin.__file__).parent
-TEST_FILES = {
-    "standin": "test_standin.py",
-    "tls": "test_standin_tls.py",
-    "upgrade": "test_standin_upgrade.py",
-    "images": "test_standin_images.py",
-    "workloads": "test_standin_workloads.py",
-    "etcd": "test_standin_etcd.py",
-    "contract": "test_standin_contract.py",
-    "contract_cli": "test_standin_contract_cli.py",
-    "host_rules": "test_standin_host_rules.py",
-    "restart": "test_standin_restart.py",
-    "restart_e2e": "test_restart_e2e.py",
-    "helm": "test_standin_helm.py",
-    "gates": "test_standin_gates.py",
-}
 
 
 def test_the_contract_table_names_real_tests_and_every_cited_rule() -> None:
     """CONTRACT.md names tests that exist, and the ids the code's ``# upstream:``
     comments cite are exactly the table's."""
     table = (STANDIN / "CONTRACT.md").read_text()
-    tests_dir = Path(__file__).parent
-    for short, name in re.findall(r"\b([a-z_]+)::(test_[a-z0-9_]+)", table):
-        text = (tests_dir / TEST_FILES[short]).read_text()
+    # "`short` = `tests/...py`": the files the table's short names stand for
+    files = dict(re.findall(r"`([a-z0-9_]+)` =\s+`(tests/[a-z_/]+\.py)`", table))
+    assert len(files) == 13, files
+    for short, name in re.findall(r"\b([a-z0-9_]+)::(test_[a-z0-9_]+)", table):
+        assert short in files, f"{short}:: is not one of the table's test files"
+        text = (ROOT / files[short]).read_text()
         assert re.search(rf"^def {name}\(", text, re.M), f"{short}::{name}"
     rows = set(re.findall(r"^\| ([A-Z]{2}[0-9]+) \|", table, re.M))
     cited: set[str] = set()

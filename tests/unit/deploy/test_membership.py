@@ -3,7 +3,7 @@
 Membership (a first server without a datastore rejoins), node names, the bundle's CNI,
 the token form, system-default-registry on servers only, options that move paths, and
 what SELinux and the CIS profile require of hosts. The same rules are enforced by the
-stand-in on real test hosts (tests/test_rke2_contract_hosts.py).
+stand-in on real test hosts (tests/hosts/test_rke2_contract.py).
 """
 
 from __future__ import annotations
