@@ -307,3 +307,188 @@ def test_relative_paths_resolve_against_file_dir(
     assert c.nodes[0].ssh.known_hosts == sub / "kh"
     assert c.path == Path("conf/cluster.yaml")
     assert p.exists()
+
+
+# -- pinned: exact messages and lines, the identity file, managed keys -------------------
+def test_missing_cluster_level_identity_file(tmp_path: Path) -> None:
+    text = MINIMAL.replace("spec:\n", "spec:\n  ssh:\n    identityFile: /no/such/key\n")
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:7: spec.ssh.identityFile: /no/such/key does not exist; "
+        "fix the path, or remove identityFile to use the ssh-agent"
+    )
+    c = load_cluster(write(tmp_path, text), check_files=False)
+    assert c.ssh.identity_file == Path("/no/such/key")
+    assert c.nodes[0].ssh.identity_file == Path("/no/such/key")
+
+
+def test_node_identity_file_is_not_checked_without_check_files(tmp_path: Path) -> None:
+    text = MINIMAL.replace("role: server", "role: server\n      ssh: {identityFile: /no/key}")
+    c = load_cluster(write(tmp_path, text), check_files=False)
+    assert c.nodes[0].ssh.identity_file == Path("/no/key")
+
+
+def test_token_file_error_names_the_key_line(tmp_path: Path) -> None:
+    text = MINIMAL.replace("spec:\n", "spec:\n  rke2:\n    token:\n      file:\n        tok\n")
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:9: spec.rke2.token.file: {tmp_path}/tok does not exist; "
+        "create it, or remove spec.rke2.token to let mk8s generate a token"
+    )
+
+
+@pytest.mark.parametrize("block", ["config", "serverConfig", "agentConfig"])
+def test_managed_keys_in_every_config_block(tmp_path: Path, block: str) -> None:
+    text = MINIMAL.replace(
+        "spec:\n", f"spec:\n  rke2:\n    {block}:\n      server:\n        x: 1\n"
+    )
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:8: spec.rke2.{block}.server: 'server' is managed by mk8s; "
+        "remove it; set spec.rke2.serverUrl for a fixed registration address"
+    )
+    text = MINIMAL.replace("spec:\n", f"spec:\n  rke2:\n    {block}:\n      agent-token: x\n")
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:8: spec.rke2.{block}.agent-token: 'agent-token' is managed "
+        "by mk8s; remove it; set spec.rke2.token.file to choose the token"
+    )
+
+
+def test_settings_reach_the_model(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "spec:\n",
+        "spec:\n  rke2:\n    agentConfig: {node-taint: [a]}\n"
+        "  ssh: {hostKeyPolicy: accept-new, knownHosts: /kh}\n",
+    ).replace("role: server", "role: server\n    - {address: 10.0.0.12, role: agent}")
+    c = load_cluster(write(tmp_path, text))
+    assert dict(c.rke2.agent_config) == {"node-taint": ["a"]}
+    assert c.ssh.host_key_policy == "accept-new"
+    assert [n.ssh.host_key_policy for n in c.nodes] == ["accept-new", "accept-new"]
+    assert [n.index for n in c.nodes] == [0, 1]
+    assert [n.role for n in c.nodes] == ["server", "agent"]
+    assert c.nodes[0].ssh.known_hosts == Path("/kh")
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ClusterFileError) as e:
+        load_cluster(tmp_path / "none.yaml")
+    assert str(e.value) == f"{tmp_path}/none.yaml: no such file; pass the cluster file with -f PATH"
+    with pytest.raises(ClusterFileError) as e:
+        load_cluster(tmp_path)
+    assert str(e.value) == (
+        f"cluster file {tmp_path} is a directory, not a regular file;"
+        " pass the cluster file with -f PATH"
+    )
+    (tmp_path / "empty.yaml").write_text("# nothing\n")
+    with pytest.raises(ClusterFileError) as e:
+        load_cluster(tmp_path / "empty.yaml")
+    assert str(e.value) == (
+        f"{tmp_path}/empty.yaml: the file is empty; see the README (Deploying) and schemas/cluster.schema.json for the format"
+    )
+
+
+def test_yaml_errors(tmp_path: Path) -> None:
+    assert load_err(tmp_path, "a: [b\n") == (
+        f"{tmp_path}/cluster.yaml:2: not valid YAML: expected ',' or ']', but got "
+        "'<stream end>'; fix the YAML syntax"
+    )
+    assert load_err(tmp_path, "# a list\n- a\n") == (
+        f"{tmp_path}/cluster.yaml:2: expected a mapping with apiVersion, kind, metadata and "
+        "spec, found list; see the README (Deploying) and schemas/cluster.schema.json for the format"
+    )
+
+
+def test_control_character_is_a_yaml_error(tmp_path: Path) -> None:
+    msg = load_err(tmp_path, "a: b\x01\n")
+    assert msg.startswith(f"{tmp_path}/cluster.yaml: not valid YAML: unacceptable character")
+    assert msg.endswith("; fix the YAML syntax")
+
+
+def test_duplicate_keys_deep_down(tmp_path: Path) -> None:
+    text = MINIMAL + "      ssh:\n        port: 22\n        port: 23\n"
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:11: spec.nodes[0].ssh.port: key appears twice "
+        "(first on line 10); keep one of them"
+    )
+
+
+def test_api_version_lines(tmp_path: Path) -> None:
+    text = "kind: Cluster\napiVersion: v2\n"
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:2: apiVersion: 'v2' is not supported; "
+        "set apiVersion: mk8s/v1alpha1"
+    )
+    assert load_err(tmp_path, "# c\nkind: Cluster\n") == (
+        f"{tmp_path}/cluster.yaml:2: apiVersion: None is not supported; "
+        "set apiVersion: mk8s/v1alpha1"
+    )
+
+
+def test_required_field_next_to_an_unknown_one(tmp_path: Path) -> None:
+    text = MINIMAL.replace("      role: server", "      color:\n        blue")
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml: 2 errors against the schema\n"
+        f"{tmp_path}/cluster.yaml:7: spec.nodes[0]: 'role' is a required property\n"
+        f"{tmp_path}/cluster.yaml:8: spec.nodes[0].color: unknown field (allowed here: "
+        "address, config, name, role, ssh)"
+    )
+
+
+def test_root_level_error_line(tmp_path: Path) -> None:
+    text = "# a comment\n\napiVersion: mk8s/v1alpha1\nkind: Cluster\nmetadata: {name: x}\n"
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:3: (top level): 'spec' is a required property"
+    )
+
+
+def test_bastion_error_does_not_hide_later_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace("spec:\n", "spec:\n  ssh:\n    bastion: {user: x}\n").replace(
+        "role: server", "role: boss"
+    )
+    msg = load_err(tmp_path, text)
+    assert msg.startswith(f"{tmp_path}/cluster.yaml: 2 errors against the schema\n")
+    assert "spec.ssh.bastion: 'address' is a required property" in msg
+    assert "spec.nodes[0].role: 'boss' is not one of ['server', 'agent']" in msg
+
+
+def test_errors_on_one_line_keep_the_schema_order(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "    - address: 10.0.0.11\n      role: server\n",
+        "    - {address: 10.0.0.11, role: boss, config: 5, ssh: 3, name: 7}\n",
+    )
+    f = f"{tmp_path}/cluster.yaml"
+    assert load_err(tmp_path, text) == (
+        f"{f}: 4 errors against the schema\n"
+        f"{f}:7: spec.nodes[0].name: 7 is not of type 'string'\n"
+        f"{f}:7: spec.nodes[0].role: 'boss' is not one of ['server', 'agent']\n"
+        f"{f}:7: spec.nodes[0].ssh: 3 is not of type 'object'\n"
+        f"{f}:7: spec.nodes[0].config: 5 is not of type 'object'"
+    )
+
+
+def test_value_errors_point_at_the_value_line(tmp_path: Path) -> None:
+    text = MINIMAL.replace("      role: server", "      role:\n        boss")
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:9: spec.nodes[0].role: 'boss' is not one of ['server', 'agent']"
+    )
+
+
+def test_a_bastion_error_then_more_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace(
+        "      role: server", "      role: server\n      ssh: {bastion: {user: x}}"
+    ) + ("    - {address: 10.0.0.12, role: boss}\n")
+    f = f"{tmp_path}/cluster.yaml"
+    assert load_err(tmp_path, text) == (
+        f"{f}: 2 errors against the schema\n"
+        f"{f}:9: spec.nodes[0].ssh.bastion: 'address' is a required property\n"
+        f"{f}:10: spec.nodes[1].role: 'boss' is not one of ['server', 'agent']"
+    )
+
+
+def test_duplicate_default_name_exact(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace("      role: server", "      role: server\n      name: 10.0.0.12")
+        + "    - {address: 10.0.0.12, role: agent}\n"
+    )
+    assert load_err(tmp_path, text) == (
+        f"{tmp_path}/cluster.yaml:10: spec.nodes[1].address: node name '10.0.0.12' is already "
+        "used by spec.nodes[0] (a node's name defaults to its address); give each node a "
+        "unique name"
+    )

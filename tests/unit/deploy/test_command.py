@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -173,3 +174,129 @@ def test_file_upload_from_path(tmp_path: Path) -> None:
         FileUpload.from_path(f, "/x", sha256="XYZ")
     with pytest.raises(ValueError, match="absolute"):
         FileUpload.from_bytes(b"", "x")
+
+
+# -- pinned: masking, conversions, the quote tracker, write_file's display ---------------
+def test_secret_basics() -> None:
+    with pytest.raises(TypeError) as e:
+        Secret(5)  # type: ignore[arg-type]
+    assert str(e.value) == "Secret wraps a str, not int"
+    assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+    assert Secret("a") != "a"  # type: ignore[comparison-overlap]
+    assert hash(Secret("a")) == hash(Secret("a")) and hash(Secret("a")) != hash(Secret("b"))
+    assert len({Secret("a"), Secret("b"), Secret("a")}) == 2
+    assert bool(Secret("x")) and not bool(Secret(""))
+    assert Secret(Secret("inner")).reveal() == "inner"
+
+
+@pytest.mark.parametrize(
+    "secrets, text, masked",
+    [
+        (["abc", "abcdef"], "token=abcdef x=abc", "token=*** x=***"),
+        (["xyz", "axyzb"], "k=axyzb", "k=***"),
+        (["axyzb", "xyz"], "k=axyzb and xyz", "k=*** and ***"),
+    ],
+    ids=["prefix", "inside", "inside-reversed"],
+)
+def test_overlapping_secrets_are_masked_whole(secrets: list[str], text: str, masked: str) -> None:
+    cmd = Command.argv("echo", *[Secret(s) for s in secrets])
+    assert cmd.mask(text) == masked
+
+
+def test_secrets_inside_sh_c_and_env() -> None:
+    inner = Command.script("echo {t} > /f", {"t": Secret("s1")}, sudo=True, env={"K": Secret("s2")})
+    wrapped = as_user(inner, "ops")
+    assert set(wrapped.secrets()) == {"s1", "s2"}
+    assert "s1" not in wrapped.display() and "s2" not in wrapped.display()
+    compound = as_user(Command.script("echo {t} | cat", {"t": Secret("s3")}, sudo=True), "ops")
+    assert compound.secrets() == ("s3",)
+    assert compound.sudo is False and compound.compound is False
+    assert compound.display() == "sudo -n sh -c 'echo *** | cat'"
+
+
+def test_values_are_converted_to_words() -> None:
+    assert Command.argv("cat", Path("/a b"), 5).render() == "cat '/a b' 5"  # type: ignore[arg-type]
+    assert Command.script("sleep {n} && ls {p}", {"n": 5, "p": "/x y"}).render() == (
+        "sleep 5 && ls '/x y'"
+    )
+
+
+def test_env_is_frozen() -> None:
+    env = {"A": "1"}
+    cmd = Command.argv("true", env=env)
+    env["B"] = "2"
+    assert isinstance(cmd.env, MappingProxyType) and dict(cmd.env) == {"A": "1"}
+
+
+def test_write_file_defaults_and_options() -> None:
+    cmd = write_file("/etc/x", "content")
+    assert cmd.display() == (
+        "mkdir -p /etc && umask 077 && cat > /etc/x.mk8s-tmp && chmod 0644 /etc/x.mk8s-tmp"
+        " && mv -f /etc/x.mk8s-tmp /etc/x"
+    )
+    assert cmd.timeout == 60.0 and cmd.sudo is True
+    assert write_file("/etc/x", b"c", timeout=5.0).timeout == 5.0
+
+
+def test_file_upload_defaults_and_display(tmp_path: Path) -> None:
+    up = FileUpload.from_bytes(b"hello", "/etc/h", description="greeting")
+    assert (up.mode, up.secret, up.description) == (0o644, False, "greeting")
+    sha = hashlib.sha256(b"hello").hexdigest()
+    assert up.display() == f"upload <5 bytes> -> /etc/h (0644, 5 bytes, sha256 {sha[:16]})"
+    secret = FileUpload.from_bytes(b"k", "/etc/k", mode=0o600, secret=True)
+    assert secret.display().startswith("upload <secret 1 bytes> -> /etc/k (0600,")
+    f = tmp_path / "f"
+    f.write_bytes(b"x" * 100)
+    up = FileUpload.from_path(f, "/opt/f", mode=0o755, description="file")
+    assert (up.mode, up.description, up.size) == (0o755, "file", 100)
+    assert up.sha256 == hashlib.sha256(b"x" * 100).hexdigest()
+    assert up.content() == b"x" * 100
+    assert FileUpload.from_bytes(b"abc", "/a").content() == b"abc"
+
+
+def test_empty_command() -> None:
+    with pytest.raises(ValueError) as e:
+        Command(pieces=())
+    assert str(e.value) == "empty command"
+
+
+INSIDE = [
+    "'{v}'",  # a quote as the very first character
+    '"{v}"',
+    "\\x '{v}'",  # an escape ends after one character
+    '"a\\"{v}"',  # an escaped quote does not close the string
+    "$('{v}')",  # a quote right after $( opens a string
+    "$(x) '{v}'",
+    "'$( {v}'",  # $( inside single quotes is text
+]
+
+
+OUTSIDE = [
+    "\\'{v}",  # an escaped quote opens nothing
+    '\\"{v}',
+    "'a' {v}",
+    '"a" {v}',
+    '"$(printf %s {v})"',  # $( opens a fresh word context
+    "$(printf %s {v})",
+    "'it''s' {v}",
+]
+
+
+@pytest.mark.parametrize("template", INSIDE)
+def test_fields_inside_quotes_are_found(template: str) -> None:
+    with pytest.raises(ValueError) as e:
+        Command.script(template, {"v": "x"})
+    assert str(e.value) == f"field {{v}} is inside a quoted string in {template!r}"
+
+
+@pytest.mark.parametrize("template", OUTSIDE)
+def test_fields_outside_quotes_are_accepted(template: str) -> None:
+    assert Command.script(template, {"v": "a b"}).render() == template.replace("{v}", "'a b'")
+
+
+def test_write_file_shows_plain_content_and_hides_secrets() -> None:
+    assert write_file("/etc/x", "a: 1\n").stdin_shown == "a: 1\n"
+    assert write_file("/etc/x", b"\xff\xfe").stdin_shown == "<2 bytes>"
+    assert write_file("/etc/x", "a: 1\n", shown="a: ***\n").stdin_shown == "a: ***\n"
+    assert write_file("/etc/x", Secret("tok")).stdin_shown is None
+    assert write_file("/etc/x", Secret("tok"), shown="token: ***").stdin_shown == "token: ***"
