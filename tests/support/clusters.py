@@ -4,6 +4,7 @@ release's manifest, a cluster.yaml and the node facts a fresh node reports."""
 from __future__ import annotations
 
 import hashlib
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -169,3 +170,33 @@ def images_cluster(tmp_path: Path, images: str, rke2: str = "") -> Cluster:
     return load(
         tmp_path, cluster_text(nodes, f"{rke2}  images: {images}\n", name="img"), check_files=True
     )
+
+
+# -- "lab": a server and an agent, for the tests of one spec block at a time ------------
+LAB_HEAD = """\
+apiVersion: mk8s/v1alpha1
+kind: Cluster
+metadata:
+  name: lab
+spec:
+"""
+
+
+LAB_NODES = """\
+  nodes:
+    - address: 10.0.0.11
+      role: server
+    - address: 10.0.0.21
+      name: w1
+      role: agent
+"""
+
+
+def write_lab(tmp_path: Path, spec: str = "") -> Path:
+    p = tmp_path / "cluster.yaml"
+    p.write_text(LAB_HEAD + spec + LAB_NODES)
+    return p
+
+
+def indent_spec(block: str) -> str:
+    return textwrap.indent(textwrap.dedent(block), "  ")

@@ -1,17 +1,15 @@
-"""cluster.yaml settings added by the images, upgrade and field-fidelity work, pinned:
-defaults, explicit values, exact messages and lines, and the small rules the
-deploy engine relies on (batch size, image tarballs per node, RKE2 prefixes)."""
+"""mk8s/deploy/cluster.py, the settings blocks, pinned: spec.options (upgrade, batch
+size), spec.images and its registry, spec.rke2; defaults, explicit values, exact
+messages and lines, and the small rules the deploy engine relies on (batch size, image
+tarballs per node, RKE2 prefixes). The file-level rules are in test_cluster.py."""
 
 from __future__ import annotations
 
-import hashlib
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from mk8s.deploy.cluster import (
-    Bastion,
     ImagesSettings,
     Node,
     RegistrySettings,
@@ -21,51 +19,23 @@ from mk8s.deploy.cluster import (
     load_cluster,
 )
 from mk8s.errors import ClusterFileError
-from tests.support.registry import TestCA
-
-CA_PEM = TestCA.create().pem()
-CA_FIX = "caFile must be the PEM certificate(s) of the CA that signed the registry's certificate"
-
-HEAD = """\
-apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata:
-  name: lab
-spec:
-"""
-NODES = """\
-  nodes:
-    - address: 10.0.0.11
-      role: server
-    - address: 10.0.0.21
-      name: w1
-      role: agent
-"""
-
-
-def write(tmp_path: Path, spec: str = "") -> Path:
-    p = tmp_path / "cluster.yaml"
-    p.write_text(HEAD + spec + NODES)
-    return p
+from tests.support.clusters import CA_PEM, indent_spec, write_lab
+from tests.support.registry import CA_FIX, pem_block
 
 
 def err(tmp_path: Path, spec: str, **kw: bool) -> str:
-    p = write(tmp_path, spec)
+    p = write_lab(tmp_path, spec)
     with pytest.raises(ClusterFileError) as e:
         load_cluster(p, **kw)
     assert e.value.exit_code == 2
     return str(e.value)
 
 
-def indent(block: str) -> str:
-    return textwrap.indent(textwrap.dedent(block), "  ")
-
-
 # -- defaults ----------------------------------------------------------------------------
 
 
 def test_defaults_of_every_new_setting(tmp_path: Path) -> None:
-    c = load_cluster(write(tmp_path))
+    c = load_cluster(write_lab(tmp_path))
     assert c.images == ImagesSettings(distribution="all", registry=None)
     assert c.options.upgrade == UpgradeOptions(drain=True, drain_timeout=300, max_unavailable="10%")
     assert c.options.concurrency == 10
@@ -89,7 +59,7 @@ def test_defaults_of_every_new_setting(tmp_path: Path) -> None:
 
 
 def test_explicit_upgrade_options(tmp_path: Path) -> None:
-    spec = indent(
+    spec = indent_spec(
         """\
         options:
           concurrency: 3
@@ -100,15 +70,15 @@ def test_explicit_upgrade_options(tmp_path: Path) -> None:
             maxUnavailable: 3
         """
     )
-    c = load_cluster(write(tmp_path, spec))
+    c = load_cluster(write_lab(tmp_path, spec))
     assert c.options.upgrade == UpgradeOptions(drain=False, drain_timeout=60, max_unavailable="3")
     assert (c.options.concurrency, c.options.staging_dir) == (3, "/srv/mk8s")
     assert c.options.upgrade.batch_size(10) == 3
 
 
 def test_upgrade_percentage_is_kept_as_written(tmp_path: Path) -> None:
-    spec = indent("options:\n  upgrade: {maxUnavailable: 25%}\n")
-    up = load_cluster(write(tmp_path, spec)).options.upgrade
+    spec = indent_spec("options:\n  upgrade: {maxUnavailable: 25%}\n")
+    up = load_cluster(write_lab(tmp_path, spec)).options.upgrade
     assert up == UpgradeOptions(drain=True, drain_timeout=300, max_unavailable="25%")
     assert up.batch_size(8) == 2
 
@@ -135,7 +105,7 @@ def test_batch_size(value: str, agents: int, batch: int) -> None:
 
 
 def test_registry_mode_needs_a_registry(tmp_path: Path) -> None:
-    spec = indent("images:\n  distribution: registry\n")
+    spec = indent_spec("images:\n  distribution: registry\n")
     assert err(tmp_path, spec) == (
         f"{tmp_path}/cluster.yaml:7: spec.images.distribution: distribution: registry"
         " needs spec.images.registry; add spec.images.registry: {url: https://HOST:PORT,"
@@ -144,7 +114,7 @@ def test_registry_mode_needs_a_registry(tmp_path: Path) -> None:
 
 
 def test_servers_mode_needs_no_registry(tmp_path: Path) -> None:
-    c = load_cluster(write(tmp_path, indent("images: {distribution: servers}\n")))
+    c = load_cluster(write_lab(tmp_path, indent_spec("images: {distribution: servers}\n")))
     assert c.images == ImagesSettings(distribution="servers", registry=None)
 
 
@@ -152,7 +122,7 @@ def registry_spec(tmp_path: Path, url: str) -> str:
     """spec.images for a registry with CA and credentials (lines 6-12), files made."""
     (tmp_path / "ca.pem").write_bytes(CA_PEM)
     (tmp_path / "pw").write_text("pw\n")
-    return indent(
+    return indent_spec(
         f"""\
         images:
           distribution: registry
@@ -175,12 +145,12 @@ def test_registry_port_outside_1_to_65535_is_refused(tmp_path: Path, port: str) 
 
 @pytest.mark.parametrize("url", ["https://reg.lan:1", "https://reg.lan:65535/", "https://reg.lan"])
 def test_registry_ports_1_to_65535_and_none_are_taken(tmp_path: Path, url: str) -> None:
-    c = load_cluster(write(tmp_path, registry_spec(tmp_path, url)))
+    c = load_cluster(write_lab(tmp_path, registry_spec(tmp_path, url)))
     assert c.images.registry is not None and c.images.registry.url == url
 
 
 def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) -> None:
-    c = load_cluster(write(tmp_path, registry_spec(tmp_path, "https://reg.lan:5000/")))
+    c = load_cluster(write_lab(tmp_path, registry_spec(tmp_path, "https://reg.lan:5000/")))
     assert c.images == ImagesSettings(
         distribution="registry",
         registry=RegistrySettings(
@@ -195,8 +165,8 @@ def test_registry_settings_resolve_relative_to_the_cluster_file(tmp_path: Path) 
 
 
 def test_registry_without_authentication_or_ca(tmp_path: Path) -> None:
-    spec = indent("images:\n  distribution: registry\n  registry: {url: 'https://reg.lan'}\n")
-    c = load_cluster(write(tmp_path, spec))
+    spec = indent_spec("images:\n  distribution: registry\n  registry: {url: 'https://reg.lan'}\n")
+    c = load_cluster(write_lab(tmp_path, spec))
     assert c.images.registry == RegistrySettings(url="https://reg.lan")
     assert c.images.registry.host == "reg.lan"
 
@@ -204,7 +174,7 @@ def test_registry_without_authentication_or_ca(tmp_path: Path) -> None:
 @pytest.mark.parametrize("given", ["username: robot", "passwordFile: pw"])
 def test_username_and_password_file_go_together(tmp_path: Path, given: str) -> None:
     (tmp_path / "pw").write_text("pw\n")
-    spec = indent(f"images:\n  registry:\n    url: https://reg.lan\n    {given}\n")
+    spec = indent_spec(f"images:\n  registry:\n    url: https://reg.lan\n    {given}\n")
     assert err(tmp_path, spec) == (
         f"{tmp_path}/cluster.yaml:8: spec.images.registry: username and passwordFile go"
         " together; give both, or neither for a registry without authentication"
@@ -221,7 +191,7 @@ def test_registry_files_must_exist(tmp_path: Path, key: str, line: int) -> None:
         " exist; fix the path"
     )
     # Without check_files (dry runs of another machine's file) the path is kept as is.
-    c = load_cluster(write(tmp_path, spec), check_files=False)
+    c = load_cluster(write_lab(tmp_path, spec), check_files=False)
     assert c.images.registry is not None
     assert missing in (c.images.registry.ca_file, c.images.registry.password_file)
 
@@ -232,20 +202,16 @@ def _ca_error(tmp_path: Path, content: bytes) -> str:
     return err(tmp_path, spec)
 
 
-def _pem(label: str, body: bytes = b"AAAA") -> bytes:
-    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, body, label)
-
-
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
         (b"hunter2\n", "is not a PEM certificate"),
         (b"", "is not a PEM certificate"),
-        (_pem(b"CERTIFICATE"), "is not a PEM certificate"),
-        (_pem(b"PRIVATE KEY", b"c2VjcmV0LWtleQ=="), "holds a private key"),
-        (CA_PEM + _pem(b"EC PRIVATE KEY", b"c2VjcmV0LWtleQ=="), "holds a private key"),
+        (pem_block(b"CERTIFICATE"), "is not a PEM certificate"),
+        (pem_block(b"PRIVATE KEY", b"c2VjcmV0LWtleQ=="), "holds a private key"),
+        (CA_PEM + pem_block(b"EC PRIVATE KEY", b"c2VjcmV0LWtleQ=="), "holds a private key"),
         (CA_PEM + b"\nPRIVATE KEY c2VjcmV0LWtleQ==\n", "holds a private key"),
-        (CA_PEM + _pem(b"X509 CRL"), "holds PEM blocks that are not certificates"),
+        (CA_PEM + pem_block(b"X509 CRL"), "holds PEM blocks that are not certificates"),
     ],
 )
 def test_a_ca_file_must_be_certificates_only(tmp_path: Path, content: bytes, problem: str) -> None:
@@ -273,49 +239,6 @@ def test_a_ca_file_that_is_a_fifo_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        (b"x" * (1 << 20), None),
-        (
-            b"x" * ((1 << 20) + 1),
-            "registry CA file {p} is larger than 1048576 bytes; this cannot be a registry CA file",
-        ),
-        (
-            b"-----BEGIN RSA PRIVATE KEY-----\n",
-            "{p} holds a private key, not only certificates;"
-            " it would be readable by everyone on every node",
-        ),
-        (_pem(b"PKCS7"), "{p} holds PEM blocks that are not certificates"),
-        (b"hunter2", "{p} is not a PEM certificate"),
-    ],
-)
-def test_registry_ca_messages(tmp_path: Path, content: bytes, problem: str | None) -> None:
-    from mk8s.deploy import registryca
-    from mk8s.errors import InputError
-
-    p = tmp_path / "ca.pem"
-    p.write_bytes(content)
-    with pytest.raises(InputError) as e:
-        registryca.read_ca(p)
-    if problem is None:  # at the size cap: read, and refused only as no certificate
-        assert str(e.value) == f"{p} is not a PEM certificate; {CA_FIX}"
-    else:
-        assert str(e.value) == problem.format(p=p) + f"; {CA_FIX}"
-
-
-def test_only_the_certificates_of_a_ca_file_are_uploaded(tmp_path: Path) -> None:
-    from mk8s.deploy import registryca
-
-    second = TestCA.create("second").pem()
-    p = tmp_path / "ca.pem"
-    p.write_bytes(b"# a comment openssl writes\n" + CA_PEM + b"\n" + second)
-    assert registryca.read_ca(p) == CA_PEM + second
-    shown = registryca.describe(CA_PEM + second, p)
-    sha = hashlib.sha256(CA_PEM + second).hexdigest()
-    assert shown == f"<2 certificate(s) from ca.pem, {len(CA_PEM + second)} bytes, sha256 {sha}>"
-
-
-@pytest.mark.parametrize(
     ("key", "url", "problem"),
     [
         ("url", "https://reg.lan:0", "port 0 is out of range (1-65535)"),
@@ -338,10 +261,10 @@ def test_urls_need_a_real_port_and_no_userinfo(
     tmp_path: Path, key: str, url: str, problem: str
 ) -> None:
     if key == "url":
-        spec = indent(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
+        spec = indent_spec(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
         where, line = "spec.images.registry.url", 8
     else:
-        spec = indent(f"rke2:\n  serverUrl: '{url}'\n")
+        spec = indent_spec(f"rke2:\n  serverUrl: '{url}'\n")
         where, line = "spec.rke2.serverUrl", 7
     msg = err(tmp_path, spec)
     fix = "" if "; remove them" in problem else "; fix the port"
@@ -353,10 +276,10 @@ def test_urls_need_a_real_port_and_no_userinfo(
 def test_ports_in_range_are_taken_one_past_is_not(tmp_path: Path, port: str, past: str) -> None:
     def spec(url: str) -> str:
         images = f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n"
-        return indent(images) + indent(f"rke2: {{serverUrl: '{url}'}}\n")
+        return indent_spec(images) + indent_spec(f"rke2: {{serverUrl: '{url}'}}\n")
 
     url = f"https://reg.lan:{port}" if port else "https://reg.lan"
-    c = load_cluster(write(tmp_path, spec(url)))
+    c = load_cluster(write_lab(tmp_path, spec(url)))
     assert c.images.registry is not None and c.images.registry.url == url
     assert c.rke2.server_url == url
     assert f"port {past} is out of range" in err(tmp_path, spec(f"https://reg.lan:{past}"))
@@ -364,15 +287,17 @@ def test_ports_in_range_are_taken_one_past_is_not(tmp_path: Path, port: str, pas
 
 @pytest.mark.parametrize("url", ["https://[fd00::1]", "https://[fd00::1]:9345"])
 def test_an_ipv6_server_url_has_its_port_after_the_brackets(tmp_path: Path, url: str) -> None:
-    c = load_cluster(write(tmp_path, indent(f"rke2: {{serverUrl: '{url}', tlsSan: [fd00::1]}}\n")))
+    c = load_cluster(
+        write_lab(tmp_path, indent_spec(f"rke2: {{serverUrl: '{url}', tlsSan: [fd00::1]}}\n"))
+    )
     assert c.rke2.server_url == url
     bad = "https://[fd00::1]:0"
-    assert "port 0 is out" in err(tmp_path, indent(f"rke2: {{serverUrl: '{bad}'}}\n"))
+    assert "port 0 is out" in err(tmp_path, indent_spec(f"rke2: {{serverUrl: '{bad}'}}\n"))
 
 
 def test_a_registry_url_with_userinfo_never_echoes_the_password(tmp_path: Path) -> None:
     url = "https://robot:s3cret@reg.lan:5000"
-    spec = indent(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
+    spec = indent_spec(f"images:\n  distribution: registry\n  registry: {{url: '{url}'}}\n")
     msg = err(tmp_path, spec)
     assert msg.startswith(f"{tmp_path}/cluster.yaml:8: spec.images.registry.url: 'https://***@")
     assert "s3cret" not in msg
@@ -408,7 +333,7 @@ def test_tar_prefix_replaces_the_install_sh_prefixes(
 
 def test_rke2_settings_from_the_file(tmp_path: Path) -> None:
     (tmp_path / "tok").write_text("secret\n")
-    spec = indent(
+    spec = indent_spec(
         """\
         rke2:
           version: v1.28.9+rke2r1
@@ -422,7 +347,7 @@ def test_rke2_settings_from_the_file(tmp_path: Path) -> None:
           registries: {mirrors: {}}
         """
     )
-    r = load_cluster(write(tmp_path, spec)).rke2
+    r = load_cluster(write_lab(tmp_path, spec)).rke2
     assert (r.version, r.tls_san, r.server_url) == (
         "v1.28.9+rke2r1",
         ("api.lan",),
@@ -439,40 +364,8 @@ def test_rke2_settings_from_the_file(tmp_path: Path) -> None:
 # -- spec.ssh ----------------------------------------------------------------------------
 
 
-def test_bastion_defaults_to_the_ssh_user_and_port_22(tmp_path: Path) -> None:
-    spec = indent("ssh:\n  user: ops\n  port: 2222\n  bastion: {address: jump.lan}\n")
-    c = load_cluster(write(tmp_path, spec))
-    assert c.ssh.bastion == Bastion(address="jump.lan", user="ops", port=22)
-    assert (c.ssh.user, c.ssh.port) == ("ops", 2222)
-    assert c.nodes[1].ssh.bastion == Bastion(address="jump.lan", user="ops", port=22)
-
-
-def test_node_ssh_overrides_the_cluster_block(tmp_path: Path) -> None:
-    p = tmp_path / "cluster.yaml"
-    p.write_text(
-        HEAD
-        + indent(
-            """\
-            ssh: {user: ops, knownHosts: kh, hostKeyPolicy: accept-new}
-            nodes:
-              - address: 10.0.0.11
-                role: server
-                ssh: {user: admin, port: 2200, bastion: {address: j, user: u, port: 23}}
-            """
-        )
-    )
-    c = load_cluster(p)
-    assert c.nodes[0].ssh == SSHSettings(
-        user="admin",
-        port=2200,
-        known_hosts=tmp_path / "kh",
-        host_key_policy="accept-new",
-        bastion=Bastion(address="j", user="u", port=23),
-    )
-
-
 def test_unknown_node_name_lists_the_known_ones(tmp_path: Path) -> None:
-    c = load_cluster(write(tmp_path))
+    c = load_cluster(write_lab(tmp_path))
     assert c.node("w1").role == "agent"
     with pytest.raises(ClusterFileError) as e:
         c.node("w2")
@@ -482,7 +375,7 @@ def test_unknown_node_name_lists_the_known_ones(tmp_path: Path) -> None:
 
 
 def test_node_name_in_a_config_block_names_the_fix(tmp_path: Path) -> None:
-    spec = indent("rke2:\n  agentConfig:\n    node-name: x\n")
+    spec = indent_spec("rke2:\n  agentConfig:\n    node-name: x\n")
     assert err(tmp_path, spec) == (
         f"{tmp_path}/cluster.yaml:8: spec.rke2.agentConfig.node-name: 'node-name' is managed"
         " by mk8s; remove it; mk8s sets node-name to the node's name in spec.nodes"
@@ -491,7 +384,7 @@ def test_node_name_in_a_config_block_names_the_fix(tmp_path: Path) -> None:
 
 def test_identity_file_that_is_a_directory(tmp_path: Path) -> None:
     (tmp_path / "keys").mkdir()
-    spec = indent("ssh:\n  identityFile: keys\n")
+    spec = indent_spec("ssh:\n  identityFile: keys\n")
     assert err(tmp_path, spec) == (
         f"{tmp_path}/cluster.yaml:7: spec.ssh.identityFile: {tmp_path}/keys is not a regular"
         " file; fix the path, or remove identityFile to use the ssh-agent"
