@@ -170,3 +170,17 @@ def test_extract_refuses_an_unsigned_bundle_by_default(
     assert list(dest.iterdir()) == []
     v = extract.extract_bundle(written.path, trusted, dest, allow_unsigned=True)
     assert v.signer is None and (dest / "mk8s-bundle.json").is_file()
+
+
+# -- a failed extract through the CLI ----------------------------------------------------
+def test_failed_extract_leaves_no_directory_it_created(tmp_path: Path, run_cli, ed_key) -> None:  # type: ignore[no-untyped-def]
+    written, _ = bundles.build(tmp_path, ed_key)
+    data = bytearray(written.path.read_bytes())
+    data[-100] ^= 1
+    bad = tmp_path / "bad.tar.zst"
+    bad.write_bytes(bytes(data))
+    pub = keys.write_key_pair(ed_key, tmp_path / "k", None).public
+    dest = tmp_path / "new" / "deeper" / "dir"
+    r = run_cli("bundle", "extract", str(bad), "--key", str(pub), "-d", str(dest))
+    assert r.code == 3, r.err
+    assert not (tmp_path / "new").exists()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -311,7 +314,6 @@ def test_stale_part_files_are_swept(
     fresh = tmp_path / "tmp" / "busy.part"
     old.write_bytes(b"x")
     fresh.write_bytes(b"y")
-    import os
 
     os.utime(old, (time.time() - 3 * 86400,) * 2)
     fetch(items(upstream, settings, "rke2.linux-amd64.tar.gz"), settings, tmp_path)
@@ -330,3 +332,63 @@ def test_damaged_cache_entry_is_replaced(
     dest.write_bytes(data[:10])  # truncated by a crash
     (got,) = fetch([item], settings, tmp_path)
     assert got.downloaded and dest.read_bytes() == data
+
+
+# -- a server that sends more than the pinned size ---------------------------------------
+# -------------------------------------------------------------- oversized downloads
+class _Liar(BaseHTTPRequestHandler):
+    """Serves more bytes than pinned, with or without a Content-Length."""
+
+    sent: ClassVar[list[int]] = []
+
+    def log_message(self, *a: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        chunked = self.path.endswith("chunked")
+        self.send_response(200)
+        total = 0
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            try:
+                for _ in range(4096):  # up to 256 MiB if nobody stops reading
+                    block = b"z" * 65536
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+                    total += len(block)
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass
+        else:
+            self.send_header("Content-Length", str(1 << 30))
+            self.end_headers()
+            try:
+                for _ in range(4096):
+                    self.wfile.write(b"z" * 65536)
+                    total += 65536
+            except OSError:
+                pass
+        type(self).sent.append(total)
+
+
+@pytest.fixture
+def liar() -> Iterator[str]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("path", ["/with-length", "/chunked"])
+def test_download_is_cut_off_past_its_pinned_size(tmp_path: Path, liar: str, path: str) -> None:
+    settings = UpstreamSettings(api_url=liar, release_url=liar, raw_url=liar, retries=0)
+    item = FetchItem("x.tar.gz", liar + path, sha256="a" * 64, size=100_000)
+    start = time.monotonic()
+    with pytest.raises(ChecksumMismatch, match="expected 100000 bytes"):
+        fetch([item], settings, tmp_path / "cache", jobs=1)
+    assert time.monotonic() - start < 20
+    assert not list((tmp_path / "cache").rglob("*.part"))
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert all(p.stat().st_size <= 100_000 for p in cached)

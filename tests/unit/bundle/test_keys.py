@@ -511,3 +511,18 @@ def test_private_key_is_never_on_disk_with_looser_mode(
         os.umask(old)
     (private,) = [mode for name, mode in seen.items() if name.startswith(".k.key.")]
     assert private == 0o600
+
+
+# -- key files that are not regular small files ------------------------------------------
+def test_key_file_must_be_a_regular_small_file(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    written, _ = bundles.build(tmp_path, None)
+    r = run_cli("bundle", "verify", str(written.path), "--key", "/dev/zero")
+    assert r.code == 2 and "device" in r.err
+    big = tmp_path / "big.pub"
+    big.write_bytes(b"-----BEGIN PUBLIC KEY-----\n" + b"A" * (1 << 20))
+    r = run_cli("bundle", "verify", str(written.path), "--key", str(big))
+    assert r.code == 2 and "larger than" in r.err
+    fifo = tmp_path / "bundle-fifo"
+    os.mkfifo(fifo)
+    r = run_cli("bundle", "verify", str(fifo), "--allow-unsigned")
+    assert r.code == 2 and "FIFO" in r.err

@@ -29,7 +29,11 @@ from mk8s.bundle.manifest import (
     check_artifact_name,
     now_utc,
 )
-from mk8s.errors import BundleRejected, InputError, LockError
+from mk8s.errors import (
+    BundleRejected,
+    InputError,
+    LockError,
+)
 from tests.support import bundles
 
 SHA = "0" * 64
@@ -662,3 +666,68 @@ def test_from_bytes_refusals(data: bytes, problem: str, validate: bool) -> None:
         Lock.from_bytes(data, source="mk8s.lock", validate=validate)
     assert str(e.value) == f"{problem}; regenerate it with `mk8s bundle lock`"
     assert e.value.exit_code == 2
+
+
+# -- hostile locks: credentials, invariants, dates, JSON that is no object ---------------
+def test_a_lock_with_credentials_is_refused(tmp_path: Path) -> None:
+    art = _art(url="https://u:p@mirror.example/rke2.linux-amd64.tar.gz")
+    with pytest.raises(ValueError, match="credentials"):
+        field_lock(art)
+
+
+# ------------------------------------------------------------------ locks and manifests
+def _art(**kw: object) -> Artifact:
+    base: dict[str, object] = dict(
+        name="rke2.linux-amd64.tar.gz",
+        kind="rke2",
+        path="artifacts/rke2.linux-amd64.tar.gz",
+        size=1,
+        sha256="0" * 64,
+        url="https://example.invalid/x",
+        arch="amd64",
+    )
+    base.update(kw)
+    return Artifact(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"path": "artifacts/."},
+        {"name": ".", "path": "artifacts/."},
+        {"name": "..", "path": "artifacts/.."},
+        {"path": "artifacts/../x"},
+        {"path": "/artifacts/x"},
+        {"path": "artifacts/files/rke2.linux-amd64.tar.gz"},
+        {"kind": "nonsense"},
+        {"url": "file:///etc/shadow"},
+        {"url": "gopher://h/x"},
+        {"url": "https://h/\x1b[2J"},
+        {"sha256": "G" * 64},
+        {"size": -1},
+    ],
+)
+def test_artifact_invariants(kw: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        field_lock(_art(**kw))
+
+
+@pytest.mark.parametrize("when", ["2024-13-45T99:99:99Z", "2024-02-30T00:00:00Z"])
+def test_dates_that_match_the_pattern_but_are_not_dates(tmp_path: Path, run_cli, when: str) -> None:  # type: ignore[no-untyped-def]
+    good = field_lock(_art()).to_json()
+    good["resolvedAt"] = when
+    p = tmp_path / "mk8s.lock"
+    p.write_text(json.dumps(good))
+    with pytest.raises(InputError, match="not a UTC time"):
+        Lock.from_bytes(p.read_bytes())
+    r = run_cli("bundle", "create", "--lock", str(p), "--unsigned", "-o", str(tmp_path / "b"))
+    assert r.code == 2 and "resolvedAt" in r.err and "internal error" not in r.err
+
+
+@pytest.mark.parametrize("data", [b"[" * 100_000 + b"]" * 100_000, b"[1, 2]", b'"x"', b"null"])
+def test_lock_json_that_is_deep_or_not_an_object(tmp_path: Path, run_cli, data: bytes) -> None:  # type: ignore[no-untyped-def]
+    p = tmp_path / "mk8s.lock"
+    p.write_bytes(data)
+    r = run_cli("bundle", "create", "--lock", str(p), "--unsigned", "-o", str(tmp_path / "b"))
+    assert r.code == 2, r.err
+    assert "internal error" not in r.err

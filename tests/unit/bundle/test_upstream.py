@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 
@@ -290,3 +291,38 @@ def test_select_missing_group_lists_what_exists(releases: list[UpstreamRelease])
         select_assets(old.asset_names, ["amd64"], "weave")
     with pytest.raises(InputError, match="unknown architecture"):
         select_assets(old.asset_names, ["s390x"])
+
+
+# -- credentials in URLs, bad URLs -------------------------------------------------------
+# -------------------------------------------------------------- credentials in URLs
+def test_credentials_are_taken_out_of_urls() -> None:
+    s = up_mod.UpstreamSettings(
+        api_url="https://api.example",
+        release_url="https://u%40x:p%3Ass@mirror.example:8443/rel/",
+        raw_url="https://mirror.example:8443/raw",
+    )
+    assert s.release_url == "https://mirror.example:8443/rel"
+    assert "p:ss" not in repr(s) and "p%3Ass" not in repr(s)
+    want = "Basic " + base64.b64encode(b"u@x:p:ss").decode()
+    assert s.auth_headers("https://mirror.example:8443/raw/x") == {"Authorization": want}
+    assert s.auth_headers("https://other.example/x") == {}
+    assert up_mod.redact_url("https://a:b@h/p") == "https://h/p"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://h:99999/",
+        "http://h:0/",
+        "http:///path",
+        "https://h/\x00",
+        "https://h/a b",
+        "ftp://h/",
+        "",
+        "https://h:port/",
+    ],
+)
+def test_bad_urls_are_input_errors(url: str) -> None:
+    with pytest.raises(InputError):
+        up_mod.UpstreamSettings(api_url=url)

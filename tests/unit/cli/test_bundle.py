@@ -130,3 +130,16 @@ def test_readme_audit_recipe_with_stock_tools(tmp_path: Path, algorithm: str) ->
     )
     assert r.returncode != 0
     assert "FAILED" in r.stdout + r.stderr
+
+
+# -- an unverified manifest is shown escaped ---------------------------------------------
+def test_inspect_escapes_an_unverified_manifest(tmp_path: Path, run_cli, ed_key) -> None:  # type: ignore[no-untyped-def]
+    written, _ = bundles.build(tmp_path, ed_key)
+    members = bundles.read_members(written.path)
+    manifest = json.loads(members[0].data)
+    manifest["rke2"]["requested"] = "\x1b[2J\x1b[HVERIFIED\r"
+    members[0] = bundles.Member(members[0].name, json.dumps(manifest).encode())
+    bad = bundles.craft(tmp_path / "evil.tar.zst", bundles.sign_members(members, ed_key))
+    r = run_cli("bundle", "inspect", str(bad))
+    assert r.code == 0, r.err
+    assert "\x1b" not in r.out and "\r" not in r.out and "\\x1b[2J" in r.out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -15,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from mk8s.bundle import keys
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.manifest import Artifact, Lock, Release
 from tests.support import bundles
 from tests.support.upstream import ExampleUpstream
 
 TAG = "v1.28.15+rke2r1"
+RELEASE = Release(requested="v1.28.x", tag=TAG, arch=("amd64",))
 BUNDLE = "mk8s-rke2-v1.28.15-rke2r1-linux-amd64.tar.zst"
 
 
@@ -343,3 +346,138 @@ def test_lock_refuses_selection_flags(  # type: ignore[no-untyped-def]
     assert extra[0] in r.err and "cannot be combined with --lock" in r.err
     assert _outputs(env) == ["mk8s.lock"]
     assert upstream.requests == []
+
+
+# -- hostile input: URLs, lock files, --file names, overwrites ---------------------------
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://h:99999/", "http:///x", "https://h/\x00", "https://h:x/"]
+)
+def test_bad_urls_on_the_command_line_exit_2(run_cli, tmp_path: Path, url: str) -> None:  # type: ignore[no-untyped-def]
+    r = run_cli(
+        "bundle", "lock", "--rke2", "v1.28.x", "--github-api-url", url, "-o", str(tmp_path / "l")
+    )
+    assert r.code == 2, r.err
+    assert "internal error" not in r.err
+
+
+@pytest.mark.slow
+def test_lock_and_manifest_never_hold_credentials(
+    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    with ExampleUpstream() as up:
+        for k, v in up.env.items():
+            monkeypatch.setenv(k, v.replace("http://", "http://mirroruser:hunter2@"))
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("MK8S_KEY_PASSPHRASE", "pw")
+        monkeypatch.chdir(tmp_path)
+        keys.write_key_pair(keys.generate_private_key(), tmp_path / "mk8s", b"pw")
+        r = run_cli("bundle", "create", "--rke2", "v1.28.x", "--key", "mk8s.key")
+        assert r.code == 0, r.err
+        sent = [q.header("Authorization") for q in up.requests if q.server == "main"]
+        want = "Basic " + base64.b64encode(b"mirroruser:hunter2").decode()
+        assert sent and all(h == want for h in sent)
+        # Then --lock: the URLs in the lock have no credentials; the env supplies them.
+        up.clear_requests()
+        r2 = run_cli(
+            "bundle",
+            "create",
+            "--lock",
+            "mk8s.lock",
+            "--key",
+            "mk8s.key",
+            "-o",
+            "again.tar.zst",
+            "--cache",
+            str(tmp_path / "cache2"),
+        )
+        assert r2.code == 0, r2.err
+        assert all(q.header("Authorization") == want for q in up.requests if q.server == "main")
+    lock = (tmp_path / "mk8s.lock").read_text()
+    assert "hunter2" not in lock and "mirroruser" not in lock
+    bundle = next(tmp_path.glob("mk8s-rke2-*.tar.zst"))
+    r3 = run_cli("bundle", "inspect", str(bundle), "--json")
+    assert "hunter2" not in r3.out and "mirroruser" not in r3.out
+    assert "hunter2" not in r.out + r.err + r2.out + r2.err
+
+
+def test_lock_file_must_be_a_regular_file(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    fifo = tmp_path / "lock"
+    os.mkfifo(fifo)
+    r = run_cli("bundle", "create", "--lock", str(fifo), "--unsigned")
+    assert r.code == 2 and "FIFO" in r.err
+    r = run_cli("bundle", "create", "--lock", "/dev/zero", "--unsigned")
+    assert r.code == 2 and "device" in r.err
+
+
+def test_a_local_file_in_a_lock_is_no_hash_oracle(
+    tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text("the operator's secret\n")
+    real_sha = hashlib.sha256(secret_file.read_bytes()).hexdigest()
+    art = Artifact(
+        name="secret.txt",
+        kind="file",
+        path="artifacts/files/secret.txt",
+        size=5,
+        sha256="1" * 64,
+        url=secret_file.as_uri(),
+    )
+    p = tmp_path / "mk8s.lock"
+    lock = Lock(release=RELEASE, resolved_at=bundles.RESOLVED_AT, artifacts=(art,))
+    p.write_bytes(lock.to_bytes())
+    r = run_cli("bundle", "create", "--lock", str(p), "--unsigned", "-o", str(tmp_path / "b"))
+    assert r.code == 3, r.err
+    assert "differs from the lock" in r.err
+    assert real_sha not in r.err + r.out
+
+
+# --------------------------------------------------------------------- --file names
+@pytest.mark.parametrize("name", [".hidden", "a b.txt", "x\x1b[2J", "é.rpm", "a" * 90])
+def test_file_names_are_checked_before_any_network(
+    tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:  # type: ignore[no-untyped-def]
+    f = tmp_path / name
+    f.write_text("x")
+    monkeypatch.setenv("MK8S_GITHUB_API_URL", "http://127.0.0.1:9")
+    r = run_cli("bundle", "create", "--rke2", "v1.28.x", "--unsigned", "--file", str(f))
+    assert r.code == 2, r.err
+    assert "--file" in r.err and "\x1b" not in r.err
+    assert "cannot reach" not in r.err
+
+
+def test_file_must_be_regular_and_names_unique(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.rpm").write_text("1")
+    (tmp_path / "b" / "x.rpm").write_text("2")
+    r = run_cli(
+        "bundle",
+        "create",
+        "--rke2",
+        "v1.28.x",
+        "--unsigned",
+        "--file",
+        str(tmp_path / "a" / "x.rpm"),
+        "--file",
+        str(tmp_path / "b" / "x.rpm"),
+    )
+    assert r.code == 2 and "same name" in r.err
+    fifo = tmp_path / "pipe.rpm"
+    os.mkfifo(fifo)
+    r = run_cli("bundle", "create", "--rke2", "v1.28.x", "--unsigned", "--file", str(fifo))
+    assert r.code == 2 and "FIFO" in r.err
+
+
+# ------------------------------------------------------------ files mk8s writes
+def test_create_refuses_to_overwrite_without_force(
+    tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, lock = bundles.build(tmp_path, None)
+    p = tmp_path / "mk8s.lock"
+    p.write_bytes(lock.as_lock().to_bytes())
+    out = tmp_path / "out.tar.zst"
+    out.write_bytes(b"precious")
+    r = run_cli("bundle", "create", "--lock", str(p), "--unsigned", "-o", str(out))
+    assert r.code == 1 and "already exists" in r.err and "--force" in r.err
+    assert out.read_bytes() == b"precious"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from mk8s.deploy.cluster import Bastion, Cluster, load_cluster
 from mk8s.errors import ClusterFileError
 from mk8s.schemas import load_schema
+from tests.support.clusters import cluster_text, write_cluster
 
 FULL = """\
 apiVersion: mk8s/v1alpha1
@@ -492,3 +494,94 @@ def test_duplicate_default_name_exact(tmp_path: Path) -> None:
         "used by spec.nodes[0] (a node's name defaults to its address); give each node a "
         "unique name"
     )
+
+
+# -- hostile values: staging dirs, names, addresses, paths -------------------------------
+# ------------------------------------------------------------------- cluster.yaml
+@pytest.mark.parametrize(
+    "staging",
+    [
+        "/var/lib/$(touch /tmp/x)",
+        "/var/lib/`id`",
+        "/var/lib/a b",
+        "/var/lib/../etc",
+        "/var/lib/x;rm",
+        "relative/dir",
+        '"/var/lib/mk8s\\n"',
+        "/" + "a" * 300,
+    ],
+)
+def test_hostile_staging_dir_is_refused(tmp_path: Path, staging: str) -> None:
+    p = write_cluster(tmp_path, cluster_text(options=f"  options: {{stagingDir: {staging!s}}}\n"))
+    with pytest.raises(ClusterFileError, match="stagingDir|not valid YAML"):
+        load_cluster(p, check_files=False)
+
+
+def test_plain_staging_dirs_are_accepted(tmp_path: Path) -> None:
+    for ok in ("/var/lib/mk8s", "/srv/mk8s-stage_2/", "/opt/a.b"):
+        p = write_cluster(tmp_path, cluster_text(options=f"  options: {{stagingDir: {ok}}}\n"))
+        assert load_cluster(p, check_files=False).options.staging_dir == ok
+
+
+@pytest.mark.parametrize(
+    "nodes,match",
+    [
+        (
+            '    - {address: 10.0.0.1, name: "cp1\\n", role: server}\n',
+            "does not match",
+        ),
+        (
+            "    - {address: 10.0.0.1, name: cp1, role: server}\n"
+            "    - {address: 10.0.0.2, name: CP1, role: agent}\n",
+            "already used",
+        ),
+        (
+            "    - {address: Node.Example, role: server}\n"
+            "    - {address: node.example, name: b, role: agent}\n",
+            "already used",
+        ),
+        (
+            '    - {address: "10.0.0.1\\n", role: server}\n',
+            "does not match",
+        ),
+        (
+            '    - {address: "$(id)", role: server}\n',
+            "does not match",
+        ),
+    ],
+)
+def test_names_and_addresses_are_whole_and_case_insensitive(
+    tmp_path: Path, nodes: str, match: str
+) -> None:
+    with pytest.raises(ClusterFileError, match=match):
+        load_cluster(write_cluster(tmp_path, cluster_text(nodes=nodes)), check_files=False)
+
+
+def test_node_name_in_config_is_managed(tmp_path: Path) -> None:
+    body = cluster_text(rke2="  rke2:\n    config: {node-name: other}\n")
+    with pytest.raises(ClusterFileError, match="'node-name' is managed by mk8s"):
+        load_cluster(write_cluster(tmp_path, body), check_files=False)
+
+
+def test_identity_file_that_is_not_a_file(tmp_path: Path) -> None:
+    fifo = tmp_path / "id_fifo"
+    os.mkfifo(fifo)
+    body = cluster_text(rke2="").replace("spec:\n", f"spec:\n  ssh: {{identityFile: {fifo}}}\n")
+    with pytest.raises(ClusterFileError, match="not a regular file"):
+        load_cluster(write_cluster(tmp_path, body))
+
+
+@pytest.mark.parametrize(
+    "ssh",
+    ['{identityFile: "a\\0b"}', '{knownHosts: "kh\\nx"}', '{identityFile: "\\x1b[2J"}'],
+)
+def test_paths_with_control_characters_are_refused(tmp_path: Path, ssh: str) -> None:
+    body = cluster_text().replace("spec:\n", f"spec:\n  ssh: {ssh}\n")
+    with pytest.raises(ClusterFileError, match="does not match"):
+        load_cluster(write_cluster(tmp_path, body))
+
+
+def test_token_path_with_nul_is_refused(tmp_path: Path) -> None:
+    body = cluster_text(rke2='  rke2:\n    token: {file: "t\\0"}\n')
+    with pytest.raises(ClusterFileError, match="does not match"):
+        load_cluster(write_cluster(tmp_path, body))

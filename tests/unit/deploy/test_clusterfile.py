@@ -4,6 +4,8 @@ holds values), and the exact message and fix of every refusal."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from mk8s.deploy import clusterfile
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.clusterfile import read_document
 from mk8s.errors import ClusterFileError
+from tests.support.clusters import cluster_text, write_cluster
 
 VALID = """\
 apiVersion: mk8s/v1alpha1
@@ -164,3 +167,40 @@ def test_a_schema_error_masks_a_url_password_and_escapes_key_names(tmp_path: Pat
     text = VALID.replace("spec:\n", 'spec:\n  "a\\nmk8s: error: forged": 1\n')
     msg = refused(tmp_path, text)
     assert "spec.a\\nmk8s: error: forged: unknown field" in msg and "\n" not in msg
+
+
+# -- hostile files: alias bombs, deep nesting, huge files, FIFOs and devices -------------
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    body = cluster_text(rke2="  rke2:\n    config:\n" + "".join(f"      {ln}\n" for ln in lines))
+    p = write_cluster(tmp_path, body)
+    start = time.monotonic()
+    with pytest.raises(ClusterFileError, match="expands to more than"):
+        load_cluster(p, check_files=False)
+    assert time.monotonic() - start < 5
+
+
+@pytest.mark.parametrize("depth", [100, 20_000])
+def test_deep_nesting_is_refused(tmp_path: Path, depth: int) -> None:
+    body = cluster_text(rke2="  rke2:\n    config: {x: " + "[" * depth + "]" * depth + "}\n")
+    with pytest.raises(ClusterFileError, match="nested"):
+        load_cluster(write_cluster(tmp_path, body), check_files=False)
+
+
+def test_huge_cluster_file_is_refused(tmp_path: Path) -> None:
+    p = write_cluster(tmp_path, cluster_text() + "#" * (2 << 20) + "\n")
+    with pytest.raises(ClusterFileError, match="larger than"):
+        load_cluster(p, check_files=False)
+
+
+def test_fifo_and_device_are_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ClusterFileError, match="a FIFO, not a regular file"):
+        load_cluster(fifo)
+    with pytest.raises(ClusterFileError, match="a device, not a regular file"):
+        load_cluster(Path("/dev/zero"))
+    with pytest.raises(ClusterFileError, match="directory"):
+        load_cluster(tmp_path)

@@ -300,3 +300,31 @@ def test_write_file_shows_plain_content_and_hides_secrets() -> None:
     assert write_file("/etc/x", "a: 1\n", shown="a: ***\n").stdin_shown == "a: ***\n"
     assert write_file("/etc/x", Secret("tok")).stdin_shown is None
     assert write_file("/etc/x", Secret("tok"), shown="token: ***").stdin_shown == "token: ***"
+
+
+# -- hostile values: a field inside quotes is refused, as its own word it stays data -----
+# -------------------------------------------------------------------- quoting class
+@pytest.mark.parametrize(
+    "template",
+    [
+        'echo "x {v}"',
+        "echo 'x {v}'",
+        'echo "$(cat "$f") {v}"',
+        'a="$(printf \'%s\' "{v}")"',
+    ],
+)
+def test_a_field_inside_quotes_is_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="inside a quoted string"):
+        Command.script(template, {"v": "x"})
+
+
+@pytest.mark.parametrize(
+    "template",
+    ["printf %s {v}", 'printf %s "$(printf %s {v})"', 'x={v}; printf %s "$x"'],
+)
+def test_a_field_as_its_own_word_stays_data(template: str, tmp_path: Path) -> None:
+    hostile = "$(touch canary)`touch canary`'\"; touch canary"
+    cmd = Command.script(template, {"v": hostile})
+    r = subprocess.run(["sh", "-c", cmd.render()], cwd=tmp_path, capture_output=True, text=True)
+    assert r.stdout == hostile
+    assert not (tmp_path / "canary").exists()

@@ -9,16 +9,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.deploy import plan
-from mk8s.deploy.cluster import Cluster
+from mk8s.deploy import facts, plan
+from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.deploy.context import Context
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
 from mk8s.errors import ClusterFileError
+from tests.support import bundles
 from tests.support.clusters import FRESH_BARE as FRESH
-from tests.support.clusters import REGISTRY, images_cluster, images_manifest
+from tests.support.clusters import (
+    REGISTRY,
+    cluster_text,
+    images_cluster,
+    images_manifest,
+    write_cluster,
+)
 
 
 def _ctx(c: Cluster, password: str | None = None, tag: str = "v1.28.15+rke2r1") -> Context:
@@ -129,3 +136,55 @@ def test_port_check_passes_addresses_as_data(tmp_path: Path) -> None:
         ["sh", "-c", script, "x", "127.0.0.1:1", "127.0.0.1:2"], capture_output=True, text=True
     )
     assert r.stdout.split() == ["unreachable", "127.0.0.1:1", "unreachable", "127.0.0.1:2"]
+
+
+# -- config.yaml values: tls-san, secrets masked -----------------------------------------
+def _config_ctx(tmp_path: Path, rke2: str) -> tuple[plan.Context, Path]:
+    c = load_cluster(write_cluster(tmp_path, cluster_text(rke2=rke2)), check_files=False)
+    files = bundles.default_files(tmp_path / "f")
+    manifest = bundles.lock_for(files, bundles.KINDS).as_manifest()
+    return plan.Context(c, manifest, "0123456789abcdef", Secret("tok-123")), tmp_path
+
+
+def test_a_string_san_is_one_san(tmp_path: Path) -> None:
+    ctx, _ = _config_ctx(
+        tmp_path, "  rke2:\n    tlsSan: k8s.example\n    config: {tls-san: lb.example}\n"
+    )
+    assert ctx.cluster.rke2.tls_san == ("k8s.example",)
+    config = plan.node_config(ctx, ctx.cluster.bootstrap)
+    assert config["tls-san"] == ["lb.example", "k8s.example"]
+
+
+def test_secret_looking_config_values_are_masked(tmp_path: Path) -> None:
+    ctx, _ = _config_ctx(
+        tmp_path,
+        "  rke2:\n"
+        "    config: {etcd-s3-secret-key: s3secret, etcd-s3-access-key: s3access,"
+        " db-password: dbpw, agent-token-x: 1, nested: {my-token: deep}}\n"
+        "    registries:\n"
+        "      configs:\n"
+        "        reg.example: {auth: {username: u, password: regpw, auth: dXA=}}\n",
+    )
+    real, masked = plan.config_bytes(ctx, ctx.cluster.bootstrap)
+    for secret in (b"s3secret", b"s3access", b"dbpw", b"deep", b"tok-123"):
+        assert secret in real and secret not in masked
+    assert b"***" in masked
+    regs = plan.registries_bytes(ctx)
+    assert regs is not None
+    assert b"regpw" in regs[0] and b"regpw" not in regs[1] and b"dXA=" not in regs[1]
+    step = plan.install_step(ctx, ctx.cluster.bootstrap, _fresh())
+    shown = "\n".join(c.display() for c in step.commands)
+    assert "regpw" not in shown
+    write = [c for c in step.commands if "registries" in c.description]
+    assert write and isinstance(write[0].stdin, Secret)
+
+
+def _fresh() -> facts.NodeFacts:
+    return facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True)
+
+
+@pytest.mark.parametrize("san", ["5", "[a.example, 7]", "{x: 1}"])
+def test_odd_tls_san_values_in_config_are_strings(tmp_path: Path, san: str) -> None:
+    ctx, _ = _config_ctx(tmp_path, f"  rke2:\n    config: {{tls-san: {san}}}\n")
+    sans = plan.node_config(ctx, ctx.cluster.bootstrap)["tls-san"]
+    assert all(isinstance(s, str) for s in sans)

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from mk8s.deploy import facts, plan
+from tests.support import bundles
 from tests.support.clusters import FRESH, MANIFEST, TAG, prod_cluster, prod_context
 
 
@@ -237,3 +238,16 @@ def test_record_template_names_the_sum_file() -> None:
         + " \"$(stat -c '%s %.9Z %i' /var/lib/mk8s/b1d/x.tar)\" > "
         "/var/lib/mk8s/.sums/var%lib%mk8s%b1d%x.tar"
     )
+
+
+# -- what a deploy needs of a bundle -----------------------------------------------------
+def test_incomplete_signed_bundle_names_no_internal_error(tmp_path: Path) -> None:
+    # the pure part: a manifest with only files lacks everything a deploy needs
+    files = bundles.make_files(tmp_path / "f", {"empty.txt": 3})
+    m = bundles.lock_for(files, {"empty.txt": "file"})
+    assert plan.missing_for_deploy(m) == [
+        "install.sh",
+        "rke2.linux-amd64.tar.gz",
+        "sha256sum-amd64.txt",
+        "an image tarball for amd64",
+    ]
