@@ -35,6 +35,7 @@ from mk8s.errors import (
     LockError,
 )
 from tests.support import bundles
+from tests.support.hostile import field_variants
 
 SHA = "0" * 64
 RELEASE = Release(requested="v1.28.x", tag="v1.28.15+rke2r1", arch=("amd64",))
@@ -731,3 +732,24 @@ def test_lock_json_that_is_deep_or_not_an_object(tmp_path: Path, run_cli, data: 
     r = run_cli("bundle", "create", "--lock", str(p), "--unsigned", "-o", str(tmp_path / "b"))
     assert r.code == 2, r.err
     assert "internal error" not in r.err
+
+
+# -- a generated hostile corpus: every field of a valid lock, replaced -------------------
+def test_every_hostile_lock_variant_loads_or_is_a_lock_error(tmp_path: Path) -> None:
+    files = bundles.default_files(tmp_path / "f")
+    good = bundles.lock_for(files, bundles.KINDS).to_json()
+    loaded = refused = 0
+    for label, variant in field_variants(good):
+        data = json.dumps(variant).encode()
+        for validate in (True, False):
+            try:
+                lock = Lock.from_bytes(data, validate=validate)
+            except LockError as e:
+                refused += 1
+                assert str(e), label
+                continue
+            loaded += 1
+            lock.to_bytes()
+            lock.bundle_name()
+            _ = lock.mtime, lock.total_size
+    assert loaded > 20 and refused > 500, (loaded, refused)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 import zstandard
 
 from mk8s.bundle import keys, reader, stream, tarfmt
@@ -23,6 +24,7 @@ from mk8s.bundle.manifest import Artifact
 from mk8s.errors import BundleRejected, InputError
 from tests.support import bundles
 from tests.support.bundles import Member, OpenedBundle
+from tests.support.hostile import HOSTILE_VALUES, VALID_CLUSTER, field_paths, replaced_at
 
 pytestmark = pytest.mark.timeout(120)  # a lost truncation check loops forever
 
@@ -826,3 +828,52 @@ def test_verify_checks_a_signed_manifest_against_the_schema(
         " unexpected); the bundle was not written by mk8s or was altered"
     )
     assert reader.read_head(path).problem is None
+
+
+# -- a generated hostile corpus: every field of a signed manifest, replaced --------------
+
+
+@pytest.mark.slow
+def test_every_hostile_signed_manifest_is_verified_or_rejected(
+    tmp_path: Path, run_cli, ed_key
+) -> None:  # type: ignore[no-untyped-def]
+    """Signed by the trusted key, so only the manifest's own checks stand between a
+    hostile manifest and the operator: verify, inspect and deploy --dry-run exit 0, 2
+    or 3, never with an internal error, and print no raw control character."""
+    from mk8s.bundle import keys
+
+    written, _ = bundles.build(tmp_path, ed_key)
+    pub = keys.write_key_pair(ed_key, tmp_path / "k", None).public
+    members = bundles.read_members(written.path)
+    good = json.loads(members[0].data)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(VALID_CLUSTER))
+    values = [HOSTILE_VALUES[i] for i in (0, 2, 5, 6, 11, 12, 15, 17, 18, 21)]
+    seen = set()
+    for path in field_paths(good):
+        for value in values:
+            variant = replaced_at(good, path, value)
+            data = json.dumps(variant).encode()
+            edited = [bundles.Member(members[0].name, data), *members[1:]]
+            bad = bundles.craft(tmp_path / "v.tar.zst", bundles.sign_members(edited, ed_key))
+            for args in (
+                ("bundle", "verify", str(bad), "--key", str(pub)),
+                ("bundle", "inspect", str(bad)),
+                (
+                    "deploy",
+                    "-f",
+                    str(cluster),
+                    "--bundle",
+                    str(bad),
+                    "--key",
+                    str(pub),
+                    "--dry-run",
+                ),
+            ):
+                r = run_cli(*args)
+                seen.add(r.code)
+                label = f"{'.'.join(map(str, path))}={value!r}: {args[:2]}"
+                assert r.code in (0, 2, 3), f"{label}: {r.err}"
+                assert "internal error" not in r.err, label
+                assert "\x1b" not in r.out + r.err, label
+    assert {0, 3} <= seen

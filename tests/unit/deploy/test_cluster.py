@@ -7,11 +7,16 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mk8s.deploy import plan
 from mk8s.deploy.cluster import Bastion, Cluster, load_cluster
+from mk8s.deploy.command import Secret
 from mk8s.errors import ClusterFileError
 from mk8s.schemas import load_schema
-from tests.support.clusters import cluster_text, write_cluster
+from tests.support import bundles
+from tests.support.clusters import cluster_text, fresh_node, write_cluster
+from tests.support.hostile import VALID_CLUSTER, field_variants
 
 FULL = """\
 apiVersion: mk8s/v1alpha1
@@ -585,3 +590,37 @@ def test_token_path_with_nul_is_refused(tmp_path: Path) -> None:
     body = cluster_text(rke2='  rke2:\n    token: {file: "t\\0"}\n')
     with pytest.raises(ClusterFileError, match="does not match"):
         load_cluster(write_cluster(tmp_path, body))
+
+
+# -- a generated hostile corpus: every field of a valid cluster file, replaced -----------
+
+
+@pytest.mark.slow
+def test_every_hostile_cluster_variant_loads_or_is_an_input_error(tmp_path: Path) -> None:
+    files = bundles.default_files(tmp_path / "f")
+    manifest = bundles.lock_for(files, bundles.KINDS).as_manifest()
+    p = tmp_path / "cluster.yaml"
+    loaded = refused = 0
+    for label, variant in field_variants(VALID_CLUSTER):
+        try:
+            text = yaml.safe_dump(variant, allow_unicode=True)
+        except yaml.YAMLError:
+            continue
+        p.write_text(text)
+        try:
+            cluster = load_cluster(p, check_files=False)
+        except ClusterFileError as e:
+            refused += 1
+            assert str(e), label
+            continue
+        loaded += 1
+        ctx = plan.Context(cluster, manifest, "0123456789abcdef", Secret("t"))
+        for node in cluster.nodes:
+            plan.config_bytes(ctx, node)
+            plan.install_step(ctx, node, fresh_node())
+            plan.upload_step(ctx, node, fresh_node())
+            plan.start_step(ctx, node, fresh_node(), installed_now=True)
+        plan.registries_bytes(ctx)
+        plan.api_host(cluster)
+        plan.server_url(cluster)
+    assert loaded > 50 and refused > 200, (loaded, refused)
