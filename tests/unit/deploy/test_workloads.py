@@ -1,33 +1,37 @@
-"""Charts as Helm releases: helm-controller keeps one release per HelmChart *name* and
-deletes nothing when a file leaves server/manifests, and it stores a chart's base64 in
-one ConfigMap (1 MiB). So mk8s names a chart's HelmChart after the chart (a new version
-replaces the one release), uninstalls on purpose a chart the bundle dropped, and
-refuses at create a chart that could never install."""
+"""mk8s/deploy/workloads.py: how a server gets the bundle's workloads. helm-controller
+keeps one release per HelmChart *name* and deletes nothing when a file leaves
+server/manifests, so mk8s names a chart's HelmChart after the chart (a new version
+replaces the one release) and uninstalls on purpose a chart the bundle dropped; the
+HelmChart script is run for real under sh; a partial image index is refused where the
+nodes cannot use it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mk8s.bundle import workloads
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
-from mk8s.deploy import facts
+from mk8s.deploy import facts, plan
 from mk8s.deploy.command import Command
 from mk8s.deploy.workloads import (
     dropped_charts,
     place_workloads,
     placed_name,
     placed_path,
+    resource_name,
     uninstall_dropped,
 )
-from mk8s.errors import InputError, LockError
-from tests.support.charts import chart_art, chart_tgz, workloads_context
+from tests.support.charts import chart_art, chart_tgz, make_chart, workload_art, workloads_context
+from tests.support.clusters import FRESH_BARE as FRESH
+from tests.support.clusters import REGISTRY, images_cluster, images_manifest
 
-FRESH = facts.NodeFacts(arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True)
 DIR = facts.SERVER_MANIFESTS_DIR
 
 
@@ -106,70 +110,6 @@ def test_a_dropped_chart_is_uninstalled_on_purpose(tmp_path: Path) -> None:
     ]
 
 
-def test_two_versions_of_one_chart_cannot_share_a_bundle(tmp_path: Path) -> None:
-    paths = [
-        chart_tgz(tmp_path / "web-1.4.0.tgz", "web", "1.4.0"),
-        chart_tgz(tmp_path / "Web-2.0.0.tgz", "Web", "2.0.0"),
-    ]
-    with pytest.raises(InputError, match="both install as Helm release 'web'"):
-        workloads.pin_charts(paths, chart_art)
-
-
-def test_a_chart_over_the_configmap_limit_is_refused(tmp_path: Path) -> None:
-    workloads.too_big("x", workloads.MAX_CHART_BYTES, "chart x")  # 768 KiB: base64 is 1 MiB
-    with pytest.raises(InputError, match=r"1048576 bytes, so a chart over 786432 bytes"):
-        workloads.too_big("x", workloads.MAX_CHART_BYTES + 1, "chart x")
-    big = chart_tgz(tmp_path / "big-1.0.0.tgz", "big", "1.0.0", payload=800 << 10)
-    with pytest.raises(InputError, match="never installs") as e:
-        workloads.check_chart(big)
-    assert e.value.fix and "smaller" in e.value.fix
-    # A lock may pin one too (an older mk8s, an edited lock): create refuses it as well.
-    art = Artifact(
-        name="big.tgz",
-        kind=ArtifactKind.CHART,
-        path="artifacts/charts/big.tgz",
-        size=big.stat().st_size,
-        sha256="0" * 64,
-    )
-    with pytest.raises(InputError, match="chart big.tgz is"):
-        workloads.check_releases([art])
-
-
-def test_bundle_create_refuses_a_chart_too_big_to_install(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    big = chart_tgz(tmp_path / "big-1.0.0.tgz", "big", "1.0.0", payload=800 << 10)
-    r = run_cli("bundle", "create", "--rke2", "v1.28.x", "--unsigned", "--chart", str(big))
-    assert r.code == 2, r.err
-    (line,) = r.err.strip().splitlines()
-    assert "1048576" in line and "768 KiB" in line and "helm-controller" in line
-    assert "Traceback" not in r.err and not list(tmp_path.glob("*.tar.zst"))
-
-
-def test_the_manifest_carries_chart_and_platforms(tmp_path: Path) -> None:
-    web = chart_art(chart_tgz(tmp_path / "web-1.5.0.tgz", "web", "1.5.0"))
-    ctx = workloads_context(tmp_path, (web,))
-    back = Lock.from_bytes(ctx.manifest.to_bytes())
-    (chart,) = back.find(kind=ArtifactKind.CHART)
-    assert chart.chart == ("web", "1.5.0")
-    doc = json.loads(ctx.manifest.to_bytes())
-    (entry,) = [a for a in doc["artifacts"] if a["kind"] == "chart"]
-    assert entry["chart"] == {"name": "web", "version": "1.5.0"}
-    bad = [
-        ({"kind": "file", "chart": {"name": "web", "version": "1"}}, "chart"),
-        ({"chart": {"name": "a b", "version": "1"}}, "chart"),
-        ({"platforms": ["linux/amd64"]}, "platforms"),
-    ]
-    for change, word in bad:
-        broken = json.loads(json.dumps(doc))
-        (target,) = [a for a in broken["artifacts"] if a["kind"] == "chart"]
-        target.update(change)
-        if target["kind"] == "file":
-            target["path"] = "artifacts/files/" + target["name"]
-        with pytest.raises(LockError, match=word):
-            Lock.from_bytes(json.dumps(broken).encode())
-        with pytest.raises(LockError, match=word):
-            Lock.from_bytes(json.dumps(broken).encode(), validate=False)
-
-
 def test_the_dry_run_says_which_charts_it_uninstalls(tmp_path: Path) -> None:
     """After a deploy recorded the charts it placed (the journal), a dry run of a bundle
     without one of them plans its uninstall, contacting no node."""
@@ -212,3 +152,96 @@ def test_the_dry_run_says_which_charts_it_uninstalls(tmp_path: Path) -> None:
     (line,) = [ln for ln in r.stdout.splitlines() if "delete helmchart" in ln and "$ " in ln]
     assert "kube-system api 300s" in line and api_file in line and web_file not in line
     assert "mk8s web" not in r.stdout  # web is in place already: not written again
+
+
+# -- charts become HelmCharts on a server ------------------------------------------------
+def test_charts_become_helmcharts_and_reruns_change_nothing(tmp_path: Path) -> None:
+    chart = make_chart(tmp_path / "hello-0.1.0.tgz")
+    man = tmp_path / "extra.yaml"
+    man.write_text("apiVersion: v1\nkind: Namespace\nmetadata: {name: extra}\n")
+    c_art, m_art = workload_art(chart, ArtifactKind.CHART), workload_art(man, ArtifactKind.MANIFEST)
+    ctx = workloads_context(tmp_path, (c_art, m_art))
+    assert resource_name(c_art) == "hello"  # the chart's name: its Helm release
+    fresh = facts.NodeFacts(
+        arch="amd64", uname_m="x86_64", os="", hostname="", root=True, sudo=True
+    )
+    old = placed_path(c_art).rsplit("-", 1)[0] + "-000000000000.yaml"
+    cmds = place_workloads(
+        ctx,
+        ctx.cluster.bootstrap,
+        facts.NodeFacts(**{**fresh.__dict__, "placed": frozenset({old})}),
+    )
+    assert len(cmds) == 2
+    # Run the chart command for real, with the staged file and the target moved locally.
+    root = tmp_path / "node"
+    staged = root / "staged.tgz"
+    staged.parent.mkdir()
+    staged.write_bytes(chart.read_bytes())
+    dest = root / "manifests" / "out.yaml"
+    stale = root / "stale.yaml"
+    stale.write_text("old")
+    argv = cmds[0].pieces
+    script = argv[4]
+    assert isinstance(script, str)
+    r = subprocess.run(
+        ["sh", "-c", script, "mk8s", "hello", str(staged), str(dest), str(stale)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    doc = yaml.safe_load(dest.read_text())
+    assert doc["kind"] == "HelmChart" and doc["metadata"]["name"] == "hello"
+    assert base64.b64decode(doc["spec"]["chartContent"]) == chart.read_bytes()
+    assert not stale.exists()
+    assert old in cmds[0].display()
+    done = frozenset({placed_path(c_art), placed_path(m_art)})
+    assert (
+        place_workloads(
+            ctx, ctx.cluster.bootstrap, facts.NodeFacts(**{**fresh.__dict__, "placed": done})
+        )
+        == []
+    )
+
+
+# -- a partial image index where it cannot work ------------------------------------------
+def _image(platforms: tuple[str, ...]) -> Artifact:
+    name = "r_acme_multi_3.0_0123456789ab.oci.tar"
+    return Artifact(
+        name=name,
+        kind=ArtifactKind.IMAGE,
+        path=f"artifacts/oci/{name}",
+        size=1,
+        sha256="a" * 64,
+        url=f"oci://r.test/acme/multi:3.0@sha256:{'b' * 64}",
+        platforms=platforms,
+    )
+
+
+@pytest.mark.parametrize(
+    "images,tag,platforms,problem",
+    [
+        (REGISTRY, "v1.28.15+rke2r1", ("linux/amd64",), "registry stores an image index only"),
+        (REGISTRY, "v1.28.15+rke2r1", (), None),
+        ("{distribution: all}", "v1.28.15+rke2r1", ("linux/amd64",), None),
+        ("{distribution: all}", "v1.28.10+rke2r1", ("linux/amd64",), "cannot import"),
+        ("{distribution: servers}", "v1.27.14+rke2r1", ("linux/amd64",), "cannot import"),
+    ],
+)
+def test_preflight_refuses_a_partial_index_where_it_cannot_work(
+    tmp_path: Path, images: str, tag: str, platforms: tuple[str, ...], problem: str | None
+) -> None:
+    base = images_manifest(tag)
+    manifest = Lock(
+        release=base.release,
+        resolved_at=base.resolved_at,
+        artifacts=(*base.artifacts, _image(platforms)),
+        kind=base.kind,
+        created_by=base.created_by,
+    )
+    c = images_cluster(tmp_path, images)
+    got = [p for p in plan.preflight(c, manifest, {"cp1": FRESH, "w1": FRESH}) if "index" in p]
+    if problem is None:
+        assert got == []
+    else:
+        (line,) = got
+        assert problem in line and "--all-platforms" in line and "r.test/acme/multi" in line
