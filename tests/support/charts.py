@@ -94,3 +94,15 @@ def chart_art(path: Path) -> Artifact:
         url=path.as_uri(),
         chart=workloads.check_chart(path),
     )
+
+
+def tgz(members: dict[str, bytes]) -> io.BytesIO:
+    """A gzip tar of ``members`` (name -> bytes), in memory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.GNU_FORMAT) as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf

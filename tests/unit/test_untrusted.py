@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from mk8s.cli import ERROR_LINE_CHARS, ERROR_LINES, bounded_message
 from mk8s.errors import InputError, UpstreamError
-from mk8s.untrusted import MAX_DEPTH, load_json, load_yaml, redact, shown
+from mk8s.untrusted import (
+    MAX_DEPTH,
+    UNRESOLVED,
+    load_json,
+    load_yaml,
+    redact,
+    resolve_tag,
+    shown,
+    yaml_nodes,
+)
 
 
 def err(problem: str) -> InputError:
@@ -96,3 +106,24 @@ def test_error_output_is_bounded() -> None:
     assert len(lines) == ERROR_LINES + 1
     assert lines[-1] == f"... ({100 - ERROR_LINES} more lines)"
     assert all(len(ln) <= ERROR_LINE_CHARS + 20 for ln in lines)
+
+
+# -- YAML nodes: tags resolved on demand -------------------------------------------------
+def test_yaml_nodes_leaves_tags_to_resolve_on_demand() -> None:
+    def err(problem: str) -> InputError:
+        return InputError(problem)
+
+    text = "a: 1\nb: null\nc: '1'\nd: !!str 2\ne: [x]\n"
+    (node,) = yaml_nodes(text, what="m", error=err, max_bytes=100, tags=False)
+    values = {k.value: v for k, v in node.value}
+    assert values["a"].tag == UNRESOLVED
+    assert [resolve_tag(values[k]) for k in "abcde"] == [
+        "tag:yaml.org,2002:int",
+        "tag:yaml.org,2002:null",
+        "tag:yaml.org,2002:str",
+        "tag:yaml.org,2002:str",
+        "tag:yaml.org,2002:seq",
+    ]
+    (resolved,) = yaml_nodes(text, what="m", error=err, max_bytes=100)
+    want = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert [v.tag for _, v in resolved.value] == [v.tag for _, v in want.value]

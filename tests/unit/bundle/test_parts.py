@@ -17,7 +17,7 @@ from mk8s.bundle import keys, parts, reader
 from mk8s.bundle.parts import Part, PartRejected, PartsIndex
 from mk8s.bundle.split import SplitResult, join_parts, split_bundle
 from mk8s.errors import InputError
-from tests.support import bundles
+from tests.support import bundles, hostile
 from tests.support.bundles import split_data
 from tests.support.paths import ROOT
 
@@ -609,3 +609,14 @@ def test_check_whole_names_the_part_that_changed(tmp_path: Path) -> None:
         f"part {NAME}.001 is damaged or out of order: its sha256 is {got}, the parts index "
         f"says {result.index.parts[1].sha256}; {AGAIN}"
     )
+
+
+# -- an oversized parts index ------------------------------------------------------------
+def test_an_oversized_parts_index_is_a_rejected_bundle(tmp_path: Path) -> None:
+    index = tmp_path / "b.tar.zst.parts"
+    index.write_bytes(b" " * (parts.MAX_INDEX + 1))
+    with pytest.raises(parts.PartRejected, match="larger than 1048576 bytes"):
+        parts.load_index(index)
+    index.write_bytes(hostile.nested_json(100_000))
+    with pytest.raises(parts.PartRejected, match="nested deeper than 64 levels"):
+        parts.load_index(index)
