@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
-from mk8s.deploy import facts, plan
+from mk8s.deploy import facts, membership, plan
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from tests.support.registry import TestCA
@@ -200,3 +200,57 @@ def write_lab(tmp_path: Path, spec: str = "") -> Path:
 
 def indent_spec(block: str) -> str:
     return textwrap.indent(textwrap.dedent(block), "  ")
+
+
+# -- RKE2's contract: cp1, cp2 and w1 on Debian nodes, the context the Token phase builds --
+# The kernel parameters profile: cis needs (rancher/rke2 pkg/cli/cmds/profile_linux.go).
+CIS_SYSCTLS = {
+    "vm.panic_on_oom": "0",
+    "vm.overcommit_memory": "1",
+    "kernel.panic": "10",
+    "kernel.panic_on_oops": "1",
+}
+
+
+def contract_cluster(tmp_path: Path, rke2: str = "", nodes: str = "", extra: str = "") -> Cluster:
+    nodes = nodes or (
+        "    - {address: 10.0.0.11, name: cp1, role: server}\n"
+        "    - {address: 10.0.0.12, name: cp2, role: server}\n"
+        "    - {address: 10.0.0.21, name: w1, role: agent}\n"
+    )
+    p = tmp_path / "cluster.yaml"
+    p.write_text(
+        "apiVersion: mk8s/v1alpha1\nkind: Cluster\nmetadata: {name: prod}\nspec:\n"
+        f"  rke2:\n    tlsSan: [k8s.internal]\n{rke2}{extra}  nodes:\n{nodes}"
+    )
+    return load_cluster(p, check_files=False)
+
+
+def debian_node(**kw: object) -> facts.NodeFacts:
+    base: dict[str, object] = {
+        "arch": "amd64",
+        "uname_m": "x86_64",
+        "os": "Debian",
+        "hostname": "h",
+        "root": True,
+        "sudo": True,
+        "disk_free": 100 << 30,
+        "sysctls": dict(CIS_SYSCTLS),
+    }
+    return facts.NodeFacts(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def member_context(
+    c: Cluster, m: Lock | None = None, found: dict[str, facts.NodeFacts] | None = None
+) -> plan.Context:
+    """The deploy context as the Token phase builds it from the facts."""
+    mem = membership.membership(c, found or {n.name: debian_node() for n in c.nodes})
+    anchor = c.node(mem.anchor)
+    return plan.Context(
+        c,
+        m or release_manifest(),
+        "b1d",
+        Secret("s3cret-token"),
+        anchor=mem.anchor,
+        first_joins=f"https://{anchor.address}:9345" if mem.rejoin else "",
+    )

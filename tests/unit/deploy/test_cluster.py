@@ -15,7 +15,13 @@ from mk8s.deploy.command import Secret
 from mk8s.errors import ClusterFileError
 from mk8s.schemas import load_schema
 from tests.support import bundles
-from tests.support.clusters import cluster_text, fresh_node, write_cluster
+from tests.support.clusters import (
+    cluster_text,
+    contract_cluster,
+    fresh_node,
+    member_context,
+    write_cluster,
+)
 from tests.support.hostile import VALID_CLUSTER, field_variants
 
 FULL = """\
@@ -624,3 +630,65 @@ def test_every_hostile_cluster_variant_loads_or_is_an_input_error(tmp_path: Path
         plan.api_host(cluster)
         plan.server_url(cluster)
     assert loaded > 50 and refused > 200, (loaded, refused)
+
+
+# -- RKE2's rules at load: node names, system-default-registry, path options -------------
+# -- node names: lower-cased as RKE2 registers them, RFC 1123 or refused --------------
+def test_upper_case_names_register_lower_cased(tmp_path: Path) -> None:
+    nodes = (
+        "    - {address: 10.0.0.11, name: CP1, role: server}\n"
+        "    - {address: Worker-7.Example, role: agent}\n"
+    )
+    c = contract_cluster(tmp_path, nodes=nodes)
+    assert [n.name for n in c.nodes] == ["cp1", "worker-7.example"]
+    assert c.node("CP1").name == "cp1"
+    assert any("'CP1' registers as 'cp1'" in n for n in c.notes)
+    assert plan.node_config(member_context(c), c.node("cp1"))["node-name"] == "cp1"
+    # The readiness wait looks for the name that registers.
+    assert plan.wait_step(c.node("cp1"), 5, paths=c.paths(c.node("cp1"))).actions[0].node == "cp1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("node", "fix"),
+    [
+        ("{address: 10.0.0.11, name: cp_1, role: server}", "e.g. cp-1"),
+        ("{address: 10.0.0.11, name: web..1, role: server}", "e.g. web.1"),
+        ("{address: 'fd00::1', role: server}", "give it a name"),
+    ],
+)
+def test_names_kubernetes_refuses_are_refused_at_load(tmp_path: Path, node: str, fix: str) -> None:
+    with pytest.raises(ClusterFileError) as e:
+        contract_cluster(tmp_path, nodes=f"    - {node}\n")
+    assert e.value.exit_code == 2
+    assert "spec.nodes[0]" in str(e.value) and "RFC 1123" in str(e.value)
+    assert fix in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("rke2", "nodes"),
+    [
+        ("    agentConfig: {system-default-registry: reg.lan}\n", ""),
+        (
+            "",
+            "    - {address: 10.0.0.11, name: cp1, role: server}\n"
+            "    - {address: 10.0.0.21, name: w1, role: agent, config: {system-default-registry: r}}\n",
+        ),
+    ],
+)
+def test_system_default_registry_in_an_agent_block_is_refused(
+    tmp_path: Path, rke2: str, nodes: str
+) -> None:
+    with pytest.raises(ClusterFileError, match="system-default-registry is a server option") as e:
+        contract_cluster(tmp_path, rke2=rke2, nodes=nodes)
+    assert "serverConfig" in str(e.value) and e.value.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "value", ["relative/dir", "/a b", "/data/../etc", "/", "[/a]", "/tmp/$(reboot)"]
+)
+def test_a_path_option_mk8s_cannot_use_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ClusterFileError, match="data-dir must be an absolute path") as e:
+        contract_cluster(
+            tmp_path, rke2=f"    config: {{data-dir: {yaml.safe_dump(value).split(chr(10))[0]}}}\n"
+        )
+    assert e.value.exit_code == 2

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from mk8s.deploy import facts
 from mk8s.deploy.command import Command
+from tests.support.clusters import (
+    CIS_SYSCTLS,
+)
 
 
 def _run_sh(cmd: Command, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -45,3 +48,26 @@ def test_whole_gather_command_keeps_values_as_data(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert _canaries(tmp_path) == []
     assert f"{staging}/a" in r.stdout
+
+
+# -- the privileged facts, run on this machine -------------------------------------------
+def test_the_facts_read_selinux_etcd_and_sysctls(tmp_path: Path) -> None:
+    """The privileged facts, run on this machine: what it says about itself."""
+    cmd = facts.privileged(str(tmp_path / "staging"))
+    r = subprocess.run(["sh", "-c", cmd.render()], capture_output=True, text=True, timeout=60)
+    f = facts.parse("uname_m=x86_64\nsudo=root\n", r.stdout)
+    assert set(f.sysctls) == set(CIS_SYSCTLS)
+    for key, value in f.sysctls.items():
+        assert value == Path("/proc/sys/" + key.replace(".", "/")).read_text().strip()
+    enforce = Path("/sys/fs/selinux/enforce")
+    assert f.selinux_enforcing == (enforce.exists() and enforce.read_text().strip() == "1")
+    etc = (
+        Path("/etc/passwd").read_text().startswith("etcd:")
+        or "\netcd:" in Path("/etc/passwd").read_text()
+    )
+    assert f.etcd_user == (etc and "\netcd:" in "\n" + Path("/etc/group").read_text())
+    assert not f.datastore
+    priv = "datastore=yes\nselinux_enforce=1\nrke2_selinux=yes\netcd_user=yes\netcd_group=yes\n"
+    g = facts.parse("uname_m=x86_64\nsudo=root\n", priv + "sysctl kernel.panic 10\n")
+    assert (g.datastore, g.selinux_enforcing, g.rke2_selinux, g.etcd_user) == (True,) * 4
+    assert g.sysctls == {"kernel.panic": "10"}

@@ -16,14 +16,19 @@ from mk8s.deploy.context import Context
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
+from mk8s.deploy.requirements import input_problems
 from mk8s.errors import ClusterFileError
 from tests.support import bundles
 from tests.support.clusters import FRESH_BARE as FRESH
 from tests.support.clusters import (
     REGISTRY,
     cluster_text,
+    contract_cluster,
+    debian_node,
     images_cluster,
     images_manifest,
+    member_context,
+    release_manifest,
     write_cluster,
 )
 
@@ -188,3 +193,28 @@ def test_odd_tls_san_values_in_config_are_strings(tmp_path: Path, san: str) -> N
     ctx, _ = _config_ctx(tmp_path, f"  rke2:\n    config: {{tls-san: {san}}}\n")
     sans = plan.node_config(ctx, ctx.cluster.bootstrap)["tls-san"]
     assert all(isinstance(s, str) for s in sans)
+
+
+# -- RKE2's rules in config.yaml: the bundle's CNI, system-default-registry on servers ---
+# -- the bundle's CNI is written to the servers ---------------------------------------
+def test_a_cilium_bundle_writes_cni_to_every_server(tmp_path: Path) -> None:
+    c = contract_cluster(tmp_path)
+    cx = member_context(c, release_manifest(cni="cilium"))
+    for n in c.servers:
+        assert plan.node_config(cx, n)["cni"] == "cilium"
+    assert "cni" not in plan.node_config(cx, c.node("w1"))
+    assert "cni" not in plan.node_config(member_context(c), c.node("cp1"))  # canal: RKE2's default
+    assert (
+        input_problems(c, release_manifest(cni="cilium"), {n.name: debian_node() for n in c.nodes})
+        == []
+    )
+
+
+# -- system-default-registry: servers only ---------------------------------------------
+def test_system_default_registry_reaches_servers_only(tmp_path: Path) -> None:
+    c = contract_cluster(tmp_path, rke2="    config: {system-default-registry: reg.lan:5000}\n")
+    assert (
+        plan.node_config(member_context(c), c.node("cp1"))["system-default-registry"]
+        == "reg.lan:5000"
+    )
+    assert "system-default-registry" not in plan.node_config(member_context(c), c.node("w1"))
