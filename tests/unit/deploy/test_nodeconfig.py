@@ -1,9 +1,10 @@
-"""spec.images as values: which nodes get image tarballs, their config.yaml and
-registries.yaml in each mode, the preflight rules, and the agents' port check."""
+"""mk8s/deploy/nodeconfig.py: each node's config.yaml and registries.yaml. spec.images as
+values (which nodes get image tarballs, their config in each mode, the preflight rules),
+config values (tls-san, secrets masked in what is shown), and RKE2's rules about the
+bundle's CNI and system-default-registry."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,6 @@ from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.deploy.context import Context
 from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
-from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
 from mk8s.deploy.requirements import input_problems
 from mk8s.errors import ClusterFileError
@@ -128,19 +128,6 @@ def test_registry_mode_needs_a_registry_and_pairs_credentials(tmp_path: Path) ->
         )
     with pytest.raises(ClusterFileError, match="does not match"):
         images_cluster(tmp_path, "{distribution: registry, registry: {url: 'http://r'}}")
-
-
-def test_port_check_passes_addresses_as_data(tmp_path: Path) -> None:
-    c = images_cluster(tmp_path, "{distribution: servers}")
-    cmd = port_check(c.servers)
-    assert "10.0.0.1:9345" in cmd.display() and "10.0.0.1:5001" in cmd.display()
-    # Run the script itself against loopback ports nothing listens on: both reported.
-    script = cmd.pieces[4]
-    assert isinstance(script, str)
-    r = subprocess.run(
-        ["sh", "-c", script, "x", "127.0.0.1:1", "127.0.0.1:2"], capture_output=True, text=True
-    )
-    assert r.stdout.split() == ["unreachable", "127.0.0.1:1", "unreachable", "127.0.0.1:2"]
 
 
 # -- config.yaml values: tls-san, secrets masked -----------------------------------------

@@ -3,13 +3,20 @@ auth files: pure parsing, no network; auth files within bounds."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from mk8s.images.auth import find_credentials, read_auth_file
+from mk8s.images.auth import (
+    Credentials,
+    auth_file_candidates,
+    find_credentials,
+    read_auth_file,
+    registry_key,
+)
 from mk8s.images.errors import CredentialsFileError
 from tests.support import hostile
 
@@ -46,3 +53,67 @@ def test_auth_files_are_regular_files_when_found(tmp_path: Path) -> None:
     good.write_text(json.dumps({"auths": {"reg.lan": {"username": "u", "password": "p"}}}))
     creds = find_credentials("reg.lan", {"REGISTRY_AUTH_FILE": str(good)})
     assert creds is not None and creds.username == "u"
+
+
+# -- credentials from the auth files -----------------------------------------------------
+# -- credentials ------------------------------------------------------------------------------
+def _write(path: Path, auths: dict[str, object]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"auths": auths}))
+    return path
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def test_registry_keys_normalise() -> None:
+    assert registry_key("https://index.docker.io/v1/") == "docker.io"
+    assert registry_key("https://reg.lan:5000/v2/") == "reg.lan:5000"
+    assert registry_key("reg.lan:5000") == "reg.lan:5000"
+
+
+def test_credentials_from_docker_config(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "home/.docker/config.json",
+        {
+            "https://index.docker.io/v1/": {"auth": _b64("hubuser:hub:pass")},
+            "reg.lan:5000": {"auth": _b64("u1:p1")},
+            "https://other.lan/v2/": {"username": "u2", "password": "p2"},
+        },
+    )
+    env = {"HOME": str(tmp_path / "home")}
+    assert find_credentials("docker.io", env) == Credentials("hubuser", "hub:pass")
+    assert find_credentials("reg.lan:5000", env) == Credentials("u1", "p1")
+    assert find_credentials("other.lan", env) == Credentials("u2", "p2")
+    assert find_credentials("nowhere.lan", env) is None
+
+
+def test_registry_auth_file_wins_then_docker_config(tmp_path: Path) -> None:
+    first = _write(tmp_path / "auth.json", {"reg.lan": {"auth": _b64("podman:pw1")}})
+    _write(
+        tmp_path / "dc/config.json",
+        {"reg.lan": {"auth": _b64("docker:pw2")}, "b.lan": {"auth": _b64("b:pw3")}},
+    )
+    env = {
+        "REGISTRY_AUTH_FILE": str(first),
+        "DOCKER_CONFIG": str(tmp_path / "dc"),
+        "HOME": "/nonexistent",
+    }
+    assert auth_file_candidates(env) == [first, tmp_path / "dc/config.json"]
+    assert find_credentials("reg.lan", env) == Credentials("podman", "pw1")
+    assert find_credentials("b.lan", env) == Credentials("b", "pw3")
+
+
+def test_secrets_stay_out_of_repr_and_errors(tmp_path: Path) -> None:
+    creds = Credentials("user", "s3cret-pw")
+    assert "s3cret-pw" not in repr(creds)
+    bad = _write(tmp_path / "c/config.json", {"reg.lan": {"auth": _b64("no-colon-s3cret")}})
+    with pytest.raises(CredentialsFileError) as e:
+        find_credentials("reg.lan", {"DOCKER_CONFIG": str(bad.parent)})
+    assert "s3cret" not in str(e.value) and "reg.lan" in str(e.value)
+    bad.write_text('{"auths": {"reg.lan": {"auth": "s3cret-not-json"')
+    with pytest.raises(CredentialsFileError) as e:
+        find_credentials("reg.lan", {"DOCKER_CONFIG": str(bad.parent)})
+    assert "s3cret" not in str(e.value)
+    assert e.value.__cause__ is None and e.value.__suppress_context__

@@ -115,24 +115,6 @@ def test_the_expected_size_caps_the_time_whatever_arrives(session: requests.Sess
     assert time.monotonic() - t0 < 4
 
 
-def test_bytes_moved_do_not_reset_the_retry_budget_forever() -> None:
-    budget = net.RetryBudget(net.RetryPolicy(retries=2, backoff=0.0), 60, sleep=lambda s: None)
-    tries = 1
-    while budget.retry(progressed=True):
-        tries += 1
-    assert tries == net.TRIES_PER_ATTEMPT * 3
-
-
-def test_stalled_tries_and_timeouts_end_the_budget() -> None:
-    stalled = net.RetryBudget(net.RetryPolicy(retries=2, backoff=0.0), 60, sleep=lambda s: None)
-    assert [stalled.retry(), stalled.retry(), stalled.retry()] == [True, True, False]
-    slow = net.RetryBudget(net.RetryPolicy(retries=9, backoff=0.0), 60, sleep=lambda s: None)
-    timeout = net.DeadlineExceeded("slow")
-    assert [slow.retry(error=timeout), slow.retry(error=timeout)] == [True, False]
-    late = net.RetryBudget(net.RetryPolicy(retries=9, backoff=5.0), 1.0, sleep=lambda s: None)
-    assert late.retry() is False  # the wait would outlast the total time
-
-
 @pytest.mark.parametrize("value", ["0", "-5", "fast", "inf", "nan"])
 def test_limits_from_the_environment_must_be_positive_numbers(value: str) -> None:
     with pytest.raises(InputError, match=net.MIN_RATE_ENV):
