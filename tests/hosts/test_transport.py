@@ -1,5 +1,6 @@
-"""Transports: LocalTransport and host-key logic without network; SSHTransport
-against real sshd test hosts (network namespaces, see tests/support/hosts.py)."""
+"""SSHTransport against real sshd test hosts (network namespaces, tests/support/hosts.py):
+strict host keys, bastions, sudo, timeouts, SFTP transfers. The transports without
+network are tests/unit/deploy/transport/."""
 
 from __future__ import annotations
 
@@ -14,182 +15,19 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from mk8s.deploy import transport as tr
 from mk8s.deploy.cluster import Bastion, SSHSettings
 from mk8s.deploy.command import Command, Secret, write_file
 from mk8s.deploy.transport import (
-    LocalTransport,
     SSHTransport,
-    check_host_key,
-    fingerprint,
-    known_hosts_name,
-    load_identity,
 )
-from mk8s.deploy.transport import identity as tr_identity
 from mk8s.deploy.transport import sftp as tr_sftp
 from mk8s.errors import ConnectError, HostKeyError, RemoteCommandError
 from tests.support.hosts import HostSet, hostset_for_tests
+from tests.support.sshkeys import ssh_keygen
 
 # Own network and prefix: another module's hosts may be up at the same time.
 SUBNET = "10.77.19.0/24"
 PREFIX = "mk8sr"
-
-
-# --------------------------------------------------------------- no network at all
-
-
-def test_known_hosts_name() -> None:
-    assert known_hosts_name("10.0.0.1", 22) == "10.0.0.1"
-    assert known_hosts_name("10.0.0.1", 2222) == "[10.0.0.1]:2222"
-
-
-@pytest.fixture(scope="module")
-def two_keys() -> tuple[paramiko.PKey, paramiko.PKey]:
-    return paramiko.ECDSAKey.generate(), paramiko.ECDSAKey.generate()
-
-
-def test_check_host_key_plain_hashed_and_port(
-    tmp_path: Path, two_keys: tuple[paramiko.PKey, paramiko.PKey]
-) -> None:
-    key, _ = two_keys
-    kh = tmp_path / "known_hosts"
-    hashed = paramiko.HostKeys.hash_host("[10.0.0.5]:2222")
-    kh.write_text(
-        "# comment\n"
-        f"10.0.0.4 {key.get_name()} {key.get_base64()}\n"
-        f"{hashed} {key.get_name()} {key.get_base64()}\n"
-        f"@cert-authority * {key.get_name()} {key.get_base64()}\n"
-    )
-    check_host_key("10.0.0.4", 22, key, kh, "strict")
-    check_host_key("10.0.0.5", 2222, key, kh, "strict")
-    with pytest.raises(HostKeyError, match=r"\[10.0.0.5\]:22 |is not in"):
-        check_host_key("10.0.0.5", 22, key, kh, "strict")
-
-
-def test_unknown_host_strict_message(
-    tmp_path: Path, two_keys: tuple[paramiko.PKey, paramiko.PKey]
-) -> None:
-    key, _ = two_keys
-    kh = tmp_path / "kh"
-    with pytest.raises(HostKeyError) as info:
-        check_host_key("10.0.0.9", 2200, key, kh, "strict")
-    assert str(info.value) == (
-        f"host key for [10.0.0.9]:2200 ({key.get_name()} {fingerprint(key)}) is not in {kh};"
-        f" add it with `ssh-keyscan -p 2200 10.0.0.9 >> {kh}` after checking its"
-        " fingerprint, or set ssh.hostKeyPolicy: accept-new"
-    )
-    assert not kh.exists()
-
-
-def test_changed_key_refused_even_with_accept_new(
-    tmp_path: Path, two_keys: tuple[paramiko.PKey, paramiko.PKey]
-) -> None:
-    old, new = two_keys
-    kh = tmp_path / "kh"
-    kh.write_text(
-        f"other {old.get_name()} {old.get_base64()}\n10.0.0.4 {old.get_name()} {old.get_base64()}\n"
-    )
-    before = kh.read_text()
-    for policy in ("strict", "accept-new"):
-        with pytest.raises(HostKeyError) as info:
-            check_host_key("10.0.0.4", 22, new, kh, policy)
-        msg = str(info.value)
-        assert msg.startswith(f"host key for 10.0.0.4 CHANGED: {kh}:2 has ")
-        assert fingerprint(old) in msg and fingerprint(new) in msg
-        assert f"`ssh-keygen -R 10.0.0.4 -f {kh}`" in msg
-    assert kh.read_text() == before
-
-
-def test_accept_new_appends(tmp_path: Path, two_keys: tuple[paramiko.PKey, paramiko.PKey]) -> None:
-    key, _ = two_keys
-    kh = tmp_path / "sub" / "known_hosts"
-    check_host_key("10.0.0.7", 2222, key, kh, "accept-new")
-    assert kh.read_text() == f"[10.0.0.7]:2222 {key.get_name()} {key.get_base64()}\n"
-    assert kh.stat().st_mode & 0o777 == 0o600
-    check_host_key("10.0.0.7", 2222, key, kh, "strict")
-
-
-def test_known_only_by_other_type_refused(
-    tmp_path: Path, two_keys: tuple[paramiko.PKey, paramiko.PKey]
-) -> None:
-    ecdsa, _ = two_keys
-    ed = paramiko.Ed25519Key.from_private_key_file(_keygen(tmp_path / "k"))
-    kh = tmp_path / "kh"
-    kh.write_text(f"h {ed.get_name()} {ed.get_base64()}\n")
-    with pytest.raises(HostKeyError, match="knows it only by ssh-ed25519"):
-        check_host_key("h", 22, ecdsa, kh, "accept-new")
-
-
-def _keygen(path: Path, passphrase: str = "") -> Path:
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", "t", "-f", str(path)],
-        check=True,
-    )
-    return path
-
-
-def test_load_identity_encrypted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    key = _keygen(tmp_path / "enc", "pw-1")
-    monkeypatch.delenv(tr.PASSPHRASE_ENV, raising=False)
-    tr_identity._identity_cache.clear()
-    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
-    with pytest.raises(
-        ConnectError, match="is encrypted and there is no terminal.*MK8S_SSH_PASSPHRASE"
-    ):
-        load_identity(key)
-    asked: list[str] = []
-    k = load_identity(key, lambda prompt: asked.append(prompt) or "pw-1")
-    assert asked == [f"Passphrase for {key}: "]
-    assert load_identity(key) is k  # cached: many nodes, one prompt
-    tr_identity._identity_cache.clear()
-    monkeypatch.setenv(tr.PASSPHRASE_ENV, "wrong")
-    with pytest.raises(ConnectError, match="cannot load identity file"):
-        load_identity(key)
-    monkeypatch.setenv(tr.PASSPHRASE_ENV, "pw-1")
-    assert load_identity(key).get_name() == "ssh-ed25519"
-    with pytest.raises(ConnectError, match="cannot read identity file"):
-        load_identity(tmp_path / "missing")
-    (tmp_path / "junk").write_text("not a key")
-    with pytest.raises(ConnectError, match="not a usable private key|cannot load"):
-        load_identity(tmp_path / "junk")
-    tr_identity._identity_cache.clear()
-
-
-def test_local_run_check_and_mask() -> None:
-    t = LocalTransport("here")
-    r = t.run(Command.argv("sh", "-c", "echo out; echo err >&2"))
-    assert (r.exit_code, r.stdout, r.stderr, r.ok) == (0, "out\n", "err\n", True)
-    assert t.run(Command.argv("false", check=False)).exit_code == 1
-    cmd = Command.script("echo {s} >&2; exit 3", {"s": Secret("hunter2")})
-    with pytest.raises(RemoteCommandError) as info:
-        t.run(cmd)
-    assert str(info.value) == "here: `echo *** >&2; exit 3` exited 3: ***"
-
-
-def test_local_stdin_and_timeout() -> None:
-    t = LocalTransport("here")
-    assert t.run(Command.argv("cat", stdin=Secret("s3"))).stdout == "s3"
-    start = time.monotonic()
-    with pytest.raises(RemoteCommandError, match=r"here: `sleep 30` timed out after 0.5s"):
-        t.run(Command.argv("sleep", "30", timeout=0.5))
-    assert time.monotonic() - start < 5
-
-
-def test_local_put_get_resume(tmp_path: Path) -> None:
-    t = LocalTransport()
-    data = os.urandom(3 * 1024 * 1024 + 17)
-    src = tmp_path / "src"
-    src.write_bytes(data)
-    dst = str(tmp_path / "dst")
-    assert t.put(data[:1000], dst, mode=0o600) == 1000
-    assert t.stat(dst) is not None and t.stat(dst).mode == 0o600  # type: ignore[union-attr]
-    seen: list[int] = []
-    assert t.put(src, dst, offset=1000, mode=0o600, progress=seen.append) == len(data) - 1000
-    assert sum(seen) == len(data) - 1000
-    assert t.get(dst) == data
-    assert t.size(str(tmp_path / "nope")) is None
-    with pytest.raises(RemoteCommandError, match="cannot resume"):
-        t.put(src, dst, offset=len(data) + 5)
 
 
 # ------------------------------------------------------------ real sshd test hosts
@@ -255,7 +93,7 @@ def test_changed_key_refused_no_connection(
         raise AssertionError("credentials must not be offered to a host whose key changed")
 
     monkeypatch.setattr(SSHTransport, "_keys", no_keys)
-    other = paramiko.Ed25519Key.from_private_key_file(_keygen(tmp_path / "other"))
+    other = paramiko.Ed25519Key.from_private_key_file(ssh_keygen(tmp_path / "other"))
     kh = tmp_path / "kh"
     kh.write_text(f"{hosts[0].address} ssh-ed25519 {other.get_base64()}\n")
     t = SSHTransport(
@@ -352,7 +190,7 @@ def test_connect_errors(hosts: HostSet, tmp_path: Path) -> None:
         f"cannot connect to {hosts[0].address}:2 (node1): Connection refused;"
         " check the address and that sshd runs"
     )
-    stranger = _keygen(tmp_path / "stranger")
+    stranger = ssh_keygen(tmp_path / "stranger")
     with pytest.raises(
         ConnectError, match=rf"root@{hosts[0].address}:22 \(node1\) refused the key"
     ):
