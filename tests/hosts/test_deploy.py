@@ -1,15 +1,24 @@
 """mk8s deploy end to end: the real CLI, real sshd test hosts, the RKE2 stand-in.
 
-One module-scoped cluster of 3 servers + 2 agents goes through the whole life: a
-tampered bundle (nothing touched), dry run, first deploy, converged re-run, status,
-kubeconfig, reset of one node and its return. Faults that need their own hosts use a
-second, smaller host set.
+First the tests on hosts of their own (torn down after each, before the big cluster
+starts): field fidelity (RKE2 where install.sh put it, a kubeconfig that works with
+real kubectl, a server URL outside tlsSan, Ctrl-C that tells the truth) and hostile
+values in every cluster.yaml field that reaches a node, deployed twice: canary files
+prove that nothing the values say was ever run. Then one module-scoped cluster of 3
+servers + 2 agents goes through the whole life: a tampered bundle (nothing touched),
+dry run, first deploy, converged re-run, status, kubeconfig, reset of one node and its
+return. Faults that need their own hosts use a second, smaller host set.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +46,237 @@ pytestmark = pytest.mark.hosts
 
 NAMES = ["cp1", "cp2", "cp3", "w1", "w2"]
 ROLES = {"cp1": "server", "cp2": "server", "cp3": "server", "w1": "agent", "w2": "agent"}
+
+
+# -- field fidelity: RKE2 where install.sh put it, real kubectl, the preflight, Ctrl-C ---
+KUBECTL = shutil.which("kubectl")
+
+
+def _restarts_or_uploads(records: list[dict[str, object]]) -> list[str]:
+    out = [str(r["file"]) for r in records if r.get("file")]
+    for r in records:
+        c = str(r.get("command", ""))
+        if r.get("step") != "facts" and (
+            "systemctl start" in c or "systemctl restart" in c or "install.sh" in c
+        ):
+            out.append(c[:80])
+    return out
+
+
+def test_rke2_in_opt_converges_and_real_kubectl_works(tmp_path: Path, world: World) -> None:
+    names = ["cp1", "cp2", "w1"]
+    roles = {"cp1": "server", "cp2": "server", "w1": "agent"}
+    modes = {"cp1": "mount", "cp2": "readonly", "w1": "mount-readonly"}
+    with hostset_for_tests(3, tmp_path / "hosts", names=names, usr_local=modes) as hs:
+        write_cluster(tmp_path / "cluster.yaml", hs, [(n, roles[n]) for n in names])
+        r = deploy(tmp_path, world.bundle, world.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+        for n in names:
+            assert hs.by_name(n).path("/opt/rke2/bin/rke2").exists(), n
+            assert not hs.by_name(n).path("/usr/local/bin/rke2").exists(), n
+        # The re-run finds RKE2 in /opt/rke2: nothing uploaded, installed or restarted.
+        before = len(audit(tmp_path))
+        r = deploy(tmp_path, world.bundle, world.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "uploaded 0 B" in r.stdout
+        assert _restarts_or_uploads(audit(tmp_path)[before:]) == []
+        st = mk8s("status", "-f", "cluster.yaml", cwd=tmp_path)
+        assert st.returncode == 0, st.stdout + st.stderr
+        assert st.stdout.count("Ready") >= 3 and "v1.28" in st.stdout
+
+        # The kubeconfig mk8s wrote works with a real kubectl on this machine.
+        assert KUBECTL, "kubectl is installed by scripts/setup.sh"
+        kc = str(tmp_path / "demo.kubeconfig")
+
+        def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [KUBECTL, "--kubeconfig", kc, "--request-timeout=20s", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        got = kubectl("get", "nodes", "-o", "json")
+        assert got.returncode == 0, got.stderr
+        items = json.loads(got.stdout)["items"]
+        assert sorted(i["metadata"]["name"] for i in items) == names
+        assert kubectl("cordon", "w1").returncode == 0
+        assert "SchedulingDisabled" in kubectl("get", "nodes").stdout
+        assert kubectl("uncordon", "w1").returncode == 0
+        assert "SchedulingDisabled" not in kubectl("get", "nodes").stdout
+
+        # reset --node never uninstalls a node the cluster still holds.
+        for s in ("cp1", "cp2"):
+            hs.by_name(s).run("systemctl stop rke2-server", timeout=60)
+        r = mk8s("reset", "-f", "cluster.yaml", "--node", "w1", "--yes", cwd=tmp_path)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "could not remove w1 from the cluster" in r.stderr and "--force" in r.stderr
+        assert hs.by_name("w1").path("/opt/rke2/bin/rke2").exists()
+        r = mk8s("reset", "-f", "cluster.yaml", "--node", "w1", "--yes", "--force", cwd=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not hs.by_name("w1").path("/opt/rke2/bin/rke2").exists()
+
+
+def test_server_url_host_not_in_tls_san_is_a_preflight_error(
+    tmp_path: Path,
+    world: World,
+) -> None:
+    with hostset_for_tests(1, tmp_path / "hosts", names=["cp1"]) as hs:
+        write_cluster(
+            tmp_path / "cluster.yaml",
+            hs,
+            [("cp1", "server")],
+            extra_rke2="    serverUrl: https://vip.example.internal:9345",
+        )
+        r = deploy(tmp_path, world.bundle, world.pub)
+        assert r.returncode == 1, r.stderr
+        assert "vip.example.internal" in r.stderr and "tlsSan" in r.stderr
+        assert not hs.by_name("cp1").path("/var/lib/mk8s").exists()
+
+
+def test_ctrl_c_during_deploy_says_what_was_done_and_resumes(
+    tmp_path: Path,
+    world: World,
+) -> None:
+    names = ["cp1", "w1"]
+    with hostset_for_tests(2, tmp_path / "hosts", names=names) as hs:
+        write_cluster(tmp_path / "cluster.yaml", hs, [("cp1", "server"), ("w1", "agent")])
+        # Slow the first server's start so the interrupt lands mid-deploy.
+        hs.by_name("cp1").run(
+            "mkdir -p /etc/default && echo MK8S_STANDIN_START_SECONDS=4 > /etc/default/rke2-server"
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mk8s",
+                "deploy",
+                "-f",
+                "cluster.yaml",
+                "--bundle",
+                str(world.bundle),
+                "--key",
+                str(world.pub),
+            ],
+            cwd=tmp_path,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        seen = ""
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            seen += line
+            if "starting rke2-server" in line or not line:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+        err = seen + err
+        assert proc.returncode == 130, err
+        assert "deploy interrupted while" in err
+        assert "run the same command again" in err
+        assert "nothing was left half-written" not in err
+        r = deploy(tmp_path, world.bundle, world.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- hostile values in every cluster.yaml field that reaches a node travel as data -------
+CANARIES = [f"/tmp/mk8s-canary-{i}" for i in range(8)]
+
+
+def _payloads() -> list[str]:
+    c = CANARIES
+    return [
+        f"$(touch {c[0]})",
+        f"`touch {c[1]}`",
+        f"'; touch {c[2]}; '",
+        f'"; touch {c[3]}; "',
+        f"\n touch {c[4]}\n",
+        f"$(touch${{IFS}}{c[5]})",
+    ]
+
+
+def _cluster(path: Path, hs: HostSet, token: Path, *, staging: str = "/var/lib/mk8s") -> Path:
+    p = _payloads()
+    doc = {
+        "apiVersion": "mk8s/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": "evil"},
+        "spec": {
+            "rke2": {
+                "tlsSan": ["k8s.example.internal"],
+                "token": {"file": str(token)},
+                "config": {
+                    "node-label": [f"a={p[0]}", f"b={p[1]}"],
+                    "kubelet-arg": [f"x={p[2]}", f"y={p[3]}"],
+                },
+                "serverConfig": {"etcd-s3-secret-key": p[4]},
+                "agentConfig": {"node-taint": [f"k={p[5]}:NoSchedule"]},
+                "registries": {
+                    "mirrors": {"docker.io": {"endpoint": [f"https://r.example/{p[0]}"]}},
+                    "configs": {"r.example": {"auth": {"username": p[1], "password": p[2]}}},
+                },
+            },
+            "ssh": {
+                "user": "root",
+                "identityFile": str(hs.identity_file),
+                "knownHosts": str(hs.known_hosts),
+            },
+            "nodes": [
+                {"address": hs.hosts[0].address, "name": "s1", "role": "server"},
+                {
+                    "address": hs.hosts[1].address,
+                    "name": "a1",
+                    "role": "agent",
+                    "config": {"node-label": [f"c={p[3]}"]},
+                },
+            ],
+            "options": {"stagingDir": staging},
+        },
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _no_canary(hs: HostSet) -> None:
+    for c in CANARIES:
+        assert not Path(c).exists(), c
+        for h in hs.hosts:
+            assert not h.path(c).exists(), (h.name, c)
+
+
+def test_hostile_values_are_data_on_real_hosts(tmp_path: Path, world: World) -> None:
+    with hostset_for_tests(2, tmp_path / "hosts", names=["s1", "a1"]) as hs:
+        token = tmp_path / "token"
+        token.write_text(f"$(touch${{IFS}}{CANARIES[6]})`touch${{IFS}}{CANARIES[7]}`\nignored\n")
+        _cluster(tmp_path / "cluster.yaml", hs, token)
+        for attempt in (1, 2):  # the re-run reads back what the first run placed
+            r = deploy(tmp_path, world.bundle, world.pub)
+            assert r.returncode == 0, f"run {attempt}: {r.stdout}\n{r.stderr}"
+            _no_canary(hs)
+        # The values arrived verbatim, as data.
+        placed = yaml.safe_load(hs.hosts[0].path("/etc/rancher/rke2/config.yaml").read_text())
+        assert placed["node-label"] == [f"a={_payloads()[0]}", f"b={_payloads()[1]}"]
+        assert placed["etcd-s3-secret-key"] == _payloads()[4]
+        assert placed["token"] == token.read_text().splitlines()[0]
+        regs = yaml.safe_load(hs.hosts[1].path("/etc/rancher/rke2/registries.yaml").read_text())
+        assert regs["configs"]["r.example"]["auth"]["password"] == _payloads()[2]
+        # Secrets never reached the audit log.
+        audit = (tmp_path / ".mk8s" / "evil" / "audit.jsonl").read_text()
+        assert _payloads()[2] not in audit and token.read_text().splitlines()[0] not in audit
+
+        # A hostile stagingDir is refused before anything connects (exit 2).
+        _cluster(tmp_path / "bad.yaml", hs, token, staging=f"/var/lib/$(touch {CANARIES[0]})")
+        r = deploy(tmp_path, world.bundle, world.pub, file="bad.yaml")
+        assert r.returncode == 2, r.stderr
+        assert "stagingDir" in r.stderr
+        _no_canary(hs)
+        out = subprocess.run(["ls", "/tmp"], capture_output=True, text=True).stdout
+        assert "mk8s-canary" not in out
 
 
 # -- the main life of one cluster ---------------------------------------------------------
