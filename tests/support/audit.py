@@ -1,4 +1,4 @@
-"""The auditor's recipe, taken verbatim from the README: what the README promises stock
+"""The auditor's recipe, taken verbatim from docs/format.md: what the docs promise stock
 tools (tar, zstd, sha256sum, openssl) can check of a bundle without mk8s."""
 
 from __future__ import annotations
@@ -7,14 +7,14 @@ import re
 
 from tests.support.paths import ROOT
 
-README = ROOT / "README.md"
+FORMAT_DOC = ROOT / "docs" / "format.md"
 
 
 def audit_commands(algorithm: str) -> str:
-    """The auditor's recipe, taken verbatim from the README."""
-    text = README.read_text()
+    """The auditor's recipe, taken verbatim from docs/format.md."""
+    text = FORMAT_DOC.read_text()
     m = re.search(r"<!-- audit:begin -->\n```sh\n(.*?)```\n<!-- audit:end -->", text, re.S)
-    assert m, "README lost its audit recipe"
+    assert m, "docs/format.md lost its audit recipe"
     script = m.group(1)
     other = "ecdsa" if algorithm == "ed25519" else "ed25519"
     # keep the lines for this key type, drop the other's

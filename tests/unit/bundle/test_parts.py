@@ -21,7 +21,7 @@ from tests.support import bundles, hostile
 from tests.support.bundles import split_data
 from tests.support.paths import ROOT
 
-README = ROOT / "README.md"
+FORMAT_DOC = ROOT / "docs" / "format.md"
 
 
 @pytest.fixture
@@ -263,9 +263,9 @@ def test_join_without_index_is_a_usage_error(signed) -> None:  # type: ignore[no
 
 
 def _audit_script(section: str) -> str:
-    text = README.read_text()
+    text = FORMAT_DOC.read_text()
     m = re.search(rf"<!-- {section}:begin -->\n```sh\n(.*?)```\n<!-- {section}:end -->", text, re.S)
-    assert m, f"README lost its {section} recipe"
+    assert m, f"docs/format.md lost its {section} recipe"
     # keep the lines for an ed25519 key (the test's), drop the ECDSA alternative
     return "\n".join(ln for ln in m.group(1).splitlines() if "# ecdsa" not in ln)
 
