@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
 README = ROOT / "README.md"
 MAX_README_LINES = 350
 FIRST_COMMANDS = ("bash scripts/demo.sh", "bash scripts/test.sh")
