@@ -17,9 +17,7 @@ import pytest
 
 from mk8s.deploy.cluster import Bastion, SSHSettings
 from mk8s.deploy.command import Command, Secret, write_file
-from mk8s.deploy.transport import (
-    SSHTransport,
-)
+from mk8s.deploy.transport import SSHTransport
 from mk8s.deploy.transport import sftp as tr_sftp
 from mk8s.errors import ConnectError, HostKeyError, RemoteCommandError
 from tests.support.hosts import HostSet, hostset_for_tests

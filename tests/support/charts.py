@@ -10,9 +10,9 @@ from pathlib import Path
 
 from mk8s.bundle import workloads
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release, artifact_path
+from mk8s.deploy.builders.context import Context
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
 
 
 def make_chart(

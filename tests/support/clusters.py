@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
-from mk8s.deploy import facts, membership, plan
+from mk8s.deploy.builders import facts, membership, plan
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from tests.support.registry import TestCA

@@ -10,7 +10,7 @@ import pytest
 
 from mk8s import rke2gates as gates
 from mk8s.bundle.versions import parse_tag
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from tests.support.clusters import FRESH_BARE as FRESH
 from tests.support.clusters import images_cluster, images_manifest
 from tests.support.paths import ROOT

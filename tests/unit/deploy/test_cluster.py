@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Bastion, Cluster, load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.errors import ClusterFileError

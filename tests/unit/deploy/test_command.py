@@ -9,14 +9,8 @@ from types import MappingProxyType
 
 import pytest
 
-from mk8s.deploy.command import (
-    MASK,
-    Command,
-    FileUpload,
-    Secret,
-    as_user,
-    write_file,
-)
+from mk8s.deploy.command import MASK, Command, Secret, as_user, write_file
+from mk8s.deploy.fileupload import FileUpload
 
 TOKEN = "K10abc::server:deadbeef"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from mk8s.deploy import facts
+from mk8s.deploy.builders import facts
 from mk8s.deploy.command import Command
 from tests.support.clusters import (
     CIS_SYSCTLS,

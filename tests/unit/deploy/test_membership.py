@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from mk8s.deploy import facts, membership, plan
-from mk8s.deploy.nodeconfig import config_bytes, sha256_hex
+from mk8s.deploy.builders import facts, membership, plan
+from mk8s.deploy.builders.nodeconfig import config_bytes, sha256_hex
 from tests.support.clusters import (
     contract_cluster,
     debian_node,

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.nodeconfig import REGISTRY_CA_PATH, registries_bytes
+from mk8s.deploy.builders.requirements import input_problems
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
-from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.status import image_source
-from mk8s.deploy.requirements import input_problems
 from mk8s.errors import ClusterFileError
 from tests.support import bundles
 from tests.support.clusters import FRESH_BARE as FRESH

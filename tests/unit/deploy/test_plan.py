@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
 from tests.support import bundles
 from tests.support.clusters import FRESH, MANIFEST, TAG, prod_cluster, prod_context
 

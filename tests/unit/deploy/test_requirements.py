@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from mk8s.deploy.requirements import host_problems, input_problems
+from mk8s.deploy.builders.requirements import host_problems, input_problems
 from tests.support.clusters import (
     CIS_SYSCTLS,
     contract_cluster,

@@ -11,15 +11,16 @@ import pytest
 
 from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import Lock
-from mk8s.deploy import facts, plan, restart, upgrade
+from mk8s.deploy.builders import facts, plan, restart
+from mk8s.deploy.builders import upgradeplan as upgrade
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.install import install_step, remove_unneeded_images
+from mk8s.deploy.builders.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
-from mk8s.deploy.install import install_step, remove_unneeded_images
-from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
-from mk8s.deploy.session import Session, SessionSettings
 from tests.support.clusters import release_manifest
 from tests.support.registry import TestCA
 
@@ -315,9 +316,9 @@ def test_running_agents_restart_in_batches_of_max_unavailable(tmp_path: Path) ->
         )
     )
     s = Session(SessionSettings(cluster=after.cluster, state_base=tmp_path, dry_run=True))
-    s.ctx = after
-    s.facts = {n.name: converged(before, n.name) for n in after.cluster.nodes}
-    s.facts["w3"] = replace(s.facts["w3"], agent_active=False)  # stopped: just starts
+    s.known.ctx = after
+    s.known.facts = {n.name: converged(before, n.name) for n in after.cluster.nodes}
+    s.known.facts["w3"] = replace(s.known.facts["w3"], agent_active=False)  # stopped: just starts
     lines = JoinAgents().plan(s)
     assert lines[:3] == [
         "  restart running agents in batches of 1, each Ready before the next:",
@@ -341,7 +342,8 @@ def test_the_dry_run_assumes_what_the_journal_says_a_node_runs_with(tmp_path: Pa
 
 
 def test_status_says_what_runs_and_what_is_only_installed(tmp_path: Path) -> None:
-    from mk8s.deploy.phases.status import NodeStatus, note_running
+    from mk8s.deploy.engine.known import NodeStatus
+    from mk8s.deploy.phases.status import note_running
 
     c = _cluster(tmp_path)
     st = NodeStatus(c.node("w1"), version=NEW, service="rke2-agent active")

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mk8s.deploy import facts, kubectl, plan, upgrade
+from mk8s.deploy.builders import facts, kubectl, plan
+from mk8s.deploy.builders import upgradeplan as upgrade
 from tests.support.clusters import (
     contract_cluster,
     debian_node,

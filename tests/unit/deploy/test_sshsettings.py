@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mk8s.deploy.cluster import (
-    Bastion,
-    SSHSettings,
-    load_cluster,
-)
+from mk8s.deploy.cluster import Bastion, SSHSettings, load_cluster
 from tests.support.clusters import LAB_HEAD, indent_spec, write_lab
 
 

@@ -18,9 +18,8 @@ import yaml
 
 from mk8s.bundle import workloads
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
-from mk8s.deploy import facts, plan
-from mk8s.deploy.command import Command
-from mk8s.deploy.workloads import (
+from mk8s.deploy.builders import facts, plan
+from mk8s.deploy.builders.addons import (
     dropped_charts,
     place_workloads,
     placed_name,
@@ -28,6 +27,7 @@ from mk8s.deploy.workloads import (
     resource_name,
     uninstall_dropped,
 )
+from mk8s.deploy.command import Command
 from tests.support.charts import chart_art, chart_tgz, make_chart, workload_art, workloads_context
 from tests.support.clusters import FRESH_BARE as FRESH
 from tests.support.clusters import REGISTRY, images_cluster, images_manifest

@@ -9,11 +9,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from mk8s.deploy.transport import (
-    check_host_key,
-    fingerprint,
-    known_hosts_name,
-)
+from mk8s.deploy.transport import check_host_key, fingerprint, known_hosts_name
 from mk8s.errors import HostKeyError
 from tests.support.sshkeys import ssh_keygen
 

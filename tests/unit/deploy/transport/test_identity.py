@@ -8,9 +8,7 @@ import pytest
 
 from mk8s.deploy import transport as tr
 from mk8s.deploy.transport import identity as tr_identity
-from mk8s.deploy.transport import (
-    load_identity,
-)
+from mk8s.deploy.transport import load_identity
 from mk8s.errors import ConnectError
 from tests.support.sshkeys import ssh_keygen
 

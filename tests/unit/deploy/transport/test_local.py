@@ -10,9 +10,7 @@ from pathlib import Path
 import pytest
 
 from mk8s.deploy.command import Command, Secret
-from mk8s.deploy.transport import (
-    LocalTransport,
-)
+from mk8s.deploy.transport import LocalTransport
 from mk8s.errors import RemoteCommandError
 
 
