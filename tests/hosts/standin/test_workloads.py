@@ -290,7 +290,7 @@ def chart_tgz(name: str = "hello", version: str = "0.1.0") -> bytes:
 
 
 def helmchart(name: str, content: bytes) -> str:
-    """A HelmChart as mk8s writes it (mk8s/deploy/workloads.py)."""
+    """A HelmChart as mk8s writes it (mk8s/deploy/builders/addons.py)."""
     return (
         f"apiVersion: helm.cattle.io/v1\nkind: HelmChart\nmetadata:\n  name: {name}\n"
         f"  namespace: kube-system\nspec:\n  targetNamespace: default\n"

@@ -1,4 +1,4 @@
-"""mk8s/deploy/requirements.py: what RKE2 requires of the inputs and the hosts before
+"""mk8s/deploy/builders/requirements.py: what RKE2 requires of the inputs and the hosts before
 mk8s touches a node: the bundle's CNI images, SELinux and its RPM, profile: cis."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mk8s/deploy/facts.py: fact gathering keeps hostile values as data (run for real under sh)."""
+"""mk8s/deploy/builders/facts.py: fact gathering keeps hostile values as data (run for real under sh)."""
 
 from __future__ import annotations
 

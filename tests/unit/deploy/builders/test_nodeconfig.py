@@ -1,4 +1,4 @@
-"""mk8s/deploy/nodeconfig.py: each node's config.yaml and registries.yaml. spec.images as
+"""mk8s/deploy/builders/nodeconfig.py: each node's config.yaml and registries.yaml. spec.images as
 values (which nodes get image tarballs, their config in each mode, the preflight rules),
 config values (tls-san, secrets masked in what is shown), and RKE2's rules about the
 bundle's CNI and system-default-registry."""

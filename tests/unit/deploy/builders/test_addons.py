@@ -1,4 +1,4 @@
-"""mk8s/deploy/workloads.py: how a server gets the bundle's workloads. helm-controller
+"""mk8s/deploy/builders/addons.py: how a server gets the bundle's workloads. helm-controller
 keeps one release per HelmChart *name* and deletes nothing when a file leaves
 server/manifests, so mk8s names a chart's HelmChart after the chart (a new version
 replaces the one release) and uninstalls on purpose a chart the bundle dropped; the

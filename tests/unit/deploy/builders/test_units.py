@@ -1,5 +1,5 @@
 """How mk8s drives RKE2's Type=notify units and names why a node does not come up
-(mk8s/deploy/units.py, the start step, preflight, facts): pure, no SSH."""
+(mk8s/deploy/builders/units.py, the start step, preflight, facts): pure, no SSH."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The engine and day-2 phases without root: the connect function is injected, so
-orchestration runs against this machine (LocalTransport) or an unreachable node."""
+"""mk8s/deploy/ops.py: the day-2 operations (status, reset of a node) without root: the
+connect function is injected, so orchestration runs against this machine
+(LocalTransport) or an unreachable node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mk8s/deploy/membership.py: who bootstraps and who joins, as RKE2 has it. A first server
+"""mk8s/deploy/builders/membership.py: who bootstraps and who joins, as RKE2 has it. A first server
 without a datastore rejoins a live member; only a new cluster bootstraps; the token's
 full and short forms. The same rules are enforced by the stand-in on real test hosts
 (tests/hosts/test_rke2_contract.py)."""
