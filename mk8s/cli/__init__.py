@@ -32,7 +32,7 @@ def debug_log_path() -> Path:
 
 def _write_debug_log(exc: BaseException) -> Path | None:
     text = "".join(traceback.format_exception(exc))
-    from mk8s.files import open_append_private
+    from mk8s.files import open_append_private  # only when a traceback is written
 
     # The fallback lives in a shared place (/tmp): a per-user name, opened without
     # following symlinks and only if it is this user's own regular file.

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle import keys
-from mk8s.bundle.workloads import summary
+from mk8s.bundle.format import keys
+from mk8s.bundle.workload_sources import summary
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeOutcome, NodeState

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from mk8s.bundle.reader import VerifiedBundle
+from mk8s.bundle.format.reader import VerifiedBundle
 from mk8s.deploy.builders.context import Context
 from mk8s.deploy.builders.facts import NodeFacts
 from mk8s.deploy.builders.membership import Membership

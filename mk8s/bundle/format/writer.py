@@ -25,9 +25,9 @@ from typing import BinaryIO
 
 import zstandard
 
-from mk8s.bundle import tarfmt
-from mk8s.bundle.keys import Signature
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format import tarfmt
+from mk8s.bundle.format.keys import Signature
+from mk8s.bundle.format.manifest import (
     BUNDLE_KIND,
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -117,23 +117,11 @@ def write_bundle(
     sig_bytes = signature(manifest_bytes).to_bytes()
     out = out.absolute()
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
-    total = manifest.total_size
-    done = 0
     try:
         with open(tmp, "xb") as raw:
             sink = _HashingFile(raw)
             with compressor(settings).stream_writer(sink, closefd=False, write_size=CHUNK) as z:  # type: ignore[arg-type]
-                written = 0
-                for name, data in ((MANIFEST_NAME, manifest_bytes), (SIGNATURE_NAME, sig_bytes)):
-                    z.write(tarfmt.file_header(name, len(data), manifest.mtime))
-                    z.write(data + b"\0" * tarfmt.padding(len(data)))
-                    written += tarfmt.BLOCK + len(data) + tarfmt.padding(len(data))
-                for art in manifest.artifacts:
-                    z.write(tarfmt.file_header(art.path, art.size, manifest.mtime))
-                    done = _copy_checked(art, files[art.path], z, done, total, progress)
-                    z.write(b"\0" * tarfmt.padding(art.size))
-                    written += tarfmt.BLOCK + art.size + tarfmt.padding(art.size)
-                z.write(tarfmt.end_padding(written))
+                _write_members(z, manifest, (manifest_bytes, sig_bytes), files, progress)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, out)
@@ -154,8 +142,32 @@ def write_bundle(
         sha256=sink.hash.hexdigest(),
         bundle_id=bundle_id(manifest_bytes),
         artifacts=len(manifest.artifacts),
-        artifact_bytes=total,
+        artifact_bytes=manifest.total_size,
     )
+
+
+def _write_members(
+    z: BinaryIO,
+    manifest: Lock,
+    head: tuple[bytes, bytes],
+    files: Mapping[str, Path],
+    progress: StreamProgress | None,
+) -> None:
+    """The tar stream into ``z``: the manifest and signature members (``head``), every
+    artifact in manifest order (checked as it is copied), the end-of-archive blocks."""
+    total = manifest.total_size
+    done = 0
+    written = 0
+    for name, data in zip((MANIFEST_NAME, SIGNATURE_NAME), head, strict=True):
+        z.write(tarfmt.file_header(name, len(data), manifest.mtime))
+        z.write(data + b"\0" * tarfmt.padding(len(data)))
+        written += tarfmt.BLOCK + len(data) + tarfmt.padding(len(data))
+    for art in manifest.artifacts:
+        z.write(tarfmt.file_header(art.path, art.size, manifest.mtime))
+        done = _copy_checked(art, files[art.path], z, done, total, progress)
+        z.write(b"\0" * tarfmt.padding(art.size))
+        written += tarfmt.BLOCK + art.size + tarfmt.padding(art.size)
+    z.write(tarfmt.end_padding(written))
 
 
 def _copy_checked(

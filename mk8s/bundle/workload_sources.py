@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING
 import yaml
 
 from mk8s import rke2gates
-from mk8s.bundle import charts
-from mk8s.bundle.artifactchecks import CHART_NAME, CHART_VERSION
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.bundle.format.artifact import CHART_NAME, CHART_VERSION
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, artifact_path
+from mk8s.bundle.provenance import chartarchive
 from mk8s.errors import ChecksumMismatch, InputError, OutputError
 from mk8s.files import open_regular, read_regular
 from mk8s.untrusted import resolve_tag, shown, yaml_nodes
@@ -89,7 +89,7 @@ def pin_images(refs: Sequence[str], pins: ImagePins, cache_dir: Path) -> list[Ar
     imports; an index whose other platforms are left out is recorded as such
     (``Artifact.platforms``). InputError when RKE2 ``pins.tag`` cannot import such an
     index (the releases before WithSkipMissing: :mod:`mk8s.rke2gates`)."""
-    from mk8s.images import parse_reference
+    from mk8s.images import parse_reference  # requests & co.: only when there are images
 
     platforms = None if pins.all_platforms else _platforms(pins.arches)
     out: list[Artifact] = []
@@ -124,7 +124,7 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
     """Pull every image the lock pins (by digest) again, the platforms it carried;
     ChecksumMismatch when the archive is not the one pinned (naming the image and both
     hashes)."""
-    from mk8s.images import parse_reference
+    from mk8s.images import parse_reference  # requests & co.: only when there are images
 
     files: dict[str, Path] = {}
     for art in lock.find(kind=ArtifactKind.IMAGE):
@@ -147,11 +147,11 @@ def fetch_images(lock: Lock, cache_dir: Path, auth_file: Path | None = None) -> 
 def _pull(
     ref: Reference, platforms: Sequence[str] | None, cache_dir: Path, auth_file: Path | None
 ) -> tuple[PulledImage, str, int]:
-    from mk8s.images import RegistrySettings, pull_image
+    from mk8s.images import RegistryClientSettings, pull_image  # (as parse_reference)
 
     # Credentials from the Docker config; --registry-auth-file names another such file.
     env = {**os.environ, "REGISTRY_AUTH_FILE": str(auth_file)} if auth_file else None
-    settings = RegistrySettings(env=env)
+    settings = RegistryClientSettings(env=env)
 
     tmp = cache_dir / "tmp" / f"image-{secrets.token_hex(6)}.part"
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ def release_name(chart_name: str) -> str:
 
 def check_chart(path: Path) -> tuple[str, str]:
     """The chart's (name, version) from its Chart.yaml; InputError unless ``path`` is a
-    Helm chart archive within the bounds of :mod:`mk8s.bundle.charts` (read as a
+    Helm chart archive within the bounds of :mod:`mk8s.bundle.provenance.chartarchive` (read as a
     stream, never whole in memory) that helm-controller can install (at most
     MAX_CHART_BYTES)."""
     fix = "give a chart archive made by `helm package`"
@@ -198,8 +198,8 @@ def check_chart(path: Path) -> tuple[str, str]:
             raise InputError(f"--chart {path} is larger than {MAX_CHART} bytes", fix)
         too_big(path.name, size, f"--chart {path}")
         try:
-            meta = charts.read_chart(f, whole=True)
-        except charts.ChartProblem as e:
+            meta = chartarchive.read_chart(f, whole=True)
+        except chartarchive.ChartProblem as e:
             raise InputError(f"--chart {path}: {e.problem}", fix) from e
     if not CHART_NAME.fullmatch(meta.name) or not CHART_VERSION.fullmatch(meta.version):
         raise InputError(

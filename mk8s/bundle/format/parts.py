@@ -20,6 +20,7 @@ InputError (exit 2).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -27,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mk8s.bundle.keys import UNSIGNED, Signature, TrustedKey, verify_signature
+from mk8s.bundle.format.keys import Signature, TrustedKey, verify_signature
 from mk8s.errors import BundleRejected, InputError
-from mk8s.files import read_regular
+from mk8s.files import open_regular, read_regular
 from mk8s.schemas import first_problem
 from mk8s.untrusted import load_json
 
@@ -44,6 +45,7 @@ _SIZE = re.compile(r"^(\d+)(?:([KMGT])(i?B)?|(B))?$", re.IGNORECASE)
 _UNITS = {"K": 1, "M": 2, "G": 3, "T": 4}
 FAT32_MAX = (4 << 30) - 1
 AGAIN = "copy that part again from the original medium"
+CHUNK = 1 << 20
 
 
 class PartRejected(BundleRejected):
@@ -223,6 +225,33 @@ def part_paths(index_path: Path, index: PartsIndex) -> list[Path]:
     return paths
 
 
+def damaged(part: Part, got: str) -> PartRejected:
+    return PartRejected(
+        f"part {part.name} is damaged or out of order: its sha256 is {got}, "
+        f"the parts index says {part.sha256}",
+        AGAIN,
+    )
+
+
+def find_bad_part(paths: Sequence[Path], index_parts: Sequence[Part]) -> PartRejected | None:
+    """Hash each part in order; the error naming the first that differs from the
+    index (size or sha256), or None when all match."""
+    for path, part in zip(paths, index_parts, strict=True):
+        h = hashlib.sha256()
+        size = 0
+        with open_regular(path, what="part", error=PartRejected, fix=AGAIN) as f:
+            while data := f.read(CHUNK):
+                h.update(data)
+                size += len(data)
+        if size != part.size:
+            return PartRejected(
+                f"part {part.name} is {size} bytes, the parts index says {part.size}", AGAIN
+            )
+        if h.hexdigest() != part.sha256:
+            return damaged(part, h.hexdigest())
+    return None
+
+
 @dataclass(frozen=True)
 class IndexCheck:
     """A parts index whose signature was checked (signer None: an unsigned index)."""
@@ -237,8 +266,6 @@ class IndexCheck:
         PartRejected naming the first part that differs."""
         if sha256 == self.index.bundle_sha256:
             return
-        from mk8s.bundle.partstream import find_bad_part
-
         bad = find_bad_part(part_paths(self.path, self.index), self.index.parts)
         raise bad or PartRejected(
             f"the parts hash to {sha256}, the parts index says {self.index.bundle_sha256}",
@@ -272,7 +299,7 @@ def check_index(
     try:
         sig = Signature.from_bytes(raw)
         signer = None
-        if sig.algorithm != UNSIGNED:
+        if sig.signed:
             signer = verify_signature(data, sig, trusted, allow_unsigned=allow_unsigned)
     except BundleRejected as e:
         why = e.problem.replace("mk8s-bundle.json", index_path.name).replace(

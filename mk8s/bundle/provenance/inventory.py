@@ -20,15 +20,13 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from mk8s.bundle import charts
-from mk8s.bundle.keys import TrustedKey
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.format import parts, reader
+from mk8s.bundle.format.keys import TrustedKey
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.provenance import chartarchive
 from mk8s.errors import Mk8sError
-
-if TYPE_CHECKING:
-    from mk8s.bundle.reader import VerifiedBundle
 
 SBOM_KIND = ArtifactKind.SBOM
 _IMAGE_SUFFIXES = (".tar", ".tar.zst", ".tar.gz", ".tgz", ".oci")
@@ -101,8 +99,8 @@ def read_contents(art: Artifact, path: Path) -> Contents | None:
     Never raises for bad content: an image tarball or chart that cannot be read within
     the bounds is reported in ``problem`` (an SBOM must still list the artifact and its
     hash); a ``file`` that is neither is just a file. A chart is read first and up to
-    its ``Chart.yaml`` only (:mod:`mk8s.bundle.charts`); an archive that is a chart is
-    not scanned for images.
+    its ``Chart.yaml`` only (:mod:`mk8s.bundle.provenance.chartarchive`); an archive
+    that is a chart is not scanned for images.
     """
     if not (may_hold_images(art) or may_be_chart(art)):
         return None
@@ -111,9 +109,9 @@ def read_contents(art: Artifact, path: Path) -> Contents | None:
     if may_be_chart(art):
         try:
             with open(path, "rb") as f:
-                meta = charts.read_chart(f)
+                meta = chartarchive.read_chart(f)
             found = (Chart(meta.name, meta.version, meta.app_version),)
-        except charts.ChartProblem as e:
+        except chartarchive.ChartProblem as e:
             if art.kind == "chart":
                 problem = f"not a readable chart: {e.problem}"
     images: tuple[Image, ...] = ()
@@ -200,12 +198,10 @@ def from_bundle(
     *,
     allow_unsigned: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[Inventory, VerifiedBundle]:
+) -> tuple[Inventory, reader.VerifiedBundle]:
     """Verify the bundle (as ``bundle verify``, split or not) while reading what its
     artifacts hold. BundleRejected (exit 3) as for verify; nothing unverified is read.
     """
-    from mk8s.bundle import parts, reader
-
     split = parts.check_index(path, trusted, allow_unsigned=allow_unsigned)
     work = Path(tempfile.mkdtemp(prefix="mk8s-inventory-"))  # 0700
     sink = _ContentsSink(work)

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
 from mk8s import ui
-from mk8s.bundle import create as create_mod
-from mk8s.bundle import keys, parts, upstream
-from mk8s.bundle.versions import SPEC_HELP
-from mk8s.cli.common import passphrase_reader
-from mk8s.cli.workloads import WorkloadArgs, workload_options
-
-F = TypeVar("F", bound=Callable[..., Any])
+from mk8s.bundle.create import Created, CreateSettings, create_bundle, default_jobs
+from mk8s.bundle.format import keys, parts
+from mk8s.bundle.lock import (
+    LOCK_NAME,
+    LockSettings,
+    check_files,
+    lock_release,
+    read_lock,
+    write_lock,
+)
+from mk8s.bundle.provenance.sbom import SbomFormat
+from mk8s.bundle.upstream import releases
+from mk8s.bundle.upstream.settings import UpstreamSettings
+from mk8s.bundle.upstream.versions import SPEC_HELP
+from mk8s.cli.common import F, gather_options, passphrase_reader
+from mk8s.cli.workload_options import WorkloadArgs, workload_options
 
 
 def _split(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -26,66 +35,75 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What the selection options said: what of the release to carry."""
+
+    arches: tuple[str, ...]
+    cni: str
+    groups: tuple[str, ...]
+    allow_prerelease: bool
+    files: tuple[Path, ...]
+
+
+_SELECTION_OPTIONS = [
+    click.option(
+        "--arch",
+        "arches",
+        multiple=True,
+        default=("amd64",),
+        show_default=True,
+        help="Architecture (amd64, arm64); repeat or comma-separate for both.",
+    ),
+    click.option(
+        "--cni",
+        type=click.Choice(releases.CNIS),
+        default=releases.DEFAULT_CNI,
+        show_default=True,
+        help="CNI whose images to carry.",
+    ),
+    click.option(
+        "--images-group",
+        "groups",
+        multiple=True,
+        help="An extra image group (multus, vsphere, harvester, ...); repeat.",
+    ),
+    click.option(
+        "--allow-prerelease",
+        is_flag=True,
+        help="Let -rc tags and prereleases match the spec.",
+    ),
+    click.option(
+        "--file",
+        "files",
+        multiple=True,
+        type=click.Path(path_type=Path, dir_okay=False, exists=True),
+        help="Add one of your own files (an SELinux RPM, a manifest); repeat.",
+    ),
+]
+
+
 def selection_options(f: F) -> F:
-    for opt in reversed(
-        [
-            click.option(
-                "--arch",
-                "arches",
-                multiple=True,
-                default=("amd64",),
-                show_default=True,
-                help="Architecture (amd64, arm64); repeat or comma-separate for both.",
-            ),
-            click.option(
-                "--cni",
-                type=click.Choice(upstream.CNIS),
-                default=upstream.DEFAULT_CNI,
-                show_default=True,
-                help="CNI whose images to carry.",
-            ),
-            click.option(
-                "--images-group",
-                "groups",
-                multiple=True,
-                help="An extra image group (multus, vsphere, harvester, ...); repeat.",
-            ),
-            click.option(
-                "--allow-prerelease",
-                is_flag=True,
-                help="Let -rc tags and prereleases match the spec.",
-            ),
-            click.option(
-                "--file",
-                "files",
-                multiple=True,
-                type=click.Path(path_type=Path, dir_okay=False, exists=True),
-                help="Add one of your own files (an SELinux RPM, a manifest); repeat.",
-            ),
-        ]
-    ):
-        f = opt(f)
-    return f
+    """Add the selection options; the command gets them as ``selection=Selection``."""
+    return gather_options(f, Selection, _SELECTION_OPTIONS, "selection")
 
 
 def _lock_settings(
     spec: str,
-    up: upstream.UpstreamSettings,
+    up: UpstreamSettings,
     cache_dir: Path | None,
-    what: tuple[Any, ...],
+    selection: Selection,
     workloads: WorkloadArgs,
-) -> create_mod.LockSettings:
-    """LockSettings from the selection options (arches, cni, groups, prerelease, files)
-    and the workload options."""
-    arches, cni, groups, allow_prerelease, files = what
-    return create_mod.LockSettings(
+) -> LockSettings:
+    """LockSettings from the selection options and the workload options."""
+    return LockSettings(
         spec=spec,
         upstream=up,
-        arches=_split(arches),
-        cni=cni,
-        image_groups=_split(groups),
-        allow_prerelease=allow_prerelease,
-        files=files,
+        arches=_split(selection.arches),
+        cni=selection.cni,
+        image_groups=_split(selection.groups),
+        allow_prerelease=selection.allow_prerelease,
+        files=selection.files,
         cache_dir=cache_dir,
         images=workloads.image_refs(),
         charts=workloads.charts,
@@ -95,38 +113,50 @@ def _lock_settings(
     )
 
 
+@dataclass(frozen=True)
+class UpstreamArgs:
+    """What the upstream options said: where releases come from, where the cache is."""
+
+    github_api_url: str | None
+    release_url: str | None
+    raw_url: str | None
+    cache_dir: Path | None
+
+    def settings(self) -> UpstreamSettings:
+        """The flags over the environment (InputError, exit 2, for a bad URL)."""
+        return UpstreamSettings.from_env(
+            api_url=self.github_api_url, release_url=self.release_url, raw_url=self.raw_url
+        )
+
+
+_UPSTREAM_OPTIONS = [
+    click.option(
+        "--github-api-url",
+        envvar="MK8S_GITHUB_API_URL",
+        help="GitHub API base [env MK8S_GITHUB_API_URL; default https://api.github.com].",
+    ),
+    click.option(
+        "--release-url",
+        envvar="MK8S_RELEASE_URL",
+        help="Release downloads base [env MK8S_RELEASE_URL].",
+    ),
+    click.option(
+        "--raw-url",
+        envvar="MK8S_RAW_URL",
+        help="Raw files base, for install.sh at the tag [env MK8S_RAW_URL].",
+    ),
+    click.option(
+        "--cache",
+        "cache_dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="Content cache directory [default ~/.cache/mk8s].",
+    ),
+]
+
+
 def upstream_options(f: F) -> F:
-    for opt in reversed(
-        [
-            click.option(
-                "--github-api-url",
-                envvar="MK8S_GITHUB_API_URL",
-                help="GitHub API base [env MK8S_GITHUB_API_URL; default https://api.github.com].",
-            ),
-            click.option(
-                "--release-url",
-                envvar="MK8S_RELEASE_URL",
-                help="Release downloads base [env MK8S_RELEASE_URL].",
-            ),
-            click.option(
-                "--raw-url",
-                envvar="MK8S_RAW_URL",
-                help="Raw files base, for install.sh at the tag [env MK8S_RAW_URL].",
-            ),
-            click.option(
-                "--cache",
-                "cache_dir",
-                type=click.Path(path_type=Path, file_okay=False),
-                help="Content cache directory [default ~/.cache/mk8s].",
-            ),
-        ]
-    ):
-        f = opt(f)
-    return f
-
-
-def _upstream(api: str | None, release: str | None, raw: str | None) -> upstream.UpstreamSettings:
-    return upstream.UpstreamSettings.from_env(api_url=api, release_url=release, raw_url=raw)
+    """Add the upstream options; the command gets them as ``upstream=UpstreamArgs``."""
+    return gather_options(f, UpstreamArgs, _UPSTREAM_OPTIONS, "upstream")
 
 
 @click.command("lock")
@@ -139,34 +169,26 @@ def _upstream(api: str | None, release: str | None, raw: str | None) -> upstream
     "--output",
     "out",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=Path(create_mod.LOCK_NAME),
+    default=Path(LOCK_NAME),
     show_default=True,
     help="Lockfile to write.",
 )
 def lock_cmd(
     spec: str,
-    arches: tuple[str, ...],
-    cni: str,
-    groups: tuple[str, ...],
-    allow_prerelease: bool,
-    files: tuple[Path, ...],
+    selection: Selection,
+    upstream: UpstreamArgs,
     workloads: WorkloadArgs,
-    github_api_url: str | None,
-    release_url: str | None,
-    raw_url: str | None,
-    cache_dir: Path | None,
     out: Path,
 ) -> None:
     """Resolve a version and pin every artifact in a lockfile; downloads nothing large
     (images given with --image are pulled, to pin their archives)."""
-    create_mod.check_files(
-        files, workloads.charts, workloads.manifests, workloads.registry_auth_file
+    check_files(
+        selection.files, workloads.charts, workloads.manifests, workloads.registry_auth_file
     )
-    up = _upstream(github_api_url, release_url, raw_url)
-    what = (arches, cni, groups, allow_prerelease, files)
-    settings = _lock_settings(spec, up, cache_dir, what, workloads)
-    lock = create_mod.lock_release(settings)
-    create_mod.write_lock(lock, out)
+    up = upstream.settings()
+    settings = _lock_settings(spec, up, upstream.cache_dir, selection, workloads)
+    lock = lock_release(settings)
+    write_lock(lock, out)
     click.echo(
         f"locked RKE2 {lock.release.tag} ({', '.join(lock.release.arch)}): "
         f"{len(lock.artifacts)} artifacts, {ui.human_bytes(lock.total_size)} -> {out}"
@@ -184,7 +206,7 @@ def _split_size(text: str | None) -> int | None:
     return size
 
 
-def _where(created: create_mod.Created) -> str:
+def _where(created: Created) -> str:
     if created.parts is None:
         return str(created.bundle.path)
     return f"{created.parts.index_path} ({len(created.parts.part_paths)} parts)"
@@ -241,15 +263,8 @@ def create_cmd(
     key_path: Path | None,
     unsigned: bool,
     out: Path | None,
-    arches: tuple[str, ...],
-    cni: str,
-    groups: tuple[str, ...],
-    allow_prerelease: bool,
-    files: tuple[Path, ...],
-    github_api_url: str | None,
-    release_url: str | None,
-    raw_url: str | None,
-    cache_dir: Path | None,
+    selection: Selection,
+    upstream: UpstreamArgs,
     workloads: WorkloadArgs,
     jobs: int | None,
     include_self: bool,
@@ -268,43 +283,41 @@ def create_cmd(
         raise click.UsageError("give exactly one of --rke2 SPEC or --lock FILE")
     if lock_path is not None:
         _refuse_selection_with_lock(ctx)
-    create_mod.check_files(
-        files, workloads.charts, workloads.manifests, workloads.registry_auth_file
+    check_files(
+        selection.files, workloads.charts, workloads.manifests, workloads.registry_auth_file
     )
     split = _split_size(split_size)
     started = time.monotonic()
     signature, signer = _signer(key_path, unsigned)
-    up = _upstream(github_api_url, release_url, raw_url)
-    self_exe: Path | None = None
-    if include_self:
-        from mk8s.selfexe import executable_for_bundle
-
-        self_exe = executable_for_bundle()
+    up = upstream.settings()
+    settings = CreateSettings(
+        upstream=up,
+        signature=signature,
+        out=out,
+        jobs=jobs or default_jobs(),
+        cache_dir=upstream.cache_dir,
+        self_executable=_self_executable() if include_self else None,
+        force=force,
+        split=split,
+        sbom=SbomFormat(sbom) if sbom else None,
+        registry_auth_file=workloads.registry_auth_file,
+    )
     with ui.Transfers("fetched") as progress:
         if lock_path is not None:
-            lock = create_mod.read_lock(lock_path)
+            lock = read_lock(lock_path)
         else:
             assert spec is not None
-            what = (arches, cni, groups, allow_prerelease, files)
-            settings = _lock_settings(spec, up, cache_dir, what, workloads)
-            lock = create_mod.lock_release(settings, progress)
-        created = create_mod.create_bundle(
-            lock,
-            create_mod.CreateSettings(
-                upstream=up,
-                signature=signature,
-                out=out,
-                jobs=jobs or create_mod.default_jobs(),
-                cache_dir=cache_dir,
-                self_executable=self_exe,
-                force=force,
-                split=split,
-                sbom=sbom,
-                registry_auth_file=workloads.registry_auth_file,
-            ),
-            progress,
-        )
+            pins = _lock_settings(spec, up, upstream.cache_dir, selection, workloads)
+            lock = lock_release(pins, progress)
+        created = create_bundle(lock, settings, progress)
     click.echo(_summary(created, signer, time.monotonic() - started))
+
+
+def _self_executable() -> Path:
+    """``--include-self``: the single-file mk8s to carry (imported only then)."""
+    from mk8s.selfexe import executable_for_bundle
+
+    return executable_for_bundle()
 
 
 # The options that choose what to carry: a lock has already chosen.
@@ -350,7 +363,7 @@ def _signer(key_path: Path | None, unsigned: bool) -> tuple[Callable[[bytes], ke
     )
 
 
-def _summary(created: create_mod.Created, signer: str, seconds: float) -> str:
+def _summary(created: Created, signer: str, seconds: float) -> str:
     b = created.bundle
     return (
         f"created {_where(created)}\n"

@@ -1,5 +1,5 @@
-"""The wire under :mod:`mk8s.net`: sessions whose requests hold a total deadline, and
-bodies read against a byte budget."""
+"""HTTP under :mod:`mk8s.net`: the one session factory, requests that hold a total
+deadline, and bodies read against a byte budget."""
 
 from __future__ import annotations
 

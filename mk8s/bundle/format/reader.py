@@ -23,9 +23,9 @@ from typing import BinaryIO, Protocol
 
 import zstandard
 
-from mk8s.bundle import tarfmt
-from mk8s.bundle.keys import Signature, TrustedKey, verify_signature
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format import tarfmt
+from mk8s.bundle.format.keys import Signature, TrustedKey, verify_signature
+from mk8s.bundle.format.manifest import (
     BUNDLE_KIND,
     MANIFEST_NAME,
     SIGNATURE_NAME,
@@ -33,8 +33,9 @@ from mk8s.bundle.manifest import (
     Lock,
     bundle_id,
 )
-from mk8s.bundle.stream import Decompressed, Truncated
-from mk8s.bundle.zstdframe import ZstdFrameError
+from mk8s.bundle.format.partstream import open_parts
+from mk8s.bundle.format.stream import Decompressed, Truncated
+from mk8s.bundle.format.zstdframe import ZstdFrameError
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import BundleRejected, LockError
 from mk8s.files import open_regular
@@ -94,8 +95,6 @@ class VerifiedBundle:
 def _open(path: Path) -> BinaryIO:
     # A split bundle (its parts index, a part, or the unsplit name when only the parts
     # exist) reads as one stream over its parts; a part at fault is named (exit 3).
-    from mk8s.bundle.partstream import open_parts
-
     try:
         parts = open_parts(path)
     except OSError:  # an unusable path: the plain open below names the problem
@@ -273,37 +272,60 @@ def _verify_stream(
     total = manifest.total_size
     done = 0
     for index, art in enumerate(manifest.artifacts, start=3):
-        header = _expect_member(stream, index, art.path)
-        if header.size != art.size:
-            raise BundleRejected(
-                f"member {art.path}: size {header.size} differs from the manifest's {art.size}"
-            )
-        h = hashlib.sha256()
-        if sink:
-            sink.begin(art)
-        try:
-            for piece in stream.chunks(art.size):
-                h.update(piece)
-                if sink:
-                    sink.write(piece)
-                done += len(piece)
-                if progress:
-                    progress(done, total)
-        except Truncated as e:
-            got = e.args[0]  # bytes delivered before the data ended
-            raise BundleRejected(
-                f"member {art.path} is truncated: expected {art.size} bytes, got {got}",
-                "copy the bundle again; the file is incomplete",
-            ) from e
-        got_hash = h.hexdigest()
-        if got_hash != art.sha256:
-            raise BundleRejected(
-                f"member {art.path}: sha256 {got_hash} differs from the manifest's {art.sha256}",
-                "do not use this bundle; it was damaged or altered",
-            )
-        _skip_padding(stream, art.path, art.size)
-        if sink:
-            sink.end(art)
+        done = _verify_artifact(stream, index, art, sink, done, total, progress)
+    _verify_end(stream)
+    return manifest, manifest_bytes, sig_bytes, signer
+
+
+def _verify_artifact(
+    stream: Decompressed,
+    index: int,
+    art: Artifact,
+    sink: ArtifactSink | None,
+    done: int,
+    total: int,
+    progress: StreamProgress | None,
+) -> int:
+    """Member ``index`` must be ``art``: its name, size and sha256 (its bytes go to
+    ``sink`` as they stream). ``done`` of ``total`` artifact bytes were read before it;
+    returns how many are read after it."""
+    header = _expect_member(stream, index, art.path)
+    if header.size != art.size:
+        raise BundleRejected(
+            f"member {art.path}: size {header.size} differs from the manifest's {art.size}"
+        )
+    h = hashlib.sha256()
+    if sink:
+        sink.begin(art)
+    try:
+        for piece in stream.chunks(art.size):
+            h.update(piece)
+            if sink:
+                sink.write(piece)
+            done += len(piece)
+            if progress:
+                progress(done, total)
+    except Truncated as e:
+        got = e.args[0]  # bytes delivered before the data ended
+        raise BundleRejected(
+            f"member {art.path} is truncated: expected {art.size} bytes, got {got}",
+            "copy the bundle again; the file is incomplete",
+        ) from e
+    got_hash = h.hexdigest()
+    if got_hash != art.sha256:
+        raise BundleRejected(
+            f"member {art.path}: sha256 {got_hash} differs from the manifest's {art.sha256}",
+            "do not use this bundle; it was damaged or altered",
+        )
+    _skip_padding(stream, art.path, art.size)
+    if sink:
+        sink.end(art)
+    return done
+
+
+def _verify_end(stream: Decompressed) -> None:
+    """After the last artifact: the end-of-archive marker, then only zero padding up to
+    :data:`MAX_TRAILER`, then the end of the one zstd frame."""
     try:
         trailer = stream.read_exact(tarfmt.BLOCK)
     except Truncated as e:
@@ -326,18 +348,3 @@ def _verify_stream(
             "unexpected data after the end of the archive",
             "do not use this bundle; bytes were appended to it",
         )
-    return manifest, manifest_bytes, sig_bytes, signer
-
-
-def extract_bundle(
-    path: Path,
-    trusted: Sequence[TrustedKey],
-    dest: Path,
-    *,
-    allow_unsigned: bool = False,
-    progress: StreamProgress | None = None,
-) -> VerifiedBundle:
-    """Verify while extracting into ``dest`` (see :mod:`mk8s.bundle.extract`)."""
-    from mk8s.bundle.extract import extract_bundle as extract
-
-    return extract(path, trusted, dest, allow_unsigned=allow_unsigned, progress=progress)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from mk8s.bundle.inventory import Image, Inventory
+from mk8s.bundle.provenance.inventory import Image, Inventory
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ reader rejects a split bundle, the parts read so far are hashed against the inde
 the way out, and the error names the first part that differs (damaged, reordered,
 replaced); only when every part matches does the reader's own error stand. Nothing
 from the bundle is trusted before the reader returns, so the part is named before
-anything is used. :func:`mk8s.bundle.split.join_parts` hashes each part as it copies.
+anything is used. :func:`mk8s.bundle.format.split.join_parts` hashes each part as it copies.
 """
 
 from __future__ import annotations
@@ -23,51 +23,23 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, cast
 
-from mk8s.bundle.parts import (
+from mk8s.bundle.format.parts import (
     AGAIN,
-    Part,
+    CHUNK,
     PartRejected,
     PartsIndex,
+    damaged,
+    find_bad_part,
     load_index,
     locate,
     part_paths,
 )
 from mk8s.errors import BundleRejected
 from mk8s.files import open_regular
-
-CHUNK = 1 << 20
-
-
-def damaged(part: Part, got: str) -> PartRejected:
-    return PartRejected(
-        f"part {part.name} is damaged or out of order: its sha256 is {got}, "
-        f"the parts index says {part.sha256}",
-        AGAIN,
-    )
-
-
-def find_bad_part(paths: Sequence[Path], index_parts: Sequence[Part]) -> PartRejected | None:
-    """Hash each part in order; the error naming the first that differs from the
-    index (size or sha256), or None when all match."""
-    for path, part in zip(paths, index_parts, strict=True):
-        h = hashlib.sha256()
-        size = 0
-        with open_regular(path, what="part", error=PartRejected, fix=AGAIN) as f:
-            while data := f.read(CHUNK):
-                h.update(data)
-                size += len(data)
-        if size != part.size:
-            return PartRejected(
-                f"part {part.name} is {size} bytes, the parts index says {part.size}", AGAIN
-            )
-        if h.hexdigest() != part.sha256:
-            return damaged(part, h.hexdigest())
-    return None
 
 
 class PartsReader(io.RawIOBase):
@@ -180,7 +152,7 @@ def open_parts(path: Path) -> BinaryIO | None:
     ``path`` may be the parts index, a part, or the unsplit name when only the parts
     exist. Every part must be present with its size and no extra part may lie beside
     them (PartRejected, exit 3, naming the part). The index's signature and the whole
-    bundle's sha256 are checked by :mod:`mk8s.bundle.parts`, where keys are known.
+    bundle's sha256 are checked by :mod:`mk8s.bundle.format.parts`, where keys are known.
     """
     index_path = locate(path)
     if index_path is None:

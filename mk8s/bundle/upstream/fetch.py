@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import secrets
 import threading
 import time
@@ -25,34 +24,14 @@ from typing import Any, BinaryIO
 
 import requests
 
-from mk8s.bundle.http import UpstreamSettings, new_session
-from mk8s.bundle.transfer import CHUNK, Transfer
+from mk8s import net
+from mk8s.bundle.upstream.settings import UpstreamSettings
+from mk8s.bundle.upstream.transfer import CHUNK, FetchItem, Transfer
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch, InputError, OutputError, UpstreamError
+from mk8s.errors import ChecksumMismatch, OutputError
 from mk8s.net import Cancelled
 
 STALE_PART_SECONDS = 24 * 3600
-_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
-_SUM_LINE = re.compile(r"^(?P<hex>[0-9a-fA-F]{64}) [ *](?P<name>\S(?:.*\S)?)$")
-
-
-@dataclass(frozen=True)
-class FetchItem:
-    """One file to fetch. ``sha256`` None means "nothing pins it yet" (install.sh on
-    first lock): the file is kept under the hash it has and the caller pins that.
-    ``source`` names where ``sha256`` came from, for error messages."""
-
-    name: str
-    url: str
-    sha256: str | None = None
-    size: int | None = None
-    source: str = "the expected checksum"
-
-    def __post_init__(self) -> None:
-        if self.sha256 is not None:
-            if not _HEX64.match(self.sha256):
-                raise InputError(f"{self.name}: {self.sha256!r} is not a sha256 hex digest")
-            object.__setattr__(self, "sha256", self.sha256.lower())
 
 
 @dataclass(frozen=True)
@@ -79,58 +58,6 @@ def cache_path(cache_dir: Path, sha256: str) -> Path:
     return Path(cache_dir) / "sha256" / sha256.lower()
 
 
-# -- sha256sum-ARCH.txt ----------------------------------------------------------------
-def parse_sha256sums(text: str | bytes, source: str) -> dict[str, str]:
-    """Parse ``sha256sum`` output: ``<64 hex>  <name>`` (or ``<hex> *<name>``) per line.
-
-    Returns name -> lowercase hex. Blank lines are skipped. Raises UpstreamError naming
-    ``source`` and the line for a malformed line or a name listed twice with two
-    different hashes: a checksum file we cannot read cannot vouch for anything.
-    """
-    if isinstance(text, bytes):
-        try:
-            text = text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UpstreamError(f"{source} is not text", "pick another release") from e
-    out: dict[str, str] = {}
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.rstrip("\r")
-        if not line.strip():
-            continue
-        m = _SUM_LINE.match(line)
-        if m is None:
-            raise UpstreamError(
-                f"{source} line {n} is not '<sha256>  <file>': {line[:80]!r}",
-                "the checksum file is damaged; pick another release or report it upstream",
-            )
-        name, digest = m["name"], m["hex"].lower()
-        if out.get(name, digest) != digest:
-            raise UpstreamError(
-                f"{source} lists {name} twice with different hashes",
-                "the checksum file is inconsistent; report it upstream",
-            )
-        out[name] = digest
-    return out
-
-
-def expected_hashes(sums: Mapping[str, str], names: Iterable[str], source: str) -> dict[str, str]:
-    """The pinned hash of each name, in order.
-
-    A selected file missing from the checksum file is an upstream defect, not a user
-    error and not (yet) a tampered byte, so it raises UpstreamError (exit 1) naming the
-    file: mk8s never downloads a release file it cannot check.
-    """
-    out: dict[str, str] = {}
-    for name in names:
-        if name not in sums:
-            raise UpstreamError(
-                f"{source} has no checksum for {name}, so it cannot be verified",
-                "mk8s refuses unchecked release files; pick another release or report it upstream",
-            )
-        out[name] = sums[name]
-    return out
-
-
 # -- fetching --------------------------------------------------------------------------
 def fetch(
     items: Sequence[FetchItem],
@@ -139,7 +66,7 @@ def fetch(
     jobs: int = 4,
     progress: TransferProgress | None = None,
     *,
-    session_factory: Callable[[], requests.Session] = new_session,
+    session_factory: Callable[[], requests.Session] = net.new_session,
 ) -> list[Fetched]:
     """Make every item available in the content cache; return them in item order.
 
@@ -171,66 +98,92 @@ def fetch(
             pending.setdefault((item.url, item.sha256), []).append(i)
 
     if pending:
-        _fetch_parallel(items, pending, results, settings, cache, jobs, progress, session_factory)
+        downloads = _Downloads(items, results, settings, cache, progress, session_factory)
+        downloads.run(pending.values(), jobs)
     return [r for r in results if r is not None]
 
 
-def _fetch_parallel(
-    items: Sequence[FetchItem],
-    pending: dict[tuple[str, str | None], list[int]],
-    results: list[Fetched | None],
-    settings: UpstreamSettings,
-    cache: Path,
-    jobs: int,
-    progress: TransferProgress | None,
-    session_factory: Callable[[], requests.Session],
-) -> None:
-    """Run the downloads on daemon threads, ``jobs`` at a time.
+class _Downloads:
+    """The downloads of one :func:`fetch`, on daemon threads, ``jobs`` at a time;
+    each result lands at its items' places in ``results``.
 
     Daemon threads, not an executor: on Ctrl-C a worker may sit in a blocking read
     until its timeout, and the process must not wait for it. The main thread gives
     workers a moment to clean up, then removes any ``.part`` file still registered.
     """
-    stop = threading.Event()
-    work: queue.Queue[list[int]] = queue.Queue()
-    for idxs in pending.values():
-        work.put(idxs)
-    errors: list[BaseException] = []
-    live_parts: set[Path] = set()
-    lock = threading.Lock()
 
-    def worker() -> None:
-        while not stop.is_set():
+    def __init__(
+        self,
+        items: Sequence[FetchItem],
+        results: list[Fetched | None],
+        settings: UpstreamSettings,
+        cache: Path,
+        progress: TransferProgress | None,
+        session_factory: Callable[[], requests.Session],
+    ) -> None:
+        self.items = items
+        self.results = results
+        self.settings = settings
+        self.cache = cache
+        self.progress = progress
+        self.session_factory = session_factory
+        self.stop = threading.Event()
+        self.work: queue.Queue[list[int]] = queue.Queue()
+        self.errors: list[BaseException] = []
+        self.live_parts: set[Path] = set()
+        self.lock = threading.Lock()
+
+    def run(self, pending: Iterable[list[int]], jobs: int) -> None:
+        """Download each group of ``pending`` (the indexes of one URL and hash); the
+        first failure stops the rest and is raised once they have cleaned up."""
+        for idxs in pending:
+            self.work.put(idxs)
+        threads = [
+            threading.Thread(target=self._worker, daemon=True, name=f"mk8s-fetch-{n}")
+            for n in range(max(1, min(jobs, self.work.qsize())))
+        ]
+        _run_to_the_end(threads, self.stop, self.live_parts)
+        if self.errors:
+            raise self.errors[0]
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
             try:
-                idxs = work.get_nowait()
+                idxs = self.work.get_nowait()
             except queue.Empty:
                 return
             try:
-                with session_factory() as session:
-                    got = download(
-                        items[idxs[0]],
-                        settings,
-                        cache,
-                        session=session,
-                        stop=stop,
-                        progress=progress,
-                        live_parts=live_parts,
-                    )
-                with lock:
-                    for i in idxs:
-                        results[i] = _for_item(got, items[i])
+                self._fetch(idxs)
             except Cancelled:
                 return
             except BaseException as e:
-                with lock:
-                    errors.append(e)
-                stop.set()
+                with self.lock:
+                    self.errors.append(e)
+                self.stop.set()
                 return
 
-    threads = [
-        threading.Thread(target=worker, daemon=True, name=f"mk8s-fetch-{n}")
-        for n in range(max(1, min(jobs, len(pending))))
-    ]
+    def _fetch(self, idxs: list[int]) -> None:
+        with self.session_factory() as session:
+            got = download(
+                self.items[idxs[0]],
+                self.settings,
+                self.cache,
+                session=session,
+                stop=self.stop,
+                progress=self.progress,
+                live_parts=self.live_parts,
+            )
+        with self.lock:
+            for i in idxs:
+                self.results[i] = _for_item(got, self.items[i])
+
+
+def _run_to_the_end(
+    threads: list[threading.Thread], stop: threading.Event, parts: set[Path]
+) -> None:
+    """Start ``threads`` and wait for them all. On Ctrl-C (anything raised while
+    waiting) stop them, give them a moment to clean up, then remove every ``.part``
+    file still registered in ``parts``."""
     for t in threads:
         t.start()
     try:
@@ -242,11 +195,9 @@ def _fetch_parallel(
         deadline = time.monotonic() + 2.0
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        for part in list(live_parts):
+        for part in list(parts):
             part.unlink(missing_ok=True)
         raise
-    if errors:
-        raise errors[0]
 
 
 def _for_item(got: Fetched, item: FetchItem) -> Fetched:
@@ -367,8 +318,6 @@ __all__ = [
     "cache_path",
     "default_cache_dir",
     "download",
-    "expected_hashes",
     "fetch",
     "fetch_text",
-    "parse_sha256sums",
 ]

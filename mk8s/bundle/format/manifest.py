@@ -14,11 +14,23 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 from mk8s import __version__
-from mk8s.bundle.artifactchecks import check_artifact_name, check_url, check_workload
+
+# One artifact's model and checks; the names every reader of a lock uses are also
+# this module's (see __all__).
+from mk8s.bundle.format.artifact import (
+    ARTIFACT_DIR,
+    EXECUTABLE_KINDS,
+    LOCAL_KINDS,
+    Artifact,
+    ArtifactKind,
+    artifact_path,
+    check_artifact_name,
+    check_url,
+    check_workload,
+)
 from mk8s.errors import InputError, LockError
 from mk8s.schemas import first_problem
 from mk8s.untrusted import load_json, shown
@@ -30,102 +42,6 @@ LOCK_KIND = "mk8s.lock"
 BUNDLE_KIND = "mk8s.bundle"
 MANIFEST_NAME = "mk8s-bundle.json"
 SIGNATURE_NAME = "mk8s-bundle.json.sig"
-ARTIFACT_DIR = "artifacts"
-
-
-class ArtifactKind(StrEnum):
-    """What an artifact is; the closed set a lock and a manifest may name."""
-
-    CHECKSUMS = "checksums"
-    RKE2 = "rke2"
-    IMAGES = "images"
-    INSTALL_SCRIPT = "install-script"
-    FILE = "file"
-    MK8S = "mk8s"
-    SBOM = "sbom"
-    IMAGE = "image"  # one of the operator's images, an OCI image-layout archive
-    CHART = "chart"  # a Helm chart archive
-    MANIFEST = "manifest"  # Kubernetes manifests (YAML)
-
-
-# Only the operator's own files come from the local disk; everything else from upstream.
-LOCAL_KINDS = frozenset(
-    {ArtifactKind.FILE, ArtifactKind.MK8S, ArtifactKind.CHART, ArtifactKind.MANIFEST}
-)
-# Where each kind of artifact sits below artifacts/ (the rest at the top). A name is at
-# most 80 bytes, so every path fits the 100 bytes of a ustar name field (tested).
-_SUBDIRS = {
-    ArtifactKind.FILE: "files",
-    ArtifactKind.IMAGE: "oci",
-    ArtifactKind.CHART: "charts",
-    ArtifactKind.MANIFEST: "manifests",
-}
-# Kinds whose files are executables (mode 0755 when extracted or staged).
-EXECUTABLE_KINDS = frozenset({ArtifactKind.INSTALL_SCRIPT, ArtifactKind.MK8S})
-
-
-@dataclass(frozen=True)
-class Artifact:
-    """One file pinned by a lock: where it came from, where it sits in the bundle.
-
-    ``kind`` is an :class:`ArtifactKind`; a string naming no kind raises ValueError."""
-
-    name: str
-    kind: ArtifactKind
-    path: str
-    size: int
-    sha256: str
-    url: str | None = None
-    arch: str | None = None
-    # A chart's (name, version) from its Chart.yaml: the name is its Helm release.
-    chart: tuple[str, str] | None = None
-    # An image whose index lists more platforms than the archive carries: the carried.
-    platforms: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, ArtifactKind):
-            try:
-                object.__setattr__(self, "kind", ArtifactKind(self.kind))
-            except ValueError as e:
-                raise ValueError(f"artifact {self.name}: unknown kind {self.kind!r}") from e
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "name": self.name,
-            "kind": str(self.kind),
-            "path": self.path,
-            "size": self.size,
-            "sha256": self.sha256,
-        }
-        if self.url is not None:
-            out["url"] = self.url
-        if self.arch is not None:
-            out["arch"] = self.arch
-        if self.chart is not None:
-            out["chart"] = {"name": self.chart[0], "version": self.chart[1]}
-        if self.platforms:
-            out["platforms"] = list(self.platforms)
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Artifact:
-        return cls(
-            name=data["name"],
-            kind=data["kind"],
-            path=data["path"],
-            size=data["size"],
-            sha256=data["sha256"],
-            url=data.get("url"),
-            arch=data.get("arch"),
-            chart=(data["chart"]["name"], data["chart"]["version"]) if "chart" in data else None,
-            platforms=tuple(data.get("platforms") or ()),
-        )
-
-
-def artifact_path(name: str, kind: ArtifactKind | str) -> str:
-    """Where an artifact of this kind lives inside the bundle."""
-    sub = _SUBDIRS.get(ArtifactKind(kind))
-    return f"{ARTIFACT_DIR}/{sub}/{name}" if sub else f"{ARTIFACT_DIR}/{name}"
 
 
 @dataclass(frozen=True)

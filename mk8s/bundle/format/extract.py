@@ -14,9 +14,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from mk8s.bundle.keys import TrustedKey
-from mk8s.bundle.manifest import EXECUTABLE_KINDS, MANIFEST_NAME, SIGNATURE_NAME, Artifact, Lock
-from mk8s.bundle.reader import VerifiedBundle, verify_bundle
+from mk8s.bundle.format.keys import TrustedKey
+from mk8s.bundle.format.manifest import (
+    EXECUTABLE_KINDS,
+    MANIFEST_NAME,
+    SIGNATURE_NAME,
+    Artifact,
+    Lock,
+)
+from mk8s.bundle.format.reader import VerifiedBundle, verify_bundle
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import OutputError
 
@@ -28,6 +34,19 @@ class _DirectorySink:
         self.root = root
         self._file: BinaryIO | None = None
         self.discard = False
+        self.shortfall: str | None = None
+
+    def check_space(self, manifest: Lock) -> None:
+        """Before the first artifact: is there room for them all where ``root`` is?"""
+        # Too little room: keep verifying without writing. A bundle whose manifest lies
+        # about sizes is then rejected as such (exit 3); an honest big one gets the
+        # disk-space error once verification is complete.
+        dest = self.root.parent
+        st = os.statvfs(dest)
+        free = st.f_bavail * st.f_frsize
+        if free < manifest.total_size:
+            self.discard = True
+            self.shortfall = f"{dest} has {free} bytes free; the bundle needs {manifest.total_size}"
 
     def begin(self, artifact: Artifact) -> None:
         if self.discard:
@@ -93,21 +112,6 @@ def extract_bundle(
     work = dest / f".mk8s-extract-{secrets.token_hex(4)}"
     sink = _DirectorySink(work)
     moved: list[Path] = []
-
-    shortfall: list[str] = []
-
-    def check_space(manifest: Lock) -> None:
-        # Too little room: keep verifying without writing. A bundle whose manifest lies
-        # about sizes is then rejected as such (exit 3); an honest big one gets the
-        # disk-space error once verification is complete.
-        st = os.statvfs(dest)
-        free = st.f_bavail * st.f_frsize
-        if free < manifest.total_size:
-            sink.discard = True
-            shortfall.append(
-                f"{dest} has {free} bytes free; the bundle needs {manifest.total_size}"
-            )
-
     try:
         work.mkdir()
         verified = verify_bundle(
@@ -115,28 +119,42 @@ def extract_bundle(
             trusted,
             allow_unsigned=allow_unsigned,
             sink=sink,
-            before_artifacts=check_space,
+            before_artifacts=sink.check_space,
             progress=progress,
         )
         sink.close()
-        if shortfall:
-            raise OutputError(shortfall[0], "free some space or extract elsewhere")
-        (work / MANIFEST_NAME).write_bytes(verified.manifest_bytes)
-        (work / SIGNATURE_NAME).write_bytes(verified.signature_bytes)
-        if not (work / "artifacts").exists():
-            (work / "artifacts").mkdir()
-        for t in targets:
-            os.replace(work / t.name, t)
-            moved.append(t)
+        if sink.shortfall:
+            raise OutputError(sink.shortfall, "free some space or extract elsewhere")
+        _move_into_place(work, verified, targets, moved)
     except BaseException as e:
         sink.close()
-        shutil.rmtree(work, ignore_errors=True)
-        for t in moved:  # none of them existed before: take them away again
-            shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
-        for d in reversed(created):  # only what this call created, deepest first
-            shutil.rmtree(d, ignore_errors=True)
+        _take_back(work, moved, created)
         if isinstance(e, OSError):
             raise OutputError(f"cannot extract into {dest}: {e.strerror or e}") from e
         raise
     shutil.rmtree(work, ignore_errors=True)
     return verified
+
+
+def _move_into_place(
+    work: Path, verified: VerifiedBundle, targets: list[Path], moved: list[Path]
+) -> None:
+    """The verified bundle's files, from ``work`` to their ``targets`` (each appended
+    to ``moved`` once there)."""
+    (work / MANIFEST_NAME).write_bytes(verified.manifest_bytes)
+    (work / SIGNATURE_NAME).write_bytes(verified.signature_bytes)
+    if not (work / "artifacts").exists():
+        (work / "artifacts").mkdir()
+    for t in targets:
+        os.replace(work / t.name, t)
+        moved.append(t)
+
+
+def _take_back(work: Path, moved: list[Path], created: list[Path]) -> None:
+    """After a failure: remove the work directory, what was moved into place and the
+    directories this extraction created, so the destination is as it was."""
+    shutil.rmtree(work, ignore_errors=True)
+    for t in moved:  # none of them existed before: take them away again
+        shutil.rmtree(t, ignore_errors=True) if t.is_dir() else t.unlink(missing_ok=True)
+    for d in reversed(created):  # only what this call created, deepest first
+        shutil.rmtree(d, ignore_errors=True)

@@ -17,23 +17,32 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from mk8s import __version__
-from mk8s.bundle.inventory import SBOM_KIND, Chart, Image, Inventory, from_files
-from mk8s.bundle.manifest import Artifact, Lock, artifact_path, build_lock
+from mk8s.bundle.format.manifest import Artifact, Lock, artifact_path, build_lock
+from mk8s.bundle.provenance.inventory import SBOM_KIND, Chart, Image, Inventory, from_files
 from mk8s.files import atomic_write
 
-FORMATS = ("cyclonedx", "spdx")
-FILE_NAMES = {"cyclonedx": "mk8s-sbom.cdx.json", "spdx": "mk8s-sbom.spdx.json"}
+
+class SbomFormat(StrEnum):
+    """The SBOM formats mk8s writes: CycloneDX 1.5 JSON, SPDX 2.3 JSON."""
+
+    CYCLONEDX = "cyclonedx"
+    SPDX = "spdx"
+
+
+FORMATS = tuple(str(f) for f in SbomFormat)
+FILE_NAMES = {SbomFormat.CYCLONEDX: "mk8s-sbom.cdx.json", SbomFormat.SPDX: "mk8s-sbom.spdx.json"}
 _NAMESPACE = uuid.UUID("5f1c1f8e-3c1a-4f55-9a51-6d6b38a7e2b1")  # mk8s SBOMs
 
 
-def render(inv: Inventory, fmt: str) -> bytes:
-    """The SBOM of ``inv`` in ``fmt`` (``cyclonedx`` or ``spdx``), as canonical JSON."""
-    doc = _cyclonedx(inv) if fmt == "cyclonedx" else _spdx(inv)
+def render(inv: Inventory, fmt: SbomFormat) -> bytes:
+    """The SBOM of ``inv`` in ``fmt``, as canonical JSON."""
+    doc = _cyclonedx(inv) if fmt == SbomFormat.CYCLONEDX else _spdx(inv)
     return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=True) + "\n").encode()
 
 
@@ -286,7 +295,7 @@ def _rel(a: str, how: str, b: str) -> dict[str, str]:
 
 # -- embedding at create time ----------------------------------------------------------------
 def embed(
-    manifest: Lock, files: Mapping[str, Path], fmt: str, cache_dir: Path
+    manifest: Lock, files: Mapping[str, Path], fmt: SbomFormat, cache_dir: Path
 ) -> tuple[Lock, dict[str, Path]]:
     """Add the SBOM of ``manifest`` (read from ``files``) as a signed artifact.
 

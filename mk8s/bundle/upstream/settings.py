@@ -1,39 +1,27 @@
-"""HTTP to the release server: settings, URLs and their credentials, retries.
+"""Where releases come from: settings, URLs and their credentials.
 
 :class:`UpstreamSettings` holds the three configurable endpoints (GitHub, a mirror or
 a test server), takes credentials out of URLs (used at run time, never written), and
-validates every URL. :func:`get_document` and the helpers here are shared by the releases client
-(:mod:`mk8s.bundle.upstream`) and the downloader (:mod:`.fetch`); both reach the
-network only through :mod:`mk8s.net` (deadlines, byte caps, one retry budget).
+validates every URL. What the server's answers mean is :mod:`.server`.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import requests
-
 from mk8s import net
-from mk8s.errors import InputError, UpstreamError
+from mk8s.errors import InputError
 from mk8s.untrusted import shown
 
 REPO = "rancher/rke2"
 DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_RELEASE_URL = f"https://github.com/{REPO}/releases/download"
 DEFAULT_RAW_URL = f"https://raw.githubusercontent.com/{REPO}"
-ARCHES = ("amd64", "arm64")
-DEFAULT_CNI = "canal"
-CNIS = ("canal", "cilium", "calico", "flannel")
-# Over a thousand releases exist; 100 per page is GitHub's maximum. The page cap only
-# guards against a server whose Link headers loop.
-PER_PAGE = 100
-MAX_PAGES = 1000
 AUTH_HINT = "set GITHUB_TOKEN to a GitHub token (5000 API requests an hour instead of 60)"
 
 
@@ -116,10 +104,6 @@ class UpstreamSettings:
             return {"Authorization": f"Bearer {self.token}"}
         return {}
 
-    def backoff_delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (0-based)."""
-        return float(min(self.backoff_max, self.backoff * (2**attempt)))
-
 
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
@@ -164,134 +148,3 @@ def redact_url(url: str) -> str:
         return split_credentials(url)[0]
     except ValueError:
         return "<invalid URL>"
-
-
-# -- requests --------------------------------------------------------------------------
-new_session = net.new_session
-#: A page of the release list (100 releases with their assets).
-MAX_RELEASE_PAGE = 32 << 20
-
-
-def rate_limit_error(response: requests.Response, url: str) -> UpstreamError | None:
-    """An UpstreamError telling when to retry if ``response`` is a rate-limit answer.
-
-    GitHub answers 403 or 429 with ``X-RateLimit-Remaining: 0`` and
-    ``X-RateLimit-Reset`` (epoch seconds), or with ``Retry-After`` for its secondary
-    limits. Returns None when the response is not a rate limit.
-    """
-    if response.status_code not in (403, 429):
-        return None
-    h = response.headers
-    if h.get("X-RateLimit-Remaining") != "0" and "Retry-After" not in h:
-        return None
-    when = None
-    if h.get("X-RateLimit-Reset", "").isdigit():
-        when = float(h["X-RateLimit-Reset"])
-    elif h.get("Retry-After", "").isdigit():
-        when = time.time() + float(h["Retry-After"])
-    if when is not None:
-        local = time.strftime("%H:%M:%S %Z", time.localtime(when)).strip()
-        minutes = max(0, round((when - time.time()) / 60))
-        at = f"; it resets at {local} (in about {minutes} min)"
-    else:
-        at = ""
-    return UpstreamError(
-        f"rate limited by {urlsplit(url).netloc} (HTTP {response.status_code}) at"
-        f" {shown(url, limit=300)}{at}",
-        f"retry then, or {AUTH_HINT}",
-    )
-
-
-@dataclass(frozen=True)
-class Document:
-    """A small answer read whole: its bytes, headers and parsed ``Link`` header."""
-
-    data: bytes
-    headers: Mapping[str, str]
-    links: Mapping[str, Mapping[str, str]]
-
-
-def get_document(
-    session: requests.Session,
-    url: str,
-    settings: UpstreamSettings,
-    *,
-    what: str,
-    cap: int,
-    headers: Mapping[str, str] | None = None,
-    sleep: Callable[[float], Any] = time.sleep,
-) -> Document:
-    """GET ``url`` and read its body (at most ``cap`` bytes), retrying connection
-    errors, timeouts, 5xx and 429 within one :class:`mk8s.net.RetryBudget`.
-
-    Raises UpstreamError for a rate limit (saying when it resets), for a 4xx (naming
-    ``what`` and the URL), for a body over ``cap`` and when the retries are spent.
-    """
-    hdrs = {**settings.auth_headers(url), **(headers or {})}
-    deadline = settings.limits.deadline(cap)
-    budget = net.RetryBudget(settings.policy, 2 * deadline, sleep=sleep)
-    shown_url = shown(url, limit=300)
-    while True:
-        wait, error = None, None
-        try:
-            with net.send(
-                session,
-                "GET",
-                url,
-                headers=hdrs,
-                timeout=settings.timeout,
-                stream=True,
-                limits=settings.limits,
-                deadline=deadline,
-            ) as r:
-                _judge(r, url, what, settings)
-                data = net.read_body(r, cap, what=f"{what} at {shown_url}", error=UpstreamError)
-                return Document(data, r.headers, r.links)
-        except net.RetryStatus as e:
-            last, wait = e.reason, e.wait
-        except net.TRANSIENT as e:
-            last, error = net.reason(e), e
-        except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
-            raise UpstreamError(
-                f"cannot follow {shown_url} for {what} ({shown(e, limit=160)})",
-                "check the MK8S_* URLs and the server",
-            ) from None
-        if not budget.retry(wait=wait, error=error):
-            if last.startswith("HTTP "):
-                raise UpstreamError(
-                    f"{shown_url} answered {last} for {what} after {budget.tries} attempts",
-                    "the server is failing; try again later",
-                )
-            raise UpstreamError(
-                f"cannot reach {shown_url} for {what} after {budget.tries} attempts ({last})",
-                "check the network, proxy settings and the MK8S_* URLs",
-            )
-
-
-def _judge(r: requests.Response, url: str, what: str, settings: UpstreamSettings) -> None:
-    """Raise for an answer that is not the document: RetryStatus for what to retry."""
-    limited = rate_limit_error(r, url)
-    wait = net.retry_after(r, settings.backoff_max)
-    if limited is not None and (r.status_code != 429 or wait is None):
-        raise limited
-    if r.status_code in net.RETRY_STATUS:
-        raise net.RetryStatus(f"HTTP {r.status_code}", wait)
-    if r.status_code >= 400:
-        raise status_error(r, url, what)
-
-
-def status_error(r: requests.Response, url: str, what: str) -> UpstreamError:
-    """``URL answered HTTP N REASON for WHAT``, the server's reason shown safely."""
-    return UpstreamError(
-        f"{shown(url, limit=300)} answered HTTP {r.status_code} {shown(r.reason, limit=80)}"
-        f" for {what}",
-        _fix_for_status(r.status_code),
-    )
-
-
-def _fix_for_status(status: int) -> str:
-    if status == 404:
-        return "check the version and the MK8S_RELEASE_URL / MK8S_RAW_URL mirror settings"
-    if status in (401, 403):
-        return f"check access to the server; {AUTH_HINT}"
-    return "check the URL and the server"

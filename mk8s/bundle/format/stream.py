@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import zstandard
 
-from mk8s.bundle.zstdframe import FrameWalker
+from mk8s.bundle.format.zstdframe import FrameWalker
 
 CHUNK = 1 << 20
 QUEUE_DEPTH = 8

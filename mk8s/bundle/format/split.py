@@ -2,7 +2,7 @@
 
 Neither re-signs the bundle: the parts are its exact bytes cut at ``part_size``, and
 joining is ``cat``. :func:`split_bundle` writes the parts and the parts index (see
-:mod:`mk8s.bundle.parts`) under temporary names and renames them only when all are
+:mod:`mk8s.bundle.format.parts`) under temporary names and renames them only when all are
 complete, so a failure leaves nothing behind; :func:`join_parts` checks every part's
 hash and the whole bundle's sha256 while it copies, and writes the bundle atomically.
 """
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from mk8s.bundle.keys import UNSIGNED, Signature
-from mk8s.bundle.parts import (
+from mk8s.bundle.format.keys import Signature
+from mk8s.bundle.format.parts import (
+    CHUNK,
     INDEX_SUFFIX,
     MAX_PARTS,
     SIG_SUFFIX,
@@ -33,7 +34,7 @@ from mk8s.bundle.parts import (
     part_name,
     part_paths,
 )
-from mk8s.bundle.partstream import CHUNK, PartsReader
+from mk8s.bundle.format.partstream import PartsReader
 from mk8s.errors import InputError, OutputError
 from mk8s.files import open_regular
 
@@ -134,7 +135,7 @@ def split_bundle(
         except BaseException:
             _discard(temps)
             raise
-    return SplitResult(paths[-2], paths[-1], tuple(paths[:-2]), index, sig.algorithm != UNSIGNED)
+    return SplitResult(paths[-2], paths[-1], tuple(paths[:-2]), index, sig.signed)
 
 
 def _copy_part(src: BinaryIO, tmp: Path, name: str, size: int, whole: hashlib._Hash) -> Part:

@@ -1,9 +1,9 @@
 """The RKE2 releases client: list releases, resolve a version spec, pick the assets.
 
 Every endpoint is configurable (README, "On a machine with internet access") so a
-mirror or a test server can stand in for GitHub; the HTTP side (settings, retries,
-credentials) is :mod:`mk8s.bundle.http`, shared with :mod:`mk8s.bundle.fetch`,
-which downloads what this module selects.
+mirror or a test server can stand in for GitHub: :mod:`.settings`; what the server's
+answers mean is :mod:`.server`, shared with :mod:`.fetch`, which downloads what this
+module selects.
 """
 
 from __future__ import annotations
@@ -17,30 +17,20 @@ from urllib.parse import quote
 
 import requests
 
-from mk8s.bundle.http import (
-    ARCHES,
-    AUTH_HINT,
-    CNIS,
-    DEFAULT_API_URL,
-    DEFAULT_CNI,
-    DEFAULT_RAW_URL,
-    DEFAULT_RELEASE_URL,
-    MAX_PAGES,
-    MAX_RELEASE_PAGE,
-    PER_PAGE,
-    REPO,
-    Document,
-    UpstreamSettings,
-    check_url,
-    get_document,
-    new_session,
-    rate_limit_error,
-    redact_url,
-    split_credentials,
-)
-from mk8s.bundle.versions import SPEC_HELP, Version, VersionSpec, parse_spec, parse_tag
+from mk8s import net
+from mk8s.bundle.upstream.server import MAX_RELEASE_PAGE, Document, get_document
+from mk8s.bundle.upstream.settings import REPO, UpstreamSettings
+from mk8s.bundle.upstream.versions import SPEC_HELP, Version, VersionSpec, parse_spec, parse_tag
 from mk8s.errors import InputError, UpstreamError, VersionNotFound
 from mk8s.untrusted import load_json, shown
+
+ARCHES = ("amd64", "arm64")
+DEFAULT_CNI = "canal"
+CNIS = ("canal", "cilium", "calico", "flannel")
+# Over a thousand releases exist; 100 per page is GitHub's maximum. The page cap only
+# guards against a server whose Link headers loop.
+PER_PAGE = 100
+MAX_PAGES = 1000
 
 
 # -- releases --------------------------------------------------------------------------
@@ -102,7 +92,7 @@ def list_releases(
     releases; the message names the URL.
     """
     own = session is None
-    s = new_session() if session is None else session
+    s = net.new_session() if session is None else session
     out: list[UpstreamRelease] = []
     seen: set[str] = set()
     url: str | None = releases_url(settings)
@@ -362,34 +352,22 @@ def install_script_url(settings: UpstreamSettings, tag: str) -> str:
 
 __all__ = [
     "ARCHES",
-    "AUTH_HINT",
     "CNIS",
-    "DEFAULT_API_URL",
     "DEFAULT_CNI",
-    "DEFAULT_RAW_URL",
-    "DEFAULT_RELEASE_URL",
     "MAX_PAGES",
     "PER_PAGE",
-    "REPO",
     "ReleaseAsset",
     "UpstreamRelease",
-    "UpstreamSettings",
     "asset_url",
-    "check_url",
-    "get_document",
     "image_groups",
     "images_name",
     "install_script_url",
     "list_releases",
     "nearest_versions",
-    "new_session",
     "quote_tag",
-    "rate_limit_error",
-    "redact_url",
     "resolve",
     "resolve_release",
     "select_assets",
     "sha256sums_name",
-    "split_credentials",
     "tarball_name",
 ]

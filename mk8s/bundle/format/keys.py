@@ -25,6 +25,7 @@ import binascii
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -34,8 +35,18 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from mk8s.errors import BundleRejected, KeyFileError, OutputError
 from mk8s.files import atomic_write, read_regular
 
-ALGORITHMS = ("ed25519", "ecdsa-p256")
-UNSIGNED = "none"
+
+class SignatureAlgorithm(StrEnum):
+    """What signed a manifest or a parts index; :attr:`NONE` marks one written unsigned
+    (``--unsigned``, or ``bundle split`` without ``--key``)."""
+
+    ED25519 = "ed25519"
+    ECDSA_P256 = "ecdsa-p256"
+    NONE = "none"
+
+
+#: The algorithms of a key: every :class:`SignatureAlgorithm` but NONE.
+ALGORITHMS = (SignatureAlgorithm.ED25519, SignatureAlgorithm.ECDSA_P256)
 _SIG_MAGIC = "mk8s-signature: v1"
 _MAX_SIG_BYTES = 4096
 # A PEM key is a few hundred bytes; anything far larger is not a key (or is a bomb).
@@ -53,17 +64,19 @@ def key_id(public_key: PublicKey) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
-def algorithm_of(key: PrivateKey | PublicKey) -> str:
+def algorithm_of(key: PrivateKey | PublicKey) -> SignatureAlgorithm:
     if isinstance(key, ed25519.Ed25519PrivateKey | ed25519.Ed25519PublicKey):
-        return "ed25519"
-    return "ecdsa-p256"
+        return SignatureAlgorithm.ED25519
+    return SignatureAlgorithm.ECDSA_P256
 
 
-def generate_private_key(algorithm: str = "ed25519") -> PrivateKey:
+def generate_private_key(
+    algorithm: SignatureAlgorithm | str = SignatureAlgorithm.ED25519,
+) -> PrivateKey:
     """A new private key; raises KeyFileError for an unknown algorithm."""
-    if algorithm == "ed25519":
+    if algorithm == SignatureAlgorithm.ED25519:
         return ed25519.Ed25519PrivateKey.generate()
-    if algorithm == "ecdsa-p256":
+    if algorithm == SignatureAlgorithm.ECDSA_P256:
         return ec.generate_private_key(ec.SECP256R1())
     raise KeyFileError(
         f"unknown key algorithm {algorithm!r}", f"use one of {', '.join(ALGORITHMS)}"
@@ -75,7 +88,7 @@ class KeyPairFiles:
     private: Path
     public: Path
     key_id: str
-    algorithm: str
+    algorithm: SignatureAlgorithm
 
 
 def write_key_pair(
@@ -192,13 +205,18 @@ def load_private_key(path: Path, passphrase: Callable[[], bytes | None]) -> Priv
 class Signature:
     """The parsed signature member."""
 
-    algorithm: str
+    algorithm: SignatureAlgorithm
     key_id: str
     value: bytes
 
+    @property
+    def signed(self) -> bool:
+        """False for the unsigned marker (``algorithm: none``)."""
+        return self.algorithm != SignatureAlgorithm.NONE
+
     def to_bytes(self) -> bytes:
         lines = [_SIG_MAGIC, f"algorithm: {self.algorithm}"]
-        if self.algorithm != UNSIGNED:
+        if self.signed:
             lines += [
                 f"key-id: {self.key_id}",
                 f"signature: {base64.b64encode(self.value).decode()}",
@@ -224,8 +242,8 @@ class Signature:
                 raise BundleRejected(f"signature member has a malformed line {line[:40]!r}")
             fields[name] = value
         algorithm = fields.get("algorithm", "")
-        if algorithm == UNSIGNED:
-            return cls(UNSIGNED, "", b"")
+        if algorithm == SignatureAlgorithm.NONE:
+            return cls(SignatureAlgorithm.NONE, "", b"")
         if algorithm not in ALGORITHMS:
             raise BundleRejected(f"signature algorithm {algorithm!r} is not supported")
         kid = fields.get("key-id", "")
@@ -237,7 +255,7 @@ class Signature:
             raise BundleRejected("signature member holds invalid base64") from e
         if not raw:
             raise BundleRejected("signature member holds an empty signature")
-        return cls(algorithm, kid, raw)
+        return cls(SignatureAlgorithm(algorithm), kid, raw)
 
 
 def sign(key: PrivateKey, data: bytes) -> Signature:
@@ -251,7 +269,7 @@ def sign(key: PrivateKey, data: bytes) -> Signature:
 
 def unsigned() -> Signature:
     """The signature member of a bundle created with ``--unsigned``."""
-    return Signature(UNSIGNED, "", b"")
+    return Signature(SignatureAlgorithm.NONE, "", b"")
 
 
 @dataclass(frozen=True)
@@ -277,7 +295,7 @@ def verify_signature(
     Returns the key that verified it (None for an unsigned bundle accepted with
     ``allow_unsigned``). Raises BundleRejected when no trusted key verifies it.
     """
-    if sig.algorithm == UNSIGNED:
+    if not sig.signed:
         if allow_unsigned:
             return None
         raise BundleRejected(

@@ -3,15 +3,14 @@ gathered into one :class:`WorkloadArgs` the command receives as ``workloads``.""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
+from mk8s.bundle.workload_sources import read_images_file
+from mk8s.cli.common import F, gather_options
+from mk8s.images import parse_reference
 
 
 @dataclass(frozen=True)
@@ -28,9 +27,6 @@ class WorkloadArgs:
     def image_refs(self) -> tuple[str, ...]:
         """``--image`` then the ``--images-file`` lines, each once (InputError for an
         unreadable file or a malformed reference)."""
-        from mk8s.bundle.workloads import read_images_file
-        from mk8s.images import parse_reference
-
         listed = read_images_file(self.images_file) if self.images_file is not None else []
         refs = tuple(dict.fromkeys([*self.images, *listed]))
         for ref in refs:
@@ -83,14 +79,4 @@ _OPTIONS = [
 
 def workload_options(f: F) -> F:
     """Add the workload options; the command gets them as ``workloads=WorkloadArgs``."""
-    names = [fl.name for fl in fields(WorkloadArgs)]
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = WorkloadArgs(**{n: kwargs.pop(n) for n in names})
-        return f(*args, workloads=given, **kwargs)
-
-    out: Any = wrapper
-    for opt in reversed(_OPTIONS):
-        out = opt(out)
-    return out  # type: ignore[no-any-return]
+    return gather_options(f, WorkloadArgs, _OPTIONS, "workloads")

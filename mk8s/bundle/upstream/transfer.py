@@ -1,36 +1,58 @@
-"""One release download across retries, on :class:`mk8s.net.RangeDownload`.
+"""One release file: what to fetch (:class:`FetchItem`) and its download across
+retries, on :class:`mk8s.net.RangeDownload`.
 
 :class:`Transfer` adds what the release server needs to the shared resumable download:
 its credentials, GitHub's rate limits, and the messages. The byte budget is the pinned
 size, or :data:`MAX_UNPINNED` for a file nothing pins yet (the checksum file and
 ``install.sh`` on a first lock); more bytes than pinned are a supply-chain alarm (exit
 3), more than an unpinned file may have is a server answering nonsense (exit 1).
-Used by :mod:`mk8s.bundle.fetch`.
+Used by :mod:`mk8s.bundle.upstream.fetch`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
-from typing import TYPE_CHECKING, BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO
 
 import requests
 
 from mk8s import net
-from mk8s.bundle.http import UpstreamSettings, rate_limit_error, redact_url, status_error
+from mk8s.bundle.upstream.server import judge, unfollowable
+from mk8s.bundle.upstream.settings import UpstreamSettings, redact_url
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch, Mk8sError, OutputError, UpstreamError
+from mk8s.errors import ChecksumMismatch, InputError, Mk8sError, OutputError, UpstreamError
 from mk8s.net import Cancelled
 from mk8s.untrusted import shown
-
-if TYPE_CHECKING:
-    from mk8s.bundle.fetch import FetchItem
 
 CHUNK = 1 << 20
 #: The most a file nothing pins may have (checksum files and install.sh are kilobytes).
 MAX_UNPINNED = 16 << 20
 
-__all__ = ["CHUNK", "MAX_UNPINNED", "Cancelled", "Transfer"]
+_HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
+
+__all__ = ["CHUNK", "MAX_UNPINNED", "Cancelled", "FetchItem", "Transfer"]
+
+
+@dataclass(frozen=True)
+class FetchItem:
+    """One file to fetch. ``sha256`` None means "nothing pins it yet" (install.sh on
+    first lock): the file is kept under the hash it has and the caller pins that.
+    ``source`` names where ``sha256`` came from, for error messages."""
+
+    name: str
+    url: str
+    sha256: str | None = None
+    size: int | None = None
+    source: str = "the expected checksum"
+
+    def __post_init__(self) -> None:
+        if self.sha256 is not None:
+            if not _HEX64.match(self.sha256):
+                raise InputError(f"{self.name}: {self.sha256!r} is not a sha256 hex digest")
+            object.__setattr__(self, "sha256", self.sha256.lower())
 
 
 class Transfer:
@@ -94,29 +116,13 @@ class Transfer:
         except net.TRANSIENT:
             raise
         except requests.RequestException as e:  # a redirect or URL mk8s cannot follow
-            raise UpstreamError(
-                f"cannot follow {self.url_shown} for {self.item.name} ({shown(e, limit=160)})",
-                "check the MK8S_* URLs and the server",
-            ) from None
+            raise unfollowable(redact_url(url), self.item.name, e) from None
         try:
-            self._check_status(r)
+            judge(r, url, self.item.name, self.settings, resuming=self.download.done > 0)
         except BaseException:
             r.close()
             raise
         return r
-
-    def _check_status(self, r: requests.Response) -> None:
-        url = self.item.url
-        limited = rate_limit_error(r, url)
-        wait = net.retry_after(r, self.settings.backoff_max)
-        if limited is not None and (r.status_code != 429 or wait is None):
-            raise limited
-        if r.status_code in net.RETRY_STATUS:
-            raise net.RetryStatus(f"HTTP {r.status_code}", wait)
-        if r.status_code == 416 and self.download.done:
-            return  # our offset is past the server's end: RangeDownload starts over
-        if r.status_code >= 400:
-            raise status_error(r, redact_url(url), self.item.name)
 
     def _too_big(self, what: str) -> Mk8sError:
         if self.item.size is None:
