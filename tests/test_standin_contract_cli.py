@@ -276,6 +276,7 @@ TEST_FILES = {
     "restart_e2e": "test_restart_e2e.py",
     "helm": "test_standin_helm.py",
     "gates": "test_standin_gates.py",
+    "certs": "test_standin_certs.py",
 }
 
 
