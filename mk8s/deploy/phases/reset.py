@@ -188,7 +188,15 @@ class Uninstall(Phase):
 
 
 def reset_phases(node_name: str | None, *, force: bool = False) -> list[Phase]:
-    return [ConnectForReset(node_name), RemoveFromCluster(node_name, force), Uninstall(node_name)]
+    from mk8s.deploy.phases.removal import ConfirmRemoved, GuardQuorum
+
+    return [
+        ConnectForReset(node_name),
+        GuardQuorum(node_name),
+        RemoveFromCluster(node_name, force),
+        ConfirmRemoved(node_name, force),
+        Uninstall(node_name),
+    ]
 
 
 __all__ = ["reset_phases"]

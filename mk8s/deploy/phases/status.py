@@ -24,6 +24,8 @@ class NodeStatus:
     error: str = ""
     images: str = ""  # where the node gets its images (spec.images)
     placed: tuple[str, ...] = ()  # mk8s's charts and manifests on a server
+    certs: str = "-"  # the earliest leaf certificate expiry (mk8s.deploy.certs)
+    certs_problem: str = ""  # why the certificates need attention
 
 
 def image_source(cluster: Cluster, node: Node) -> str:

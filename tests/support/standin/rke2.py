@@ -4046,6 +4046,8 @@ def kubectl(argv: list[str]) -> int:
         if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
             path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
             code, data = req("GET", path)
+            if code == 404 and ignore_not_found and len(pos) > 2:
+                return 0  # kubectl get --ignore-not-found: nothing, exit 0
             if code != 200:
                 return fail(code, data)
             obj = json.loads(data)
