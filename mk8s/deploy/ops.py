@@ -51,7 +51,7 @@ def status(
     rows = list(statuses(s).values())
     for r in rows:
         nc = found.found.get(r.node.name)
-        if nc is not None and r.reachable and not nc.error:
+        if nc is not None and r.reachable and nc.certs:  # a node with RKE2's certificates
             r.certs = certs.shown_expiry(nc, found.now)
             r.certs_problem = certs.verdict(nc, found.now)
     return rows
