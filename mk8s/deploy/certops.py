@@ -9,20 +9,21 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log
-from mk8s.deploy import certs
+from mk8s.deploy.builders import certs
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import Phase, run_phases
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.certs import (
     CertRun,
-    ConnectAll,
+    ConnectForCerts,
     ReadCerts,
     ReadState,
     RefreshKubeconfig,
     RestartAgents,
     RotateServers,
 )
-from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
-from mk8s.deploy.steps import NodeState
 
 
 @dataclass
@@ -84,7 +85,7 @@ def check(
     s = Session(SessionSettings(cluster=cluster, state_base=state_base), log=log, connect=connect)
     run = CertRun()
     try:
-        run_phases([ConnectAll(run, strict=False), ReadCerts(run)], s)
+        run_phases([ConnectForCerts(run, strict=False), ReadCerts(run)], s)
     finally:
         s.close()
     return _report(cluster, run)
@@ -114,7 +115,7 @@ class RotateResult:
 def rotation_phases(run: CertRun, after: CertRun, kubeconfig_out: Path | None) -> list[Phase]:
     """``mk8s certs rotate``, in order."""
     return [
-        ConnectAll(run, strict=True),
+        ConnectForCerts(run, strict=True),
         ReadCerts(run),
         ReadState(run),
         RotateServers(run),
@@ -147,7 +148,7 @@ def rotate(
         finally:
             s.close()
         mode = run.rotation.mode if run.rotation else ""
-        return RotateResult(plan_text="\n".join(s.plan_lines), mode=mode)
+        return RotateResult(plan_text="\n".join(s.known.plan_lines), mode=mode)
     with s.state.locked():
         try:
             run_phases(phases, s)
@@ -155,12 +156,12 @@ def rotate(
             raise s.interrupted("certs rotate", "a rotation can be repeated") from None
         finally:
             s.close()
-    kubeconfig = s.extra.get("kubeconfig")
+    kubeconfig = s.known.kubeconfig
     return RotateResult(
         mode=run.rotation.mode if run.rotation else "",
         after=_report(settings.cluster, after),
-        kubeconfig=kubeconfig if isinstance(kubeconfig, Path) else None,
-        ready=[o.node.name for o in s.outcomes.values() if o.state == NodeState.READY],
+        kubeconfig=kubeconfig,
+        ready=[o.node.name for o in s.known.outcomes.values() if o.state == NodeState.READY],
     )
 
 

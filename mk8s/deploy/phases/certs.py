@@ -21,14 +21,16 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mk8s.deploy import certs, facts, kubectl, plan, readiness
+from mk8s.deploy.builders import certs, facts, kubectl, plan
+from mk8s.deploy.builders.units import start_command
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.readiness import wait_ready
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.status import FetchKubeconfig, ask_any_server
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step, WaitReady
-from mk8s.deploy.units import start_command
+from mk8s.deploy.steps import Step, WaitReady
 from mk8s.errors import DeployError, Mk8sError, PreflightError
 from mk8s.untrusted import shown_list
 
@@ -43,7 +45,7 @@ class CertRun:
     rotation: certs.RotationPlan | None = None
 
 
-class ConnectAll(Phase):
+class ConnectForCerts(Phase):
     """Connect to every node; with ``strict`` (a rotation) one that does not answer stops
     the run before anything changed."""
 
@@ -79,7 +81,7 @@ class ReadCerts(Phase):
             self.title = "read every node's certificates again (the report)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.nodes if n.name in s.conns]
+        return [n for n in s.cluster.nodes if s.remote.connected(n)]
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         cmd = certs.read_command(s.cluster.paths(node), server=node.is_server)
@@ -91,7 +93,7 @@ class ReadCerts(Phase):
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
             try:
-                out = s.run(node, "certs", self.steps(s, node)[0].commands[0]).stdout
+                out = s.remote.run(node, "certs", self.steps(s, node)[0].commands[0]).stdout
             except Mk8sError as e:
                 self.cr.found[node.name] = certs.NodeCerts(node, error=str(e))
                 return
@@ -122,11 +124,11 @@ class ReadState(Phase):
 
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
-            out = s.run(node, "facts", self.steps(s, node)[0].commands[0]).stdout
-            s.facts[node.name] = facts.parse_gathered(out)
+            out = s.remote.run(node, "facts", self.steps(s, node)[0].commands[0]).stdout
+            s.known.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
-        missing = [n.name for n in s.cluster.nodes if not s.facts[n.name].rke2_tag]
+        missing = [n.name for n in s.cluster.nodes if not s.known.facts[n.name].rke2_tag]
         if missing:
             raise PreflightError(
                 f"RKE2 is not installed on {shown_list(missing)}; nothing was changed",
@@ -167,10 +169,10 @@ def execute(s: Session, node: Node, step: Step) -> None:
     left (its inputs), which a rotation does not change."""
     for action in step.actions:
         if isinstance(action, Command):
-            s.run(node, step.name, action)
+            s.remote.run(node, step.name, action)
         elif isinstance(action, WaitReady):
-            version = readiness.wait_ready(s, node, action)
-            o = s.outcomes[node.name]
+            version = wait_ready(s.poller(), node, action)
+            o = s.known.outcomes[node.name]
             o.state, o.version = NodeState.READY, version
             s.log(f"{node.name}: Ready ({version})")
 
@@ -189,7 +191,7 @@ class RotateServers(Phase):
         return self.cr.rotation is not None and self.cr.rotation.mode == "together"
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        f = s.facts[node.name]
+        f = s.known.facts[node.name]
         unit = plan.service(node)
         change = (certs.stop_command(unit), certs.rotate_command(f.rke2_prefix))
         if self.together:  # every server stopped and rotated first, then all start
@@ -236,7 +238,7 @@ def _wait_all(s: Session, nodes: Sequence[Node], waits: dict[str, Step]) -> None
         try:
             execute(s, node, waits[node.name])
         except Mk8sError as e:
-            o = s.outcomes[node.name]
+            o = s.known.outcomes[node.name]
             o.state, o.error = NodeState.FAILED, str(e)
             s.log(f"{node.name}: FAILED: {e}")
             errors.append(e)
@@ -247,7 +249,7 @@ def _wait_all(s: Session, nodes: Sequence[Node], waits: dict[str, Step]) -> None
 
 
 def _stopped(s: Session, where: str, e: Mk8sError) -> DeployError:
-    s.stop(f"{where} stopped")
+    s.known.stop(f"{where} stopped")
     return DeployError(
         f"{where} stopped: {e}",
         "fix the node (its journal: journalctl -u rke2-server or rke2-agent), then run"
@@ -265,7 +267,7 @@ class RestartAgents(Phase):
         return s.cluster.agents
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(s.cluster.agents)
+        return not s.known.stop_reason and bool(s.cluster.agents)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return [_unit_steps(s, node, "restart", block=False), _wait(s, node)]
@@ -296,7 +298,7 @@ class RefreshKubeconfig(FetchKubeconfig):
         return s.cluster.servers[:1]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason
+        return not s.known.stop_reason
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return [Step(node.name, "kubeconfig", (kubectl.kubeconfig_command(s.cluster.paths(node)),))]
@@ -304,7 +306,7 @@ class RefreshKubeconfig(FetchKubeconfig):
 
 __all__ = [
     "CertRun",
-    "ConnectAll",
+    "ConnectForCerts",
     "ReadCerts",
     "ReadState",
     "RefreshKubeconfig",

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import quorum, units
+from mk8s.deploy.builders import quorum, units
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.status import ask_any_server
-from mk8s.deploy.session import Session
 from mk8s.errors import DeployError, Mk8sError, RemovalRefused
 
 
@@ -40,13 +40,13 @@ def servers_up(s: Session) -> dict[str, bool]:
 
     def one(node: Node) -> None:
         try:
-            r = s.run(node, "reset", units.active_command("rke2-server"))
+            r = s.remote.run(node, "reset", units.active_command("rke2-server"))
         except Mk8sError:
             found[node.name] = False
             return
         found[node.name] = r.stdout.strip() == "active"
 
-    s.parallel([n for n in s.cluster.servers if n.name in s.conns], one)
+    s.parallel([n for n in s.cluster.servers if s.remote.connected(n)], one)
     return found
 
 
@@ -116,14 +116,14 @@ class ConfirmRemoved(Phase):
         return _target(s, self.node_name) is not None and len(s.cluster.servers) > 1
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.servers if n.name != self.node_name and n.name in s.conns]
+        return [n for n in s.cluster.servers if n.name != self.node_name and s.remote.connected(n)]
 
     def run(self, s: Session) -> None:
         assert self.node_name is not None
         seen = ""
         for on in self.nodes(s):
             try:
-                r = s.run(on, "reset", still_listed_command(self.node_name, on, s))
+                r = s.remote.run(on, "reset", still_listed_command(self.node_name, on, s))
             except Mk8sError as e:
                 seen = str(e)
                 continue

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from mk8s.deploy import kubectl, quorum
+from mk8s.deploy.builders import kubectl, quorum
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 from mk8s.untrusted import shown_list
 
@@ -51,18 +52,20 @@ class NameUnlisted(Phase):
     title = "name the cluster's nodes that cluster.yaml does not list (read-only)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [s.context.anchor_node]
+        return [s.known.context.anchor_node]
 
     def should_run(self, s: Session) -> bool:
-        return s.dry_run or s.outcomes[s.context.anchor_node.name].state == NodeState.READY
+        return (
+            s.dry_run or s.known.outcomes[s.known.context.anchor_node.name].state == NodeState.READY
+        )
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return [Step(node.name, "unlisted", (kubectl.nodes_command(s.cluster.paths(node)),))]
 
     def run(self, s: Session) -> None:
-        node = s.context.anchor_node
+        node = s.known.context.anchor_node
         try:
-            r = s.run(node, "unlisted", self.steps(s, node)[0].commands[0])
+            r = s.remote.run(node, "unlisted", self.steps(s, node)[0].commands[0])
         except Mk8sError:
             return  # read-only courtesy: the deploy's own result stands
         found = unlisted(r.stdout, [n.name for n in s.cluster.nodes]) if r.exit_code == 0 else []

@@ -1,0 +1,126 @@
+"""Commands and answers of RKE2's own tools on a node: kubectl, the uninstall script,
+the admin kubeconfig (pure: commands as values, parsing of their output). Each takes
+the node's :class:`~mk8s.deploy.rke2config.NodePaths`: kubectl lives in
+``DATA_DIR/bin`` and the admin kubeconfig where ``write-kubeconfig`` puts it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from mk8s.deploy.builders.context import API_PORT, host_for_url
+from mk8s.deploy.builders.facts import DEFAULT_PREFIXES
+from mk8s.deploy.command import Command
+from mk8s.deploy.rke2config import DEFAULT_DATA_DIR, NodePaths
+
+
+def readyz_command(paths: NodePaths) -> Command:
+    return Command.argv(
+        paths.kubectl,
+        "--kubeconfig",
+        paths.kubeconfig,
+        "get",
+        "--raw",
+        "/readyz",
+        sudo=True,
+        check=False,
+        timeout=30,
+        description="API server /readyz",
+    )
+
+
+def nodes_command(paths: NodePaths) -> Command:
+    return Command.argv(
+        paths.kubectl,
+        "--kubeconfig",
+        paths.kubeconfig,
+        "get",
+        "nodes",
+        "-o",
+        "json",
+        sudo=True,
+        check=False,
+        timeout=30,
+        description="list nodes",
+    )
+
+
+def kubeconfig_command(paths: NodePaths) -> Command:
+    return Command.argv(
+        "cat", paths.kubeconfig, sudo=True, timeout=30, description="read the admin kubeconfig"
+    )
+
+
+def uninstall_command(paths: NodePaths, prefixes: Sequence[str] = DEFAULT_PREFIXES) -> Command:
+    """RKE2's own uninstall script, from whichever prefix install.sh used. The script
+    removes ``RKE2_DATA_DIR`` (default /var/lib/rancher/rke2; it does not read
+    config.yaml: rancher/rke2 bundle/bin/rke2-uninstall.sh), so a moved data-dir is
+    passed to it."""
+    env = "" if paths.data_dir == DEFAULT_DATA_DIR else "RKE2_DATA_DIR={data} "
+    return Command.script(
+        'prefixes={prefixes}; for p in $prefixes; do if [ -x "$p/bin/rke2-uninstall.sh" ]; then '
+        + env
+        + "exec \"$p/bin/rke2-uninstall.sh\"; fi; done; echo 'RKE2 is not installed'",
+        {"prefixes": " ".join(prefixes), **({"data": paths.data_dir} if env else {})},
+        sudo=True,
+        timeout=600,
+        description="uninstall RKE2 (rke2-uninstall.sh)",
+    )
+
+
+def delete_node_command(name: str, paths: NodePaths) -> Command:
+    return Command.argv(
+        paths.kubectl,
+        "--kubeconfig",
+        paths.kubeconfig,
+        "delete",
+        "node",
+        name,
+        "--ignore-not-found",
+        # a server's Node goes once RKE2 removed its etcd member (a finalizer): kubectl
+        # waits for that, a week by default (kubectl pkg/cmd/delete/delete.go)
+        "--timeout=60s",
+        sudo=True,
+        check=False,
+        timeout=120,
+        description=f"remove node {name} from the cluster",
+    )
+
+
+def rewrite_kubeconfig(text: str, host: str) -> str:
+    """Point RKE2's admin kubeconfig (server https://127.0.0.1:6443) at ``host``."""
+    target = f"https://{host_for_url(host)}:{API_PORT}"
+    out = []
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("server:"):
+            indent = line[: len(line) - len(line.lstrip())]
+            line = f"{indent}server: {target}\n"
+        out.append(line)
+    return "".join(out)
+
+
+def node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
+    """(Ready?, kubelet version) of node ``name`` in ``kubectl get nodes -o json``;
+    (False, "") for anything unreadable."""
+    ready, version, _ = node_status(nodes_json, name)
+    return ready, version
+
+
+def node_status(nodes_json: str, name: str) -> tuple[bool, str, str]:
+    """(Ready?, kubelet version, the Ready condition's message) of node ``name``;
+    (False, "", "") for anything unreadable or a node not listed."""
+    try:
+        data = json.loads(nodes_json)
+    except ValueError:
+        return False, "", ""
+    items = data.get("items", []) if isinstance(data, dict) else []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or item.get("metadata", {}).get("name") != name:
+            continue
+        status = item.get("status", {})
+        version = str(status.get("nodeInfo", {}).get("kubeletVersion", ""))
+        for cond in status.get("conditions", []):
+            if isinstance(cond, dict) and cond.get("type") == "Ready":
+                return cond.get("status") == "True", version, str(cond.get("message", ""))
+    return False, "", ""
