@@ -131,6 +131,10 @@ class DeployError(Mk8sError):
     """A deploy step failed on one or more nodes."""
 
 
+class RemovalRefused(InputError):
+    """Taking this node out would break the cluster (etcd quorum); nothing was changed."""
+
+
 class StateLockedError(Mk8sError):
     """Another mk8s process holds the cluster's state directory."""
 

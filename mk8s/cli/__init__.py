@@ -76,6 +76,7 @@ class LazyGroup(click.Group):
         "status": "mk8s.cli.deploy:status_cmd",
         "kubeconfig": "mk8s.cli.deploy:kubeconfig_cmd",
         "reset": "mk8s.cli.deploy:reset_cmd",
+        "certs": "mk8s.cli.certs:certs",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

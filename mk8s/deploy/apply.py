@@ -32,6 +32,7 @@ from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
 from mk8s.deploy.phases.preflight import Preflight, Token
 from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
 from mk8s.deploy.phases.stage import Install, Stage
+from mk8s.deploy.phases.unlisted import NameUnlisted
 from mk8s.deploy.phases.upgrade import (
     Snapshot,
     UncordonLeftovers,
@@ -71,6 +72,7 @@ def deploy_phases(
         PeerPorts(),
         JoinAgents(),
         UncordonLeftovers(),
+        NameUnlisted(),
         WriteKubeconfig(kubeconfig_out),
     ]
 

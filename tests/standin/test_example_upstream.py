@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from mk8s.bundle import create
+from mk8s.bundle import lock as locking
 from mk8s.bundle.format import keys
-from mk8s.bundle.lock import LockSettings, lock_release
-from mk8s.bundle.upstream import settings as upstream
+from mk8s.bundle.upstream import releases as upstream
 from tests.support import standin
 from tests.support.standin_nodes import ARCH, IMAGES
 from tests.support.upstream import NEW, OLD, R2, R3, SKIP, ExampleUpstream
@@ -100,8 +100,10 @@ def test_bundles_for_both_minors_can_be_created(up: ExampleUpstream, tmp_path: P
     )
     key = keys.generate_private_key()
     for spec, tag in (("v1.28.x", OLD), ("v1.29.x", NEW)):
-        lock = lock_release(
-            LockSettings(spec=spec, upstream=settings, arches=(ARCH,), cache_dir=tmp_path / "cache")
+        lock = locking.lock_release(
+            locking.LockSettings(
+                spec=spec, upstream=settings, arches=(ARCH,), cache_dir=tmp_path / "cache"
+            )
         )
         out = tmp_path / f"{tag}.tar.zst"
         created = create.create_bundle(

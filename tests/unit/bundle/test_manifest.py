@@ -29,11 +29,7 @@ from mk8s.bundle.format.manifest import (
     check_artifact_name,
     now_utc,
 )
-from mk8s.errors import (
-    BundleRejected,
-    InputError,
-    LockError,
-)
+from mk8s.errors import BundleRejected, InputError, LockError
 from tests.support import bundles
 from tests.support.hostile import field_variants
 

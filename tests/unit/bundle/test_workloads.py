@@ -1,4 +1,4 @@
-"""mk8s/bundle/workload_sources.py: what a bundle may carry besides RKE2: chart and manifest
+"""mk8s/bundle/workloads.py: what a bundle may carry besides RKE2: chart and manifest
 validation, artifact names, charts as Helm releases (one version per chart, nothing over
 helm-controller's 1 MiB ConfigMap), and images pinned by digest with their platforms
 (a real registry; the node side judged by real containerd when run as root)."""
@@ -15,7 +15,8 @@ import pytest
 from mk8s.bundle import workload_sources as workloads
 from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, Release
 from mk8s.errors import ImageArchiveError, InputError, LockError
-from mk8s.images import Credentials, RegistryClient, RegistryClientSettings, push_archive
+from mk8s.images import Credentials, RegistryClient, push_archive
+from mk8s.images import RegistryClientSettings as RegistrySettings
 from tests.support import oci
 from tests.support.charts import chart_art, chart_tgz, make_chart, workloads_context
 from tests.support.containerd import Containerd
@@ -196,7 +197,7 @@ def test_every_platform_pushes_and_the_pin_exists_in_the_registry(
     registry: TestRegistry, multi: oci.BuiltIndex, tmp_path: Path
 ) -> None:
     part = pin(registry, tmp_path, "v1.28.15+rke2r1")
-    settings = RegistryClientSettings(ca_file=registry.ca_file, use_docker_config=False)
+    settings = RegistrySettings(ca_file=registry.ca_file, use_docker_config=False)
     creds = Credentials(registry.username, registry.password)
     with RegistryClient(registry.host, settings, credentials=creds) as client:
         before = registry.request_count("POST")
