@@ -34,6 +34,7 @@ ROWS = (
     "deploy-scale",
     "deploy-rerun",
     "upgrade",
+    "restore",
     "uplink",
 )
 ALIASES = {
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
     bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "uplink"} & set(only)
+    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "restore", "uplink"}
+    needs_data &= set(only)
     try:
         if needs_data:
             note("preparing data")
@@ -148,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
 
                     note("upgrade")
                     rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+                if "restore" in only:
+                    from bench.restore import restore_row
+
+                    note("restore")
+                    rows["restore"] = restore_row(ds, rounds, net)
         if "upload" in only:
             from bench.upload import upload_row
 
