@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.hosts import require_root_or_skip
+from tests.support.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 
 
 @pytest.mark.hosts
