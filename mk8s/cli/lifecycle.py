@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.cli.common import stdin_is_terminal
 from mk8s.cli.deploy import CLUSTER_FILE, load_cluster
 from mk8s.errors import DeployError

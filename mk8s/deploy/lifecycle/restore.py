@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.deploy.builders import plan, units
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine.diagnose import explain

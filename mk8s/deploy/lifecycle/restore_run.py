@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeOutcome, NodeState

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mk8s.bundle.versions import parse_tag
+from mk8s.bundle.upstream.versions import parse_tag
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.engine.session import Session
