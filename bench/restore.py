@@ -3,8 +3,10 @@
 Per round, on fresh test hosts: ``mk8s deploy`` (the baseline), ``mk8s backup`` (not
 timed), then ``mk8s restore`` of that snapshot with the same bundle (ours): every server
 stopped, the first reset from the snapshot, the others rejoining one at a time, the
-agents restarted, every node Ready. Budget: a restore costs no more than the deploy
-it undoes (both wait for every node; a restore uploads only the snapshot).
+agents restarted, every node Ready. Budget: ratio <= 2.0, as for a rolling upgrade: a
+restore redoes what a deploy does one server at a time (each server joins etcd again,
+a learner promoted before the next) and adds the stop, the cluster reset and the
+snapshot's upload; it uploads no bundle.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ def restore_row(ds: Dataset, rounds: int, net: Net, agents: int = 3) -> Row:
         "restore",
         f"restore of {SERVERS} servers + {agents} agents from a snapshot vs their first deploy",
         "s",
-        "ratio <= 1.0",
-        lambda r: r <= 1.0,
+        "ratio <= 2.0",
+        lambda r: r <= 2.0,
     )
     reason = hosts_unavailable()
     if reason:
