@@ -21,6 +21,7 @@ from mk8s.bundle import fetch as fetch_mod
 from mk8s.bundle import sbom as sbom_mod
 from mk8s.bundle import split as split_mod
 from mk8s.bundle import upstream, workloads
+from mk8s.bundle.delta.create import DeltaWritten
 from mk8s.bundle.keys import Signature
 from mk8s.bundle.manifest import (
     Artifact,
@@ -84,6 +85,8 @@ class CreateSettings:
     # Embed an SBOM in this format ("cyclonedx" or "spdx") as a signed artifact.
     sbom: str | None = None
     registry_auth_file: Path | None = None  # a Docker config.json with credentials
+    # Write a delta against this earlier bundle, its manifest or its lock (``--base``).
+    base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Created:
     bundle: WrittenBundle
     downloaded: int
     parts: split_mod.SplitResult | None = None  # with --split: the bundle's parts
+    delta: DeltaWritten | None = None  # with --base: what the delta carries
 
 
 def _file_artifact(path: Path, kind: ArtifactKind = ArtifactKind.FILE) -> Artifact:
@@ -298,7 +302,13 @@ def create_bundle(
     is left at the output paths on failure.
     """
     workloads.check_releases(lock.find(kind=ArtifactKind.CHART))
-    out = bundle_path(settings.out, lock, force=settings.force)
+    base = None
+    if settings.base is not None:  # a delta (mk8s.bundle.delta): its base read first
+        from mk8s.bundle.delta.create import load_base
+
+        base = load_base(settings.base)
+    name = delta_name(lock, base.manifest) if base is not None else None
+    out = bundle_path(settings.out, lock, force=settings.force, name=name)
     if settings.split:
         split_mod.check_free(out, force=settings.force)
     if settings.self_executable is not None:
@@ -332,13 +342,30 @@ def create_bundle(
     if settings.sbom:  # the lock stays as pinned: the SBOM is derived, not fetched
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
         manifest, files = sbom_mod.embed(manifest, files, settings.sbom, cache)
-    written = write_bundle(
-        manifest,
-        files,
-        out,
-        settings.signature,
-        settings=WriteSettings(threads=settings.threads),
-    )
+    delta = None
+    if base is not None:
+        from mk8s.bundle.delta.create import write_delta
+
+        delta = write_delta(
+            manifest,
+            files,
+            out,
+            settings.signature,
+            base,
+            upstream=settings.upstream,
+            cache_dir=settings.cache_dir or fetch_mod.default_cache_dir(),
+            jobs=settings.jobs,
+            settings=WriteSettings(threads=settings.threads),
+        )
+        written = delta.bundle
+    else:
+        written = write_bundle(
+            manifest,
+            files,
+            out,
+            settings.signature,
+            settings=WriteSettings(threads=settings.threads),
+        )
     parts = None
     try:
         if settings.split:
@@ -351,7 +378,7 @@ def create_bundle(
             parts.remove()
         raise
     downloaded = sum(1 for f in fetched if f.downloaded)
-    return Created(lock.as_lock(), lock_path, written, downloaded, parts)
+    return Created(lock.as_lock(), lock_path, written, downloaded, parts, delta)
 
 
 def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
@@ -369,10 +396,19 @@ def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
                     )
 
 
-def bundle_path(out: Path | None, lock: Lock, *, force: bool = False) -> Path:
+def delta_name(lock: Lock, base: Lock) -> str:
+    """A delta's default file name: the full bundle's, and the base release it needs,
+    e.g. ``mk8s-rke2-v1.31.5-rke2r1-linux-amd64.delta-from-v1.31.4-rke2r1.tar.zst``."""
+    stem = lock.bundle_name().removesuffix(".tar.zst")
+    return f"{stem}.delta-from-{base.release.tag.replace('+', '-')}.tar.zst"
+
+
+def bundle_path(
+    out: Path | None, lock: Lock, *, force: bool = False, name: str | None = None
+) -> Path:
     """Where the bundle goes; OutputError if a file is there already (without ``force``)
     or the directory is missing."""
-    name = lock.bundle_name()
+    name = name or lock.bundle_name()
     if out is None:
         path = Path.cwd() / name
     elif out.is_dir():

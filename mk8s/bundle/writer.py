@@ -109,7 +109,8 @@ def write_bundle(
     """
     if manifest.kind != BUNDLE_KIND:
         raise ValueError("write_bundle needs a bundle manifest (Lock.as_manifest())")
-    missing = [a.path for a in manifest.artifacts if a.path not in files]
+    members = manifest.members()  # a delta's: only what it carries
+    missing = [a.path for a in members if a.path not in files]
     if missing:
         raise InputError(f"no local file for artifact {missing[0]}")
     settings = settings or WriteSettings()
@@ -117,7 +118,7 @@ def write_bundle(
     sig_bytes = signature(manifest_bytes).to_bytes()
     out = out.absolute()
     tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.part")
-    total = manifest.total_size
+    total = sum(a.size for a in members)
     done = 0
     try:
         with open(tmp, "xb") as raw:
@@ -128,7 +129,7 @@ def write_bundle(
                     z.write(tarfmt.file_header(name, len(data), manifest.mtime))
                     z.write(data + b"\0" * tarfmt.padding(len(data)))
                     written += tarfmt.BLOCK + len(data) + tarfmt.padding(len(data))
-                for art in manifest.artifacts:
+                for art in members:
                     z.write(tarfmt.file_header(art.path, art.size, manifest.mtime))
                     done = _copy_checked(art, files[art.path], z, done, total, progress)
                     z.write(b"\0" * tarfmt.padding(art.size))
@@ -154,7 +155,7 @@ def write_bundle(
         sha256=sink.hash.hexdigest(),
         bundle_id=bundle_id(manifest_bytes),
         artifacts=len(manifest.artifacts),
-        artifact_bytes=total,
+        artifact_bytes=manifest.total_size,
     )
 
 

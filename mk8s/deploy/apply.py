@@ -39,6 +39,7 @@ class DeploySettings:
     poll_interval: float = 0.5
     state_base: Path | None = None
     kubeconfig_out: Path | None = None
+    base: Path | None = None  # the full bundle a delta ``bundle`` was made against
 
     def session_settings(self) -> SessionSettings:
         return SessionSettings(
@@ -94,6 +95,7 @@ def deploy(
         settings.trusted,
         allow_unsigned=settings.allow_unsigned,
         kubeconfig_out=settings.kubeconfig_out,
+        base=settings.base,
     )
     if settings.dry_run:
         run_phases(phases, s)

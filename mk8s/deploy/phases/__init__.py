@@ -40,11 +40,12 @@ def deploy_phases(
     *,
     allow_unsigned: bool = False,
     kubeconfig_out: Path | None = None,
+    base: Path | None = None,
 ) -> list[Phase]:
-    """The deploy, in order."""
-    stage = Stage(bundle, trusted, allow_unsigned)
+    """The deploy, in order (``base``: the full bundle a delta ``bundle`` needs)."""
+    stage = Stage(bundle, trusted, allow_unsigned, base)
     return [
-        VerifyBundle(bundle, trusted, allow_unsigned),
+        VerifyBundle(bundle, trusted, allow_unsigned, base),
         Connect(),
         GatherFacts(),
         Preflight(),
