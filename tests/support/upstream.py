@@ -288,7 +288,7 @@ def _real_images(tag: str) -> Any:
 
 def _real_image_size(arch: str, tag: str, name: str, configured: int) -> int:
     """The configured size, or the archive's own size when that is bigger."""
-    return max(configured, int(_real_images(tag).natural_size(arch, tag, name)))
+    return int(_real_images(tag).archive_size(arch, tag, name, configured))
 
 
 def _real_image_writer(
