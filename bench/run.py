@@ -35,10 +35,13 @@ ROWS = (
     "deploy-rerun",
     "upgrade",
     "uplink",
+    "delta-size",
+    "delta-verify",
 )
 ALIASES = {
     "deploy": ("deploy-scale", "deploy-rerun"),
     "bundle": ("create", "verify", "inspect", "verify-split"),
+    "delta": ("delta-size", "delta-verify"),
 }
 
 
@@ -81,6 +84,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--deploy-image-size", default="4MiB", help="image tarball of the deploy bundle"
     )
     ap.add_argument("--agents", type=int, default=12, help="agents of the big deploy [12]")
+    ap.add_argument(
+        "--delta-size",
+        default=None,
+        help="image archive of the delta rows' releases [--size, at most 512MiB]",
+    )
     ap.add_argument("--host-prefix", default="mk8sb", help=argparse.SUPPRESS)
     ap.add_argument("--host-subnet", default="10.77.8.0/24", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -148,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 
                     note("upgrade")
                     rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+        if {"delta-size", "delta-verify"} & set(only):
+            from bench.delta import delta_rows
+
+            note("delta")
+            size = parse_size(a.delta_size) if a.delta_size else min(total, 512 << 20)
+            rows["delta-size"], rows["delta-verify"] = delta_rows(a.workdir, size, rounds)
         if "upload" in only:
             from bench.upload import upload_row
 

@@ -123,7 +123,15 @@ def test_split_delta_and_split_base(run_cli, w: World, tmp_path: Path) -> None: 
     r = run_cli("bundle", "verify", str(delta), "--key", pub, "--base", str(base))
     assert r.code == 0, r.err
     r = run_cli(
-        "bundle", "extract", str(delta), "--key", pub, "--base", str(base), "-d", str(tmp_path / "x")
+        "bundle",
+        "extract",
+        str(delta),
+        "--key",
+        pub,
+        "--base",
+        str(base),
+        "-d",
+        str(tmp_path / "x"),
     )
     assert r.code == 0, r.err
     assert (tmp_path / "x" / "artifacts" / IMAGES).read_bytes() == w.up.asset_bytes(NEW, IMAGES)

@@ -145,6 +145,8 @@ def rebuild_into(
         for s in sinks.values():
             s.close()
     assert v.delta is not None and v.delta.manifest.delta is not None
+    if v.delta.manifest != head:
+        raise BundleRejected(f"{path} changed while mk8s was reading it", "retry")
     out = work / "out"
     (out / "artifacts").mkdir(parents=True)
     rebuilder = _Rebuilder(work, v.delta.manifest.delta)
