@@ -1,5 +1,6 @@
 """Uplink row: the bytes the operator's link carries for 3 servers + N agents with
-``spec.images.distribution: servers`` vs ``all`` (SPEC 10, budget at 3 + 97).
+``spec.images.distribution: servers`` vs ``all`` (docs/testing.md, Benchmarks; budget at
+3 + 97).
 
 Both are real deploys (``mk8s deploy`` as a subprocess against fresh test hosts) of the
 same bundle; the bytes come from each run's ``uploaded X in Ys`` line. This machine

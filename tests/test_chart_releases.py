@@ -19,15 +19,15 @@ import pytest
 
 from mk8s.bundle import workloads
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, artifact_path
-from mk8s.deploy import facts
-from mk8s.deploy.command import Command
-from mk8s.deploy.workloads import (
+from mk8s.deploy.builders import facts
+from mk8s.deploy.builders.addons import (
     dropped_charts,
     place_workloads,
     placed_name,
     placed_path,
     uninstall_dropped,
 )
+from mk8s.deploy.command import Command
 from mk8s.errors import InputError, LockError
 from tests.test_workloads import _ctx
 

@@ -11,11 +11,11 @@ import pytest
 from mk8s.deploy.command import (
     MASK,
     Command,
-    FileUpload,
     Secret,
     as_user,
     write_file,
 )
+from mk8s.deploy.fileupload import FileUpload
 
 TOKEN = "K10abc::server:deadbeef"
 

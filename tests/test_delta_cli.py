@@ -1,5 +1,5 @@
 """Delta bundles on the command line: create --base, verify/extract/inspect/sbom/diff
-with --base, split parts, and the auditor's stock-tool recipe from the README."""
+with --base, split parts, and the auditor's stock-tool recipe from docs/format.md."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from mk8s.bundle import reader
 from tests.support.deltas import IMAGES, NEW, OLD, World, world
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+FORMAT_DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"
 DELTA = "delta.tar.zst"
 
 
@@ -147,10 +147,10 @@ def test_split_delta_and_split_base(run_cli, w: World, tmp_path: Path) -> None: 
 def _recipe(algorithm: str) -> str:
     m = re.search(
         r"<!-- delta-audit:begin -->\n```sh\n(.*?)```\n<!-- delta-audit:end -->",
-        README.read_text(),
+        FORMAT_DOC.read_text(),
         re.S,
     )
-    assert m, "README lost its delta audit recipe"
+    assert m, "docs/format.md lost its delta audit recipe"
     other = "ecdsa" if algorithm == "ed25519" else "ed25519"
     return "\n".join(ln for ln in m.group(1).splitlines() if f"# {other}" not in ln)
 
@@ -167,7 +167,7 @@ def _audit(w: World, d: Path, bundle: Path, base: Path) -> subprocess.CompletedP
     )
 
 
-def test_readme_delta_audit_recipe_with_stock_tools(w: World, tmp_path: Path) -> None:
+def test_delta_audit_recipe_with_stock_tools(w: World, tmp_path: Path) -> None:
     r = _audit(w, tmp_path / "a", w.bundles[DELTA], w.bundles["old.tar.zst"])
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Signature Verified Successfully" in r.stdout

@@ -10,7 +10,7 @@ import pytest
 
 from mk8s import rke2gates as gates
 from mk8s.bundle.versions import parse_tag
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from tests.test_images_modes import FRESH, _cluster, _manifest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ import pytest
 
 from mk8s.bundle import fetch, keys, upstream
 from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Command, Secret
 from mk8s.deploy.state import read_token_file

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mk8s.bundle.manifest import Lock
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Secret
 from mk8s.errors import ClusterFileError, LockError

@@ -16,7 +16,7 @@ import pytest
 
 from mk8s.bundle import workloads
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from mk8s.errors import InputError
 from mk8s.images import Credentials, RegistryClient, RegistrySettings, push_archive
 from mk8s.images.errors import ImageArchiveError

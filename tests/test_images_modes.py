@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
-from mk8s.deploy.nodeconfig import REGISTRY_CA_PATH, registries_bytes
 from mk8s.deploy.phases.images import port_check
 from mk8s.deploy.phases.status import image_source
 from mk8s.errors import ClusterFileError

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts, plan
+from mk8s.deploy.builders import facts, plan
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
 

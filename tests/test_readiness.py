@@ -7,7 +7,7 @@ from itertools import islice
 
 import pytest
 
-from mk8s.deploy import readiness
+from mk8s.deploy.engine import readiness
 
 
 @pytest.mark.parametrize(

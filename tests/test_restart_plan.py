@@ -12,15 +12,16 @@ import pytest
 
 from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
-from mk8s.deploy import facts, plan, restart, upgrade
+from mk8s.deploy.builders import facts, plan, restart
+from mk8s.deploy.builders import upgradeplan as upgrade
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.install import install_step, remove_unneeded_images
+from mk8s.deploy.builders.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
-from mk8s.deploy.install import install_step, remove_unneeded_images
-from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
-from mk8s.deploy.session import Session, SessionSettings
 from tests.support.registry import TestCA
 
 OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"
@@ -335,9 +336,9 @@ def test_running_agents_restart_in_batches_of_max_unavailable(tmp_path: Path) ->
         )
     )
     s = Session(SessionSettings(cluster=after.cluster, state_base=tmp_path, dry_run=True))
-    s.ctx = after
-    s.facts = {n.name: converged(before, n.name) for n in after.cluster.nodes}
-    s.facts["w3"] = replace(s.facts["w3"], agent_active=False)  # stopped: just starts
+    s.known.ctx = after
+    s.known.facts = {n.name: converged(before, n.name) for n in after.cluster.nodes}
+    s.known.facts["w3"] = replace(s.known.facts["w3"], agent_active=False)  # stopped: just starts
     lines = JoinAgents().plan(s)
     assert lines[:3] == [
         "  restart running agents in batches of 1, each Ready before the next:",

@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts, kubectl, membership, plan, upgrade
+from mk8s.deploy.builders import facts, kubectl, membership, plan
+from mk8s.deploy.builders import upgradeplan as upgrade
+from mk8s.deploy.builders.nodeconfig import config_bytes, sha256_hex
+from mk8s.deploy.builders.requirements import host_problems, input_problems
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.nodeconfig import config_bytes, sha256_hex
-from mk8s.deploy.requirements import host_problems, input_problems
 from mk8s.errors import ClusterFileError
 
 TAG = "v1.28.15+rke2r1"

@@ -11,7 +11,8 @@ from types import MappingProxyType
 import pytest
 
 from mk8s.deploy.cluster import load_cluster
-from mk8s.deploy.command import Command, FileUpload, Secret, as_user, write_file
+from mk8s.deploy.command import Command, Secret, as_user, write_file
+from mk8s.deploy.fileupload import FileUpload
 from mk8s.errors import ClusterFileError
 
 MINIMAL = """\

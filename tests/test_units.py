@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.deploy import diagnose, facts, plan, units
+from mk8s.deploy.builders import facts, plan, units
+from mk8s.deploy.engine import diagnose
 from tests.test_plan import FRESH, MANIFEST, TAG, cluster, ctx
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from mk8s.bundle.manifest import Artifact, Lock, Release
-from mk8s.deploy import facts, upgrade
+from mk8s.deploy.builders import facts
+from mk8s.deploy.builders import upgradeplan as upgrade
+from mk8s.deploy.builders.context import Context
 from mk8s.deploy.cluster import Cluster, UpgradeOptions, load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
 from mk8s.deploy.steps import WaitReady
 
 

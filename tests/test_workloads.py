@@ -15,11 +15,11 @@ import yaml
 
 from mk8s.bundle import workloads
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release, artifact_path
-from mk8s.deploy import facts
+from mk8s.deploy.builders import facts
+from mk8s.deploy.builders.addons import place_workloads, placed_path, resource_name
+from mk8s.deploy.builders.context import Context
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context
-from mk8s.deploy.workloads import place_workloads, placed_path, resource_name
 from mk8s.errors import InputError
 
 

@@ -1,10 +1,10 @@
 """``mk8s deploy``: the deploy phases run by the engine, and the report they leave.
 
-The order (README, "Deploying"): verify the bundle before any node is touched;
-connect and gather facts on every node in parallel; preflight (fail fast, change
-nothing); the token; stage and install in the background, servers first; the first
-server; the other servers one at a time; the agents in parallel; the kubeconfig. A
-dry run walks the same phases and prints what each would do.
+The order (README, "Deploying"; :func:`deploy_phases`): verify the bundle before any
+node is touched; connect and gather facts on every node in parallel; preflight (fail
+fast, change nothing); the token; stage and install in the background, servers first;
+the first server; the other servers one at a time; the agents in parallel; the
+kubeconfig. A dry run walks the same phases and prints what each would do.
 """
 
 from __future__ import annotations
@@ -16,13 +16,64 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.bundle import keys
+from mk8s.bundle.workloads import summary
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import run_phases
-from mk8s.deploy.phases import deploy_phases
+from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.phase import Phase, run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
+from mk8s.deploy.phases.agents import JoinAgents
+from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
+from mk8s.deploy.phases.dropcharts import UninstallDroppedCharts
+from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.inputs import record_inputs
-from mk8s.deploy.session import Connect, NodeOutcome, Session, SessionSettings, connect_ssh
-from mk8s.deploy.steps import NodeState
+from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
+from mk8s.deploy.phases.preflight import Preflight, Token
+from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
+from mk8s.deploy.phases.stage import Install, Stage
+from mk8s.deploy.phases.upgrade import (
+    Snapshot,
+    UncordonLeftovers,
+    UpgradeAgents,
+    UpgradePreflight,
+    UpgradeServers,
+)
+from mk8s.deploy.phases.verify import VerifyBundle
+
+
+def deploy_phases(
+    bundle: Path,
+    trusted: Sequence[keys.TrustedKey],
+    *,
+    allow_unsigned: bool = False,
+    kubeconfig_out: Path | None = None,
+    base: Path | None = None,
+) -> list[Phase]:
+    """The deploy, in order (``base``: the full bundle a delta ``bundle`` needs)."""
+    stage = Stage(bundle, trusted, allow_unsigned, base)
+    return [
+        VerifyBundle(bundle, trusted, allow_unsigned, base),
+        ConnectAll(),
+        GatherFacts(),
+        Preflight(),
+        Token(),
+        RegistryPreflight(),
+        UpgradePreflight(),
+        Snapshot(),
+        stage,
+        Install(),
+        PushImages(stage),
+        UpgradeServers(),
+        UpgradeAgents(),
+        BootstrapServer(),
+        JoinServers(),
+        UninstallDroppedCharts(),
+        PeerPorts(),
+        JoinAgents(),
+        UncordonLeftovers(),
+        WriteKubeconfig(kubeconfig_out),
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,12 +150,12 @@ def deploy(
     )
     if settings.dry_run:
         run_phases(phases, s)
-        for o in s.outcomes.values():
+        for o in s.known.outcomes.values():
             o.state = NodeState.PLANNED
         return DeployReport(
-            s.outcomes,
-            bundle_id=s.verified.bundle_id if s.verified else "",
-            plan_text="\n".join(s.plan_lines),
+            s.known.outcomes,
+            bundle_id=s.known.verified.bundle_id if s.known.verified else "",
+            plan_text="\n".join(s.known.plan_lines),
         )
     with s.state.locked():
         _note_resume(s)
@@ -116,11 +167,10 @@ def deploy(
             raise s.interrupted("deploy", "it resumes where this one stopped") from None
         finally:
             s.close()
-    kubeconfig = s.extra.get("kubeconfig")
     return DeployReport(
-        s.outcomes,
-        kubeconfig=kubeconfig if isinstance(kubeconfig, Path) else None,
-        bundle_id=s.verified.bundle_id if s.verified else "",
+        s.known.outcomes,
+        kubeconfig=s.known.kubeconfig,
+        bundle_id=s.known.verified.bundle_id if s.known.verified else "",
         seconds=time.monotonic() - s.started,
         uploaded_bytes=s.uploader.uploaded,
     )
@@ -128,24 +178,20 @@ def deploy(
 
 def _record_workloads(s: Session) -> None:
     """Keep what the deployed bundle carried (for ``mk8s status``)."""
-    from mk8s.bundle.workloads import summary
-
-    if s.verified is None:
+    if s.known.verified is None:
         return
-    journal = s.journal()
-    journal["workloads"] = summary(s.verified.manifest)
-    s.state.write_journal(journal)
+    s.journal.put("workloads", summary(s.known.verified.manifest))
 
 
 def _note_resume(s: Session) -> None:
     """Say which nodes the last run left failed: this run resumes them."""
     failed = sorted(
         name
-        for name, entry in s.journal().get("nodes", {}).items()
+        for name, entry in s.journal.read().get("nodes", {}).items()
         if isinstance(entry, dict) and entry.get("state") == NodeState.FAILED
     )
     if failed:
         s.log(f"resuming: the last run left {', '.join(failed)} failed")
 
 
-__all__ = ["DeployReport", "DeploySettings", "deploy"]
+__all__ = ["DeployReport", "DeploySettings", "deploy", "deploy_phases"]

@@ -17,16 +17,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
 
-from mk8s.deploy.clusterchecks import check_ca_file, check_identity, check_url
-from mk8s.deploy.clusterfile import Document, read_document
-from mk8s.deploy.rke2config import (
-    NodePaths,
-    config_problems,
-    node_name_problem,
-    node_paths,
-    registered_name,
-    suggest_name,
+from mk8s.deploy.clusterchecks import (
+    check_ca_file,
+    check_config,
+    check_identity,
+    check_url,
+    node_name,
+    raw_name,
 )
+from mk8s.deploy.clusterfile import Document, read_document
+from mk8s.deploy.rke2config import NodePaths, layered_config, paths_of, registered_name
 from mk8s.deploy.sshsettings import Bastion as Bastion
 from mk8s.deploy.sshsettings import SSHSettings as SSHSettings
 from mk8s.deploy.sshsettings import resolve, ssh_settings
@@ -169,9 +169,17 @@ class Cluster:
             f"{self.path}: no node is named {shown(repr(name), limit=80)}", f"use one of: {known}"
         )
 
+    def user_config(self, node: Node) -> dict[str, Any]:
+        """``node``'s config.yaml as this file gives it, before mk8s adds its own keys:
+        spec.rke2.config, then serverConfig or agentConfig, then the node's config."""
+        rke2 = self.rke2
+        role = rke2.server_config if node.is_server else rke2.agent_config
+        return layered_config(rke2.config, role, node.config, server=node.is_server)
+
     def paths(self, node: Node) -> NodePaths:
-        """Where RKE2 keeps its files on ``node`` (data-dir, write-kubeconfig, ...)."""
-        return node_paths(self, node)
+        """Where RKE2 keeps its files on ``node`` (data-dir, write-kubeconfig, ...), as
+        its config.yaml will say."""
+        return paths_of(self.user_config(node), server=node.is_server)
 
 
 # --------------------------------------------------------------------------- loading
@@ -212,7 +220,7 @@ def _build(doc: Document, *, check_files: bool) -> Cluster:
     notes = tuple(
         f"{doc.label}:{n.line}: node name {raw!r} registers as {n.name!r} (RKE2 lower-cases"
         f" node names); mk8s calls it {n.name}"
-        for n, raw in zip(nodes, (_raw_name(r) for r in spec["nodes"]), strict=True)
+        for n, raw in zip(nodes, (raw_name(r) for r in spec["nodes"]), strict=True)
         if raw != n.name
     )
     return Cluster(
@@ -283,7 +291,7 @@ def _rke2_settings(
     doc: Document, block: dict[str, Any], base: Path, *, check_files: bool
 ) -> RKE2Settings:
     for name in ("config", "serverConfig", "agentConfig"):
-        _check_config(block.get(name, {}), ["spec", "rke2", name], doc, name == "agentConfig")
+        check_config(block.get(name, {}), ["spec", "rke2", name], doc, name == "agentConfig")
     if "serverUrl" in block:
         check_url(block["serverUrl"], ["spec", "rke2", "serverUrl"], doc)
     token_file = None
@@ -308,27 +316,6 @@ def _rke2_settings(
     )
 
 
-def _raw_name(raw: Mapping[str, Any]) -> str:
-    return str(raw.get("name", raw["address"]))
-
-
-def _node_name(doc: Document, raw: Mapping[str, Any], where: list[str | int]) -> str:
-    """The name the node registers under (lower case); ClusterFileError if Kubernetes
-    would refuse it."""
-    given = _raw_name(raw)
-    name = registered_name(given)
-    problem = node_name_problem(name)
-    if problem is None:
-        return name
-    if "name" in raw:
-        doc.fail([*where, "name"], f"node name {problem}", f"rename it, e.g. {suggest_name(name)}")
-    doc.fail(
-        [*where, "address"],
-        f"the node has no name and its address is not a node name: {problem}",
-        f"give it a name, e.g. name: {suggest_name(name)}",
-    )
-
-
 def _nodes(
     doc: Document,
     items: list[dict[str, Any]],
@@ -344,12 +331,12 @@ def _nodes(
     for i, raw in enumerate(items):
         where: list[str | int] = ["spec", "nodes", i]
         address = str(raw["address"])
-        name = _node_name(doc, raw, where)
+        name = node_name(doc, raw, where)
         # RKE2 node names and DNS names are case-insensitive: "CP1" and "cp1" collide.
         if name in names:
             doc.fail(
                 [*where, "name"] if "name" in raw else [*where, "address"],
-                f"node name {_raw_name(raw)!r} is already used by spec.nodes[{names[name]}]"
+                f"node name {raw_name(raw)!r} is already used by spec.nodes[{names[name]}]"
                 + ("" if "name" in raw else " (a node's name defaults to its address)"),
                 "give each node a unique name",
             )
@@ -363,7 +350,7 @@ def _nodes(
         node_ssh = ssh_settings({**ssh_block, **raw.get("ssh", {})}, base)
         if check_files and node_ssh.identity_file != cluster_ssh.identity_file:
             check_identity(node_ssh.identity_file, [*where, "ssh", "identityFile"], doc)
-        _check_config(raw.get("config", {}), [*where, "config"], doc, raw["role"] == "agent")
+        check_config(raw.get("config", {}), [*where, "config"], doc, raw["role"] == "agent")
         nodes.append(
             Node(
                 name=name,
@@ -383,10 +370,3 @@ def _nodes(
             key=True,
         )
     return nodes
-
-
-def _check_config(
-    config: Mapping[str, Any], where: list[str | int], doc: Document, agents_only: bool
-) -> None:
-    for key, problem, fix in config_problems(config, agents_only=agents_only):
-        doc.fail([*where, key], problem, fix, key=True)

@@ -1,16 +1,24 @@
 """Checks of cluster.yaml values that its schema cannot express: URLs, files it names,
-(the RKE2 config keys are mk8s.deploy.rke2config's). Each failure is the Document's one-line
-ClusterFileError naming file, line and field; none quotes a secret (a URL's userinfo,
-the content of a file).
+node names and RKE2 config blocks (what RKE2 takes is :mod:`mk8s.deploy.rke2config`'s).
+Each failure is the Document's one-line ClusterFileError naming file, line and field;
+none quotes a secret (a URL's userinfo, the content of a file).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from mk8s.deploy import registryca
 from mk8s.deploy.clusterfile import Document
+from mk8s.deploy.rke2config import (
+    config_problems,
+    node_name_problem,
+    registered_name,
+    suggest_name,
+)
 from mk8s.errors import InputError
 
 
@@ -47,3 +55,34 @@ def check_identity(identity_file: Path | None, where: list[str | int], doc: Docu
             f"{identity_file} {what}",
             "fix the path, or remove identityFile to use the ssh-agent",
         )
+
+
+def raw_name(raw: Mapping[str, Any]) -> str:
+    """A node's name as spec.nodes gives it (its address when it has no name)."""
+    return str(raw.get("name", raw["address"]))
+
+
+def node_name(doc: Document, raw: Mapping[str, Any], where: list[str | int]) -> str:
+    """The name the node registers under (lower case); ClusterFileError if Kubernetes
+    would refuse it."""
+    given = raw_name(raw)
+    name = registered_name(given)
+    problem = node_name_problem(name)
+    if problem is None:
+        return name
+    if "name" in raw:
+        doc.fail([*where, "name"], f"node name {problem}", f"rename it, e.g. {suggest_name(name)}")
+    doc.fail(
+        [*where, "address"],
+        f"the node has no name and its address is not a node name: {problem}",
+        f"give it a name, e.g. name: {suggest_name(name)}",
+    )
+
+
+def check_config(
+    config: Mapping[str, Any], where: list[str | int], doc: Document, agents_only: bool
+) -> None:
+    """Every key of one RKE2 config block mk8s cannot take (``agents_only``: the block
+    reaches agents only)."""
+    for key, problem, fix in config_problems(config, agents_only=agents_only):
+        doc.fail([*where, key], problem, fix, key=True)

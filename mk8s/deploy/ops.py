@@ -11,7 +11,10 @@ from pathlib import Path
 from mk8s import ui
 from mk8s.callbacks import Log
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import run_phases
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.reset import reset_phases
 from mk8s.deploy.phases.status import (
     AskReadiness,
@@ -21,8 +24,7 @@ from mk8s.deploy.phases.status import (
     ProbeNodes,
     statuses,
 )
-from mk8s.deploy.session import Connect, Session, SessionSettings, connect_ssh
-from mk8s.deploy.steps import NodeState
+from mk8s.deploy.state import StateDir
 from mk8s.errors import DeployError
 
 
@@ -72,8 +74,6 @@ def status_table(rows: list[NodeStatus]) -> str:
 
 def carried_workloads(cluster: Cluster, *, state_base: Path | None = None) -> list[str]:
     """The workloads the last deploy's bundle carried (from the journal)."""
-    from mk8s.deploy.state import StateDir
-
     found = StateDir(cluster.name, state_base).read_journal().get("workloads", [])
     return [str(w) for w in found] if isinstance(found, list) else []
 
@@ -92,9 +92,8 @@ def fetch_kubeconfig(
         run_phases([FetchKubeconfig(out)], s)
     finally:
         s.close()
-    path = s.extra["kubeconfig"]
-    assert isinstance(path, Path)
-    return path
+    assert s.known.kubeconfig is not None  # FetchKubeconfig wrote it, or raised
+    return s.known.kubeconfig
 
 
 def reset(
@@ -122,10 +121,12 @@ def reset(
             raise s.interrupted("reset", "it uninstalls what is left") from None
         finally:
             s.close()
-    failed = {o.node.name: o.error for o in s.outcomes.values() if o.state == NodeState.FAILED}
+    failed = {
+        o.node.name: o.error for o in s.known.outcomes.values() if o.state == NodeState.FAILED
+    }
     if failed:
         raise DeployError(
             "reset failed on " + "; ".join(f"{n}: {e}" for n, e in failed.items()),
             "fix the node (or its connection) and run reset again",
         )
-    return [o.node.name for o in s.outcomes.values() if o.state == NodeState.RESET]
+    return [o.node.name for o in s.known.outcomes.values() if o.state == NodeState.RESET]

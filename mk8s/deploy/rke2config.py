@@ -1,8 +1,9 @@
 """RKE2's config.yaml keys as mk8s understands them (pure; no I/O).
 
-* The layers a node's config comes from (:func:`user_config`): ``spec.rke2.config``,
-  then ``serverConfig``/``agentConfig``, then the node's own ``config``. Server-only
-  keys given for every node reach the servers only.
+* The layers a node's config comes from (:func:`layered_config`, which
+  :meth:`mk8s.deploy.cluster.Cluster.user_config` feeds): ``spec.rke2.config``, then
+  ``serverConfig``/``agentConfig``, then the node's own ``config``. Server-only keys
+  given for every node reach the servers only.
 * The paths RKE2 options move (:class:`NodePaths`): ``data-dir``, ``write-kubeconfig``,
   ``private-registry`` and ``etcd-snapshot-dir`` (rancher/rke2-docs
   docs/reference/server_config.md). mk8s reads and writes every one of them where the
@@ -20,12 +21,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mk8s.untrusted import shown
-
-if TYPE_CHECKING:
-    from mk8s.deploy.cluster import Cluster, Node
 
 CONFIG_DIR = "/etc/rancher/rke2"
 CONFIG_PATH = f"{CONFIG_DIR}/config.yaml"
@@ -88,7 +86,7 @@ class NodePaths:
     def snapshot_dir(self) -> str:
         return self.etcd_snapshot_dir or f"{self.db_dir}/snapshots"
 
-    # mk8s's own records (mk8s.deploy.restart), gone with RKE2's data at uninstall.
+    # mk8s's own records (mk8s.deploy.builders.restart), gone with RKE2's data at uninstall.
     @property
     def restart_pending(self) -> str:
         """The start-only inputs a run changed before it could restart RKE2."""
@@ -112,17 +110,21 @@ def plain(value: Any) -> Any:
     return value
 
 
-def user_config(cluster: Cluster, node: Node) -> dict[str, Any]:
-    """The node's config.yaml as cluster.yaml gives it, before mk8s adds its own keys:
-    cluster config, role config, node config (later layers win). A server-only key in
-    ``spec.rke2.config`` reaches the servers only."""
-    rke2 = cluster.rke2
-    shared = plain(rke2.config)
-    if not node.is_server:
-        shared = {k: v for k, v in shared.items() if k not in SERVER_ONLY_KEYS}
-    role = rke2.server_config if node.is_server else rke2.agent_config
+def layered_config(
+    shared: Mapping[str, Any],
+    role: Mapping[str, Any],
+    own: Mapping[str, Any],
+    *,
+    server: bool,
+) -> dict[str, Any]:
+    """A node's config.yaml as cluster.yaml gives it, before mk8s adds its own keys:
+    the cluster's config, its role's, then its own (later layers win). A server-only
+    key in the cluster's config reaches servers only."""
+    common = plain(shared)
+    if not server:
+        common = {k: v for k, v in common.items() if k not in SERVER_ONLY_KEYS}
     config: dict[str, Any] = {}
-    for layer in (shared, plain(role), plain(node.config)):
+    for layer in (common, plain(role), plain(own)):
         config.update(layer)
     return config
 
@@ -145,11 +147,6 @@ def paths_of(config: Mapping[str, Any], *, server: bool) -> NodePaths:
         registries=_path(config, "private-registry", DEFAULT_REGISTRIES),
         etcd_snapshot_dir=_path(config, "etcd-snapshot-dir", "") if server else "",
     )
-
-
-def node_paths(cluster: Cluster, node: Node) -> NodePaths:
-    """Where RKE2 keeps its files on ``node``, as its config.yaml will say."""
-    return paths_of(user_config(cluster, node), server=node.is_server)
 
 
 # --------------------------------------------------------------------- validation

@@ -1,7 +1,7 @@
 """Steps as values: what one phase does on one node, in order, before anything runs.
 
 A :class:`Step` is an ordered tuple of actions: a :class:`~mk8s.deploy.command.Command`
-to run, a :class:`~mk8s.deploy.command.FileUpload` to send, a :class:`PlaceUploads`
+to run, a :class:`~mk8s.deploy.fileupload.FileUpload` to send, a :class:`PlaceUploads`
 (check the uploaded parts on the node and move them into place) or a
 :class:`WaitReady` (poll until the node is Ready). ``--dry-run`` prints these values;
 the session executes exactly them. Nothing here does I/O.
@@ -10,20 +10,9 @@ the session executes exactly them. Nothing here does I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-from mk8s.deploy.command import Command, FileUpload, as_user
-
-
-class NodeState(StrEnum):
-    """Where one node stands in a deploy, an upgrade or a day-2 run."""
-
-    PENDING = "pending"
-    READY = "ready"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    PLANNED = "planned"
-    RESET = "reset"
+from mk8s.deploy.command import Command, as_user
+from mk8s.deploy.fileupload import FileUpload
 
 
 @dataclass(frozen=True)
@@ -136,4 +125,4 @@ class Step:
         return lines
 
 
-__all__ = ["Action", "NodeState", "PlaceUploads", "Step", "WaitReady"]
+__all__ = ["Action", "PlaceUploads", "Step", "WaitReady"]

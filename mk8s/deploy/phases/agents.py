@@ -2,11 +2,11 @@
 refused retries for ever), then waited for together; one not Ready in time is failed
 with the cause its journal names.
 
-Running agents that must restart to take a start-only change (:mod:`..restart`) go
-after the others, in batches of ``options.upgrade.maxUnavailable`` (the number of
-agents the operator lets be down at once, as in an upgrade): each batch restarts in
-parallel and must be Ready before the next starts; a batch with a failed node stops
-the rest.
+Running agents that must restart to take a start-only change
+(:mod:`mk8s.deploy.builders.restart`) go after the others, in batches of
+``options.upgrade.maxUnavailable`` (the number of agents the operator lets be down at
+once, as in an upgrade): each batch restarts in parallel and must be Ready before the
+next starts; a batch with a failed node stops the rest.
 """
 
 from __future__ import annotations
@@ -15,22 +15,24 @@ import threading
 import time
 from collections.abc import Sequence
 
-from mk8s.deploy import diagnose, plan, restart, upgrade
+from mk8s.deploy.builders import plan, restart, upgradeplan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase, guarded
+from mk8s.deploy.engine import diagnose
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, guarded
+from mk8s.deploy.engine.readiness import wait_all_ready
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.servers import start_steps
-from mk8s.deploy.readiness import wait_all_ready
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step, WaitReady
+from mk8s.deploy.steps import Step, WaitReady
 from mk8s.errors import DeployError, Mk8sError
 
 
 def restarting(s: Session, node: Node) -> bool:
     """Whether this run restarts ``node``'s running service."""
     return (
-        s.alive(node)
-        and restart.active(node, s.facts[node.name])
-        and bool(plan.start_step(s.context, node, s.facts[node.name]).commands)
+        s.known.alive(node)
+        and restart.active(node, s.known.facts[node.name])
+        and bool(plan.start_step(s.known.context, node, s.known.facts[node.name]).commands)
     )
 
 
@@ -41,7 +43,7 @@ class JoinAgents(Phase):
         return s.cluster.agents
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return start_steps(s, node)
@@ -50,12 +52,14 @@ class JoinAgents(Phase):
         again = [n for n in self.nodes(s) if restarting(s, n)]
         start_all(s, [n for n in self.nodes(s) if n not in again])
         size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
-        for batch in upgrade.batches(again, size):
+        for batch in upgradeplan.batches(again, size):
             s.log(f"restarting {', '.join(n.name for n in batch)} (at most {size} at once)")
             start_all(s, batch)
-            failed = [n.name for n in batch if s.outcomes[n.name].state == NodeState.FAILED]
+            failed = [n.name for n in batch if s.known.outcomes[n.name].state == NodeState.FAILED]
             if failed:
-                s.stop(f"restarting {', '.join(failed)} failed; the other agents were left alone")
+                s.known.stop(
+                    f"restarting {', '.join(failed)} failed; the other agents were left alone"
+                )
                 return
 
     def plan(self, s: Session) -> list[str]:
@@ -63,7 +67,10 @@ class JoinAgents(Phase):
         size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
         head = (
             [f"  restart running agents in batches of {size}, each Ready before the next:"]
-            + ["    [" + ", ".join(n.name for n in b) + "]" for b in upgrade.batches(again, size)]
+            + [
+                "    [" + ", ".join(n.name for n in b) + "]"
+                for b in upgradeplan.batches(again, size)
+            ]
             if again
             else []
         )
@@ -77,7 +84,7 @@ def start_all(s: Session, nodes: Sequence[Node]) -> None:
 
     def launch(s: Session, node: Node) -> None:
         s.wait_prepared(node)
-        if not s.alive(node):
+        if not s.known.alive(node):
             return
         start = start_steps(s, node)[0]
         if start.commands:
@@ -89,13 +96,13 @@ def start_all(s: Session, nodes: Sequence[Node]) -> None:
     s.parallel(nodes, lambda n: guarded(s, n, launch))
     # Waiting holds no worker: one node list per poll interval answers for all.
     deadline = time.monotonic() + s.settings.ready_timeout
-    results = wait_all_ready(s, launched, s.settings.ready_timeout)
+    results = wait_all_ready(s.poller(), launched, s.settings.ready_timeout)
     listed = [s.cluster.node(n) for n, r in results.items() if not isinstance(r, Mk8sError)]
     results.update(confirm_active(s, listed, deadline))
     for name, result in results.items():
         node = s.cluster.node(name)
         if isinstance(result, Mk8sError):
-            s.fail(node, diagnose.explain(s, node, result))
+            s.fail(node, diagnose.explain(s.remote, node, result))
         else:
             s.mark_ready(node, result)
 
@@ -111,7 +118,7 @@ def confirm_active(s: Session, nodes: Sequence[Node], deadline: float) -> dict[s
         for name, node in list(pending.items()):
             wait = start_steps(s, node)[1].actions[0]
             assert isinstance(wait, WaitReady) and wait.active is not None
-            state[name] = s.run(node, "wait-ready", wait.active).stdout.strip()
+            state[name] = s.remote.run(node, "wait-ready", wait.active).stdout.strip()
             if state[name] == "active":
                 del pending[name]
         if not pending or time.monotonic() >= deadline:

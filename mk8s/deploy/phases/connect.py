@@ -6,17 +6,17 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import PurePosixPath
 
-from mk8s.deploy import facts, kubectl, restart
+from mk8s.deploy.builders import facts, kubectl, restart
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, as_user
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases import inputs
-from mk8s.deploy.phases.charts import journal_placed
-from mk8s.deploy.session import Session
+from mk8s.deploy.phases.dropcharts import journal_placed
 from mk8s.errors import Mk8sError, PreflightError
 
 
-class Connect(Phase):
+class ConnectAll(Phase):
     title = "connect to every node (in parallel, strict host keys)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
@@ -44,8 +44,8 @@ class Connect(Phase):
 
 def staging_dir(s: Session) -> str:
     """This bundle's staging directory on the nodes: ``stagingDir/<bundle id>``."""
-    assert s.verified is not None
-    return str(PurePosixPath(s.cluster.options.staging_dir) / s.verified.bundle_id)
+    assert s.known.verified is not None
+    return str(PurePosixPath(s.cluster.options.staging_dir) / s.known.verified.bundle_id)
 
 
 class GatherFacts(Phase):
@@ -59,8 +59,8 @@ class GatherFacts(Phase):
 
     def run(self, s: Session) -> None:
         def one(node: Node) -> None:
-            out = s.run(node, "facts", self.command(s, node)).stdout
-            s.facts[node.name] = facts.parse_gathered(out)
+            out = s.remote.run(node, "facts", self.command(s, node)).stdout
+            s.known.facts[node.name] = facts.parse_gathered(out)
 
         s.parallel(self.nodes(s), one)
         running_versions(s)
@@ -69,15 +69,15 @@ class GatherFacts(Phase):
         # A dry run contacts no node: it assumes each node as the journal says the last
         # run left it (its RKE2 version, running, its start-only inputs), or fresh, of
         # the bundle's first arch.
-        assert s.verified is not None
-        arch = s.verified.manifest.release.arch[0]
-        journal = s.journal().get("nodes", {})
+        assert s.known.verified is not None
+        arch = s.known.verified.manifest.release.arch[0]
+        journal = s.journal.read().get("nodes", {})
         lines = []
         for n in self.nodes(s):
             entry = journal.get(n.name, {}) if isinstance(journal, dict) else {}
             version = entry.get("version") if isinstance(entry, dict) else None
             known = isinstance(version, str) and entry.get("state") == "ready"
-            s.facts[n.name] = facts.NodeFacts(
+            s.known.facts[n.name] = facts.NodeFacts(
                 arch=arch,
                 uname_m=arch,
                 os="",
@@ -112,10 +112,10 @@ def running_versions(s: Session) -> None:
     the old version). Nodes stay as their binary says when no server answers."""
     listing = None
     for node in s.cluster.servers:
-        if not s.facts[node.name].server_active:
+        if not s.known.facts[node.name].server_active:
             continue
         try:
-            r = s.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
+            r = s.remote.run(node, "facts", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:
@@ -124,7 +124,7 @@ def running_versions(s: Session) -> None:
     if listing is None:
         return
     for node in s.cluster.nodes:
-        f = s.facts[node.name]
+        f = s.known.facts[node.name]
         version = kubectl.node_ready(listing, node.name)[1]
         if version and restart.active(node, f):
-            s.facts[node.name] = replace(f, running_version=version)
+            s.known.facts[node.name] = replace(f, running_version=version)

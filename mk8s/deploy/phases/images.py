@@ -13,20 +13,26 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mk8s.bundle.manifest import ArtifactKind
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, Secret
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.stage import Stage
 from mk8s.errors import Mk8sError, PreflightError
+
+if TYPE_CHECKING:
+    from mk8s.images import RegistryClient
 
 PEER_PORTS = (9345, 5001)
 
 
-def registry_client(cluster: Cluster, password: Secret | None) -> object:
-    """A RegistryClient for spec.images.registry (imported here: only registry mode
-    pays for it)."""
+def registry_client(cluster: Cluster, password: Secret | None) -> RegistryClient:
+    """A RegistryClient for spec.images.registry."""
+    # mk8s.images (and requests under it) is imported in registry mode only, here and
+    # below: every other deploy, status or reset starts some 50 ms sooner without it.
     from mk8s.images import Credentials, RegistryClient, RegistrySettings
 
     reg = cluster.images.registry
@@ -42,14 +48,11 @@ class RegistryPreflight(Phase):
     title = "log in to the image registry (registry mode; changes nothing)"
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and s.cluster.images.distribution == "registry"
+        return not s.known.stop_reason and s.cluster.images.distribution == "registry"
 
     def run(self, s: Session) -> None:
         """PreflightError naming the registry and the problem (password, CA, network)."""
-        from mk8s.images import RegistryClient
-
-        client = registry_client(s.cluster, s.context.registry_password)
-        assert isinstance(client, RegistryClient)
+        client = registry_client(s.cluster, s.known.context.registry_password)
         try:
             client.manifest_digest("mk8s/preflight", "login")
         except Mk8sError as e:
@@ -69,35 +72,34 @@ class RegistryPreflight(Phase):
 class PushImages(Phase):
     title = "push the release's images into the registry (from this machine)"
 
-    def __init__(self, extract: object) -> None:
-        self.extract = extract  # Stage: it extracts the bundle (verifying it) once
+    def __init__(self, extract: Stage) -> None:
+        self.extract = extract  # it extracts the bundle (verifying it) once
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and s.cluster.images.distribution == "registry"
+        return not s.known.stop_reason and s.cluster.images.distribution == "registry"
 
     def plan(self, s: Session) -> list[str]:
         reg = s.cluster.images.registry
-        assert s.verified is not None and reg is not None
-        m = s.verified.manifest
+        assert s.known.verified is not None and reg is not None
+        m = s.known.verified.manifest
         names = [a.name for a in m.find(kind=ArtifactKind.IMAGES) + m.find(kind=ArtifactKind.IMAGE)]
         return [f"  push every image of {', '.join(names)} to {reg.host}/<same path>:<tag>"]
 
     def run(self, s: Session) -> None:
-        from mk8s.images import RegistryClient, push_archive
+        from mk8s.images import push_archive  # registry mode only: see registry_client
 
-        assert s.verified is not None
+        assert s.known.verified is not None
         key = s.cluster.images.registry.url if s.cluster.images.registry else ""
-        pushed = s.journal().get("pushed", {})
-        client = registry_client(s.cluster, s.context.registry_password)
-        assert isinstance(client, RegistryClient)
+        pushed = s.journal.read().get("pushed", {})
+        client = registry_client(s.cluster, s.known.context.registry_password)
         try:
-            done = pushed.get(s.verified.bundle_id) if isinstance(pushed, dict) else None
+            done = pushed.get(s.known.verified.bundle_id) if isinstance(pushed, dict) else None
             if isinstance(done, dict) and done.get("registry") == key and _present(client, done):
                 s.log(f"images already in {client.registry}")
                 return
-            files = self.extract.extracted(s)  # type: ignore[attr-defined]
+            files = self.extract.extracted(s)
             refs: list[str] = []
-            manifest = s.verified.manifest
+            manifest = s.known.verified.manifest
             for art in manifest.find(kind=ArtifactKind.IMAGES) + manifest.find(
                 kind=ArtifactKind.IMAGE
             ):
@@ -117,11 +119,10 @@ class PushImages(Phase):
         _record_pushed(s, key, refs)
 
 
-def _present(client: object, done: dict[str, object]) -> bool:
+def _present(client: RegistryClient, done: dict[str, object]) -> bool:
     """Every image a previous run pushed is still there, by digest."""
-    from mk8s.images import RegistryClient, parse_reference
+    from mk8s.images import parse_reference  # registry mode only: see registry_client
 
-    assert isinstance(client, RegistryClient)
     refs = done.get("images")
     if not isinstance(refs, list) or not refs:
         return False
@@ -133,12 +134,11 @@ def _present(client: object, done: dict[str, object]) -> bool:
 
 
 def _record_pushed(s: Session, registry: str, refs: list[str]) -> None:
-    assert s.verified is not None
-    journal = s.journal()
-    pushed = journal.setdefault("pushed", {})
+    assert s.known.verified is not None
+    pushed = s.journal.read().setdefault("pushed", {})
     if isinstance(pushed, dict):
-        pushed[s.verified.bundle_id] = {"registry": registry, "images": refs}
-        s.state.write_journal(journal)
+        pushed[s.known.verified.bundle_id] = {"registry": registry, "images": refs}
+        s.journal.write()
 
 
 def port_check(servers: Sequence[Node]) -> Command:
@@ -169,7 +169,9 @@ class PeerPorts(Phase):
 
     def should_run(self, s: Session) -> bool:
         return (
-            not s.stop_reason and s.cluster.images.distribution == "servers" and bool(self.nodes(s))
+            not s.known.stop_reason
+            and s.cluster.images.distribution == "servers"
+            and bool(self.nodes(s))
         )
 
     def run(self, s: Session) -> None:
@@ -179,9 +181,9 @@ class PeerPorts(Phase):
 
         def one(node: Node) -> None:
             s.wait_prepared(node)
-            if not s.alive(node):
+            if not s.known.alive(node):
                 return
-            out = s.run(node, "ports", cmd).stdout.split()
+            out = s.remote.run(node, "ports", cmd).stdout.split()
             bad = [out[i + 1] for i in range(0, len(out) - 1, 2) if out[i] == "unreachable"]
             if bad:
                 with lock:
@@ -195,9 +197,9 @@ class PeerPorts(Phase):
                 "open those ports between the nodes (firewall), then run the same deploy again",
             )
             for node in self.nodes(s):
-                if s.alive(node):
+                if s.known.alive(node):
                     s.fail(node, err)
-            s.stop("agents cannot reach the servers' registry mirror")
+            s.known.stop("agents cannot reach the servers' registry mirror")
 
     def plan(self, s: Session) -> list[str]:
         cmd = port_check(s.cluster.servers)

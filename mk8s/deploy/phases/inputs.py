@@ -4,7 +4,7 @@ A dry run contacts no node: it assumes every node is as the last deploy left it.
 tell which nodes a changed start-only input (config.yaml, registries.yaml, the
 registry CA, image archives) would restart, the journal keeps, per node that ended
 Ready, the sha256 of each such file as that run left it (the charts and manifests a
-server applies are kept beside, see :func:`mk8s.deploy.phases.charts.journal_placed`).
+server applies are kept beside, see :func:`mk8s.deploy.phases.dropcharts.journal_placed`).
 The digests of files holding secrets are kept only in the journal
 (0600, beside the token itself).
 """
@@ -14,19 +14,19 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from mk8s.deploy import facts, restart
+from mk8s.deploy.builders import facts, restart
+from mk8s.deploy.builders.nodeconfig import config_bytes, registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.nodeconfig import config_bytes, registries_bytes, sha256_hex
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState
 
 
 def node_inputs(s: Session, node: Node) -> dict[str, Any]:
     """The start-only inputs ``node`` has once this run's steps are done, as digests."""
-    ctx = s.context
+    ctx = s.known.context
     paths = ctx.cluster.paths(node)
-    f = s.facts.get(node.name)
+    f = s.known.facts.get(node.name)
     arch = (f.arch if f else None) or ctx.manifest.release.arch[0]
     hashes = {facts.CONFIG_PATH: sha256_hex(config_bytes(ctx, node)[0])}
     registries = registries_bytes(ctx)
@@ -42,14 +42,14 @@ def node_inputs(s: Session, node: Node) -> dict[str, Any]:
 
 def record_inputs(s: Session) -> None:
     """Keep in the journal what every node that ended Ready now runs with."""
-    if s.ctx is None:
+    if s.known.ctx is None:
         return
-    journal = s.journal()
+    journal = s.journal.read()
     for node in s.cluster.nodes:
         entry = journal.get("nodes", {}).get(node.name)
-        if s.outcomes[node.name].state == NodeState.READY and isinstance(entry, dict):
+        if s.known.outcomes[node.name].state == NodeState.READY and isinstance(entry, dict):
             entry["inputs"] = node_inputs(s, node)
-    s.state.write_journal(journal)
+    s.journal.write()
 
 
 def assumed(entry: object, paths: NodePaths = DEFAULT_PATHS) -> dict[str, Any]:

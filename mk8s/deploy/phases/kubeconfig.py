@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.deploy import kubectl, plan
+from mk8s.deploy.builders import kubectl, plan
+from mk8s.deploy.builders.context import API_PORT, host_for_url
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.context import API_PORT, host_for_url
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.steps import Step
 from mk8s.files import atomic_write
 
 
@@ -36,21 +37,21 @@ class WriteKubeconfig(Phase):
     def nodes(self, s: Session) -> Sequence[Node]:
         # A server of the running cluster: the first server, or (when it rejoins) the
         # live member it joined.
-        return [s.context.anchor_node]
+        return [s.known.context.anchor_node]
 
     def should_run(self, s: Session) -> bool:
         # Also after a later server failed: the cluster the first server runs is usable.
-        return s.dry_run or s.outcomes[s.cluster.bootstrap.name].state == NodeState.READY
+        return s.dry_run or s.known.outcomes[s.cluster.bootstrap.name].state == NodeState.READY
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
         return [Step(node.name, "kubeconfig", (cmd,))]
 
     def run(self, s: Session) -> None:
-        node = s.context.anchor_node
+        node = s.known.context.anchor_node
         cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
-        text = s.run(node, "kubeconfig", cmd).stdout
-        s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
+        text = s.remote.run(node, "kubeconfig", cmd).stdout
+        s.known.kubeconfig = write_kubeconfig(text, s.cluster, self.out)
 
     def plan(self, s: Session) -> list[str]:
         target = kubeconfig_path(s.cluster, self.out)

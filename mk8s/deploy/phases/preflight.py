@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import membership, plan
+from mk8s.deploy.builders import membership, plan
+from mk8s.deploy.builders.context import Context, supervisor_url
+from mk8s.deploy.builders.requirements import input_problems
 from mk8s.deploy.command import Secret
-from mk8s.deploy.context import Context, supervisor_url
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.requirements import input_problems
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.state import StateDir, read_token_file
 from mk8s.errors import ConfigConflict, PreflightError
 
@@ -22,10 +22,9 @@ from mk8s.errors import ConfigConflict, PreflightError
 def cluster_membership(s: Session) -> membership.Membership:
     """Where the cluster stands (new, or which live server it is reached through),
     computed once from the facts."""
-    found = s.extra.get("membership")
-    if not isinstance(found, membership.Membership):
-        found = s.extra["membership"] = membership.membership(s.cluster, s.facts)
-    return found
+    if s.known.membership is None:
+        s.known.membership = membership.membership(s.cluster, s.known.facts)
+    return s.known.membership
 
 
 class Preflight(Phase):
@@ -37,11 +36,11 @@ class Preflight(Phase):
     def run(self, s: Session) -> None:
         """PreflightError listing every problem on every node (ConfigConflict, exit 2,
         when one of them is the cluster file's); nothing was changed."""
-        assert s.verified is not None
-        conflicts = input_problems(s.cluster, s.verified.manifest, s.facts)
+        assert s.known.verified is not None
+        conflicts = input_problems(s.cluster, s.known.verified.manifest, s.known.facts)
         m = cluster_membership(s)
-        problems = plan.preflight(s.cluster, s.verified.manifest, s.facts)
-        problems += membership.problems(s.cluster, s.facts, m)
+        problems = plan.preflight(s.cluster, s.known.verified.manifest, s.known.facts)
+        problems += membership.problems(s.cluster, s.known.facts, m)
         if conflicts or problems:
             error = ConfigConflict if conflicts else PreflightError
             raise error(
@@ -62,7 +61,7 @@ class Token(Phase):
     title = "the join token"
 
     def run(self, s: Session) -> None:
-        s.ctx = _context(s, resolve_token(s), registry_password(s))
+        s.known.ctx = _context(s, resolve_token(s), registry_password(s))
 
     def plan(self, s: Session) -> list[str]:
         # The token and registry password this machine already has (never shown), so
@@ -71,7 +70,7 @@ class Token(Phase):
         token_file = s.cluster.rke2.token_file
         stored = read_token_file(token_file) if token_file else s.state.read_token()
         password = registry_password(s) or (placeholder if s.cluster.images.registry else None)
-        s.ctx = _context(s, Secret(stored) if stored else placeholder, password)
+        s.known.ctx = _context(s, Secret(stored) if stored else placeholder, password)
         if s.cluster.rke2.token_file is not None:
             return [f"  from spec.rke2.token.file ({s.cluster.rke2.token_file})"]
         return [
@@ -81,13 +80,13 @@ class Token(Phase):
 
 
 def _context(s: Session, token: Secret, password: Secret | None) -> Context:
-    assert s.verified is not None
+    assert s.known.verified is not None
     m = cluster_membership(s)
     anchor = s.cluster.node(m.anchor)
     return Context(
         s.cluster,
-        s.verified.manifest,
-        s.verified.bundle_id,
+        s.known.verified.manifest,
+        s.known.verified.bundle_id,
         token,
         registry_password=password,
         anchor=m.anchor,
@@ -110,7 +109,7 @@ def resolve_token(s: Session) -> Secret:
     cluster = s.cluster
     m = cluster_membership(s)
     anchor = cluster.node(m.anchor)
-    existing = s.facts[anchor.name].node_token
+    existing = s.known.facts[anchor.name].node_token
     if cluster.rke2.token_file is not None:
         token = read_token_file(cluster.rke2.token_file)
     else:

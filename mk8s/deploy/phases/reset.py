@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from mk8s.deploy import kubectl, plan
+from mk8s.deploy.builders import kubectl, plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.steps import Step
 from mk8s.errors import ConnectError, DeployError, Mk8sError
 
 
@@ -65,11 +66,13 @@ def remove_from_cluster(s: Session, name: str, servers: Sequence[Node]) -> str:
     node reinstalled under its name is then refused ("Node password rejected")."""
     reasons: list[str] = []
     for server in servers:
-        if server.name not in s.conns:
+        if not s.remote.connected(server):
             reasons.append(f"{server.name}: not reachable")
             continue
         try:
-            r = s.run(server, "reset", kubectl.delete_node_command(name, s.cluster.paths(server)))
+            r = s.remote.run(
+                server, "reset", kubectl.delete_node_command(name, s.cluster.paths(server))
+            )
         except Mk8sError as e:
             reasons.append(str(e))
             continue
@@ -138,7 +141,7 @@ class Uninstall(Phase):
             return []  # RemoveFromCluster did it
         first = s.cluster.bootstrap
         servers = [first, *(n for n in s.cluster.servers if n.name != first.name)]
-        return [n for n in servers if n.name != node.name and (s.dry_run or s.alive(n))]
+        return [n for n in servers if n.name != node.name and (s.dry_run or s.known.alive(n))]
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         removal = Step(node.name, "reset", (uninstall(s, node),))
@@ -160,7 +163,7 @@ class Uninstall(Phase):
         return lines
 
     def run_node(self, s: Session, node: Node) -> None:
-        if node.name not in s.conns or not s.alive(node):
+        if not s.remote.connected(node) or not s.known.alive(node):
             return
         removers = self.removers(s, node)
         if removers:
@@ -170,11 +173,11 @@ class Uninstall(Phase):
                 s.log(f"{node.name}: NOT removed from the cluster ({why}); uninstalling it")
         start = time.monotonic()
         try:
-            s.run(node, "reset", uninstall(s, node))
+            s.remote.run(node, "reset", uninstall(s, node))
         except Mk8sError as e:
             s.fail(node, e)
             return
-        s.outcomes[node.name].state = NodeState.RESET
+        s.known.outcomes[node.name].state = NodeState.RESET
         s.record(node, state=NodeState.RESET)
         s.log(f"{node.name}: RKE2 uninstalled ({time.monotonic() - start:.1f}s)")
 

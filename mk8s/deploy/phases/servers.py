@@ -10,23 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mk8s.deploy import diagnose, plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase, guarded
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.engine import diagnose
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase, guarded
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 
 
 def start_steps(s: Session, node: Node) -> list[Step]:
     """Write config.yaml and start the service (if needed), then wait until Ready."""
-    start = plan.start_step(s.context, node, s.facts[node.name], timeout=s.settings.ready_timeout)
+    start = plan.start_step(
+        s.known.context, node, s.known.facts[node.name], timeout=s.settings.ready_timeout
+    )
     return [start, plan.wait_step(node, s.settings.ready_timeout, paths=s.cluster.paths(node))]
 
 
 def unchanged(s: Session, node: Node) -> bool:
     """Whether this run neither installs, configures nor restarts ``node``."""
-    return s.alive(node) and not plan.start_step(s.context, node, s.facts[node.name]).commands
+    return (
+        s.known.alive(node)
+        and not plan.start_step(s.known.context, node, s.known.facts[node.name]).commands
+    )
 
 
 def check_unchanged(s: Session, nodes: Sequence[Node]) -> None:
@@ -39,7 +46,7 @@ def check_unchanged(s: Session, nodes: Sequence[Node]) -> None:
 
 def start_and_wait(s: Session, node: Node) -> None:
     s.wait_prepared(node)
-    if not s.alive(node):
+    if not s.known.alive(node):
         return
     start, wait = start_steps(s, node)
     if start.commands:
@@ -48,7 +55,7 @@ def start_and_wait(s: Session, node: Node) -> None:
         s.execute(node, start)
         s.execute(node, wait)
     except Mk8sError as e:  # failed, stopped after its timeout, or not Ready in time
-        raise diagnose.explain(s, node, e) from e
+        raise diagnose.explain(s.remote, node, e) from e
 
 
 class BootstrapServer(Phase):
@@ -66,8 +73,8 @@ class BootstrapServer(Phase):
             check_unchanged(s, s.cluster.servers)  # the first server and its peers
         else:
             guarded(s, first, start_and_wait)
-        if s.outcomes[first.name].state != NodeState.READY:
-            s.stop("the first server is not ready")
+        if s.known.outcomes[first.name].state != NodeState.READY:
+            s.known.stop("the first server is not ready")
 
 
 class JoinServers(Phase):
@@ -77,7 +84,7 @@ class JoinServers(Phase):
         return plan.order(s.cluster)[1]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return start_steps(s, node)
@@ -86,6 +93,6 @@ class JoinServers(Phase):
         check_unchanged(s, self.nodes(s))
         for node in self.nodes(s):
             guarded(s, node, start_and_wait)  # a node already Ready is skipped
-            if s.outcomes[node.name].state != NodeState.READY:
-                s.stop(f"server {node.name} failed; servers join one at a time")
+            if s.known.outcomes[node.name].state != NodeState.READY:
+                s.known.stop(f"server {node.name} failed; servers join one at a time")
                 return

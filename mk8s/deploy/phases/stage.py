@@ -14,10 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from mk8s.bundle import keys, reader
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.upgrade import upgrading
 from mk8s.deploy.steps import Step
 from mk8s.errors import BundleRejected
 
@@ -48,7 +49,7 @@ class Stage(Phase):
         return prepare_order(s)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return [plan.upload_step(s.context, node, s.facts[node.name])]
+        return [plan.upload_step(s.known.context, node, s.known.facts[node.name])]
 
     def begin(self, s: Session) -> None:
         if any(self.steps(s, n)[0].uploads for n in self.nodes(s)):
@@ -57,11 +58,11 @@ class Stage(Phase):
     def extracted(self, s: Session) -> dict[str, Path]:
         """The bundle's files on this machine: extracted (verified again) once."""
         if self.scratch is None:
-            s.ctx = replace(s.context, local_artifacts=self._extract(s))
-        return dict(s.context.local_artifacts)
+            s.known.ctx = replace(s.known.context, local_artifacts=self._extract(s))
+        return dict(s.known.context.local_artifacts)
 
     def _extract(self, s: Session) -> dict[str, Path]:
-        assert s.verified is not None
+        assert s.known.verified is not None
         s.state.ensure()
         self.scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir=s.state.path))
         self.scratch.rmdir()  # extract_bundle creates it, and removes it on failure
@@ -73,7 +74,7 @@ class Stage(Phase):
             allow_unsigned=self.allow_unsigned,
             base=self.base,
         )
-        if again.manifest_bytes != s.verified.manifest_bytes:
+        if again.manifest_bytes != s.known.verified.manifest_bytes:
             raise BundleRejected(
                 f"{self.bundle} changed while mk8s was deploying it",
                 "leave the bundle file alone during a deploy, then run it again",
@@ -97,10 +98,8 @@ class Install(Phase):
     def steps(self, s: Session, node: Node) -> list[Step]:
         # A node being upgraded gets the new images now (before any node restarts, so
         # the new system charts find them everywhere) and install.sh in its own turn.
-        from mk8s.deploy.phases.upgrade import upgrading
-
         step = plan.install_step(
-            s.context, node, s.facts[node.name], run_install=not upgrading(s, node)
+            s.known.context, node, s.known.facts[node.name], run_install=not upgrading(s, node)
         )
         return [step]
 

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from mk8s.deploy import facts, kubectl, plan
+from mk8s.deploy.builders import facts, kubectl, plan
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.engine import Phase
+from mk8s.deploy.engine.known import NodeStatus
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.kubeconfig import write_kubeconfig
-from mk8s.deploy.session import Session
 from mk8s.errors import DeployError, Mk8sError
-
-
-@dataclass
-class NodeStatus:
-    node: Node
-    reachable: bool = False
-    version: str = ""
-    service: str = "-"
-    ready: bool = False
-    error: str = ""
-    images: str = ""  # where the node gets its images (spec.images)
-    placed: tuple[str, ...] = ()  # mk8s's charts and manifests on a server
 
 
 def image_source(cluster: Cluster, node: Node) -> str:
@@ -36,12 +24,12 @@ def image_source(cluster: Cluster, node: Node) -> str:
 
 
 def statuses(s: Session) -> dict[str, NodeStatus]:
-    found = s.extra.setdefault(
-        "status",
-        {n.name: NodeStatus(n, images=image_source(s.cluster, n)) for n in s.cluster.nodes},
-    )
-    assert isinstance(found, dict)
-    return found
+    """The status rows of this run, one per node (made once, filled by the phases)."""
+    if not s.known.statuses:
+        s.known.statuses = {
+            n.name: NodeStatus(n, images=image_source(s.cluster, n)) for n in s.cluster.nodes
+        }
+    return s.known.statuses
 
 
 class ConnectReachable(Phase):
@@ -62,14 +50,14 @@ class ProbeNodes(Phase):
     title = "read what each node runs"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.nodes if n.name in s.conns]
+        return [n for n in s.cluster.nodes if s.remote.connected(n)]
 
     def run_node(self, s: Session, node: Node) -> None:
         st = statuses(s)[node.name]
         st.reachable = True
         try:
             cmd = facts.gather("/nonexistent", s.cluster.rke2.prefixes, s.cluster.paths(node))
-            f = facts.parse_gathered(s.run(node, "status", cmd).stdout)
+            f = facts.parse_gathered(s.remote.run(node, "status", cmd).stdout)
         except Mk8sError as e:
             st.error = str(e)
             return
@@ -111,10 +99,10 @@ def note_running(st: NodeStatus, running: str) -> None:
 def ask_any_server(s: Session) -> str | None:
     """``kubectl get nodes -o json`` from the first server that answers, or None."""
     for node in s.cluster.servers:
-        if node.name not in s.conns:
+        if not s.remote.connected(node):
             continue
         try:
-            r = s.run(node, "status", kubectl.nodes_command(s.cluster.paths(node)))
+            r = s.remote.run(node, "status", kubectl.nodes_command(s.cluster.paths(node)))
         except Mk8sError:
             continue
         if r.exit_code == 0:
@@ -137,11 +125,11 @@ class FetchKubeconfig(Phase):
                 continue
             try:
                 cmd = kubectl.kubeconfig_command(s.cluster.paths(node))
-                text = s.run(node, "kubeconfig", cmd).stdout
+                text = s.remote.run(node, "kubeconfig", cmd).stdout
             except Mk8sError as e:
                 errors.append(str(e))
                 continue
-            s.extra["kubeconfig"] = write_kubeconfig(text, s.cluster, self.out)
+            s.known.kubeconfig = write_kubeconfig(text, s.cluster, self.out)
             return
         raise DeployError(
             "no server could give the kubeconfig: " + "; ".join(errors),

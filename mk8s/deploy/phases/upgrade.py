@@ -13,23 +13,25 @@ import posixpath
 import threading
 from collections.abc import Sequence
 
-from mk8s.deploy import diagnose, kubectl, upgrade
+from mk8s.deploy.builders import kubectl, upgradeplan
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
-from mk8s.deploy.steps import NodeState, Step
+from mk8s.deploy.engine import diagnose
+from mk8s.deploy.engine.known import NodeState
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
+from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError, PreflightError
 from mk8s.files import atomic_write, sha256_file
 
 
-def upgrade_plan(s: Session) -> upgrade.UpgradePlan:
+def upgrade_plan(s: Session) -> upgradeplan.UpgradePlan:
     """What this run upgrades, computed once from the facts."""
-    found = s.extra.get("upgrade")
-    if not isinstance(found, upgrade.UpgradePlan):
-        assert s.verified is not None
-        found = upgrade.plan_upgrade(s.cluster, s.verified.manifest, s.facts)
-        s.extra["upgrade"] = found
-    return found
+    if s.known.upgrade is None:
+        assert s.known.verified is not None
+        s.known.upgrade = upgradeplan.plan_upgrade(
+            s.cluster, s.known.verified.manifest, s.known.facts
+        )
+    return s.known.upgrade
 
 
 def upgrading(s: Session, node: Node) -> bool:
@@ -41,16 +43,16 @@ class UpgradePreflight(Phase):
 
     def should_run(self, s: Session) -> bool:
         plan = upgrade_plan(s)
-        return not s.stop_reason and (plan.needed or bool(upgrade.refusals(plan)))
+        return not s.known.stop_reason and (plan.needed or bool(upgradeplan.refusals(plan)))
 
     def run(self, s: Session) -> None:
         """PreflightError (nothing changed) for a refusal or a node not Ready."""
         plan = upgrade_plan(s)
-        problems = upgrade.refusals(plan)
+        problems = upgradeplan.refusals(plan)
         if not problems:
             first = s.cluster.bootstrap
             cmd = kubectl.nodes_command(s.cluster.paths(first))
-            listing = s.run(first, "upgrade", cmd).stdout
+            listing = s.remote.run(first, "upgrade", cmd).stdout
             for name, tag in plan.versions.items():
                 if tag and not kubectl.node_ready(listing, name)[0]:
                     problems.append(
@@ -66,18 +68,18 @@ class UpgradePreflight(Phase):
 
     def plan(self, s: Session) -> list[str]:
         plan = upgrade_plan(s)
-        problems = upgrade.refusals(plan)
+        problems = upgradeplan.refusals(plan)
         if problems:
             raise PreflightError("the upgrade would be refused: " + "; ".join(problems))
         return [f"  {_summary(s, plan)}", "  every node must be Ready before anything changes"]
 
 
-def _summary(s: Session, plan: upgrade.UpgradePlan) -> str:
+def _summary(s: Session, plan: upgradeplan.UpgradePlan) -> str:
     servers = [n for n in s.cluster.servers if n.name in plan.nodes]
     agents = [n for n in s.cluster.agents if n.name in plan.nodes]
     size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
     groups = " ".join(
-        "[" + ", ".join(n.name for n in b) + "]" for b in upgrade.batches(agents, size)
+        "[" + ", ".join(n.name for n in b) + "]" for b in upgradeplan.batches(agents, size)
     )
     froms = sorted({plan.versions[n] for n in plan.nodes})
     return (
@@ -95,35 +97,35 @@ class Snapshot(Phase):
 
     def should_run(self, s: Session) -> bool:
         # Once the first server runs the new version the snapshot was taken already.
-        return not s.stop_reason and upgrading(s, s.cluster.bootstrap)
+        return not s.known.stop_reason and upgrading(s, s.cluster.bootstrap)
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        cmd = upgrade.snapshot_command(
-            s.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
+        cmd = upgradeplan.snapshot_command(
+            s.known.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
         )
         return [Step(node.name, "snapshot", (cmd,))]
 
     def run(self, s: Session) -> None:
         first = s.cluster.bootstrap
         cmd = self.steps(s, first)[0].commands[0]
-        path = s.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
+        path = s.remote.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
         if not path or not path[0].startswith(s.cluster.paths(first).snapshot_dir + "/"):
             raise PreflightError(
                 f"{first.name}: the etcd snapshot was not found after `rke2 etcd-snapshot"
                 f" save`; nothing was upgraded",
                 "check `journalctl -u rke2-server` on the first server, then run again",
             )
-        data = s.conns[first.name].get(path[0], sudo=True)
+        data = s.remote.transport(first).get(path[0], sudo=True)
         local = s.state.path / "snapshots" / posixpath.basename(path[0])
         local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         atomic_write(local, data, mode=0o600)
         with local.open("rb") as f:
             sha, size = sha256_file(f)
-        s.audit(first, "snapshot", file=path[0], local=str(local), bytes=size, sha256=sha)
+        s.remote.audit(first, "snapshot", file=path[0], local=str(local), bytes=size, sha256=sha)
         s.log(f"{first.name}: etcd snapshot {local} (sha256 {sha[:16]})")
 
     def plan(self, s: Session) -> list[str]:
-        name = upgrade.snapshot_name(upgrade_plan(s).target)
+        name = upgradeplan.snapshot_name(upgrade_plan(s).target)
         return [*super().plan(s), f"  copy it to {s.state.path}/snapshots/{name}-... (0600)"]
 
 
@@ -131,28 +133,28 @@ def _all_prepared(s: Session) -> bool:
     """Every node staged and its new images placed; else the upgrade must not start."""
     for node in s.cluster.nodes:
         s.wait_prepared(node)
-    failed = [o.node.name for o in s.outcomes.values() if o.state == NodeState.FAILED]
+    failed = [o.node.name for o in s.known.outcomes.values() if o.state == NodeState.FAILED]
     if failed:
-        s.stop(f"staging failed on {', '.join(failed)}; no node was restarted")
+        s.known.stop(f"staging failed on {', '.join(failed)}; no node was restarted")
         return False
     return True
 
 
 def upgrade_node(s: Session, node: Node) -> None:
     """One node's turn; its cordon, drain and uncordon run where kubectl_node says."""
-    steps = upgrade.node_steps(
-        s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+    steps = upgradeplan.node_steps(
+        s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
     )
     s.log(f"{node.name}: upgrading to {upgrade_plan(s).target}")
-    s.mark_cordoned(node, True)
+    s.journal.mark_cordoned(node.name, True)
     for step in steps:
         try:
             s.execute(s.cluster.node(step.node), step)
         except Mk8sError as e:
             if step.node == node.name and step.name in ("install", "wait"):
-                raise diagnose.explain(s, node, e) from e  # the restart or the wait
+                raise diagnose.explain(s.remote, node, e) from e  # the restart or the wait
             raise
-    s.mark_cordoned(node, False)
+    s.journal.mark_cordoned(node.name, False)
 
 
 class _UpgradeRole(Phase):
@@ -165,11 +167,11 @@ class _UpgradeRole(Phase):
         return [n for n in role if upgrading(s, n)]
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason and bool(self.nodes(s))
+        return not s.known.stop_reason and bool(self.nodes(s))
 
     def steps(self, s: Session, node: Node) -> list[Step]:
-        return upgrade.node_steps(
-            s.context, node, s.facts[node.name], ready_timeout=s.settings.ready_timeout
+        return upgradeplan.node_steps(
+            s.known.context, node, s.known.facts[node.name], ready_timeout=s.settings.ready_timeout
         )
 
 
@@ -184,7 +186,7 @@ class UpgradeServers(_UpgradeRole):
                 upgrade_node(s, node)
             except Mk8sError as e:
                 s.fail(node, e)
-                s.stop(f"the upgrade stopped at {node.name}; run the same command again")
+                s.known.stop(f"the upgrade stopped at {node.name}; run the same command again")
                 return
 
 
@@ -196,10 +198,12 @@ class UpgradeAgents(_UpgradeRole):
         if not _all_prepared(s):
             return
         size = s.cluster.options.upgrade.batch_size(len(s.cluster.agents))
-        for batch in upgrade.batches(self.nodes(s), size):
+        for batch in upgradeplan.batches(self.nodes(s), size):
             failed = _upgrade_batch(s, batch)
             if failed:
-                s.stop(f"the upgrade stopped at {', '.join(failed)}; run the same command again")
+                s.known.stop(
+                    f"the upgrade stopped at {', '.join(failed)}; run the same command again"
+                )
                 return
 
 
@@ -224,11 +228,11 @@ class UncordonLeftovers(Phase):
     title = "uncordon nodes an interrupted upgrade left cordoned"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        left = s.cordoned()
+        left = s.journal.cordoned()
         return [
             n
             for n in s.cluster.nodes
-            if n.name in left and s.outcomes[n.name].state == NodeState.READY
+            if n.name in left and s.known.outcomes[n.name].state == NodeState.READY
         ]
 
     def should_run(self, s: Session) -> bool:
@@ -236,11 +240,11 @@ class UncordonLeftovers(Phase):
 
     def run(self, s: Session) -> None:
         for node in self.nodes(s):
-            where = upgrade.kubectl_node(s.cluster, node)
+            where = upgradeplan.kubectl_node(s.cluster, node)
             try:
-                cmd = upgrade.uncordon_command(node.name, s.cluster.paths(where))
-                s.run(where, "uncordon", cmd)
+                cmd = upgradeplan.uncordon_command(node.name, s.cluster.paths(where))
+                s.remote.run(where, "uncordon", cmd)
             except Mk8sError as e:
                 s.fail(node, e)
                 continue
-            s.mark_cordoned(node, False)
+            s.journal.mark_cordoned(node.name, False)

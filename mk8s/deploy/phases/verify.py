@@ -8,10 +8,10 @@ from pathlib import Path
 from mk8s import ui
 from mk8s.bundle import keys, parts, reader
 from mk8s.bundle.manifest import Lock
-from mk8s.deploy import plan
+from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine import Phase
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.phase import Phase
+from mk8s.deploy.engine.session import Session
 from mk8s.errors import BundleRejected, InputError
 
 
@@ -46,11 +46,11 @@ class VerifyBundle(Phase):
         if v.signer is None:
             ui.warn(reader.UNSIGNED_WARNING)
         check_deployable(s.cluster, v.manifest)
-        s.verified = v
+        s.known.verified = v
 
     def plan(self, s: Session) -> list[str]:
         self.run(s)
-        v = s.verified
+        v = s.known.verified
         assert v is not None
         arch = v.manifest.release.arch[0]
         return [

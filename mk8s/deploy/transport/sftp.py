@@ -165,19 +165,12 @@ def _write_pipelined(
     ``_read_response``) and falls back to ``SFTPFile.write`` when they are missing.
     Raises OSError (from the server's status) when a write fails.
     """
-    sent = 0
     internals = all(
         hasattr(sftp, a) for a in ("_lock", "request_number", "_expecting", "_read_response")
     )
     if not (FAST_WRITES and internals and paramiko_major() in FAST_WRITES_PARAMIKO):
-        f.set_pipelined(True)
-        f.MAX_REQUEST_SIZE = SFTP_CHUNK
-        for chunk in chunks:
-            f.write(chunk)
-            sent += len(chunk)
-            if progress:
-                progress(len(chunk))
-        return sent
+        return _write_plain(f, chunks, progress)
+    sent = 0
     s: Any = sftp
     chan = s.sock
     handle = cast(bytes, f.handle)
@@ -213,3 +206,18 @@ def _write_pipelined(
 
 
 _CMD_WRITE = 6  # SSH_FXP_WRITE
+
+
+def _write_plain(
+    f: paramiko.SFTPFile, chunks: Iterator[bytes | memoryview], progress: BytesSent | None
+) -> int:
+    """``chunks`` through paramiko's own pipelined ``SFTPFile.write``; bytes sent."""
+    sent = 0
+    f.set_pipelined(True)
+    f.MAX_REQUEST_SIZE = SFTP_CHUNK
+    for chunk in chunks:
+        f.write(chunk)
+        sent += len(chunk)
+        if progress:
+            progress(len(chunk))
+    return sent

@@ -6,15 +6,16 @@ from __future__ import annotations
 import posixpath
 
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
-from mk8s.deploy import registryca, restart
+from mk8s.deploy import registryca
+from mk8s.deploy.builders import restart
+from mk8s.deploy.builders.addons import place_workloads
+from mk8s.deploy.builders.context import Context, remote_path
+from mk8s.deploy.builders.facts import RECORD_TEMPLATE, REGISTRY_CA_PATH, NodeFacts, record_values
+from mk8s.deploy.builders.nodeconfig import registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file
-from mk8s.deploy.context import Context, remote_path
-from mk8s.deploy.facts import RECORD_TEMPLATE, REGISTRY_CA_PATH, NodeFacts, record_values
-from mk8s.deploy.nodeconfig import registries_bytes, sha256_hex
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.deploy.steps import Step
-from mk8s.deploy.workloads import place_workloads
 
 
 def install_dir(ctx: Context, arch: str) -> str:

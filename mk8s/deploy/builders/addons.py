@@ -1,7 +1,9 @@
-"""The operator's charts and manifests on the servers (pure: commands as values).
+"""The operator's charts and manifests as RKE2 AddOns on the servers (pure: commands
+as values).
 
-RKE2 applies every file in ``DATA_DIR/server/manifests/`` and its
-helm-controller installs each ``HelmChart`` there; a chart travels as a HelmChart whose
+RKE2 applies every file in ``DATA_DIR/server/manifests/`` as an AddOn (rancher/rke2-docs
+docs/install/packaged_components.md, "User AddOns") and its helm-controller installs
+each ``HelmChart`` there; a chart travels as a HelmChart whose
 ``chartContent`` is the chart archive in base64. Files are named
 ``mk8s-{chart,manifest}-<name>-<12 hex of the sha256>.yaml``, so a converged re-run
 finds them by name and changes nothing.
@@ -31,10 +33,10 @@ import re
 from mk8s import rke2gates
 from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
 from mk8s.bundle.workloads import image_ref, release_name
+from mk8s.deploy.builders.context import Context, remote_path
+from mk8s.deploy.builders.facts import SERVER_MANIFESTS_DIR, NodeFacts
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.context import Context, remote_path
-from mk8s.deploy.facts import SERVER_MANIFESTS_DIR, NodeFacts
 
 HELMCHART_NAMESPACE = "kube-system"
 # kubectl delete waits (by default) for helm-controller's uninstall job (its finalizer).

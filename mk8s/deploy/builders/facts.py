@@ -165,7 +165,7 @@ def privileged(
 def records(paths: NodePaths = DEFAULT_PATHS) -> Command:
     """The root part's last piece: mk8s's records on the node (a restart a run could not
     do yet, the image archives it placed) and the hash of the registry CA it wrote
-    (RKE2 reads both at start, see :mod:`mk8s.deploy.restart`)."""
+    (RKE2 reads both at start, see :mod:`mk8s.deploy.builders.restart`)."""
     return Command.script(
         "pending={pending}; placedimg={placedimg}; regca={regca}; "
         '[ -f "$regca" ] && echo "sha256 $(sha256sum "$regca" | cut -d" " -f1) $regca"; '

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 
 from mk8s.bundle.manifest import Lock
 from mk8s.bundle.versions import Version, parse_tag
-from mk8s.deploy import kubectl
+from mk8s.deploy.builders import kubectl
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.facts import NodeFacts
+from mk8s.deploy.builders.install import install_command, remove_unneeded_images
+from mk8s.deploy.builders.plan import service, start_step, wait_step
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.context import Context
-from mk8s.deploy.facts import NodeFacts
-from mk8s.deploy.install import install_command, remove_unneeded_images
-from mk8s.deploy.plan import service, start_step, wait_step
 from mk8s.deploy.rke2config import DEFAULT_PATHS, NodePaths
 from mk8s.deploy.steps import Step
 

@@ -33,7 +33,7 @@ class Context:
     registry_password: Secret | None = None
     # The server the cluster is reached through ("": the first server), and where the
     # first server registers when it has no datastore but the cluster exists ("": it
-    # bootstraps, or starts from its datastore). See mk8s.deploy.membership.
+    # bootstraps, or starts from its datastore). See mk8s.deploy.builders.membership.
     anchor: str = ""
     first_joins: str = ""
 

@@ -11,40 +11,43 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.command import Command, FileUpload
+from mk8s.deploy.command import Command
+from mk8s.deploy.engine.remote import Remote
+from mk8s.deploy.fileupload import FileUpload
 from mk8s.deploy.steps import PlaceUploads
 from mk8s.errors import DeployError
-
-if TYPE_CHECKING:
-    from mk8s.deploy.session import Session
+from mk8s.ui import human_bytes
 
 Sent = dict[str, tuple[int, int, float]]  # remote path -> (bytes sent, offset, seconds)
 
 
 class Uploader:
-    """Sends a step's uploads for a :class:`Session`, counting bytes and progress."""
+    """Sends a step's uploads over a :class:`Remote`, counting bytes and progress."""
 
-    def __init__(self, session: Session) -> None:
-        self.s = session
+    def __init__(self, remote: Remote, log: Log, progress: TransferProgress | None) -> None:
+        self.remote = remote
+        self.log = log
+        self.progress = progress
         self.uploaded = 0
         self._lock = threading.Lock()
         self._done: dict[str, int] = {}
         self._total: dict[str, int] = {}
 
-    def send(self, node: Node, step: str, place: PlaceUploads) -> None:
-        """Send every upload ``place`` covers, then check and place them; DeployError if
-        one stays bad after a second try."""
+    def send(self, node: Node, step: str, place: PlaceUploads, partial: Mapping[str, int]) -> None:
+        """Send every upload ``place`` covers (resuming the ``partial`` parts the node
+        has: path -> bytes), then check and place them; DeployError if one stays bad
+        after a second try."""
         ups = place.uploads
-        self.s.log(f"{node.name}: uploading {len(ups)} files ({_human(sum(u.size for u in ups))})")
+        self.log(
+            f"{node.name}: uploading {len(ups)} files ({human_bytes(sum(u.size for u in ups))})"
+        )
         self._done[node.name] = 0
         self._total[node.name] = sum(u.size for u in ups)
-        facts = self.s.facts.get(node.name)
-        partial = facts.partial if facts else {}
         sent: Sent = {}
         for up in ups:
             have = partial.get(up.remote_path + ".part", 0)
@@ -52,7 +55,7 @@ class Uploader:
             sent[up.remote_path] = self._put(node, up, offset)
         for up in self._check(node, step, place.command, ups, sent):
             i = place.uploads.index(up)
-            self.s.run(node, step, place.discard[i])
+            self.remote.run(node, step, place.discard[i])
             again = {up.remote_path: self._put(node, up, 0)}
             if self._check(node, step, place.recheck[i], [up], again):
                 raise DeployError(
@@ -64,7 +67,7 @@ class Uploader:
         src = up.source if isinstance(up.source, bytes) else Path(up.source)
         self._advance(node, offset)  # a resumed file counts what is already there
         start = time.monotonic()
-        n = self.s.conns[node.name].put(
+        n = self.remote.transport(node).put(
             src,
             up.remote_path + ".part",
             mode=up.mode,
@@ -73,30 +76,29 @@ class Uploader:
         )
         with self._lock:
             self.uploaded += n
-            self.s.outcomes[node.name].uploaded_bytes += n
         return n, offset, time.monotonic() - start
 
     def _advance(self, node: Node, n: int) -> None:
-        if self.s.progress is None:
+        if self.progress is None:
             return
         with self._lock:
             done = self._done[node.name] = self._done.get(node.name, 0) + n
         total = self._total.get(node.name)
-        self.s.progress(node.name, min(done, total if total is not None else done), total)
+        self.progress(node.name, min(done, total if total is not None else done), total)
 
     def _check(
         self, node: Node, step: str, cmd: Command, ups: Sequence[FileUpload], sent: Sent
     ) -> list[FileUpload]:
         """Run the check-and-place command for ``ups``; return those that hash wrong."""
-        out = self.s.run(node, step, cmd).stdout.split()
+        out = self.remote.run(node, step, cmd).stdout.split()
         good = {out[i + 1] for i in range(0, len(out) - 1, 2) if out[i] == "ok"}
         bad = []
         for up in ups:
             n, offset, seconds = sent[up.remote_path]
             ok = up.remote_path in good
-            self.s.state.audit(
-                node=node.name,
-                step=step,
+            self.remote.audit(
+                node,
+                step,
                 file=up.remote_path,
                 bytes=n,
                 offset=offset,
@@ -107,12 +109,6 @@ class Uploader:
             if not ok:
                 bad.append(up)
         return bad
-
-
-def _human(n: int) -> str:
-    from mk8s.ui import human_bytes
-
-    return human_bytes(n)
 
 
 __all__ = ["Uploader"]

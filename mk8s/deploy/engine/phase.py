@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from mk8s.deploy.cluster import Node
-from mk8s.deploy.session import Session
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 
@@ -37,7 +37,7 @@ class Phase:
         return ()
 
     def should_run(self, s: Session) -> bool:
-        return not s.stop_reason
+        return not s.known.stop_reason
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         """What this phase does on ``node``, as values (pure, from the session's facts)."""
@@ -56,7 +56,7 @@ class Phase:
         """Do this phase: by default ``begin``, then ``run_node`` on each node in turn."""
         self.begin(s)
         for node in self.nodes(s):
-            if s.alive(node):
+            if s.known.alive(node):
                 guarded(s, node, self.run_node)
 
     def plan(self, s: Session) -> list[str]:
@@ -82,7 +82,7 @@ def guarded(s: Session, node: Node, fn: Callable[[Session, Node], None]) -> None
 
 def run_phases(phases: Sequence[Phase], s: Session) -> None:
     """Run ``phases`` in order (or, for a dry run, collect their plans in
-    ``s.plan_lines``). Errors raised by a phase propagate after cleanup."""
+    ``s.known.plan_lines``). Errors raised by a phase propagate after cleanup."""
     done: list[Phase] = []
     number = 0
     try:
@@ -95,12 +95,12 @@ def run_phases(phases: Sequence[Phase], s: Session) -> None:
             if s.dry_run:
                 if phase.numbered:
                     number += 1
-                    s.plan_lines += ["", f"## {number}. {phase.title}"]
-                s.plan_lines += phase.plan(s)
+                    s.known.plan_lines += ["", f"## {number}. {phase.title}"]
+                s.known.plan_lines += phase.plan(s)
                 done.append(phase)
                 i += 1
                 continue
-            s.extra["phase"] = phase.title
+            s.known.phase = phase.title
             group = [phase]
             while phase.background and i + len(group) < len(phases):
                 nxt = phases[i + len(group)]
@@ -130,7 +130,7 @@ def _start_in_background(group: list[Phase], s: Session) -> None:
 
     def chain(node: Node) -> None:
         for phase in group:
-            if not s.alive(node):
+            if not s.known.alive(node):
                 return
             if node in phase.nodes(s):
                 guarded(s, node, phase.run_node)

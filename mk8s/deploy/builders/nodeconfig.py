@@ -1,7 +1,7 @@
 """config.yaml and registries.yaml of a node, real and masked (pure).
 
 Layers: ``spec.rke2.config``, then ``serverConfig``/``agentConfig``, then the node's
-own ``config`` (:func:`mk8s.deploy.rke2config.user_config`), then what mk8s manages
+own ``config`` (:meth:`mk8s.deploy.cluster.Cluster.user_config`), then what mk8s manages
 (``node-name``, ``server``, ``token``, the servers' ``tls-san``, and on servers the
 bundle's ``cni`` and ``system-default-registry``). The masked form replaces every
 secret-looking value by ``***`` for dry-run output and logs; only the real form ever
@@ -17,17 +17,18 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from mk8s.bundle.manifest import ArtifactKind
+from mk8s.deploy.builders.context import Context, supervisor_url
+from mk8s.deploy.builders.facts import REGISTRY_CA_PATH
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import MASK
-from mk8s.deploy.context import Context, supervisor_url
-from mk8s.deploy.facts import REGISTRY_CA_PATH
-from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI, plain, user_config
+from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI, plain
 
 
 def node_config(ctx: Context, node: Node) -> dict[str, Any]:
     """The config.yaml of one node: cluster config, role config, node config, then ours."""
     rke2 = ctx.cluster.rke2
-    config = user_config(ctx.cluster, node)
+    config = ctx.cluster.user_config(node)
     config.setdefault("node-name", node.name)
     if node.name != ctx.cluster.bootstrap.name:
         config["server"] = ctx.server_url
@@ -111,8 +112,6 @@ IMAGE_REGISTRIES = ("docker.io",)
 
 def image_sources(ctx: Context) -> list[str]:
     """The registries images come from: RKE2's, and those of the operator's images."""
-    from mk8s.bundle.manifest import ArtifactKind
-
     extra = {
         (a.url or "").removeprefix("oci://").split("/", 1)[0]
         for a in ctx.manifest.find(kind=ArtifactKind.IMAGE)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from mk8s.deploy.builders.context import API_PORT, host_for_url
+from mk8s.deploy.builders.facts import DEFAULT_PREFIXES
 from mk8s.deploy.command import Command
-from mk8s.deploy.context import API_PORT, host_for_url
-from mk8s.deploy.facts import DEFAULT_PREFIXES
 from mk8s.deploy.rke2config import DEFAULT_DATA_DIR, NodePaths
 
 

@@ -22,21 +22,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mk8s.bundle.manifest import Lock
+from mk8s.deploy.builders.facts import CIS_SYSCTLS, NodeFacts
 from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.facts import CIS_SYSCTLS, NodeFacts
-from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI, user_config
+from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI
 
 SYSCTL_FILE = "/etc/sysctl.d/60-rke2-cis.conf"
 
 
 def profile(cluster: Cluster, node: Node) -> str:
     """The node's ``profile`` ("" when none): ``cis`` (or an older ``cis-1.x``) or ``etcd``."""
-    value = user_config(cluster, node).get("profile")
+    value = cluster.user_config(node).get("profile")
     return str(value) if value else ""
 
 
 def _selinux_on(cluster: Cluster, node: Node) -> bool:
-    return user_config(cluster, node).get("selinux") in (True, "true")
+    return cluster.user_config(node).get("selinux") in (True, "true")
 
 
 def host_problems(cluster: Cluster, facts: Mapping[str, NodeFacts]) -> list[str]:
@@ -104,7 +104,7 @@ def cni_problems(cluster: Cluster, manifest: Lock) -> list[str]:
     carried = {release.cni, "none", *release.image_groups}
     problems: list[str] = []
     for node in cluster.servers:
-        value = user_config(cluster, node).get("cni")
+        value = cluster.user_config(node).get("cni")
         if value is None:
             continue
         missing = [c for c in _cnis(value) if c not in carried]

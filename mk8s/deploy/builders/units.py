@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 
+from mk8s.deploy.builders.facts import NodeFacts
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.facts import NodeFacts
 
 JOURNAL_LINES = 80
 

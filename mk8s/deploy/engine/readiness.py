@@ -7,7 +7,8 @@ A wait polls soon after it starts and then less often (0.1 s, doubling up to the
 poll interval): a node that comes up fast is seen fast, a slow one costs no more
 polls than before.
 Every wait is bounded by the session's ``ready_timeout``: running out is a DeployError
-naming the node and where to look.
+naming the node and where to look. The session keeps one :class:`NodesPoller` per run
+(``session.poller()``).
 """
 
 from __future__ import annotations
@@ -15,48 +16,39 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
 
-from mk8s.deploy import kubectl
-from mk8s.deploy.cluster import Node
-from mk8s.deploy.plan import service
+from mk8s.deploy.builders import kubectl
+from mk8s.deploy.builders.plan import service
+from mk8s.deploy.cluster import Cluster, Node
+from mk8s.deploy.engine.remote import Remote
 from mk8s.deploy.steps import WaitReady
 from mk8s.errors import DeployError, Mk8sError
 
-if TYPE_CHECKING:
-    from mk8s.deploy.session import Session
-
 
 class NodesPoller:
-    """``kubectl get nodes -o json`` on a server, at most once per poll interval."""
+    """``kubectl get nodes -o json`` on a server, at most once per poll interval
+    (asking ``first`` unless told otherwise: the server the cluster is reached
+    through)."""
 
-    def __init__(self, session: Session, first: Node) -> None:
-        self.s = session
+    def __init__(self, remote: Remote, cluster: Cluster, first: Node, interval: float) -> None:
+        self.remote = remote
+        self.cluster = cluster
         self.first = first
+        self.interval = interval
         self._lock = threading.Lock()
         self._at = -1e9
         self._json = ""
 
     def nodes_json(self, asker: Node | None = None, max_age: float | None = None) -> str:
         """The node list, fetched again if older than ``max_age`` (the poll interval)."""
-        age = self.s.settings.poll_interval if max_age is None else max_age
+        age = self.interval if max_age is None else max_age
         with self._lock:
             if time.monotonic() - self._at >= age:
                 node = asker or self.first
-                cmd = kubectl.nodes_command(self.s.cluster.paths(node))
-                r = self.s.run(node, "wait-ready", cmd)
+                cmd = kubectl.nodes_command(self.cluster.paths(node))
+                r = self.remote.run(node, "wait-ready", cmd)
                 self._json, self._at = r.stdout, time.monotonic()
             return self._json
-
-
-def poller(session: Session) -> NodesPoller:
-    """The session's one shared poller (asking the server the cluster is reached
-    through by default: the first server, or the live member it rejoins)."""
-    found = session.extra.get("poller")
-    if not isinstance(found, NodesPoller):
-        first = session.context.anchor_node if session.ctx else session.cluster.bootstrap
-        found = session.extra["poller"] = NodesPoller(session, first)
-    return found
 
 
 FIRST_POLL_DELAY = 0.1
@@ -77,18 +69,17 @@ def _timeout(node: Node, seconds: float, last: str) -> DeployError:
     )
 
 
-def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
+def wait_ready(shared: NodesPoller, node: Node, wait: WaitReady) -> str:
     """Block until ``node`` is Ready; return its kubelet version. DeployError after
     ``wait.timeout`` seconds."""
-    shared = poller(session)
     deadline = time.monotonic() + wait.timeout
-    delays = _delays(session.settings.poll_interval)
-    delay = min(FIRST_POLL_DELAY, session.settings.poll_interval)  # max age, first poll
+    delays = _delays(shared.interval)
+    delay = min(FIRST_POLL_DELAY, shared.interval)  # max age, first poll
     last = ""
     while True:
         api_ok = True
         if wait.readyz is not None:
-            r = session.run(node, "wait-ready", wait.readyz)
+            r = shared.remote.run(node, "wait-ready", wait.readyz)
             api_ok = r.exit_code == 0 and r.stdout.strip() == "ok"
             last = r.stderr.strip() or r.stdout.strip()
         if api_ok:
@@ -109,14 +100,13 @@ def wait_ready(session: Session, node: Node, wait: WaitReady) -> str:
 
 
 def wait_all_ready(
-    session: Session, nodes: Sequence[Node], timeout: float
+    shared: NodesPoller, nodes: Sequence[Node], timeout: float
 ) -> dict[str, str | Mk8sError]:
     """Wait until every node in ``nodes`` is Ready: name -> version, or DeployError."""
-    shared = poller(session)
     results: dict[str, str | Mk8sError] = {}
     deadline = time.monotonic() + timeout
-    delays = _delays(session.settings.poll_interval)
-    delay = min(FIRST_POLL_DELAY, session.settings.poll_interval)  # max age, first poll
+    delays = _delays(shared.interval)
+    delay = min(FIRST_POLL_DELAY, shared.interval)  # max age, first poll
     pending = list(nodes)
     while pending:
         try:
@@ -140,4 +130,4 @@ def wait_all_ready(
     return results
 
 
-__all__ = ["NodesPoller", "poller", "wait_all_ready", "wait_ready"]
+__all__ = ["NodesPoller", "wait_all_ready", "wait_ready"]

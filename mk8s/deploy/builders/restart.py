@@ -31,11 +31,16 @@ from collections.abc import Sequence
 from mk8s import rke2gates
 from mk8s.bundle.manifest import Artifact, ArtifactKind
 from mk8s.deploy import registryca
+from mk8s.deploy.builders.context import Context
+from mk8s.deploy.builders.facts import CONFIG_PATH, REGISTRY_CA_PATH, NodeFacts
+from mk8s.deploy.builders.nodeconfig import (
+    config_bytes,
+    config_variants,
+    registries_bytes,
+    sha256_hex,
+)
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
-from mk8s.deploy.context import Context
-from mk8s.deploy.facts import CONFIG_PATH, REGISTRY_CA_PATH, NodeFacts
-from mk8s.deploy.nodeconfig import config_bytes, config_variants, registries_bytes, sha256_hex
 from mk8s.deploy.rke2config import NodePaths
 
 # The words a pending-restart record holds, one a line.

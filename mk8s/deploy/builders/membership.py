@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from mk8s.deploy.builders.facts import NodeFacts
 from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.facts import NodeFacts
 
 # The full token form: K10<sha256 of the cluster CA>::<user>:<secret>.
 _K10 = "K10"

@@ -13,7 +13,7 @@ RKE2 facts this encodes (README, "Deploying"):
 * The first server starts without ``server:`` when the whole cluster is new; every
   other node gets ``server: https://<first server or serverUrl>:9345`` and ``token:``;
   a first server without a datastore in an existing cluster joins a live member
-  (:mod:`mk8s.deploy.membership`).
+  (:mod:`mk8s.deploy.builders.membership`).
 * Server joins happen one at a time (parallel etcd joins fail).
 """
 
@@ -26,10 +26,9 @@ from urllib.parse import urlsplit
 
 from mk8s import rke2gates as gates
 from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
-from mk8s.deploy import restart
-from mk8s.deploy.cluster import Cluster, Node
-from mk8s.deploy.command import Command, FileUpload, Secret, write_file
-from mk8s.deploy.context import (
+from mk8s.deploy.builders import restart
+from mk8s.deploy.builders.addons import partial_image_problems
+from mk8s.deploy.builders.context import (
     API_PORT,
     SUPERVISOR_PORT,
     Context,
@@ -37,30 +36,32 @@ from mk8s.deploy.context import (
     remote_path,
     server_url,
 )
-from mk8s.deploy.facts import (
+from mk8s.deploy.builders.facts import (
     CONFIG_PATH,
     RECORD_TEMPLATE,
     NodeFacts,
     record_values,
 )
-from mk8s.deploy.install import install_step
-from mk8s.deploy.kubectl import nodes_command, readyz_command, rewrite_kubeconfig
-from mk8s.deploy.nodeconfig import (
+from mk8s.deploy.builders.install import install_step
+from mk8s.deploy.builders.kubectl import nodes_command, readyz_command, rewrite_kubeconfig
+from mk8s.deploy.builders.nodeconfig import (
     config_bytes,
     mask_secrets,
     node_config,
     registries_bytes,
 )
-from mk8s.deploy.requirements import host_problems
-from mk8s.deploy.rke2config import NodePaths
-from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
-from mk8s.deploy.units import (
+from mk8s.deploy.builders.requirements import host_problems
+from mk8s.deploy.builders.units import (
     active_command,
     journal_command,
     rke2_state_problems,
     start_command,
 )
-from mk8s.deploy.workloads import partial_image_problems
+from mk8s.deploy.cluster import Cluster, Node
+from mk8s.deploy.command import Command, Secret, write_file
+from mk8s.deploy.fileupload import FileUpload
+from mk8s.deploy.rke2config import NodePaths
+from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
 
 START_TIMEOUT = 900.0
 # Room for the staged files plus a copy of the images, and some slack.
