@@ -21,7 +21,7 @@ from mk8s.bundle import fetch as fetch_mod
 from mk8s.bundle import sbom as sbom_mod
 from mk8s.bundle import split as split_mod
 from mk8s.bundle import upstream, workloads
-from mk8s.bundle.delta.create import DeltaWritten
+from mk8s.bundle.delta.create import BaseInput, DeltaWritten
 from mk8s.bundle.keys import Signature
 from mk8s.bundle.manifest import (
     Artifact,
@@ -302,12 +302,8 @@ def create_bundle(
     is left at the output paths on failure.
     """
     workloads.check_releases(lock.find(kind=ArtifactKind.CHART))
-    base = None
-    if settings.base is not None:  # a delta (mk8s.bundle.delta): its base read first
-        from mk8s.bundle.delta.create import load_base
-
-        base = load_base(settings.base)
-    name = delta_name(lock, base.manifest) if base is not None else None
+    base = _load_base(settings.base)  # a delta's base is read before anything else
+    name = base.delta_name(lock) if base is not None else None
     out = bundle_path(settings.out, lock, force=settings.force, name=name)
     if settings.split:
         split_mod.check_free(out, force=settings.force)
@@ -342,30 +338,7 @@ def create_bundle(
     if settings.sbom:  # the lock stays as pinned: the SBOM is derived, not fetched
         cache = settings.cache_dir or fetch_mod.default_cache_dir()
         manifest, files = sbom_mod.embed(manifest, files, settings.sbom, cache)
-    delta = None
-    if base is not None:
-        from mk8s.bundle.delta.create import write_delta
-
-        delta = write_delta(
-            manifest,
-            files,
-            out,
-            settings.signature,
-            base,
-            upstream=settings.upstream,
-            cache_dir=settings.cache_dir or fetch_mod.default_cache_dir(),
-            jobs=settings.jobs,
-            settings=WriteSettings(threads=settings.threads),
-        )
-        written = delta.bundle
-    else:
-        written = write_bundle(
-            manifest,
-            files,
-            out,
-            settings.signature,
-            settings=WriteSettings(threads=settings.threads),
-        )
+    written, delta = _write(manifest, files, out, settings, base)
     parts = None
     try:
         if settings.split:
@@ -381,6 +354,35 @@ def create_bundle(
     return Created(lock.as_lock(), lock_path, written, downloaded, parts, delta)
 
 
+def _load_base(path: Path | None) -> BaseInput | None:
+    if path is None:
+        return None
+    from mk8s.bundle.delta.create import load_base
+
+    return load_base(path)
+
+
+def _write(
+    manifest: Lock,
+    files: dict[str, Path],
+    out: Path,
+    settings: CreateSettings,
+    base: BaseInput | None,
+) -> tuple[WrittenBundle, DeltaWritten | None]:
+    """The bundle, or with a base the delta against it (mk8s.bundle.delta.create)."""
+    write = WriteSettings(threads=settings.threads)
+    if base is None:
+        return write_bundle(manifest, files, out, settings.signature, settings=write), None
+    from mk8s.bundle.delta.create import write_delta
+
+    cache = settings.cache_dir or fetch_mod.default_cache_dir()
+    delta = write_delta(
+        manifest, files, out, settings.signature, base, upstream=settings.upstream,
+        cache_dir=cache, jobs=settings.jobs, settings=write,
+    )  # fmt: skip
+    return delta.bundle, delta
+
+
 def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
     """The pinned checksum files must vouch for the pinned release files."""
     for sums in lock.find(kind=ArtifactKind.CHECKSUMS):
@@ -394,13 +396,6 @@ def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
                         f"{art.sha256}",
                         "treat this as a supply-chain alarm: do not use this release",
                     )
-
-
-def delta_name(lock: Lock, base: Lock) -> str:
-    """A delta's default file name: the full bundle's, and the base release it needs,
-    e.g. ``mk8s-rke2-v1.31.5-rke2r1-linux-amd64.delta-from-v1.31.4-rke2r1.tar.zst``."""
-    stem = lock.bundle_name().removesuffix(".tar.zst")
-    return f"{stem}.delta-from-{base.release.tag.replace('+', '-')}.tar.zst"
 
 
 def bundle_path(

@@ -43,6 +43,12 @@ class BaseInput:
     file: str  # the base bundle's file name, for messages on the other side
     bundle: Path | None  # the base bundle itself, when given one
 
+    def delta_name(self, lock: Lock) -> str:
+        """A delta's default file name: the full bundle's and the base release, e.g.
+        ``mk8s-rke2-v1.31.5-rke2r1-linux-amd64.delta-from-v1.31.4-rke2r1.tar.zst``."""
+        stem = lock.bundle_name().removesuffix(".tar.zst")
+        return f"{stem}.delta-from-{self.manifest.release.tag.replace('+', '-')}.tar.zst"
+
     def ref(self, used: set[str]) -> BaseRef:
         pins = [Pin(a.path, a.size, a.sha256) for a in self.manifest.artifacts if a.path in used]
         digest = hashlib.sha256(self.manifest_bytes).hexdigest()

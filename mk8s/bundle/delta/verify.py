@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from mk8s.bundle.delta import codec
@@ -106,38 +107,23 @@ def verify_delta(
     whole = manifest.whole()
     if before_artifacts:
         before_artifacts(whole)
-    both = _Progress(progress)
-    stop = threading.Event()
-    failed: list[BaseException] = []
-
-    def read_base() -> None:
-        try:
-            read_bundle(
-                base,
-                base_trust(ref, base, base_head.manifest_bytes),
-                sink=base_sink,
-                progress=both.side("base", stop),
-                hash_file=False,
-            )
-        except BaseException as e:  # re-raised by the calling thread
-            failed.append(e)
-
-    worker = threading.Thread(target=read_base, name="mk8s-delta-base", daemon=True)
-    worker.start()
+    base_stream = partial(
+        read_bundle,
+        base,
+        base_trust(ref, base, base_head.manifest_bytes),
+        sink=base_sink,
+        hash_file=False,
+    )
+    delta_stream = partial(
+        read_bundle,
+        path,
+        signature_trust(trusted, allow_unsigned=allow_unsigned, delta=True),
+        sink=sink,
+    )
     try:
-        v = read_bundle(
-            path,
-            signature_trust(trusted, allow_unsigned=allow_unsigned, delta=True),
-            sink=sink,
-            progress=both.side("delta", None),
-        )
-    except BaseException:
-        stop.set()
-        worker.join()
-        raise
-    worker.join()
-    if failed:
-        raise _base_error(failed[0], ref.describe(), base)
+        v = _both(delta_stream, base_stream, progress)
+    except _BaseFailed as e:
+        raise _base_error(e.error, ref.describe(), base) from e.error
     if v.manifest != manifest:
         raise BundleRejected(
             f"{path} changed while mk8s was reading it", "leave the file alone, then retry"
@@ -152,6 +138,42 @@ def verify_delta(
         file_size=v.file_size,
         delta=DeltaVerified(manifest, v.manifest_bytes, base, base_head.bundle_id),
     )
+
+
+class _BaseFailed(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+Stream = Callable[..., VerifiedBundle]
+
+
+def _both(delta: Stream, base: Stream, progress: StreamProgress | None) -> VerifiedBundle:
+    """Read the base in a second thread while this one reads the delta; the delta's
+    error first, else the base's (as _BaseFailed). A failed delta stops the base."""
+    both = _Progress(progress)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def read_base() -> None:
+        try:
+            base(progress=both.side("base", stop))
+        except BaseException as e:  # re-raised by the calling thread
+            failed.append(e)
+
+    worker = threading.Thread(target=read_base, name="mk8s-delta-base", daemon=True)
+    worker.start()
+    try:
+        v = delta(progress=both.side("delta", None))
+    except BaseException:
+        stop.set()
+        worker.join()
+        raise
+    worker.join()
+    if failed:
+        raise _BaseFailed(failed[0])
+    return v
 
 
 def _base_error(e: BaseException, needed: str, base: Path) -> BaseException:
