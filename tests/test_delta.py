@@ -215,3 +215,32 @@ def test_a_rebuild_that_differs_from_upstream_is_exit_3_and_leaves_nothing(
         )
     assert f"rebuilt artifacts/{IMAGES}" in str(e.value) and "not the pinned" in str(e.value)
     assert not dest.exists()
+
+
+def test_the_base_file_create_read_verifies_by_its_hash(
+    w: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delta pins the base file as create read it: that very file needs one sha256,
+    not a member-by-member pass; any other file gets the member-by-member pass."""
+    from mk8s.bundle.delta import verify as delta_verify
+
+    read: list[Path] = []
+    real = delta_verify.read_bundle
+
+    def counting(path: Path, *args: object, **kw: object) -> object:
+        read.append(path)
+        return real(path, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(delta_verify, "read_bundle", counting)
+    reader.verify_bundle(w.bundles["delta.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
+    assert read == [w.bundles["delta.tar.zst"]]
+    # the same release's bundle made again with an SBOM: another file, the same pinned
+    # artifacts: accepted, after every member was checked
+    old = w.bundle("old-sbom.tar.zst", w.lock(OLD), sbom="cyclonedx").bundle.path
+    read.clear()
+    v = reader.verify_bundle(w.bundles["delta.tar.zst"], trusted(w), base=old)
+    assert sorted(read) == sorted([w.bundles["delta.tar.zst"], old])
+    assert (
+        v.delta is not None
+        and v.delta.base_bundle_id != head(w.bundles["delta.tar.zst"]).delta.base.bundle_id
+    )  # type: ignore[union-attr]

@@ -111,6 +111,11 @@ def _open(path: Path) -> BinaryIO:
     return open_regular(path, what="bundle", fix="give the bundle file")
 
 
+def open_bundle(path: Path) -> BinaryIO:
+    """The bundle's bytes as one stream (a split bundle's parts in order)."""
+    return _open(path)
+
+
 def _reject_stream_error(e: BaseException, where: str) -> BundleRejected:
     if isinstance(e, ZstdFrameError):
         return BundleRejected(f"{e}", "get the bundle again; the file was damaged or altered")

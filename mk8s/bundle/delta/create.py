@@ -49,7 +49,7 @@ class BaseInput:
         stem = lock.bundle_name().removesuffix(".tar.zst")
         return f"{stem}.delta-from-{self.manifest.release.tag.replace('+', '-')}.tar.zst"
 
-    def ref(self, used: set[str]) -> BaseRef:
+    def ref(self, used: set[str], file_pin: tuple[int, str] | None) -> BaseRef:
         pins = [Pin(a.path, a.size, a.sha256) for a in self.manifest.artifacts if a.path in used]
         digest = hashlib.sha256(self.manifest_bytes).hexdigest()
         return BaseRef(
@@ -58,6 +58,7 @@ class BaseInput:
             file=self.file,
             tag=self.manifest.release.tag,
             artifacts=tuple(sorted(pins, key=lambda p: p.path)),
+            file_pin=file_pin,
         )
 
 
@@ -137,13 +138,13 @@ def write_delta(
     ``base`` to ``out``; scratch files live next to ``out`` and are removed."""
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        archives = base_archives(base, upstream, cache_dir, jobs, work / "base")
+        archives, file_pin = base_archives(base, upstream, cache_dir, jobs, work / "base")
         index = plan_mod.index_base(base.manifest, archives)
         planned = plan_mod.plan(manifest, files, base.manifest, index, work / "pieces")
         by_path = {a.path: a for a in manifest.artifacts}
         members = [_pin(path, f, by_path) for path, f in planned.files.items()]
         delta = Delta(
-            base=base.ref(planned.base_used),
+            base=base.ref(planned.base_used, file_pin),
             members=tuple(sorted(members, key=lambda p: p.path)),
             sources=tuple(sorted(planned.sources, key=lambda s: s.path)),
         )
@@ -170,9 +171,10 @@ def _pin(path: str, f: Path, artifacts: Mapping[str, Artifact]) -> Pin:
 
 def base_archives(
     base: BaseInput, upstream: UpstreamSettings, cache_dir: Path, jobs: int, work: Path
-) -> dict[str, Path]:
+) -> tuple[dict[str, Path], tuple[int, str] | None]:
     """The base's image archives as local files, each checked against the base's pins:
-    from the content cache, the base bundle, or upstream (in that order)."""
+    from the content cache, the base bundle, or upstream (in that order); and the base
+    bundle file's (size, sha256) once every member was checked (None for a lock)."""
     wanted = [a for a in base.manifest.artifacts if a.kind in plan_mod.ARCHIVE_KINDS]
     out: dict[str, Path] = {}
     for a in wanted:
@@ -180,10 +182,10 @@ def base_archives(
         if cached.is_file() and cached.stat().st_size == a.size:
             out[a.path] = cached
     rest = {a.path for a in wanted} - set(out)
-    if rest and base.bundle is not None:
-        _from_bundle(base, rest, work)
+    if base.bundle is not None:  # read through once: every member checked, file pinned
+        file_pin = _from_bundle(base, rest, work)
         out.update({p: work / p for p in rest})
-        rest = set()
+        return out, file_pin
     remote = [
         a for a in wanted if a.path in rest and (a.url or "").startswith(("http://", "https://"))
     ]
@@ -196,11 +198,12 @@ def base_archives(
     if items:
         fetched = fetch_mod.fetch(items, upstream, cache_dir, jobs)
         out.update({a.path: f.path for a, f in zip(remote, fetched, strict=True)})
-    return out
+    return out, None
 
 
-def _from_bundle(base: BaseInput, wanted: set[str], work: Path) -> None:
-    """Read the ``wanted`` artifacts out of the base bundle, each checked as it streams."""
+def _from_bundle(base: BaseInput, wanted: set[str], work: Path) -> tuple[int, str]:
+    """Check every member of the base bundle against its manifest, keeping the
+    ``wanted`` artifacts; the file's (size, sha256)."""
     assert base.bundle is not None
 
     def trust(manifest_bytes: bytes, sig_bytes: bytes) -> tuple[Lock, TrustedKey | None]:
@@ -210,13 +213,14 @@ def _from_bundle(base: BaseInput, wanted: set[str], work: Path) -> None:
 
     sink = _FileSink(work, wanted)
     try:
-        read_bundle(base.bundle, trust, sink=sink, hash_file=False)
+        v = read_bundle(base.bundle, trust, sink=sink)
     except BundleRejected as e:
         raise BundleRejected(
             f"--base {base.bundle} is damaged: {e.problem}", "give an intact base bundle"
         ) from e
     finally:
         sink.close()
+    return v.file_size, v.file_sha256
 
 
 __all__ = ["BaseInput", "DeltaWritten", "base_archives", "load_base", "write_delta"]

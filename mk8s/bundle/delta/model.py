@@ -155,24 +155,32 @@ class BaseRef:
     file: str
     tag: str
     artifacts: tuple[Pin, ...]
+    # The base bundle file as create read it (size, sha256), when it was given one: a
+    # base file with these bytes needs no member-by-member check to be verified.
+    file_pin: tuple[int, str] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "bundleId": self.bundle_id,
             "manifestSha256": self.manifest_sha256,
             "file": self.file,
             "tag": self.tag,
             "artifacts": [a.to_json() for a in self.artifacts],
         }
+        if self.file_pin is not None:
+            out["fileSize"], out["fileSha256"] = self.file_pin
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> BaseRef:
+        pin = (data["fileSize"], data["fileSha256"]) if "fileSha256" in data else None
         return cls(
             bundle_id=data["bundleId"],
             manifest_sha256=data["manifestSha256"],
             file=data["file"],
             tag=data["tag"],
             artifacts=tuple(Pin.from_json(a) for a in data["artifacts"]),
+            file_pin=pin,
         )
 
     def describe(self) -> str:
@@ -272,6 +280,8 @@ def _check_base(b: BaseRef) -> None:
     paths = [a.path for a in b.artifacts]
     if paths != sorted(paths) or len(set(paths)) != len(paths):
         raise ValueError("delta.base.artifacts must be sorted by path, each once")
+    if b.file_pin is not None:
+        _check_size_sha(b.file_pin[0], b.file_pin[1], "delta.base file")
     for a in b.artifacts:
         a.check("delta base artifact")
         if not a.path.startswith(ARTIFACT_DIR):
