@@ -236,6 +236,10 @@ def archive_size(arch: str, tag: str, name: str, configured: int) -> int:
     return max(configured, length + length // 256 + 1024 + MIN_PAD)
 
 
+# One int per (arch, tag, name), never evicted: a release listing reports the size of
+# about 1500 image tarballs, more than docker_archive_bytes keeps, and rebuilding them
+# for every listing cost seconds per test.
+@functools.cache
 def natural_size(arch: str, tag: str, name: str) -> int:
     """The smallest size :func:`image_archive` writes for ``name``."""
     return archive_size(arch, tag, name, 0)
