@@ -83,8 +83,7 @@ def load_base(path: Path) -> BaseInput:
             manifest = parse_manifest(head.manifest_bytes)
         except BundleRejected as e:
             raise InputError(f"--base {path} is not a usable bundle: {e.problem}") from e
-        name = path.name.removesuffix(".parts")
-        return _checked(BaseInput(manifest, head.manifest_bytes, name, path), path)
+        return _checked(BaseInput(manifest, head.manifest_bytes, _file_name(path), path), path)
     data = read_regular(path, what="--base", max_size=MAX_MANIFEST, error=LockError, fix=_NOT_DELTA)
     lock = Lock.from_bytes(data, source=str(path))
     if lock.kind == BUNDLE_KIND:  # an extracted mk8s-bundle.json: its exact bytes
@@ -101,6 +100,14 @@ def _checked(base: BaseInput, path: Path) -> BaseInput:
             _NOT_DELTA,
         )
     return base
+
+
+def _file_name(path: Path) -> str:
+    """The bundle's file name, also when ``path`` is its parts index or one part."""
+    from mk8s.bundle.parts import INDEX_SUFFIX, locate
+
+    index = locate(path)
+    return index.name.removesuffix(INDEX_SUFFIX) if index is not None else path.name
 
 
 def _split(path: Path) -> bool:

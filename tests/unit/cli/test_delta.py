@@ -113,7 +113,7 @@ def test_diff_of_a_delta_is_the_full_bundles(run_cli, w: World) -> None:  # type
     assert r.code == 0, r.err
 
 
-def test_split_delta_and_split_base(run_cli, w: World, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_split_delta_and_split_base(run_cli, w: World, tmp_path: Path, env: Path) -> None:  # type: ignore[no-untyped-def]
     pub = str(w.pub)
     for name in (DELTA, "old.tar.zst"):
         shutil.copy(w.bundles[name], tmp_path / name)
@@ -136,6 +136,14 @@ def test_split_delta_and_split_base(run_cli, w: World, tmp_path: Path) -> None: 
     )
     assert r.code == 0, r.err
     assert (tmp_path / "x" / "artifacts" / IMAGES).read_bytes() == w.up.asset_bytes(NEW, IMAGES)
+    # a delta made against the split base is the same delta, byte for byte
+    key, lock = str(w.dir / "mk8s.key"), str(w.locks["new.tar.zst"])
+    out = tmp_path / "again.tar.zst"
+    r = run_cli(
+        "bundle", "create", "--lock", lock, "--key", key, "--base", str(base), "-o", str(out)
+    )
+    assert r.code == 0, r.err
+    assert out.read_bytes() == w.bundles[DELTA].read_bytes()
     # a damaged part of the base is named
     part = tmp_path / "old.tar.zst.001"
     data = bytearray(part.read_bytes())
