@@ -253,8 +253,16 @@ class Lock:
         return replace(self, kind=LOCK_KIND, created_by=None, delta=None)
 
     def whole(self) -> Lock:
-        """A delta's manifest as the full bundle's of the same release would be."""
-        return replace(self, delta=None)
+        """A delta's manifest as the full bundle's of the same release would be, except
+        for an image archive the delta places in another encoding (its pins then)."""
+        if self.delta is None:
+            return self
+        placed = self.delta.placed()
+        arts = tuple(
+            replace(a, size=placed[a.path][0], sha256=placed[a.path][1]) if a.path in placed else a
+            for a in self.artifacts
+        )
+        return replace(self, delta=None, artifacts=arts)
 
     def members(self) -> tuple[Artifact, ...]:
         """The archive members after the signature, in order: every artifact, or what

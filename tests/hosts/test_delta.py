@@ -103,3 +103,32 @@ def test_the_full_bundle_after_the_delta_changes_nothing(
     words = ("systemctl restart", "systemctl start", "INSTALL_RKE2_", "drain")
     assert not [c for c in commands if any(w in c for w in words)], commands
     assert set(versions(hs).values()) == {NEW}
+
+
+# -- a release another zstd built: the archive is placed as a raw-block zstd frame --------
+@pytest.fixture(scope="module")
+def fallback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with world(tmp_path_factory.mktemp("delta-fb"), image_size=2 << 20, zstd_level=12) as w:
+        yield w
+
+
+def test_a_delta_of_a_release_another_zstd_built_upgrades_too(
+    tmp_path_factory: pytest.TempPathFactory, fallback: World
+) -> None:
+    """The stand-in accepts the re-packed archive by its content, as RKE2 imports any
+    tarball holding its release's images."""
+    d = tmp_path_factory.mktemp("delta-fb-cluster")
+    w = fallback
+    with hostset_for_tests(1, d / "hosts", names=["f1"]) as hs:
+        write_cluster(d / "cluster.yaml", hs, [("f1", "server")], name="delta")
+        r = deploy(d, w.bundles["old.tar.zst"], w.pub)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = deploy(d, w.bundles["delta.tar.zst"], w.pub, "--base", str(w.bundles["old.tar.zst"]))
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = hs.by_name("f1").run(
+            "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
+            " get nodes -o jsonpath='{.items[0].status.nodeInfo.kubeletVersion}'"
+        )
+        assert got.stdout.strip() == NEW, got.stdout + got.stderr
+        files = placed(hs, "f1")
+        assert set(files) == {IMAGES} and files[IMAGES] != w.up.asset_sha256(NEW, IMAGES)

@@ -79,15 +79,16 @@ class World:
 
 
 @contextlib.contextmanager
-def world(d: Path, *, image_size: int = IMAGE_SIZE) -> Iterator[World]:
+def world(d: Path, *, image_size: int = IMAGE_SIZE, zstd_level: int = 16) -> Iterator[World]:
     """The example upstream and the full bundles of OLD and NEW, plus the delta of NEW
-    against OLD (``old``, ``new``, ``delta``)."""
+    against OLD (``old``, ``new``, ``delta``). ``zstd_level``: the upstream's image
+    archives' (another level than RKE2's -16 models a release built by another zstd)."""
     d.mkdir(parents=True, exist_ok=True)
     files = keys.write_key_pair(keys.generate_private_key(), d / "mk8s", None)
     key = keys.load_private_key(files.private, lambda: None)
     site = d / "site-manifests.yaml"  # unchanged between the releases: from the base
     site.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\n")
-    with ExampleUpstream(image_size=image_size) as up:
+    with ExampleUpstream(image_size=image_size, image_zstd_level=zstd_level) as up:
         w = World(d, up, key, files.public, files=(site,))
         w.bundle("old.tar.zst", w.lock(OLD))
         new_lock = w.lock(NEW)

@@ -172,4 +172,48 @@ def compress(
             w.write(piece)
 
 
-__all__ = ["compress", "content", "find_parameters", "frame_info", "library"]
+#: A raw block holds at most this much (zstd's block size limit and the window below).
+RAW_BLOCK = 1 << 17
+# Frame header of a raw-block frame: an 8-byte content size, no checksum, no dictionary,
+# and a 128 KiB window (Window_Descriptor 0x38: exponent 7), which every raw block fits.
+_RAW_FHD = bytes([0xC0])
+_RAW_WINDOW = bytes([0x38])
+
+
+def store(content_size: int, pieces: Iterable[bytes], out: Callable[[bytes], object]) -> None:
+    """Write ``pieces`` (exactly ``content_size`` bytes) as one zstd frame of raw blocks:
+    the same bytes from any zstd version (no compression happens), read by every zstd
+    decoder. For archives whose upstream compression this zstd cannot reproduce."""
+    out(MAGIC + _RAW_FHD + _RAW_WINDOW + content_size.to_bytes(8, "little"))
+    left = content_size
+    buf = bytearray()
+    for piece in pieces:
+        buf += piece
+        while len(buf) >= RAW_BLOCK and left > RAW_BLOCK:  # not the last block yet
+            _raw_block(bytes(buf[:RAW_BLOCK]), last=False, out=out)
+            del buf[:RAW_BLOCK]
+            left -= RAW_BLOCK
+    if len(buf) != left:
+        raise ValueError(f"{content_size} bytes announced, {content_size - left + len(buf)} given")
+    _raw_block(bytes(buf), last=True, out=out)
+
+
+def stored_size(content_size: int) -> int:
+    """The size of :func:`store`'s frame for ``content_size`` bytes."""
+    blocks = max(1, -(-content_size // RAW_BLOCK))
+    return len(MAGIC) + 2 + 8 + 3 * blocks + content_size
+
+
+def _raw_block(data: bytes, *, last: bool, out: Callable[[bytes], object]) -> None:
+    out((int(last) | len(data) << 3).to_bytes(3, "little") + data)
+
+
+__all__ = [
+    "compress",
+    "content",
+    "find_parameters",
+    "frame_info",
+    "library",
+    "store",
+    "stored_size",
+]

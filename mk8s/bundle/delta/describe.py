@@ -27,6 +27,11 @@ def inspect_lines(m: Lock) -> list[str]:
     for s in d.sources:
         if s.base is not None:
             lines.append(f"  {s.path}: from the base's {s.base}")
+        elif s.placed is not None:
+            lines.append(
+                f"  {s.path}: rebuilt from {s.recipe} as an uncompressed zstd frame"
+                f" ({ui.human_bytes(s.placed[0])}; no zstd here reproduces upstream's bytes)"
+            )
         elif s.zstd is not None:
             z = s.zstd
             lines.append(

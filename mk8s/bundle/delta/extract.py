@@ -192,7 +192,9 @@ class _Rebuilder:
         with open(target, "xb") as f:
             out = _Hashing(f)
             pieces = self._pieces(art, rec, h)
-            if source.zstd is None:
+            if source.placed is not None:  # no zstd reproduced upstream's bytes
+                codec.store(rec.content_size, pieces, out.write)
+            elif source.zstd is None:
                 for piece in pieces:
                     out.write(piece)
             else:

@@ -36,6 +36,7 @@ _MEMBER = re.compile(
 )
 FROM_BASE = "base"
 FROM_REBUILD = "rebuild"
+RAW_BLOCKS = "zstd-raw-blocks"  # the only encoding of a placed archive
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,9 @@ class Source:
     content: tuple[int, str] | None = None  # rebuilt: (size, sha256) of the archive's tar
     zstd: Zstd | None = None  # rebuilt: compress the tar with these (None: a plain tar)
     tail: str | None = None  # rebuilt: the member holding the bytes after the zstd frame
+    # rebuilt when no zstd reproduces upstream's bytes: the tar in a frame of raw zstd
+    # blocks, which is placed instead of upstream's file; its (size, sha256)
+    placed: tuple[int, str] | None = None
 
     @property
     def kind(self) -> str:
@@ -126,6 +130,12 @@ class Source:
             out["zstd"] = self.zstd.to_json()
         if self.tail is not None:
             out["tail"] = self.tail
+        if self.placed is not None:
+            out["placed"] = {
+                "encoding": RAW_BLOCKS,
+                "size": self.placed[0],
+                "sha256": self.placed[1],
+            }
         return out
 
     @classmethod
@@ -133,12 +143,14 @@ class Source:
         if data["from"] == FROM_BASE:
             return cls(path=data["path"], base=data["base"])
         content = data["content"]
+        placed = data.get("placed")
         return cls(
             path=data["path"],
             recipe=data["recipe"],
             content=(content["size"], content["sha256"]),
             zstd=Zstd.from_json(data["zstd"]) if "zstd" in data else None,
             tail=data.get("tail"),
+            placed=(placed["size"], placed["sha256"]) if placed is not None else None,
         )
 
     def members(self) -> tuple[str, ...]:
@@ -222,6 +234,10 @@ class Delta:
     def source(self, path: str) -> Source | None:
         return next((s for s in self.sources if s.path == path), None)
 
+    def placed(self) -> dict[str, tuple[int, str]]:
+        """Artifacts placed as raw-block frames instead of upstream's bytes: their pins."""
+        return {s.path: s.placed for s in self.sources if s.placed is not None}
+
     def check(self, artifacts: Iterable[tuple[str, int, str]]) -> None:
         """ValueError unless the section is consistent with the artifacts it describes
         ((path, size, sha256) of each): every artifact carried or sourced exactly once."""
@@ -262,7 +278,11 @@ class Delta:
         for p in s.members():
             if not p.startswith(DELTA_DIR) or self.member(p) is None:
                 raise ValueError(f"delta source {s.path}: {p!r} is not a delta/ member")
-        if s.zstd is None and (s.tail is not None or s.content != arts[s.path]):
+        if s.placed is not None:
+            _check_size_sha(s.placed[0], s.placed[1], f"delta source {s.path} placed")
+            if s.zstd is not None or s.tail is not None:
+                raise ValueError(f"delta source {s.path}: a placed archive has no zstd or tail")
+        elif s.zstd is None and (s.tail is not None or s.content != arts[s.path]):
             raise ValueError(f"delta source {s.path}: a plain tar is its own content")
 
 

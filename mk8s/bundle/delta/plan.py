@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -142,22 +142,24 @@ def _rebuild(
         size = recipe.scan(stream, sink)
     if not any(sha in index for _, _, sha in sink.blobs):
         return False  # nothing of it is in the base
-    zstd = None
+    zstd = placed = None
     tail = b""
     with open(path, "rb") as f:
         info = codec.frame_info(f)
     if info is not None:
         found = codec.find_parameters(path, size)
         if found is None:
+            placed = _placed(path, size)
             out.notes.append(
-                f"{art.name} travels whole: zstd {codec.library()} does not reproduce its"
-                " compressed bytes, so they cannot be rebuilt from their blobs"
+                f"{art.name}: zstd {codec.library()} does not reproduce upstream's compressed"
+                f" bytes; it is rebuilt from its blobs into an uncompressed zstd frame"
+                f" ({placed[0]} bytes, not upstream's {art.size}), placed on nodes instead"
             )
-            return False
-        zstd, frame_length = found
-        with open(path, "rb") as f:
-            f.seek(frame_length)
-            tail = f.read()
+        else:
+            zstd, frame_length = found
+            with open(path, "rb") as f:
+                f.seek(frame_length)
+                tail = f.read()
     elif (size, sink.hash.hexdigest()) != (art.size, art.sha256):
         return False
     segments = _split(path, sink.blobs, index, work, stem + ".skel", out)
@@ -168,11 +170,26 @@ def _rebuild(
         tail_member = stem + ".tail"
         _write(work, tail_member, tail, out)
     content = (size, rec.content_sha256)
-    out.sources.append(
-        Source(art.path, recipe=stem + ".recipe", content=content, zstd=zstd, tail=tail_member)
-    )
+    rebuilt = Source(art.path, recipe=stem + ".recipe", content=content, zstd=zstd)
+    out.sources.append(replace(rebuilt, tail=tail_member, placed=placed))
     out.base_used.update(rec.base_paths())
     return True
+
+
+def _placed(path: Path, size: int) -> tuple[int, str]:
+    """(size, sha256) of the archive's tar as one frame of raw zstd blocks."""
+    h = hashlib.sha256()
+    n = 0
+
+    def out(data: bytes) -> None:
+        nonlocal n
+        h.update(data)
+        n += len(data)
+
+    with open(path, "rb") as f:
+        stream = codec.content(f)
+        codec.store(size, iter(lambda: stream.read(recipe.CHUNK), b""), out)
+    return n, h.hexdigest()
 
 
 class _Splitter:

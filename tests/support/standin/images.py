@@ -153,9 +153,8 @@ def _layers(arch: str, image: imagesets.Image, share: int, base: int, salt: str)
 Member = tuple[str, int, Callable[[], Iterator[bytes]]]
 
 
-def _members(arch: str, tag: str, name: str, size: int, salt: str, real: bool) -> list[Member]:
-    """The archive's members in order: (name, length, producer). ``real=False`` uses
-    placeholder digests of the same length (for sizes, without hashing any layer)."""
+def _members(arch: str, tag: str, name: str, size: int, salt: str) -> list[Member]:
+    """The archive's members in order: (name, length, producer)."""
     imgs = _images_of(tag, name)
     budget = _budget(size)
     base = budget * 4 // 100
@@ -164,44 +163,53 @@ def _members(arch: str, tag: str, name: str, size: int, salt: str, real: bool) -
     manifest = []
     for img in imgs:
         layers = _layers(arch, img, (budget - base) * img.weight // weights, base, salt)
-        ids = [_diff_id(x) if real else "0" * 64 for x in layers]
+        ids = [_diff_id(x) for x in layers]
         config = _config(arch, img.ref, ids)
         chain = ""
         paths = []
         for layer, diff in zip(layers, ids, strict=True):
-            chain = hashlib.sha256(f"{chain}{diff}".encode()).hexdigest() if real else "1" * 64
+            chain = hashlib.sha256(f"{chain}{diff}".encode()).hexdigest()
             paths.append(f"{chain}/layer.tar")
             files[f"{chain}/layer.tar"] = (f"{chain}/layer.tar", layer.tar_length, _gen(layer))
             files[f"{chain}/VERSION"] = _small(f"{chain}/VERSION", b"1.0")
             files[f"{chain}/json"] = _small(f"{chain}/json", json.dumps({"id": chain}).encode())
-        cfg = hashlib.sha256(config).hexdigest() if real else "2" * 64
+        cfg = hashlib.sha256(config).hexdigest()
         files[f"{cfg}.json"] = _small(f"{cfg}.json", config)
         manifest.append({"Config": f"{cfg}.json", "RepoTags": [img.ref], "Layers": paths})
     head = [
         _small("manifest.json", json.dumps(manifest).encode()),
         _small("repositories", b"{}"),
     ]
-    if not real:  # placeholder names collide: count every member once per image
-        return head + _placeholder_files(imgs, arch, budget, base, weights, salt)
     return head + [files[n] for n in sorted(files)]
 
 
-def _placeholder_files(
-    imgs: list[imagesets.Image], arch: str, budget: int, base: int, weights: int, salt: str
-) -> list[Member]:
-    """The members' lengths when nothing is hashed: layers shared between images
-    (same key) are stored once, as in the real archive."""
+# The lengths of members whose content is a fixed-length digest, for sizes computed
+# without hashing anything (every digest is 64 hex digits).
+_LAYER_JSON = len(json.dumps({"id": "0" * 64}))
+_MANIFEST_ENTRY = len(json.dumps({"Config": "0" * 64 + ".json", "RepoTags": [""], "Layers": []}))
+_LAYER_PATH = len(json.dumps("0" * 64 + "/layer.tar"))
+
+
+def _member_sizes(arch: str, tag: str, name: str, size: int) -> list[int]:
+    """The lengths of :func:`_members` without hashing any layer: layers shared between
+    images (same key) are stored once, as in the real archive."""
+    imgs = _images_of(tag, name)
+    budget = _budget(size)
+    base = budget * 4 // 100
+    weights = sum(i.weight for i in imgs)
     seen: set[_Layer] = set()
-    out: list[Member] = []
+    out: list[int] = []
+    manifest = 2 + 2 * (len(imgs) - 1)  # "[" "]" and ", " between entries
     for img in imgs:
-        share = (budget - base) * img.weight // weights
-        for layer in _layers(arch, img, share, base, salt):
+        layers = _layers(arch, img, (budget - base) * img.weight // weights, base, "")
+        manifest += _MANIFEST_ENTRY + len(json.dumps(img.ref)) - 2
+        manifest += len(layers) * _LAYER_PATH + 2 * (len(layers) - 1)
+        for layer in layers:
             if layer not in seen:
                 seen.add(layer)
-                out += [("l", layer.tar_length, _gen(layer)), _small("v", b"1.0")]
-                out.append(_small("j", json.dumps({"id": "1" * 64}).encode()))
-        out.append(_small("c", _config(arch, img.ref, ["0" * 64] * 3)))
-    return out
+                out += [layer.tar_length, 3, _LAYER_JSON]
+        out.append(len(_config(arch, img.ref, ["0" * 64] * len(layers))))
+    return [manifest, 2, *out]
 
 
 def _config(arch: str, ref: str, diff_ids: list[str]) -> bytes:
@@ -232,7 +240,7 @@ def archive_size(arch: str, tag: str, name: str, configured: int) -> int:
     archive (always from REAL_FROM on), else the bound zstd's output cannot exceed."""
     if configured >= REAL_FROM:
         return configured
-    length = _tar_length([m[1] for m in _members(arch, tag, name, configured, "", False)])
+    length = _tar_length(_member_sizes(arch, tag, name, configured))
     return max(configured, length + length // 256 + 1024 + MIN_PAD)
 
 
@@ -246,10 +254,10 @@ def natural_size(arch: str, tag: str, name: str) -> int:
 
 
 # -- writing ------------------------------------------------------------------------------
-def _compressor() -> zstandard.ZstdCompressor:
+def _compressor(level: int = 16) -> zstandard.ZstdCompressor:
     # upstream: rancher/rke2 scripts/package-images: zstd -T0 -16 -f --long=25
     params = zstandard.ZstdCompressionParameters(
-        compression_level=16,
+        compression_level=level,
         window_log=25,
         enable_ldm=1,
         threads=max(1, os.cpu_count() or 1),
@@ -272,11 +280,13 @@ class _Counter:
         pass
 
 
-def _write_archive(f: BinaryIO, arch: str, tag: str, name: str, size: int, salt: str) -> int:
-    members = _members(arch, tag, name, size, salt, True)
+def _write_archive(
+    f: BinaryIO, arch: str, tag: str, name: str, size: int, salt: str, level: int
+) -> int:
+    members = _members(arch, tag, name, size, salt)
     length = _tar_length([m[1] for m in members])
     out = _Counter(f)
-    with _compressor().stream_writer(out, size=length, closefd=False) as z:  # type: ignore[arg-type]
+    with _compressor(level).stream_writer(out, size=length, closefd=False) as z:  # type: ignore[arg-type]
         written = 0
         for mname, n, produce in members:
             info = tarfile.TarInfo(mname)
@@ -291,11 +301,12 @@ def _write_archive(f: BinaryIO, arch: str, tag: str, name: str, size: int, salt:
 
 
 def image_archive_writer(
-    arch: str, tag: str, name: str, size: int, key: str
+    arch: str, tag: str, name: str, size: int, key: str, *, level: int = 16
 ) -> Callable[[BinaryIO], None]:
     """A writer of the archive padded to ``max(size, natural_size)`` bytes; the padding
     (at least 16 bytes) is derived from ``key``, so a new key (upstream drift) makes
-    new bytes of the same size."""
+    new bytes of the same size. ``level``: zstd's, RKE2's -16 unless a test models a
+    release that another zstd built."""
 
     # The drift generation (the key's 4th field) salts the images: a re-published
     # tarball holds the same names and tags at new digests, as a real re-publication.
@@ -304,7 +315,7 @@ def image_archive_writer(
 
     def write(f: BinaryIO) -> None:
         total = archive_size(arch, tag, name, size)
-        data_len = _write_archive(f, arch, tag, name, total, salt)
+        data_len = _write_archive(f, arch, tag, name, total, salt, level)
         left = total - data_len
         if left < MIN_PAD:
             raise AssertionError(f"{name}: archive of {data_len} bytes does not fit {total}")
