@@ -193,3 +193,17 @@ def test_delta_audit_recipe_with_stock_tools(w: World, tmp_path: Path) -> None:
     # with the wrong base, the same recipe fails
     r = _audit(w, tmp_path / "b", w.bundles[DELTA], w.bundles["new.tar.zst"])
     assert r.returncode != 0 and "FAILED" in r.stdout + r.stderr
+
+
+def test_deploy_dry_run_with_and_without_the_base(run_cli, w: World, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.clusters import cluster_text, write_cluster
+
+    nodes = "    - {address: 10.0.0.1, name: cp1, role: server}\n"
+    c = str(write_cluster(tmp_path, cluster_text(nodes=nodes), "cluster.yaml"))
+    pub, delta, base = str(w.pub), str(w.bundles[DELTA]), str(w.bundles["old.tar.zst"])
+    r = run_cli("deploy", "-f", c, "--bundle", delta, "--key", pub, "--dry-run")
+    assert r.code == 3 and "old.tar.zst" in r.err and OLD in r.err, r.err
+    r = run_cli("deploy", "-f", c, "--bundle", delta, "--key", pub, "--base", base, "--dry-run")
+    assert r.code == 0, r.err
+    full_id = reader.read_head(w.bundles["new.tar.zst"]).bundle_id
+    assert f"bundle {full_id} (RKE2 {NEW}), verified" in r.out, r.out
