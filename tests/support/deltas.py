@@ -18,7 +18,11 @@ from pathlib import Path
 
 import zstandard
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle import lock as locking
+from mk8s.bundle.format import keys
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from tests.support.upstream import ExampleUpstream
 
 OLDER = "v1.28.13+rke2r1"
@@ -39,22 +43,22 @@ class World:
     files: tuple[Path, ...] = ()  # the operator's files every release carries
 
     @property
-    def settings(self) -> upstream.UpstreamSettings:
+    def settings(self) -> UpstreamSettings:
         up = self.up
-        return upstream.UpstreamSettings(
+        return UpstreamSettings(
             api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
         )
 
-    def lock(self, tag: str) -> create.Lock:
-        settings = create.LockSettings(
+    def lock(self, tag: str) -> Lock:
+        settings = locking.LockSettings(
             spec=tag, upstream=self.settings, cache_dir=self.dir / "cache", files=self.files
         )
-        return create.lock_release(settings)
+        return locking.lock_release(settings)
 
     def bundle(
         self,
         name: str,
-        lock: create.Lock,
+        lock: Lock,
         base: Path | None = None,
         cache: str = "cache",
         **kw: object,
@@ -88,7 +92,10 @@ def world(d: Path, *, image_size: int = IMAGE_SIZE, zstd_level: int = 16) -> Ite
     key = keys.load_private_key(files.private, lambda: None)
     site = d / "site-manifests.yaml"  # unchanged between the releases: from the base
     site.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: site}\n")
-    with ExampleUpstream(image_size=image_size, image_zstd_level=zstd_level) as up:
+    # only the archive the bundles carry is big: the release's others stay small (its
+    # checksum file lists them all, so each is generated)
+    sizes = {IMAGES: image_size}
+    with ExampleUpstream(sizes=sizes, image_zstd_level=zstd_level) as up:
         w = World(d, up, key, files.public, files=(site,))
         w.bundle("old.tar.zst", w.lock(OLD))
         new_lock = w.lock(NEW)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from mk8s.bundle.delta.model import BaseRef
-from mk8s.bundle.keys import TrustedKey
-from mk8s.bundle.manifest import Lock
-from mk8s.bundle.reader import BundleHead, Trust, parse_manifest, read_head
+from mk8s.bundle.format.keys import TrustedKey
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.format.reader import BundleHead, Trust, parse_manifest, read_head
 from mk8s.errors import BundleRejected, Mk8sError
 
 
@@ -87,7 +87,7 @@ def base_trust(ref: BaseRef, given: Path, head_bytes: bytes) -> Trust:
 
 def _has_parts(path: Path) -> bool:
     """A split bundle's index, part, or unsplit name whose parts exist."""
-    from mk8s.bundle.parts import locate
+    from mk8s.bundle.format.parts import locate
 
     try:
         return locate(path) is not None

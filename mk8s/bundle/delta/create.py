@@ -19,15 +19,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mk8s.bundle import fetch as fetch_mod
 from mk8s.bundle.delta import plan as plan_mod
 from mk8s.bundle.delta.extract import _FileSink
 from mk8s.bundle.delta.model import BLOB_DIR, BaseRef, Delta, Pin
-from mk8s.bundle.keys import Signature, TrustedKey
-from mk8s.bundle.manifest import BUNDLE_KIND, Artifact, Lock, bundle_id
-from mk8s.bundle.reader import parse_manifest, read_bundle, read_head
-from mk8s.bundle.upstream import UpstreamSettings
-from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
+from mk8s.bundle.format.keys import Signature, TrustedKey
+from mk8s.bundle.format.manifest import BUNDLE_KIND, Artifact, Lock, bundle_id
+from mk8s.bundle.format.reader import parse_manifest, read_bundle, read_head
+from mk8s.bundle.format.writer import WriteSettings, WrittenBundle, write_bundle
+from mk8s.bundle.upstream import fetch as fetch_mod
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.errors import BundleRejected, InputError, LockError, Mk8sError
 from mk8s.files import read_regular
 
@@ -104,7 +104,7 @@ def _checked(base: BaseInput, path: Path) -> BaseInput:
 
 def _file_name(path: Path) -> str:
     """The bundle's file name, also when ``path`` is its parts index or one part."""
-    from mk8s.bundle.parts import INDEX_SUFFIX, locate
+    from mk8s.bundle.format.parts import INDEX_SUFFIX, locate
 
     index = locate(path)
     return index.name.removesuffix(INDEX_SUFFIX) if index is not None else path.name
@@ -112,7 +112,7 @@ def _file_name(path: Path) -> str:
 
 def _split(path: Path) -> bool:
     """Whether ``path`` names a split bundle whose parts index exists."""
-    from mk8s.bundle.parts import locate
+    from mk8s.bundle.format.parts import locate
 
     try:
         index = locate(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mk8s import ui
 from mk8s.bundle.delta.model import BLOB_DIR, DELTA_DIR
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format.manifest import Lock
 
 
 def inspect_lines(m: Lock) -> list[str]:

@@ -24,16 +24,16 @@ from typing import BinaryIO
 from mk8s.bundle.delta import codec, recipe
 from mk8s.bundle.delta.model import Delta, Source
 from mk8s.bundle.delta.verify import delta_head, verify_delta
-from mk8s.bundle.extract import _make_dirs
-from mk8s.bundle.keys import TrustedKey
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format.extract import _make_dirs
+from mk8s.bundle.format.keys import TrustedKey
+from mk8s.bundle.format.manifest import (
     EXECUTABLE_KINDS,
     MANIFEST_NAME,
     SIGNATURE_NAME,
     Artifact,
     Lock,
 )
-from mk8s.bundle.reader import VerifiedBundle
+from mk8s.bundle.format.reader import VerifiedBundle
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import BundleRejected, OutputError
 

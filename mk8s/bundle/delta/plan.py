@@ -23,7 +23,7 @@ from typing import BinaryIO
 from mk8s.bundle.delta import codec, recipe
 from mk8s.bundle.delta.model import BLOB_DIR, DELTA_DIR, Source
 from mk8s.bundle.delta.recipe import BASE_PREFIX, Recipe, Segment
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
 
 #: Kinds whose files are image archives a delta may split into blobs.
 ARCHIVE_KINDS = frozenset({ArtifactKind.IMAGES, ArtifactKind.IMAGE})

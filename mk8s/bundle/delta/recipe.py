@@ -27,8 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
-from mk8s.bundle import tarfmt
 from mk8s.bundle.delta.model import HEX64
+from mk8s.bundle.format import tarfmt
 
 MAGIC = "mk8s-delta-recipe 1"
 #: Regular members at least this big are blobs; smaller ones stay in the skeleton.

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from mk8s.bundle.delta import codec
 from mk8s.bundle.delta.base import base_trust, open_base
-from mk8s.bundle.keys import TrustedKey, verify_signature
-from mk8s.bundle.manifest import Lock
-from mk8s.bundle.reader import (
+from mk8s.bundle.format.keys import TrustedKey, verify_signature
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.format.reader import (
     ArtifactSink,
     Trust,
     VerifiedBundle,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import reader
+from mk8s.bundle.format import reader
 from tests.support.deltas import IMAGES, NEW, OLD, World, world
 from tests.support.paths import ROOT
 

@@ -15,7 +15,7 @@ import pytest
 
 from mk8s.bundle.delta import recipe
 from mk8s.bundle.delta.model import BaseRef, Delta, Pin, Source, Zstd
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format.manifest import Lock
 from mk8s.errors import LockError
 from tests.support import bundles
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys, reader
 from mk8s.bundle.delta import codec
-from mk8s.bundle.manifest import Lock, bundle_id
+from mk8s.bundle.format import keys, reader
+from mk8s.bundle.format.extract import extract_bundle
+from mk8s.bundle.format.manifest import Lock, bundle_id
 from mk8s.errors import BundleRejected, InputError
 from tests.support import bundles as craft
 from tests.support.deltas import IMAGES, NEW, OLD, OLDER, World, tar_blobs, tree, world
@@ -82,10 +83,8 @@ def test_verify_with_its_base_is_verify_of_the_full_bundle(w: World) -> None:
 
 def test_extract_with_its_base_is_the_full_bundle_byte_for_byte(w: World, tmp_path: Path) -> None:
     ts = trusted(w)
-    reader.extract_bundle(
-        w.bundles["delta.tar.zst"], ts, tmp_path / "d", base=w.bundles["old.tar.zst"]
-    )
-    reader.extract_bundle(w.bundles["new.tar.zst"], ts, tmp_path / "f")
+    extract_bundle(w.bundles["delta.tar.zst"], ts, tmp_path / "d", base=w.bundles["old.tar.zst"])
+    extract_bundle(w.bundles["new.tar.zst"], ts, tmp_path / "f")
     got, want = tree(tmp_path / "d" / "artifacts"), tree(tmp_path / "f" / "artifacts")
     assert got == want and "rke2-images.linux-amd64.tar.zst" in str(got)
     assert (tmp_path / "d" / "artifacts" / IMAGES).read_bytes() == w.up.asset_bytes(NEW, IMAGES)
@@ -135,7 +134,7 @@ def test_a_missing_base_is_exit_3_naming_it(w: World, tmp_path: Path) -> None:
         _names_the_base(w, msg)
         assert "--base" in msg
     with pytest.raises(BundleRejected) as e:
-        reader.extract_bundle(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x")
+        extract_bundle(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x")
     _names_the_base(w, str(e.value))
     assert not (tmp_path / "x").exists()
 
@@ -148,7 +147,7 @@ def test_a_wrong_base_is_exit_3_naming_it(w: World, tmp_path: Path) -> None:
     msg = _rejected(w, w.bundles["new.tar.zst"])  # the full bundle of the same release
     _names_the_base(w, msg)
     with pytest.raises(BundleRejected):
-        reader.extract_bundle(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x", base=older)
+        extract_bundle(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x", base=older)
     assert not (tmp_path / "x").exists()
 
 
@@ -210,9 +209,7 @@ def test_a_rebuild_that_differs_from_upstream_is_exit_3_and_leaves_nothing(
     monkeypatch.setattr(codec, "compressor", lambda z: real(dataclasses.replace(z, level=3)))
     dest = tmp_path / "x"
     with pytest.raises(BundleRejected) as e:
-        reader.extract_bundle(
-            w.bundles["delta.tar.zst"], trusted(w), dest, base=w.bundles["old.tar.zst"]
-        )
+        extract_bundle(w.bundles["delta.tar.zst"], trusted(w), dest, base=w.bundles["old.tar.zst"])
     assert f"rebuilt artifacts/{IMAGES}" in str(e.value) and "not the pinned" in str(e.value)
     assert not dest.exists()
 
