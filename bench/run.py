@@ -17,13 +17,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.measure import BenchError, human_bytes, parse_size
 from bench.rows import Row, table
+
+if TYPE_CHECKING:
+    from bench.upload import Net
 
 ROWS = (
     "create",
@@ -102,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         parse_size(a.upload_size) if a.upload_size else min(1 << 30, max(1 << 20, total // 2))
     )
     rounds = max(1, a.rounds)
-    from bench.data import dataset
     from bench.upload import Net
 
     net = Net(prefix=a.host_prefix, subnet=a.host_subnet)
@@ -118,44 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     def note(name: str) -> None:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
-    bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "uplink"} & set(only)
     try:
-        if needs_data:
-            note("preparing data")
-            with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
-                if bundle_rows & set(only):
-                    from bench.bundle import create_row, verify_inspect_rows
-
-                    note("create")
-                    create, bundle = create_row(ds, rounds if "create" in only else 1, jobs())
-                    if "create" in only:
-                        rows["create"] = create
-                    if {"verify", "inspect"} & set(only):
-                        note("verify / inspect")
-                        verify, inspect = verify_inspect_rows(ds, bundle, rounds)
-                        rows["verify"], rows["inspect"] = verify, inspect
-                    if "verify-split" in only:
-                        from bench.split import verify_split_row
-
-                        note("verify-split")
-                        rows["verify-split"] = verify_split_row(ds, bundle, rounds)
-                if {"deploy-scale", "deploy-rerun"} & set(only):
-                    from bench.deploy import deploy_rows
-
-                    note("deploy")
-                    scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
-                    rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
-                if "uplink" in only:
-                    from bench.uplink import uplink_row
-
-                    note("uplink")
-                    rows["uplink"] = uplink_row(ds, net, agents=a.agents)
-                if "upgrade" in only:
-                    from bench.upgrade import upgrade_row
-
-                    note("upgrade")
-                    rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+        rows.update(_dataset_rows(a, only, total, rounds, net, note))
         if {"delta-size", "delta-verify"} & set(only):
             from bench.delta import delta_rows
 
@@ -186,6 +154,60 @@ def main(argv: list[str] | None = None) -> int:
         }
         a.json_out.write_text(json.dumps(data, indent=2) + "\n")
     return 0
+
+
+def _dataset_rows(
+    a: argparse.Namespace,
+    only: list[str],
+    total: int,
+    rounds: int,
+    net: Net,  # bench.upload.Net
+    note: Callable[[str], None],
+) -> dict[str, Row]:
+    """The rows that run on the generated release (bench.data): bundle, deploy, uplink,
+    upgrade."""
+    from bench.data import dataset
+
+    rows: dict[str, Row] = {}
+    bundle_rows = {"create", "verify", "inspect", "verify-split"}
+    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "uplink"} & set(only)
+    if not needs_data:
+        return rows
+    note("preparing data")
+    with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
+        if bundle_rows & set(only):
+            from bench.bundle import create_row, verify_inspect_rows
+
+            note("create")
+            create, bundle = create_row(ds, rounds if "create" in only else 1, jobs())
+            if "create" in only:
+                rows["create"] = create
+            if {"verify", "inspect"} & set(only):
+                note("verify / inspect")
+                verify, inspect = verify_inspect_rows(ds, bundle, rounds)
+                rows["verify"], rows["inspect"] = verify, inspect
+            if "verify-split" in only:
+                from bench.split import verify_split_row
+
+                note("verify-split")
+                rows["verify-split"] = verify_split_row(ds, bundle, rounds)
+        if {"deploy-scale", "deploy-rerun"} & set(only):
+            from bench.deploy import deploy_rows
+
+            note("deploy")
+            scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
+            rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
+        if "uplink" in only:
+            from bench.uplink import uplink_row
+
+            note("uplink")
+            rows["uplink"] = uplink_row(ds, net, agents=a.agents)
+        if "upgrade" in only:
+            from bench.upgrade import upgrade_row
+
+            note("upgrade")
+            rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+    return rows
 
 
 def jobs() -> int:
