@@ -39,6 +39,7 @@ ROWS = (
     "deploy-scale",
     "deploy-rerun",
     "upgrade",
+    "restore",
     "uplink",
     "delta-size",
     "delta-verify",
@@ -165,12 +166,13 @@ def _dataset_rows(
     note: Callable[[str], None],
 ) -> dict[str, Row]:
     """The rows that run on the generated release (bench.data): bundle, deploy, uplink,
-    upgrade."""
+    upgrade, restore."""
     from bench.data import dataset
 
     rows: dict[str, Row] = {}
     bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "uplink"} & set(only)
+    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "restore", "uplink"}
+    needs_data &= set(only)
     if not needs_data:
         return rows
     note("preparing data")
@@ -207,6 +209,11 @@ def _dataset_rows(
 
             note("upgrade")
             rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+        if "restore" in only:
+            from bench.restore import restore_row
+
+            note("restore")
+            rows["restore"] = restore_row(ds, rounds, net)
     return rows
 
 
