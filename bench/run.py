@@ -17,13 +17,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.measure import BenchError, human_bytes, parse_size
 from bench.rows import Row, table
+
+if TYPE_CHECKING:
+    from bench.upload import Net
 
 ROWS = (
     "create",
@@ -36,10 +41,13 @@ ROWS = (
     "upgrade",
     "restore",
     "uplink",
+    "delta-size",
+    "delta-verify",
 )
 ALIASES = {
     "deploy": ("deploy-scale", "deploy-rerun"),
     "bundle": ("create", "verify", "inspect", "verify-split"),
+    "delta": ("delta-size", "delta-verify"),
 }
 
 
@@ -82,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--deploy-image-size", default="4MiB", help="image tarball of the deploy bundle"
     )
     ap.add_argument("--agents", type=int, default=12, help="agents of the big deploy [12]")
+    ap.add_argument(
+        "--delta-size",
+        default=None,
+        help="image archive of the delta rows' releases [--size, at most 512MiB]",
+    )
     ap.add_argument("--host-prefix", default="mk8sb", help=argparse.SUPPRESS)
     ap.add_argument("--host-subnet", default="10.77.8.0/24", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -95,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         parse_size(a.upload_size) if a.upload_size else min(1 << 30, max(1 << 20, total // 2))
     )
     rounds = max(1, a.rounds)
-    from bench.data import dataset
     from bench.upload import Net
 
     net = Net(prefix=a.host_prefix, subnet=a.host_subnet)
@@ -111,50 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     def note(name: str) -> None:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
-    bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "restore", "uplink"}
-    needs_data &= set(only)
     try:
-        if needs_data:
-            note("preparing data")
-            with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
-                if bundle_rows & set(only):
-                    from bench.bundle import create_row, verify_inspect_rows
+        rows.update(_dataset_rows(a, only, total, rounds, net, note))
+        if {"delta-size", "delta-verify"} & set(only):
+            from bench.delta import delta_rows
 
-                    note("create")
-                    create, bundle = create_row(ds, rounds if "create" in only else 1, jobs())
-                    if "create" in only:
-                        rows["create"] = create
-                    if {"verify", "inspect"} & set(only):
-                        note("verify / inspect")
-                        verify, inspect = verify_inspect_rows(ds, bundle, rounds)
-                        rows["verify"], rows["inspect"] = verify, inspect
-                    if "verify-split" in only:
-                        from bench.split import verify_split_row
-
-                        note("verify-split")
-                        rows["verify-split"] = verify_split_row(ds, bundle, rounds)
-                if {"deploy-scale", "deploy-rerun"} & set(only):
-                    from bench.deploy import deploy_rows
-
-                    note("deploy")
-                    scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
-                    rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
-                if "uplink" in only:
-                    from bench.uplink import uplink_row
-
-                    note("uplink")
-                    rows["uplink"] = uplink_row(ds, net, agents=a.agents)
-                if "upgrade" in only:
-                    from bench.upgrade import upgrade_row
-
-                    note("upgrade")
-                    rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
-                if "restore" in only:
-                    from bench.restore import restore_row
-
-                    note("restore")
-                    rows["restore"] = restore_row(ds, rounds, net)
+            note("delta")
+            size = parse_size(a.delta_size) if a.delta_size else min(total, 512 << 20)
+            rows["delta-size"], rows["delta-verify"] = delta_rows(a.workdir, size, rounds)
         if "upload" in only:
             from bench.upload import upload_row
 
@@ -179,6 +155,66 @@ def main(argv: list[str] | None = None) -> int:
         }
         a.json_out.write_text(json.dumps(data, indent=2) + "\n")
     return 0
+
+
+def _dataset_rows(
+    a: argparse.Namespace,
+    only: list[str],
+    total: int,
+    rounds: int,
+    net: Net,  # bench.upload.Net
+    note: Callable[[str], None],
+) -> dict[str, Row]:
+    """The rows that run on the generated release (bench.data): bundle, deploy, uplink,
+    upgrade, restore."""
+    from bench.data import dataset
+
+    rows: dict[str, Row] = {}
+    bundle_rows = {"create", "verify", "inspect", "verify-split"}
+    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "restore", "uplink"}
+    needs_data &= set(only)
+    if not needs_data:
+        return rows
+    note("preparing data")
+    with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
+        if bundle_rows & set(only):
+            from bench.bundle import create_row, verify_inspect_rows
+
+            note("create")
+            create, bundle = create_row(ds, rounds if "create" in only else 1, jobs())
+            if "create" in only:
+                rows["create"] = create
+            if {"verify", "inspect"} & set(only):
+                note("verify / inspect")
+                verify, inspect = verify_inspect_rows(ds, bundle, rounds)
+                rows["verify"], rows["inspect"] = verify, inspect
+            if "verify-split" in only:
+                from bench.split import verify_split_row
+
+                note("verify-split")
+                rows["verify-split"] = verify_split_row(ds, bundle, rounds)
+        if {"deploy-scale", "deploy-rerun"} & set(only):
+            from bench.deploy import deploy_rows
+
+            note("deploy")
+            scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
+            rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
+        if "uplink" in only:
+            from bench.uplink import uplink_row
+
+            note("uplink")
+            rows["uplink"] = uplink_row(ds, net, agents=a.agents)
+        if "upgrade" in only:
+            from bench.upgrade import upgrade_row
+
+            note("upgrade")
+            rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+        if "restore" in only:
+            from bench.restore import restore_row
+
+            note("restore")
+            rows["restore"] = restore_row(ds, rounds, net)
+    return rows
 
 
 def jobs() -> int:

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from mk8s.bundle import workload_sources
+from mk8s.bundle.delta.create import BaseInput, DeltaWritten
 from mk8s.bundle.format import split as split_mod
 from mk8s.bundle.format.keys import Signature
 from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, artifact_path, build_lock
@@ -51,6 +52,8 @@ class CreateSettings:
     # Embed an SBOM in this format as a signed artifact.
     sbom: sbom_mod.SbomFormat | None = None
     registry_auth_file: Path | None = None  # a Docker config.json with credentials
+    # Write a delta against this earlier bundle, its manifest or its lock (``--base``).
+    base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class Created:
     bundle: WrittenBundle
     downloaded: int
     parts: split_mod.SplitResult | None = None  # with --split: the bundle's parts
+    delta: DeltaWritten | None = None  # with --base: what the delta carries
 
 
 def create_bundle(
@@ -72,7 +76,9 @@ def create_bundle(
     is left at the output paths on failure.
     """
     workload_sources.check_releases(lock.find(kind=ArtifactKind.CHART))
-    out = bundle_path(settings.out, lock, force=settings.force)
+    base = _load_base(settings.base)  # a delta's base is read before anything else
+    name = base.delta_name(lock) if base is not None else None
+    out = bundle_path(settings.out, lock, force=settings.force, name=name)
     if settings.split:
         split_mod.check_free(out, force=settings.force)
     if settings.self_executable is not None:
@@ -83,15 +89,38 @@ def create_bundle(
     if settings.sbom:  # the lock stays as pinned: the SBOM is derived, not fetched
         cache = settings.cache_dir or fetch.default_cache_dir()
         manifest, files = sbom_mod.embed(manifest, files, settings.sbom, cache)
-    written = write_bundle(
-        manifest,
-        files,
-        out,
-        settings.signature,
-        settings=WriteSettings(threads=settings.threads),
-    )
+    written, delta = _write(manifest, files, out, settings, base)
     parts = _split_and_write_lock(out, written, lock, lock_path, settings)
-    return Created(lock.as_lock(), lock_path, written, downloaded, parts)
+    return Created(lock.as_lock(), lock_path, written, downloaded, parts, delta)
+
+
+def _load_base(path: Path | None) -> BaseInput | None:
+    if path is None:
+        return None
+    from mk8s.bundle.delta.create import load_base
+
+    return load_base(path)
+
+
+def _write(
+    manifest: Lock,
+    files: dict[str, Path],
+    out: Path,
+    settings: CreateSettings,
+    base: BaseInput | None,
+) -> tuple[WrittenBundle, DeltaWritten | None]:
+    """The bundle, or with a base the delta against it (mk8s.bundle.delta.create)."""
+    write = WriteSettings(threads=settings.threads)
+    if base is None:
+        return write_bundle(manifest, files, out, settings.signature, settings=write), None
+    from mk8s.bundle.delta.create import write_delta
+
+    cache = settings.cache_dir or fetch.default_cache_dir()
+    delta = write_delta(
+        manifest, files, out, settings.signature, base, upstream=settings.upstream,
+        cache_dir=cache, jobs=settings.jobs, settings=write,
+    )  # fmt: skip
+    return delta.bundle, delta
 
 
 def _with_self(lock: Lock, executable: Path) -> Lock:
@@ -191,10 +220,12 @@ def _cross_check_sums(lock: Lock, files: dict[str, Path]) -> None:
                     )
 
 
-def bundle_path(out: Path | None, lock: Lock, *, force: bool = False) -> Path:
+def bundle_path(
+    out: Path | None, lock: Lock, *, force: bool = False, name: str | None = None
+) -> Path:
     """Where the bundle goes; OutputError if a file is there already (without ``force``)
     or the directory is missing."""
-    name = lock.bundle_name()
+    name = name or lock.bundle_name()
     if out is None:
         path = Path.cwd() / name
     elif out.is_dir():

@@ -11,7 +11,7 @@ import click
 from mk8s import ui
 from mk8s.bundle.format import keys, parts, reader
 from mk8s.bundle.format.extract import extract_bundle
-from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.format.manifest import Lock, bundle_id
 from mk8s.cli import LazyGroup
 from mk8s.cli.common import print_json
 from mk8s.errors import BundleRejected
@@ -33,6 +33,13 @@ def key_option(required: bool = True) -> Callable[[F], F]:
         help="A trusted public key (PEM); repeat to trust several.",
     )
 
+
+BASE = click.option(
+    "--base",
+    "base_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The full bundle a delta was made against (deltas only).",
+)
 
 ALLOW_UNSIGNED = click.option(
     "--allow-unsigned",
@@ -77,17 +84,38 @@ def _summary(v: reader.VerifiedBundle) -> dict[str, object]:
         "signer": v.signer.key_id if v.signer else None,
         "signerKey": str(v.signer.path) if v.signer else None,
         "createdBy": m.created_by,
+        "delta": None if v.delta is None else delta_info(v.delta),
+    }
+
+
+def delta_info(d: object) -> dict[str, object]:
+    """What ``verify --json`` says about a delta and the base it was checked with."""
+    from mk8s.bundle.delta.verify import DeltaVerified
+
+    assert isinstance(d, DeltaVerified) and d.manifest.delta is not None
+    ref = d.manifest.delta.base
+    return {
+        "bundleId": bundle_id(d.manifest_bytes),
+        "carried": d.carried,
+        "base": {"path": str(d.base_path), "bundleId": d.base_bundle_id, "needed": ref.to_json()},
     }
 
 
 def _summary_line(v: reader.VerifiedBundle, verb: str) -> str:
     m = v.manifest
     signer = f"signed by key {v.signer.key_id}" if v.signer else "UNSIGNED"
-    return ui.safe(
+    line = (
         f"{verb}: RKE2 {m.release.tag} linux/{','.join(m.release.arch)}, "
         f"{len(m.artifacts)} artifacts ({ui.human_bytes(m.total_size)}), {signer}, "
         f"bundle sha256 {v.file_sha256}"
     )
+    if v.delta is not None:
+        line += (
+            f"\n  a delta ({ui.human_bytes(v.delta.carried)} carried) with its base"
+            f" {v.delta.base_path} (bundle id {v.delta.base_bundle_id}): as the full bundle"
+            f" {v.bundle_id}"
+        )
+    return ui.safe(line, keep_newlines=True)
 
 
 def _warn_unsigned(v: reader.VerifiedBundle) -> None:
@@ -99,21 +127,32 @@ def _warn_unsigned(v: reader.VerifiedBundle) -> None:
 @BUNDLE_ARG
 @key_option(required=False)
 @ALLOW_UNSIGNED
+@BASE
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(
-    bundle_path: Path, key_paths: tuple[Path, ...], allow_unsigned: bool, as_json: bool
+    bundle_path: Path,
+    key_paths: tuple[Path, ...],
+    allow_unsigned: bool,
+    base_path: Path | None,
+    as_json: bool,
 ) -> None:
     """Check a bundle offline: signature, then every member, in one streaming pass.
 
-    Exits 0 when every check passes, 3 when the bundle is rejected (the message names
-    the member and the reason), 2 when a key file is unusable.
+    A delta is checked with its base (--base): both files, as if the whole release had
+    been carried. Exits 0 when every check passes, 3 when the bundle (or the base) is
+    rejected or missing (the message names the member and the reason), 2 when a key
+    file is unusable.
     """
     trusted = _trusted(key_paths, allow_unsigned)
     try:
         split = parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)
         with ui.ProgressBar("verifying", 0) as bar:
             v = reader.verify_bundle(
-                bundle_path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
+                bundle_path,
+                trusted,
+                allow_unsigned=allow_unsigned,
+                progress=bar.update,
+                base=base_path,
             )
         if split is not None:
             split.check_whole(v.file_sha256)
@@ -132,6 +171,7 @@ def verify(
 @BUNDLE_ARG
 @key_option(required=False)
 @ALLOW_UNSIGNED
+@BASE
 @click.option(
     "-d",
     "--dir",
@@ -141,12 +181,19 @@ def verify(
     help="Directory to extract into (created if missing).",
 )
 def extract(
-    bundle_path: Path, key_paths: tuple[Path, ...], allow_unsigned: bool, dest: Path
+    bundle_path: Path,
+    key_paths: tuple[Path, ...],
+    allow_unsigned: bool,
+    base_path: Path | None,
+    dest: Path,
 ) -> None:
-    """Verify while extracting; nothing is left in DIR unless every check passes."""
+    """Verify while extracting; nothing is left in DIR unless every check passes.
+
+    A delta (with --base) extracts as the whole release: every artifact, rebuilt and
+    checked against its pins, plus the delta's own signed manifest."""
     trusted = _trusted(key_paths, allow_unsigned)
     parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)  # split bundle
-    v = extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
+    v = extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned, base=base_path)
     _warn_unsigned(v)
     click.echo(_summary_line(v, "extracted"))
     click.echo(f"into {dest}")
@@ -200,6 +247,10 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     width = max(len(a.path) for a in m.artifacts)
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
+    if m.delta is not None:
+        from mk8s.bundle.delta.describe import inspect_lines
+
+        lines += inspect_lines(m)
     # Imported here: only inspect pays for the workload module (yaml, chart archives).
     from mk8s.bundle.workload_sources import summary
 

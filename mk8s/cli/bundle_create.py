@@ -255,6 +255,12 @@ def _where(created: Created) -> str:
     flag_value="cyclonedx",
     help="Embed an SBOM as a signed artifact (--sbom alone: cyclonedx).",
 )
+@click.option(
+    "--base",
+    "base_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a delta: carry only what this earlier bundle (or its lock) lacks.",
+)
 @click.pass_context
 def create_cmd(
     ctx: click.Context,
@@ -271,6 +277,7 @@ def create_cmd(
     force: bool,
     split_size: str | None,
     sbom: str | None,
+    base_path: Path | None,
 ) -> None:
     """Resolve, download, check and write one signed bundle plus its lockfile.
 
@@ -301,6 +308,7 @@ def create_cmd(
         split=split,
         sbom=SbomFormat(sbom) if sbom else None,
         registry_auth_file=workloads.registry_auth_file,
+        base=base_path,
     )
     with ui.Transfers("fetched") as progress:
         if lock_path is not None:
@@ -310,6 +318,9 @@ def create_cmd(
             pins = _lock_settings(spec, up, upstream.cache_dir, selection, workloads)
             lock = lock_release(pins, progress)
         created = create_bundle(lock, settings, progress)
+    if created.delta is not None:
+        for note in created.delta.notes:
+            ui.warn(note)
     click.echo(_summary(created, signer, time.monotonic() - started))
 
 
@@ -365,11 +376,19 @@ def _signer(key_path: Path | None, unsigned: bool) -> tuple[Callable[[bytes], ke
 
 def _summary(created: Created, signer: str, seconds: float) -> str:
     b = created.bundle
+    delta = ""
+    if created.delta is not None:
+        d = created.delta.delta
+        delta = (
+            f"  a delta of {d.base.describe()}: it carries"
+            f" {ui.human_bytes(d.carried_bytes)} of {ui.human_bytes(b.artifact_bytes)}\n"
+        )
     return (
         f"created {_where(created)}\n"
         f"  RKE2 {created.lock.release.tag} linux/{','.join(created.lock.release.arch)}, "
         f"{b.artifacts} files, {ui.human_bytes(b.artifact_bytes)} "
         f"({ui.human_bytes(b.size)} compressed), {signer}\n"
+        f"{delta}"
         f"  bundle sha256 {b.sha256}\n"
         f"  lock {created.lock_path}\n"
         f"  {created.downloaded} downloaded, {seconds:.1f}s"

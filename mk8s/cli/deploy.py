@@ -51,6 +51,12 @@ def load_cluster(path: Path) -> Cluster:
     help="A trusted public key (PEM); repeat to trust several.",
 )
 @click.option(
+    "--base",
+    "base_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The full bundle a delta --bundle was made against (deltas only).",
+)
+@click.option(
     "--allow-unsigned",
     is_flag=True,
     help="Accept an unsigned bundle (its origin is then NOT proven).",
@@ -76,6 +82,7 @@ def deploy_cmd(
     cluster_file: Path,
     bundle_path: Path,
     key_paths: tuple[Path, ...],
+    base_path: Path | None,
     allow_unsigned: bool,
     dry_run: bool,
     jobs: int | None,
@@ -86,7 +93,9 @@ def deploy_cmd(
     Order: verify; connect and preflight every node (nothing changes if one fails);
     upload and install in parallel; the first server; the other servers one at a
     time; the agents in parallel; then NAME.kubeconfig (0600) in this directory.
-    Safe to re-run: what is already in place is skipped.
+    Safe to re-run: what is already in place is skipped. A delta bundle needs --base,
+    the full bundle it was made against: the release is rebuilt from both and checked
+    against its pins before any node is touched.
     """
     if not key_paths and not allow_unsigned:
         raise click.UsageError("give the bundle signer's public key with --key")
@@ -99,6 +108,7 @@ def deploy_cmd(
         jobs=jobs,
         dry_run=dry_run,
         ready_timeout=ready_timeout,
+        base=base_path,
     )
     if dry_run:
         report = deploy(settings)

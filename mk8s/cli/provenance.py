@@ -18,7 +18,7 @@ from mk8s.bundle.format.reader import UNSIGNED_WARNING
 from mk8s.bundle.provenance import inventory, sbom
 from mk8s.bundle.provenance.diff import diff, render_text
 from mk8s.bundle.provenance.inventory import Inventory
-from mk8s.cli.bundle import ALLOW_UNSIGNED, BUNDLE_ARG, key_option
+from mk8s.cli.bundle import ALLOW_UNSIGNED, BASE, BUNDLE_ARG, key_option
 from mk8s.cli.common import print_json
 from mk8s.errors import InputError, OutputError
 from mk8s.files import atomic_write, open_regular, read_regular
@@ -35,10 +35,12 @@ def _trusted(key_paths: tuple[Path, ...], allow_unsigned: bool) -> list[keys.Tru
     return keys.load_trusted_keys(key_paths)
 
 
-def _from_bundle(path: Path, trusted: list[keys.TrustedKey], allow_unsigned: bool) -> Inventory:
+def _from_bundle(
+    path: Path, trusted: list[keys.TrustedKey], allow_unsigned: bool, base: Path | None = None
+) -> Inventory:
     with ui.ProgressBar(f"verifying {path.name}", 0) as bar:
         inv, verified = inventory.from_bundle(
-            path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
+            path, trusted, allow_unsigned=allow_unsigned, progress=bar.update, base=base
         )
     if verified.signer is None:
         ui.warn(UNSIGNED_WARNING)
@@ -64,17 +66,21 @@ def _from_bundle(path: Path, trusted: list[keys.TrustedKey], allow_unsigned: boo
 @click.option(
     "-o", "--output", "out", type=click.Path(path_type=Path, dir_okay=False), help="SBOM file."
 )
+@BASE
 def sbom_cmd(
     bundle_path: Path,
     key_paths: tuple[Path, ...],
     allow_unsigned: bool,
     fmt: str,
     out: Path | None,
+    base_path: Path | None,
 ) -> None:
     """Write the SBOM of a bundle (split or not) after verifying it: every artifact
     with its sha256, the RKE2 release, every container image in the image archives
-    (name, tag, digest) and the Helm charts. Same bundle, same bytes."""
-    inv = _from_bundle(bundle_path, _trusted(key_paths, allow_unsigned), allow_unsigned)
+    (name, tag, digest) and the Helm charts. Same bundle, same bytes. A delta (with
+    --base) gives the SBOM of the whole release, as its full bundle would."""
+    trusted = _trusted(key_paths, allow_unsigned)
+    inv = _from_bundle(bundle_path, trusted, allow_unsigned, base_path)
     data = sbom.render(inv, sbom.SbomFormat(fmt))
     if out is None:
         click.echo(data.decode("ascii"), nl=False)
@@ -99,18 +105,46 @@ def _read_lock(path: Path) -> Lock:
     return Lock.from_bytes(data, source=str(path))
 
 
+def _base_of(path: Path, given: Path | None, other: Path | None) -> Path | None:
+    """The base to read ``path`` with: none for a full bundle; ``given``, else
+    ``other`` (OLD, for NEW) for a delta; a delta without either names what it needs."""
+    from mk8s.bundle.format.reader import read_head
+
+    head = read_head(path)
+    if head.manifest is None or head.manifest.delta is None:
+        return None
+    if given is not None:
+        return given
+    if other is not None and not _is_lock(other):
+        return other
+    return None  # verifying it then names the base it needs (exit 3)
+
+
 @click.command("diff")
 @click.argument("old", metavar="OLD", type=click.Path(path_type=Path, dir_okay=False))
 @click.argument("new", metavar="NEW", type=click.Path(path_type=Path, dir_okay=False))
 @key_option(required=False)
 @ALLOW_UNSIGNED
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+@click.option(
+    "--base",
+    "base_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The base of a delta among OLD and NEW [default: OLD, for a delta NEW].",
+)
 def diff_cmd(
-    old: Path, new: Path, key_paths: tuple[Path, ...], allow_unsigned: bool, as_json: bool
+    old: Path,
+    new: Path,
+    key_paths: tuple[Path, ...],
+    allow_unsigned: bool,
+    as_json: bool,
+    base_path: Path | None,
 ) -> None:
     """What changed from OLD to NEW (bundles or locks): the RKE2 release, artifacts
     added, removed or changed, and container images by digest (bundles only, verified
-    first with --key). Exits 0 whether or not anything changed."""
+    first with --key). A delta is compared as its whole release, read with its base:
+    --base, or OLD when NEW is a delta and OLD a bundle. Exits 0 whether or not
+    anything changed."""
     if old.resolve() == new.resolve():
         raise InputError(f"OLD and NEW are the same file {old}", "give two different files")
     sides: list[Inventory] = []
@@ -121,7 +155,8 @@ def diff_cmd(
             continue
         if trusted is None:
             trusted = _trusted(key_paths, allow_unsigned)
-        sides.append(_from_bundle(path, trusted, allow_unsigned))
+        base = _base_of(path, base_path, old if path == new else None)
+        sides.append(_from_bundle(path, trusted, allow_unsigned, base))
     result = diff(sides[0], sides[1])
     if as_json:
         print_json(result.to_json())

@@ -49,11 +49,12 @@ def deploy_phases(
     *,
     allow_unsigned: bool = False,
     kubeconfig_out: Path | None = None,
+    base: Path | None = None,
 ) -> list[Phase]:
-    """The deploy, in order."""
-    stage = Stage(bundle, trusted, allow_unsigned)
+    """The deploy, in order (``base``: the full bundle a delta ``bundle`` needs)."""
+    stage = Stage(bundle, trusted, allow_unsigned, base)
     return [
-        VerifyBundle(bundle, trusted, allow_unsigned),
+        VerifyBundle(bundle, trusted, allow_unsigned, base),
         ConnectAll(),
         GatherFacts(),
         Preflight(),
@@ -91,6 +92,7 @@ class DeploySettings:
     poll_interval: float = 0.5
     state_base: Path | None = None
     kubeconfig_out: Path | None = None
+    base: Path | None = None  # the full bundle a delta ``bundle`` was made against
 
     def session_settings(self) -> SessionSettings:
         return SessionSettings(
@@ -146,6 +148,7 @@ def deploy(
         settings.trusted,
         allow_unsigned=settings.allow_unsigned,
         kubeconfig_out=settings.kubeconfig_out,
+        base=settings.base,
     )
     if settings.dry_run:
         run_phases(phases, s)

@@ -40,7 +40,7 @@ def embedded_images(tarball: bytes) -> dict[str, str]:
     assert m, "no IMAGES_JSON in bin/rke2"
     data = json.loads(m.group(1))
     assert isinstance(data, dict)
-    return data
+    return {name: value.split(":")[0] for name, value in data.items()}  # FILE[:CONTENT]
 
 
 def test_upstream_serves_two_minors_with_patches_and_respins(up: ExampleUpstream) -> None:

@@ -288,18 +288,30 @@ def _real_images(tag: str) -> Any:
 
 def _real_image_size(arch: str, tag: str, name: str, configured: int) -> int:
     """The configured size, or the archive's own size when that is bigger."""
-    return max(configured, int(_real_images(tag).natural_size(arch, tag, name)))
+    return int(_real_images(tag).archive_size(arch, tag, name, configured))
 
 
 def _real_image_writer(
-    arch: str, tag: str, name: str, size: int, key: str
+    arch: str, tag: str, name: str, size: int, key: str, level: int
 ) -> Callable[[BinaryIO], None]:
     """A docker-save archive of the release's images of that group, zstd, padded to
     ``size`` with a skippable frame of key-derived bytes (new bytes on drift)."""
     writer: Callable[[BinaryIO], None] = _real_images(tag).image_archive_writer(
-        arch, tag, name, size, key
+        arch, tag, name, size, key, level=level
     )
     return writer
+
+
+def _content_sha256(path: Path) -> str:
+    """sha256 of the decompressed content of a zstd file's first frame."""
+    import zstandard
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=False)
+        while chunk := reader.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _placeholder_tarball(arch: str, tag: str) -> bytes:
@@ -328,11 +340,15 @@ class ExampleUpstream:
         max_per_page: int = 100,
         seed: str = "mk8s-example",
         extra_tags: tuple[str, ...] = (),
+        image_zstd_level: int = 16,
     ) -> None:
         self.image_size = image_size
         self.sizes = dict(sizes or {})
         self.max_per_page = max_per_page
         self.seed = seed
+        # RKE2 compresses its image tarballs at -16 (rancher/rke2 scripts/package-images);
+        # another level models a release built by another zstd than the user's
+        self.image_zstd_level = image_zstd_level
         self.faults = Faults()
         self.requests: list[Recorded] = []
         self.releases = make_releases()
@@ -443,6 +459,8 @@ class ExampleUpstream:
         random_kind = kind not in ("sums", "tarball", "install", "list")
         size = self.size_of(tag, name) if random_kind else -1
         key = f"{self.seed}|{tag}|{name}|{gen}|{size}"
+        if kind == "image" and self.image_zstd_level != 16:
+            key += f"|zstd-{self.image_zstd_level}"
         if kind == "sums":
             key += "|" + "".join(self._sums_lines(tag, arch, None, hashes=True))
             key += "|omit=" + ",".join(sorted(self.faults.omit_from_sums))
@@ -454,7 +472,7 @@ class ExampleUpstream:
             lines = self._sums_lines(tag, arch, self.faults.omit_from_sums, hashes=True)
             make = _writer("".join(lines).encode())
         elif kind == "image" and _real_images(tag):  # real docker archives, padded
-            make = _real_image_writer(arch, tag, name, size, key)
+            make = _real_image_writer(arch, tag, name, size, key, self.image_zstd_level)
         else:
             make = _random_writer(key, size)
         return self._blob(key, make)
@@ -476,13 +494,17 @@ class ExampleUpstream:
         return data + f"\n# drift {gen}\n".encode() if gen else data
 
     def _image_hashes(self, tag: str, arch: str, sizing: bool) -> tuple[tuple[str, str], ...]:
-        """(name, sha256) of the release's ``rke2-images*.linux-ARCH.tar.zst``."""
+        """(name, "FILE:CONTENT") of the release's ``rke2-images*.linux-ARCH.tar.zst``:
+        the sha256 of each file and of its decompressed content."""
         names = sorted(
             n
             for n in self._by_tag[tag].assets
             if n.startswith("rke2-images") and n.endswith(f".linux-{arch}.tar.zst")
         )
-        return tuple((n, "0" * 64 if sizing else self.blob(tag, n).sha256) for n in names)
+        if sizing:
+            return tuple((n, "0" * 64 + ":" + "0" * 64) for n in names)
+        blobs = {n: self.blob(tag, n) for n in names}
+        return tuple((n, f"{b.sha256}:{_content_sha256(b.path)}") for n, b in blobs.items())
 
     def _sums_lines(
         self, tag: str, arch: str, omit: set[str] | None, hashes: bool = False

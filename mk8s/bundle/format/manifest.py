@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mk8s import __version__
+from mk8s.bundle.delta.model import Delta
 
 # One artifact's model and checks; the names every reader of a lock uses are also
 # this module's (see __all__).
@@ -94,6 +95,8 @@ class Lock:
     artifacts: tuple[Artifact, ...]
     kind: str = LOCK_KIND
     created_by: str | None = None
+    # A delta bundle's manifest: what it carries and its base (mk8s.bundle.delta).
+    delta: Delta | None = None
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.artifacts, key=lambda a: a.path))
@@ -111,6 +114,8 @@ class Lock:
         }
         if self.created_by is not None:
             out["createdBy"] = self.created_by
+        if self.delta is not None:
+            out["delta"] = self.delta.to_json()
         return out
 
     def to_bytes(self) -> bytes:
@@ -143,6 +148,7 @@ class Lock:
                 artifacts=tuple(Artifact.from_json(a) for a in obj["artifacts"]),
                 kind=obj["kind"],
                 created_by=obj.get("createdBy"),
+                delta=Delta.from_json(obj["delta"]) if "delta" in obj else None,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             # Only reachable without validation, or for invariants the schema cannot say.
@@ -159,8 +165,38 @@ class Lock:
         return sum(a.size for a in self.artifacts)
 
     def as_lock(self) -> Lock:
-        """This pin as a lockfile (drops ``createdBy``)."""
-        return replace(self, kind=LOCK_KIND, created_by=None)
+        """This pin as a lockfile (drops ``createdBy`` and a delta's section)."""
+        return replace(self, kind=LOCK_KIND, created_by=None, delta=None)
+
+    def whole(self) -> Lock:
+        """A delta's manifest as the full bundle's of the same release would be, except
+        for an image archive the delta places in another encoding (its pins then)."""
+        if self.delta is None:
+            return self
+        placed = self.delta.placed()
+        arts = tuple(
+            replace(a, size=placed[a.path][0], sha256=placed[a.path][1]) if a.path in placed else a
+            for a in self.artifacts
+        )
+        return replace(self, delta=None, artifacts=arts)
+
+    def members(self) -> tuple[Artifact, ...]:
+        """The archive members after the signature, in order: every artifact, or what
+        a delta carries (an artifact itself, or a piece under blobs/ or delta/)."""
+        if self.delta is None:
+            return self.artifacts
+        by_path = {a.path: a for a in self.artifacts}
+        return tuple(
+            by_path.get(m.path)
+            or Artifact(
+                name=m.path.rsplit("/", 1)[-1],
+                kind=ArtifactKind.FILE,
+                path=m.path,
+                size=m.size,
+                sha256=m.sha256,
+            )
+            for m in self.delta.members
+        )
 
     def as_manifest(self, version: str = __version__) -> Lock:
         """This pin as a bundle manifest written by mk8s ``version``."""
@@ -238,6 +274,10 @@ def _check_invariants(lock: Lock) -> None:
         check_workload(a)
     if lock.kind == BUNDLE_KIND and lock.created_by is None:
         raise ValueError("a bundle manifest needs createdBy")
+    if lock.delta is not None:
+        if lock.kind != BUNDLE_KIND:
+            raise ValueError("only a bundle manifest may be a delta")
+        lock.delta.check((a.path, a.size, a.sha256) for a in lock.artifacts)
 
 
 def build_lock(release: Release, artifacts: Iterable[Artifact], resolved_at: str) -> Lock:

@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import zstandard
 
@@ -39,6 +39,9 @@ from mk8s.bundle.format.zstdframe import ZstdFrameError
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import BundleRejected, LockError
 from mk8s.files import open_regular
+
+if TYPE_CHECKING:
+    from mk8s.bundle.delta.verify import DeltaVerified
 
 MAX_MANIFEST = 16 << 20
 MAX_SIGNATURE = 4096
@@ -77,7 +80,9 @@ class BundleHead:
 
 @dataclass(frozen=True)
 class VerifiedBundle:
-    """A bundle that passed every check."""
+    """A bundle that passed every check. For a delta verified with its base,
+    ``manifest`` and ``manifest_bytes`` are those of the whole release (as the full
+    bundle's), and ``delta`` says what was read (mk8s.bundle.delta.verify)."""
 
     path: Path
     manifest: Lock
@@ -86,6 +91,7 @@ class VerifiedBundle:
     signer: TrustedKey | None
     file_sha256: str
     file_size: int
+    delta: DeltaVerified | None = None
 
     @property
     def bundle_id(self) -> str:
@@ -102,6 +108,11 @@ def _open(path: Path) -> BinaryIO:
     if parts is not None:
         return parts
     return open_regular(path, what="bundle", fix="give the bundle file")
+
+
+def open_bundle(path: Path) -> BinaryIO:
+    """The bundle's bytes as one stream (a split bundle's parts in order)."""
+    return _open(path)
 
 
 def _reject_stream_error(e: BaseException, where: str) -> BundleRejected:
@@ -177,6 +188,11 @@ def _parse_manifest(data: bytes, *, validate: bool = True) -> Lock:
     return manifest
 
 
+def parse_manifest(data: bytes) -> Lock:
+    """A bundle's manifest from its bytes, schema-checked; BundleRejected otherwise."""
+    return _parse_manifest(data)
+
+
 def read_head(path: Path) -> BundleHead:
     """Read the manifest and signature members only, without verifying anything.
 
@@ -216,6 +232,7 @@ def verify_bundle(
     sink: ArtifactSink | None = None,
     before_artifacts: Callable[[Lock], None] | None = None,
     progress: StreamProgress | None = None,
+    base: Path | None = None,
 ) -> VerifiedBundle:
     """Verify the whole bundle in one pass; return what was verified.
 
@@ -223,13 +240,66 @@ def verify_bundle(
     InputError if the file cannot be read. ``sink`` receives each artifact's bytes as
     they stream (it must not trust them until verify_bundle returns). ``before_artifacts``
     runs once the signed manifest is trusted, before any artifact byte is read.
+    A delta needs ``base``, the full bundle it was made against (mk8s.bundle.delta);
+    without it, BundleRejected names the base it needs.
     """
+    if base is not None:
+        from mk8s.bundle.delta.verify import verify_delta
+
+        return verify_delta(
+            path,
+            base,
+            trusted,
+            allow_unsigned=allow_unsigned,
+            sink=sink,
+            before_artifacts=before_artifacts,
+            progress=progress,
+        )
+    trust = signature_trust(trusted, allow_unsigned=allow_unsigned)
+    return read_bundle(path, trust, sink=sink, before_artifacts=before_artifacts, progress=progress)
+
+
+#: Decides whether a bundle's head can be believed: given the manifest and signature
+#: members' bytes, returns the parsed manifest and its signer, or raises BundleRejected.
+Trust = Callable[[bytes, bytes], tuple[Lock, TrustedKey | None]]
+
+
+def signature_trust(
+    trusted: Sequence[TrustedKey], *, allow_unsigned: bool = False, delta: bool = False
+) -> Trust:
+    """Believe a manifest signed by one of ``trusted``. A delta's manifest is refused,
+    naming its base, unless ``delta`` (then its members are what it carries)."""
+
+    def trust(manifest_bytes: bytes, sig_bytes: bytes) -> tuple[Lock, TrustedKey | None]:
+        signer = verify_signature(
+            manifest_bytes, Signature.from_bytes(sig_bytes), trusted, allow_unsigned=allow_unsigned
+        )
+        manifest = _parse_manifest(manifest_bytes)
+        if manifest.delta is not None and not delta:
+            from mk8s.bundle.delta.base import needs_base
+
+            raise needs_base(manifest.delta.base, None)
+        return manifest, signer
+
+    return trust
+
+
+def read_bundle(
+    path: Path,
+    trust: Trust,
+    *,
+    sink: ArtifactSink | None = None,
+    before_artifacts: Callable[[Lock], None] | None = None,
+    progress: StreamProgress | None = None,
+    hash_file: bool = True,
+) -> VerifiedBundle:
+    """Check a bundle in one pass against the manifest ``trust`` believes (see
+    :func:`verify_bundle`). ``hash_file=False`` skips the sha256 of the whole file
+    (``file_sha256`` is then that of nothing)."""
     with _open(path) as raw:
-        stream = Decompressed(raw, threaded=True)
+        stream = Decompressed(raw, threaded=True, hash_file=hash_file)
         try:
-            result = _verify_stream(
-                stream, trusted, allow_unsigned, sink, before_artifacts, progress
-            )
+            result = _verify_stream(stream, trust, sink, before_artifacts, progress)
             manifest, manifest_bytes, sig_bytes, signer = result
         except Truncated as e:
             raise BundleRejected(
@@ -253,8 +323,7 @@ def verify_bundle(
 
 def _verify_stream(
     stream: Decompressed,
-    trusted: Sequence[TrustedKey],
-    allow_unsigned: bool,
+    trust: Trust,
     sink: ArtifactSink | None,
     before_artifacts: Callable[[Lock], None] | None,
     progress: StreamProgress | None,
@@ -263,15 +332,13 @@ def _verify_stream(
     manifest_bytes = _read_small(stream, mh)
     sh = _expect_member(stream, 2, SIGNATURE_NAME, MAX_SIGNATURE)
     sig_bytes = _read_small(stream, sh)
-    signer = verify_signature(
-        manifest_bytes, Signature.from_bytes(sig_bytes), trusted, allow_unsigned=allow_unsigned
-    )
-    manifest = _parse_manifest(manifest_bytes)
+    manifest, signer = trust(manifest_bytes, sig_bytes)
     if before_artifacts:
         before_artifacts(manifest)
-    total = manifest.total_size
+    members = manifest.members()  # a delta's: what it carries
+    total = sum(a.size for a in members)
     done = 0
-    for index, art in enumerate(manifest.artifacts, start=3):
+    for index, art in enumerate(members, start=3):
         done = _verify_artifact(stream, index, art, sink, done, total, progress)
     _verify_end(stream)
     return manifest, manifest_bytes, sig_bytes, signer

@@ -29,16 +29,18 @@ class Truncated(Exception):
 class _Source:
     """The compressed file as zstandard reads it: hashed and structure-checked."""
 
-    def __init__(self, raw: BinaryIO, *, check: bool) -> None:
+    def __init__(self, raw: BinaryIO, *, check: bool, hash_file: bool = True) -> None:
         self.raw = raw
         self.check = check
+        self.hash_file = hash_file
         self.hash = hashlib.sha256()
         self.walker = FrameWalker()
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n if n and n > 0 else CHUNK)
         if data and self.check:
-            self.hash.update(data)
+            if self.hash_file:
+                self.hash.update(data)
             self.walker.feed(data)
         return data
 
@@ -49,10 +51,11 @@ _EOF = object()
 class Decompressed:
     """Decompressed bytes, produced by a worker thread, consumed in bounded reads."""
 
-    def __init__(self, raw: BinaryIO, *, threaded: bool) -> None:
+    def __init__(self, raw: BinaryIO, *, threaded: bool, hash_file: bool = True) -> None:
         # The threaded (verifying) reader checks the whole file; the head reader
-        # (inspect) stops early and so checks nothing about the rest.
-        self.source = _Source(raw, check=threaded)
+        # (inspect) stops early and so checks nothing about the rest. A delta's base
+        # skips the file's sha256 (``hash_file``): only its members' hashes matter.
+        self.source = _Source(raw, check=threaded, hash_file=hash_file)
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             self.source,  # type: ignore[arg-type]  # any object with read() will do
             read_size=CHUNK,

@@ -109,7 +109,7 @@ def write_bundle(
     """
     if manifest.kind != BUNDLE_KIND:
         raise ValueError("write_bundle needs a bundle manifest (Lock.as_manifest())")
-    missing = [a.path for a in manifest.artifacts if a.path not in files]
+    missing = [a.path for a in manifest.members() if a.path not in files]
     if missing:
         raise InputError(f"no local file for artifact {missing[0]}")
     settings = settings or WriteSettings()
@@ -154,15 +154,17 @@ def _write_members(
     progress: StreamProgress | None,
 ) -> None:
     """The tar stream into ``z``: the manifest and signature members (``head``), every
-    artifact in manifest order (checked as it is copied), the end-of-archive blocks."""
-    total = manifest.total_size
+    artifact in manifest order (checked as it is copied; a delta's: what it carries),
+    the end-of-archive blocks."""
+    members = manifest.members()
+    total = sum(a.size for a in members)
     done = 0
     written = 0
     for name, data in zip((MANIFEST_NAME, SIGNATURE_NAME), head, strict=True):
         z.write(tarfmt.file_header(name, len(data), manifest.mtime))
         z.write(data + b"\0" * tarfmt.padding(len(data)))
         written += tarfmt.BLOCK + len(data) + tarfmt.padding(len(data))
-    for art in manifest.artifacts:
+    for art in members:
         z.write(tarfmt.file_header(art.path, art.size, manifest.mtime))
         done = _copy_checked(art, files[art.path], z, done, total, progress)
         z.write(b"\0" * tarfmt.padding(art.size))

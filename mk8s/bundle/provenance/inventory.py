@@ -198,11 +198,16 @@ def from_bundle(
     *,
     allow_unsigned: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    base: Path | None = None,
 ) -> tuple[Inventory, reader.VerifiedBundle]:
     """Verify the bundle (as ``bundle verify``, split or not) while reading what its
     artifacts hold. BundleRejected (exit 3) as for verify; nothing unverified is read.
+    A delta is read with its ``base`` as the whole release (it is rebuilt in a
+    temporary directory: that needs the release's size in free disk).
     """
     split = parts.check_index(path, trusted, allow_unsigned=allow_unsigned)
+    if base is not None:
+        return _from_delta(path, base, trusted, allow_unsigned, progress)
     work = Path(tempfile.mkdtemp(prefix="mk8s-inventory-"))  # 0700
     sink = _ContentsSink(work)
     try:
@@ -215,3 +220,21 @@ def from_bundle(
     if split is not None:
         split.check_whole(verified.file_sha256)
     return Inventory(verified.manifest, sink.contents), verified
+
+
+def _from_delta(
+    path: Path,
+    base: Path,
+    trusted: Sequence[TrustedKey],
+    allow_unsigned: bool,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[Inventory, reader.VerifiedBundle]:
+    from mk8s.bundle.delta.extract import rebuild_into
+
+    work = Path(tempfile.mkdtemp(prefix="mk8s-inventory-"))  # 0700
+    try:
+        verified = rebuild_into(path, base, trusted, work, allow_unsigned, progress)
+        files = {a.path: work / "out" / a.path for a in verified.manifest.artifacts}
+        return from_files(verified.manifest, files), verified
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -33,11 +33,16 @@ class Stage(Phase):
     background = True
 
     def __init__(
-        self, bundle: Path, trusted: Sequence[keys.TrustedKey], allow_unsigned: bool
+        self,
+        bundle: Path,
+        trusted: Sequence[keys.TrustedKey],
+        allow_unsigned: bool,
+        base: Path | None = None,
     ) -> None:
         self.bundle = bundle
         self.trusted = trusted
         self.allow_unsigned = allow_unsigned
+        self.base = base  # a delta's base: the release is rebuilt from both
         self.scratch: Path | None = None
 
     def nodes(self, s: Session) -> Sequence[Node]:
@@ -67,6 +72,7 @@ class Stage(Phase):
             self.trusted,
             self.scratch,
             allow_unsigned=self.allow_unsigned,
+            base=self.base,
         )
         if again.manifest_bytes != s.known.verified.manifest_bytes:
             raise BundleRejected(

@@ -20,11 +20,16 @@ class VerifyBundle(Phase):
     numbered = False
 
     def __init__(
-        self, bundle: Path, trusted: Sequence[keys.TrustedKey], allow_unsigned: bool
+        self,
+        bundle: Path,
+        trusted: Sequence[keys.TrustedKey],
+        allow_unsigned: bool,
+        base: Path | None = None,
     ) -> None:
         self.bundle = bundle
         self.trusted = trusted
         self.allow_unsigned = allow_unsigned
+        self.base = base  # a delta's base: the delta is verified as the whole release
 
     def run(self, s: Session) -> None:
         """Signature and every byte, in one pass; BundleRejected (exit 3) names the
@@ -33,7 +38,9 @@ class VerifyBundle(Phase):
         s.log(f"verifying {self.bundle}")
         # A split bundle: the signed parts index and every part's size first.
         split = parts.check_index(self.bundle, self.trusted, allow_unsigned=self.allow_unsigned)
-        v = reader.verify_bundle(self.bundle, self.trusted, allow_unsigned=self.allow_unsigned)
+        v = reader.verify_bundle(
+            self.bundle, self.trusted, allow_unsigned=self.allow_unsigned, base=self.base
+        )
         if split is not None:
             split.check_whole(v.file_sha256)
         if v.signer is None:

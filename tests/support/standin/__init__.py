@@ -78,7 +78,11 @@ def _images_json(arch: str, images: Mapping[str, str]) -> bytes:
         ok = name.startswith("rke2-images") and name.endswith(suffix)
         if not ok or any(not (c.isascii() and (c.isalnum() or c in "._-")) for c in name):
             raise ValueError(f"not an airgap image tarball of {arch}: {name!r}")
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        # the file's sha256, optionally ":" and the sha256 of its decompressed content
+        parts = digest.split(":")
+        if len(parts) > 2 or any(
+            len(d) != 64 or any(c not in "0123456789abcdef" for c in d) for d in parts
+        ):
             raise ValueError(f"not a sha256 hex digest for {name}: {digest!r}")
     return json.dumps(dict(sorted(images.items())), separators=(",", ":")).encode()
 
