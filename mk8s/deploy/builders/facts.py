@@ -9,8 +9,9 @@ nothing here changes the node.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from mk8s.deploy.builders.serverprobe import split_listing
 from mk8s.deploy.command import Command
 from mk8s.deploy.rke2config import CONFIG_DIR as CONFIG_DIR
 from mk8s.deploy.rke2config import CONFIG_PATH as CONFIG_PATH
@@ -185,12 +186,20 @@ def records(paths: NodePaths = DEFAULT_PATHS) -> Command:
 
 
 def gather(
-    staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
+    staging: str,
+    prefixes: Sequence[str] = DEFAULT_PREFIXES,
+    paths: NodePaths = DEFAULT_PATHS,
+    *,
+    server: Command | None = None,
 ) -> Command:
     """Every fact in one round trip: the basic part, then the root part when the login
-    is root or may ``sudo -n``. Split the output with :func:`parse_gathered`."""
-    # neither holds a secret
+    is root or may ``sudo -n`` (with ``server``, a running server's own answers:
+    :mod:`mk8s.deploy.builders.serverprobe`). Split the output with
+    :func:`parse_gathered`."""
+    # none holds a secret
     priv = privileged(staging, prefixes, paths).render() + "; " + records(paths).render()
+    if server is not None:
+        priv += "; " + server.render()
     return Command.script(
         _BASIC_TEXT + f"; echo '{PRIVILEGED_MARK}'; "
         'if [ "$(id -u)" = 0 ]; then sh -c {p}; '
@@ -202,9 +211,12 @@ def gather(
 
 
 def parse_gathered(out: str) -> NodeFacts:
+    out, listing = split_listing(out)
     basic, mark, priv = out.partition(PRIVILEGED_MARK + "\n")
     facts = parse(basic, priv if mark else None)
-    return facts if facts.can_root else parse(basic, None)
+    if not facts.can_root:
+        return parse(basic, None)
+    return replace(facts, listing=listing) if listing is not None else facts
 
 
 @dataclass(frozen=True)
@@ -245,6 +257,10 @@ class NodeFacts:
     placed_images: dict[str, str] = field(default_factory=dict)
     # What the running RKE2 reports (its node's kubeletVersion), when a server told.
     running_version: str | None = None
+    # A running server's own /readyz answer (first line; None when not asked).
+    readyz: str | None = None
+    # The cluster's node list (kubectl get nodes -o json), when this server was asked.
+    listing: str | None = field(default=None, repr=False)
 
     @property
     def can_root(self) -> bool:
@@ -332,6 +348,7 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             rke2_selinux=p.get("rke2_selinux") == "yes",
             etcd_user=p.get("etcd_user") == "yes" and p.get("etcd_group") == "yes",
             sysctls=sysctls,
+            readyz=p.get("readyz"),
             **_parse_records(privileged_out, p),
         )
     return NodeFacts(**facts)  # type: ignore[arg-type]

@@ -135,7 +135,12 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
         if f.arch in manifest.release.arch and f.disk_free is not None:
             images = cluster.images.local_tarballs(node)
             need = _bytes_needed(
-                manifest, f.arch or "", f, cluster.options.staging_dir, images, node.is_server
+                manifest,
+                f.arch or "",
+                f,
+                (cluster.options.staging_dir, cluster.paths(node).images_dir),
+                images,
+                node.is_server,
             )
             if f.disk_free < need:
                 problems.append(
@@ -172,20 +177,27 @@ def missing_sans(cluster: Cluster) -> list[str]:
 
 
 def _bytes_needed(
-    manifest: Lock, arch: str, f: NodeFacts, staging_root: str, images: bool, server: bool
+    manifest: Lock,
+    arch: str,
+    f: NodeFacts,
+    where: tuple[str, str],
+    images: bool,
+    server: bool,
 ) -> int:
-    need = DISK_SLACK
+    """Disk this run writes on the node (``where``: the staging root and the images
+    directory): the artifacts not yet staged and the image tarballs not yet placed,
+    plus slack; nothing for a node that has them all (work follows what changed)."""
+    staging_root, images_dir = where
+    staged = [(p, h) for p, h in f.hashes.items() if p.startswith(staging_root)]
+    need = 0
     for art in node_artifacts(manifest, arch, images, server):
-        present = any(
-            p.endswith("/" + art.path.removeprefix("artifacts/")) and h == art.sha256
-            for p, h in f.hashes.items()
-            if p.startswith(staging_root)
-        )
-        if not present:
+        rel = "/" + art.path.removeprefix("artifacts/")
+        if not any(p.endswith(rel) and h == art.sha256 for p, h in staged):
             need += art.size
-        if art.kind in IMAGE_KINDS:
+        placed = f.hashes.get(posixpath.join(images_dir, art.name)) == art.sha256
+        if art.kind in IMAGE_KINDS and not placed:
             need += art.size
-    return need
+    return need + DISK_SLACK if need else 0
 
 
 # -- steps -------------------------------------------------------------------------------

@@ -191,6 +191,19 @@ class Session:
         self.log(f"{node.name}: Ready ({version})")
         self.record(node, state=NodeState.READY, version=version, role=node.role)
 
+    def mark_converged(self, versions: dict[str, str]) -> None:
+        """Mark the nodes named in ``versions`` Ready at once: each was found Ready at
+        that version with nothing to change; one log line, one journal write."""
+        now = time.monotonic()
+        entries: dict[str, dict[str, object]] = {}
+        for name, version in versions.items():
+            o = self.known.outcomes[name]
+            o.state, o.version = NodeState.READY, version
+            o.seconds = now - self._clocks[name]
+            entries[name] = {"state": NodeState.READY, "version": version, "role": o.node.role}
+        verified = self.known.verified
+        self.journal.record_many(entries, verified.bundle_id if verified else None)
+
     def record(self, node: Node, **entry: Any) -> None:
         """Record in the journal where ``node`` ended, with this run's bundle."""
         verified = self.known.verified
