@@ -1,7 +1,8 @@
-"""Run every benchmark of SPEC section 10 and print one table.
+"""Run every benchmark and print one table.
 
     .venv/bin/python -m bench                     # 2 GiB, 3 rounds, every row
     .venv/bin/python -m bench --size 8MiB --rounds 1 --only create,verify,inspect
+    .venv/bin/python -m bench --only scale        # 3 + 97 test hosts (docs/scale.md)
     .venv/bin/python bench/run.py --json out.json
 
 Both sides of each ratio run in this invocation, alternating (who goes first flips
@@ -35,10 +36,16 @@ ROWS = (
     "deploy-rerun",
     "upgrade",
     "uplink",
+    "scale-first",
+    "scale-rerun",
+    "scale-add",
+    "scale-rss",
+    "scale-cpu",
 )
 ALIASES = {
     "deploy": ("deploy-scale", "deploy-rerun"),
     "bundle": ("create", "verify", "inspect", "verify-split"),
+    "scale": ("scale-first", "scale-rerun", "scale-add", "uplink", "scale-rss", "scale-cpu"),
 }
 
 
@@ -81,6 +88,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--deploy-image-size", default="4MiB", help="image tarball of the deploy bundle"
     )
     ap.add_argument("--agents", type=int, default=12, help="agents of the big deploy [12]")
+    ap.add_argument(
+        "--scale-agents",
+        type=int,
+        default=97,
+        help="agents of the scale rows and the uplink row (3 servers + N) [97]",
+    )
+    ap.add_argument(
+        "--scale-base-agents",
+        type=int,
+        default=12,
+        help="agents of the cluster the first deploy at scale is compared with [12]",
+    )
     ap.add_argument("--host-prefix", default="mk8sb", help=argparse.SUPPRESS)
     ap.add_argument("--host-subnet", default="10.77.8.0/24", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
@@ -111,11 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {name} ... ({time.monotonic() - started:.0f}s)", file=sys.stderr, flush=True)
 
     bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "uplink"} & set(only)
+    scale = {"uplink", "scale-first", "scale-rerun", "scale-add", "scale-rss", "scale-cpu"}
+    needs_data = {*bundle_rows, *scale, "deploy-scale", "deploy-rerun", "upgrade"} & set(only)
+    # The deploy rows use only the small deploy bundle: no 2 GiB release to generate.
+    data_size = total if bundle_rows & set(only) else min(total, 4 << 20)
     try:
         if needs_data:
             note("preparing data")
-            with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
+            with dataset(a.workdir, data_size, parse_size(a.deploy_image_size)) as ds:
                 if bundle_rows & set(only):
                     from bench.bundle import create_row, verify_inspect_rows
 
@@ -138,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                     note("deploy")
                     scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
                     rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
-                if "uplink" in only:
-                    from bench.uplink import uplink_row
+                if scale & set(only):
+                    from bench.scale import scale_rows
 
-                    note("uplink")
-                    rows["uplink"] = uplink_row(ds, net, agents=a.agents)
+                    note(f"scale (3 + {a.scale_agents}; one round)")
+                    wanted = scale & set(only)
+                    rows.update(scale_rows(ds, net, wanted, a.scale_agents, a.scale_base_agents))
                 if "upgrade" in only:
                     from bench.upgrade import upgrade_row
 
