@@ -27,7 +27,7 @@ from mk8s.deploy.command import Command
 from mk8s.deploy.engine.journal import Journal
 from mk8s.deploy.engine.known import Known, NodeState
 from mk8s.deploy.engine.readiness import NodesPoller, wait_ready
-from mk8s.deploy.engine.remote import Connect, Remote, connect_ssh
+from mk8s.deploy.engine.remote import Connect, Remote, allow_open_files, connect_ssh
 from mk8s.deploy.engine.uploads import Uploader
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
@@ -65,6 +65,7 @@ class Session:
         self.known = Known(self.cluster)
         self.state = StateDir(self.cluster.name, self.settings.state_base)
         self.remote = Remote(self.state, self.connect)
+        allow_open_files(len(self.cluster.nodes))
         self.uploader = Uploader(self.remote, self.log, self.progress)
         self._lock = threading.Lock()
         self._clocks = {n.name: time.monotonic() for n in self.cluster.nodes}
