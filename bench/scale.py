@@ -19,8 +19,10 @@ ratio run in this one invocation. The machine's load average is noted beside the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,50 @@ class Runs:
     samples: dict[str, Sample] = field(default_factory=dict)
     sent: dict[str, int] = field(default_factory=dict)  # bytes uploaded
     load: list[str] = field(default_factory=list)
+    peaks: dict[str, tuple[int, int]] = field(default_factory=dict)  # threads, open files
+    listing: int = 0  # bytes of `kubectl get nodes -o json` on the big cluster
+
+
+class Watch:
+    """Samples the ``mk8s deploy`` process running in ``work`` (found under /proc) for
+    its peak thread count and open files, twice a second."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = str(work)
+        self.threads = self.files = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Watch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        pid = None
+        while not self._stop.wait(0.5):
+            pid = pid if pid and Path(f"/proc/{pid}").exists() else self._find()
+            if pid is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                line = next(x for x in status.splitlines() if x.startswith("Threads:"))
+                self.threads = max(self.threads, int(line.split()[1]))
+                self.files = max(self.files, len(os.listdir(f"/proc/{pid}/fd")))
+
+    def _find(self) -> int | None:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                argv = (d / "cmdline").read_bytes().split(b"\0")
+                ours = any(a.endswith(b"mk8s") for a in argv[:2]) and b"deploy" in argv
+                if ours and os.readlink(d / "cwd") == self.work:
+                    return int(d.name)
+        return None
 
 
 def _names(agents: int) -> list[str]:
@@ -62,6 +108,7 @@ class Cluster:
 
     def __init__(self, ds: Dataset, work: Path, hosts_set: object, mode: str) -> None:
         self.ds, self.work, self.hs, self.mode = ds, work, hosts_set, mode
+        self.peaks = (0, 0)
 
     def deploy(self, bundle: Path, agents: int) -> tuple[Sample, int]:
         text = cluster_yaml(self.hs, _names(agents), SERVERS)
@@ -69,8 +116,16 @@ class Cluster:
         audit = self.work / ".mk8s" / "bench" / "audit.jsonl"
         seen = len(audit.read_text().splitlines()) if audit.exists() else 0
         argv = [mk8s_bin(), "deploy", "-f", "cluster.yaml", "--bundle", str(bundle)]
-        sample = run([*argv, "--key", str(self.ds.pub)], cwd=self.work, timeout=3600)
+        with Watch(self.work) as w:
+            sample = run([*argv, "--key", str(self.ds.pub)], cwd=self.work, timeout=3600)
+        self.peaks = (w.threads, w.files)
         return sample, uploaded_bytes(sample.out, audit, seen)
+
+    def listing_bytes(self) -> int:
+        """The size of the node list the first server answers with now."""
+        kubectl = "/var/lib/rancher/rke2/bin/kubectl --kubeconfig /etc/rancher/rke2/rke2.yaml"
+        r = self.hs.hosts[0].run(f"{kubectl} get nodes -o json")  # type: ignore[attr-defined]
+        return len(r.stdout.encode())
 
 
 def _with_cluster(
@@ -91,36 +146,38 @@ def measure(ds: Dataset, net: Net, agents: int, base_agents: int, wanted: set[st
     bundle = deploy_bundle(ds)
     r = Runs()
 
-    def note(what: str, sample: Sample, sent: int) -> None:
+    def note(what: str, c: Cluster, sample: Sample, sent: int) -> None:
         r.samples[what], r.sent[what] = sample, sent
         r.load.append(f"{what}: load {_load()}")
+        r.peaks[what] = c.peaks
 
     if wanted & {"scale-add"}:
 
         def small(c: Cluster) -> None:
             c.deploy(bundle, 1)
-            note("add-small", *c.deploy(bundle, 2))
+            note("add-small", c, *c.deploy(bundle, 2))
 
         _with_cluster(ds, net, "small", SERVERS + 2, "servers", small)
     if wanted & {"scale-first", "scale-cpu"}:
 
         def base(c: Cluster) -> None:
-            note("first-base", *c.deploy(bundle, base_agents))
+            note("first-base", c, *c.deploy(bundle, base_agents))
 
         _with_cluster(ds, net, "base", SERVERS + base_agents, "servers", base)
 
     def big(c: Cluster) -> None:
-        note("first", *c.deploy(bundle, agents))
+        note("first", c, *c.deploy(bundle, agents))
+        r.listing = c.listing_bytes()
         if wanted & {"scale-rerun", "scale-rss"}:
-            note("rerun", *c.deploy(bundle, agents))
+            note("rerun", c, *c.deploy(bundle, agents))
         if wanted & {"scale-add", "scale-rss"}:
-            note("add", *c.deploy(bundle, agents + 1))
+            note("add", c, *c.deploy(bundle, agents + 1))
 
     _with_cluster(ds, net, "big", SERVERS + agents + 1, "servers", big)
     if "uplink" in wanted:
 
         def everything(c: Cluster) -> None:
-            note("first-all", *c.deploy(bundle, agents))
+            note("first-all", c, *c.deploy(bundle, agents))
 
         _with_cluster(ds, net, "all", SERVERS + agents, "all", everything)
     return r
@@ -207,6 +264,12 @@ def _fill(rows: dict[str, Row], r: Runs, agents: int) -> None:
         "; ".join(f"{k} {v.cpu:.1f} s CPU in {v.seconds:.1f} s" for k, v in s.items())
     )
     rows["scale-rss"].notes.append("baseline column: the budget")
+    rows["scale-rss"].notes.append(
+        "peak threads / open files of mk8s: "
+        + "; ".join(f"{k} {th} / {fd}" for k, (th, fd) in r.peaks.items())
+        + f"; RSS {', '.join(f'{k} {v.max_rss / MIB:.1f} MiB' for k, v in s.items())}"
+        + f"; node list on the first server at {nodes} nodes: {r.listing} bytes"
+    )
     rows["scale-cpu"].notes.append("baseline column: the budget")
 
 

@@ -101,6 +101,18 @@ _HOST_TEXT = (
 )
 
 
+# Appended to the install command: remembers ``rke2 --version`` (first line) with the
+# binary's path, size, ctime and inode, so later facts need not run the binary while
+# it is untouched (a replaced binary has another inode and ctime). Uses $sums and
+# $prefixes.
+VERSION_RECORD = (
+    'for p in $prefixes; do if [ -f "$p/bin/rke2" ]; then '
+    'v=$("$p/bin/rke2" --version 2>/dev/null | head -n 1) && [ -n "$v" ] && mkdir -p "$sums" && '
+    'echo "$p $(stat -c \'%s %.9Z %i\' "$p/bin/rke2")|$v" > "$sums/rke2-version"; break; '
+    "fi; done; true"
+)
+
+
 def privileged(
     staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
 ) -> Command:
@@ -128,9 +140,14 @@ def privileged(
         + "if systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null; "
         "then echo nm_cloud_setup=enabled; fi; "
         'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
-        'if [ -f "$p/bin/rke2" ]; then v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
+        # The version mk8s recorded at install (VERSION_RECORD) while the binary's
+        # path, size, ctime and inode are those it recorded; else ask the binary.
+        'if [ -f "$p/bin/rke2" ]; then r=$(cat "$sums/rke2-version" 2>/dev/null); '
+        'st="$p $(stat -c \'%s %.9Z %i\' "$p/bin/rke2")"; '
+        'if [ -n "$r" ] && [ "${{r%%|*}}" = "$st" ]; then echo "rke2_version=${{r#*|}}"; else '
+        'v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
         'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
-        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; break; fi; '
+        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; fi; break; fi; '
         "done; "
         "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
