@@ -1,1 +1,1 @@
-"""Benchmarks of SPEC section 10: ``python -m bench`` (see bench/run.py)."""
+"""Benchmarks (docs/testing.md, "Benchmarks"): ``python -m bench`` (see bench/run.py)."""

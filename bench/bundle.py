@@ -1,4 +1,5 @@
-"""create / verify / inspect rows (SPEC 10), both sides alternating per round."""
+"""create / verify / inspect rows (docs/testing.md, Benchmarks), both sides alternating
+per round."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Run every benchmark and print one table.
+"""Run every benchmark (docs/testing.md, "Benchmarks") and print one table.
 
     .venv/bin/python -m bench                     # 2 GiB, 3 rounds, every row
     .venv/bin/python -m bench --size 8MiB --rounds 1 --only create,verify,inspect

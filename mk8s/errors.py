@@ -1,7 +1,7 @@
 """Every error mk8s expects, each with a message that tells the user how to fix it.
 
 The CLI catches :class:`Mk8sError` in exactly one place (``mk8s.cli.main``) and maps
-``exit_code`` to the process exit status documented in SPEC section 2:
+``exit_code`` to the process exit status (README; docs/architecture.md, "Errors"):
 
 * 1: an operational failure (network, SSH, a node failed)
 * 2: usage, or an invalid input file (a key, a lockfile, cluster.yaml)

@@ -3,7 +3,7 @@ JSON or YAML documents it may parse.
 
 Outside means anything mk8s did not write itself in this run: a registry's or a
 release server's answer, a bundle, a lock, an auth file, a chart. Three rules hold
-for every such input (the README's security section lists the numbers):
+for every such input (docs/security.md lists the numbers):
 
 * **Shown text** goes through :func:`shown`: credentials are masked, control
   characters *and newlines* are escaped (a registry cannot forge a second line on

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -13,6 +14,13 @@ from mk8s.bundle import keys
 from mk8s.cli import main
 from tests.support.containerd import Containerd, containerd_for_tests
 from tests.support.hosts import HostSet, hostset_for_tests
+
+# A test suite started in the background of a non-interactive shell inherits SIGINT
+# ignored (POSIX), and so would every mk8s process the tests start: their Ctrl-C tests
+# would then wait for an interrupt that never comes. Python's own handler here means the
+# children start with the default disposition, as from a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 from mk8s.bundle import keys
 from tests.support import bundles
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+FORMAT_DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"
 
 
 @pytest.fixture
@@ -98,10 +98,10 @@ def test_extract_cli(run_cli, signed, tmp_path: Path) -> None:  # type: ignore[n
 
 
 def _audit_commands(algorithm: str) -> str:
-    """The auditor's recipe, taken verbatim from the README."""
-    text = README.read_text()
+    """The auditor's recipe, taken verbatim from docs/format.md."""
+    text = FORMAT_DOC.read_text()
     m = re.search(r"<!-- audit:begin -->\n```sh\n(.*?)```\n<!-- audit:end -->", text, re.S)
-    assert m, "README lost its audit recipe"
+    assert m, "docs/format.md lost its audit recipe"
     script = m.group(1)
     other = "ecdsa" if algorithm == "ed25519" else "ed25519"
     # keep the lines for this key type, drop the other's

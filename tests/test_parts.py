@@ -18,7 +18,7 @@ from mk8s.bundle.split import join_parts, split_bundle
 from mk8s.errors import InputError
 from tests.support import bundles
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+FORMAT_DOC = Path(__file__).resolve().parents[1] / "docs" / "format.md"
 
 
 @pytest.fixture
@@ -260,9 +260,9 @@ def test_join_without_index_is_a_usage_error(signed) -> None:  # type: ignore[no
 
 
 def _audit_script(section: str) -> str:
-    text = README.read_text()
+    text = FORMAT_DOC.read_text()
     m = re.search(rf"<!-- {section}:begin -->\n```sh\n(.*?)```\n<!-- {section}:end -->", text, re.S)
-    assert m, f"README lost its {section} recipe"
+    assert m, f"docs/format.md lost its {section} recipe"
     # keep the lines for an ed25519 key (the test's), drop the ECDSA alternative
     return "\n".join(ln for ln in m.group(1).splitlines() if "# ecdsa" not in ln)
 

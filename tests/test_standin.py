@@ -1,4 +1,5 @@
-"""The RKE2 stand-in enforces the contract of SPEC 8/9, on real test hosts over real SSH."""
+"""The RKE2 stand-in enforces its contract (tests/support/standin/CONTRACT.md, docs/testing.md),
+on real test hosts over real SSH."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The stand-in's image rules without local tarballs (SPEC 12), on real test hosts:
+"""The stand-in's image rules without local tarballs (docs/deploy.md, images at scale),
+on real test hosts:
 
 * servers mode: an agent without image tarballs starts only when the cluster's servers
   run the embedded registry mirror (``embedded-registry: true``), its registries.yaml

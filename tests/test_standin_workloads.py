@@ -1,5 +1,6 @@
-"""The stand-in imports workload images and applies manifests the way RKE2 does (SPEC 13),
-on real test hosts, nodes driven directly (install.sh, config.yaml, systemctl):
+"""The stand-in imports workload images and applies manifests the way RKE2 does
+(docs/bundles.md, workloads), on real test hosts, nodes driven directly (install.sh,
+config.yaml, systemctl):
 
 * images: every tarball in ``agent/images`` is imported at start, an OCI image layout
   (``*.oci.tar``, what mk8s places) or a docker archive (RKE2's ``rke2-images*``), with

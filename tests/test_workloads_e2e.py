@@ -278,7 +278,7 @@ def test_a_tampered_blob_is_caught_at_create(images: Images, world: World, tmp_p
 def test_the_auditor_recipe_checks_every_workload_byte(
     bundle: Path, world: World, tmp_path: Path
 ) -> None:
-    """The README's stock-tools recipe still verifies every member of a bundle that
+    """The stock-tools recipe of docs/format.md still verifies every member of a bundle that
     carries images, a chart and a manifest."""
     import subprocess
 

@@ -1,8 +1,8 @@
 """Read a bundle: inspect its head, or verify (and extract) it in one streaming pass.
 
-Verification order (SPEC section 6): the manifest and signature members are read
-(bounded sizes), the signature is checked against the trusted keys before anything in
-the manifest is believed, then every member must be exactly the manifest's next
+Verification order (docs/format.md, "What verify checks"): the manifest and signature
+members are read (bounded sizes), the signature is checked against the trusted keys
+before anything in the manifest is believed, then every member must be exactly the manifest's next
 artifact: a regular file with a safe relative path, the right name, size and sha256.
 After the last artifact only tar padding may follow, the zstd stream must be one
 complete frame, and nothing may follow it. Memory stays bounded: decompressed data

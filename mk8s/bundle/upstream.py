@@ -297,7 +297,7 @@ def select_assets(
     *,
     tag: str = "the release",
 ) -> list[str]:
-    """The release files a bundle needs (SPEC section 4), per arch in the order given.
+    """The release files a bundle needs (docs/format.md, "Artifacts"), per arch in order.
 
     Always ``sha256sum-ARCH.txt`` and ``rke2.linux-ARCH.tar.gz``; images are
     ``.tar.zst`` only: ``rke2-images.linux-ARCH`` for canal (the default), else

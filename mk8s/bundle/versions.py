@@ -1,4 +1,4 @@
-"""RKE2 version tags and the specs a user may ask for (SPEC section 3).
+"""RKE2 version tags and the specs a user may ask for (docs/bundles.md, "Creating bundles").
 
 A tag is ``vMAJ.MIN.PATCH[-rcK]+rke2rN``. Semver would ignore the ``+rke2rN`` build
 part, but RKE2 uses it for respins (``r2`` replaces ``r1``), so tags are compared as

@@ -1,4 +1,4 @@
-"""Write a bundle: one deterministic, signed ``.tar.zst`` (SPEC section 6).
+"""Write a bundle: one deterministic, signed ``.tar.zst`` (docs/format.md).
 
 Members, in order: ``mk8s-bundle.json``, ``mk8s-bundle.json.sig``, then every artifact
 in manifest order. Determinism: headers carry only the name, size, mode 0644, uid/gid

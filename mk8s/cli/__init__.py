@@ -127,7 +127,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Run the CLI and exit with the code SPEC section 2 documents."""
+    """Run the CLI and exit with the code docs/architecture.md ("Errors") documents."""
     verbose = any(a in ("-v", "-vv", "--verbose") for a in (argv or sys.argv[1:]))
     try:
         rv = cli.main(

@@ -1,8 +1,9 @@
 """Container images: pull into OCI image-layout archives, push into a registry.
 
-The shared foundation of SPEC section 12 (``registry`` mode pushes the bundle's image
-tarballs into a registry inside the air gap) and section 13 (pull the operator's own
-images by digest into OCI layout archives).
+The shared foundation of image distribution (docs/deploy.md, "Images at scale":
+``registry`` mode pushes the bundle's image tarballs into a registry inside the air gap)
+and of workloads (docs/bundles.md: pull the operator's own images by digest into OCI
+layout archives).
 
 Why a thin client on ``requests`` and not a registry library: we compared oras-py
 (0.2.x) and python-dxf (12.x). oras-py is built for ORAS artifacts: it parses

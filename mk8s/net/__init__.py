@@ -1,7 +1,7 @@
 """The one network layer: sessions, deadlines, retries, bounded bodies, resumable downloads.
 
 Every byte mk8s takes over HTTP (the release server, a registry, its token service) comes
-through here, bounded three ways (the README's "Network bounds" lists the numbers):
+through here, bounded three ways (docs/security.md, "Network bounds", lists the numbers):
 
 * **Time.** Each request, headers and body together, has a total deadline of
   ``MK8S_NET_DEADLINE`` seconds plus the bytes expected divided by ``MK8S_NET_MIN_RATE``;

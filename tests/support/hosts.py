@@ -1,4 +1,4 @@
-"""Test hosts: real OpenSSH sshd per simulated node (see shared/TESTHOSTS.md).
+"""Test hosts: real OpenSSH sshd per simulated node (docs/testing.md, "Real parts").
 
 Each node gets
   * its own network namespace, with a veth into a bridge in the root namespace;

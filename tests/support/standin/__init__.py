@@ -1,4 +1,4 @@
-"""RKE2 stand-in artifacts for the test world (SPEC 9).
+"""RKE2 stand-in artifacts for the test world (docs/testing.md, "The stand-in RKE2").
 
 Everything that runs on a node is Python 3 stdlib or POSIX sh, kept here as data
 files (``rke2.py``, ``systemctl.py``, ``journalctl.py``, ``install.sh``, ...).

@@ -197,6 +197,21 @@ def describe(pem: str) -> tuple[str, float, list[str]]:
     )
 
 
+# upstream: k3s-io/k3s pkg/daemons/control/deps/deps.go (a new CA regenerates the leaves it signs) [CONTRACT CR1]
+def issued_by(crt: str, ca_pem: str) -> bool:
+    """True when ``crt`` carries a signature of the CA ``ca_pem`` (not only its name: two
+    CAs made in the same second share the ``...-ca@<unix time>`` name)."""
+    with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
+        for name, pem in (("c.crt", crt), ("ca.crt", ca_pem)):
+            with open(os.path.join(d, name), "w") as f:
+                f.write(pem)
+        try:
+            _openssl(["verify", "-no_check_time", "-CAfile", "ca.crt", "c.crt"], d)
+        except CertError:
+            return False
+    return True
+
+
 def _subject_cn(pem: str) -> str:
     with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
         with open(os.path.join(d, "c.crt"), "w") as f:
@@ -228,7 +243,8 @@ def ensure_leaf(
         issuer, not_after, have = describe(crt)
         want = sorted(_norm_san(s) for s in dict.fromkeys(sans or []))
         fresh = not_after - time.time() > RENEW_DAYS * 86400
-        if fresh and issuer == _subject_cn(ca[0]) and sorted(map(_norm_san, have)) == want:
+        same = issuer == _subject_cn(ca[0]) and sorted(map(_norm_san, have)) == want
+        if fresh and same and issued_by(crt, ca[0]):
             return crt, key, "kept"
         action = "renewed"
     crt, key = sign(ca, subject, kind, sans, key_pem=key if crt and key else "")

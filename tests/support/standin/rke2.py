@@ -6,10 +6,10 @@ mount point or read-only, or INSTALL_RKE2_TAR_PREFIX) by install.sh from the gen
 ``rke2.linux-ARCH.tar.gz``;
 the server copies itself to ``/var/lib/rancher/rke2/bin/kubectl`` and behaves as
 kubectl when called by that name.  It enforces the RKE2 contract mk8s relies on
-(SPEC 8, 9): air-gap images present, bootstrap writes token and kubeconfig,
-joins need the right token, a reachable server and matching critical settings,
-one server join (etcd learner) at a time, ``kubectl get nodes`` lists the
-cluster's registered nodes.
+(docs/deploy.md; each rule in CONTRACT.md): air-gap images present, bootstrap writes
+token and kubeconfig, joins need the right token, a reachable server and matching
+critical settings, one server join (etcd learner) at a time, ``kubectl get nodes``
+lists the cluster's registered nodes.
 
 The cluster protocol is HTTPS, like RKE2's: 9345 (supervisor: /cacerts, /ping,
 join, /db/info, /db/snapshot, heartbeats) and 6443 (Kubernetes API: health,
@@ -68,7 +68,7 @@ takes --ignore-daemonsets, --delete-emptydir-data, --force, --disable-eviction,
 --timeout=DURATION (Go syntax: 300s, 5m), --grace-period=N; there are no pods, so a
 drain of an existing node cordons it and succeeds; of a missing node it fails (NotFound).
 
-Workload images (containerd's import, SPEC 13): at start, after the checks above, every
+Workload images (containerd's import; docs/bundles.md, workloads): at start, after the checks above, every
 tarball in agent/images (*.tar, *.tar.gz, *.tar.zst via the ``zstd`` CLI, *.tar.bz2,
 *.tar.lz4 via ``lz4``; by suffix, as RKE2 chooses) is read as an OCI image layout
 (oci-layout, index.json, blobs/sha256/HEX: every descriptor from index.json down through
