@@ -23,7 +23,7 @@ bench: setup
 	.venv/bin/python -m bench
 
 bench-smoke: setup
-	.venv/bin/python -m pytest tests/test_bench_smoke.py
+	.venv/bin/python -m pytest tests/bench/test_smoke.py
 
 exe: setup
 	bash scripts/build-exe.sh

@@ -32,7 +32,7 @@ def schema_path(name: str) -> Path:
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     """Load one schema; raises if the file is missing. That every shipped schema is a
-    valid Draft 2020-12 schema is a test (tests/test_schemas.py), not a cost paid by
+    valid Draft 2020-12 schema is a test (tests/unit/test_schemas.py), not a cost paid by
     every command (checking them took ~60 ms a run)."""
     return cast(dict[str, Any], json.loads(schema_path(name).read_text(encoding="utf-8")))
 

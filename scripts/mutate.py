@@ -6,7 +6,11 @@
 
 mutmut (configured in pyproject.toml, [tool.mutmut]) copies the tree into mutants/,
 mutates the modules listed there and, for each mutant, runs the non-root tests that
-call the mutated function. This script reads its results (mutants/**/*.py.meta),
+call the mutated function. The tests are selected by directory: the tests of package
+mk8s/X live in tests/unit/X/ (test_<module>.py), so the selection names the unit test
+directory of every mutated package; this script checks that it does before a run.
+
+This script reads mutmut's results (mutants/**/*.py.meta),
 subtracts the mutants recorded as equivalent in mutation/equivalent.txt and prints,
 per module: killed / (all - equivalent), then every surviving mutant as a diff line.
 
@@ -29,6 +33,7 @@ import difflib
 import json
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +188,21 @@ def report(min_score: float | None) -> int:
     return 1 if failed else 0
 
 
+def selection_problems(config: dict[str, object]) -> list[str]:
+    """What the test selection lacks: the unit test directory of each mutated package
+    (tests/unit/X/ for mk8s/X/..., or a directory above it)."""
+    only = [str(p) for p in config.get("only_mutate", [])]  # type: ignore[attr-defined]
+    selection = config.get("pytest_add_cli_args_test_selection", [])
+    chosen = [str(p).rstrip("/") for p in selection]  # type: ignore[attr-defined]
+    problems = []
+    for module in only:
+        package = module.removeprefix("mk8s/").rpartition("/")[0]
+        tests = f"tests/unit/{package}" if package else "tests/unit"
+        if not any(tests == c or tests.startswith(c + "/") for c in chosen):
+            problems.append(f"{module}: its tests ({tests}/) are not selected")
+    return problems
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--report", action="store_true", help="only report the last run")
@@ -190,6 +210,12 @@ def main() -> int:
     parser.add_argument("--max-children", default="2", help="parallel mutmut workers")
     args = parser.parse_args()
     if not args.report:
+        config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+        problems = selection_problems(config)
+        for line in problems:
+            print(f"pyproject.toml [tool.mutmut]: {line}", file=sys.stderr)
+        if problems:
+            return 2
         mutmut = Path(sys.executable).with_name("mutmut")
         cmd = [str(mutmut), "run", "--max-children", args.max_children]
         # mutmut draws a progress line per mutant; keep the terminal readable.

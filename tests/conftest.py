@@ -1,4 +1,5 @@
-"""Shared fixtures. Host fixtures live in tests/support/hosts.py."""
+"""Fixtures for every test: the CLI run in-process, signing keys, a private containerd.
+The fixtures of the tests on test hosts are in tests/hosts/conftest.py."""
 
 from __future__ import annotations
 
@@ -6,14 +7,12 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from mk8s.bundle import keys
 from mk8s.cli import main
 from tests.support.containerd import Containerd, containerd_for_tests
-from tests.support.hosts import HostSet, hostset_for_tests
 
 # A test suite started in the background of a non-interactive shell inherits SIGINT
 # ignored (POSIX), and so would every mk8s process the tests start: their Ctrl-C tests
@@ -56,33 +55,6 @@ def ed_key() -> keys.PrivateKey:
 @pytest.fixture(scope="session")
 def ec_key() -> keys.PrivateKey:
     return keys.generate_private_key("ecdsa-p256")
-
-
-# ---- test hosts (tests/support/hosts.py) --------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def hosts3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSet]:
-    """Three test hosts (node1..node3) shared by one test module.  Skips when not
-    root; fails instead when MK8S_REQUIRE_HOSTS=1."""
-    with hostset_for_tests(3, tmp_path_factory.mktemp("hosts3")) as hs:
-        yield hs
-
-
-@pytest.fixture
-def make_hosts(tmp_path: Path) -> Iterator[Callable[..., HostSet]]:
-    """Factory: ``make_hosts(n, names=[...])`` -> a HostSet torn down after the test."""
-    started: list[HostSet] = []
-
-    def make(n: int, **kw: object) -> HostSet:
-        cm = hostset_for_tests(n, tmp_path / f"hosts{len(started)}", **kw)
-        hs = cm.__enter__()
-        started.append(hs)
-        return hs
-
-    yield make
-    for hs in started:
-        hs.close()
 
 
 # ---- real containerd (tests/support/containerd.py) ----------------------------------

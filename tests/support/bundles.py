@@ -16,7 +16,7 @@ from pathlib import Path
 
 import zstandard
 
-from mk8s.bundle import keys
+from mk8s.bundle import keys, tarfmt
 from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
 from mk8s.bundle.split import SplitResult, split_bundle
 from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
@@ -159,3 +159,28 @@ def split_data(
         return keys.sign(key, index) if key is not None else keys.unsigned()
 
     return split_bundle(src, part_size, signature, out=folder / "parts" / name)
+
+
+@dataclass
+class OpenedBundle:
+    path: Path
+    raw: bytes  # the decompressed tar, exactly as written
+    members: list[tarfile.TarInfo]
+    manifest: Lock
+
+    def member(self, name: str) -> tarfile.TarInfo:
+        return next(m for m in self.members if m.name == name)
+
+    @property
+    def end(self) -> int:
+        """Offset just past the last artifact's padding (where end-of-archive starts)."""
+        last = self.members[-1]
+        return last.offset_data + last.size + tarfmt.padding(last.size)
+
+
+def open_bundle(path: Path, manifest: Lock) -> OpenedBundle:
+    """A written bundle with its decompressed tar and members, to damage at exact offsets."""
+    raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(path.read_bytes())).read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        members = tf.getmembers()
+    return OpenedBundle(path, raw, members, manifest)

@@ -10,6 +10,7 @@ valid gzip file that ``gzip -t`` accepts.
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import io
@@ -18,8 +19,9 @@ import os
 import struct
 import tarfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -235,3 +237,82 @@ def index_chain_layout(path: Path, depth: int, *, width: int = 1, distinct: bool
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     return path
+
+
+# -- hostile field values: every field of a valid document replaced, one at a time --------
+HOSTILE_VALUES: list[Any] = [
+    "",
+    " ",
+    "\x00",
+    "a\nb",
+    "cp1\n",
+    "\x1b[2J",
+    "$(touch /tmp/x)",
+    "`id`",
+    "'\"",
+    "../../etc/passwd",
+    "é" * 10,
+    "A" * 5000,
+    -1,
+    0,
+    2**70,
+    1.5,
+    True,
+    None,
+    [],
+    {},
+    ["x"] * 3,
+    {"a": {"b": {"c": [1, {"d": None}]}}},
+]
+
+
+def field_paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from field_paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from field_paths(v, (*prefix, i))
+
+
+def replaced_at(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    out = copy.deepcopy(doc)
+    if not path:
+        return value
+    target = out
+    for p in path[:-1]:
+        target = target[p]
+    target[path[-1]] = value
+    return out
+
+
+def field_variants(doc: Any) -> Iterator[tuple[str, Any]]:
+    for path in field_paths(doc):
+        for i, value in enumerate(HOSTILE_VALUES):
+            yield f"{'.'.join(map(str, path)) or 'root'}={i}", replaced_at(doc, path, value)
+
+
+# A valid cluster.yaml (as data) whose every field the corpus replaces.
+VALID_CLUSTER: dict[str, Any] = {
+    "apiVersion": "mk8s/v1alpha1",
+    "kind": "Cluster",
+    "metadata": {"name": "demo"},
+    "spec": {
+        "rke2": {
+            "version": "v1.28.15+rke2r1",
+            "tlsSan": ["k8s.example"],
+            "serverUrl": "https://k8s.example:9345",
+            "config": {"cni": "canal", "node-label": ["a=b"]},
+            "serverConfig": {"etcd-expose-metrics": True},
+            "agentConfig": {},
+            "registries": {"mirrors": {"docker.io": {"endpoint": ["https://r.example"]}}},
+        },
+        "ssh": {"user": "root", "port": 22, "hostKeyPolicy": "strict"},
+        "nodes": [
+            {"address": "10.0.0.1", "name": "cp1", "role": "server"},
+            {"address": "10.0.0.2", "role": "agent", "ssh": {"user": "ops", "port": 2222}},
+        ],
+        "options": {"concurrency": 5, "stagingDir": "/var/lib/mk8s"},
+    },
+}

@@ -335,3 +335,12 @@ def registry_for_tests(workdir: Path, **kwargs: Any) -> Iterator[TestRegistry]:
         yield reg
     finally:
         reg.stop()
+
+
+# The fix mk8s names for a caFile that is not a PEM CA (pinned by the cluster tests).
+CA_FIX = "caFile must be the PEM certificate(s) of the CA that signed the registry's certificate"
+
+
+def pem_block(label: str, body: bytes = b"AAAA") -> bytes:
+    """A PEM block of any label (a key, a CSR, garbage) for the caFile checks."""
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, body, label)

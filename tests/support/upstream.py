@@ -827,6 +827,13 @@ def _handler(up: ExampleUpstream, server: str) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+# Tags of the example release list the upgrade tests name.
+OLD = "v1.28.15+rke2r1"  # what v1.28.x resolves to
+NEW = "v1.29.10+rke2r1"  # what v1.29.x resolves to
+SKIP = "v1.30.5+rke2r1"  # two minors above OLD
+R2, R3 = "v1.28.13+rke2r2", "v1.28.13+rke2r3"  # respins of one patch
+
+
 def iter_pages(per_page: int, total: int) -> Iterator[tuple[int, int]]:
     """(page, count) pairs a full listing takes; for tests that count requests."""
     page = 1

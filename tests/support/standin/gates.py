@@ -2,7 +2,7 @@
 
 Runs on the test nodes inside the stand-in program (Python 3 stdlib only; embedded
 by ``rke2_program``). Transcribed from upstream on its own, not imported from mk8s
-(``tests/test_gates.py`` checks the two tables agree): the stand-in must refuse what
+(``tests/unit/test_rke2gates.py`` checks the two tables agree): the stand-in must refuse what
 the real release refuses even when mk8s's table is wrong.
 """
 

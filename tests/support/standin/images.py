@@ -123,6 +123,10 @@ def docker_archive_bytes(arch: str, tag: str, name: str, salt: str = "") -> byte
     return zstandard.ZstdCompressor(level=19).compress(_tar(members))
 
 
+# One int per (arch, tag, name), never evicted: a release listing reports the size of
+# about 1500 image tarballs, more than docker_archive_bytes keeps, and rebuilding them
+# for every listing cost seconds per test.
+@functools.cache
 def natural_size(arch: str, tag: str, name: str) -> int:
     """The smallest size :func:`image_archive` can write for ``name``."""
     # Room for the few bytes a drift salt adds to the compressed archive.
