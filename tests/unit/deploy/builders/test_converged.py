@@ -16,8 +16,8 @@ from mk8s.deploy.builders.converged import converged
 from mk8s.deploy.builders.kubectl import Listed, listed_nodes
 from mk8s.deploy.command import Command
 from mk8s.deploy.rke2config import DEFAULT_PATHS
-from tests.test_restart_plan import OLD, _cluster, _ctx
-from tests.test_restart_plan import converged as running
+from tests.unit.deploy.builders.test_restart import OLD, _cluster, _ctx
+from tests.unit.deploy.builders.test_restart import converged as running
 
 READY = Listed(True, OLD)
 READY_TRUE = {"type": "Ready", "status": "True"}

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 from tests.support.hosts import require_root_or_skip
+from tests.support.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 ROWS = ["uplink", "scale-first", "scale-rerun", "scale-add", "scale-rss", "scale-cpu"]
 
 

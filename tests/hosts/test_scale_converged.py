@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.support.hosts import HostSet, hostset_for_tests
-from tests.test_deploy import World, deploy, kubectl_nodes, world, write_cluster  # noqa: F401
+from tests.support.world import World, deploy, kubectl_nodes, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -57,7 +57,7 @@ def _show(records: list[dict[str, object]]) -> str:
 @pytest.fixture(scope="module")
 def converged(
     tmp_path_factory: pytest.TempPathFactory,
-    world: World,  # noqa: F811
+    world: World,
 ) -> Iterator[tuple[HostSet, Path]]:
     d = tmp_path_factory.mktemp("converged")
     names = [*SERVERS, *AGENTS, NEW]
@@ -70,7 +70,7 @@ def converged(
 
 def test_converged_node_is_checked_once_and_nothing_else_runs(
     converged: tuple[HostSet, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = converged
     before = len(_audit_lines(d))
@@ -89,7 +89,7 @@ def test_converged_node_is_checked_once_and_nothing_else_runs(
 
 def test_adding_one_agent_runs_join_checks_on_it_alone(
     converged: tuple[HostSet, Path],
-    world: World,  # noqa: F811
+    world: World,
 ) -> None:
     hs, d = converged
     _write(d / "cluster.yaml", hs, [*AGENTS, NEW])

@@ -6,9 +6,10 @@ from __future__ import annotations
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.support.paths import ROOT
+
+REPO = ROOT
 
 CHILD = """
 import resource, sys
