@@ -153,7 +153,7 @@ class Dataset:
 
 
 def keypair(work: Path) -> tuple[Path, Path]:
-    from mk8s.bundle import keys
+    from mk8s.bundle.format import keys
 
     prefix = work / "bench-signing"
     key, pub = prefix.with_suffix(".key"), prefix.with_suffix(".pub")

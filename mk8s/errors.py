@@ -75,6 +75,38 @@ class ChecksumMismatch(Mk8sError):
     exit_code = 3
 
 
+class ImageReferenceError(InputError):
+    """An image reference (``registry/repo:tag@sha256:...``) is malformed (exit 2)."""
+
+
+class ImageArchiveError(InputError):
+    """An OCI layout or docker archive is unreadable or inconsistent (exit 2)."""
+
+
+class CredentialsFileError(InputError):
+    """A Docker config / registry auth file is unreadable or malformed (exit 2)."""
+
+
+class RegistryError(Mk8sError):
+    """A registry failed, answered nonsense, or could not be reached (exit 1).
+
+    No registry error's message ever carries a password, a token or an
+    ``Authorization`` header; a blob or manifest whose bytes differ from its digest is
+    a :class:`ChecksumMismatch` (exit 3), like any other drifted download."""
+
+
+class RegistryAuthError(RegistryError):
+    """A registry refused the credentials, or wanted some and none were found."""
+
+
+class RegistryTLSError(RegistryError):
+    """The registry's TLS certificate could not be verified with the CA we trust."""
+
+
+class ImageNotFound(RegistryError):
+    """The registry has no such repository, tag, digest or platform."""
+
+
 class OutputError(Mk8sError):
     """Writing a result failed (disk full, permission, exists without --force)."""
 
@@ -97,6 +129,10 @@ class PreflightError(Mk8sError):
 
 class DeployError(Mk8sError):
     """A deploy step failed on one or more nodes."""
+
+
+class RemovalRefused(InputError):
+    """Taking this node out would break the cluster (etcd quorum); nothing was changed."""
 
 
 class StateLockedError(Mk8sError):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mk8s.bundle.versions import Version, parse_tag
+from mk8s.bundle.upstream.versions import Version, parse_tag
 
 
 class Feature(StrEnum):

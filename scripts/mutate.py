@@ -20,7 +20,7 @@ A timeout counts as killed (a mutant that makes verify loop forever is caught by
 Equivalent mutants are recorded by what they change, not by mutmut's number (which
 shifts whenever the function is edited), one per line::
 
-    mk8s/bundle/zstdframe.py || FrameWalker.__init__ || self._skip = 0 || self._skip = None || why
+    mk8s/bundle/format/keys.py || verify_signature || continue || break || why
 
 fields: file, function, the original line, the mutated line (both stripped), reason.
 A record that matches no mutant any more is reported as stale.
@@ -48,8 +48,8 @@ NOT_RUN = {None, 34, 37}  # not checked, skipped, caught by the type checker
 
 @dataclass(frozen=True)
 class Mutant:
-    key: str  # mutmut's name, e.g. mk8s.bundle.zstdframe.xǁFrameWalkerǁfeed__mutmut_4
-    file: str  # mk8s/bundle/zstdframe.py
+    key: str  # mutmut's name, e.g. mk8s.bundle.format.zstdframe.xǁFrameWalkerǁfeed__mutmut_4
+    file: str  # mk8s/bundle/format/zstdframe.py
     function: str  # FrameWalker.feed
     old: str  # the original line(s), stripped, joined by " / "
     new: str  # the mutated line(s)

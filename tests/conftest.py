@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.cli import main
 from tests.support.containerd import Containerd, containerd_for_tests
 

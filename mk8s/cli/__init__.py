@@ -32,7 +32,7 @@ def debug_log_path() -> Path:
 
 def _write_debug_log(exc: BaseException) -> Path | None:
     text = "".join(traceback.format_exception(exc))
-    from mk8s.files import open_append_private
+    from mk8s.files import open_append_private  # only when a traceback is written
 
     # The fallback lives in a shared place (/tmp): a per-user name, opened without
     # following symlinks and only if it is this user's own regular file.
@@ -76,6 +76,7 @@ class LazyGroup(click.Group):
         "status": "mk8s.cli.deploy:status_cmd",
         "kubeconfig": "mk8s.cli.deploy:kubeconfig_cmd",
         "reset": "mk8s.cli.deploy:reset_cmd",
+        "certs": "mk8s.cli.certs:certs",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys, parts, reader
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format import keys, parts, reader
+from mk8s.bundle.format.extract import extract_bundle
+from mk8s.bundle.format.manifest import Lock
 from mk8s.cli import LazyGroup
 from mk8s.cli.common import print_json
 from mk8s.errors import BundleRejected
@@ -43,10 +44,10 @@ ALLOW_UNSIGNED = click.option(
 @click.group(
     cls=LazyGroup,
     lazy={
-        "lock": "mk8s.cli.create:lock_cmd",
-        "create": "mk8s.cli.create:create_cmd",
-        "split": "mk8s.cli.provenance:split_cmd",
-        "join": "mk8s.cli.provenance:join_cmd",
+        "lock": "mk8s.cli.bundle_create:lock_cmd",
+        "create": "mk8s.cli.bundle_create:create_cmd",
+        "split": "mk8s.cli.bundle_parts:split_cmd",
+        "join": "mk8s.cli.bundle_parts:join_cmd",
         "sbom": "mk8s.cli.provenance:sbom_cmd",
         "diff": "mk8s.cli.provenance:diff_cmd",
     },
@@ -145,7 +146,7 @@ def extract(
     """Verify while extracting; nothing is left in DIR unless every check passes."""
     trusted = _trusted(key_paths, allow_unsigned)
     parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)  # split bundle
-    v = reader.extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
+    v = extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned)
     _warn_unsigned(v)
     click.echo(_summary_line(v, "extracted"))
     click.echo(f"into {dest}")
@@ -180,7 +181,7 @@ def inspect(bundle_path: Path, as_json: bool) -> None:
 def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | None) -> str:
     if sig is None:
         signed = f"unreadable signature ({problem})"
-    elif sig.algorithm == keys.UNSIGNED:
+    elif not sig.signed:
         signed = "UNSIGNED"
     else:
         signed = f"key {sig.key_id} ({sig.algorithm}), not checked"
@@ -199,7 +200,8 @@ def _inspect_text(m: Lock, bid: str, sig: keys.Signature | None, problem: str | 
     width = max(len(a.path) for a in m.artifacts)
     for a in m.artifacts:
         lines.append(f"  {a.path:<{width}}  {ui.human_bytes(a.size):>10}  sha256:{a.sha256}")
-    from mk8s.bundle.workloads import summary
+    # Imported here: only inspect pays for the workload module (yaml, chart archives).
+    from mk8s.bundle.workload_sources import summary
 
     carried = summary(m)
     if carried:

@@ -1,18 +1,21 @@
-"""Pieces shared by the click commands: passphrases, key options, JSON output."""
+"""Pieces shared by the click commands: passphrases, option groups, JSON output."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import click
 
 from mk8s.errors import KeyFileError
 
 PASSPHRASE_ENV = "MK8S_KEY_PASSPHRASE"  # noqa: S105  (a variable name)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def stdin_is_terminal() -> bool:
@@ -54,3 +57,21 @@ def passphrase_reader() -> Callable[[], bytes | None]:
 
 def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def gather_options(
+    f: F, cls: Callable[..., object], options: Sequence[Callable[[Any], Any]], keyword: str
+) -> F:
+    """``f`` with ``options`` added; it receives what they said as one ``cls`` (a
+    dataclass whose fields are the options' names) under ``keyword``."""
+    names = [fl.name for fl in fields(cls)]  # type: ignore[arg-type]
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = cls(**{n: kwargs.pop(n) for n in names})
+        return f(*args, **{keyword: given}, **kwargs)
+
+    out: Any = wrapper
+    for opt in reversed(options):
+        out = opt(out)
+    return out  # type: ignore[no-any-return]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.deploy import ops
 from mk8s.deploy.apply import DeploySettings, deploy
 from mk8s.deploy.cluster import Cluster

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.cli.common import passphrase_for_new_key
 
 
@@ -27,7 +27,7 @@ def key() -> None:
 )
 @click.option(
     "--algorithm",
-    type=click.Choice(keys.ALGORITHMS),
+    type=click.Choice([str(a) for a in keys.ALGORITHMS]),
     default="ed25519",
     show_default=True,
     help="Key type.",
@@ -47,9 +47,8 @@ def generate(prefix: Path, algorithm: str, no_passphrase: bool, force: bool) -> 
     passphrase = None if no_passphrase else passphrase_for_new_key()
     if no_passphrase:
         ui.warn("the private key is written unencrypted; anyone who reads it can sign bundles")
-    files = keys.write_key_pair(
-        keys.generate_private_key(algorithm), prefix, passphrase, force=force
-    )
+    key = keys.generate_private_key(keys.SignatureAlgorithm(algorithm))
+    files = keys.write_key_pair(key, prefix, passphrase, force=force)
     click.echo(f"private key: {files.private}")
     click.echo(f"public key:  {files.public}")
     click.echo(f"key id:      {files.key_id} ({files.algorithm})")

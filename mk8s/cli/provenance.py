@@ -1,8 +1,8 @@
-"""``mk8s bundle split | join | sbom | diff``: media and provenance for a transfer review.
+"""``mk8s bundle sbom | diff``: provenance for a transfer review.
 
-Thin commands over :mod:`mk8s.bundle.split`, :mod:`mk8s.bundle.sbom` and
-:mod:`mk8s.bundle.diff`. ``sbom`` and ``diff`` of bundles verify them first (the same
-``--key`` trust as ``bundle verify``): nothing is reported from an unverified bundle.
+Thin commands over :mod:`mk8s.bundle.provenance.sbom` and
+:mod:`mk8s.bundle.provenance.diff`. Bundles are verified first (the same ``--key``
+trust as ``bundle verify``): nothing is reported from an unverified bundle.
 """
 
 from __future__ import annotations
@@ -12,89 +12,18 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.bundle import inventory, keys, parts, split
-from mk8s.bundle.inventory import Inventory
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format import keys, parts
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.format.reader import UNSIGNED_WARNING
+from mk8s.bundle.provenance import inventory, sbom
+from mk8s.bundle.provenance.diff import diff, render_text
+from mk8s.bundle.provenance.inventory import Inventory
 from mk8s.cli.bundle import ALLOW_UNSIGNED, BUNDLE_ARG, key_option
-from mk8s.cli.common import passphrase_reader, print_json
+from mk8s.cli.common import print_json
 from mk8s.errors import InputError, OutputError
 from mk8s.files import atomic_write, open_regular, read_regular
 
 MAX_LOCK = 16 << 20
-
-
-@click.command("split")
-@BUNDLE_ARG
-@click.option("--size", "size_text", required=True, help="Largest part: e.g. 4095M, 700M, 4GB.")
-@click.option(
-    "--key",
-    "key_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="Sign the parts index with this private key (otherwise it is unsigned).",
-)
-@click.option(
-    "-o", "--output", "out", type=click.Path(path_type=Path), help="Directory for the parts."
-)
-@click.option("--force", is_flag=True, help="Replace existing parts.")
-def split_cmd(
-    bundle_path: Path, size_text: str, key_path: Path | None, out: Path | None, force: bool
-) -> None:
-    """Cut a bundle into numbered parts plus a parts index; the bundle is not re-signed.
-
-    `cat NAME.000 NAME.001 ... > NAME` gives back the exact bundle. Without --key the
-    index is unsigned: verify then checks each part by its hash, and the contents, as
-    always, by the bundle's own signature.
-    """
-    size = parts.parse_size(size_text)
-    note = parts.media_note(size)
-    if note:
-        ui.note(note)
-    if key_path is not None:
-        private = keys.load_private_key(key_path, passphrase_reader())
-
-        def signature(data: bytes) -> keys.Signature:
-            return keys.sign(private, data)
-    else:
-
-        def signature(data: bytes) -> keys.Signature:
-            return keys.unsigned()
-
-    target = (out / bundle_path.name) if out is not None else None
-    result = split.split_bundle(bundle_path, size, signature, out=target, force=force)
-    click.echo(_split_summary(result))
-
-
-def _split_summary(result: split.SplitResult) -> str:
-    ix = result.index
-    signed = "signed" if result.signed else "UNSIGNED"
-    return ui.safe(
-        f"split {ix.bundle_name} ({ui.human_bytes(ix.bundle_size)}) into {len(ix.parts)} "
-        f"parts of at most {ui.human_bytes(ix.part_size)}\n"
-        f"  index {result.index_path} ({signed})\n"
-        f"  bundle sha256 {ix.bundle_sha256}",
-        keep_newlines=True,
-    )
-
-
-@click.command("join")
-@click.argument("parts_path", metavar="PARTS", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "-o", "--output", "out", type=click.Path(path_type=Path), help="Bundle file or directory."
-)
-@click.option("--force", is_flag=True, help="Replace the bundle file if it exists.")
-def join_cmd(parts_path: Path, out: Path | None, force: bool) -> None:
-    """Join a split bundle's parts (give the .parts index or the first part) into one
-    file, checking every part's hash and the whole bundle's sha256 on the way.
-
-    Joining checks integrity, not origin: run `mk8s bundle verify` on the result.
-    """
-    result = split.join_parts(parts_path, out, force=force)
-    click.echo(
-        ui.safe(
-            f"joined {result.parts} parts into {result.path} "
-            f"({ui.human_bytes(result.size)}), sha256 {result.sha256}"
-        )
-    )
 
 
 def _trusted(key_paths: tuple[Path, ...], allow_unsigned: bool) -> list[keys.TrustedKey]:
@@ -112,8 +41,6 @@ def _from_bundle(path: Path, trusted: list[keys.TrustedKey], allow_unsigned: boo
             path, trusted, allow_unsigned=allow_unsigned, progress=bar.update
         )
     if verified.signer is None:
-        from mk8s.bundle.reader import UNSIGNED_WARNING
-
         ui.warn(UNSIGNED_WARNING)
     for art in inv.artifacts:
         problem = inv.contents_of(art).problem
@@ -147,10 +74,8 @@ def sbom_cmd(
     """Write the SBOM of a bundle (split or not) after verifying it: every artifact
     with its sha256, the RKE2 release, every container image in the image archives
     (name, tag, digest) and the Helm charts. Same bundle, same bytes."""
-    from mk8s.bundle import sbom
-
     inv = _from_bundle(bundle_path, _trusted(key_paths, allow_unsigned), allow_unsigned)
-    data = sbom.render(inv, fmt)
+    data = sbom.render(inv, sbom.SbomFormat(fmt))
     if out is None:
         click.echo(data.decode("ascii"), nl=False)
         return
@@ -186,8 +111,6 @@ def diff_cmd(
     """What changed from OLD to NEW (bundles or locks): the RKE2 release, artifacts
     added, removed or changed, and container images by digest (bundles only, verified
     first with --key). Exits 0 whether or not anything changed."""
-    from mk8s.bundle.diff import diff, render_text
-
     if old.resolve() == new.resolve():
         raise InputError(f"OLD and NEW are the same file {old}", "give two different files")
     sides: list[Inventory] = []

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle import keys
-from mk8s.bundle.workloads import summary
+from mk8s.bundle.format import keys
+from mk8s.bundle.workload_sources import summary
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeOutcome, NodeState
@@ -33,6 +33,7 @@ from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
 from mk8s.deploy.phases.preflight import Preflight, Token
 from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
 from mk8s.deploy.phases.stage import Install, Stage
+from mk8s.deploy.phases.unlisted import NameUnlisted
 from mk8s.deploy.phases.upgrade import (
     Snapshot,
     UncordonLeftovers,
@@ -73,6 +74,7 @@ def deploy_phases(
         PeerPorts(),
         JoinAgents(),
         UncordonLeftovers(),
+        NameUnlisted(),
         WriteKubeconfig(kubeconfig_out),
     ]
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log
+from mk8s.deploy.builders import certs
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
 from mk8s.deploy.engine.session import Session, SessionSettings
+from mk8s.deploy.phases.certs import CertRun, ReadCerts
 from mk8s.deploy.phases.reset import reset_phases
 from mk8s.deploy.phases.status import (
     AskReadiness,
@@ -43,21 +45,35 @@ def status(
 ) -> list[NodeStatus]:
     """What each node runs and whether it is Ready. Never changes anything."""
     s = _session(cluster, state_base, log, connect)
+    found = CertRun()
     try:
-        run_phases([ConnectReachable(), ProbeNodes(), AskReadiness()], s)
+        run_phases([ConnectReachable(), ProbeNodes(), AskReadiness(), ReadCerts(found)], s)
     finally:
         s.close()
-    return list(statuses(s).values())
+    rows = list(statuses(s).values())
+    for r in rows:
+        nc = found.found.get(r.node.name)
+        if nc is not None and r.reachable and nc.certs:  # a node with RKE2's certificates
+            r.certs = certs.shown_expiry(nc, found.now)
+            r.certs_problem = certs.verdict(nc, found.now)
+    return rows
 
 
 def status_table(rows: list[NodeStatus]) -> str:
-    table = [("NODE", "ADDRESS", "ROLE", "SERVICE", "VERSION", "IMAGES", "READY")]
+    table = [("NODE", "ADDRESS", "ROLE", "SERVICE", "VERSION", "IMAGES", "READY", "CERTS EXPIRE")]
     for r in rows:
         ready = "Ready" if r.ready else ("unreachable" if not r.reachable else "NotReady")
         n = r.node
-        table.append((n.name, n.address, n.role, r.service, r.version or "-", r.images, ready))
+        table.append(
+            (n.name, n.address, n.role, r.service, r.version or "-", r.images, ready, r.certs)
+        )
     lines = [ui.table(table)]
     lines += [ui.safe(f"{r.node.name}: {r.error}") for r in rows if r.error]
+    lines += [
+        ui.safe(f"{r.node.name}: certificates: {r.certs_problem}: run mk8s certs rotate")
+        for r in rows
+        if r.certs_problem
+    ]
     for r in rows:
         if r.placed:
             lines.append(ui.safe(f"{r.node.name} applies: {', '.join(r.placed)}"))

@@ -19,15 +19,18 @@ eight endpoints; a ~500-line client on ``requests`` (already a dependency, alrea
 how mk8s retries, resumes and hashes release downloads) adds no package to the one-file
 executable and keeps every byte under our checks.
 
-Modules: ``reference`` (image names), ``auth`` (credentials), ``client`` (the wire),
-``model`` (media types, descriptors, platforms), ``archive`` (reading tar streams,
-plain / gzip / zstd), ``layout`` (OCI image-layout archives), ``dockerarchive``
-(``docker save`` archives), ``pull``, ``push`` and ``inspect``.
+Modules: ``reference`` (image names), ``auth`` (credentials), ``challenge`` (answering
+a registry's 401), ``wire`` (one registry on the wire: TLS, authentication, retries,
+deadlines, error statuses), ``client`` (the API calls), ``blobs`` (blob downloads and
+uploads), ``model`` (media types, descriptors, platforms), ``archive`` (reading tar
+streams, plain / gzip / zstd), ``layout`` (OCI image-layout archives),
+``dockerarchive`` (``docker save`` archives), ``pull``, ``push`` and ``inspect``.
 """
 
 from mk8s.images.auth import Credentials, find_credentials, resolve_credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.inspect import ImageInfo, list_images
+from mk8s.images.model import ArchiveFormat
 from mk8s.images.pull import PulledImage, pull_image
 from mk8s.images.push import (
     PushedImage,
@@ -37,6 +40,7 @@ from mk8s.images.push import (
 from mk8s.images.reference import Reference, parse_reference
 
 __all__ = [
+    "ArchiveFormat",
     "Credentials",
     "ImageInfo",
     "PulledImage",
@@ -44,7 +48,7 @@ __all__ = [
     "PushedImage",
     "Reference",
     "RegistryClient",
-    "RegistrySettings",
+    "RegistryClientSettings",
     "find_credentials",
     "list_images",
     "parse_reference",

@@ -23,8 +23,8 @@ from typing import IO, BinaryIO, cast
 
 import zstandard
 
+from mk8s.errors import ImageArchiveError
 from mk8s.files import BoundedReader
-from mk8s.images.errors import ImageArchiveError
 from mk8s.untrusted import shown
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

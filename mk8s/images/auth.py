@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mk8s.errors import CredentialsFileError
 from mk8s.files import read_regular
-from mk8s.images.errors import CredentialsFileError
 from mk8s.images.reference import DOCKER_HUB
 from mk8s.untrusted import load_json
 

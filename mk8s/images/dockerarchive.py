@@ -19,9 +19,8 @@ import re
 from typing import Any
 
 from mk8s import untrusted
-from mk8s.errors import ChecksumMismatch
+from mk8s.errors import ChecksumMismatch, ImageArchiveError
 from mk8s.images.archive import GZIP_MAGIC, MAX_DOCUMENT, ZSTD_MAGIC, ArchiveScan, Member
-from mk8s.images.errors import ImageArchiveError
 from mk8s.images.model import (
     OCI_CONFIG,
     OCI_LAYER,

@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from mk8s.errors import ImageArchiveError
 from mk8s.images.archive import ArchiveScan, scan_archive
 from mk8s.images.dockerarchive import is_docker_archive, read_docker_archive
-from mk8s.images.errors import ImageArchiveError
 from mk8s.images.layout import is_layout, read_layout
-from mk8s.images.model import ArchiveImage
+from mk8s.images.model import ArchiveFormat, ArchiveImage
 from mk8s.images.reference import parse_reference
 
 
@@ -34,20 +34,22 @@ class ImageInfo:
         return f"{name}{tag}@{self.digest}"
 
 
-def read_archive(path: Path, *, max_unpacked: int | None = None) -> tuple[str, list[ArchiveImage]]:
-    """(``"oci"`` or ``"docker"``, its images); ImageArchiveError for anything else
+def read_archive(
+    path: Path, *, max_unpacked: int | None = None
+) -> tuple[ArchiveFormat, list[ArchiveImage]]:
+    """(the archive's format, its images); ImageArchiveError for anything else
     (and for an archive that unpacks to more than ``max_unpacked`` bytes)."""
     scan = scan_archive(Path(path), max_unpacked=max_unpacked)
     return images_of(scan)
 
 
-def images_of(scan: ArchiveScan) -> tuple[str, list[ArchiveImage]]:
-    """The kind of a scanned archive and its images (an OCI layout wins when the
+def images_of(scan: ArchiveScan) -> tuple[ArchiveFormat, list[ArchiveImage]]:
+    """The format of a scanned archive and its images (an OCI layout wins when the
     archive is both, as Docker 25+ writes them)."""
     if is_layout(scan):
-        return "oci", read_layout(scan)
+        return ArchiveFormat.OCI, read_layout(scan)
     if is_docker_archive(scan):
-        return "docker", read_docker_archive(scan)
+        return ArchiveFormat.DOCKER, read_docker_archive(scan)
     raise ImageArchiveError(
         f"{scan.path} is neither an OCI image layout nor a docker archive",
         "it needs oci-layout and index.json, or manifest.json (docker save)",

@@ -20,9 +20,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mk8s.errors import ChecksumMismatch, OutputError
+from mk8s.errors import ChecksumMismatch, ImageArchiveError, ImageReferenceError, OutputError
 from mk8s.images.archive import ArchiveScan
-from mk8s.images.errors import ImageArchiveError, ImageReferenceError
 from mk8s.images.model import (
     ANN_IMAGE_NAME,
     ANN_REF_NAME,

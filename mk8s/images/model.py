@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from mk8s import untrusted
-from mk8s.images.errors import ImageArchiveError
+from mk8s.errors import ChecksumMismatch, ImageArchiveError
 from mk8s.images.reference import is_digest
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -42,9 +43,25 @@ ANN_IMAGE_NAME = "io.containerd.image.name"  # what containerd (and so RKE2) imp
 ANN_SOURCE_DIGEST = "io.mk8s.image.source-digest"
 
 
+class ArchiveFormat(StrEnum):
+    """What an image archive is: an OCI image layout, or what ``docker save`` writes."""
+
+    OCI = "oci"
+    DOCKER = "docker"
+
+
 def sha256_digest(data: bytes) -> str:
     """``sha256:<hex>`` of ``data``."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def mismatch(image: str, what: str, want: str, got: str) -> ChecksumMismatch:
+    """The error for a blob or manifest of ``image`` whose bytes are not its digest."""
+    return ChecksumMismatch(
+        f"{image}: {what} should be {want} but its bytes are {got}",
+        "do not use it: the registry's copy is damaged or was tampered with; "
+        "re-push the image or check the registry's storage",
+    )
 
 
 def canonical_json(doc: Any) -> bytes:

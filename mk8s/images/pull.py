@@ -24,11 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s.callbacks import TransferProgress
-from mk8s.errors import ChecksumMismatch, OutputError
+from mk8s.errors import (
+    ChecksumMismatch,
+    ImageArchiveError,
+    ImageNotFound,
+    OutputError,
+    RegistryError,
+)
 from mk8s.images.archive import scan_archive
 from mk8s.images.auth import Credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
-from mk8s.images.errors import ImageArchiveError, ImageNotFound, RegistryError
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.layout import layout_index, read_layout, write_layout
 from mk8s.images.model import (
     ANN_IMAGE_NAME,
@@ -75,7 +80,7 @@ def pull_image(
     *,
     cache_dir: Path,
     platforms: Sequence[str] | None = DEFAULT_PLATFORMS,
-    settings: RegistrySettings | None = None,
+    settings: RegistryClientSettings | None = None,
     credentials: Credentials | None = None,
     client: RegistryClient | None = None,
     mtime: int = 0,

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s.callbacks import TransferProgress
+from mk8s.errors import ImageArchiveError, RegistryError
 from mk8s.images.archive import iter_members, scan_archive
 from mk8s.images.client import RegistryClient
-from mk8s.images.errors import ImageArchiveError, RegistryError
 from mk8s.images.inspect import images_of
-from mk8s.images.model import ArchiveImage, BlobSource
+from mk8s.images.model import ArchiveFormat, ArchiveImage, BlobSource
 from mk8s.images.reference import Reference, parse_reference
 
 Rewrite = Callable[[Reference], Reference]
@@ -65,14 +65,14 @@ def push_archive(
     prefix: str = "",
     rewrite: Rewrite | None = None,
     name: str | None = None,
-    kind: str | None = None,
+    kind: ArchiveFormat | None = None,
     progress: TransferProgress | None = None,
 ) -> PushReport:
     """Push every image of the archive at ``path`` to ``client``'s registry.
 
     ``rewrite`` maps an image's name to its target (default: the same path on the
     client's registry under ``prefix``). ``name`` names an image the archive leaves
-    unnamed. ``kind`` (``"oci"`` / ``"docker"``) insists on one format. Returns the
+    unnamed. ``kind`` insists on one :class:`ArchiveFormat`. Returns the
     pushed references with their digests. Raises ImageArchiveError or ChecksumMismatch
     for a bad archive (before anything is sent when the first pass finds it), and the
     client's errors for registry trouble; a re-run resumes.

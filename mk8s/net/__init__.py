@@ -11,26 +11,16 @@ through here, bounded three ways (docs/security.md, "Network bounds", lists the 
 * **Bytes.** A body is read against a budget derived from what is expected: a download
   stops at its declared size, a document at :data:`MAX_DOCUMENT`, an error or token
   body at :data:`MAX_SMALL`.
-* **Retries.** One :class:`RetryBudget` per operation: at most ``retries + 1`` tries
-  that moved nothing, at most :data:`TRIES_PER_ATTEMPT` times that many in all (a try
-  that moved bytes does not reset the count forever), all within a total time.
+* **Retries.** One policy: connection errors, timeouts and the statuses of
+  :data:`RETRY_STATUS` (honouring a short ``Retry-After``) are retried, nothing else.
+  One :class:`RetryBudget` per operation: at most ``retries + 1`` tries that moved
+  nothing, at most :data:`TRIES_PER_ATTEMPT` times that many in all (a try that moved
+  bytes does not reset the count forever), all within a total time; :func:`retrying`
+  and :class:`RangeDownload` are the two loops that spend one.
 """
 
 from mk8s.net.download import DownloadErrors, RangeDownload
-from mk8s.net.retry import (
-    MAX_TIMEOUTS,
-    RETRY_STATUS,
-    TRANSIENT,
-    TRIES_PER_ATTEMPT,
-    Cancelled,
-    DeadlineExceeded,
-    RetryBudget,
-    RetryPolicy,
-    RetryStatus,
-    reason,
-    retry_after,
-)
-from mk8s.net.wire import (
+from mk8s.net.http import (
     DEADLINE_ENV,
     DEFAULT_DEADLINE,
     DEFAULT_MIN_RATE,
@@ -44,6 +34,21 @@ from mk8s.net.wire import (
     peek_body,
     read_body,
     send,
+)
+from mk8s.net.retry import (
+    MAX_TIMEOUTS,
+    RETRY_STATUS,
+    TRANSIENT,
+    TRIES_PER_ATTEMPT,
+    Cancelled,
+    DeadlineExceeded,
+    RetryBudget,
+    RetryPolicy,
+    RetryStatus,
+    reason,
+    retry_after,
+    retryable,
+    retrying,
 )
 
 __all__ = [
@@ -72,5 +77,7 @@ __all__ = [
     "read_body",
     "reason",
     "retry_after",
+    "retryable",
+    "retrying",
     "send",
 ]

@@ -13,8 +13,8 @@ from typing import BinaryIO
 import requests
 
 from mk8s.errors import Mk8sError
+from mk8s.net.http import Limits, iter_body
 from mk8s.net.retry import TRANSIENT, Cancelled, RetryBudget, RetryPolicy, RetryStatus, reason
-from mk8s.net.wire import Limits, iter_body
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 

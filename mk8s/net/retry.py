@@ -1,4 +1,6 @@
-"""Retries under :mod:`mk8s.net`: one budget per operation, in tries and in time."""
+"""Retries under :mod:`mk8s.net`: what is worth retrying (statuses, transient errors,
+``Retry-After``), one budget per operation in tries and in time, and the one loop that
+spends it (:func:`retrying`)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 
@@ -23,6 +25,7 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 
 #: Tries that ran into their deadline: a server too slow once is retried once.
 MAX_TIMEOUTS = 2
+T = TypeVar("T")
 
 
 class DeadlineExceeded(requests.Timeout):
@@ -66,6 +69,15 @@ def retry_after(r: requests.Response, longest: float) -> float | None:
     if value.isdigit() and float(value) <= longest:
         return float(value)
     return None
+
+
+def retryable(r: requests.Response, longest: float, label: str = "HTTP") -> RetryStatus | None:
+    """The :class:`RetryStatus` of an answer worth retrying (a status in
+    :data:`RETRY_STATUS`, with the wait its ``Retry-After`` asks if at most ``longest``
+    seconds), or None. ``label`` names the answer in the reason (``HTTP 503``)."""
+    if r.status_code not in RETRY_STATUS:
+        return None
+    return RetryStatus(f"{label} {r.status_code}", retry_after(r, longest))
 
 
 class RetryBudget:
@@ -126,3 +138,32 @@ class RetryBudget:
         elif delay:
             self.sleep(delay)
         return True
+
+
+def retrying(
+    once: Callable[[], T],
+    budget: RetryBudget,
+    *,
+    unusable: Callable[[requests.RequestException], Exception],
+    spent: Callable[[str, int], Exception],
+    retried: Callable[[str], None] | None = None,
+) -> T:
+    """``once()`` until it returns, retrying :data:`TRANSIENT` errors and
+    :class:`RetryStatus` within ``budget``. Any other ``requests`` error (a redirect or
+    URL mk8s cannot follow) raises ``unusable(error)``; a spent budget raises
+    ``spent(reason of the last failure, tries)``; ``retried(reason)`` hears of each
+    retry."""
+    while True:
+        wait, error = None, None
+        try:
+            return once()
+        except RetryStatus as e:
+            last, wait = e.reason, e.wait
+        except TRANSIENT as e:
+            last, error = reason(e), e
+        except requests.RequestException as e:
+            raise unusable(e) from None
+        if not budget.retry(wait=wait, error=error):
+            raise spent(last, budget.tries)
+        if retried is not None:
+            retried(last)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
 from tests.support.world import World, make_bundle

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.deploy.state import StateDir
 from tests.support import standin
 from tests.support.hosts import HostSet, hostset_for_tests

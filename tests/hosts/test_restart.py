@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle.format import keys
+from mk8s.bundle.lock import LockSettings, lock_release
+from mk8s.bundle.upstream import settings as upstream
 from tests.support import standin
 from tests.support.charts import make_chart
 from tests.support.hosts import Host, HostSet, hostset_for_tests
@@ -45,8 +48,8 @@ def bundle_for(world: World, d: Path, spec: str, name: str, **lock: object) -> P
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
     )
-    pin = create.lock_release(
-        create.LockSettings(spec=spec, upstream=settings, cache_dir=d / "cache", **lock)  # type: ignore[arg-type]
+    pin = lock_release(
+        LockSettings(spec=spec, upstream=settings, cache_dir=d / "cache", **lock)  # type: ignore[arg-type]
     )
     created = create.create_bundle(
         pin,

@@ -17,7 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle.format import keys
+from mk8s.bundle.lock import LockSettings, lock_release
+from mk8s.bundle.upstream import settings as upstream
 from tests.support.hosts import Host, HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
 from tests.support.world import mk8s
@@ -48,8 +51,8 @@ def _bundle(up: ExampleUpstream, d: Path, key: keys.PrivateKey, cni: str) -> Pat
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
     )
-    lock = create.lock_release(
-        create.LockSettings(spec="v1.28.x", upstream=settings, cni=cni, cache_dir=d / "cache")
+    lock = lock_release(
+        LockSettings(spec="v1.28.x", upstream=settings, cni=cni, cache_dir=d / "cache")
     )
     created = create.create_bundle(
         lock,

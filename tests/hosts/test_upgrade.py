@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle.format import keys
+from mk8s.bundle.lock import LockSettings, lock_release
+from mk8s.bundle.upstream import settings as upstream
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.upstream import ExampleUpstream
 from tests.support.world import World, audit, deploy, mk8s, write_cluster
@@ -26,9 +29,7 @@ def bundle_for(up: ExampleUpstream, d: Path, key: keys.PrivateKey, spec: str) ->
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
     )
-    lock = create.lock_release(
-        create.LockSettings(spec=spec, upstream=settings, cache_dir=d / "cache")
-    )
+    lock = lock_release(LockSettings(spec=spec, upstream=settings, cache_dir=d / "cache"))
     name = f"{spec.replace('.', '-')}.tar.zst"
     created = create.create_bundle(
         lock,

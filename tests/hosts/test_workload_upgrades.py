@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from tests.support import oci
 from tests.support.charts import chart_tgz
 from tests.support.hosts import HostSet, hostset_for_tests

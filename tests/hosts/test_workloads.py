@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.images import parse_reference
 from tests.support import oci
 from tests.support.audit import audit_commands
@@ -147,11 +147,11 @@ def test_the_bundle_carries_and_pins_the_workloads(
     r = mk8s("bundle", "inspect", str(bundle), cwd=d)
     assert "workloads:   5" in r.stdout and "acme/multi:3.0@sha256:" in r.stdout
     # The multi-platform image keeps the bundle's platform only (amd64).
-    from mk8s.bundle import reader
+    from mk8s.bundle.format import extract
     from mk8s.images import list_images
 
     out = d / "x"
-    reader.extract_bundle(
+    extract.extract_bundle(
         bundle, [keys.TrustedKey(world.pub, keys.load_public_key(world.pub))], out
     )
     multi = next(out.glob("artifacts/oci/*multi*"))

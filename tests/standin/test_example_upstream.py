@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle import lock as locking
+from mk8s.bundle.format import keys
+from mk8s.bundle.upstream import releases as upstream
 from tests.support import standin
 from tests.support.standin_nodes import ARCH, IMAGES
 from tests.support.upstream import NEW, OLD, R2, R3, SKIP, ExampleUpstream
@@ -97,8 +100,8 @@ def test_bundles_for_both_minors_can_be_created(up: ExampleUpstream, tmp_path: P
     )
     key = keys.generate_private_key()
     for spec, tag in (("v1.28.x", OLD), ("v1.29.x", NEW)):
-        lock = create.lock_release(
-            create.LockSettings(
+        lock = locking.lock_release(
+            locking.LockSettings(
                 spec=spec, upstream=settings, arches=(ARCH,), cache_dir=tmp_path / "cache"
             )
         )

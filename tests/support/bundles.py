@@ -16,10 +16,10 @@ from pathlib import Path
 
 import zstandard
 
-from mk8s.bundle import keys, tarfmt
-from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
-from mk8s.bundle.split import SplitResult, split_bundle
-from mk8s.bundle.writer import WriteSettings, WrittenBundle, write_bundle
+from mk8s.bundle.format import keys, tarfmt
+from mk8s.bundle.format.manifest import Artifact, Lock, Release, artifact_path
+from mk8s.bundle.format.split import SplitResult, split_bundle
+from mk8s.bundle.format.writer import WriteSettings, WrittenBundle, write_bundle
 
 TAG = "v1.28.15+rke2r1"
 RESOLVED_AT = "2026-01-02T03:04:05Z"

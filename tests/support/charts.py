@@ -8,8 +8,8 @@ import random
 import tarfile
 from pathlib import Path
 
-from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release, artifact_path
+from mk8s.bundle import workload_sources as workloads
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, Release, artifact_path
 from mk8s.deploy.builders.context import Context
 from mk8s.deploy.cluster import load_cluster
 from mk8s.deploy.command import Secret

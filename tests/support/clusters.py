@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from mk8s.bundle.manifest import Artifact, Lock, Release, artifact_path
+from mk8s.bundle.format.manifest import Artifact, Lock, Release, artifact_path
 from mk8s.deploy.builders import facts, membership, plan
 from mk8s.deploy.cluster import Cluster, load_cluster
 from mk8s.deploy.command import Secret

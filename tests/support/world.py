@@ -10,7 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mk8s.bundle import create, keys, upstream
+from mk8s.bundle import create
+from mk8s.bundle import lock as locking
+from mk8s.bundle.format import keys
+from mk8s.bundle.upstream import releases as upstream
 from tests.support.hosts import HostSet
 from tests.support.upstream import ExampleUpstream
 
@@ -35,8 +38,10 @@ def make_bundle(
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
     )
-    lock = create.lock_release(
-        create.LockSettings(spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache")
+    lock = locking.lock_release(
+        locking.LockSettings(
+            spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache"
+        )
     )
     created = create.create_bundle(
         lock,

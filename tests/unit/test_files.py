@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import parts
+from mk8s.bundle.format import parts
 from mk8s.errors import InputError
 from mk8s.files import BoundedReader, read_regular
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from tests.support import bundles
 from tests.support.paths import ROOT
 from tests.support.upstream import ExampleUpstream

@@ -31,8 +31,8 @@ import posixpath
 import re
 
 from mk8s import rke2gates
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
-from mk8s.bundle.workloads import image_ref, release_name
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.workload_sources import image_ref, release_name
 from mk8s.deploy.builders.context import Context, remote_path
 from mk8s.deploy.builders.facts import SERVER_MANIFESTS_DIR, NodeFacts
 from mk8s.deploy.cluster import Cluster, Node

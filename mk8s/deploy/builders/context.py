@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from mk8s.bundle.manifest import Artifact, Lock
+from mk8s.bundle.format.manifest import Artifact, Lock
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Secret
 

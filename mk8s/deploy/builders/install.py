@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
 from mk8s.deploy import registryca
 from mk8s.deploy.builders import restart
 from mk8s.deploy.builders.addons import place_workloads

@@ -78,6 +78,9 @@ def delete_node_command(name: str, paths: NodePaths) -> Command:
         "node",
         name,
         "--ignore-not-found",
+        # a server's Node goes once RKE2 removed its etcd member (a finalizer): kubectl
+        # waits for that, a week by default (kubectl pkg/cmd/delete/delete.go)
+        "--timeout=60s",
         sudo=True,
         check=False,
         timeout=120,

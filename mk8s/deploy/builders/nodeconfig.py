@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from mk8s.bundle.manifest import ArtifactKind
+from mk8s.bundle.format.manifest import ArtifactKind
 from mk8s.deploy.builders.context import Context, supervisor_url
 from mk8s.deploy.builders.facts import REGISTRY_CA_PATH
 from mk8s.deploy.cluster import Node

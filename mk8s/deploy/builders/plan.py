@@ -25,7 +25,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
+from mk8s.bundle.format.manifest import EXECUTABLE_KINDS, Artifact, ArtifactKind, Lock
 from mk8s.deploy.builders import restart
 from mk8s.deploy.builders.addons import partial_image_problems
 from mk8s.deploy.builders.context import (

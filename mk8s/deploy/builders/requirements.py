@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format.manifest import Lock
 from mk8s.deploy.builders.facts import CIS_SYSCTLS, NodeFacts
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.rke2config import RKE2_DEFAULT_CNI

@@ -29,7 +29,7 @@ import posixpath
 from collections.abc import Sequence
 
 from mk8s import rke2gates
-from mk8s.bundle.manifest import Artifact, ArtifactKind
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind
 from mk8s.deploy import registryca
 from mk8s.deploy.builders.context import Context
 from mk8s.deploy.builders.facts import CONFIG_PATH, REGISTRY_CA_PATH, NodeFacts

@@ -14,8 +14,8 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mk8s.bundle.manifest import Lock
-from mk8s.bundle.versions import Version, parse_tag
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.upstream.versions import Version, parse_tag
 from mk8s.deploy.builders import kubectl
 from mk8s.deploy.builders.context import Context
 from mk8s.deploy.builders.facts import NodeFacts

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from mk8s.bundle.reader import VerifiedBundle
+from mk8s.bundle.format.reader import VerifiedBundle
 from mk8s.deploy.builders.context import Context
 from mk8s.deploy.builders.facts import NodeFacts
 from mk8s.deploy.builders.kubectl import Listed
@@ -57,6 +57,8 @@ class NodeStatus:
     error: str = ""
     images: str = ""  # where the node gets its images (spec.images)
     placed: tuple[str, ...] = ()  # mk8s's charts and manifests on a server
+    certs: str = "-"  # the earliest leaf certificate expiry (builders/certs.py)
+    certs_problem: str = ""  # why the certificates need attention
 
 
 @dataclass

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mk8s.bundle.manifest import ArtifactKind
+from mk8s.bundle.format.manifest import ArtifactKind
 from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, Secret
 from mk8s.deploy.engine.phase import Phase
@@ -34,14 +34,14 @@ def registry_client(cluster: Cluster, password: Secret | None) -> RegistryClient
     """A RegistryClient for spec.images.registry."""
     # mk8s.images (and requests under it) is imported in registry mode only, here and
     # below: every other deploy, status or reset starts some 50 ms sooner without it.
-    from mk8s.images import Credentials, RegistryClient, RegistrySettings
+    from mk8s.images import Credentials, RegistryClient, RegistryClientSettings
 
     reg = cluster.images.registry
     assert reg is not None
     creds = None
     if reg.username and password is not None:
         creds = Credentials(reg.username, password.reveal())
-    settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False)
+    settings = RegistryClientSettings(ca_file=reg.ca_file, use_docker_config=False)
     return RegistryClient(reg.host, settings, credentials=creds)
 
 

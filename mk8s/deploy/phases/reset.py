@@ -22,6 +22,7 @@ from mk8s.deploy.command import Command
 from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import Phase
 from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.removal import ConfirmRemoved, GuardQuorum
 from mk8s.deploy.steps import Step
 from mk8s.errors import ConnectError, DeployError, Mk8sError
 
@@ -191,7 +192,13 @@ class Uninstall(Phase):
 
 
 def reset_phases(node_name: str | None, *, force: bool = False) -> list[Phase]:
-    return [ConnectForReset(node_name), RemoveFromCluster(node_name, force), Uninstall(node_name)]
+    return [
+        ConnectForReset(node_name),
+        GuardQuorum(node_name),
+        RemoveFromCluster(node_name, force),
+        ConfirmRemoved(node_name, force),
+        Uninstall(node_name),
+    ]
 
 
 __all__ = ["reset_phases"]

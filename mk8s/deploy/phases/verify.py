@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle import keys, parts, reader
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format import keys, parts, reader
+from mk8s.bundle.format.manifest import Lock
 from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.phase import Phase

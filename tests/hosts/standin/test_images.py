@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from mk8s.images.auth import Credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.push import push_archive
 from tests.support import standin
 from tests.support.hosts import Host, HostSet, hostset_for_tests
@@ -189,7 +189,7 @@ def registry(
     """A real registry on the hosts' bridge holding the release's images (core + canal),
     pushed by mk8s's own push from the release's image tarball."""
     with registry_for_tests(tmp_path_factory.mktemp("reg"), address=hs.gateway) as reg:
-        settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False)
+        settings = RegistryClientSettings(ca_file=reg.ca_file, use_docker_config=False)
         creds = Credentials(reg.username, reg.password)
         with RegistryClient(reg.host, settings, credentials=creds) as client:
             report = push_archive(full / IMAGES, client)

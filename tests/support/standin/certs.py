@@ -12,8 +12,14 @@ pkg/daemons/control/deps/deps.go, pkg/cli/cert/cert.go):
   missing leaf (``rke2 certificate rotate`` deleted it) is made anew, key and all.
 * ``rke2 certificate rotate`` (:func:`rotate`) copies ``server/tls`` to
   ``server/tls-<unix time>``, deletes the leaf certificates and keys (never a CA) and
-  says to restart; it does not refuse while RKE2 runs (k3s does not either: a running
-  server keeps what it loaded until it restarts).
+  the agent's files (below) and says to restart; on an agent it backs the agent's files
+  up to ``agent/tls-<unix time>`` and deletes them.  It does not refuse while RKE2 runs
+  (k3s does not either: a running server keeps what it loaded until it restarts).
+* Every node's agent (servers run one too) gets its certificates from the server at
+  every start (:func:`agent_files`), into ``agent/``: the kubelet's serving and client
+  certificates, signed at that request with the server's kubelet keys (so a restart
+  renews them), the server's own kube-proxy and rke2-controller client certificates,
+  and the two CAs.  Each certificate file holds the leaf, then its CA.
 
 Test knob: ``MK8S_STANDIN_CERT_SECONDS`` (environment of the service, e.g. in
 /etc/default/rke2-server) sets the validity of newly issued leaf certificates in
@@ -270,25 +276,97 @@ def _write(path: str, data: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def ensure_key(path: str) -> str:
+    """The EC P-256 key at ``path``, made (0600) when missing."""
+    key = _read(path)
+    if key:
+        return key
+    with tempfile.TemporaryDirectory(prefix="rke2-tls-") as d:
+        _openssl(["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                  "-out", "k.key"], d)  # fmt: skip
+        key = _read(os.path.join(d, "k.key"))
+    _write(path, key, 0o600)
+    return key
+
+
+# The agent's certificate files, fetched from the server at every start, and what
+# ``rotate`` deletes for the agent services (kubelet, kube-proxy, rke2-controller).
+AGENT_LEAVES = ("client-kubelet", "serving-kubelet", "client-kube-proxy", "client-rke2-controller")
+
+
+# upstream: k3s-io/k3s pkg/agent/config/config.go (get: getServingCert, getNodeNamedHostFile, getHostFile at every start), pkg/server/handlers/handlers.go (ServingKubeletCert, ClientKubeletCert: signed per request with the server's kubelet keys) [CONTRACT CR3]
+def agent_files(
+    server_ca: tuple[str, str],
+    client_ca: tuple[str, str],
+    tls_dir: str,
+    node: str,
+    ips: list[str],
+) -> dict[str, str]:
+    """What a server hands a node's agent (file name in ``agent/`` -> PEM): the kubelet's
+    serving certificate (CN the node, for its name, localhost, 127.0.0.1 and its
+    addresses) and client certificate (``system:node:NODE`` in ``system:nodes``), both
+    signed now with the server's ``serving-kubelet.key`` and ``client-kubelet.key``; the
+    server's own kube-proxy and rke2-controller client certificates and keys; the CAs."""
+    sk = ensure_key(os.path.join(tls_dir, "serving-kubelet.key"))
+    ck = ensure_key(os.path.join(tls_dir, "client-kubelet.key"))
+    sans = list(dict.fromkeys([node, "localhost", "127.0.0.1", *ips]))
+    serving, _ = sign(server_ca, f"/CN={node}", "serving", sans, key_pem=sk)
+    client, _ = sign(client_ca, f"/O=system:nodes/CN=system:node:{node}", "client", key_pem=ck)
+    out = {
+        "server-ca.crt": server_ca[0],
+        "client-ca.crt": client_ca[0],
+        "serving-kubelet.crt": serving + server_ca[0],
+        "serving-kubelet.key": sk,
+        "client-kubelet.crt": client + client_ca[0],
+        "client-kubelet.key": ck,
+    }
+    for name in ("client-kube-proxy", "client-rke2-controller"):
+        crt, key = (
+            _read(os.path.join(tls_dir, f"{name}.crt")),
+            _read(os.path.join(tls_dir, f"{name}.key")),
+        )
+        if not crt or not key:
+            raise CertError(f"the server has no {name} certificate to hand out")
+        out[f"{name}.crt"], out[f"{name}.key"] = crt + client_ca[0], key
+    return out
+
+
+def write_agent_files(agent_dir: str, files: dict[str, str]) -> None:
+    """The agent's files as k3s writes them (0600 each)."""
+    for name, data in sorted(files.items()):
+        if "/" in name or name.startswith("."):
+            raise CertError(f"bad agent file name {name!r}")
+        _write(os.path.join(agent_dir, name), data, 0o600)
+
+
 def is_leaf(name: str) -> bool:
     """A certificate or key ``rotate`` deletes: not a CA, not the service-account key
     (k3s pkg/cli/cert/cert.go rotateAllCerts keeps ``-ca`` and ``service.key``)."""
     return name.endswith((".crt", ".key")) and "-ca" not in name and name != "service.key"
 
 
-# upstream: k3s-io/k3s pkg/cli/cert/cert.go (rotate, backupCertificates) [CONTRACT CR2]
+# upstream: k3s-io/k3s pkg/cli/cert/cert.go (rotate, backupCertificates), pkg/util/services/services.go (Agent, All) [CONTRACT CR2]
 def rotate(server_dir: str, agent_dir: str) -> tuple[str, list[str]]:
     """``rke2 certificate rotate``: back up ``server/tls`` to ``server/tls-<unix time>``
-    (an agent: ``agent/tls-<unix time>``) and delete every leaf certificate and key, so
-    the next start makes new ones.  Returns (backup dir, deleted files)."""
+    (an agent: to ``agent/tls-<unix time>``) with the agent's certificate files, then
+    delete every leaf certificate and key there and the agent's files, so the next start
+    makes new ones.  Returns (backup dir, deleted files)."""
     tls = os.path.join(server_dir, "tls")
     stamp = f"tls-{int(time.time())}"
-    is_server = os.path.isdir(server_dir)
+    is_server = os.path.isdir(tls)
     backup = os.path.join(server_dir if is_server else agent_dir, stamp)
-    if is_server and os.path.isdir(tls):
+    if is_server:
         shutil.copytree(tls, backup, dirs_exist_ok=True)
     else:
         os.makedirs(backup, mode=0o700, exist_ok=True)
+    agent = [
+        os.path.join(agent_dir, f"{n}.{ext}")
+        for n in AGENT_LEAVES
+        for ext in ("crt", "key")
+        if os.path.isfile(os.path.join(agent_dir, f"{n}.{ext}"))
+    ]
+    for f in agent:
+        shutil.copy2(f, os.path.join(backup, os.path.basename(f)))
     deleted = []
     for root in [tls] if is_server else []:
         for d, _, files in os.walk(root):
@@ -296,4 +374,7 @@ def rotate(server_dir: str, agent_dir: str) -> tuple[str, list[str]]:
                 if is_leaf(f):
                     os.unlink(os.path.join(d, f))
                     deleted.append(os.path.join(d, f))
+    for f in agent:
+        os.unlink(f)
+        deleted.append(f)
     return backup, deleted

@@ -1058,6 +1058,22 @@ def node_annotations(e: dict) -> dict[str, str]:
     return out
 
 
+# upstream: k3s-io/k3s pkg/etcd/member_controller.go (nodes.OnRemove), rancher/wrangler pkg/generic/remove.go (an OnRemove handler holds the finalizer "wrangler.cattle.io/NAME") [CONTRACT ET9]
+ETCD_FINALIZER = "wrangler.cattle.io/managed-etcd-controller"
+
+
+def node_finalizers(e: dict) -> dict:
+    """A server's Node carries the member controller's finalizer, and, once deleted, its
+    deletionTimestamp until the controller removed its etcd member."""
+    if e.get("role") != "server" or not e.get("etcd_member"):
+        return {}
+    out: dict = {"finalizers": [ETCD_FINALIZER]}
+    if e.get("deleting"):
+        when = datetime.datetime.fromtimestamp(e["deleting"], datetime.UTC)
+        out["deletionTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return out
+
+
 def ready_condition(e: dict) -> dict:
     """The Node's Ready condition: Unknown once heartbeats stop; False while the node
     posts status but its network is not ready (network_problem: the CNI cannot start)."""
@@ -1107,6 +1123,7 @@ def node_object(name: str, e: dict) -> dict:
             "labels": labels,
             "annotations": node_annotations(e),
             "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            **node_finalizers(e),
         },
         "spec": spec,
         "status": {
@@ -1520,7 +1537,12 @@ class Server:
                 "cluster": self.state.cluster,
                 "members": self.state.client.members(),
             }
-        return 200, out | {"cluster": cluster}
+        # [CONTRACT CR3] the agent's certificates, signed for this start
+        try:
+            files = agent_files(self.state.cluster, name, [str(b.get("address", ""))])
+        except Fatal as e:
+            raise HTTPFail(500, str(e)) from None
+        return 200, out | {"cluster": cluster, "agent_files": files}
 
     def heartbeat(self, b: dict) -> tuple:
         name = b.get("name", "")
@@ -1650,7 +1672,8 @@ class Server:
             obj = node_object(name, e)
             return 200, node_table([obj], query) if table else obj
         if method == "DELETE":
-            delete_node(self, name, e)
+            if not delete_node(self, name, e):
+                return 200, node_object(name, self.state.node(name) or e)  # terminating
             return 200, {
                 "kind": "Status",
                 "apiVersion": "v1",
@@ -1941,6 +1964,26 @@ def leaf(
     return crt, key
 
 
+def agent_files(cluster: dict, node: str, ips: list[str]) -> dict[str, str]:
+    """The certificate files this server hands a node's agent (mk8s_standin/certs.py)."""
+    try:
+        return certs.agent_files(  # type: ignore[no-any-return]
+            (cluster["ca_pem"], cluster["ca_key"]),
+            (cluster["client_ca_pem"], cluster["client_ca_key"]),
+            TLS_DIR, node, ips,
+        )  # fmt: skip
+    except certs.CertError as e:
+        raise Fatal(f"agent certificates for {node}: {e}") from None
+
+
+def write_agent_certs(files: dict[str, str]) -> None:
+    """The agent's certificate files under agent/ (k3s pkg/agent/config/config.go get)."""
+    try:
+        certs.write_agent_files(DATA_DIR + "/agent", files)
+    except certs.CertError as e:
+        raise Fatal(str(e)) from None
+
+
 # upstream: rancher/rke2-docs docs/security/token.md (server/token, agent-token), docs/cluster_access.md [CONTRACT TK8 TL4]
 def write_server_files(
     cluster: dict, cfg: dict[str, object], name: str, kc_mode: int
@@ -1965,6 +2008,10 @@ def write_server_files(
     admin_crt, admin_key = leaf(
         "client-admin", cluster, "client_ca", "/O=system:masters/CN=system:admin", "client"
     )
+    # what agents get handed (k3s pkg/daemons/control/deps/deps.go genClientCerts)
+    leaf("client-kube-proxy", cluster, "client_ca", "/CN=system:kube-proxy", "client")
+    leaf("client-rke2-controller", cluster, "client_ca", "/CN=system:rke2-controller", "client")
+    write_agent_certs(agent_files(cluster, name, [node_address(cfg)]))
     kubeconfig = (
         "apiVersion: v1\n"
         "clusters:\n"
@@ -2217,18 +2264,24 @@ def register_server(store: apiobjects.Store, body: dict, member: str, was_reset:
     store.heartbeat(name)
 
 
-# upstream: k3s-io/k3s pkg/etcd/member_controller.go (onRemove -> RemovePeer) [CONTRACT ET6]
-def delete_node(server: Server, name: str, e: dict, patience: float = 6) -> None:
-    """Delete a Node; for a server, remove its etcd member too, as k3s's member controller
-    does on the Node's removal (pkg/etcd/member_controller.go onRemove -> RemovePeer).
-    That controller works moments after the delete and retries; the stand-in tries for
-    ``patience`` seconds before it answers (etcd refuses to remove a member until the
-    others have been connected for 5 s, so a test acting seconds after a join sees what
-    a cluster joined minutes earlier does), then goes on retrying in the background."""
-    server.state.delete(name)
+# upstream: k3s-io/k3s pkg/etcd/member_controller.go (onRemove -> RemovePeer) [CONTRACT ET6 ET9]
+def delete_node(server: Server, name: str, e: dict, patience: float = 6) -> bool:
+    """Delete a Node; True once it is gone.  A server's Node goes only after its etcd
+    member was removed: k3s's member controller (pkg/etcd/member_controller.go onRemove
+    -> RemovePeer) is a wrangler OnRemove handler, whose finalizer keeps the Node
+    (with a deletionTimestamp) until the handler succeeds; it retries until then.  The
+    stand-in tries for ``patience`` seconds before it answers (etcd refuses to remove a
+    member until the others have been connected for 5 s, so a test acting seconds after
+    a join sees what a cluster joined minutes earlier does), then goes on retrying in
+    the background; the answer is then the terminating Node, as the API server's is."""
     member, address = e.get("etcd_member"), e.get("address", "")
     if e["role"] != "server" or not member:
-        return
+        server.state.delete(name)
+        return True
+    with server.state.lock:
+        cur = server.state.node(name) or e
+        if not cur.get("deleting"):
+            server.state.put(name, dict(cur, deleting=time.time()))
 
     def remove(patience: float) -> bool:
         deadline = time.monotonic() + patience
@@ -2236,15 +2289,18 @@ def delete_node(server: Server, name: str, e: dict, patience: float = 6) -> None
             try:
                 log(f"Removing name={member} address={address} from etcd")
                 members.remove_peer(server.state.client, member, address)
+                server.state.delete(name)  # the finalizer is lifted: the Node goes
                 return True
-            except etcd.EtcdError as ex:  # e.g. "unhealthy cluster" right after a join
+            except etcd.EtcdError as ex:  # e.g. "unhealthy cluster" or no quorum
                 if time.monotonic() > deadline:
                     log(f"failed to remove etcd member {member}: {ex}", "error")
                     return False
                 time.sleep(0.5)
 
-    if not remove(patience):
-        threading.Thread(target=remove, args=(60,), daemon=True).start()
+    if remove(patience):
+        return True
+    threading.Thread(target=remove, args=(600,), daemon=True).start()
+    return False
 
 
 # upstream: k3s-io/k3s pkg/etcd/snapshot.go (Snapshot: NAME-NODE-UNIXTIME), snapshot_handler.go [CONTRACT ES2 ES4]
@@ -2458,6 +2514,7 @@ def run_agent(cfg: dict[str, object]) -> None:
     log(f"Joining the cluster at {url} as agent {name}")
     out, _ = agent_retry(lambda: join_once(url, body))
     ca_pem = out["cluster"]["ca_pem"]
+    write_agent_certs(out.get("agent_files") or {})
     write_file(AGENT_CA, ca_pem, 0o644)
     install_kubectl()
     ctx = client_ctx(ca_pem)
@@ -3880,6 +3937,27 @@ def delete_helmcharts(req: object, fail: object, names: list[str], flags: dict[s
     return rc
 
 
+def go_seconds(value: str) -> float:
+    """A Go duration (``90s``, ``1m30s``, ``0``) in seconds."""
+    units = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+    return sum(
+        float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ns|us|\u00b5s|ms|s|m|h)", value)
+    )
+
+
+# upstream: kubernetes/kubernetes staging/src/k8s.io/kubectl/pkg/cmd/delete/delete.go (--wait=true: until the object is gone; --timeout=0 waits a week) [CONTRACT ET9]
+def wait_deleted(req: typing.Callable[..., tuple[int, bytes]], path: str, timeout: str) -> bool:
+    """Wait until ``path`` answers 404 (an object with finalizers stays until they are
+    lifted); False when ``timeout`` ran out first."""
+    seconds = go_seconds(timeout) or 168 * 3600.0
+    deadline = time.monotonic() + seconds
+    while req("GET", path)[0] != 404:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def kubectl(argv: list[str]) -> int:
     try:
         pos, flags = parse_kubectl_args(argv)
@@ -3968,6 +4046,8 @@ def kubectl(argv: list[str]) -> int:
         if verb == "get" and len(pos) >= 2 and pos[1] in kinds:
             path = "/api/v1/nodes" + (f"/{pos[2]}" if len(pos) > 2 else "")
             code, data = req("GET", path)
+            if code == 404 and ignore_not_found and len(pos) > 2:
+                return 0  # kubectl get --ignore-not-found: nothing, exit 0
             if code != 200:
                 return fail(code, data)
             obj = json.loads(data)
@@ -4012,8 +4092,12 @@ def kubectl(argv: list[str]) -> int:
                     continue
                 if code != 200:
                     rc = fail(code, data)
-                else:
-                    print(f'node "{name}" deleted')
+                    continue
+                print(f'node "{name}" deleted')
+                if not wait_deleted(req, f"/api/v1/nodes/{name}", flags.get("--timeout", "0")):
+                    print(f"error: timed out waiting for the condition on nodes/{name}",
+                          file=sys.stderr)  # fmt: skip
+                    rc = 1
             return rc
         if verb in ("cordon", "uncordon", "drain") and len(pos) >= 2:
             # like kubectl: read the node, patch spec.unschedulable only when it changes

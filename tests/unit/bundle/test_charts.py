@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import charts
+from mk8s.bundle.provenance import chartarchive as charts
 from tests.support import hostile
 from tests.support.charts import tgz
 

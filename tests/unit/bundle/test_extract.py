@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import extract, keys, reader
+from mk8s.bundle.format import extract, keys
 from mk8s.errors import BundleRejected, OutputError
 from tests.support import bundles
 from tests.support.bundles import OpenedBundle
@@ -17,7 +17,7 @@ from tests.support.bundles import OpenedBundle
 
 def test_extract(tmp_path: Path, good: Path, trusted: list[keys.TrustedKey]) -> None:
     dest = tmp_path / "out"
-    v = reader.extract_bundle(good, trusted, dest)
+    v = extract.extract_bundle(good, trusted, dest)
     assert sorted(p.name for p in dest.iterdir()) == [
         "artifacts",
         "mk8s-bundle.json",
@@ -26,7 +26,7 @@ def test_extract(tmp_path: Path, good: Path, trusted: list[keys.TrustedKey]) -> 
     for a in v.manifest.artifacts:
         assert hashlib.sha256((dest / a.path).read_bytes()).hexdigest() == a.sha256
     with pytest.raises(OutputError, match="already exists"):
-        reader.extract_bundle(good, trusted, dest)
+        extract.extract_bundle(good, trusted, dest)
 
 
 # -- pinned: free space, modes, refusals, rollback ---------------------------------------
@@ -53,7 +53,7 @@ def test_extract_free_space_at_and_below_the_need(
 ) -> None:
     need = good_tar.manifest.total_size
     _limit_free_space(monkeypatch, need)
-    reader.extract_bundle(good_tar.path, trusted, tmp_path / "exact")
+    extract.extract_bundle(good_tar.path, trusted, tmp_path / "exact")
     assert (tmp_path / "exact" / "artifacts" / "install.sh").is_file()
 
     _limit_free_space(monkeypatch, need - 1)
@@ -66,7 +66,7 @@ def test_extract_free_space_at_and_below_the_need(
         seen.append(sorted(p.name for p in dest.rglob("*") if p.is_file()))
 
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good_tar.path, trusted, dest, progress=watch)
+        extract.extract_bundle(good_tar.path, trusted, dest, progress=watch)
     assert str(e.value) == (
         f"{dest} has {need - 1} bytes free; the bundle needs {need}; "
         "free some space or extract elsewhere"
@@ -89,7 +89,7 @@ def test_extract_with_too_little_space_still_rejects_a_lying_bundle(
     path = bundles.craft(tmp_path / "lie.tar.zst", bundles.sign_members(ms, signer))
     _limit_free_space(monkeypatch, 1 << 30)
     with pytest.raises(BundleRejected, match="differs from the manifest's 1000000000000"):
-        reader.extract_bundle(path, trusted, tmp_path / "d")
+        extract.extract_bundle(path, trusted, tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 
@@ -102,13 +102,13 @@ def test_extract_modes(
     lock = bundles.lock_for(
         files, {"install.sh": "install-script", "mk8s-linux-amd64": "mk8s", "notes.txt": "file"}
     ).as_manifest()
-    from mk8s.bundle.writer import write_bundle
+    from mk8s.bundle.format.writer import write_bundle
 
     out = tmp_path / "b.tar.zst"
     by_path = {a.path: files[a.name] for a in lock.artifacts}
     write_bundle(lock, by_path, out, lambda b: keys.sign(signer, b))
     dest = tmp_path / "x" / "y" / "z"  # parents are created
-    reader.extract_bundle(out, trusted, dest)
+    extract.extract_bundle(out, trusted, dest)
     modes = {p.name: p.stat().st_mode & 0o777 for p in dest.rglob("*") if p.is_file()}
     assert modes["install.sh"] == 0o755 and modes["mk8s-linux-amd64"] == 0o755
     assert not modes["notes.txt"] & 0o111
@@ -123,12 +123,12 @@ def test_extract_refusals(
     dest.mkdir()
     (dest / "artifacts").mkdir()
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good_tar.path, trusted, dest)
+        extract.extract_bundle(good_tar.path, trusted, dest)
     assert str(e.value) == f"{dest / 'artifacts'} already exists; extract into an empty directory"
     afile = tmp_path / "file"
     afile.write_text("x")
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good_tar.path, trusted, afile / "sub")
+        extract.extract_bundle(good_tar.path, trusted, afile / "sub")
     assert str(e.value).startswith(f"cannot create {afile / 'sub'}: Not a directory")
 
 
@@ -149,7 +149,7 @@ def test_extract_rolls_back_moved_files(
         (dest / "artifacts" / "theirs").write_text("x")
 
     with pytest.raises(OutputError) as e:
-        reader.extract_bundle(good_tar.path, trusted, dest, progress=occupy)
+        extract.extract_bundle(good_tar.path, trusted, dest, progress=occupy)
     assert str(e.value) == f"cannot extract into {dest}: Directory not empty"
     if fresh:
         assert not dest.exists()

@@ -13,16 +13,16 @@ from typing import ClassVar
 
 import pytest
 
-from mk8s.bundle.fetch import (
+from mk8s.bundle.upstream.checksums import expected_hashes, parse_sha256sums
+from mk8s.bundle.upstream.fetch import (
     FetchItem,
     cache_path,
     default_cache_dir,
-    expected_hashes,
     fetch,
     fetch_text,
-    parse_sha256sums,
 )
-from mk8s.bundle.upstream import UpstreamSettings, asset_url, install_script_url
+from mk8s.bundle.upstream.releases import asset_url, install_script_url
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.errors import ChecksumMismatch, InputError, UpstreamError
 from tests.support.upstream import ExampleUpstream
 

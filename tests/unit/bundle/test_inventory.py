@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mk8s.bundle import inventory
-from mk8s.bundle.manifest import Artifact
+from mk8s.bundle.format.manifest import Artifact
+from mk8s.bundle.provenance import inventory
 from tests.support import hostile
 from tests.support.charts import tgz
 

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
 
-from mk8s.bundle import keys, reader
-from mk8s.bundle.keys import Signature
+from mk8s.bundle.format import keys, reader
+from mk8s.bundle.format.keys import Signature
 from mk8s.errors import BundleRejected, KeyFileError, OutputError
 from tests.support import bundles
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from mk8s.bundle import keys, reader
-from mk8s.bundle.manifest import (
+from mk8s.bundle.format import keys, reader
+from mk8s.bundle.format.manifest import (
     EXECUTABLE_KINDS,
     LOCAL_KINDS,
     Artifact,
@@ -29,11 +29,7 @@ from mk8s.bundle.manifest import (
     check_artifact_name,
     now_utc,
 )
-from mk8s.errors import (
-    BundleRejected,
-    InputError,
-    LockError,
-)
+from mk8s.errors import BundleRejected, InputError, LockError
 from tests.support import bundles
 from tests.support.hostile import field_variants
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys, parts, reader
-from mk8s.bundle.parts import Part, PartRejected, PartsIndex
-from mk8s.bundle.split import SplitResult, join_parts, split_bundle
+from mk8s.bundle.format import keys, parts, reader
+from mk8s.bundle.format.parts import Part, PartRejected, PartsIndex
+from mk8s.bundle.format.split import SplitResult, join_parts, split_bundle
 from mk8s.errors import InputError
 from tests.support import bundles, hostile
 from tests.support.bundles import split_data

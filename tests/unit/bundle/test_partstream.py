@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle.parts import PartRejected
-from mk8s.bundle.partstream import CHUNK, PartsReader, find_bad_part, open_parts
+from mk8s.bundle.format.parts import PartRejected, find_bad_part
+from mk8s.bundle.format.partstream import CHUNK, PartsReader, open_parts
 from mk8s.errors import BundleRejected, OutputError
 from tests.support.bundles import split_data
 

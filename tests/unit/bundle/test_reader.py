@@ -19,8 +19,8 @@ import pytest
 import yaml
 import zstandard
 
-from mk8s.bundle import keys, reader, stream, tarfmt
-from mk8s.bundle.manifest import Artifact
+from mk8s.bundle.format import extract, keys, reader, stream, tarfmt
+from mk8s.bundle.format.manifest import Artifact
 from mk8s.errors import BundleRejected, InputError
 from tests.support import bundles
 from tests.support.bundles import Member, OpenedBundle
@@ -201,12 +201,12 @@ def _assert_extract_leaves_nothing(path: Path, trusted: list[keys.TrustedKey], d
     dest.mkdir()
     (dest / "keep.txt").write_text("operator's file")
     with pytest.raises(BundleRejected):
-        reader.extract_bundle(path, trusted, dest)
+        extract.extract_bundle(path, trusted, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["keep.txt"]
     assert (dest / "keep.txt").read_text() == "operator's file"
     fresh = dest.parent / "fresh-dest"
     with pytest.raises(BundleRejected):
-        reader.extract_bundle(path, trusted, fresh)
+        extract.extract_bundle(path, trusted, fresh)
     assert not fresh.exists()
 
 
@@ -638,7 +638,7 @@ def test_zero_runs_make_rle_blocks_and_verify(
     v = reader.verify_bundle(written.path, trusted)
     assert v.manifest.total_size == (24 << 20) + 1000 + text.stat().st_size
     dest = tmp_path / "out"
-    reader.extract_bundle(written.path, trusted, dest)
+    extract.extract_bundle(written.path, trusted, dest)
     assert (dest / "artifacts" / zeros.name).read_bytes() == zeros.read_bytes()
 
 
@@ -711,9 +711,9 @@ def test_verify_and_extract_need_the_signature(
     unsigned_raw = good_tar.raw
     written, _ = bundles.build(tmp_path, None)
     with pytest.raises(BundleRejected, match="unsigned"):
-        reader.extract_bundle(written.path, trusted, tmp_path / "u")
+        extract.extract_bundle(written.path, trusted, tmp_path / "u")
     assert not (tmp_path / "u").exists()
-    v = reader.extract_bundle(written.path, [], tmp_path / "ok", allow_unsigned=True)
+    v = extract.extract_bundle(written.path, [], tmp_path / "ok", allow_unsigned=True)
     assert v.signer is None and unsigned_raw
     assert os.path.isdir(tmp_path / "ok" / "artifacts")
 
@@ -840,7 +840,7 @@ def test_every_hostile_signed_manifest_is_verified_or_rejected(
     """Signed by the trusted key, so only the manifest's own checks stand between a
     hostile manifest and the operator: verify, inspect and deploy --dry-run exit 0, 2
     or 3, never with an internal error, and print no raw control character."""
-    from mk8s.bundle import keys
+    from mk8s.bundle.format import keys
 
     written, _ = bundles.build(tmp_path, ed_key)
     pub = keys.write_key_pair(ed_key, tmp_path / "k", None).public

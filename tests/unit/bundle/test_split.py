@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys, split
-from mk8s.bundle.parts import PartRejected
-from mk8s.bundle.partstream import CHUNK
-from mk8s.bundle.split import JoinResult, join_parts, split_bundle
+from mk8s.bundle.format import keys, split
+from mk8s.bundle.format.parts import PartRejected
+from mk8s.bundle.format.partstream import CHUNK
+from mk8s.bundle.format.split import JoinResult, join_parts, split_bundle
 from mk8s.errors import InputError, OutputError
 from tests.support.bundles import split_data
 

@@ -12,8 +12,8 @@ import tarfile
 
 import pytest
 
-from mk8s.bundle import tarfmt
-from mk8s.bundle.tarfmt import TarFormatError
+from mk8s.bundle.format import tarfmt
+from mk8s.bundle.format.tarfmt import TarFormatError
 
 
 def header(

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from mk8s.bundle import upstream as up_mod
-from mk8s.bundle.upstream import (
+from mk8s.bundle.upstream import settings as up_mod
+from mk8s.bundle.upstream.releases import (
     UpstreamRelease,
-    UpstreamSettings,
     asset_url,
     install_script_url,
     list_releases,
@@ -19,6 +18,7 @@ from mk8s.bundle.upstream import (
     resolve_release,
     select_assets,
 )
+from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.errors import InputError, UpstreamError, VersionNotFound
 from tests.support.upstream import UNPARSEABLE_TAGS, ExampleUpstream
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mk8s.bundle.versions import Version, parse_spec, parse_tag
+from mk8s.bundle.upstream.versions import Version, parse_spec, parse_tag
 from mk8s.errors import InputError
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock, Release
-from mk8s.errors import InputError, LockError
-from mk8s.images import Credentials, RegistryClient, RegistrySettings, push_archive
-from mk8s.images.errors import ImageArchiveError
+from mk8s.bundle import workload_sources as workloads
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock, Release
+from mk8s.errors import ImageArchiveError, InputError, LockError
+from mk8s.images import Credentials, RegistryClient, push_archive
+from mk8s.images import RegistryClientSettings as RegistrySettings
 from tests.support import oci
 from tests.support.charts import chart_art, chart_tgz, make_chart, workloads_context
 from tests.support.containerd import Containerd

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mk8s.bundle import keys
-from mk8s.bundle.manifest import Lock
-from mk8s.bundle.writer import WriteSettings, write_bundle
+from mk8s.bundle.format import keys
+from mk8s.bundle.format.manifest import Lock
+from mk8s.bundle.format.writer import WriteSettings, write_bundle
 from mk8s.errors import ChecksumMismatch, OutputError
 from tests.support import bundles
 

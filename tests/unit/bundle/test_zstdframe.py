@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import zstandard
 
-from mk8s.bundle.zstdframe import FrameWalker, ZstdFrameError
+from mk8s.bundle.format.zstdframe import FrameWalker, ZstdFrameError
 
 MAGIC = b"\x28\xb5\x2f\xfd"
 RAW, RLE, COMPRESSED, RESERVED = 0, 1, 2, 3

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys
-from mk8s.bundle.manifest import Artifact, Lock, Release
+from mk8s.bundle.format import keys
+from mk8s.bundle.format.manifest import Artifact, Lock, Release
 from tests.support import bundles
 from tests.support.upstream import ExampleUpstream
 

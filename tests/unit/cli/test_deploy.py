@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from tests.support import bundles
 from tests.support.clusters import cluster_text, write_cluster
 

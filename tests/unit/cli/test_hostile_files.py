@@ -35,8 +35,8 @@ import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from mk8s.bundle import keys
-from mk8s.bundle.writer import WriteSettings, write_bundle
+from mk8s.bundle.format import keys
+from mk8s.bundle.format.writer import WriteSettings, write_bundle
 from tests.support import bundles, hostile
 from tests.support.paths import ROOT
 from tests.support.registry import TestCA

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 
 
 def test_cli_generate(tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

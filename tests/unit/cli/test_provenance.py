@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 from referencing import Registry, Resource
 
-from mk8s.bundle import keys
+from mk8s.bundle.format import keys
 from mk8s.images import list_images
 from tests.support import oci
 from tests.support.upstream import ExampleUpstream

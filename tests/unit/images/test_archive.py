@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from mk8s.bundle import inventory
+from mk8s.bundle.provenance import inventory
+from mk8s.errors import ImageArchiveError
 from mk8s.images.archive import scan_archive
-from mk8s.images.errors import ImageArchiveError
 
 
 def test_image_archives_unpack_to_a_budget(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mk8s.errors import CredentialsFileError
 from mk8s.images.auth import (
     Credentials,
     auth_file_candidates,
@@ -17,7 +18,6 @@ from mk8s.images.auth import (
     read_auth_file,
     registry_key,
 )
-from mk8s.images.errors import CredentialsFileError
 from tests.support import hostile
 
 

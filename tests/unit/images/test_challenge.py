@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mk8s.errors import RegistryAuthError
 from mk8s.images.auth import Credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
-from mk8s.images.errors import RegistryAuthError
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.pull import pull_image
 from mk8s.images.push import push_archive
 from tests.support.oci import docker_archive, saved_image
@@ -48,7 +48,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def client(reg: TestRegistry, creds: Credentials | None) -> RegistryClient:
-    settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False, backoff=0.01)
+    settings = RegistryClientSettings(ca_file=reg.ca_file, use_docker_config=False, backoff=0.01)
     return RegistryClient(reg.host, settings, credentials=creds)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.images.errors import ImageArchiveError
+from mk8s.errors import ImageArchiveError
 from tests.support import hostile
 
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.errors import ChecksumMismatch
+from mk8s.errors import ChecksumMismatch, ImageNotFound, RegistryAuthError, RegistryTLSError
 from mk8s.images.auth import Credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
-from mk8s.images.errors import ImageNotFound, RegistryAuthError, RegistryTLSError
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.inspect import list_images
 from mk8s.images.pull import pull_image
 from tests.support.oci import BuiltImage, BuiltIndex, build_image, build_index, digest_of, push_raw
@@ -44,7 +43,9 @@ def single(registry: TestRegistry) -> BuiltImage:
 
 @pytest.fixture
 def client(registry: TestRegistry) -> Iterator[RegistryClient]:
-    settings = RegistrySettings(ca_file=registry.ca_file, use_docker_config=False, backoff=0.05)
+    settings = RegistryClientSettings(
+        ca_file=registry.ca_file, use_docker_config=False, backoff=0.05
+    )
     creds = Credentials(registry.username, registry.password)
     with RegistryClient(registry.host, settings, credentials=creds) as c:
         yield c
@@ -226,7 +227,9 @@ def test_wrong_password_is_clear_and_secret_free(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "Wr0ng-pa55-" + registry.password
-    settings = RegistrySettings(ca_file=registry.ca_file, use_docker_config=False, backoff=0.01)
+    settings = RegistryClientSettings(
+        ca_file=registry.ca_file, use_docker_config=False, backoff=0.01
+    )
     with pytest.raises(RegistryAuthError) as e:
         pull_image(
             f"{registry.host}/team/single:v2",
@@ -246,7 +249,7 @@ def test_no_credentials_is_clear(
     registry: TestRegistry, single: BuiltImage, tmp_path: Path
 ) -> None:
     env = {"HOME": str(tmp_path)}  # an empty Docker config
-    settings = RegistrySettings(ca_file=registry.ca_file, env=env)
+    settings = RegistryClientSettings(ca_file=registry.ca_file, env=env)
     with pytest.raises(RegistryAuthError) as e:
         pull_image(
             f"{registry.host}/team/single:v2",
@@ -268,7 +271,7 @@ def test_credentials_from_docker_config_work(
     (tmp_path / "dc/config.json").write_text(
         json.dumps({"auths": {f"https://{registry.host}": {"auth": auth}}})
     )
-    settings = RegistrySettings(
+    settings = RegistryClientSettings(
         ca_file=registry.ca_file, env={"DOCKER_CONFIG": str(tmp_path / "dc")}
     )
     out = pull_image(
@@ -284,7 +287,7 @@ def test_credentials_from_docker_config_work(
 def test_wrong_ca_is_clear(registry: TestRegistry, single: BuiltImage, tmp_path: Path) -> None:
     other = tmp_path / "other-ca.pem"
     other.write_bytes(TestCA.create("another CA").pem())
-    settings = RegistrySettings(ca_file=other, use_docker_config=False, backoff=0.01)
+    settings = RegistryClientSettings(ca_file=other, use_docker_config=False, backoff=0.01)
     with pytest.raises(RegistryTLSError) as e:
         pull_image(
             f"{registry.host}/team/single:v2",
@@ -318,7 +321,7 @@ def test_a_registry_on_another_address(tmp_path: Path) -> None:
         assert reg.host.startswith("127.0.0.2:")
         built = build_image(seed="elsewhere")
         push_raw(reg.session(), reg.url, "x/y", "1", built)
-        settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False)
+        settings = RegistryClientSettings(ca_file=reg.ca_file, use_docker_config=False)
         out = pull_image(
             f"{reg.host}/x/y:1",
             tmp_path / "y.tar",

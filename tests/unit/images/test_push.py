@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from mk8s.errors import ChecksumMismatch
+from mk8s.errors import ChecksumMismatch, ImageArchiveError
 from mk8s.images.auth import Credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
-from mk8s.images.errors import ImageArchiveError
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.inspect import list_images
 from mk8s.images.pull import pull_image
 from mk8s.images.push import push_archive
@@ -47,7 +46,9 @@ def target(tmp_path: Path) -> Iterator[TestRegistry]:
 
 
 def client_for(reg: TestRegistry, **kw: object) -> RegistryClient:
-    settings = RegistrySettings(ca_file=reg.ca_file, use_docker_config=False, backoff=0.05, **kw)  # type: ignore[arg-type]
+    settings = RegistryClientSettings(
+        ca_file=reg.ca_file, use_docker_config=False, backoff=0.05, **kw
+    )  # type: ignore[arg-type]
     return RegistryClient(reg.host, settings, credentials=Credentials(reg.username, reg.password))
 
 

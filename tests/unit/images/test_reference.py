@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mk8s.images.errors import ImageReferenceError
+from mk8s.errors import ImageReferenceError
 from mk8s.images.reference import parse_reference
 
 D = "sha256:" + "ab" * 32

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from mk8s.errors import RegistryError
 from mk8s.images.auth import Credentials
-from mk8s.images.client import RegistryClient, RegistrySettings
-from mk8s.images.errors import RegistryError
+from mk8s.images.client import RegistryClient, RegistryClientSettings
 from mk8s.images.pull import pull_image
 from mk8s.images.push import push_archive
 from tests.support.faultproxy import FaultProxy
@@ -47,7 +47,7 @@ def proxy(registry: TestRegistry, tmp_path: Path) -> Iterator[FaultProxy]:
 
 
 def client_via(proxy: FaultProxy, registry: TestRegistry, **kw: float) -> RegistryClient:
-    settings = RegistrySettings(
+    settings = RegistryClientSettings(
         ca_file=registry.ca_file, use_docker_config=False, backoff=0.01, backoff_max=0.05, **kw
     )
     return RegistryClient(

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mk8s.bundle import workloads
-from mk8s.bundle.manifest import Artifact, ArtifactKind, Lock
+from mk8s.bundle import workload_sources as workloads
+from mk8s.bundle.format.manifest import Artifact, ArtifactKind, Lock
 from mk8s.deploy.builders import facts, plan
 from mk8s.deploy.builders.addons import (
     dropped_charts,
@@ -115,7 +115,7 @@ def test_the_dry_run_says_which_charts_it_uninstalls(tmp_path: Path) -> None:
     without one of them plans its uninstall, contacting no node."""
     import sys
 
-    from mk8s.bundle import keys
+    from mk8s.bundle.format import keys
     from tests.support.upstream import ExampleUpstream
 
     keys.write_key_pair(keys.generate_private_key(), tmp_path / "k", b"pw")

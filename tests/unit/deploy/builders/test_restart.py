@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.manifest import Lock
+from mk8s.bundle.format.manifest import Lock
 from mk8s.deploy.builders import facts, plan, restart
 from mk8s.deploy.builders import upgradeplan as upgrade
 from mk8s.deploy.builders.context import Context
