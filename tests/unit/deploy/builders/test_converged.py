@@ -134,3 +134,23 @@ def test_facts_read_the_version_mk8s_recorded_while_the_binary_is_untouched(
     _binary(rke2, "v1.29.10+rke2r1", calls)  # replaced behind mk8s's back
     assert facts.parse("sudo=root\n", _sh(gather, tmp_path)).rke2_tag == "v1.29.10+rke2r1"
     assert calls.read_text().count("x") == 2
+
+
+def test_the_node_list_is_read_once_with_each_nodes_etcd_role() -> None:
+    def item(name: str, ready: str | None, etcd: bool) -> dict[str, object]:
+        labels = {"node-role.kubernetes.io/etcd": "true"} if etcd else {}
+        conds = [{"type": "Ready", "status": ready, "message": "m"}] if ready else []
+        return {
+            "metadata": {"name": name, "labels": labels},
+            "status": {"nodeInfo": {"kubeletVersion": OLD}, "conditions": conds},
+        }
+
+    listing = json.dumps(
+        {"items": [item("cp1", "True", True), item("w1", "False", False), item("new", None, False)]}
+    )
+    assert listed_nodes(listing) == {
+        "cp1": Listed(True, OLD, "m", etcd=True),
+        "w1": Listed(False, OLD, "m"),
+        "new": Listed(False, ""),  # no Ready condition yet: not Ready, at no version
+    }
+    assert listed_nodes("not json") == {} and listed_nodes('{"items": 3}') == {}
