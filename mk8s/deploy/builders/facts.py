@@ -101,6 +101,21 @@ _HOST_TEXT = (
 )
 
 
+# Where RKE2 is and its version: the version mk8s recorded at install (VERSION_RECORD)
+# while the binary's path, size, ctime and inode are those it recorded; else the
+# binary's own answer. Uses $prefixes and $sums.
+_RKE2_TEXT = (
+    'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
+    'if [ -f "$p/bin/rke2" ]; then r=$(cat "$sums/rke2-version" 2>/dev/null); '
+    'st="$p $(stat -c \'%s %.9Z %i\' "$p/bin/rke2")"; '
+    'if [ -n "$r" ] && [ "${{r%%|*}}" = "$st" ]; then echo "rke2_version=${{r#*|}}"; else '
+    'v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
+    'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
+    'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; fi; break; fi; '
+    "done; "
+)
+
+
 # Appended to the install command: remembers ``rke2 --version`` (first line) with the
 # binary's path, size, ctime and inode, so later facts need not run the binary while
 # it is untouched (a replaced binary has another inode and ctime). Uses $sums and
@@ -139,17 +154,8 @@ def privileged(
         # RKE2's own units (rke2gates.Feature.NM_CLOUD_SETUP_ALLOWED) ask exactly this:
         + "if systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null; "
         "then echo nm_cloud_setup=enabled; fi; "
-        'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
-        # The version mk8s recorded at install (VERSION_RECORD) while the binary's
-        # path, size, ctime and inode are those it recorded; else ask the binary.
-        'if [ -f "$p/bin/rke2" ]; then r=$(cat "$sums/rke2-version" 2>/dev/null); '
-        'st="$p $(stat -c \'%s %.9Z %i\' "$p/bin/rke2")"; '
-        'if [ -n "$r" ] && [ "${{r%%|*}}" = "$st" ]; then echo "rke2_version=${{r#*|}}"; else '
-        'v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
-        'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
-        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; fi; break; fi; '
-        "done; "
-        "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
+        + _RKE2_TEXT
+        + "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
         'for f in "$config" "$registries"; do '
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
