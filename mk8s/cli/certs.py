@@ -10,7 +10,7 @@ from mk8s import ui
 from mk8s.cli.common import print_json
 from mk8s.cli.deploy import load_cluster
 from mk8s.deploy import certops
-from mk8s.deploy.builders.certs import WARN_DAYS
+from mk8s.deploy.builders.certfiles import WARN_DAYS
 from mk8s.errors import DeployError
 from mk8s.untrusted import shown_list
 

@@ -1,5 +1,5 @@
 """``mk8s certs`` and ``mk8s certs rotate``: each a list of phases
-(:mod:`mk8s.deploy.phases.certs`) run by the same engine and session as a deploy."""
+(:mod:`mk8s.deploy.phases.certificates`) run by the same engine and session as a deploy."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log
-from mk8s.deploy.builders import certs
+from mk8s.deploy.builders import certfiles as certs
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import Phase, run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
 from mk8s.deploy.engine.session import Session, SessionSettings
-from mk8s.deploy.phases.certs import (
+from mk8s.deploy.phases.certificates import (
     CertRun,
     ConnectForCerts,
     ReadCerts,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log
-from mk8s.deploy.builders import certs
+from mk8s.deploy.builders import certfiles as certs
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
 from mk8s.deploy.engine.session import Session, SessionSettings
-from mk8s.deploy.phases.certs import CertRun, ReadCerts
+from mk8s.deploy.phases.certificates import CertRun, ReadCerts
 from mk8s.deploy.phases.reset import reset_phases
 from mk8s.deploy.phases.status import (
     AskReadiness,

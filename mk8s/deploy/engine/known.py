@@ -57,7 +57,7 @@ class NodeStatus:
     error: str = ""
     images: str = ""  # where the node gets its images (spec.images)
     placed: tuple[str, ...] = ()  # mk8s's charts and manifests on a server
-    certs: str = "-"  # the earliest leaf certificate expiry (builders/certs.py)
+    certs: str = "-"  # the earliest leaf certificate expiry (builders/certfiles.py)
     certs_problem: str = ""  # why the certificates need attention
 
 

@@ -1,4 +1,4 @@
-"""mk8s/bundle/charts.py: a chart archive is read to its Chart.yaml within bounds, pinned
+"""mk8s/bundle/provenance/chartarchive.py: a chart archive is read to its Chart.yaml within bounds, pinned
 at their edges (at a bound is fine, one past it is refused, with the message that names
 it), and what bundle create needs of a chart (what helm lint needs). The CLI over the
 hostile cases is tests/unit/cli/test_hostile_files.py."""

@@ -1,4 +1,4 @@
-"""mk8s/bundle/extract.py: extract verifies while it writes, checks free space first, sets
+"""mk8s/bundle/format/extract.py: extract verifies while it writes, checks free space first, sets
 modes, and leaves nothing behind when the bundle turns out bad."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mk8s/bundle/inventory.py: what the inventory reads of a bundle's files, within bounds."""
+"""mk8s/bundle/provenance/inventory.py: what the inventory reads of a bundle's files, within bounds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mk8s/bundle/keys.py: key pairs and their files, signatures and the signature member,
+"""mk8s/bundle/format/keys.py: key pairs and their files, signatures and the signature member,
 the trusted keys a verify accepts. Real keys from ``cryptography`` throughout."""
 
 from __future__ import annotations

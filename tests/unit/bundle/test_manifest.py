@@ -1,4 +1,4 @@
-"""mk8s/bundle/manifest.py: lock and manifest invariants and field checks, pinned. For
+"""mk8s/bundle/format/manifest.py: lock and manifest invariants and field checks, pinned. For
 locks and ``bundle inspect`` (no schema) they are the only guard against absolute paths,
 ``..``, paths outside ``artifacts/``, long names, duplicates, bad sizes or hashes, and
 bad artifact URLs (which scheme for which kind, no credentials, pinned oci://

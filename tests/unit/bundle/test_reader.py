@@ -1,4 +1,4 @@
-"""mk8s/bundle/reader.py: verify and inspect a signed bundle, and every tamper, then the
+"""mk8s/bundle/format/reader.py: verify and inspect a signed bundle, and every tamper, then the
 streaming verifier pinned: damage INSIDE a complete zstd frame (the frame check cannot
 catch it), the size caps, the trailer limit at its boundary, exact messages, progress
 and sink order. Damaged bundles are the real writer's output with bytes changed at

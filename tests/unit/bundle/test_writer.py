@@ -1,4 +1,4 @@
-"""mk8s/bundle/writer.py: the bundle's layout and owner, determinism across threads and
+"""mk8s/bundle/format/writer.py: the bundle's layout and owner, determinism across threads and
 runs, and a writer that leaves nothing behind when its input changes or the disk fills."""
 
 from __future__ import annotations

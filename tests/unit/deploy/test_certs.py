@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mk8s.deploy.builders import certs, quorum
+from mk8s.deploy.builders import certfiles as certs
+from mk8s.deploy.builders import quorum
 from mk8s.deploy.cluster import Node, load_cluster
 from mk8s.deploy.engine.known import NodeStatus
 from mk8s.deploy.ops import status_table
@@ -177,7 +178,7 @@ def test_the_steps_of_each_way(cluster, tmp_path: Path) -> None:  # type: ignore
     """The plan and the run share the steps: rolling starts block, together ones do not."""
     from mk8s.deploy.builders.facts import NodeFacts
     from mk8s.deploy.engine.session import Session, SessionSettings
-    from mk8s.deploy.phases.certs import CertRun, RotateServers
+    from mk8s.deploy.phases.certificates import CertRun, RotateServers
 
     s = Session(SessionSettings(cluster=cluster, state_base=tmp_path, ready_timeout=30))
     for n in cluster.nodes:

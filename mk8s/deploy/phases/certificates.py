@@ -8,7 +8,7 @@ certificates from its server at every start (k3s-io/k3s pkg/agent/config/config.
 (every server down, or certificates that expired while it was powered off), each server
 is stopped and rotated, then all start at once: a lone restarted member would wait for
 an etcd quorum its stopped or expired peers cannot give (see
-:func:`mk8s.deploy.certs.plan_rotation`). The agents go in batches of
+:func:`mk8s.deploy.builders.certfiles.plan_rotation`). The agents go in batches of
 ``options.upgrade.maxUnavailable``, each batch Ready before the next.
 
 A dry run reads the nodes (read-only: facts and certificates; which way the servers go
@@ -21,7 +21,8 @@ import datetime
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from mk8s.deploy.builders import certs, facts, kubectl, plan
+from mk8s.deploy.builders import certfiles as certs
+from mk8s.deploy.builders import facts, kubectl, plan
 from mk8s.deploy.builders.units import start_command
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
