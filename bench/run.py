@@ -35,6 +35,7 @@ ROWS = (
     "deploy-scale",
     "deploy-rerun",
     "upgrade",
+    "restore",
     "uplink",
     "scale-first",
     "scale-rerun",
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bundle_rows = {"create", "verify", "inspect", "verify-split"}
     scale = {"uplink", "scale-first", "scale-rerun", "scale-add", "scale-rss", "scale-cpu"}
-    needs_data = {*bundle_rows, *scale, "deploy-scale", "deploy-rerun", "upgrade"} & set(only)
+    needs_data = {*bundle_rows, *scale, "deploy-scale", "deploy-rerun", "upgrade", "restore"}
+    needs_data &= set(only)
     # The deploy rows use only the small deploy bundle: no 2 GiB release to generate.
     data_size = total if bundle_rows & set(only) else min(total, 4 << 20)
     try:
@@ -171,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
 
                     note("upgrade")
                     rows["upgrade"] = upgrade_row(ds, rounds, net, agents=a.agents)
+                if "restore" in only:
+                    from bench.restore import restore_row
+
+                    note("restore")
+                    rows["restore"] = restore_row(ds, rounds, net)
         if "upload" in only:
             from bench.upload import upload_row
 

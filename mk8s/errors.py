@@ -5,7 +5,7 @@ The CLI catches :class:`Mk8sError` in exactly one place (``mk8s.cli.main``) and 
 
 * 1: an operational failure (network, SSH, a node failed)
 * 2: usage, or an invalid input file (a key, a lockfile, cluster.yaml)
-* 3: the bundle was rejected (signature, checksum, format, tamper)
+* 3: the bundle (or an etcd snapshot) was rejected (signature, checksum, format, tamper)
 
 Always raise these ``from`` the original exception so the debug log keeps the cause.
 """
@@ -58,6 +58,13 @@ class VersionNotFound(InputError):
 
 class BundleRejected(Mk8sError):
     """The bundle failed verification: never trust any byte of it (exit 3)."""
+
+    exit_code = 3
+
+
+class SnapshotRejected(Mk8sError):
+    """An etcd snapshot does not match its index record, or has none (exit 3): it is
+    never restored."""
 
     exit_code = 3
 

@@ -77,6 +77,8 @@ class LazyGroup(click.Group):
         "kubeconfig": "mk8s.cli.deploy:kubeconfig_cmd",
         "reset": "mk8s.cli.deploy:reset_cmd",
         "certs": "mk8s.cli.certs:certs",
+        "backup": "mk8s.cli.lifecycle:backup_cmd",
+        "restore": "mk8s.cli.lifecycle:restore_cmd",
     },
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -166,8 +166,11 @@ def test_a_failed_agent_stops_the_upgrade_and_a_rerun_finishes_it(
         (x["node"], x["command"]) for x in new if "systemctl restart" in str(x.get("command", ""))
     ]
     assert [n for n, _ in restarts] == ["cp1", "cp2", "cp3"]  # servers one at a time, in order
-    snaps = list((d / ".mk8s" / "demo" / "snapshots").iterdir())
+    home = d / ".mk8s" / "demo" / "snapshots"
+    snaps = [p for p in home.iterdir() if p.name != "index.json"]
     assert len(snaps) == 1 and snaps[0].name.startswith("mk8s-pre-v1.29.10-rke2r1-cp1-")
+    index = json.loads((home / "index.json").read_text())["snapshots"]
+    assert [(r["file"], r["kind"]) for r in index] == [(snaps[0].name, "pre-upgrade")]
     assert oct(snaps[0].stat().st_mode & 0o777) == "0o600"
     assert any(x.get("step") == "snapshot" and x.get("sha256") for x in new)
     hs.by_name("w1").run(f"rm -f {blocker}")

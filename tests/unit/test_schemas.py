@@ -12,7 +12,12 @@ SCHEMAS = sorted(p.name for p in (ROOT / "schemas").glob("*.json"))
 
 
 def test_the_schemas_are_there() -> None:
-    assert SCHEMAS == ["cluster.schema.json", "manifest.schema.json", "parts.schema.json"]
+    assert SCHEMAS == [
+        "cluster.schema.json",
+        "manifest.schema.json",
+        "parts.schema.json",
+        "snapshots.schema.json",
+    ]
 
 
 @pytest.mark.parametrize("name", SCHEMAS)

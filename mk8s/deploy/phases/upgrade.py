@@ -9,7 +9,6 @@ the next node is touched; the same command resumes (upgraded nodes are skipped).
 
 from __future__ import annotations
 
-import posixpath
 import threading
 from collections.abc import Sequence
 
@@ -19,9 +18,9 @@ from mk8s.deploy.engine import diagnose
 from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import Phase
 from mk8s.deploy.engine.session import Session
+from mk8s.deploy.lifecycle import index, snapshot
 from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError, PreflightError
-from mk8s.files import atomic_write, sha256_file
 
 
 def upgrade_plan(s: Session) -> upgradeplan.UpgradePlan:
@@ -103,7 +102,8 @@ class Snapshot(Phase):
         cmd = upgradeplan.snapshot_command(
             s.known.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
         )
-        return [Step(node.name, "snapshot", (cmd,))]
+        ask = snapshot.cluster_id_command(s.cluster.paths(node))  # recorded in the index
+        return [Step(node.name, "snapshot", (cmd, ask))]
 
     def run(self, s: Session) -> None:
         first = s.cluster.bootstrap
@@ -115,14 +115,19 @@ class Snapshot(Phase):
                 f" save`; nothing was upgraded",
                 "check `journalctl -u rke2-server` on the first server, then run again",
             )
-        data = s.remote.transport(first).get(path[0], sudo=True)
-        local = s.state.path / "snapshots" / posixpath.basename(path[0])
-        local.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(local, data, mode=0o600)
-        with local.open("rb") as f:
-            sha, size = sha256_file(f)
-        s.remote.audit(first, "snapshot", file=path[0], local=str(local), bytes=size, sha256=sha)
-        s.log(f"{first.name}: etcd snapshot {local} (sha256 {sha[:16]})")
+        # Into the snapshot index, as mk8s backup's are: the rollback of this upgrade is
+        # `mk8s restore` of this snapshot with the bundle of the version it records.
+        plan = upgrade_plan(s)
+        taken = snapshot.Taken(
+            name=upgradeplan.snapshot_name(plan.target),
+            kind=index.PRE_UPGRADE,
+            rke2_version=snapshot.newest([plan.versions[n.name] for n in s.cluster.servers])
+            or plan.versions[first.name],
+            bundle_id=snapshot.deployed_bundle(s, first),
+            token=s.known.context.token.reveal(),
+            cluster_id=snapshot.cluster_id(s, first),
+        )
+        snapshot.copy_home(s, first, path[0], taken)
 
     def plan(self, s: Session) -> list[str]:
         name = upgradeplan.snapshot_name(upgrade_plan(s).target)

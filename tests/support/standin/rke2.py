@@ -786,11 +786,18 @@ def last_version() -> dict:
     return data if isinstance(data, dict) else {}
 
 
-# upstream: none in code; rancher/rke2-docs docs/upgrades/manual.md + docs/upgrades/roll-back.md; stricter [CONTRACT VS2 VS3]
-def check_node_version(role: str) -> None:
+# upstream: none in code; rancher/rke2-docs docs/upgrades/manual.md + docs/upgrades/roll-back.md; stricter [CONTRACT VS2 VS3 VS6]
+def check_node_version(role: str, cfg: dict[str, object] | None = None) -> None:
     """Refuse a downgrade (the datastore and kubelet state were written by a newer
     release) and, on a server, a skipped minor (Kubernetes upgrades the control plane
-    one minor at a time)."""
+    one minor at a time).  A rollback (VS6) is the one downgrade taken: see
+    :func:`rollback_problem`."""
+    restored = restored_release()
+    if role == "server" and restored and newer(restored, TAG):
+        raise Fatal(
+            f"refusing to start {TAG}: the datastore was restored from a snapshot taken on "
+            f"{restored}; restore a snapshot with the release it was taken on or a newer one"
+        )
     last = str(last_version().get("version", ""))
     if not last or last == TAG:
         return
@@ -798,10 +805,14 @@ def check_node_version(role: str) -> None:
     if old is None or new is None:
         raise Fatal(f"cannot compare this release {TAG} with {last}, which this node last ran")
     if new < old:
-        raise Fatal(
-            f"refusing to start {TAG}: this node last ran {last} (recorded in {NODE_VERSION}); "
-            f"downgrading RKE2 is not supported: install {last} or newer"
-        )
+        why = rollback_problem(role, cfg or {}, restored)
+        if why:
+            raise Fatal(
+                f"refusing to start {TAG}: this node last ran {last} (recorded in {NODE_VERSION}); "
+                f"downgrading RKE2 is not supported: install {last} or newer ({why})"
+            )
+        log(f"Rolling this node back from {last} to {TAG}")
+        return
     if role == "server" and (new[0], new[1]) > (old[0], old[1] + 1):
         raise Fatal(
             f"refusing to start {TAG}: this server last ran {last}; skipping a minor version "
@@ -809,6 +820,62 @@ def check_node_version(role: str) -> None:
             f"{minor_of(last)} -> v{old[0]}.{old[1] + 1} -> {minor_of(TAG)})"
         )
     log(f"Upgrading this node from {last} to {TAG}")
+
+
+def newer(a: str, b: str) -> bool:
+    pa, pb = parse_version(a), parse_version(b)
+    return pa is not None and pb is not None and pa > pb
+
+
+# The newest release among the server Nodes of a datastore restored by a cluster reset,
+# kept beside the reset flag until the next normal start (stand-in bookkeeping).
+RESTORED_RELEASE = "mk8s-standin-restored-release"
+
+
+def restored_release() -> str:
+    """The release a cluster reset restored this server's datastore from ('' unless
+    the reset flag is there: this start follows ``--cluster-reset-restore-path``)."""
+    paths = etcd_paths()
+    if not os.path.exists(paths.reset_flag):
+        return ""
+    try:
+        with open(os.path.join(paths.db, RESTORED_RELEASE)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+# upstream: rancher/rke2-docs docs/upgrades/roll-back.md (killall, the older binary, the datastore restored); stricter [CONTRACT VS6]
+def rollback_problem(role: str, cfg: dict[str, object], restored: str) -> str:
+    """Why this downgrade is no rollback ('' when it is): a server with a datastore
+    must start from one a cluster reset restored from a snapshot of this release or
+    older; a server without one, and an agent, must join servers that all run this
+    release or older (they were rolled back first)."""
+    if role == "server" and etcd_paths().initialized():
+        if restored:
+            return ""
+        return "its datastore was not restored from a snapshot of this release"
+    url = cfg_str(cfg, "server")
+    if not url:
+        return "it would start a new cluster"
+    body = {"token": cfg_str(cfg, "token"), "role": role}
+
+    def once() -> dict:
+        host, port = parse_server_url(url)
+        ctx = join_ctx(url, body["token"])
+        out = call(host, port, "POST", "/v1-mk8s/agent-config", body, ctx=ctx)
+        assert isinstance(out, dict)
+        return out
+
+    try:
+        answer = agent_retry(once) if role == "agent" else once()
+    except (HTTPFail, OSError, ssl.SSLError) as e:
+        return f"cannot ask the cluster at {url} what its servers run: {e}"
+    versions = [str(v) for v in answer.get("server_versions", [])]
+    ahead = sorted({v for v in versions if newer(v, TAG)})
+    if not versions or ahead:
+        return f"its servers run {', '.join(ahead) or 'nothing known'}"
+    return ""
 
 
 def record_version(role: str) -> None:
@@ -2223,6 +2290,8 @@ def restart_datastore(member: etcd.Member, name: str, token: str) -> tuple[dict,
     was_reset = os.path.exists(paths.reset_flag)
     with contextlib.suppress(FileNotFoundError):  # k3s managed.go: removed at a normal start
         os.unlink(paths.reset_flag)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(paths.db, RESTORED_RELEASE))
     write_etcd_files(cluster, name, member.address)
     mname = etcd.member_name(paths, name) or etcd.member_name(paths, name, force=True)
     log("Starting from existing datastore (etcd for existing cluster member)")
@@ -2342,7 +2411,7 @@ def snapshot_answer(server: Server, b: dict) -> tuple:
 
 
 def run_server(cfg: dict[str, object]) -> None:
-    check_node_version("server")
+    check_node_version("server", cfg)
     check_node_images(cfg, "server")
     import_images()
     watch_images()
@@ -2417,6 +2486,14 @@ def cluster_reset(cfg: dict[str, object]) -> int:
     start_member(member, mname, f"{mname}={member.peer_url}", "new", reset=True)
     wait_member(member, 60)
     cluster = stored_bootstrap(local_client(), secret) or temp
+    if restore:  # which release wrote the restored datastore (VS6)
+        store = apiobjects.Store(local_client(), cluster)
+        written = [str(e.get("version", "")) for e in store.members().values()]
+        newest = ""
+        for v in written:
+            if parse_version(v) is not None and (not newest or newer(v, newest)):
+                newest = v
+        write_file(os.path.join(paths.db, RESTORED_RELEASE), newest + "\n", 0o600)
     if cluster != disk:
         if disk and os.path.isdir(TLS_DIR):
             backup = f"{SERVER_DIR}/tls-{int(time.time())}"
@@ -2486,7 +2563,7 @@ def stored_bootstrap(client: etcd.Client, secret: str) -> dict | None:
 
 # upstream: k3s-io/k3s pkg/cli/agent/agent.go (Run: --token/--server required) [CONTRACT TK6]
 def run_agent(cfg: dict[str, object]) -> None:
-    check_node_version("agent")
+    check_node_version("agent", cfg)
     url = cfg_str(cfg, "server")
     token = agent_token(cfg)
     if not url:
@@ -2864,7 +2941,7 @@ def split_image(ref: str) -> tuple[str, str, str]:
 def agent_config_answer(server: Server, b: dict) -> tuple:
     """``POST /v1-mk8s/agent-config`` (token checked): what an agent without local
     images needs to know before it joins."""
-    server.check_token(b.get("token", ""), "agent")
+    server.check_token(b.get("token", ""), "server" if b.get("role") == "server" else "agent")
     mirrors = [
         e["address"]
         for n, e in sorted(server.state.members().items())
@@ -2875,6 +2952,8 @@ def agent_config_answer(server: Server, b: dict) -> tuple:
         "mirrors": mirrors,
         "cni": server.state.cluster.get("settings", {}).get("cni", CRITICAL["cni"]),
         "system_default_registry": cfg_str(server.cfg, "system-default-registry"),
+        # what the running servers run (a node rolled back asks: VS6)
+        "server_versions": sorted(set(running_servers(server.state, "").values())),
     }
 
 

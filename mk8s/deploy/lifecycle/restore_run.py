@@ -1,0 +1,126 @@
+"""``mk8s restore``: the restore phases run by the engine, and the report they leave.
+
+The same list runs for ``--dry-run`` (each phase prints what it would do; the snapshot,
+the bundle and the token are checked all the same) and for the real run, which holds
+the cluster's state lock. Ctrl-C leaves the restore's progress in the journal: the same
+command finishes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mk8s import ui
+from mk8s.bundle.format import keys
+from mk8s.callbacks import Log, TransferProgress
+from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.phase import run_phases
+from mk8s.deploy.engine.remote import Connect, connect_ssh
+from mk8s.deploy.engine.session import Session, SessionSettings
+from mk8s.deploy.lifecycle import index
+from mk8s.deploy.lifecycle.restore import restore_phases
+from mk8s.deploy.phases.inputs import record_inputs
+
+
+@dataclass(frozen=True, kw_only=True)
+class RestoreSettings:
+    """Everything one ``mk8s restore`` needs."""
+
+    cluster: Cluster
+    snapshot: Path
+    bundle: Path
+    trusted: Sequence[keys.TrustedKey]
+    allow_unsigned: bool = False
+    jobs: int | None = None
+    dry_run: bool = False
+    ready_timeout: float = 900.0
+    poll_interval: float = 0.5
+    state_base: Path | None = None
+    kubeconfig_out: Path | None = None
+
+    def session_settings(self) -> SessionSettings:
+        return SessionSettings(
+            cluster=self.cluster,
+            state_base=self.state_base,
+            jobs=self.jobs,
+            ready_timeout=self.ready_timeout,
+            poll_interval=self.poll_interval,
+            dry_run=self.dry_run,
+        )
+
+
+@dataclass
+class RestoreReport:
+    """What a restore did: per node, and in all."""
+
+    outcomes: dict[str, NodeOutcome]
+    record: index.SnapshotRecord | None = None
+    kubeconfig: Path | None = None
+    seconds: float = 0.0
+    plan_text: str = ""
+    stopped: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(o.state == NodeState.READY for o in self.outcomes.values())
+
+    def table(self) -> str:
+        rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
+        for o in self.outcomes.values():
+            rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
+        lines = [ui.table(rows)]
+        lines += [ui.safe(f"{o.node.name}: {o.error}") for o in self.outcomes.values() if o.error]
+        return "\n".join(lines)
+
+
+def restore(
+    settings: RestoreSettings,
+    log: Log = ui.note,
+    progress: TransferProgress | None = None,
+    *,
+    connect: Connect = connect_ssh,
+) -> RestoreReport:
+    """Restore the cluster to the snapshot (with ``dry_run``: only plan it).
+
+    Raises SnapshotRejected (exit 3) or BundleRejected (exit 3), InputError (exit 2: a
+    bundle of another RKE2 version, another token), PreflightError and StateLockedError
+    before any node is changed. Returns a report; ``report.ok`` is False when a node
+    failed after changes began (the same command goes on from there).
+    """
+    s = Session(settings.session_settings(), log=log, progress=progress, connect=connect)
+    run, phases = restore_phases(
+        settings.snapshot,
+        settings.bundle,
+        settings.trusted,
+        allow_unsigned=settings.allow_unsigned,
+        kubeconfig_out=settings.kubeconfig_out,
+    )
+    if settings.dry_run:
+        run_phases(phases, s)
+        for o in s.known.outcomes.values():
+            o.state = NodeState.PLANNED
+        return RestoreReport(s.known.outcomes, run.record, plan_text="\n".join(s.known.plan_lines))
+    with s.state.locked():
+        try:
+            run_phases(phases, s)
+            record_inputs(s)
+        except KeyboardInterrupt:
+            raise s.interrupted("restore", "it goes on from where this one stopped") from None
+        finally:
+            s.close()
+    kubeconfig = s.known.kubeconfig
+    return RestoreReport(
+        s.known.outcomes,
+        run.checked.record if run.checked else None,
+        kubeconfig=kubeconfig if isinstance(kubeconfig, Path) else None,
+        seconds=time.monotonic() - s.started,
+        stopped=s.known.stop_reason,
+    )
+
+
+__all__ = ["RestoreReport", "RestoreSettings", "restore"]
