@@ -23,7 +23,7 @@ bench: setup
 	.venv/bin/python -m bench
 
 bench-smoke: setup
-	.venv/bin/python -m pytest tests/bench/test_smoke.py tests/bench/test_delta_smoke.py
+	.venv/bin/python -m pytest tests/bench/test_smoke.py tests/bench/test_delta_smoke.py tests/bench/test_scale_smoke.py
 
 exe: setup
 	bash scripts/build-exe.sh

@@ -50,6 +50,11 @@ DEFAULT_DEPLOY_IMAGE = 4 << 20
 
 
 def mk8s_bin() -> str:
+    """The mk8s the benchmarks run: ``MK8S_BENCH_MK8S`` (another build, to compare
+    with), else the repository's."""
+    other = os.environ.get("MK8S_BENCH_MK8S")
+    if other:
+        return other
     exe = VENV_BIN / "mk8s"
     return str(exe) if exe.exists() else "mk8s"
 

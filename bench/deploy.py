@@ -43,7 +43,7 @@ def deploy_bundle(ds: Dataset) -> Path:
 
 def cluster_yaml(hs: object, names: list[str], servers: int) -> str:
     nodes = []
-    for i, h in enumerate(hs.hosts):  # type: ignore[attr-defined]
+    for i, h in enumerate(hs.hosts[: len(names)]):  # type: ignore[attr-defined]
         role = "server" if i < servers else "agent"
         nodes.append(f"    - {{name: {names[i]}, address: {h.address}, role: {role}}}")
     return "\n".join(

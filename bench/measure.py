@@ -1,6 +1,7 @@
 """Run one command and measure it: wall time and peak RSS of the whole process tree.
 
-Peak RSS is ``ru_maxrss`` from ``wait4`` on the command: the rusage of a child
+Peak RSS is ``ru_maxrss`` from ``wait4`` on the command (and its CPU seconds, user
+plus system, from the same rusage): the rusage of a child
 includes every descendant it waited for, and ``ru_maxrss`` is the largest resident set
 among them (so for ``bash -c 'zstd -dc B | sha256sum'`` it is the larger of the two).
 A child forked straight from this (large) Python process would report at least this
@@ -36,6 +37,7 @@ class Sample:
     code: int
     out: str
     err: str
+    cpu: float = 0.0  # user + system seconds of the command and what it waited for
 
 
 def run(
@@ -74,12 +76,14 @@ def run(
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
+        kib, cpu = _read_usage(rss.name)
         sample = Sample(
             seconds,
-            _read_kib(rss.name),
+            kib * 1024,
             proc.returncode,
             out.read().decode("utf-8", "replace"),
             err.read().decode("utf-8", "replace"),
+            cpu,
         )
     if check and sample.code != 0:
         tail = (sample.err.strip() or sample.out.strip())[-1500:]
@@ -102,26 +106,32 @@ if pid == 0:
         os._exit(127)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
-    f.write(str(usage.ru_maxrss))
+    f.write(f"{usage.ru_maxrss} {usage.ru_utime:.2f} {usage.ru_stime:.2f}")
 sys.exit(os.waitstatus_to_exitcode(status) & 255)
 """
 
 
 def _rss_wrapper(argv: Sequence[str], report: str) -> list[str]:
-    """``argv`` under a small parent that writes the command's peak RSS (KiB) to ``report``."""
+    """``argv`` under a small parent that writes the command's peak RSS (KiB) and its
+    user and system CPU seconds to ``report``."""
     gnu_time = "/usr/bin/time"
     if os.path.exists(gnu_time):
-        return [gnu_time, "-q", "-f", "%M", "-o", report, *argv]
+        return [gnu_time, "-q", "-f", "%M %U %S", "-o", report, *argv]
     py = shutil.which("python3", path="/usr/bin:/bin") or "python3"
     return [py, "-S", "-E", "-c", _LAUNCHER, report, *argv]
 
 
-def _read_kib(path: str) -> int:
+def _read_usage(path: str) -> tuple[int, float]:
+    """(peak RSS in KiB, CPU seconds) from the report's last line; zeros if unreadable."""
     try:
-        text = Path(path).read_text().split()
+        lines = Path(path).read_text().strip().splitlines()
     except OSError:
-        return 0
-    return int(text[-1]) * 1024 if text and text[-1].isdigit() else 0
+        return 0, 0.0
+    words = lines[-1].split() if lines else []
+    try:
+        return int(words[0]), float(words[1]) + float(words[2])
+    except (IndexError, ValueError):
+        return 0, 0.0
 
 
 def median(values: Sequence[float]) -> float:

@@ -1,6 +1,7 @@
 """Run every benchmark (docs/testing.md, "Benchmarks") and print one table.
 
     .venv/bin/python -m bench                     # 2 GiB, 3 rounds, every row
+    .venv/bin/python -m bench --only scale        # 3 + 97 test hosts (docs/scale.md)
     .venv/bin/python -m bench --size 8MiB --rounds 1 --only create,verify,inspect
     .venv/bin/python bench/run.py --json out.json
 
@@ -43,11 +44,17 @@ ROWS = (
     "uplink",
     "delta-size",
     "delta-verify",
+    "scale-first",
+    "scale-rerun",
+    "scale-add",
+    "scale-rss",
+    "scale-cpu",
 )
 ALIASES = {
     "deploy": ("deploy-scale", "deploy-rerun"),
     "bundle": ("create", "verify", "inspect", "verify-split"),
     "delta": ("delta-size", "delta-verify"),
+    "scale": ("scale-first", "scale-rerun", "scale-add", "uplink", "scale-rss", "scale-cpu"),
 }
 
 
@@ -94,6 +101,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--delta-size",
         default=None,
         help="image archive of the delta rows' releases [--size, at most 512MiB]",
+    )
+    ap.add_argument(
+        "--scale-agents",
+        type=int,
+        default=97,
+        help="agents of the scale rows and the uplink row (3 servers + N) [97]",
+    )
+    ap.add_argument(
+        "--scale-base-agents",
+        type=int,
+        default=12,
+        help="agents of the cluster the first deploy at scale is compared with [12]",
     )
     ap.add_argument("--host-prefix", default="mk8sb", help=argparse.SUPPRESS)
     ap.add_argument("--host-subnet", default="10.77.8.0/24", help=argparse.SUPPRESS)
@@ -165,18 +184,21 @@ def _dataset_rows(
     net: Net,  # bench.upload.Net
     note: Callable[[str], None],
 ) -> dict[str, Row]:
-    """The rows that run on the generated release (bench.data): bundle, deploy, uplink,
-    upgrade, restore."""
+    """The rows that run on the generated release (bench.data): bundle, deploy, scale
+    (with uplink), upgrade, restore."""
     from bench.data import dataset
 
     rows: dict[str, Row] = {}
     bundle_rows = {"create", "verify", "inspect", "verify-split"}
-    needs_data = {*bundle_rows, "deploy-scale", "deploy-rerun", "upgrade", "restore", "uplink"}
+    scale = {"uplink", "scale-first", "scale-rerun", "scale-add", "scale-rss", "scale-cpu"}
+    needs_data = {*bundle_rows, *scale, "deploy-scale", "deploy-rerun", "upgrade", "restore"}
     needs_data &= set(only)
     if not needs_data:
         return rows
+    # The deploy rows use only the small deploy bundle: no 2 GiB release to generate.
+    data_size = total if bundle_rows & set(only) else min(total, 4 << 20)
     note("preparing data")
-    with dataset(a.workdir, total, parse_size(a.deploy_image_size)) as ds:
+    with dataset(a.workdir, data_size, parse_size(a.deploy_image_size)) as ds:
         if bundle_rows & set(only):
             from bench.bundle import create_row, verify_inspect_rows
 
@@ -199,11 +221,12 @@ def _dataset_rows(
             note("deploy")
             scale, rerun = deploy_rows(ds, rounds, net, agents_big=a.agents)
             rows["deploy-scale"], rows["deploy-rerun"] = scale, rerun
-        if "uplink" in only:
-            from bench.uplink import uplink_row
+        if scale & set(only):
+            from bench.scale import scale_rows
 
-            note("uplink")
-            rows["uplink"] = uplink_row(ds, net, agents=a.agents)
+            note(f"scale (3 + {a.scale_agents}; one round)")
+            wanted = scale & set(only)
+            rows.update(scale_rows(ds, net, wanted, a.scale_agents, a.scale_base_agents))
         if "upgrade" in only:
             from bench.upgrade import upgrade_row
 

@@ -25,6 +25,7 @@ from mk8s.deploy.engine.remote import Connect, connect_ssh
 from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
+from mk8s.deploy.phases.converged import SettleConverged
 from mk8s.deploy.phases.dropcharts import UninstallDroppedCharts
 from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.inputs import record_inputs
@@ -59,6 +60,7 @@ def deploy_phases(
         GatherFacts(),
         Preflight(),
         Token(),
+        SettleConverged(),
         RegistryPreflight(),
         UpgradePreflight(),
         Snapshot(),

@@ -9,8 +9,9 @@ nothing here changes the node.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from mk8s.deploy.builders.serverprobe import split_listing
 from mk8s.deploy.command import Command
 from mk8s.deploy.rke2config import CONFIG_DIR as CONFIG_DIR
 from mk8s.deploy.rke2config import CONFIG_PATH as CONFIG_PATH
@@ -100,6 +101,33 @@ _HOST_TEXT = (
 )
 
 
+# Where RKE2 is and its version: the version mk8s recorded at install (VERSION_RECORD)
+# while the binary's path, size, ctime and inode are those it recorded; else the
+# binary's own answer. Uses $prefixes and $sums.
+_RKE2_TEXT = (
+    'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
+    'if [ -f "$p/bin/rke2" ]; then r=$(cat "$sums/rke2-version" 2>/dev/null); '
+    'st="$p $(stat -c \'%s %.9Z %i\' "$p/bin/rke2")"; '
+    'if [ -n "$r" ] && [ "${{r%%|*}}" = "$st" ]; then echo "rke2_version=${{r#*|}}"; else '
+    'v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
+    'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
+    'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; fi; break; fi; '
+    "done; "
+)
+
+
+# Appended to the install command: remembers ``rke2 --version`` (first line) with the
+# binary's path, size, ctime and inode, so later facts need not run the binary while
+# it is untouched (a replaced binary has another inode and ctime). Uses $sums and
+# $prefixes.
+VERSION_RECORD = (
+    'for p in $prefixes; do if [ -f "$p/bin/rke2" ]; then '
+    'v=$("$p/bin/rke2" --version 2>/dev/null | head -n 1) && [ -n "$v" ] && mkdir -p "$sums" && '
+    'echo "$p $(stat -c \'%s %.9Z %i\' "$p/bin/rke2")|$v" > "$sums/rke2-version"; break; '
+    "fi; done; true"
+)
+
+
 def privileged(
     staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
 ) -> Command:
@@ -126,12 +154,8 @@ def privileged(
         # RKE2's own units (rke2gates.Feature.NM_CLOUD_SETUP_ALLOWED) ask exactly this:
         + "if systemctl is-enabled --quiet nm-cloud-setup.service 2>/dev/null; "
         "then echo nm_cloud_setup=enabled; fi; "
-        'for p in $prefixes; do if [ -x "$p/bin/rke2" ]; then echo "rke2_prefix=$p"; '
-        'if [ -f "$p/bin/rke2" ]; then v=$("$p/bin/rke2" --version 2>&1); rc=$?; '
-        'if [ $rc = 0 ]; then echo "rke2_version=$(printf %s "$v" | head -n 1)"; else '
-        'echo "rke2_exec_error=exit $rc: $(printf %s "$v" | tail -n 1)"; fi; fi; break; fi; '
-        "done; "
-        "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
+        + _RKE2_TEXT
+        + "set -- $(systemctl is-active rke2-server rke2-agent 2>/dev/null); "
         'echo "server_active=$1"; echo "agent_active=$2"; '
         'for f in "$config" "$registries"; do '
         '[ -f "$f" ] && echo "sha256 $(sha256sum "$f" | cut -d" " -f1) $f"; done; '
@@ -185,12 +209,20 @@ def records(paths: NodePaths = DEFAULT_PATHS) -> Command:
 
 
 def gather(
-    staging: str, prefixes: Sequence[str] = DEFAULT_PREFIXES, paths: NodePaths = DEFAULT_PATHS
+    staging: str,
+    prefixes: Sequence[str] = DEFAULT_PREFIXES,
+    paths: NodePaths = DEFAULT_PATHS,
+    *,
+    server: Command | None = None,
 ) -> Command:
     """Every fact in one round trip: the basic part, then the root part when the login
-    is root or may ``sudo -n``. Split the output with :func:`parse_gathered`."""
-    # neither holds a secret
+    is root or may ``sudo -n`` (with ``server``, a running server's own answers:
+    :mod:`mk8s.deploy.builders.serverprobe`). Split the output with
+    :func:`parse_gathered`."""
+    # none holds a secret
     priv = privileged(staging, prefixes, paths).render() + "; " + records(paths).render()
+    if server is not None:
+        priv += "; " + server.render()
     return Command.script(
         _BASIC_TEXT + f"; echo '{PRIVILEGED_MARK}'; "
         'if [ "$(id -u)" = 0 ]; then sh -c {p}; '
@@ -202,9 +234,12 @@ def gather(
 
 
 def parse_gathered(out: str) -> NodeFacts:
+    out, listing = split_listing(out)
     basic, mark, priv = out.partition(PRIVILEGED_MARK + "\n")
     facts = parse(basic, priv if mark else None)
-    return facts if facts.can_root else parse(basic, None)
+    if not facts.can_root:
+        return parse(basic, None)
+    return replace(facts, listing=listing) if listing is not None else facts
 
 
 @dataclass(frozen=True)
@@ -245,6 +280,10 @@ class NodeFacts:
     placed_images: dict[str, str] = field(default_factory=dict)
     # What the running RKE2 reports (its node's kubeletVersion), when a server told.
     running_version: str | None = None
+    # A running server's own /readyz answer (first line; None when not asked).
+    readyz: str | None = None
+    # The cluster's node list (kubectl get nodes -o json), when this server was asked.
+    listing: str | None = field(default=None, repr=False)
 
     @property
     def can_root(self) -> bool:
@@ -332,6 +371,7 @@ def parse(basic: str, privileged_out: str | None) -> NodeFacts:
             rke2_selinux=p.get("rke2_selinux") == "yes",
             etcd_user=p.get("etcd_user") == "yes" and p.get("etcd_group") == "yes",
             sysctls=sysctls,
+            readyz=p.get("readyz"),
             **_parse_records(privileged_out, p),
         )
     return NodeFacts(**facts)  # type: ignore[arg-type]

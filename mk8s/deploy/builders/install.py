@@ -10,7 +10,14 @@ from mk8s.deploy import registryca
 from mk8s.deploy.builders import restart
 from mk8s.deploy.builders.addons import place_workloads
 from mk8s.deploy.builders.context import Context, remote_path
-from mk8s.deploy.builders.facts import RECORD_TEMPLATE, REGISTRY_CA_PATH, NodeFacts, record_values
+from mk8s.deploy.builders.facts import (
+    RECORD_TEMPLATE,
+    REGISTRY_CA_PATH,
+    VERSION_RECORD,
+    NodeFacts,
+    record_values,
+    sums_dir,
+)
 from mk8s.deploy.builders.nodeconfig import registries_bytes, sha256_hex
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command, Secret, write_file
@@ -62,12 +69,18 @@ def install_command(ctx: Context, arch: str) -> Command:
     return Command.script(
         "mkdir -p {idir} && ln -f {tar} {idir}/ && ln -f {sums} {idir}/ && "
         + ("INSTALL_RKE2_TAR_PREFIX={prefix} " if prefix else "")
-        + "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script}",
+        + "INSTALL_RKE2_ARTIFACT_PATH={idir} INSTALL_RKE2_METHOD=tar sh {script} && "
+        # then remember the version it installed (facts.VERSION_RECORD)
+        + "{{ sums={records}; prefixes={prefixes}; "
+        + VERSION_RECORD.replace("{", "{{").replace("}", "}}")
+        + "; }}",
         {
             "idir": idir,
             "tar": remote_path(ctx, tarball),
             "sums": remote_path(ctx, sums),
             "script": remote_path(ctx, script),
+            "records": sums_dir(ctx.cluster.options.staging_dir),
+            "prefixes": " ".join(ctx.cluster.rke2.prefixes),
             **({"prefix": prefix} if prefix else {}),
         },
         sudo=True,

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from mk8s.deploy.builders.context import API_PORT, host_for_url
 from mk8s.deploy.builders.facts import DEFAULT_PREFIXES
+from mk8s.deploy.builders.quorum import ETCD_ROLE
 from mk8s.deploy.command import Command
 from mk8s.deploy.rke2config import DEFAULT_DATA_DIR, NodePaths
 
@@ -110,17 +112,50 @@ def node_ready(nodes_json: str, name: str) -> tuple[bool, str]:
 def node_status(nodes_json: str, name: str) -> tuple[bool, str, str]:
     """(Ready?, kubelet version, the Ready condition's message) of node ``name``;
     (False, "", "") for anything unreadable or a node not listed."""
+    s = listed_nodes(nodes_json).get(name)
+    return (s.ready, s.version, s.why) if s else (False, "", "")
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One node as the cluster lists it: Ready?, its kubelet version, the Ready
+    condition's message, and whether it is an etcd member (a server; its label, see
+    :mod:`~mk8s.deploy.builders.quorum`)."""
+
+    ready: bool
+    version: str
+    why: str = ""
+    etcd: bool = False
+
+
+def listed_nodes(nodes_json: str) -> dict[str, Listed]:
+    """Every node of ``kubectl get nodes -o json``, read once (a poll answers for all
+    the nodes waiting with one parse); a node without a Ready condition is not Ready,
+    at no version; empty for anything unreadable."""
     try:
         data = json.loads(nodes_json)
     except ValueError:
-        return False, "", ""
+        return {}
     items = data.get("items", []) if isinstance(data, dict) else []
+    out: dict[str, Listed] = {}
     for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict) or item.get("metadata", {}).get("name") != name:
+        meta = item.get("metadata") if isinstance(item, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if not isinstance(name, str) or not name or out.get(name, Listed(False, "")).version:
             continue
-        status = item.get("status", {})
-        version = str(status.get("nodeInfo", {}).get("kubeletVersion", ""))
-        for cond in status.get("conditions", []):
-            if isinstance(cond, dict) and cond.get("type") == "Ready":
-                return cond.get("status") == "True", version, str(cond.get("message", ""))
-    return False, "", ""
+        labels = meta.get("labels") if isinstance(meta, dict) else None
+        etcd = isinstance(labels, dict) and labels.get(ETCD_ROLE) == "true"
+        out[name] = _condition(item.get("status"), etcd)
+    return out
+
+
+def _condition(status: object, etcd: bool) -> Listed:
+    status = status if isinstance(status, dict) else {}
+    info = status.get("nodeInfo", {})
+    version = str(info.get("kubeletVersion", "")) if isinstance(info, dict) else ""
+    conds = status.get("conditions", [])
+    for cond in conds if isinstance(conds, list) else []:
+        if isinstance(cond, dict) and cond.get("type") == "Ready":
+            why = str(cond.get("message", ""))
+            return Listed(cond.get("status") == "True", version, why, etcd)
+    return Listed(False, "", "", etcd)

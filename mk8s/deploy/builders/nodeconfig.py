@@ -99,10 +99,26 @@ def _dump(value: Any) -> bytes:
     return yaml.safe_dump(value, sort_keys=True, default_flow_style=False).encode()
 
 
+# config_bytes per (context, node): a run asks for each node's config several times
+# (is it converged, does it restart, the start step), and rendering it is most of the
+# pure work a deploy does per node (docs/scale.md). The entry keeps its context, so an
+# id() is never reused while cached; the whole cache is dropped when it grows large.
+_CONFIGS: dict[tuple[int, str], tuple[Context, tuple[bytes, bytes]]] = {}
+_CONFIGS_MAX = 4096
+
+
 def config_bytes(ctx: Context, node: Node) -> tuple[bytes, bytes]:
     """(real bytes, masked bytes) of the node's config.yaml."""
+    key = (id(ctx), node.name)
+    hit = _CONFIGS.get(key)
+    if hit is not None and hit[0] is ctx:
+        return hit[1]
     config = {**node_config(ctx, node), "token": ctx.token.reveal()}
-    return _dump(config), _dump(mask_secrets(config))
+    out = _dump(config), _dump(mask_secrets(config))
+    if len(_CONFIGS) >= _CONFIGS_MAX:
+        _CONFIGS.clear()
+    _CONFIGS[key] = (ctx, out)
+    return out
 
 
 # Where RKE2's own images come from: these registries are mirrored (embedded registry)

@@ -133,10 +133,7 @@ def preflight(cluster: Cluster, manifest: Lock, facts: Mapping[str, NodeFacts]) 
             )
         problems += rke2_state_problems(node, f)
         if f.arch in manifest.release.arch and f.disk_free is not None:
-            images = cluster.images.local_tarballs(node)
-            need = _bytes_needed(
-                manifest, f.arch or "", f, cluster.options.staging_dir, images, node.is_server
-            )
+            need = _bytes_needed(cluster, manifest, node, f)
             if f.disk_free < need:
                 problems.append(
                     f"{name}: {cluster.options.staging_dir} has {f.disk_free >> 20} MiB free, "
@@ -171,21 +168,21 @@ def missing_sans(cluster: Cluster) -> list[str]:
     ]
 
 
-def _bytes_needed(
-    manifest: Lock, arch: str, f: NodeFacts, staging_root: str, images: bool, server: bool
-) -> int:
-    need = DISK_SLACK
-    for art in node_artifacts(manifest, arch, images, server):
-        present = any(
-            p.endswith("/" + art.path.removeprefix("artifacts/")) and h == art.sha256
-            for p, h in f.hashes.items()
-            if p.startswith(staging_root)
-        )
-        if not present:
+def _bytes_needed(cluster: Cluster, manifest: Lock, node: Node, f: NodeFacts) -> int:
+    """Disk this run writes on the node: the artifacts not yet staged and the image
+    tarballs not yet placed, plus slack; nothing for a node that has them all."""
+    images_dir = cluster.paths(node).images_dir
+    staged = [(p, h) for p, h in f.hashes.items() if p.startswith(cluster.options.staging_dir)]
+    need = 0
+    images = cluster.images.local_tarballs(node)
+    for art in node_artifacts(manifest, f.arch or "", images, node.is_server):
+        rel = "/" + art.path.removeprefix("artifacts/")
+        if not any(p.endswith(rel) and h == art.sha256 for p, h in staged):
             need += art.size
-        if art.kind in IMAGE_KINDS:
+        placed = f.hashes.get(posixpath.join(images_dir, art.name)) == art.sha256
+        if art.kind in IMAGE_KINDS and not placed:
             need += art.size
-    return need
+    return need + DISK_SLACK if need else 0
 
 
 # -- steps -------------------------------------------------------------------------------

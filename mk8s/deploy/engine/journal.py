@@ -53,6 +53,18 @@ class Journal:
             }
             self.write()
 
+    def record_many(self, entries: Mapping[str, Mapping[str, object]], bundle: str | None) -> None:
+        """:meth:`record` for many nodes at once, saved once (a converged cluster of a
+        thousand nodes writes its journal once, not a thousand times)."""
+        with self._lock:
+            nodes = self.read()["nodes"]
+            for node, entry in entries.items():
+                nodes[node] = {
+                    **{k: str(v) for k, v in entry.items()},
+                    **({"bundle": bundle} if bundle else {}),
+                }
+            self.write()
+
     def mark_cordoned(self, node: str, cordoned: bool) -> None:
         """Remember that mk8s cordoned ``node``, or no longer has; saved."""
         with self._lock:

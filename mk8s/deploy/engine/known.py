@@ -17,6 +17,7 @@ from pathlib import Path
 from mk8s.bundle.format.reader import VerifiedBundle
 from mk8s.deploy.builders.context import Context
 from mk8s.deploy.builders.facts import NodeFacts
+from mk8s.deploy.builders.kubectl import Listed
 from mk8s.deploy.builders.membership import Membership
 from mk8s.deploy.builders.upgradeplan import UpgradePlan
 from mk8s.deploy.cluster import Cluster, Node
@@ -88,6 +89,11 @@ class Known:
     kubeconfig: Path | None = None
     # Day-2 status: one row per node, by name.
     statuses: dict[str, NodeStatus] = field(default_factory=dict)
+    # The cluster's node list as the facts found it (empty: no server answered).
+    listed: dict[str, Listed] = field(default_factory=dict)
+    # The nodes this run leaves alone: Ready at the bundle's release with nothing to
+    # change (the converged phase); later phases neither check nor touch them.
+    converged: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         self.outcomes = {n.name: NodeOutcome(n) for n in self.cluster.nodes}

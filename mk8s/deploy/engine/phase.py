@@ -10,7 +10,10 @@ of what a deploy does.
 
 Phases marked ``background`` (stage, install) run per node in the session's pool, so a
 node's later phases start as soon as its own preparation is done; a phase that needs a
-node prepared calls ``session.wait_prepared(node)``.
+node prepared calls ``session.wait_prepared(node)``. Phases marked ``pipelined``
+(connect, facts) run per node through one pool as well, each node going on to its next
+phase as soon as its own previous one is done (no lock-step rounds of
+``concurrency``); when every node is through, each phase's ``finish`` runs, in order.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class Phase:
     title = ""
     # Run per node in the session's background pool; later phases wait per node.
     background = False
+    # Run per node through one pool with the pipelined phases next to it, then
+    # ``finish`` once every node is through.
+    pipelined = False
     # Shown as "## N. title" in a dry run; an unnumbered phase's lines head the plan.
     numbered = True
 
@@ -68,6 +74,9 @@ class Phase:
                 lines += [f"  {line}" for line in step.describe(node.ssh.user)]
         return lines
 
+    def finish(self, s: Session) -> None:
+        """A pipelined phase: once, after every node went through ``run_node``."""
+
     def cleanup(self, s: Session) -> None:
         """Undo or release what ``run`` left behind; called for every phase that ran."""
 
@@ -101,14 +110,11 @@ def run_phases(phases: Sequence[Phase], s: Session) -> None:
                 i += 1
                 continue
             s.known.phase = phase.title
-            group = [phase]
-            while phase.background and i + len(group) < len(phases):
-                nxt = phases[i + len(group)]
-                if not nxt.background:
-                    break
-                group.append(nxt)
+            group = _group(phases, i)
             if phase.background:
                 _start_in_background(group, s)
+            elif phase.pipelined:
+                _pipeline(group, s)
             else:
                 phase.run(s)
             done += group
@@ -121,18 +127,59 @@ def run_phases(phases: Sequence[Phase], s: Session) -> None:
             phase.cleanup(s)
 
 
-def _start_in_background(group: list[Phase], s: Session) -> None:
-    """Each node runs the group's phases in order, in the session's pool."""
-    order: list[Node] = []
-    for phase in group:
-        phase.begin(s)
-        order += [n for n in phase.nodes(s) if n not in order]
+def _group(phases: Sequence[Phase], i: int) -> list[Phase]:
+    """``phases[i]`` and the phases after it that run the same way (background, or
+    pipelined) with it."""
+    first = phases[i]
+    group = [first]
+    if not (first.background or first.pipelined):
+        return group
+    for nxt in phases[i + 1 :]:
+        if (nxt.background, nxt.pipelined) != (first.background, first.pipelined):
+            break
+        group.append(nxt)
+    return group
+
+
+def _pipeline(group: list[Phase], s: Session) -> None:
+    """Each node through the group's phases in order, ``concurrency`` nodes at a time
+    (a worker takes the next node as soon as it is free); then each phase's ``finish``."""
+    order, members = _members(group, s)
 
     def chain(node: Node) -> None:
-        for phase in group:
+        for phase, names in zip(group, members, strict=True):
+            if node.name in names:
+                phase.run_node(s, node)
+
+    s.parallel(order, chain)
+    for phase in group:
+        phase.finish(s)
+
+
+def _members(group: list[Phase], s: Session) -> tuple[list[Node], list[set[str]]]:
+    """After each phase's ``begin``: every node of the group in order, and the names
+    each phase touches (asked once, not once per node)."""
+    order: list[Node] = []
+    members: list[set[str]] = []
+    seen: set[str] = set()
+    for phase in group:
+        phase.begin(s)
+        nodes = phase.nodes(s)
+        members.append({n.name for n in nodes})
+        order += [n for n in nodes if n.name not in seen]
+        seen |= members[-1]
+    return order, members
+
+
+def _start_in_background(group: list[Phase], s: Session) -> None:
+    """Each node runs the group's phases in order, in the session's pool."""
+    order, members = _members(group, s)
+
+    def chain(node: Node) -> None:
+        for phase, names in zip(group, members, strict=True):
             if not s.known.alive(node):
                 return
-            if node in phase.nodes(s):
+            if node.name in names:
                 guarded(s, node, phase.run_node)
 
     pool = s.background()

@@ -37,18 +37,21 @@ class NodesPoller:
         self.interval = interval
         self._lock = threading.Lock()
         self._at = -1e9
-        self._json = ""
+        self._nodes: dict[str, kubectl.Listed] = {}
 
-    def nodes_json(self, asker: Node | None = None, max_age: float | None = None) -> str:
-        """The node list, fetched again if older than ``max_age`` (the poll interval)."""
+    def nodes(
+        self, asker: Node | None = None, max_age: float | None = None
+    ) -> dict[str, kubectl.Listed]:
+        """The node list (parsed once per fetch), fetched again if older than
+        ``max_age`` (the poll interval)."""
         age = self.interval if max_age is None else max_age
         with self._lock:
             if time.monotonic() - self._at >= age:
                 node = asker or self.first
                 cmd = kubectl.nodes_command(self.cluster.paths(node))
                 r = self.remote.run(node, "wait-ready", cmd)
-                self._json, self._at = r.stdout, time.monotonic()
-            return self._json
+                self._nodes, self._at = kubectl.listed_nodes(r.stdout), time.monotonic()
+            return self._nodes
 
 
 FIRST_POLL_DELAY = 0.1
@@ -60,6 +63,11 @@ def _delays(interval: float) -> Iterator[float]:
     while True:
         yield d
         d = min(d * 2, interval)
+
+
+def _status(listed: dict[str, kubectl.Listed], node: Node) -> tuple[bool, str, str]:
+    s = listed.get(node.name)
+    return (s.ready, s.version, s.why) if s else (False, "", "")
 
 
 def _timeout(node: Node, seconds: float, last: str) -> DeployError:
@@ -85,8 +93,8 @@ def wait_ready(shared: NodesPoller, node: Node, wait: WaitReady) -> str:
         if api_ok:
             # Before any server answers, the first server is the one to ask; a server
             # that is itself up answers for the whole cluster.
-            listing = shared.nodes_json(node if node.is_server else None, max_age=delay)
-            ready, version, why = kubectl.node_status(listing, node.name)
+            listed = shared.nodes(node if node.is_server else None, max_age=delay)
+            ready, version, why = _status(listed, node)
             if ready and wait.version in (None, version):
                 return version
             last = f"node {node.name} is not Ready yet" + (
@@ -110,12 +118,12 @@ def wait_all_ready(
     pending = list(nodes)
     while pending:
         try:
-            listing, last = shared.nodes_json(max_age=delay), ""
+            listed, last = shared.nodes(max_age=delay), ""
         except Mk8sError as e:
-            listing, last = "", str(e)
+            listed, last = {}, str(e)
         why: dict[str, str] = {}
         for node in list(pending):
-            ready, version, why[node.name] = kubectl.node_status(listing, node.name)
+            ready, version, why[node.name] = _status(listed, node)
             if ready:
                 results[node.name] = version
                 pending.remove(node)

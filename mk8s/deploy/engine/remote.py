@@ -10,6 +10,7 @@ audit log. It knows nothing of phases, steps or what the run knows: the session
 from __future__ import annotations
 
 import contextlib
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,25 @@ def connect_ssh(node: Node) -> Transport:
     t = SSHTransport.for_node(node)
     t.connect()
     return t
+
+
+# Open files one connection holds (its socket), with room for the SFTP channel's local
+# files, the audit log, the journal and the bundle.
+FILES_PER_NODE = 2
+FILES_SPARE = 256
+
+
+def allow_open_files(nodes: int) -> None:
+    """Raise this process's soft limit of open files towards its hard limit when a run
+    of ``nodes`` connections could reach it (a common soft limit is 1024: a thousand
+    nodes would otherwise fail to connect with "Too many open files"; docs/scale.md)."""
+    want = nodes * FILES_PER_NODE + FILES_SPARE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 class Remote:
@@ -84,4 +104,4 @@ class Remote:
                 t.close()
 
 
-__all__ = ["Connect", "Remote", "connect_ssh"]
+__all__ = ["Connect", "Remote", "allow_open_files", "connect_ssh"]

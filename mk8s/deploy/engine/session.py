@@ -27,7 +27,7 @@ from mk8s.deploy.command import Command
 from mk8s.deploy.engine.journal import Journal
 from mk8s.deploy.engine.known import Known, NodeState
 from mk8s.deploy.engine.readiness import NodesPoller, wait_ready
-from mk8s.deploy.engine.remote import Connect, Remote, connect_ssh
+from mk8s.deploy.engine.remote import Connect, Remote, allow_open_files, connect_ssh
 from mk8s.deploy.engine.uploads import Uploader
 from mk8s.deploy.state import StateDir
 from mk8s.deploy.steps import PlaceUploads, Step, WaitReady
@@ -65,6 +65,7 @@ class Session:
         self.known = Known(self.cluster)
         self.state = StateDir(self.cluster.name, self.settings.state_base)
         self.remote = Remote(self.state, self.connect)
+        allow_open_files(len(self.cluster.nodes))
         self.uploader = Uploader(self.remote, self.log, self.progress)
         self._lock = threading.Lock()
         self._clocks = {n.name: time.monotonic() for n in self.cluster.nodes}
@@ -190,6 +191,19 @@ class Session:
         o.seconds = time.monotonic() - self._clocks[node.name]
         self.log(f"{node.name}: Ready ({version})")
         self.record(node, state=NodeState.READY, version=version, role=node.role)
+
+    def mark_converged(self, versions: dict[str, str]) -> None:
+        """Mark the nodes named in ``versions`` Ready at once: each was found Ready at
+        that version with nothing to change; one log line, one journal write."""
+        now = time.monotonic()
+        entries: dict[str, dict[str, object]] = {}
+        for name, version in versions.items():
+            o = self.known.outcomes[name]
+            o.state, o.version = NodeState.READY, version
+            o.seconds = now - self._clocks[name]
+            entries[name] = {"state": NodeState.READY, "version": version, "role": o.node.role}
+        verified = self.known.verified
+        self.journal.record_many(entries, verified.bundle_id if verified else None)
 
     def record(self, node: Node, **entry: Any) -> None:
         """Record in the journal where ``node`` ended, with this run's bundle."""

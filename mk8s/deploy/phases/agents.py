@@ -22,6 +22,7 @@ from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import Phase, guarded
 from mk8s.deploy.engine.readiness import wait_all_ready
 from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.converged import not_converged
 from mk8s.deploy.phases.servers import start_steps
 from mk8s.deploy.steps import Step, WaitReady
 from mk8s.errors import DeployError, Mk8sError
@@ -40,7 +41,7 @@ class JoinAgents(Phase):
     title = "join the agents in parallel (running ones that restart: in batches)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return s.cluster.agents
+        return not_converged(s, s.cluster.agents)
 
     def should_run(self, s: Session) -> bool:
         return not s.known.stop_reason and bool(self.nodes(s))
@@ -114,13 +115,17 @@ def confirm_active(s: Session, nodes: Sequence[Node], deadline: float) -> dict[s
     join is refused and retried."""
     pending = {n.name: n for n in nodes}
     state: dict[str, str] = {}
+
+    def ask(node: Node) -> None:  # on every agent still to confirm, in parallel
+        wait = plan.wait_step(node, s.settings.ready_timeout, paths=s.cluster.paths(node))
+        probe = wait.actions[0]
+        assert isinstance(probe, WaitReady) and probe.active is not None
+        state[node.name] = s.remote.run(node, "wait-ready", probe.active).stdout.strip()
+
     while True:
-        for name, node in list(pending.items()):
-            wait = start_steps(s, node)[1].actions[0]
-            assert isinstance(wait, WaitReady) and wait.active is not None
-            state[name] = s.remote.run(node, "wait-ready", wait.active).stdout.strip()
-            if state[name] == "active":
-                del pending[name]
+        s.parallel(list(pending.values()), ask)
+        for name in [n for n in pending if state.get(n) == "active"]:
+            del pending[name]
         if not pending or time.monotonic() >= deadline:
             break
         time.sleep(s.settings.poll_interval)

@@ -20,6 +20,7 @@ from mk8s.deploy.cluster import Cluster, Node
 from mk8s.deploy.command import Command, Secret
 from mk8s.deploy.engine.phase import Phase
 from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.converged import not_converged
 from mk8s.deploy.phases.stage import Stage
 from mk8s.errors import Mk8sError, PreflightError
 
@@ -165,7 +166,8 @@ class PeerPorts(Phase):
     title = "agents reach every server on TCP 9345 and 5001 (embedded registry mirror)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return s.cluster.agents
+        # The agents that join or change: a converged agent is probed by nothing.
+        return not_converged(s, s.cluster.agents)
 
     def should_run(self, s: Session) -> bool:
         return (

@@ -16,6 +16,7 @@ from mk8s.deploy.engine import diagnose
 from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import Phase, guarded
 from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.converged import not_converged
 from mk8s.deploy.steps import Step
 from mk8s.errors import Mk8sError
 
@@ -62,7 +63,7 @@ class BootstrapServer(Phase):
     title = "start the first server (it bootstraps the cluster)"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [s.cluster.bootstrap]
+        return not_converged(s, [s.cluster.bootstrap])
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         return start_steps(s, node)
@@ -81,7 +82,7 @@ class JoinServers(Phase):
     title = "join the other servers one at a time"
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return plan.order(s.cluster)[1]
+        return not_converged(s, plan.order(s.cluster)[1])
 
     def should_run(self, s: Session) -> bool:
         return not s.known.stop_reason and bool(self.nodes(s))

@@ -18,6 +18,7 @@ from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine.phase import Phase
 from mk8s.deploy.engine.session import Session
+from mk8s.deploy.phases.converged import not_converged
 from mk8s.deploy.phases.upgrade import upgrading
 from mk8s.deploy.steps import Step
 from mk8s.errors import BundleRejected
@@ -25,7 +26,7 @@ from mk8s.errors import BundleRejected
 
 def prepare_order(s: Session) -> list[Node]:
     first, servers, agents = plan.order(s.cluster)
-    return [first, *servers, *agents]
+    return not_converged(s, [first, *servers, *agents])
 
 
 class Stage(Phase):

@@ -34,6 +34,7 @@ def statuses(s: Session) -> dict[str, NodeStatus]:
 
 class ConnectReachable(Phase):
     title = "connect to the nodes that answer"
+    pipelined = True  # each node is probed as soon as it is connected (docs/scale.md)
 
     def __init__(self, nodes: Sequence[Node] | None = None) -> None:
         self._nodes = nodes
@@ -41,18 +42,26 @@ class ConnectReachable(Phase):
     def nodes(self, s: Session) -> Sequence[Node]:
         return self._nodes if self._nodes is not None else s.cluster.nodes
 
-    def run(self, s: Session) -> None:
-        for name, err in s.connect_nodes(self.nodes(s)).items():
-            statuses(s)[name].error = err
+    def begin(self, s: Session) -> None:
+        statuses(s)  # made once, before the workers fill it
+
+    def run_node(self, s: Session, node: Node) -> None:
+        try:
+            s.remote.open(node)
+        except Mk8sError as e:
+            statuses(s)[node.name].error = str(e)
 
 
 class ProbeNodes(Phase):
     title = "read what each node runs"
+    pipelined = True
 
     def nodes(self, s: Session) -> Sequence[Node]:
-        return [n for n in s.cluster.nodes if s.remote.connected(n)]
+        return s.cluster.nodes
 
     def run_node(self, s: Session, node: Node) -> None:
+        if not s.remote.connected(node):
+            return  # ConnectReachable noted why
         st = statuses(s)[node.name]
         st.reachable = True
         try:
@@ -65,9 +74,6 @@ class ProbeNodes(Phase):
         st.placed = tuple(sorted(p.rsplit("/", 1)[-1] for p in f.placed))
         active = f.server_active if node.is_server else f.agent_active
         st.service = f"{plan.service(node)} {'active' if active else 'inactive'}"
-
-    def run(self, s: Session) -> None:
-        s.parallel(self.nodes(s), lambda n: self.run_node(s, n))
 
 
 class AskReadiness(Phase):

@@ -63,12 +63,19 @@ class NameUnlisted(Phase):
         return [Step(node.name, "unlisted", (kubectl.nodes_command(s.cluster.paths(node)),))]
 
     def run(self, s: Session) -> None:
-        node = s.known.context.anchor_node
-        try:
-            r = s.remote.run(node, "unlisted", self.steps(s, node)[0].commands[0])
-        except Mk8sError:
-            return  # read-only courtesy: the deploy's own result stands
-        found = unlisted(r.stdout, [n.name for n in s.cluster.nodes]) if r.exit_code == 0 else []
+        names = {n.name for n in s.cluster.nodes}
+        if s.known.listed:
+            # The node list gathered with the facts: a deploy adds only nodes
+            # cluster.yaml lists, so it names the same unlisted nodes, and a converged
+            # run sends the first server nothing more (docs/scale.md).
+            found = [(n, x.etcd) for n, x in sorted(s.known.listed.items()) if n not in names]
+        else:
+            node = s.known.context.anchor_node
+            try:
+                r = s.remote.run(node, "unlisted", self.steps(s, node)[0].commands[0])
+            except Mk8sError:
+                return  # read-only courtesy: the deploy's own result stands
+            found = unlisted(r.stdout, sorted(names)) if r.exit_code == 0 else []
         if found:
             s.log(warning(found))
 

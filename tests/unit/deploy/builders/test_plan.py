@@ -95,13 +95,14 @@ def test_install_step_commands(tmp_path: Path) -> None:
     c = prod_context(prod_cluster(tmp_path))
     step = plan.install_step(c, c.cluster.nodes[0], FRESH)
     shown = [cmd.display() for cmd in step.commands]
-    assert shown[0] == (
+    assert shown[0].startswith(
         "mkdir -p /var/lib/mk8s/b1d/install-amd64 && ln -f "
         "/var/lib/mk8s/b1d/rke2.linux-amd64.tar.gz /var/lib/mk8s/b1d/install-amd64/ && "
         "ln -f /var/lib/mk8s/b1d/sha256sum-amd64.txt /var/lib/mk8s/b1d/install-amd64/ && "
         "INSTALL_RKE2_ARTIFACT_PATH=/var/lib/mk8s/b1d/install-amd64 INSTALL_RKE2_METHOD=tar "
-        "sh /var/lib/mk8s/b1d/install.sh"
+        "sh /var/lib/mk8s/b1d/install.sh && { sums=/var/lib/mk8s/.sums; "
     )
+    assert shown[0].endswith('> "$sums/rke2-version"; break; fi; done; true; }')
     img = "/var/lib/rancher/rke2/agent/images/rke2-images.linux-amd64.tar.zst"
     assert shown[1].startswith(
         "mkdir -p /var/lib/rancher/rke2/agent/images /var/lib/rancher/rke2/mk8s/images && "
