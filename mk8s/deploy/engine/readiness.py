@@ -1,7 +1,8 @@
 """Waiting until nodes are Ready: bounded, and sharing one node list per poll.
 
 A server is Ready when its own ``/readyz`` answers ``ok`` and the cluster lists it
-Ready; an agent when the cluster lists it Ready. One ``kubectl get nodes`` per poll
+Ready; an agent when the cluster lists it Ready and its own ``rke2-agent`` is active
+(RKE2 reported ready: it joined). One ``kubectl get nodes`` per poll
 interval answers for every node waiting (twelve agents do not run twelve kubectls).
 A wait polls soon after it starts and then less often (0.1 s, doubling up to the
 poll interval): a node that comes up fast is seen fast, a slow one costs no more
@@ -77,9 +78,19 @@ def _timeout(node: Node, seconds: float, last: str) -> DeployError:
     )
 
 
+def _unit_state(remote: Remote, node: Node, wait: WaitReady) -> str:
+    """The node's own unit state when the wait asks for it (agents), else ``active``:
+    a Node object stays Ready for a grace period after its kubelet is gone
+    (kube-controller-manager's node-monitor-grace-period), so a just restarted agent is
+    listed Ready before it has fetched its new certificates and joined again."""
+    if wait.active is None:
+        return "active"
+    return remote.run(node, "wait-ready", wait.active).stdout.strip()
+
+
 def wait_ready(shared: NodesPoller, node: Node, wait: WaitReady) -> str:
-    """Block until ``node`` is Ready; return its kubelet version. DeployError after
-    ``wait.timeout`` seconds."""
+    """Block until ``node`` is Ready (an agent: and its own unit active); return its
+    kubelet version. DeployError after ``wait.timeout`` seconds."""
     deadline = time.monotonic() + wait.timeout
     delays = _delays(shared.interval)
     delay = min(FIRST_POLL_DELAY, shared.interval)  # max age, first poll
@@ -96,11 +107,18 @@ def wait_ready(shared: NodesPoller, node: Node, wait: WaitReady) -> str:
             listed = shared.nodes(node if node.is_server else None, max_age=delay)
             ready, version, why = _status(listed, node)
             if ready and wait.version in (None, version):
-                return version
-            last = f"node {node.name} is not Ready yet" + (
-                f" at {wait.version} (it runs {version or 'unknown'})" if wait.version else ""
-            )
-            last += f": {why}" if why and not ready else ""
+                unit = _unit_state(shared.remote, node, wait)
+                if unit == "active":
+                    return version
+                last = (
+                    f"the cluster lists {node.name} Ready, but its {service(node)} is"
+                    f" {unit or 'unknown'}: it has not joined yet"
+                )
+            else:
+                last = f"node {node.name} is not Ready yet" + (
+                    f" at {wait.version} (it runs {version or 'unknown'})" if wait.version else ""
+                )
+                last += f": {why}" if why and not ready else ""
         if time.monotonic() >= deadline:
             raise _timeout(node, wait.timeout, last)
         delay = next(delays)
