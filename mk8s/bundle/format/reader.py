@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import zstandard
@@ -32,6 +32,12 @@ from mk8s.bundle.format.manifest import (
     Artifact,
     Lock,
     bundle_id,
+)
+from mk8s.bundle.format.members import (
+    expect_member,
+    read_small,
+    reject_stream_error,
+    skip_padding,
 )
 from mk8s.bundle.format.partstream import open_parts
 from mk8s.bundle.format.stream import Decompressed, Truncated
@@ -115,66 +121,6 @@ def open_bundle(path: Path) -> BinaryIO:
     return _open(path)
 
 
-def _reject_stream_error(e: BaseException, where: str) -> BundleRejected:
-    if isinstance(e, ZstdFrameError):
-        return BundleRejected(f"{e}", "get the bundle again; the file was damaged or altered")
-    if isinstance(e, zstandard.ZstdError):
-        return BundleRejected(
-            f"the zstd stream is corrupt {where} ({e})",
-            "get the bundle again; the file was damaged or altered",
-        )
-    raise e
-
-
-def _safe_name(name: str) -> bool:
-    p = PurePosixPath(name)
-    return bool(name) and not p.is_absolute() and ".." not in p.parts and "\\" not in name
-
-
-def _expect_member(
-    stream: Decompressed, index: int, expected: str, size_limit: int | None = None
-) -> tarfmt.Header:
-    block = stream.read_exact(tarfmt.BLOCK)
-    try:
-        header = tarfmt.parse_header(block)
-    except tarfmt.TarFormatError as e:
-        raise BundleRejected(f"member {index} (expected {expected}): {e}") from e
-    if header is None:
-        raise BundleRejected(
-            f"member {expected} is missing: the archive ends after {index - 1} members"
-        )
-    if not _safe_name(header.name):
-        raise BundleRejected(
-            f"member {index} has an unsafe path {header.name!r} (absolute or with '..')"
-        )
-    if header.name.rstrip("/") != expected:
-        raise BundleRejected(
-            f"member {index}: expected {expected}, found {header.name!r} "
-            "(a member was added, removed, renamed or reordered)"
-        )
-    if not header.is_file:
-        raise BundleRejected(f"member {expected} is a {header.kind}, not a regular file")
-    if header.name != expected:
-        # GNU tar reads a regular member whose name ends in "/" as a directory: the
-        # bytes checked here would not be the file an auditor extracts.
-        raise BundleRejected(f"member {expected} is named {header.name!r}, like a directory")
-    if size_limit is not None and header.size > size_limit:
-        raise BundleRejected(f"member {expected} is {header.size} bytes, over {size_limit}")
-    return header
-
-
-def _read_small(stream: Decompressed, header: tarfmt.Header) -> bytes:
-    data = stream.read_exact(header.size)
-    _skip_padding(stream, header.name, header.size)
-    return data
-
-
-def _skip_padding(stream: Decompressed, name: str, size: int) -> None:
-    pad = stream.read_exact(tarfmt.padding(size))
-    if pad.count(0) != len(pad):
-        raise BundleRejected(f"member {name}: non-zero bytes hidden in the tar padding")
-
-
 def _parse_manifest(data: bytes, *, validate: bool = True) -> Lock:
     try:
         manifest = Lock.from_bytes(data, source=MANIFEST_NAME, validate=validate)
@@ -202,14 +148,14 @@ def read_head(path: Path) -> BundleHead:
     with _open(path) as raw:
         stream = Decompressed(raw, threaded=False)
         try:
-            mh = _expect_member(stream, 1, MANIFEST_NAME, MAX_MANIFEST)
-            manifest_bytes = _read_small(stream, mh)
-            sh = _expect_member(stream, 2, SIGNATURE_NAME, MAX_SIGNATURE)
-            sig_bytes = _read_small(stream, sh)
+            mh = expect_member(stream, 1, MANIFEST_NAME, MAX_MANIFEST)
+            manifest_bytes = read_small(stream, mh)
+            sh = expect_member(stream, 2, SIGNATURE_NAME, MAX_SIGNATURE)
+            sig_bytes = read_small(stream, sh)
         except Truncated as e:
             raise BundleRejected("the bundle ends inside its first members (truncated)") from e
         except (ZstdFrameError, zstandard.ZstdError) as e:
-            raise _reject_stream_error(e, "in the bundle head") from e
+            raise reject_stream_error(e, "in the bundle head") from e
     problems: list[str] = []
     manifest: Lock | None = None
     signature: Signature | None = None
@@ -307,7 +253,7 @@ def read_bundle(
                 "copy the bundle again; the file is incomplete",
             ) from e
         except (ZstdFrameError, zstandard.ZstdError) as e:
-            raise _reject_stream_error(e, "") from e
+            raise reject_stream_error(e, "") from e
         finally:
             stream.close()
         return VerifiedBundle(
@@ -328,10 +274,10 @@ def _verify_stream(
     before_artifacts: Callable[[Lock], None] | None,
     progress: StreamProgress | None,
 ) -> tuple[Lock, bytes, bytes, TrustedKey | None]:
-    mh = _expect_member(stream, 1, MANIFEST_NAME, MAX_MANIFEST)
-    manifest_bytes = _read_small(stream, mh)
-    sh = _expect_member(stream, 2, SIGNATURE_NAME, MAX_SIGNATURE)
-    sig_bytes = _read_small(stream, sh)
+    mh = expect_member(stream, 1, MANIFEST_NAME, MAX_MANIFEST)
+    manifest_bytes = read_small(stream, mh)
+    sh = expect_member(stream, 2, SIGNATURE_NAME, MAX_SIGNATURE)
+    sig_bytes = read_small(stream, sh)
     manifest, signer = trust(manifest_bytes, sig_bytes)
     if before_artifacts:
         before_artifacts(manifest)
@@ -356,7 +302,7 @@ def _verify_artifact(
     """Member ``index`` must be ``art``: its name, size and sha256 (its bytes go to
     ``sink`` as they stream). ``done`` of ``total`` artifact bytes were read before it;
     returns how many are read after it."""
-    header = _expect_member(stream, index, art.path)
+    header = expect_member(stream, index, art.path)
     if header.size != art.size:
         raise BundleRejected(
             f"member {art.path}: size {header.size} differs from the manifest's {art.size}"
@@ -384,7 +330,7 @@ def _verify_artifact(
             f"member {art.path}: sha256 {got_hash} differs from the manifest's {art.sha256}",
             "do not use this bundle; it was damaged or altered",
         )
-    _skip_padding(stream, art.path, art.size)
+    skip_padding(stream, art.path, art.size)
     if sink:
         sink.end(art)
     return done
