@@ -18,11 +18,11 @@ from mk8s import ui
 from mk8s.bundle.format import keys
 from mk8s.bundle.workload_sources import summary
 from mk8s.callbacks import Log, TransferProgress
-from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import Phase, run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
-from mk8s.deploy.engine.session import Session, SessionSettings
+from mk8s.deploy.engine.runs import NodesReport, RunSettings
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
 from mk8s.deploy.phases.converged import SettleConverged
@@ -81,54 +81,21 @@ def deploy_phases(
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeploySettings:
+class DeploySettings(RunSettings):
     """Everything one ``mk8s deploy`` needs."""
 
-    cluster: Cluster
-    bundle: Path
-    trusted: Sequence[keys.TrustedKey]
-    allow_unsigned: bool = False
-    jobs: int | None = None
-    dry_run: bool = False
-    ready_timeout: float = 900.0
-    poll_interval: float = 0.5
-    state_base: Path | None = None
-    kubeconfig_out: Path | None = None
     base: Path | None = None  # the full bundle a delta ``bundle`` was made against
-
-    def session_settings(self) -> SessionSettings:
-        return SessionSettings(
-            cluster=self.cluster,
-            state_base=self.state_base,
-            jobs=self.jobs,
-            ready_timeout=self.ready_timeout,
-            poll_interval=self.poll_interval,
-            dry_run=self.dry_run,
-        )
 
 
 @dataclass
-class DeployReport:
+class DeployReport(NodesReport):
     """What a deploy did: per node, and in all."""
 
-    outcomes: dict[str, NodeOutcome]
     kubeconfig: Path | None = None
     bundle_id: str = ""
     seconds: float = 0.0
     plan_text: str = ""
     uploaded_bytes: int = field(default=0)
-
-    @property
-    def ok(self) -> bool:
-        return all(o.state == NodeState.READY for o in self.outcomes.values())
-
-    def table(self) -> str:
-        rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
-        for o in self.outcomes.values():
-            rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
-        lines = [ui.table(rows)]
-        lines += [ui.safe(f"{o.node.name}: {o.error}") for o in self.outcomes.values() if o.error]
-        return "\n".join(lines)
 
 
 def deploy(

@@ -16,34 +16,37 @@ from mk8s.deploy.command import Command
 from mk8s.deploy.rke2config import DEFAULT_DATA_DIR, NodePaths
 
 
-def readyz_command(paths: NodePaths) -> Command:
+def _kubectl(paths: NodePaths, *args: str, timeout: int = 30, description: str) -> Command:
+    """RKE2's kubectl with the admin kubeconfig, as root; its exit code is the caller's
+    to judge (``check=False``)."""
     return Command.argv(
         paths.kubectl,
         "--kubeconfig",
         paths.kubeconfig,
-        "get",
-        "--raw",
-        "/readyz",
+        *args,
         sudo=True,
         check=False,
-        timeout=30,
-        description="API server /readyz",
+        timeout=timeout,
+        description=description,
     )
 
 
+def readyz_command(paths: NodePaths) -> Command:
+    return _kubectl(paths, "get", "--raw", "/readyz", description="API server /readyz")
+
+
 def nodes_command(paths: NodePaths) -> Command:
-    return Command.argv(
-        paths.kubectl,
-        "--kubeconfig",
-        paths.kubeconfig,
+    return _kubectl(paths, "get", "nodes", "-o", "json", description="list nodes")
+
+
+def cluster_id_command(paths: NodePaths) -> Command:
+    """The ``kube-system`` namespace as the API serves it: its uid names the datastore."""
+    return _kubectl(
+        paths,
         "get",
-        "nodes",
-        "-o",
-        "json",
-        sudo=True,
-        check=False,
-        timeout=30,
-        description="list nodes",
+        "--raw",
+        "/api/v1/namespaces/kube-system",
+        description="the kube-system namespace's uid (which datastore the API serves)",
     )
 
 
@@ -71,10 +74,8 @@ def uninstall_command(paths: NodePaths, prefixes: Sequence[str] = DEFAULT_PREFIX
 
 
 def delete_node_command(name: str, paths: NodePaths) -> Command:
-    return Command.argv(
-        paths.kubectl,
-        "--kubeconfig",
-        paths.kubeconfig,
+    return _kubectl(
+        paths,
         "delete",
         "node",
         name,
@@ -82,8 +83,6 @@ def delete_node_command(name: str, paths: NodePaths) -> Command:
         # a server's Node goes once RKE2 removed its etcd member (a finalizer): kubectl
         # waits for that, a week by default (kubectl pkg/cmd/delete/delete.go)
         "--timeout=60s",
-        sudo=True,
-        check=False,
         timeout=120,
         description=f"remove node {name} from the cluster",
     )

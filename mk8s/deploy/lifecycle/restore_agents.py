@@ -109,7 +109,7 @@ class CheckRestored(Phase):
 
     def steps(self, s: Session, node: Node) -> list[Step]:
         paths = s.cluster.paths(node)
-        cmds = (snapshot.cluster_id_command(paths), kubectl.nodes_command(paths))
+        cmds = (kubectl.cluster_id_command(paths), kubectl.nodes_command(paths))
         return [Step(node.name, "check", cmds)]
 
     def run(self, s: Session) -> None:

@@ -9,73 +9,38 @@ command finishes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mk8s import ui
-from mk8s.bundle.format import keys
 from mk8s.callbacks import Log, TransferProgress
-from mk8s.deploy.cluster import Cluster
-from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.known import NodeState
 from mk8s.deploy.engine.phase import run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
-from mk8s.deploy.engine.session import Session, SessionSettings
+from mk8s.deploy.engine.runs import NodesReport, RunSettings
+from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index
 from mk8s.deploy.lifecycle.restore import restore_phases
 from mk8s.deploy.phases.inputs import record_inputs
 
 
 @dataclass(frozen=True, kw_only=True)
-class RestoreSettings:
-    """Everything one ``mk8s restore`` needs."""
+class RestoreSettings(RunSettings):
+    """Everything one ``mk8s restore`` needs: a run's settings and the snapshot."""
 
-    cluster: Cluster
     snapshot: Path
-    bundle: Path
-    trusted: Sequence[keys.TrustedKey]
-    allow_unsigned: bool = False
-    jobs: int | None = None
-    dry_run: bool = False
-    ready_timeout: float = 900.0
-    poll_interval: float = 0.5
-    state_base: Path | None = None
-    kubeconfig_out: Path | None = None
-
-    def session_settings(self) -> SessionSettings:
-        return SessionSettings(
-            cluster=self.cluster,
-            state_base=self.state_base,
-            jobs=self.jobs,
-            ready_timeout=self.ready_timeout,
-            poll_interval=self.poll_interval,
-            dry_run=self.dry_run,
-        )
 
 
 @dataclass
-class RestoreReport:
+class RestoreReport(NodesReport):
     """What a restore did: per node, and in all."""
 
-    outcomes: dict[str, NodeOutcome]
     record: index.SnapshotRecord | None = None
     kubeconfig: Path | None = None
     seconds: float = 0.0
     plan_text: str = ""
     stopped: str = ""
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(o.state == NodeState.READY for o in self.outcomes.values())
-
-    def table(self) -> str:
-        rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
-        for o in self.outcomes.values():
-            rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
-        lines = [ui.table(rows)]
-        lines += [ui.safe(f"{o.node.name}: {o.error}") for o in self.outcomes.values() if o.error]
-        return "\n".join(lines)
 
 
 def restore(

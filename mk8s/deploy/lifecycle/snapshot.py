@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mk8s.bundle.upstream.versions import parse_tag
+from mk8s.deploy.builders import kubectl
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.command import Command
 from mk8s.deploy.engine.session import Session
@@ -68,22 +69,6 @@ def ls_command(prefix: str | None) -> Command:
         check=False,
         timeout=120,
         description="list the server's etcd snapshots (rke2 etcd-snapshot ls)",
-    )
-
-
-def cluster_id_command(paths: NodePaths) -> Command:
-    """The ``kube-system`` namespace as the API serves it: its uid names the datastore."""
-    return Command.argv(
-        paths.kubectl,
-        "--kubeconfig",
-        paths.kubeconfig,
-        "get",
-        "--raw",
-        "/api/v1/namespaces/kube-system",
-        sudo=True,
-        check=False,
-        timeout=30,
-        description="the kube-system namespace's uid (which datastore the API serves)",
     )
 
 
@@ -193,7 +178,7 @@ def deployed_bundle(s: Session, node: Node) -> str | None:
 
 
 def cluster_id(s: Session, node: Node) -> str | None:
-    r = s.remote.run(node, "snapshot", cluster_id_command(s.cluster.paths(node)))
+    r = s.remote.run(node, "snapshot", kubectl.cluster_id_command(s.cluster.paths(node)))
     return parse_cluster_id(r.stdout) if r.exit_code == 0 else None
 
 
@@ -203,7 +188,6 @@ __all__ = [
     "Taken",
     "check_name",
     "cluster_id",
-    "cluster_id_command",
     "copy_home",
     "deployed_bundle",
     "ls_command",

@@ -102,7 +102,7 @@ class Snapshot(Phase):
         cmd = upgradeplan.snapshot_command(
             s.known.facts[node.name], upgrade_plan(s).target, s.cluster.paths(node)
         )
-        ask = snapshot.cluster_id_command(s.cluster.paths(node))  # recorded in the index
+        ask = kubectl.cluster_id_command(s.cluster.paths(node))  # recorded in the index
         return [Step(node.name, "snapshot", (cmd, ask))]
 
     def run(self, s: Session) -> None:

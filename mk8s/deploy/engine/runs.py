@@ -1,0 +1,64 @@
+"""What every run over a cluster's nodes with a bundle takes and leaves (``mk8s
+deploy``, ``mk8s restore``): its settings, from which the session's come, and the
+per-node report with its table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mk8s import ui
+from mk8s.bundle.format.keys import TrustedKey
+from mk8s.deploy.cluster import Cluster
+from mk8s.deploy.engine.known import NodeOutcome, NodeState
+from mk8s.deploy.engine.session import SessionSettings
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings:
+    """The cluster, the bundle and the keys it must be signed with, how wide the run
+    goes and how long it waits, where its state and the kubeconfig go."""
+
+    cluster: Cluster
+    bundle: Path
+    trusted: Sequence[TrustedKey]
+    allow_unsigned: bool = False
+    jobs: int | None = None
+    dry_run: bool = False
+    ready_timeout: float = 900.0
+    poll_interval: float = 0.5
+    state_base: Path | None = None
+    kubeconfig_out: Path | None = None
+
+    def session_settings(self) -> SessionSettings:
+        return SessionSettings(
+            cluster=self.cluster,
+            state_base=self.state_base,
+            jobs=self.jobs,
+            ready_timeout=self.ready_timeout,
+            poll_interval=self.poll_interval,
+            dry_run=self.dry_run,
+        )
+
+
+@dataclass
+class NodesReport:
+    """What a run did on each node: ``ok`` when every node is Ready."""
+
+    outcomes: dict[str, NodeOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.state == NodeState.READY for o in self.outcomes.values())
+
+    def table(self) -> str:
+        rows = [("NODE", "ROLE", "STATE", "VERSION", "TIME")]
+        for o in self.outcomes.values():
+            rows.append((o.node.name, o.node.role, o.state, o.version or "-", f"{o.seconds:.1f}s"))
+        lines = [ui.table(rows)]
+        lines += [ui.safe(f"{o.node.name}: {o.error}") for o in self.outcomes.values() if o.error]
+        return "\n".join(lines)
+
+
+__all__ = ["NodesReport", "RunSettings"]
