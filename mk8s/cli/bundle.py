@@ -13,7 +13,7 @@ from mk8s.bundle.format import keys, parts, reader
 from mk8s.bundle.format.extract import extract_bundle
 from mk8s.bundle.format.manifest import Lock, bundle_id
 from mk8s.cli import LazyGroup
-from mk8s.cli.common import print_json
+from mk8s.cli.common import ALLOW_UNSIGNED, key_option, print_json
 from mk8s.errors import BundleRejected
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -23,28 +23,11 @@ BUNDLE_ARG = click.argument(
 )
 
 
-def key_option(required: bool = True) -> Callable[[F], F]:
-    return click.option(
-        "--key",
-        "key_paths",
-        multiple=True,
-        required=required,
-        type=click.Path(path_type=Path, dir_okay=False),
-        help="A trusted public key (PEM); repeat to trust several.",
-    )
-
-
 BASE = click.option(
     "--base",
     "base_path",
     type=click.Path(path_type=Path, dir_okay=False),
     help="The full bundle a delta was made against (deltas only).",
-)
-
-ALLOW_UNSIGNED = click.option(
-    "--allow-unsigned",
-    is_flag=True,
-    help="Accept a bundle made with --unsigned (its origin is then NOT proven).",
 )
 
 

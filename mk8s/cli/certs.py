@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from mk8s import ui
-from mk8s.cli.common import print_json
+from mk8s.cli.common import WAIT, print_json
 from mk8s.cli.deploy import load_cluster
 from mk8s.deploy import certops
 from mk8s.deploy.builders.certfiles import WARN_DAYS
@@ -68,14 +68,7 @@ def certs(ctx: click.Context, cluster_file: Path | None, as_json: bool) -> None:
     is_flag=True,
     help="Read the nodes (nothing changes) and print the plan.",
 )
-@click.option(
-    "--wait",
-    "ready_timeout",
-    type=click.FloatRange(1),
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for each node to be Ready.",
-)
+@WAIT
 def rotate_cmd(cluster_file: Path, yes: bool, dry_run: bool, ready_timeout: float) -> None:
     """Rotate RKE2's certificates on every node (RKE2 docs: security/certificates.md).
 

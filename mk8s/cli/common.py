@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -75,3 +76,38 @@ def gather_options(
     for opt in reversed(options):
         out = opt(out)
     return out  # type: ignore[no-any-return]
+
+
+def key_option(required: bool = True) -> Callable[[F], F]:
+    """``--key``, repeatable: the public keys a bundle's signature is checked against."""
+    return click.option(
+        "--key",
+        "key_paths",
+        multiple=True,
+        required=required,
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="A trusted public key (PEM); repeat to trust several.",
+    )
+
+
+ALLOW_UNSIGNED = click.option(
+    "--allow-unsigned",
+    is_flag=True,
+    help="Accept a bundle made with --unsigned (its origin is then NOT proven).",
+)
+
+JOBS = click.option(
+    "--jobs",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Nodes worked on at once (default: options.concurrency).",
+)
+
+WAIT = click.option(
+    "--wait",
+    "ready_timeout",
+    type=click.FloatRange(1),
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for each node to be Ready.",
+)

@@ -8,6 +8,7 @@ import click
 
 from mk8s import ui
 from mk8s.bundle.format import keys
+from mk8s.cli.common import ALLOW_UNSIGNED, JOBS, WAIT, key_option
 from mk8s.deploy import ops
 from mk8s.deploy.apply import DeploySettings, deploy
 from mk8s.deploy.cluster import Cluster
@@ -43,41 +44,19 @@ def load_cluster(path: Path) -> Cluster:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The bundle file.",
 )
-@click.option(
-    "--key",
-    "key_paths",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A trusted public key (PEM); repeat to trust several.",
-)
+@key_option(required=False)
 @click.option(
     "--base",
     "base_path",
     type=click.Path(path_type=Path, dir_okay=False),
     help="The full bundle a delta --bundle was made against (deltas only).",
 )
-@click.option(
-    "--allow-unsigned",
-    is_flag=True,
-    help="Accept an unsigned bundle (its origin is then NOT proven).",
-)
+@ALLOW_UNSIGNED
 @click.option(
     "--dry-run", is_flag=True, help="Verify the bundle and print the plan; contact no node."
 )
-@click.option(
-    "--jobs",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="Nodes worked on at once (default: options.concurrency).",
-)
-@click.option(
-    "--wait",
-    "ready_timeout",
-    type=click.FloatRange(1),
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for each node to be Ready.",
-)
+@JOBS
+@WAIT
 def deploy_cmd(
     cluster_file: Path,
     bundle_path: Path,

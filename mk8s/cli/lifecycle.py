@@ -9,7 +9,7 @@ import click
 
 from mk8s import ui
 from mk8s.bundle.format import keys
-from mk8s.cli.common import stdin_is_terminal
+from mk8s.cli.common import ALLOW_UNSIGNED, JOBS, WAIT, key_option, stdin_is_terminal
 from mk8s.cli.deploy import CLUSTER_FILE, load_cluster
 from mk8s.errors import DeployError
 from mk8s.untrusted import shown_list
@@ -79,29 +79,16 @@ def backup_cmd(cluster_file: Path, name: str | None, list_: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="The bundle of the RKE2 version the snapshot was taken on.",
 )
-@click.option(
-    "--key",
-    "key_paths",
-    multiple=True,
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="A trusted public key (PEM); repeat to trust several.",
-)
-@click.option("--allow-unsigned", is_flag=True, help="Accept an unsigned bundle.")
+@key_option(required=False)
+@ALLOW_UNSIGNED
 @click.option(
     "--dry-run", is_flag=True, help="Check the inputs and print the plan; change nothing."
 )
 @click.option(
     "--yes", is_flag=True, help="Confirm: the cluster's state is replaced by the snapshot's."
 )
-@click.option("--jobs", type=click.IntRange(1, 256), default=None, help="Nodes worked on at once.")
-@click.option(
-    "--wait",
-    "ready_timeout",
-    type=click.FloatRange(1),
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for each node to be Ready.",
-)
+@JOBS
+@WAIT
 def restore_cmd(
     cluster_file: Path,
     snapshot_path: Path,

@@ -18,8 +18,8 @@ from mk8s.bundle.format.reader import UNSIGNED_WARNING
 from mk8s.bundle.provenance import inventory, sbom
 from mk8s.bundle.provenance.diff import diff, render_text
 from mk8s.bundle.provenance.inventory import Inventory
-from mk8s.cli.bundle import ALLOW_UNSIGNED, BASE, BUNDLE_ARG, key_option
-from mk8s.cli.common import print_json
+from mk8s.cli.bundle import BASE, BUNDLE_ARG
+from mk8s.cli.common import ALLOW_UNSIGNED, key_option, print_json
 from mk8s.errors import InputError, OutputError
 from mk8s.files import atomic_write, open_regular, read_regular
 
