@@ -24,8 +24,6 @@ from pathlib import Path
 import pytest
 
 from mk8s.deploy.lifecycle import index
-from tests.hosts.test_dry_run_matches import _plan_commands
-from tests.hosts.test_upgrade import bundle_for
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.lifecycle import (
     audit_commands,
@@ -37,7 +35,7 @@ from tests.support.lifecycle import (
     restore_argv,
     set_configmap,
 )
-from tests.support.world import World, deploy, write_cluster
+from tests.support.world import World, bundle_for, deploy, plan_commands, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -194,7 +192,7 @@ def test_restore_brings_the_snapshot_state_back(
     r = mk8s(*restore_argv(backed_up, world.bundle, world.pub, "--yes"), cwd=d)
     assert r.returncode == 0, r.stdout + r.stderr
     # the dry run printed every command the restore sent (one plan for both)
-    planned = set().union(*_plan_commands(dry.stdout).values())
+    planned = set().union(*plan_commands(dry.stdout).values())
     sent = audit_commands(d)[start:]
     assert len(sent) > 20
     assert not [(n, c[:100]) for n, c in sent if c not in planned]

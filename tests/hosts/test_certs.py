@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts.test_dry_run_matches import _plan_commands
 from tests.support import certclock
 from tests.support.hosts import Host, HostSet, hostset_for_tests
-from tests.support.world import World, audit, deploy, mk8s, write_cluster
+from tests.support.world import World, audit, deploy, mk8s, plan_commands, write_cluster
 
 pytestmark = pytest.mark.hosts
 
@@ -126,7 +125,7 @@ def test_rotate_renews_every_node_servers_one_at_a_time(cluster: tuple[HostSet, 
         ("w1", "systemctl restart"),
     ], order
     # the dry run printed every command the real run sent
-    planned = _plan_commands(dry.stdout)
+    planned = plan_commands(dry.stdout)
     every = set().union(*planned.values())
     missing = [
         (n, c[:100])

@@ -4,34 +4,14 @@ audit log) appears in the dry run of the same situation (fresh nodes)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
 from tests.support.hosts import hostset_for_tests
-from tests.support.world import World, deploy, write_cluster
+from tests.support.world import World, deploy, plan_commands, write_cluster
 
 pytestmark = pytest.mark.hosts
-
-_PLAN_CMD = re.compile(
-    r"^\s*(?:on a bad part: |then send it again and: |if it does not come up: )?\$ (.*)$"
-)
-
-
-def _plan_commands(text: str) -> dict[str, set[str]]:
-    """node -> commands of its sections in a dry-run plan."""
-    out: dict[str, set[str]] = {}
-    node = ""
-    for line in text.splitlines():
-        if line.startswith("["):
-            node = line[1:].split()[0]
-        elif line.startswith("## "):
-            node = ""
-        m = _PLAN_CMD.match(line)
-        if m and node:
-            out.setdefault(node, set()).add(m.group(1))
-    return out
 
 
 def test_every_command_of_a_real_deploy_is_in_the_dry_run(
@@ -46,7 +26,7 @@ def test_every_command_of_a_real_deploy_is_in_the_dry_run(
         assert dry.returncode == 0, dry.stderr
         real = deploy(tmp_path, world.bundle, world.pub)
         assert real.returncode == 0, real.stdout + real.stderr
-    planned = _plan_commands(dry.stdout)
+    planned = plan_commands(dry.stdout)
     assert set(planned) == set(names)
     every_planned = set().union(*planned.values())
     audit = [

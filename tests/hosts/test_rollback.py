@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts.test_upgrade import bundle_for
 from tests.support.hosts import HostSet, hostset_for_tests
 from tests.support.lifecycle import (
     configmap,
@@ -23,7 +22,7 @@ from tests.support.lifecycle import (
     restore_argv,
     set_configmap,
 )
-from tests.support.world import World, deploy, write_cluster
+from tests.support.world import World, bundle_for, deploy, write_cluster
 
 pytestmark = pytest.mark.hosts
 

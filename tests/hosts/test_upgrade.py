@@ -11,37 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mk8s.bundle import create
-from mk8s.bundle.format import keys
-from mk8s.bundle.lock import LockSettings, lock_release
-from mk8s.bundle.upstream import settings as upstream
 from tests.support.hosts import HostSet, hostset_for_tests
-from tests.support.upstream import ExampleUpstream
-from tests.support.world import World, audit, deploy, mk8s, write_cluster
+from tests.support.world import World, audit, bundle_for, deploy, mk8s, write_cluster
 
 pytestmark = pytest.mark.hosts
 
 NAMES = ["cp1", "cp2", "cp3", "w1", "w2"]
 ROLES = {"cp1": "server", "cp2": "server", "cp3": "server", "w1": "agent", "w2": "agent"}
-
-
-def bundle_for(up: ExampleUpstream, d: Path, key: keys.PrivateKey, spec: str) -> Path:
-    settings = upstream.UpstreamSettings(
-        api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
-    )
-    lock = lock_release(LockSettings(spec=spec, upstream=settings, cache_dir=d / "cache"))
-    name = f"{spec.replace('.', '-')}.tar.zst"
-    created = create.create_bundle(
-        lock,
-        create.CreateSettings(
-            upstream=settings,
-            signature=lambda b: keys.sign(key, b),
-            out=d / name,
-            lock_out=d / f"{name}.lock",
-            cache_dir=d / "cache",
-        ),
-    )
-    return created.bundle.path
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,14 +35,13 @@ def make_bundle(
     *,
     arches: tuple[str, ...] = ("amd64",),
     name: str = "bundle.tar.zst",
+    spec: str = "v1.28.x",
 ) -> Path:
     settings = upstream.UpstreamSettings(
         api_url=up.api_url, release_url=up.release_url, raw_url=up.raw_url, backoff=0.05
     )
     lock = locking.lock_release(
-        locking.LockSettings(
-            spec="v1.28.x", upstream=settings, arches=arches, cache_dir=d / "cache"
-        )
+        locking.LockSettings(spec=spec, upstream=settings, arches=arches, cache_dir=d / "cache")
     )
     created = create.create_bundle(
         lock,
@@ -54,6 +54,32 @@ def make_bundle(
         ),
     )
     return created.bundle.path
+
+
+def bundle_for(up: ExampleUpstream, d: Path, key: keys.PrivateKey, spec: str) -> Path:
+    """A signed bundle of the newest release matching ``spec`` (e.g. ``v1.29.x``), named
+    after it in ``d``."""
+    return make_bundle(up, d, key, spec=spec, name=f"{spec.replace('.', '-')}.tar.zst")
+
+
+_PLAN_CMD = re.compile(
+    r"^\s*(?:on a bad part: |then send it again and: |if it does not come up: )?\$ (.*)$"
+)
+
+
+def plan_commands(text: str) -> dict[str, set[str]]:
+    """node -> commands of its sections in a dry-run plan."""
+    out: dict[str, set[str]] = {}
+    node = ""
+    for line in text.splitlines():
+        if line.startswith("["):
+            node = line[1:].split()[0]
+        elif line.startswith("## "):
+            node = ""
+        m = _PLAN_CMD.match(line)
+        if m and node:
+            out.setdefault(node, set()).add(m.group(1))
+    return out
 
 
 def write_cluster(

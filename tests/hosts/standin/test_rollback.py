@@ -14,20 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.hosts.standin.test_upgrade import (  # noqa: F401  (fixtures)
-    NEW,
-    OLD,
-    cluster,
-    hs,
-    nodes,
-    releases,
-    up,
-    url,
-    versions,
-    wait_version,
-)
 from tests.support.hosts import Host
 from tests.support.standin_nodes import KUBECTL, install, ssh, start, why_start_failed
+from tests.support.standin_upgrade import cluster, url, versions, wait_version
+from tests.support.upstream import NEW, OLD
 
 pytestmark = pytest.mark.hosts
 
@@ -43,7 +33,7 @@ def snapshot(h: Host, name: str) -> str:
     return m.group(1)
 
 
-def upgrade_all(nodes: dict[str, Host], releases: dict[str, Path]) -> None:  # noqa: F811
+def upgrade_all(nodes: dict[str, Host], releases: dict[str, Path]) -> None:
     for name, role in (("cp1", "server"), ("cp2", "server"), ("w1", "agent")):
         install(nodes[name], releases[NEW])
         ssh(nodes[name], f"systemctl restart rke2-{role}")
@@ -51,8 +41,8 @@ def upgrade_all(nodes: dict[str, Host], releases: dict[str, Path]) -> None:  # n
 
 
 def test_a_rollback_with_the_old_snapshot_is_taken(
-    nodes: dict[str, Host],  # noqa: F811
-    releases: dict[str, Path],  # noqa: F811
+    nodes: dict[str, Host],
+    releases: dict[str, Path],
 ) -> None:
     cp1, cp2, w1 = nodes["cp1"], nodes["cp2"], nodes["w1"]
     cluster(nodes, releases, OLD)
@@ -83,8 +73,8 @@ def test_a_rollback_with_the_old_snapshot_is_taken(
 
 
 def test_a_snapshot_newer_than_the_binary_is_refused(
-    nodes: dict[str, Host],  # noqa: F811
-    releases: dict[str, Path],  # noqa: F811
+    nodes: dict[str, Host],
+    releases: dict[str, Path],
 ) -> None:
     cp1, cp2, w1 = nodes["cp1"], nodes["cp2"], nodes["w1"]
     cluster(nodes, releases, OLD)
@@ -100,8 +90,8 @@ def test_a_snapshot_newer_than_the_binary_is_refused(
 
 
 def test_a_node_that_rolls_back_before_its_servers_is_refused(
-    nodes: dict[str, Host],  # noqa: F811
-    releases: dict[str, Path],  # noqa: F811
+    nodes: dict[str, Host],
+    releases: dict[str, Path],
 ) -> None:
     cp1, cp2 = nodes["cp1"], nodes["cp2"]
     cluster(nodes, releases, OLD)

@@ -16,105 +16,33 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.hosts import Host, HostSet, hostset_for_tests
+from tests.support.hosts import Host
 from tests.support.standin_nodes import (
     ARCH,
     ART,
     IMAGES,
     KUBECTL,
-    RESET,
     configure,
     install,
-    ready_nodes,
     ssh,
     start,
     wait_ready,
     why_agent_waits,
     why_start_failed,
 )
-from tests.support.upstream import NEW, OLD, R2, R3, SKIP, ExampleUpstream
-
-TAGS = (OLD, NEW, SKIP, R2, R3)
-SNAPSHOTS = "/var/lib/rancher/rke2/server/db/snapshots"
-
-
-# ---- the example upstream, and the releases it serves ----------------------------------
-@pytest.fixture(scope="module")
-def up() -> Iterator[ExampleUpstream]:
-    with ExampleUpstream() as u:
-        yield u
-
-
-# ---- on test hosts -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def releases(up: ExampleUpstream, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Per tag, the files install.sh reads (from the example upstream), and install.sh."""
-    out = {}
-    for tag in TAGS:
-        d = tmp_path_factory.mktemp("release")
-        for name in (f"rke2.linux-{ARCH}.tar.gz", f"sha256sum-{ARCH}.txt", IMAGES, "install.sh"):
-            (d / name).write_bytes(up.asset_bytes(tag, name))
-        out[tag] = d
-    return out
-
-
-@pytest.fixture(scope="module")
-def hs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostSet]:
-    with hostset_for_tests(
-        3, tmp_path_factory.mktemp("standin-upgrade"), names=["cp1", "cp2", "w1"]
-    ) as hs:
-        yield hs
-
-
-@pytest.fixture
-def nodes(hs: HostSet) -> Iterator[dict[str, Host]]:
-    for h in hs.hosts:
-        if not h.running:
-            h.start()
-        h.run(RESET, check=True)
-    yield {h.name: h for h in hs.hosts}
-
-
-def url(h: Host) -> str:
-    return f"https://{h.address}:9345"
-
-
-def versions(h: Host) -> dict[str, str]:
-    out = json.loads(ssh(h, f"{KUBECTL} get nodes -o json").stdout)
-    return {i["metadata"]["name"]: i["status"]["nodeInfo"]["kubeletVersion"] for i in out["items"]}
-
-
-def table(h: Host) -> dict[str, list[str]]:
-    lines = ssh(h, f"{KUBECTL} get nodes").stdout.splitlines()
-    assert lines[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
-    return {r.split()[0]: r.split() for r in lines[1:]}
-
-
-def wait_version(h: Host, name: str, tag: str, timeout: float = 20) -> None:
-    """Until ``name`` is Ready at ``tag`` (as kubectl on ``h`` sees it)."""
-    deadline = time.monotonic() + timeout
-    while not (versions(h).get(name) == tag and ready_nodes(h).get(name)):
-        assert time.monotonic() < deadline, f"{name} not Ready at {tag}: {versions(h)}"
-        time.sleep(0.3)
-
-
-def cluster(nodes: dict[str, Host], releases: dict[str, Path], tag: str) -> None:
-    """cp1 and cp2 servers, w1 agent, all at ``tag``, Ready."""
-    cp1, cp2, w1 = nodes["cp1"], nodes["cp2"], nodes["w1"]
-    for h in (cp1, cp2, w1):
-        install(h, releases[tag])
-    configure(cp1, "server", token="t")
-    start(cp1, "server")
-    configure(cp2, "server", server=url(cp1), token="t")
-    start(cp2, "server")
-    configure(w1, "agent", server=url(cp1), token="t")
-    start(w1, "agent")
-    assert wait_ready(cp1, {"cp1", "cp2", "w1"}) == {"cp1": True, "cp2": True, "w1": True}
+from tests.support.standin_upgrade import (
+    SNAPSHOTS,
+    cluster,
+    table,
+    url,
+    versions,
+    wait_version,
+)
+from tests.support.upstream import NEW, OLD, R2, R3, SKIP
 
 
 def upgrade(kubectl_on: Host, h: Host, role: str, release: Path, tag: str) -> None:

@@ -16,8 +16,8 @@ from mk8s.deploy.builders.converged import converged
 from mk8s.deploy.builders.kubectl import Listed, listed_nodes
 from mk8s.deploy.command import Command
 from mk8s.deploy.rke2config import DEFAULT_PATHS
-from tests.unit.deploy.builders.test_restart import OLD, _cluster, _ctx
-from tests.unit.deploy.builders.test_restart import converged as running
+from tests.support.converging import OLD, context, small_cluster
+from tests.support.converging import converged as running
 
 READY = Listed(True, OLD)
 READY_TRUE = {"type": "Ready", "status": "True"}
@@ -25,7 +25,7 @@ READY_TRUE = {"type": "Ready", "status": "True"}
 
 def _settled(tmp_path: Path, name: str) -> tuple[Context, facts.NodeFacts]:
     """A context and the facts of ``name`` running OLD with everything in place."""
-    ctx = _ctx(_cluster(tmp_path))
+    ctx = context(small_cluster(tmp_path))
     f = running(ctx, name)
     staged = {remote_path(ctx, a): a.sha256 for a in ctx.manifest.artifacts}
     f = replace(f, hashes={**f.hashes, **staged}, readyz="ok" if name.startswith("cp") else None)

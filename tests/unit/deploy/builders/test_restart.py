@@ -10,88 +10,23 @@ from pathlib import Path
 import pytest
 
 from mk8s import rke2gates as gates
-from mk8s.bundle.format.manifest import Lock
 from mk8s.deploy.builders import facts, plan, restart
 from mk8s.deploy.builders import upgradeplan as upgrade
-from mk8s.deploy.builders.context import Context
 from mk8s.deploy.builders.install import install_step, remove_unneeded_images
-from mk8s.deploy.builders.nodeconfig import config_bytes, registries_bytes, sha256_hex
-from mk8s.deploy.cluster import Cluster, load_cluster
-from mk8s.deploy.command import Secret
 from mk8s.deploy.engine.session import Session, SessionSettings
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.inputs import assumed
-from tests.support.clusters import release_manifest
+from tests.support.converging import (
+    IMAGES,
+    MULTUS,
+    NEW,
+    OLD,
+    context,
+    converged,
+    manifest,
+    small_cluster,
+)
 from tests.support.registry import TestCA
-
-OLD, NEW = "v1.28.15+rke2r1", "v1.29.10+rke2r1"
-IMAGES = "rke2-images.linux-amd64.tar.zst"
-MULTUS = "rke2-images-multus.linux-amd64.tar.zst"
-
-
-def _manifest(tag: str, *extra: tuple[str, str, str | None]) -> Lock:
-    return release_manifest(tag, extra, salted=True)
-
-
-def _cluster(tmp_path: Path, rke2: str = "", images: str = "{}", agents: int = 2) -> Cluster:
-    if not (tmp_path / "ca.pem").exists():
-        (tmp_path / "ca.pem").write_bytes(TestCA.create("CA one").pem())
-    (tmp_path / "pw").write_text("pw-one\n")
-    workers = "".join(
-        f"    - {{address: 10.0.0.{20 + i}, name: w{i}, role: agent}}\n"
-        for i in range(1, agents + 1)
-    )
-    p = tmp_path / "c.yaml"
-    p.write_text(f"""apiVersion: mk8s/v1alpha1
-kind: Cluster
-metadata: {{name: rs}}
-spec:
-{rke2}  images: {images}
-  nodes:
-    - {{address: 10.0.0.1, name: cp1, role: server}}
-    - {{address: 10.0.0.2, name: cp2, role: server}}
-{workers}  options: {{upgrade: {{maxUnavailable: 1}}}}
-""")
-    return load_cluster(p, check_files=True)
-
-
-def _ctx(c: Cluster, m: Lock | None = None, password: str | None = None) -> Context:
-    return Context(
-        c,
-        m or _manifest(OLD),
-        "0123456789abcdef",
-        Secret("tok"),
-        registry_password=Secret(password) if password else None,
-    )
-
-
-def converged(ctx: Context, node_name: str, version: str = OLD) -> facts.NodeFacts:
-    """A node running ``version`` with exactly what ``ctx`` wants on disk."""
-    node = ctx.cluster.node(node_name)
-    hashes = {facts.CONFIG_PATH: sha256_hex(config_bytes(ctx, node)[0])}
-    regs = registries_bytes(ctx)
-    if regs is not None:
-        hashes[facts.REGISTRIES_PATH] = sha256_hex(regs[0])
-    ca = restart.registry_ca(ctx)
-    if ca is not None:
-        hashes[facts.REGISTRY_CA_PATH] = sha256_hex(ca)
-    placed = {}
-    for art in restart.wanted_images(ctx, node, "amd64"):
-        hashes[f"{facts.IMAGES_DIR}/{art.name}"] = placed[art.name] = art.sha256
-    return facts.NodeFacts(
-        arch="amd64",
-        uname_m="x86_64",
-        os="",
-        hostname="",
-        root=True,
-        sudo=True,
-        rke2_version=f"rke2 version {version} (x)",
-        server_active=node.is_server,
-        agent_active=not node.is_server,
-        running_version=version,
-        hashes=hashes,
-        placed_images=placed,
-    )
 
 
 def _restarts(step: plan.Step) -> list[str]:
@@ -100,7 +35,7 @@ def _restarts(step: plan.Step) -> list[str]:
 
 # -- start-only inputs -------------------------------------------------------------------
 def test_a_converged_node_is_not_restarted(tmp_path: Path) -> None:
-    ctx = _ctx(_cluster(tmp_path))
+    ctx = context(small_cluster(tmp_path))
     for n in ctx.cluster.nodes:
         f = converged(ctx, n.name)
         assert plan.start_step(ctx, n, f).commands == ()
@@ -108,9 +43,11 @@ def test_a_converged_node_is_not_restarted(tmp_path: Path) -> None:
 
 
 def test_a_registries_change_restarts_every_running_node(tmp_path: Path) -> None:
-    before = _ctx(_cluster(tmp_path))
-    after = _ctx(
-        _cluster(tmp_path, "  rke2:\n    registries: {mirrors: {r.internal: {endpoint: [x]}}}\n")
+    before = context(small_cluster(tmp_path))
+    after = context(
+        small_cluster(
+            tmp_path, "  rke2:\n    registries: {mirrors: {r.internal: {endpoint: [x]}}}\n"
+        )
     )
     for n in after.cluster.nodes:
         f = converged(before, n.name)
@@ -139,12 +76,12 @@ def test_a_new_registry_password_or_ca_restarts(tmp_path: Path) -> None:
         "{distribution: registry, registry: {url: 'https://reg.internal:5000', caFile: ca.pem,"
         " username: u, passwordFile: pw}}"
     )
-    c = _cluster(tmp_path, images=images)
-    before = _ctx(c, password="pw-one")
+    c = small_cluster(tmp_path, images=images)
+    before = context(c, password="pw-one")
     cp1 = c.node("cp1")
     f = converged(before, "cp1")
     assert plan.start_step(before, cp1, f).commands == ()
-    new_password = plan.start_step(_ctx(c, password="pw-two"), cp1, f)
+    new_password = plan.start_step(context(c, password="pw-two"), cp1, f)
     assert _restarts(new_password) and "registries.yaml changed" in new_password.note
     (tmp_path / "ca.pem").write_bytes(TestCA.create("CA two").pem())
     new_ca = plan.start_step(before, cp1, f)
@@ -154,7 +91,7 @@ def test_a_new_registry_password_or_ca_restarts(tmp_path: Path) -> None:
 
 
 def test_a_restart_an_earlier_run_left_pending_is_done(tmp_path: Path) -> None:
-    ctx = _ctx(_cluster(tmp_path))
+    ctx = context(small_cluster(tmp_path))
     w1 = ctx.cluster.node("w1")
     f = replace(converged(ctx, "w1"), restart_pending=("registries.yaml",))
     step = plan.start_step(ctx, w1, f)
@@ -162,7 +99,7 @@ def test_a_restart_an_earlier_run_left_pending_is_done(tmp_path: Path) -> None:
 
 
 def test_config_change_is_remembered_before_it_is_written(tmp_path: Path) -> None:
-    ctx = _ctx(_cluster(tmp_path))
+    ctx = context(small_cluster(tmp_path))
     cp2 = ctx.cluster.node("cp2")
     f = replace(
         converged(ctx, "cp2"), hashes={**converged(ctx, "cp2").hashes, facts.CONFIG_PATH: "0"}
@@ -189,12 +126,12 @@ def test_config_change_is_remembered_before_it_is_written(tmp_path: Path) -> Non
 def test_new_image_archives_restart_only_releases_that_import_at_start_only(
     tmp_path: Path, running: str, restarts: bool
 ) -> None:
-    c = _cluster(tmp_path)
-    m = _manifest(running)
-    with_multus = _manifest(running, (MULTUS, "images", "amd64"))
+    c = small_cluster(tmp_path)
+    m = manifest(running)
+    with_multus = manifest(running, (MULTUS, "images", "amd64"))
     w1 = c.node("w1")
-    f = converged(_ctx(c, m), "w1", running)
-    step = plan.start_step(_ctx(c, with_multus), w1, f)
+    f = converged(context(c, m), "w1", running)
+    step = plan.start_step(context(c, with_multus), w1, f)
     assert bool(_restarts(step)) is restarts
     assert gates.imports_while_running(running) is not restarts
     if restarts:
@@ -203,29 +140,29 @@ def test_new_image_archives_restart_only_releases_that_import_at_start_only(
 
 def test_a_replaced_image_archive_restarts_every_release(tmp_path: Path) -> None:
     # RKE2's watcher re-imports a replaced file only when its size changed.
-    c = _cluster(tmp_path)
+    c = small_cluster(tmp_path)
     tag = "v1.31.5+rke2r1"
-    f = converged(_ctx(c, _manifest(tag)), "w1", tag)
+    f = converged(context(c, manifest(tag)), "w1", tag)
     f = replace(f, hashes={**f.hashes, f"{facts.IMAGES_DIR}/{IMAGES}": "1" * 64})
-    assert _restarts(plan.start_step(_ctx(c, _manifest(tag)), c.node("w1"), f))
+    assert _restarts(plan.start_step(context(c, manifest(tag)), c.node("w1"), f))
 
 
 def test_an_unknown_running_version_restarts_for_new_archives(tmp_path: Path) -> None:
     # Neither the binary nor the running process says a version: only a restart is sure.
-    c = _cluster(tmp_path)
-    with_multus = _manifest(OLD, (MULTUS, "images", "amd64"))
-    f = replace(converged(_ctx(c), "w1"), rke2_version=None, running_version=None)
-    assert restart.image_changes(_ctx(c, with_multus), c.node("w1"), f) == [restart.IMAGES]
+    c = small_cluster(tmp_path)
+    with_multus = manifest(OLD, (MULTUS, "images", "amd64"))
+    f = replace(converged(context(c), "w1"), rke2_version=None, running_version=None)
+    assert restart.image_changes(context(c, with_multus), c.node("w1"), f) == [restart.IMAGES]
 
 
 # -- what mk8s removes from agent/images ---------------------------------------------------
 def test_only_what_mk8s_placed_and_no_longer_needs_is_removed(tmp_path: Path) -> None:
-    c = _cluster(tmp_path)
-    ctx = _ctx(c, _manifest(NEW))
+    c = small_cluster(tmp_path)
+    ctx = context(c, manifest(NEW))
     w1 = c.node("w1")
     old_multus = "1" * 64
     f = replace(
-        converged(_ctx(c), "w1"),
+        converged(context(c), "w1"),
         hashes={
             f"{facts.IMAGES_DIR}/{IMAGES}": "2" * 64,
             f"{facts.IMAGES_DIR}/{MULTUS}": old_multus,  # mk8s placed it, NEW lacks it
@@ -256,8 +193,8 @@ def test_only_what_mk8s_placed_and_no_longer_needs_is_removed(tmp_path: Path) ->
 def test_a_node_whose_disk_is_new_but_runs_old_is_upgraded_without_reinstalling(
     tmp_path: Path,
 ) -> None:
-    c = _cluster(tmp_path)
-    ctx = _ctx(c, _manifest(NEW))
+    c = small_cluster(tmp_path)
+    ctx = context(c, manifest(NEW))
     f = {n.name: converged(ctx, n.name, NEW) for n in c.nodes}
     f["w2"] = replace(f["w2"], running_version=OLD)  # install.sh ran, the restart did not
     p = upgrade.plan_upgrade(c, ctx.manifest, f)
@@ -276,13 +213,13 @@ def test_a_node_whose_disk_is_new_but_runs_old_is_upgraded_without_reinstalling(
 
 
 def test_a_newer_binary_or_a_newer_running_version_is_a_downgrade(tmp_path: Path) -> None:
-    c = _cluster(tmp_path)
-    f = {n.name: converged(_ctx(c), n.name, OLD) for n in c.nodes}
+    c = small_cluster(tmp_path)
+    f = {n.name: converged(context(c), n.name, OLD) for n in c.nodes}
     newer = "v1.28.16+rke2r1"
     for field in ("running_version", "rke2_version"):
         value = newer if field == "running_version" else f"rke2 version {newer} (x)"
         g = {**f, "cp2": replace(f["cp2"], **{field: value})}
-        problems = upgrade.refusals(upgrade.plan_upgrade(c, _manifest(OLD), g))
+        problems = upgrade.refusals(upgrade.plan_upgrade(c, manifest(OLD), g))
         assert any("never downgraded" in x and "cp2" in x for x in problems), (field, problems)
 
 
@@ -307,9 +244,9 @@ def test_facts_read_the_records_and_the_ca() -> None:
 
 # -- agents in batches, and the dry run ----------------------------------------------------
 def test_running_agents_restart_in_batches_of_max_unavailable(tmp_path: Path) -> None:
-    before = _ctx(_cluster(tmp_path, agents=3))
-    after = _ctx(
-        _cluster(
+    before = context(small_cluster(tmp_path, agents=3))
+    after = context(
+        small_cluster(
             tmp_path,
             "  rke2:\n    registries: {mirrors: {r.internal: {endpoint: [x]}}}\n",
             agents=3,
@@ -329,7 +266,7 @@ def test_running_agents_restart_in_batches_of_max_unavailable(tmp_path: Path) ->
 
 
 def test_the_dry_run_assumes_what_the_journal_says_a_node_runs_with(tmp_path: Path) -> None:
-    ctx = _ctx(_cluster(tmp_path))
+    ctx = context(small_cluster(tmp_path))
     cp1 = ctx.cluster.node("cp1")
     f = converged(ctx, "cp1")
     entry = {"state": "ready", "version": OLD, "inputs": {"hashes": f.hashes}}
@@ -345,7 +282,7 @@ def test_status_says_what_runs_and_what_is_only_installed(tmp_path: Path) -> Non
     from mk8s.deploy.engine.known import NodeStatus
     from mk8s.deploy.phases.status import note_running
 
-    c = _cluster(tmp_path)
+    c = small_cluster(tmp_path)
     st = NodeStatus(c.node("w1"), version=NEW, service="rke2-agent active")
     note_running(st, OLD)
     assert st.version == OLD and st.error.startswith(f"{NEW} is installed but {OLD} still runs")
