@@ -167,9 +167,13 @@ def compress(
         def flush(self) -> None:
             pass
 
-    with compressor(z).stream_writer(_Sink(), size=content_size, closefd=False) as w:  # type: ignore[arg-type]
-        for piece in pieces:
-            w.write(piece)
+    # Not a ``with`` block: on the way out of one, a failed piece (a blob that is not
+    # its sha256, a full disk) would make the writer end a frame that came up short, and
+    # zstd's "Src size is incorrect" would hide the failure itself.
+    w = compressor(z).stream_writer(_Sink(), size=content_size, closefd=False)  # type: ignore[arg-type]
+    for piece in pieces:
+        w.write(piece)
+    w.close()  # ends the frame
 
 
 #: A raw block holds at most this much (zstd's block size limit and the window below).

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import random
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from mk8s.bundle.delta import codec
+from mk8s.bundle.delta.model import Zstd
+from mk8s.errors import BundleRejected
 
 DATA = random.Random(7).randbytes(300_000) + b"ustar\0" * 40_000  # some of it compresses
 
@@ -47,3 +52,26 @@ def test_bytes_no_candidate_makes_are_not_rebuilt(tmp_path: Path) -> None:
     plain = tmp_path / "plain.tar"
     plain.write_bytes(DATA)
     assert codec.find_parameters(plain, len(DATA)) is None
+
+
+def _failing_pieces(error: BaseException) -> Iterator[bytes]:
+    yield DATA[:100_000]
+    raise error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        BundleRejected("rebuilding x: blobs/sha256/... is not blob sha256:...", "get it again"),
+        OSError(errno.ENOSPC, "No space left on device"),
+    ],
+)
+def test_a_failure_while_rebuilding_is_not_masked_by_zstd(error: BaseException) -> None:
+    # extract rebuilds an archive by compressing its pieces as they are read: a piece
+    # that fails its check (or a full disk) must surface as itself, not as zstd's
+    # complaint that the frame it was told to expect came up short
+    z = Zstd(3, 0, False, False, True, True, codec.library())
+    written: list[bytes] = []
+    with pytest.raises(type(error)) as got:
+        codec.compress(z, len(DATA), _failing_pieces(error), written.append)
+    assert got.value is error
