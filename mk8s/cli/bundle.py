@@ -26,7 +26,7 @@ BUNDLE_ARG = click.argument(
 BASE = click.option(
     "--base",
     "base_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=True),
     help="The full bundle a delta was made against (deltas only).",
 )
 

@@ -48,7 +48,7 @@ def load_cluster(path: Path) -> Cluster:
 @click.option(
     "--base",
     "base_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=True),
     help="The full bundle a delta --bundle was made against (deltas only).",
 )
 @ALLOW_UNSIGNED

@@ -129,7 +129,7 @@ def _base_of(path: Path, given: Path | None, other: Path | None) -> Path | None:
 @click.option(
     "--base",
     "base_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=True),
     help="The base of a delta among OLD and NEW [default: OLD, for a delta NEW].",
 )
 def diff_cmd(

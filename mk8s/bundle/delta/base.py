@@ -36,7 +36,8 @@ def open_base(ref: BaseRef, given: Path) -> BundleHead:
     """Read the given base's head and check it is the base ``ref`` names (its manifest
     is believed only where the delta's own pins confirm it); BundleRejected otherwise."""
     if not (given.exists() or _has_parts(given)):
-        raise needs_base(ref, given, "no such file")
+        why = "a symlink that leads nowhere" if given.is_symlink() else "no such file"
+        raise needs_base(ref, given, why)
     try:
         head = read_head(given)
     except Mk8sError as e:

@@ -4,6 +4,7 @@ with --base, split parts, and the auditor's stock-tool recipe from docs/format.m
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -207,3 +208,42 @@ def test_deploy_dry_run_with_and_without_the_base(run_cli, w: World, tmp_path: P
     assert r.code == 0, r.err
     full_id = reader.read_head(w.bundles["new.tar.zst"]).bundle_id
     assert f"bundle {full_id} (RKE2 {NEW}), verified" in r.out, r.out
+
+
+def _base_commands(w: World, d: Path, base: str) -> dict[str, list[str]]:
+    from tests.support.clusters import cluster_text, write_cluster
+
+    nodes = "    - {address: 10.0.0.1, name: cp1, role: server}\n"
+    c = str(write_cluster(d, cluster_text(nodes=nodes), "cluster.yaml"))
+    pub, delta, b = str(w.pub), str(w.bundles[DELTA]), ["--base", base]
+    return {
+        "verify": ["bundle", "verify", delta, "--key", pub, *b],
+        "extract": ["bundle", "extract", delta, "--key", pub, *b, "-d", str(d / "x")],
+        "sbom": ["bundle", "sbom", delta, "--key", pub, *b],
+        "diff": ["bundle", "diff", str(w.locks["old.tar.zst"]), delta, "--key", pub, *b],
+        "deploy": ["deploy", "-f", c, "--bundle", delta, "--key", pub, *b, "--dry-run"],
+    }
+
+
+def test_odd_files_as_base_exit_3_naming_the_base(run_cli, w: World, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # what a confused operator passes as --base: each names the base needed, exit 3
+    (tmp_path / "empty.tar.zst").write_bytes(b"")
+    (tmp_path / "loop").symlink_to("loop")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    odd = {
+        "dir": "is a directory",
+        "loop": "symlink",
+        "fifo": "FIFO",
+        "empty.tar.zst": "truncated",
+        "lock": "not a readable bundle",
+    }
+    shutil.copy(w.locks["old.tar.zst"], tmp_path / "lock")
+    for name, why in odd.items():
+        for cmd, args in _base_commands(w, tmp_path, str(tmp_path / name)).items():
+            r = run_cli(*args)
+            assert r.code == 3, (name, cmd, r.err)
+            line = r.err.splitlines()[-1]
+            assert line.startswith("mk8s: error: --base ") and why in line, (name, cmd, r.err)
+            assert "old.tar.zst" in line and OLD in line, (name, cmd, r.err)
+            assert not (tmp_path / "x").exists()
