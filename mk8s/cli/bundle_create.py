@@ -258,7 +258,7 @@ def _where(created: Created) -> str:
 @click.option(
     "--base",
     "base_path",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, dir_okay=True),
     help="Write a delta: carry only what this earlier bundle (or its lock) lacks.",
 )
 @click.pass_context

@@ -29,7 +29,7 @@ from mk8s.bundle.format.writer import WriteSettings, WrittenBundle, write_bundle
 from mk8s.bundle.upstream import fetch as fetch_mod
 from mk8s.bundle.upstream.settings import UpstreamSettings
 from mk8s.errors import BundleRejected, InputError, LockError, Mk8sError
-from mk8s.files import read_regular
+from mk8s.files import open_regular, read_regular
 
 MAX_MANIFEST = 16 << 20
 
@@ -122,10 +122,12 @@ def _split(path: Path) -> bool:
 
 
 def _is_zstd(path: Path) -> bool:
+    """Whether ``path`` is a regular file starting with zstd's magic (a FIFO or device
+    is not opened for reading: read_regular then names what it is)."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, what="--base") as f:
             return f.read(4) == b"\x28\xb5\x2f\xfd"
-    except OSError:
+    except (OSError, Mk8sError):
         return False
 
 

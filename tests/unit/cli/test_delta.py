@@ -47,6 +47,10 @@ def test_create_base_on_the_command_line(run_cli, w: World, env: Path) -> None: 
     assert "a delta of bundle id" in r.out and "old.tar.zst" in r.out, r.out
     r = run_cli("bundle", "create", "--lock", lock, "--key", str(key), "--base", "nope.lock")
     assert r.code == 2 and "--base nope.lock does not exist" in r.err
+    (env / "adir").mkdir()  # one line naming what it is, not a usage screen
+    r = run_cli("bundle", "create", "--lock", lock, "--key", str(key), "--base", "adir")
+    assert r.code == 2 and r.err.startswith("mk8s: error: --base adir is a directory"), r.err
+    assert r.err.count("\n") == 1, r.err
 
 
 def test_verify_and_extract_with_base(run_cli, w: World, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
