@@ -3,6 +3,7 @@ with --base, split parts, and the auditor's stock-tool recipe from docs/format.m
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mk8s.bundle.format import reader
+from tests.support import bundles as craft
 from tests.support.deltas import IMAGES, NEW, OLD, World, world
 from tests.support.paths import ROOT
 
@@ -251,3 +253,28 @@ def test_odd_files_as_base_exit_3_naming_the_base(run_cli, w: World, tmp_path: P
             assert line.startswith("mk8s: error: --base ") and why in line, (name, cmd, r.err)
             assert "old.tar.zst" in line and OLD in line, (name, cmd, r.err)
             assert not (tmp_path / "x").exists()
+
+
+def test_a_signed_recipe_that_lies_fails_extract_cleanly(run_cli, w: World, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # a delta signed by the trusted key whose recipe names the wrong blob for a range:
+    # the rebuild stops on that range, exit 3, and the destination is as it was
+    members = craft.read_members(w.bundles[DELTA])
+    manifest = json.loads(members[0].data)
+    i = next(k for k, m in enumerate(members) if m.name.endswith(".recipe"))
+    lines = members[i].data.decode().split("\n")
+    j = next(k for k, ln in enumerate(lines) if ln.startswith("blobs/") and len(ln.split()) == 4)
+    lines[j] = " ".join([*lines[j].split()[:3], "d" * 64])
+    members[i].data = "\n".join(lines).encode()
+    for m in manifest["delta"]["members"]:
+        if m["path"] == members[i].name:
+            m["sha256"] = hashlib.sha256(members[i].data).hexdigest()
+    members[0].data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    bad = craft.craft(tmp_path / "bad.tar.zst", craft.sign_members(members, w.key))
+    dest = tmp_path / "x"
+    dest.mkdir()
+    (dest / "mine").write_text("kept")
+    pub, base = str(w.pub), str(w.bundles["old.tar.zst"])
+    r = run_cli("bundle", "extract", str(bad), "--key", pub, "--base", base, "-d", str(dest))
+    assert r.code == 3, r.err
+    assert r.err.count("\n") == 1 and f"is not blob sha256:{'d' * 64}" in r.err, r.err
+    assert [p.name for p in dest.iterdir()] == ["mine"] and (dest / "mine").read_text() == "kept"
