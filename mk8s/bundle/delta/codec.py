@@ -173,7 +173,7 @@ def compress(
     w = compressor(z).stream_writer(_Sink(), size=content_size, closefd=False)  # type: ignore[arg-type]
     for piece in pieces:
         w.write(piece)
-    w.close()  # ends the frame
+    w.close()  # type: ignore[no-untyped-call]  # ends the frame
 
 
 #: A raw block holds at most this much (zstd's block size limit and the window below).

@@ -118,15 +118,19 @@ def rebuild_into(
     """Verify, then put the whole release together in ``work/out`` (the manifest, its
     signature and ``artifacts/``); the rest of ``work`` is scratch space."""
     head = delta_head(path, trusted, allow_unsigned)  # which base artifacts to keep
-    assert head.delta is not None
-    wanted = {a.path for a in head.delta.base.artifacts}
+    delta = head.delta
+    assert delta is not None
+    wanted = {a.path for a in delta.base.artifacts}
     sinks = {"delta": _FileSink(work / "d", None), "base": _FileSink(work / "b", wanted)}
 
     def before(whole: Lock) -> None:
         free = shutil.disk_usage(work).free
-        if free < whole.total_size:
+        need = room_needed(whole, delta)
+        if free < need:
             raise OutputError(
-                f"{work.parent} has {free} bytes free; the release needs {whole.total_size}",
+                f"{work.parent} has {free} bytes free; extracting this delta needs {need}"
+                f" (the release's {whole.total_size} and, while it is rebuilt, the"
+                " delta's pieces and the base's artifacts)",
                 "free some space or extract elsewhere",
             )
 
@@ -159,6 +163,17 @@ def rebuild_into(
     (out / MANIFEST_NAME).write_bytes(v.delta.manifest_bytes)
     (out / SIGNATURE_NAME).write_bytes(v.signature_bytes)
     return v
+
+
+def room_needed(whole: Lock, delta: Delta) -> int:
+    """Bytes the work directory holds at most: the release; the delta's members that
+    are not artifacts (artifacts carried whole are moved, not copied); the base
+    artifacts it reads; and each rebuilt archive's tar, the size of the decompressed
+    base content its recipe reads (at most, roughly: the rebuilt tar is what it holds)."""
+    pieces = sum(m.size for m in delta.members if not m.path.startswith("artifacts/"))
+    base = sum(p.size for p in delta.base.artifacts)
+    contents = sum(s.content[0] for s in delta.sources if s.content is not None)
+    return whole.total_size + pieces + base + contents
 
 
 class _Rebuilder:
@@ -291,4 +306,4 @@ class _Hashing:
         self.f.write(data)
 
 
-__all__ = ["extract_delta", "rebuild_into"]
+__all__ = ["extract_delta", "rebuild_into", "room_needed"]

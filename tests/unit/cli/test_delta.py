@@ -278,3 +278,34 @@ def test_a_signed_recipe_that_lies_fails_extract_cleanly(run_cli, w: World, tmp_
     assert r.code == 3, r.err
     assert r.err.count("\n") == 1 and f"is not blob sha256:{'d' * 64}" in r.err, r.err
     assert [p.name for p in dest.iterdir()] == ["mine"] and (dest / "mine").read_text() == "kept"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 6 MiB tmpfs: room for the release (about 3 MiB) but not for what rebuilding it
+    from the delta and its base takes on the way (root only: it mounts)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    d = tmp_path / "small"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(d)], check=False)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+def test_too_small_a_disk_is_said_before_anything_is_written(
+    run_cli, w: World, small_disk: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # the up-front room check counts what the rebuild needs besides the release: the
+    # delta's pieces and the base's artifacts; a full disk half-way is the fallback
+    (small_disk / "mine").write_text("kept")
+    pub, delta, base = str(w.pub), str(w.bundles[DELTA]), str(w.bundles["old.tar.zst"])
+    r = run_cli("bundle", "extract", delta, "--key", pub, "--base", base, "-d", str(small_disk))
+    assert r.code == 1, r.err
+    assert r.err.count("\n") == 1 and "bytes free; extracting this delta needs" in r.err, r.err
+    assert "free some space or extract elsewhere" in r.err, r.err
+    assert [p.name for p in small_disk.iterdir()] == ["mine"]
