@@ -106,10 +106,12 @@ def _read_lock(path: Path) -> Lock:
 
 
 def _base_of(path: Path, given: Path | None, other: Path | None) -> Path | None:
-    """The base to read ``path`` with: none for a full bundle; ``given``, else
+    """The base to read ``path`` with: none for a lock or a full bundle; ``given``, else
     ``other`` (OLD, for NEW) for a delta; a delta without either names what it needs."""
     from mk8s.bundle.format.reader import read_head
 
+    if _is_lock(path):
+        return None
     head = read_head(path)
     if head.manifest is None or head.manifest.delta is None:
         return None
@@ -147,6 +149,12 @@ def diff_cmd(
     anything changed."""
     if old.resolve() == new.resolve():
         raise InputError(f"OLD and NEW are the same file {old}", "give two different files")
+    bases = {p: _base_of(p, base_path, old if p == new else None) for p in (old, new)}
+    if base_path is not None and base_path not in bases.values():
+        raise InputError(
+            f"--base {base_path} is for a delta, and neither {old} nor {new} is one",
+            "drop --base",
+        )
     sides: list[Inventory] = []
     trusted: list[keys.TrustedKey] | None = None
     for path in (old, new):
@@ -155,8 +163,7 @@ def diff_cmd(
             continue
         if trusted is None:
             trusted = _trusted(key_paths, allow_unsigned)
-        base = _base_of(path, base_path, old if path == new else None)
-        sides.append(_from_bundle(path, trusted, allow_unsigned, base))
+        sides.append(_from_bundle(path, trusted, allow_unsigned, bases[path]))
     result = diff(sides[0], sides[1])
     if as_json:
         print_json(result.to_json())

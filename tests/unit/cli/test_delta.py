@@ -309,3 +309,22 @@ def test_too_small_a_disk_is_said_before_anything_is_written(
     assert r.err.count("\n") == 1 and "bytes free; extracting this delta needs" in r.err, r.err
     assert "free some space or extract elsewhere" in r.err, r.err
     assert [p.name for p in small_disk.iterdir()] == ["mine"]
+
+
+def test_base_for_full_bundles_is_a_usage_error_everywhere(
+    run_cli, w: World, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # --base with no delta in sight is a mistake (the wrong file as the bundle?): every
+    # command says so, exit 2, as verify, extract and sbom did already
+    pub, old, new = str(w.pub), str(w.bundles["old.tar.zst"]), str(w.bundles["new.tar.zst"])
+    for args in (
+        ["bundle", "verify", new, "--key", pub, "--base", old],
+        ["bundle", "extract", new, "--key", pub, "--base", old, "-d", str(tmp_path / "x")],
+        ["bundle", "sbom", new, "--key", pub, "--base", old],
+        ["bundle", "diff", old, new, "--key", pub, "--base", old],
+        ["bundle", "diff", str(w.locks["old.tar.zst"]), new, "--key", pub, "--base", old],
+    ):
+        r = run_cli(*args)
+        assert r.code == 2, (args, r.err)
+        assert r.err.count("\n") == 1 and "drop --base" in r.err, (args, r.err)
+    assert not (tmp_path / "x").exists()
