@@ -40,6 +40,7 @@ from mk8s.bundle.format.reader import (
 )
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import BundleRejected, InputError, Mk8sError
+from mk8s.ui import safe
 
 CHUNK = 1 << 20
 
@@ -210,13 +211,14 @@ def _both(
 
 
 def _base_error(e: BaseException, needed: str, base: Path) -> BaseException:
+    # one line, whatever the operator's path holds
     if isinstance(e, BundleRejected) and not e.problem.startswith("--base "):
         return BundleRejected(
-            f"the base {base} was rejected: {e.problem} (the delta needs {needed})",
+            safe(f"the base {base} was rejected: {e.problem} (the delta needs {needed})"),
             "get the base bundle again: it was damaged or altered",
         )
     if isinstance(e, Mk8sError) and not isinstance(e, BundleRejected):
-        return BundleRejected(f"the base {base} cannot be read: {e}", "give the right file")
+        return BundleRejected(safe(f"the base {base} cannot be read: {e}"), "give the right file")
     return e
 
 

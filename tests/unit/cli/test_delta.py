@@ -253,6 +253,13 @@ def test_odd_files_as_base_exit_3_naming_the_base(run_cli, w: World, tmp_path: P
             assert line.startswith("mk8s: error: --base ") and why in line, (name, cmd, r.err)
             assert "old.tar.zst" in line and OLD in line, (name, cmd, r.err)
             assert not (tmp_path / "x").exists()
+    # a path with a newline in it (missing, or another release's bundle) stays one line
+    shutil.copy(w.bundles["new.tar.zst"], tmp_path / "a\nnew.tar.zst")
+    for name in ("a\ngone.tar.zst", "a\nnew.tar.zst"):
+        for cmd in ("verify", "extract"):
+            r = run_cli(*_base_commands(w, tmp_path, str(tmp_path / name))[cmd])
+            assert r.code == 3 and r.err.count("\n") == 1, (name, cmd, r.err)
+            assert "a\\nnew" in r.err or "a\\ngone" in r.err, r.err
 
 
 def test_a_signed_recipe_that_lies_fails_extract_cleanly(run_cli, w: World, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
