@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,8 +131,23 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+def _terminated(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt  # SIGTERM cleans up as Ctrl-C does: nothing half-written
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
-    """Run the CLI and exit with the code docs/architecture.md ("Errors") documents."""
+    """Run the CLI and exit with the code docs/architecture.md ("Errors") documents.
+    SIGTERM (a service manager, a CI timeout, ``kill``) is taken as Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> NoReturn:
     verbose = any(a in ("-v", "-vv", "--verbose") for a in (argv or sys.argv[1:]))
     try:
         rv = cli.main(

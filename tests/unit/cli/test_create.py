@@ -280,7 +280,10 @@ def test_full_disk_leaves_nothing(run_cli, env: Path) -> None:  # type: ignore[n
         subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_sigint_leaves_no_bundle_or_lock(env: Path, big_upstream: ExampleUpstream) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_sigint_leaves_no_bundle_or_lock(
+    env: Path, big_upstream: ExampleUpstream, sig: signal.Signals
+) -> None:
     upstream = big_upstream
     upstream.faults.clear()
     upstream.clear_requests()
@@ -309,7 +312,7 @@ def test_sigint_leaves_no_bundle_or_lock(env: Path, big_upstream: ExampleUpstrea
     ):
         time.sleep(0.05)
     time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)  # a service manager or a CI timeout stops mk8s with SIGTERM
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert "interrupted" in err
