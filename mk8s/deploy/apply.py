@@ -19,9 +19,9 @@ from mk8s.bundle.format import keys
 from mk8s.bundle.workload_sources import summary
 from mk8s.callbacks import Log, TransferProgress
 from mk8s.deploy.engine.known import NodeState
-from mk8s.deploy.engine.phase import Phase, run_phases
+from mk8s.deploy.engine.phase import Phase
 from mk8s.deploy.engine.remote import Connect, connect_ssh
-from mk8s.deploy.engine.runs import NodesReport, RunSettings
+from mk8s.deploy.engine.runs import NodesReport, RunSettings, plan_only, run_locked
 from mk8s.deploy.engine.session import Session
 from mk8s.deploy.phases.agents import JoinAgents
 from mk8s.deploy.phases.connect import ConnectAll, GatherFacts
@@ -120,24 +120,20 @@ def deploy(
         base=settings.base,
     )
     if settings.dry_run:
-        run_phases(phases, s)
-        for o in s.known.outcomes.values():
-            o.state = NodeState.PLANNED
+        plan_only(s, phases)
         return DeployReport(
             s.known.outcomes,
             bundle_id=s.known.verified.bundle_id if s.known.verified else "",
             plan_text="\n".join(s.known.plan_lines),
         )
-    with s.state.locked():
-        _note_resume(s)
-        try:
-            run_phases(phases, s)
-            _record_workloads(s)
-            record_inputs(s)
-        except KeyboardInterrupt:
-            raise s.interrupted("deploy", "it resumes where this one stopped") from None
-        finally:
-            s.close()
+    run_locked(
+        s,
+        phases,
+        what="deploy",
+        goes_on="it resumes where this one stopped",
+        before=_note_resume,
+        after=(_record_workloads, record_inputs),
+    )
     return DeployReport(
         s.known.outcomes,
         kubeconfig=s.known.kubeconfig,

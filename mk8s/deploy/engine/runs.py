@@ -4,7 +4,7 @@ per-node report with its table."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,8 @@ from mk8s import ui
 from mk8s.bundle.format.keys import TrustedKey
 from mk8s.deploy.cluster import Cluster
 from mk8s.deploy.engine.known import NodeOutcome, NodeState
-from mk8s.deploy.engine.session import SessionSettings
+from mk8s.deploy.engine.phase import Phase, run_phases
+from mk8s.deploy.engine.session import Session, SessionSettings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,4 +62,36 @@ class NodesReport:
         return "\n".join(lines)
 
 
-__all__ = ["NodesReport", "RunSettings"]
+def plan_only(s: Session, phases: Sequence[Phase]) -> None:
+    """A dry run: every phase prints what it would do; every node is PLANNED."""
+    run_phases(phases, s)
+    for o in s.known.outcomes.values():
+        o.state = NodeState.PLANNED
+
+
+def run_locked(
+    s: Session,
+    phases: Sequence[Phase],
+    *,
+    what: str,
+    goes_on: str,
+    before: Callable[[Session], None] | None = None,
+    after: Sequence[Callable[[Session], None]] = (),
+) -> None:
+    """The real run, holding the cluster's state lock: ``before``, the phases, then
+    ``after``; Ctrl-C becomes :class:`~mk8s.errors.Interrupted` saying which nodes
+    finished and that the same command ``goes_on``."""
+    with s.state.locked():
+        if before is not None:
+            before(s)
+        try:
+            run_phases(phases, s)
+            for step in after:
+                step(s)
+        except KeyboardInterrupt:
+            raise s.interrupted(what, goes_on) from None
+        finally:
+            s.close()
+
+
+__all__ = ["NodesReport", "RunSettings", "plan_only", "run_locked"]

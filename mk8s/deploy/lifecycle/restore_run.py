@@ -14,10 +14,8 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log, TransferProgress
-from mk8s.deploy.engine.known import NodeState
-from mk8s.deploy.engine.phase import run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
-from mk8s.deploy.engine.runs import NodesReport, RunSettings
+from mk8s.deploy.engine.runs import NodesReport, RunSettings, plan_only, run_locked
 from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index
 from mk8s.deploy.lifecycle.restore import restore_phases
@@ -66,18 +64,15 @@ def restore(
         kubeconfig_out=settings.kubeconfig_out,
     )
     if settings.dry_run:
-        run_phases(phases, s)
-        for o in s.known.outcomes.values():
-            o.state = NodeState.PLANNED
+        plan_only(s, phases)
         return RestoreReport(s.known.outcomes, run.record, plan_text="\n".join(s.known.plan_lines))
-    with s.state.locked():
-        try:
-            run_phases(phases, s)
-            record_inputs(s)
-        except KeyboardInterrupt:
-            raise s.interrupted("restore", "it goes on from where this one stopped") from None
-        finally:
-            s.close()
+    run_locked(
+        s,
+        phases,
+        what="restore",
+        goes_on="it goes on from where this one stopped",
+        after=(record_inputs,),
+    )
     kubeconfig = s.known.kubeconfig
     return RestoreReport(
         s.known.outcomes,
