@@ -14,14 +14,20 @@ from __future__ import annotations
 
 
 class Mk8sError(Exception):
-    """Base of all expected errors: a problem and, where one exists, the fix."""
+    """Base of all expected errors: a problem and, where one exists, the fix.
+
+    It prints as one line: a newline in it (a path or a name the user gave) is shown
+    escaped, unless ``lines`` says the problem is mk8s's own list, one item a line.
+    """
 
     exit_code = 1
+    lines = False
 
-    def __init__(self, problem: str, fix: str | None = None) -> None:
+    def __init__(self, problem: str, fix: str | None = None, *, lines: bool = False) -> None:
         super().__init__(problem)
         self.problem = problem
         self.fix = fix
+        self.lines = lines
 
     def __str__(self) -> str:
         if self.fix:

@@ -167,7 +167,7 @@ def _main(argv: Sequence[str] | None) -> NoReturn:
                 click.echo(safe(f"  caused by: {type(cause).__name__}: {cause}"), err=True)
                 cause = cause.__cause__
         _write_debug_log(e) if verbose else None
-        _fail(str(e), e.exit_code)
+        _fail(str(e) if e.lines else safe(str(e)), e.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted; nothing was left half-written", 130)
     except BrokenPipeError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -103,10 +104,26 @@ JOBS = click.option(
     help="Nodes worked on at once (default: options.concurrency).",
 )
 
+
+class Seconds(click.FloatRange):
+    """A number of seconds from 1 to a week: click's FloatRange lets NaN through (it
+    compares False with both ends), and NaN or infinity is no time to wait."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return rv
+
+
+MAX_WAIT = 7 * 24 * 3600.0
+
 WAIT = click.option(
     "--wait",
     "ready_timeout",
-    type=click.FloatRange(1),
+    type=Seconds(1, MAX_WAIT),
     default=900.0,
     show_default=True,
     help="Seconds to wait for each node to be Ready.",

@@ -230,7 +230,9 @@ def _validate(label: str, root: yaml.Node, data: dict[str, Any]) -> None:
     first = lines[:MAX_ERRORS_SHOWN]
     more = len(lines) - len(first)
     body = "\n".join(first) + (f"\n... and {more} more" if more else "")
-    raise ClusterFileError(f"{label}: {len(lines)} errors against the schema\n{body}", None)
+    raise ClusterFileError(
+        f"{label}: {len(lines)} errors against the schema\n{body}", None, lines=True
+    )
 
 
 def _expand(

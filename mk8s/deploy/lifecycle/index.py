@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from mk8s.deploy.builders.membership import token_secret
 from mk8s.errors import InputError, OutputError, SnapshotRejected
 from mk8s.files import atomic_write, open_regular, read_regular, sha256_file
 from mk8s.schemas import first_problem
-from mk8s.untrusted import load_json
+from mk8s.untrusted import load_json, shown_list
 
 INDEX_NAME = "index.json"
 KIND = "mk8s.snapshots"
@@ -104,15 +106,26 @@ def read_records(directory: Path) -> list[SnapshotRecord]:
     """The records of ``directory/index.json``, oldest first ([] when there is none).
     InputError (exit 2) naming the file when it is unusable."""
     path = index_path(directory)
-    if not path.exists():
+    if not os.path.lexists(path):  # a symlink that leads nowhere is a damaged index
         return []
     fix = f"repair {path} or move it away (the snapshots beside it are then unknown to mk8s)"
     raw = read_regular(path, what="snapshot index", max_size=MAX_INDEX, fix=fix)
-    obj = load_json(raw, what=f"snapshot index {path}", error=InputError, max_bytes=MAX_INDEX)
+    obj = load_json(
+        raw,
+        what=f"snapshot index {path}",
+        error=lambda problem: InputError(problem, fix),
+        max_bytes=MAX_INDEX,
+    )
     wrong = first_problem(SCHEMA, obj)
     if wrong:
         raise InputError(f"snapshot index {path}: {wrong}", fix)
-    return [SnapshotRecord.from_json(r) for r in obj["snapshots"]]
+    records = [SnapshotRecord.from_json(r) for r in obj["snapshots"]]
+    twice = sorted(n for n, k in Counter(r.file for r in records).items() if k > 1)
+    if twice:  # add_record keeps one record per file: which one would be the truth?
+        raise InputError(
+            f"snapshot index {path} has more than one record for {shown_list(twice)}", fix
+        )
+    return records
 
 
 def add_record(directory: Path, cluster: str, record: SnapshotRecord) -> None:
