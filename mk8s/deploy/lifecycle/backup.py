@@ -188,6 +188,7 @@ def backup(
     """Take a snapshot on a Ready server and copy it home; its record."""
     run = BackupRun(name=snapshot.check_name(name))
     s = _session(cluster, state_base, log, connect)
+    index.check_home(snapshot.snapshots_home(s))  # before any server takes a snapshot
     phases: Sequence[Phase] = [
         ConnectServers(run),
         ProbeServers(),
@@ -226,12 +227,12 @@ def list_snapshots(
     """The snapshots in ``.mk8s/<name>/snapshots`` and on every reachable server."""
     run = BackupRun()
     s = _session(cluster, state_base, log, connect)
+    home = snapshot.snapshots_home(s)
+    local = index.check_home(home)  # a damaged index is refused before any server is asked
     try:
         run_phases([ConnectServers(run), ProbeServers(), ListOnServers(run)], s)
     finally:
         s.close()
-    home = snapshot.snapshots_home(s)
-    local = index.read_records(home)
     missing = [
         r.file
         for r in local

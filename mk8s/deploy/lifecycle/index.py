@@ -128,6 +128,18 @@ def read_records(directory: Path) -> list[SnapshotRecord]:
     return records
 
 
+def check_home(directory: Path) -> list[SnapshotRecord]:
+    """The records of the snapshots directory ``directory``; InputError (exit 2) when a
+    new snapshot could not be recorded there: not a directory, or its index unusable.
+    Checked before a snapshot is taken, so that none is copied home without a record."""
+    if os.path.lexists(directory) and not directory.is_dir():
+        raise InputError(
+            f"{directory} is not a directory; mk8s keeps the cluster's snapshots there",
+            f"move {directory} away",
+        )
+    return read_records(directory)
+
+
 def add_record(directory: Path, cluster: str, record: SnapshotRecord) -> None:
     """Append ``record`` to ``directory/index.json`` (one record per file name: a record
     of the same name is replaced), written atomically, 0600."""
@@ -200,6 +212,7 @@ __all__ = [
     "CheckedSnapshot",
     "SnapshotRecord",
     "add_record",
+    "check_home",
     "check_snapshot",
     "read_records",
     "token_id",

@@ -107,6 +107,7 @@ class Snapshot(Phase):
 
     def run(self, s: Session) -> None:
         first = s.cluster.bootstrap
+        index.check_home(snapshot.snapshots_home(s))  # recordable before it is taken
         cmd = self.steps(s, first)[0].commands[0]
         path = s.remote.run(first, "snapshot", cmd).stdout.strip().splitlines()[-1:]
         if not path or not path[0].startswith(s.cluster.paths(first).snapshot_dir + "/"):

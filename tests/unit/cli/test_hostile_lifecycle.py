@@ -2,8 +2,9 @@
 snapshot indexes (the cluster's and the one beside the snapshot), the cluster's token,
 ``mk8s backup``'s name and ``--list``, the confirmations and ``--wait``/``--jobs``.
 
-Every case runs the real CLI over a cluster whose only node is unroutable and must be
-refused before any node is contacted: the documented exit code (docs/architecture.md,
+Every case runs the real CLI over a cluster whose only node's SSH port is a listening
+socket on loopback that nobody answers, and must be refused before anything connects
+to it (checked: no connection is waiting on the socket afterwards): the documented exit code (docs/architecture.md,
 "Errors"), one error line naming the problem and the fix (click's usage errors
 excepted), no traceback, never "internal error", and nothing written or changed (the
 state lock's empty file excepted: it is made before a run and left, as always).
@@ -15,11 +16,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,6 @@ from tests.support import bundles
 from tests.support.clusters import cluster_text
 
 TOKEN = "4f2c" * 16
-NODE = "    - {address: 192.0.2.1, name: cp1, role: server}\n"  # TEST-NET-1: never routed
 SNAPS = Path(".mk8s/demo/snapshots")
 SNAP = SNAPS / "nightly-cp1-1733370000"
 IDX = SNAPS / "index.json"
@@ -40,11 +41,32 @@ Setup = Callable[[Path], object]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def node_port() -> Iterator[socket.socket]:
+    """The cluster's one node: a socket listening on loopback, never accepting."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as sock:
+        sock.setblocking(False)
+        yield sock
+
+
+@pytest.fixture(autouse=True)
+def nothing_connects(node_port: socket.socket) -> Iterator[None]:
+    yield
+    try:
+        conn, _ = node_port.accept()
+    except BlockingIOError:
+        return
+    conn.close()
+    pytest.fail("mk8s connected to the node before refusing")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, node_port: socket.socket) -> Path:
     """A cluster dir: cluster.yaml, a signed bundle of bundles.TAG and its public key,
     the token, and one snapshot with its record (made 0700/0600 as mk8s makes them)."""
     w = tmp_path_factory.mktemp("world")
-    (w / "cluster.yaml").write_text(cluster_text(NODE))
+    port = node_port.getsockname()[1]
+    node = f"    - {{address: 127.0.0.1, name: cp1, role: server, ssh: {{port: {port}}}}}\n"
+    (w / "cluster.yaml").write_text(cluster_text(node))
     key = keys.generate_private_key()
     keys.write_key_pair(key, w / "k", None)
     written, _ = bundles.build(w / "b", key)
@@ -282,7 +304,30 @@ def test_backup_list_refuses_a_bad_index_before_any_node(
 ) -> None:
     r = _run(world, tmp_path, _index_setup(content, IDX), "backup", "-f", "cluster.yaml", "--list")
     _refused(r, 2, "index.json", words)
-    assert "192.0.2.1" not in r.err
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [c[1:] for c in INDEX_CASES if c[0] in ("not-json", "duplicate-file", "symlink-loop")],
+)
+def test_backup_refuses_a_bad_index_before_any_snapshot_is_taken(
+    world: Path, tmp_path: Path, content: str | Setup, words: str
+) -> None:
+    """Else the snapshot would be taken and copied home, and then not recorded."""
+    r = _run(world, tmp_path, _index_setup(content, IDX), "backup", "-f", "cluster.yaml")
+    _refused(r, 2, "index.json", words)
+
+
+@pytest.mark.parametrize("args", [(), ("--list",)], ids=["backup", "list"])
+def test_a_snapshots_path_that_is_no_directory_is_refused(
+    world: Path, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    def setup(w: Path) -> None:
+        shutil.rmtree(w / SNAPS)
+        (w / SNAPS).write_text("not a directory\n")
+
+    r = _run(world, tmp_path, setup, "backup", "-f", "cluster.yaml", *args)
+    _refused(r, 2, "snapshots is not a directory")
 
 
 # ---- backup --name, the token, confirmations, --wait and --jobs ----------------------------
