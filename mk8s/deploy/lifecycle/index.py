@@ -171,29 +171,26 @@ def check_snapshot(snapshot: Path, home: Path) -> CheckedSnapshot:
     cluster's ``.mk8s/<name>/snapshots``). Found by file name (its sha256 must match)
     or, for a renamed copy, by sha256. SnapshotRejected (exit 3) when the bytes differ
     from the record or no record exists; InputError (exit 2) when the file cannot be
-    read."""
-    with open_regular(snapshot, what="snapshot", fix="give the snapshot file's path") as f:
-        try:
-            sha, size = sha256_file(f)
-        except OSError as e:
-            raise InputError(f"cannot read snapshot {snapshot}: {e.strerror or e}") from e
+    read. The file is hashed only when a record has its size: a wrong file of a
+    terabyte is refused at once."""
     places = [snapshot.parent]
     if home.resolve() != snapshot.parent.resolve():
         places.append(home)
-    for place in places:
-        records = read_records(place)
+    with open_regular(snapshot, what="snapshot", fix="give the snapshot file's path") as f:
+        size = os.fstat(f.fileno()).st_size
+        indexes = [(place, read_records(place)) for place in places]
+        sha = None
+        if any(r.size == size for _, records in indexes for r in records):
+            try:
+                sha, size = sha256_file(f)
+            except OSError as e:
+                raise InputError(f"cannot read snapshot {snapshot}: {e.strerror or e}") from e
+    for place, records in indexes:
         named = [r for r in records if r.file == snapshot.name]
         if named:
-            rec = named[-1]
-            if rec.sha256 != sha or rec.size != size:
-                raise SnapshotRejected(
-                    f"snapshot {snapshot} does not match its record in"
-                    f" {index_path(place)}: sha256 {sha[:16]}... ({size} bytes), recorded"
-                    f" {rec.sha256[:16]}... ({rec.size} bytes); it was changed or damaged"
-                    " and is not restored, nothing was changed",
-                    "restore another snapshot (mk8s backup -f cluster.yaml --list)",
-                )
-            return CheckedSnapshot(snapshot, rec)
+            if named[-1].sha256 != sha or named[-1].size != size:
+                raise _changed(snapshot, index_path(place), named[-1], sha, size)
+            return CheckedSnapshot(snapshot, named[-1])
         same = [r for r in records if r.sha256 == sha and r.size == size]
         if same:
             return CheckedSnapshot(snapshot, same[-1])
@@ -203,6 +200,18 @@ def check_snapshot(snapshot: Path, home: Path) -> CheckedSnapshot:
         " nothing was changed",
         "copy the snapshot together with the index.json written beside it, or take one"
         " with mk8s backup",
+    )
+
+
+def _changed(
+    snapshot: Path, path: Path, rec: SnapshotRecord, sha: str | None, size: int
+) -> SnapshotRejected:
+    ours = f"sha256 {sha[:16]}... ({size} bytes)" if sha else f"{size} bytes"
+    theirs = f"sha256 {rec.sha256[:16]}... ({rec.size} bytes)" if sha else f"{rec.size} bytes"
+    return SnapshotRejected(
+        f"snapshot {snapshot} does not match its record in {path}: {ours}, recorded"
+        f" {theirs}; it was changed or damaged and is not restored, nothing was changed",
+        "restore another snapshot (mk8s backup -f cluster.yaml --list)",
     )
 
 
