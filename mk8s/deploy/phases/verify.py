@@ -35,7 +35,7 @@ class VerifyBundle(Phase):
         """Signature and every byte, in one pass; BundleRejected (exit 3) names the
         problem. Then: a signed bundle that cannot install RKE2 is rejected too, and
         one of another version than spec.rke2.version is an input error (exit 2)."""
-        s.log(f"verifying {self.bundle}")
+        s.log(f"verifying {ui.safe(self.bundle)}")  # a path may hold a newline
         # A split bundle: the signed parts index and every part's size first.
         split = parts.check_index(self.bundle, self.trusted, allow_unsigned=self.allow_unsigned)
         v = reader.verify_bundle(

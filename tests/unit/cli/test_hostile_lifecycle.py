@@ -398,3 +398,11 @@ def test_jobs_must_be_a_positive_number(world: Path, tmp_path: Path, value: str)
     r = _run(world, tmp_path, None, *_restore("--dry-run", f"--jobs={value}"))
     _refused(r, 2, usage=True)
     assert "--jobs" in r.err
+
+
+def test_a_newline_in_the_bundle_path_forges_no_line(world: Path, tmp_path: Path) -> None:
+    args = list(_restore("--dry-run"))
+    args[args.index("bundle.tar.zst")] = "x\nmk8s: error: forged"
+    r = _run(world, tmp_path, None, *args)
+    _refused(r, 2, "x\\nmk8s: error: forged does not exist")
+    assert not any(ln.startswith("mk8s: error: forged") for ln in r.err.splitlines()), r.err
