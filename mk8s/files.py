@@ -18,7 +18,7 @@ import io
 import os
 import secrets
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -131,8 +131,10 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` atomically; raises OSError (nothing is left behind).
+@contextlib.contextmanager
+def atomic_writer(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write that replaces ``path`` atomically when the block ends; on any
+    exception it is removed (nothing is left behind) and the exception goes on.
 
     The temporary sibling is created with O_EXCL|O_NOFOLLOW and the final mode, so a
     symlink planted at that name is never followed and no reader sees a looser mode.
@@ -142,7 +144,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     fd = os.open(tmp, flags, mode)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
@@ -151,6 +153,12 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` atomically; raises OSError (nothing is left behind)."""
+    with atomic_writer(path, mode=mode) as f:
+        f.write(data)
 
 
 def open_append_private(path: Path) -> BinaryIO:
@@ -176,6 +184,7 @@ __all__ = [
     "MIB",
     "BoundedReader",
     "atomic_write",
+    "atomic_writer",
     "open_append_private",
     "open_regular",
     "read_regular",

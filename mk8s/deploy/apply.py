@@ -30,7 +30,7 @@ from mk8s.deploy.phases.dropcharts import UninstallDroppedCharts
 from mk8s.deploy.phases.images import PeerPorts, PushImages, RegistryPreflight
 from mk8s.deploy.phases.inputs import record_inputs
 from mk8s.deploy.phases.kubeconfig import WriteKubeconfig
-from mk8s.deploy.phases.preflight import Preflight, Token
+from mk8s.deploy.phases.preflight import Preflight, RestoreUnfinished, Token
 from mk8s.deploy.phases.servers import BootstrapServer, JoinServers
 from mk8s.deploy.phases.stage import Install, Stage
 from mk8s.deploy.phases.unlisted import NameUnlisted
@@ -55,6 +55,7 @@ def deploy_phases(
     """The deploy, in order (``base``: the full bundle a delta ``bundle`` needs)."""
     stage = Stage(bundle, trusted, allow_unsigned, base)
     return [
+        RestoreUnfinished(),
         VerifyBundle(bundle, trusted, allow_unsigned, base),
         ConnectAll(),
         GatherFacts(),

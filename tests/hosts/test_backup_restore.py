@@ -51,7 +51,8 @@ def cluster(
 ) -> Iterator[tuple[HostSet, Path]]:
     d = tmp_path_factory.mktemp("backup-restore")
     with hostset_for_tests(4, d / "hosts", names=NAMES) as hs:
-        write_cluster(d / "cluster.yaml", hs, [(n, ROLES[n]) for n in NAMES])
+        # a login user with sudo, as hardened sites have: RKE2's snapshots are root's
+        write_cluster(d / "cluster.yaml", hs, [(n, ROLES[n]) for n in NAMES], user=hs.sudo_user)
         r = deploy(d, world.bundle, world.pub)
         assert r.returncode == 0, r.stdout + r.stderr
         yield hs, d
@@ -95,7 +96,14 @@ def test_backup_copies_the_snapshot_home_and_records_it(
     assert rec["bundleId"] == journal["nodes"]["cp1"]["bundle"]
     assert (d / ".mk8s/demo/snapshots/index.json").stat().st_mode & 0o777 == 0o600
     # the server keeps its own copy, as RKE2 does
-    assert hs.by_name("cp1").path(f"/var/lib/rancher/rke2/server/db/snapshots/{backed_up.name}")
+    kept = hs.by_name("cp1").path(f"/var/lib/rancher/rke2/server/db/snapshots/{backed_up.name}")
+    assert kept.read_bytes() == data
+    # streamed over SFTP from a copy the login user could read, removed afterwards
+    copies = hs.by_name("cp1").path("/var/lib/mk8s/snapshot-copy")
+    assert copies.is_dir() and list(copies.iterdir()) == []
+    assert any(
+        n == "cp1" and f"install -m 0600 -o {hs.sudo_user}" in c for n, c in audit_commands(d)
+    )
 
 
 def test_backup_list_shows_both_sides(cluster: tuple[HostSet, Path], backed_up: Path) -> None:

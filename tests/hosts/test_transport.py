@@ -4,7 +4,9 @@ network are tests/unit/deploy/transport/."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -164,6 +166,31 @@ def test_sudo_user_and_no_sudo_user(hosts: HostSet) -> None:
             " add a NOPASSWD sudoers rule for nosudo, or connect as root"
         )
         assert t.run(Command.argv("true")).ok  # plain commands still work
+
+
+class _FullDisk(io.BytesIO):
+    def write(self, data: object) -> int:
+        if self.tell() > 1 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write(data)  # type: ignore[arg-type]
+
+
+@pytest.mark.hosts
+def test_download_streams_a_file_and_names_whose_fault_a_failure_is(hosts: HostSet) -> None:
+    made = "head -c 3145728 /dev/urandom > /home/ops/big && chown ops /home/ops/big"
+    hosts[0].run(made, check=True)
+    want = hosts[0].run("sha256sum /home/ops/big", check=True).stdout.split()[0]
+    with connect(hosts, user="ops") as t:
+        out = io.BytesIO()
+        assert t.download("/home/ops/big", out) == 3 << 20
+        assert hashlib.sha256(out.getvalue()).hexdigest() == want
+        with pytest.raises(RemoteCommandError, match="cannot read /home/ops/missing as ops"):
+            t.download("/home/ops/missing", io.BytesIO())
+        # the local disk filling up is the local disk's error, not the node's
+        with pytest.raises(OSError, match="No space left") as info:
+            t.download("/home/ops/big", _FullDisk())
+        assert not isinstance(info.value, RemoteCommandError)
+        assert t.run(Command.argv("true")).ok  # the connection survives
 
 
 @pytest.mark.hosts

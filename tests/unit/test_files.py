@@ -48,3 +48,20 @@ def test_read_regular_too_large_may_be_another_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is a FIFO") as e2:
         read_regular(tmp_path / "fifo", what="x", max_size=4, too_large=parts.PartRejected)
     assert e2.value.exit_code == 2
+
+
+def test_atomic_writer_leaves_the_old_file_and_no_temporary_on_failure(tmp_path: Path) -> None:
+    """A download cut off (here: an error raised mid-write) keeps what was there."""
+    from mk8s.files import atomic_writer
+
+    out = tmp_path / "snap"
+    out.write_bytes(b"old")
+    with pytest.raises(OSError, match="cut"), atomic_writer(out, mode=0o600) as f:
+        f.write(b"half of the new")
+        raise OSError("cut")
+    assert out.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["snap"]
+    with atomic_writer(out, mode=0o600) as f:
+        f.write(b"new")
+    assert out.read_bytes() == b"new" and stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["snap"]

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mk8s.bundle.upstream.versions import parse_tag
 from mk8s.deploy.builders import kubectl
@@ -25,7 +26,7 @@ from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index
 from mk8s.deploy.rke2config import NodePaths
 from mk8s.errors import DeployError, InputError, OutputError
-from mk8s.files import atomic_write, sha256_file
+from mk8s.files import atomic_writer, sha256_file
 
 # k3s-io/k3s pkg/etcd/snapshot_handler.go takes a snapshot name of these characters; the
 # index keeps names to 100 of them.
@@ -143,7 +144,8 @@ def copy_home(s: Session, node: Node, remote: str, taken: Taken) -> index.Snapsh
     local = home / posixpath.basename(remote)
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(local, data, mode=0o600)
+        with atomic_writer(local, mode=0o600) as out:
+            _download(s, node, remote, out)
     except OSError as e:
         raise OutputError(f"cannot write {local}: {e.strerror or e}") from e
     with local.open("rb") as f:
@@ -165,6 +167,41 @@ def copy_home(s: Session, node: Node, remote: str, taken: Taken) -> index.Snapsh
     s.remote.audit(node, "snapshot", file=remote, local=str(local), bytes=size, sha256=sha)
     s.log(f"{node.name}: etcd snapshot {local} (sha256 {sha[:16]})")
     return record
+
+
+def _download(s: Session, node: Node, remote: str, out: BinaryIO) -> None:
+    """Stream the snapshot (RKE2 writes it 0600, root's) into ``out`` over SFTP, memory
+    bounded. A login user other than root reads a copy made for it in the staging
+    directory (as root, 0600), removed afterwards."""
+    t = s.remote.transport(node)
+    user = node.ssh.user
+    if user == "root":
+        t.download(remote, out)
+        return
+    name = posixpath.basename(remote)
+    copy = posixpath.join(s.cluster.options.staging_dir, "snapshot-copy", name)
+    s.remote.run(node, "snapshot", copy_for_user_command(remote, copy, user))
+    try:
+        t.download(copy, out)
+    finally:
+        s.remote.run(node, "snapshot", remove_copy_command(copy))
+
+
+def copy_for_user_command(remote: str, copy: str, user: str) -> Command:
+    """As root: ``copy`` (0600, owned by ``user``) of the snapshot ``remote``."""
+    return Command.script(
+        "install -d -m 0700 -o {user} {dir} && install -m 0600 -o {user} {src} {dst}",
+        {"user": user, "dir": posixpath.dirname(copy), "src": remote, "dst": copy},
+        sudo=True,
+        timeout=SAVE_TIMEOUT,
+        description="a copy of the snapshot the login user may read (0600)",
+    )
+
+
+def remove_copy_command(copy: str) -> Command:
+    return Command.argv(
+        "rm", "-f", copy, sudo=True, check=False, timeout=60, description="remove that copy"
+    )
 
 
 def snapshots_home(s: Session) -> Path:

@@ -27,6 +27,32 @@ def cluster_membership(s: Session) -> membership.Membership:
     return s.known.membership
 
 
+class RestoreUnfinished(Phase):
+    """A deploy while a restore is unfinished would start the servers a restore left
+    stopped, from whatever datastore each holds: refused before anything is read,
+    until the restore (the same ``mk8s restore`` command) has finished."""
+
+    title = "no restore left unfinished (this machine's journal)"
+    numbered = False
+
+    def run(self, s: Session) -> None:
+        found = s.journal.read().get("restore")
+        if not isinstance(found, dict):
+            return
+        name = str(found.get("file") or "the snapshot")
+        raise PreflightError(
+            f"a restore of {name} is unfinished on cluster {s.cluster.name}"
+            " (an earlier mk8s restore stopped part way): deploy would start servers"
+            " from datastores that do not agree",
+            "run the same mk8s restore command again to finish it (it goes on from where"
+            " it stopped), then deploy",
+        )
+
+    def plan(self, s: Session) -> list[str]:
+        self.run(s)  # a dry run refuses as the real run would
+        return []
+
+
 class Preflight(Phase):
     title = (
         "preflight: arch, disk, sudo, RKE2 RPMs, nm-cloud-setup, SELinux, CIS, CNI, the"
@@ -161,4 +187,10 @@ def token_matches(node_token: str, token: str) -> bool:
     return token.rsplit(":", 1)[-1] == secret
 
 
-__all__: Sequence[str] = ["Preflight", "Token", "resolve_token", "token_matches"]
+__all__: Sequence[str] = [
+    "Preflight",
+    "RestoreUnfinished",
+    "Token",
+    "resolve_token",
+    "token_matches",
+]

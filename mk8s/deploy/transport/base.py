@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mk8s.callbacks import BytesSent
 from mk8s.deploy.command import Command, as_user
@@ -132,6 +133,14 @@ class Transport(ABC):
         """The content of ``remote_path``. ``sudo``: read it as root (``sudo -n cat``)
         when the login user is not root. Raises RemoteCommandError when it is missing
         or unreadable."""
+
+    def download(self, remote_path: str, out: BinaryIO) -> int:
+        """Stream ``remote_path`` (readable by the login user) into ``out``; the number
+        of bytes. Memory stays bounded where the transport streams (SFTP); this
+        default reads the whole file. Raises RemoteCommandError as :meth:`get`."""
+        data = self.get(remote_path)
+        out.write(data)
+        return len(data)
 
     @abstractmethod
     def stat(self, remote_path: str) -> RemoteStat | None:

@@ -14,7 +14,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import paramiko
 
@@ -34,6 +34,27 @@ FAST_WRITES_PARAMIKO = frozenset({3, 4, 5})
 def paramiko_major() -> int:
     head = paramiko.__version__.split(".", 1)[0]
     return int(head) if head.isdigit() else 0
+
+
+class _LocalWriteError(Exception):
+    """Writing the local copy failed (a full disk): kept apart from the SFTP errors."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _LocalOut:
+    """``out`` for paramiko's ``getfo``, its write errors marked as local."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.out.write(data)
+        except OSError as e:
+            raise _LocalWriteError(e) from e
 
 
 class SFTPFiles:
@@ -121,6 +142,23 @@ class SFTPFiles:
                 raise RemoteCommandError(
                     f"{self.name}: cannot read {remote_path} as {self.user}: {e.strerror or e}",
                     None if e.errno == 2 else "pass sudo=True to read it as root",
+                ) from e
+            except (paramiko.SSHException, EOFError) as e:
+                raise self._lost(f"downloading {remote_path}", e) from e
+
+    def download(self, remote_path: str, out: BinaryIO) -> int:
+        with self._sftp_lock:
+            sftp = self._sftp_client()
+            try:
+                return int(sftp.getfo(remote_path, cast(Any, _LocalOut(out)), prefetch=True))
+            except _LocalWriteError as e:
+                raise e.error from e.error  # the local disk's failure, not the node's
+            except OSError as e:
+                if self._transport is None or not self._transport.is_active():
+                    raise self._lost(f"downloading {remote_path}", e) from e
+                raise RemoteCommandError(
+                    f"{self.name}: cannot read {remote_path} as {self.user}: {e.strerror or e}",
+                    None,
                 ) from e
             except (paramiko.SSHException, EOFError) as e:
                 raise self._lost(f"downloading {remote_path}", e) from e

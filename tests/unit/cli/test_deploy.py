@@ -3,7 +3,10 @@ completeness, and what a dry run shows."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import yaml
 
 from mk8s.bundle.format import keys
 from tests.support import bundles
@@ -66,3 +69,34 @@ def test_dry_run_masks_secret_config(tmp_path: Path, run_cli, ed_key, monkeypatc
     assert r.code == 0, r.err
     assert "hunter2" not in r.out and "regpass" not in r.out
     assert "etcd-s3-secret-key: '***'" in r.out and "password: '***'" in r.out
+
+
+def test_deploy_refuses_while_a_restore_is_unfinished(
+    tmp_path: Path, run_cli, ed_key, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A restore that stopped part way left servers stopped, one reset from the
+    snapshot: a deploy would start them from datastores that do not agree. Refused
+    before the bundle is read or a node is contacted (10.0.0.1 is not reachable here),
+    the dry run as the real run; the journal is left as it was."""
+    monkeypatch.chdir(tmp_path)
+    written, _ = bundles.build(tmp_path, ed_key)
+    pub = keys.write_key_pair(ed_key, tmp_path / "k", None).public
+    c = _cluster_for_dry_run(tmp_path)
+    name = yaml.safe_load(c.read_text())["metadata"]["name"]
+    journal = tmp_path / ".mk8s" / name / "journal.json"
+    journal.parent.mkdir(parents=True)
+    unfinished = {"nodes": {}, "restore": {"file": "mk8s-backup-cp1-1700000000", "sha256": "ab" * 32,
+                              "reset": True, "attempted": ["cp1"], "rejoined": []}}  # fmt: skip
+    journal.write_text(json.dumps(unfinished))
+    before = journal.read_bytes()
+    args = ("deploy", "-f", str(c), "--bundle", str(written.path), "--key", str(pub))
+    for extra in (("--dry-run",), ()):
+        r = run_cli(*args, *extra)
+        assert r.code == 1, r.err
+        line = r.err.strip().splitlines()[-1]
+        assert "restore of mk8s-backup-cp1-1700000000 is unfinished" in line, r.err
+        assert "run the same mk8s restore command again" in line, r.err
+        assert "verifying" not in r.err  # refused before the bundle was read
+        assert journal.read_bytes() == before
+    journal.write_text(json.dumps({"nodes": {}, "restored": unfinished["restore"]}))
+    assert run_cli(*args, "--dry-run").code == 0
