@@ -140,7 +140,6 @@ def copy_home(s: Session, node: Node, remote: str, taken: Taken) -> index.Snapsh
     in the index and the audit log; the record."""
     home = snapshots_home(s)
     index.check_home(home)  # no snapshot file here without its record
-    data = s.remote.transport(node).get(remote, sudo=True)
     local = home / posixpath.basename(remote)
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
