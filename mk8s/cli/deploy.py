@@ -119,8 +119,15 @@ def status_cmd(cluster_file: Path) -> None:
     carried = ops.carried_workloads(cluster)
     if carried:
         click.echo(ui.safe("the deployed bundle carried: " + "; ".join(carried)))
-    if not all(r.ready for r in rows):
-        raise DeployError(f"{sum(not r.ready for r in rows)} node(s) not Ready")
+    bad = [r for r in rows if not r.ready]
+    if bad:
+        gone = [r.node.name for r in bad if not r.reachable]
+        raise DeployError(
+            f"{len(bad)} node(s) not Ready: {shown_list([r.node.name for r in bad])}"
+            + (f" ({len(gone)} unreachable)" if gone else ""),
+            "see the table above: fix an unreachable node's connection; for a reachable"
+            " node not Ready run mk8s deploy again (it converges the node)",
+        )
 
 
 @click.command("kubeconfig")

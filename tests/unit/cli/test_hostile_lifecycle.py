@@ -406,3 +406,15 @@ def test_a_newline_in_the_bundle_path_forges_no_line(world: Path, tmp_path: Path
     r = _run(world, tmp_path, None, *args)
     _refused(r, 2, "x\\nmk8s: error: forged does not exist")
     assert not any(ln.startswith("mk8s: error: forged") for ln in r.err.splitlines()), r.err
+
+
+def test_status_of_an_unreachable_node_names_it_and_the_fix(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]  # closed below: connecting is refused at once
+    node = f"    - {{address: 127.0.0.1, name: cp1, role: server, ssh: {{port: {port}}}}}\n"
+    (tmp_path / "cluster.yaml").write_text(cluster_text(node))
+    r = subprocess.run(
+        [sys.executable, "-m", "mk8s", "status", "-f", "cluster.yaml"],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    _refused(Result(r.returncode, r.stderr, 0.0), 1, "cp1", "mk8s deploy")
