@@ -14,11 +14,13 @@ from pathlib import Path
 
 from mk8s import ui
 from mk8s.callbacks import Log, TransferProgress
+from mk8s.deploy.engine.phase import run_phases
 from mk8s.deploy.engine.remote import Connect, connect_ssh
 from mk8s.deploy.engine.runs import NodesReport, RunSettings, plan_only, run_locked
 from mk8s.deploy.engine.session import Session
 from mk8s.deploy.lifecycle import index
 from mk8s.deploy.lifecycle.restore import restore_phases
+from mk8s.deploy.phases.connect import ConnectAll
 from mk8s.deploy.phases.inputs import record_inputs
 
 
@@ -66,9 +68,13 @@ def restore(
     if settings.dry_run:
         plan_only(s, phases)
         return RestoreReport(s.known.outcomes, run.record, plan_text="\n".join(s.known.plan_lines))
+    # The checks that read only local files (the snapshot, the bundle, the token) come
+    # before the state lock: a refusal leaves .mk8s as it was.
+    local = next(i for i, p in enumerate(phases) if isinstance(p, ConnectAll))
+    run_phases(phases[:local], s)
     run_locked(
         s,
-        phases,
+        phases[local:],
         what="restore",
         goes_on="it goes on from where this one stopped",
         after=(record_inputs,),

@@ -418,3 +418,19 @@ def test_status_of_an_unreachable_node_names_it_and_the_fix(tmp_path: Path) -> N
         cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     _refused(Result(r.returncode, r.stderr, 0.0), 1, "cp1", "mk8s deploy")
+
+
+@pytest.mark.parametrize("dry_run", [(), ("--dry-run",)], ids=["yes", "dry-run"])
+def test_a_refused_restore_leaves_the_state_directory_as_it_was(
+    world: Path, tmp_path: Path, dry_run: tuple[str, ...]
+) -> None:
+    """Not even the state lock's file is made, nor .mk8s's mode tightened, when the
+    snapshot, the bundle or the token is refused (the checks come before the lock)."""
+
+    def setup(w: Path) -> None:
+        (w / ".mk8s/demo/lock").unlink()
+        (w / ".mk8s").chmod(0o755)
+        (w / SNAP).write_bytes(b"changed")
+
+    r = _run(world, tmp_path, setup, *_restore("--yes", *dry_run))
+    _refused(r, 3, "does not match its record")
