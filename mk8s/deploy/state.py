@@ -72,7 +72,10 @@ class StateDir:
             os.chmod(self.path.parent, 0o700)
             os.chmod(self.path, 0o700)
         except OSError as e:
-            raise OutputError(f"cannot create the state directory {self.path}: {e.strerror}") from e
+            raise OutputError(
+                f"cannot create the state directory {self.path}: {e.strerror}",
+                f"make {self.path} a directory this user can write (move away what is there)",
+            ) from e
         return self.path
 
     # -- lock --------------------------------------------------------------------------

@@ -132,11 +132,12 @@ def check_home(directory: Path) -> list[SnapshotRecord]:
     """The records of the snapshots directory ``directory``; InputError (exit 2) when a
     new snapshot could not be recorded there: not a directory, or its index unusable.
     Checked before a snapshot is taken, so that none is copied home without a record."""
-    if os.path.lexists(directory) and not directory.is_dir():
-        raise InputError(
-            f"{directory} is not a directory; mk8s keeps the cluster's snapshots there",
-            f"move {directory} away",
-        )
+    for d in (directory.parent.parent, directory.parent, directory):  # .mk8s/NAME/snapshots
+        if os.path.lexists(d) and not d.is_dir():
+            raise InputError(
+                f"{d} is not a directory; mk8s keeps the cluster's state and snapshots there",
+                f"move {d} away",
+            )
     return read_records(directory)
 
 
@@ -174,7 +175,7 @@ def check_snapshot(snapshot: Path, home: Path) -> CheckedSnapshot:
     read. The file is hashed only when a record has its size: a wrong file of a
     terabyte is refused at once."""
     places = [snapshot.parent]
-    if home.resolve() != snapshot.parent.resolve():
+    if os.path.realpath(home) != os.path.realpath(snapshot.parent):  # never raises
         places.append(home)
     with open_regular(snapshot, what="snapshot", fix="give the snapshot file's path") as f:
         size = os.fstat(f.fileno()).st_size

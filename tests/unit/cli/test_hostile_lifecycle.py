@@ -338,7 +338,7 @@ def test_a_snapshots_path_that_is_no_directory_is_refused(
         (w / SNAPS).write_text("not a directory\n")
 
     r = _run(world, tmp_path, setup, "backup", "-f", "cluster.yaml", *args)
-    _refused(r, 2, "snapshots is not a directory")
+    _refused(r, 2, "snapshots is not a directory", "move")
 
 
 # ---- backup --name, the token, confirmations, --wait and --jobs ----------------------------
@@ -434,3 +434,32 @@ def test_a_refused_restore_leaves_the_state_directory_as_it_was(
 
     r = _run(world, tmp_path, setup, *_restore("--yes", *dry_run))
     _refused(r, 3, "does not match its record")
+
+
+def _state_loop(w: Path) -> None:
+    shutil.rmtree(w / ".mk8s/demo")
+    (w / ".mk8s/demo").symlink_to("demo")
+
+
+def _state_file(w: Path) -> None:
+    shutil.rmtree(w / ".mk8s/demo")
+    (w / ".mk8s/demo").write_text("not a directory\n")
+
+
+@pytest.mark.parametrize("state", [_state_loop, _state_file], ids=["symlink-loop", "a-file"])
+def test_a_state_directory_that_is_none_is_refused_with_the_fix(
+    world: Path, tmp_path: Path, state: Setup
+) -> None:
+    """With the snapshot and its index on a stick, restore needs .mk8s/NAME only for
+    the token; backup needs it to keep the snapshot."""
+
+    def setup(w: Path) -> None:
+        (w / "usb").mkdir()
+        shutil.copy(w / SNAP, w / "usb")
+        shutil.copy(w / IDX, w / "usb")
+        state(w)
+
+    r = _run(world, tmp_path, setup, *_restore("--yes", snapshot=f"usb/{SNAP.name}"))
+    _refused(r, 2, "token")
+    r = _run(world, tmp_path / "b", setup, "backup", "-f", "cluster.yaml")
+    _refused(r, 2, ".mk8s/demo", "move")
