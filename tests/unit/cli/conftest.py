@@ -1,4 +1,4 @@
-"""Fixtures of the lifecycle commands' hostile-input tests (tests/support/lifecycle.py)."""
+"""Fixtures of the lifecycle commands' hostile-input tests (tests/support/hostile_lifecycle.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lifecycle import make_world
+from tests.support.hostile_lifecycle import make_world
 
 
 @pytest.fixture(scope="module")

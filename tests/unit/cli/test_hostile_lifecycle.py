@@ -2,7 +2,7 @@
 the snapshot indexes (the cluster's and the one beside the snapshot), also as ``mk8s
 backup`` and ``backup --list`` read them. The rest: test_hostile_lifecycle_state.py.
 
-Every case runs the real CLI (tests/support/lifecycle.py) over a cluster whose only
+Every case runs the real CLI (tests/support/hostile_lifecycle.py) over a cluster whose only
 node's SSH port is a socket on loopback that nobody answers, and must be refused
 before anything connects to it (no connection may wait on the socket afterwards): the
 documented exit code (docs/architecture.md, "Errors"), one error line naming the
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lifecycle import (
+from tests.support.hostile_lifecycle import (
     DATA,
     IDX,
     SNAP,

@@ -2,7 +2,7 @@
 cluster's token and state directory, the confirmations, ``--wait``/``--jobs``, a newline
 in a path, and ``mk8s status``'s error. The rest: test_hostile_lifecycle.py.
 
-Every case runs the real CLI (tests/support/lifecycle.py) over a cluster whose only
+Every case runs the real CLI (tests/support/hostile_lifecycle.py) over a cluster whose only
 node's SSH port is a socket on loopback that nobody answers, and must be refused
 before anything connects to it (no connection may wait on the socket afterwards): the
 documented exit code (docs/architecture.md, "Errors"), one error line naming the
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clusters import cluster_text
-from tests.support.lifecycle import (
+from tests.support.hostile_lifecycle import (
     IDX,
     SNAP,
     Result,
