@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from mk8s import ui
+from mk8s.bundle import check
 from mk8s.bundle.format import keys, parts, reader
-from mk8s.bundle.format.extract import extract_bundle
 from mk8s.bundle.format.manifest import Lock, bundle_id
 from mk8s.cli import LazyGroup
 from mk8s.cli.common import ALLOW_UNSIGNED, key_option, print_json
@@ -73,9 +73,7 @@ def _summary(v: reader.VerifiedBundle) -> dict[str, object]:
 
 def delta_info(d: object) -> dict[str, object]:
     """What ``verify --json`` says about a delta and the base it was checked with."""
-    from mk8s.bundle.delta.verify import DeltaVerified
-
-    assert isinstance(d, DeltaVerified) and d.manifest.delta is not None
+    assert isinstance(d, reader.DeltaVerified) and d.manifest.delta is not None
     ref = d.manifest.delta.base
     return {
         "bundleId": bundle_id(d.manifest_bytes),
@@ -130,7 +128,7 @@ def verify(
     try:
         split = parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)
         with ui.ProgressBar("verifying", 0) as bar:
-            v = reader.verify_bundle(
+            v = check.verify(
                 bundle_path,
                 trusted,
                 allow_unsigned=allow_unsigned,
@@ -176,7 +174,7 @@ def extract(
     checked against its pins, plus the delta's own signed manifest."""
     trusted = _trusted(key_paths, allow_unsigned)
     parts.check_index(bundle_path, trusted, allow_unsigned=allow_unsigned)  # split bundle
-    v = extract_bundle(bundle_path, trusted, dest, allow_unsigned=allow_unsigned, base=base_path)
+    v = check.extract(bundle_path, trusted, dest, allow_unsigned=allow_unsigned, base=base_path)
     _warn_unsigned(v)
     click.echo(_summary_line(v, "extracted"))
     click.echo(f"into {dest}")

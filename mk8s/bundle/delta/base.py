@@ -14,24 +14,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mk8s.bundle.delta.model import BaseRef
+from mk8s.bundle.delta.model import BaseRef, needs_base
 from mk8s.bundle.format.keys import TrustedKey
 from mk8s.bundle.format.manifest import Lock
 from mk8s.bundle.format.reader import BundleHead, Trust, parse_manifest, read_head
 from mk8s.errors import BundleRejected, Mk8sError
-from mk8s.ui import safe
-
-
-def needs_base(ref: BaseRef, given: Path | None, why: str | None = None) -> BundleRejected:
-    """The exit-3 error for a missing or wrong base, naming the base needed."""
-    fix = "give that full bundle with --base (the file it was made against)"
-    if given is None:
-        return BundleRejected(f"this bundle is a delta: it needs its base, {ref.describe()}", fix)
-    # one line, whatever the operator's path (or the reason quoting it) holds
-    return BundleRejected(
-        safe(f"--base {given} is not the base this delta needs ({why}); it needs {ref.describe()}"),
-        fix,
-    )
 
 
 def open_base(ref: BaseRef, given: Path) -> BundleHead:

@@ -24,7 +24,7 @@ from typing import BinaryIO
 from mk8s.bundle.delta import codec, recipe
 from mk8s.bundle.delta.model import Delta, Source
 from mk8s.bundle.delta.verify import delta_head, verify_delta
-from mk8s.bundle.format.extract import _make_dirs
+from mk8s.bundle.format.extract import make_dirs
 from mk8s.bundle.format.keys import TrustedKey
 from mk8s.bundle.format.manifest import (
     EXECUTABLE_KINDS,
@@ -85,7 +85,7 @@ def extract_delta(
     for t in targets:
         if t.exists() or t.is_symlink():
             raise OutputError(f"{t} already exists", "extract into an empty directory")
-    created = _make_dirs(dest)
+    created = make_dirs(dest)
     work = dest / f".mk8s-extract-{secrets.token_hex(4)}"
     moved: list[Path] = []
     try:

@@ -22,7 +22,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from mk8s.errors import BundleRejected
+from mk8s.ui import safe
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 BUNDLE_ID = re.compile(r"[0-9a-f]{16}")
@@ -315,4 +319,16 @@ def _check_size_sha(size: object, sha256: object, what: str) -> None:
         raise ValueError(f"{what}: bad sha256")
 
 
-__all__ = ["BaseRef", "Delta", "Pin", "Source", "Zstd"]
+def needs_base(ref: BaseRef, given: Path | None, why: str | None = None) -> BundleRejected:
+    """The exit-3 error for a missing or wrong base, naming the base needed."""
+    fix = "give that full bundle with --base (the file it was made against)"
+    if given is None:
+        return BundleRejected(f"this bundle is a delta: it needs its base, {ref.describe()}", fix)
+    # one line, whatever the operator's path (or the reason quoting it) holds
+    return BundleRejected(
+        safe(f"--base {given} is not the base this delta needs ({why}); it needs {ref.describe()}"),
+        fix,
+    )
+
+
+__all__ = ["BaseRef", "Delta", "Pin", "Source", "Zstd", "needs_base"]

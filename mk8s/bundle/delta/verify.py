@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mk8s.bundle.format.keys import TrustedKey, verify_signature
 from mk8s.bundle.format.manifest import Lock
 from mk8s.bundle.format.reader import (
     ArtifactSink,
+    DeltaVerified,
     Trust,
     VerifiedBundle,
     open_bundle,
@@ -43,21 +43,6 @@ from mk8s.errors import BundleRejected, InputError, Mk8sError
 from mk8s.ui import safe
 
 CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class DeltaVerified:
-    """What a delta verification read besides the delta's own bytes."""
-
-    manifest: Lock  # the delta's own manifest, with its delta section
-    manifest_bytes: bytes  # as signed
-    base_path: Path
-    base_bundle_id: str  # the id of the base given (its manifest's)
-
-    @property
-    def carried(self) -> int:
-        assert self.manifest.delta is not None
-        return self.manifest.delta.carried_bytes
 
 
 class _Stopped(Exception):

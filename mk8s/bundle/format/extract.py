@@ -70,7 +70,7 @@ class _DirectorySink:
             self._file = None
 
 
-def _make_dirs(dest: Path) -> list[Path]:
+def make_dirs(dest: Path) -> list[Path]:
     """Create ``dest`` and missing parents; return the ones created, outermost first."""
     missing: list[Path] = []
     d = dest
@@ -97,26 +97,19 @@ def extract_bundle(
     *,
     allow_unsigned: bool = False,
     progress: StreamProgress | None = None,
-    base: Path | None = None,
 ) -> VerifiedBundle:
     """Verify while extracting into ``dest``; on any failure ``dest`` is as it was.
 
     Files go to a temporary directory inside ``dest`` and are moved into place only
     after every check passed. Refuses (OutputError) if ``dest`` already holds
     ``mk8s-bundle.json`` or ``artifacts``, or has too little free space. A delta is
-    extracted with its ``base`` as the whole release (mk8s.bundle.delta.extract).
+    refused, naming its base: :func:`mk8s.bundle.check.extract` takes it with its base.
     """
-    if base is not None:
-        from mk8s.bundle.delta.extract import extract_delta
-
-        return extract_delta(
-            path, base, trusted, dest, allow_unsigned=allow_unsigned, progress=progress
-        )
     targets = [dest / MANIFEST_NAME, dest / SIGNATURE_NAME, dest / "artifacts"]
     for t in targets:
         if t.exists() or t.is_symlink():
             raise OutputError(f"{t} already exists", "extract into an empty directory")
-    created = _make_dirs(dest)
+    created = make_dirs(dest)
     work = dest / f".mk8s-extract-{secrets.token_hex(4)}"
     sink = _DirectorySink(work)
     moved: list[Path] = []

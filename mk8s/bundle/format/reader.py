@@ -19,10 +19,11 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import BinaryIO, Protocol
 
 import zstandard
 
+from mk8s.bundle.delta.model import needs_base
 from mk8s.bundle.format import tarfmt
 from mk8s.bundle.format.keys import Signature, TrustedKey, verify_signature
 from mk8s.bundle.format.manifest import (
@@ -45,9 +46,6 @@ from mk8s.bundle.format.zstdframe import ZstdFrameError
 from mk8s.callbacks import StreamProgress
 from mk8s.errors import BundleRejected, LockError
 from mk8s.files import open_regular
-
-if TYPE_CHECKING:
-    from mk8s.bundle.delta.verify import DeltaVerified
 
 MAX_MANIFEST = 16 << 20
 MAX_SIGNATURE = 4096
@@ -82,6 +80,21 @@ class BundleHead:
     @property
     def bundle_id(self) -> str:
         return bundle_id(self.manifest_bytes)
+
+
+@dataclass(frozen=True)
+class DeltaVerified:
+    """What a delta verification read besides the delta's own bytes."""
+
+    manifest: Lock  # the delta's own manifest, with its delta section
+    manifest_bytes: bytes  # as signed
+    base_path: Path
+    base_bundle_id: str  # the id of the base given (its manifest's)
+
+    @property
+    def carried(self) -> int:
+        assert self.manifest.delta is not None
+        return self.manifest.delta.carried_bytes
 
 
 @dataclass(frozen=True)
@@ -178,7 +191,6 @@ def verify_bundle(
     sink: ArtifactSink | None = None,
     before_artifacts: Callable[[Lock], None] | None = None,
     progress: StreamProgress | None = None,
-    base: Path | None = None,
 ) -> VerifiedBundle:
     """Verify the whole bundle in one pass; return what was verified.
 
@@ -186,21 +198,9 @@ def verify_bundle(
     InputError if the file cannot be read. ``sink`` receives each artifact's bytes as
     they stream (it must not trust them until verify_bundle returns). ``before_artifacts``
     runs once the signed manifest is trusted, before any artifact byte is read.
-    A delta needs ``base``, the full bundle it was made against (mk8s.bundle.delta);
-    without it, BundleRejected names the base it needs.
+    A delta is refused, naming the base it needs: :func:`mk8s.bundle.check.verify`
+    takes a delta with its base.
     """
-    if base is not None:
-        from mk8s.bundle.delta.verify import verify_delta
-
-        return verify_delta(
-            path,
-            base,
-            trusted,
-            allow_unsigned=allow_unsigned,
-            sink=sink,
-            before_artifacts=before_artifacts,
-            progress=progress,
-        )
     trust = signature_trust(trusted, allow_unsigned=allow_unsigned)
     return read_bundle(path, trust, sink=sink, before_artifacts=before_artifacts, progress=progress)
 
@@ -222,8 +222,6 @@ def signature_trust(
         )
         manifest = _parse_manifest(manifest_bytes)
         if manifest.delta is not None and not delta:
-            from mk8s.bundle.delta.base import needs_base
-
             raise needs_base(manifest.delta.base, None)
         return manifest, signer
 

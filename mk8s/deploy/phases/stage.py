@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from mk8s.bundle.format import extract, keys
+from mk8s.bundle import check
+from mk8s.bundle.format import keys
 from mk8s.deploy.builders import plan
 from mk8s.deploy.cluster import Node
 from mk8s.deploy.engine.phase import Phase
@@ -68,7 +69,7 @@ class Stage(Phase):
         self.scratch = Path(tempfile.mkdtemp(prefix="bundle-", dir=s.state.path))
         self.scratch.rmdir()  # extract_bundle creates it, and removes it on failure
         s.log(f"extracting {self.bundle} for upload")
-        again = extract.extract_bundle(
+        again = check.extract(
             self.bundle,
             self.trusted,
             self.scratch,

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mk8s import ui
+from mk8s.bundle import check
 from mk8s.bundle.format import keys, parts, reader
 from mk8s.bundle.format.manifest import Lock
 from mk8s.deploy.builders import plan
@@ -38,7 +39,7 @@ class VerifyBundle(Phase):
         s.log(f"verifying {ui.safe(self.bundle)}")  # a path may hold a newline
         # A split bundle: the signed parts index and every part's size first.
         split = parts.check_index(self.bundle, self.trusted, allow_unsigned=self.allow_unsigned)
-        v = reader.verify_bundle(
+        v = check.verify(
             self.bundle, self.trusted, allow_unsigned=self.allow_unsigned, base=self.base
         )
         if split is not None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from mk8s.bundle import check
 from mk8s.bundle.delta import codec
 from mk8s.bundle.format import keys, reader
-from mk8s.bundle.format.extract import extract_bundle
 from tests.support.deltas import IMAGES, NEW, OLD, World, tar_blobs, tree, world
 
 
@@ -49,10 +49,8 @@ def test_the_delta_still_carries_only_new_blobs(w: World) -> None:
 
 def test_extract_places_the_exact_tar_in_raw_blocks(w: World, tmp_path: Path) -> None:
     ts = keys.load_trusted_keys([w.pub])
-    v = extract_bundle(
-        w.bundles["delta.tar.zst"], ts, tmp_path / "d", base=w.bundles["old.tar.zst"]
-    )
-    extract_bundle(w.bundles["new.tar.zst"], ts, tmp_path / "f")
+    v = check.extract(w.bundles["delta.tar.zst"], ts, tmp_path / "d", base=w.bundles["old.tar.zst"])
+    check.extract(w.bundles["new.tar.zst"], ts, tmp_path / "f")
     got, want = tree(tmp_path / "d" / "artifacts"), tree(tmp_path / "f" / "artifacts")
     assert {k: v for k, v in got.items() if k != IMAGES} == {
         k: v for k, v in want.items() if k != IMAGES

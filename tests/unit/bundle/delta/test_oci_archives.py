@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from mk8s.bundle import check
 from mk8s.bundle.delta.create import load_base, write_delta
 from mk8s.bundle.format import keys
-from mk8s.bundle.format.extract import extract_bundle
 from mk8s.bundle.format.manifest import Artifact, Lock, Release, artifact_path
 from mk8s.bundle.format.writer import write_bundle
 from mk8s.bundle.upstream.settings import UpstreamSettings
@@ -67,5 +67,5 @@ def test_an_oci_archive_is_rebuilt_from_the_bases_blobs(tmp_path: Path) -> None:
     assert v2_only and v2_only <= carried and not carried & v1_blobs
     assert made.bundle.size < 0.7 * new_arc.stat().st_size
     trusted = keys.load_trusted_keys([pub])
-    extract_bundle(made.bundle.path, trusted, tmp_path / "x", base=old.path)
+    check.extract(made.bundle.path, trusted, tmp_path / "x", base=old.path)
     assert (tmp_path / "x" / path).read_bytes() == new_arc.read_bytes()

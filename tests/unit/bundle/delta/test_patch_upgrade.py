@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from mk8s.bundle import check
 from mk8s.bundle.delta import codec
 from mk8s.bundle.format import keys, reader
-from mk8s.bundle.format.extract import extract_bundle
 from mk8s.bundle.format.manifest import Lock, bundle_id
 from mk8s.errors import BundleRejected, InputError
 from tests.support import bundles as craft
@@ -74,8 +74,8 @@ def test_the_manifest_describes_the_whole_release_and_names_its_base(w: World) -
 
 
 def test_verify_with_its_base_is_verify_of_the_full_bundle(w: World) -> None:
-    v = reader.verify_bundle(w.bundles["delta.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
-    full = reader.verify_bundle(w.bundles["new.tar.zst"], trusted(w))
+    v = check.verify(w.bundles["delta.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
+    full = check.verify(w.bundles["new.tar.zst"], trusted(w))
     assert v.manifest == full.manifest and v.manifest_bytes == full.manifest_bytes
     assert v.bundle_id == full.bundle_id and v.signer is not None
     assert v.delta is not None and v.delta.base_path == w.bundles["old.tar.zst"]
@@ -83,8 +83,8 @@ def test_verify_with_its_base_is_verify_of_the_full_bundle(w: World) -> None:
 
 def test_extract_with_its_base_is_the_full_bundle_byte_for_byte(w: World, tmp_path: Path) -> None:
     ts = trusted(w)
-    extract_bundle(w.bundles["delta.tar.zst"], ts, tmp_path / "d", base=w.bundles["old.tar.zst"])
-    extract_bundle(w.bundles["new.tar.zst"], ts, tmp_path / "f")
+    check.extract(w.bundles["delta.tar.zst"], ts, tmp_path / "d", base=w.bundles["old.tar.zst"])
+    check.extract(w.bundles["new.tar.zst"], ts, tmp_path / "f")
     got, want = tree(tmp_path / "d" / "artifacts"), tree(tmp_path / "f" / "artifacts")
     assert got == want and "rke2-images.linux-amd64.tar.zst" in str(got)
     assert (tmp_path / "d" / "artifacts" / IMAGES).read_bytes() == w.up.asset_bytes(NEW, IMAGES)
@@ -113,13 +113,13 @@ def test_a_lock_as_base_names_the_bundle_made_from_it(w: World) -> None:
     ref = made.delta.delta.base
     assert ref.bundle_id == head(w.bundles["delta.tar.zst"]).delta.base.bundle_id  # type: ignore[union-attr]
     assert ref.file == "mk8s-rke2-v1.28.14-rke2r1-linux-amd64.tar.zst"
-    v = reader.verify_bundle(made.bundle.path, trusted(w), base=w.bundles["old.tar.zst"])
+    v = check.verify(made.bundle.path, trusted(w), base=w.bundles["old.tar.zst"])
     assert v.manifest.release.tag == NEW
 
 
 def _rejected(w: World, base: Path | None, *, path: Path | None = None) -> str:
     with pytest.raises(BundleRejected) as e:
-        reader.verify_bundle(path or w.bundles["delta.tar.zst"], trusted(w), base=base)
+        check.verify(path or w.bundles["delta.tar.zst"], trusted(w), base=base)
     return str(e.value)
 
 
@@ -134,7 +134,7 @@ def test_a_missing_base_is_exit_3_naming_it(w: World, tmp_path: Path) -> None:
         _names_the_base(w, msg)
         assert "--base" in msg
     with pytest.raises(BundleRejected) as e:
-        extract_bundle(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x")
+        check.extract(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x")
     _names_the_base(w, str(e.value))
     assert not (tmp_path / "x").exists()
 
@@ -147,7 +147,7 @@ def test_a_wrong_base_is_exit_3_naming_it(w: World, tmp_path: Path) -> None:
     msg = _rejected(w, w.bundles["new.tar.zst"])  # the full bundle of the same release
     _names_the_base(w, msg)
     with pytest.raises(BundleRejected):
-        extract_bundle(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x", base=older)
+        check.extract(w.bundles["delta.tar.zst"], trusted(w), tmp_path / "x", base=older)
     assert not (tmp_path / "x").exists()
 
 
@@ -191,7 +191,7 @@ def test_a_delta_of_a_delta_is_refused(w: World, tmp_path: Path) -> None:
 
 def test_a_full_bundle_given_a_base_is_a_usage_error(w: World) -> None:
     with pytest.raises(InputError) as e:
-        reader.verify_bundle(w.bundles["new.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
+        check.verify(w.bundles["new.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
     assert "not a delta" in str(e.value) and e.value.exit_code == 2
 
 
@@ -209,7 +209,7 @@ def test_a_rebuild_that_differs_from_upstream_is_exit_3_and_leaves_nothing(
     monkeypatch.setattr(codec, "compressor", lambda z: real(dataclasses.replace(z, level=3)))
     dest = tmp_path / "x"
     with pytest.raises(BundleRejected) as e:
-        extract_bundle(w.bundles["delta.tar.zst"], trusted(w), dest, base=w.bundles["old.tar.zst"])
+        check.extract(w.bundles["delta.tar.zst"], trusted(w), dest, base=w.bundles["old.tar.zst"])
     assert f"rebuilt artifacts/{IMAGES}" in str(e.value) and "not the pinned" in str(e.value)
     assert not dest.exists()
 
@@ -229,13 +229,13 @@ def test_the_base_file_create_read_verifies_by_its_hash(
         return real(path, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(delta_verify, "read_bundle", counting)
-    reader.verify_bundle(w.bundles["delta.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
+    check.verify(w.bundles["delta.tar.zst"], trusted(w), base=w.bundles["old.tar.zst"])
     assert read == [w.bundles["delta.tar.zst"]]
     # the same release's bundle made again with an SBOM: another file, the same pinned
     # artifacts: accepted, after every member was checked
     old = w.bundle("old-sbom.tar.zst", w.lock(OLD), sbom="cyclonedx").bundle.path
     read.clear()
-    v = reader.verify_bundle(w.bundles["delta.tar.zst"], trusted(w), base=old)
+    v = check.verify(w.bundles["delta.tar.zst"], trusted(w), base=old)
     assert sorted(read) == sorted([w.bundles["delta.tar.zst"], old])
     assert (
         v.delta is not None
