@@ -4,7 +4,7 @@ size limit; tar padding must be zeros (docs/format.md, "What verify checks")."""
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import zstandard
 
@@ -14,14 +14,15 @@ from mk8s.bundle.format.zstdframe import ZstdFrameError
 from mk8s.errors import BundleRejected
 
 
-def reject_stream_error(e: BaseException, where: str) -> BundleRejected:
-    """A damaged zstd stream as the rejection naming it; anything else is raised."""
+def reject_stream_error(e: BaseException, path: Path, where: str = "") -> BundleRejected:
+    """A damaged zstd stream as the rejection naming the file (and ``where`` in it:
+    e.g. "in the bundle head"); anything else is raised."""
+    fix = "get the bundle again; the file was damaged or altered"
     if isinstance(e, ZstdFrameError):
-        return BundleRejected(f"{e}", "get the bundle again; the file was damaged or altered")
+        return BundleRejected(f"{path}: {e}", fix)
     if isinstance(e, zstandard.ZstdError):
         return BundleRejected(
-            f"the zstd stream is corrupt {where} ({e})",
-            "get the bundle again; the file was damaged or altered",
+            f"{path}: the zstd stream is corrupt{' ' + where if where else ''} ({e})", fix
         )
     raise e
 

@@ -168,7 +168,7 @@ def read_head(path: Path) -> BundleHead:
         except Truncated as e:
             raise BundleRejected("the bundle ends inside its first members (truncated)") from e
         except (ZstdFrameError, zstandard.ZstdError) as e:
-            raise reject_stream_error(e, "in the bundle head") from e
+            raise reject_stream_error(e, path, "in the bundle head") from e
     problems: list[str] = []
     manifest: Lock | None = None
     signature: Signature | None = None
@@ -251,7 +251,7 @@ def read_bundle(
                 "copy the bundle again; the file is incomplete",
             ) from e
         except (ZstdFrameError, zstandard.ZstdError) as e:
-            raise reject_stream_error(e, "") from e
+            raise reject_stream_error(e, path) from e
         finally:
             stream.close()
         return VerifiedBundle(
